@@ -1,0 +1,183 @@
+"""The `diag` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from rich.console import Console
+
+from diag import __version__
+
+
+class UsageError(Exception):
+    """Bad arguments or unreadable input: exit status 2 with a one-line reason."""
+
+
+def _console(stderr: bool = False) -> Console:
+    no_color = bool(os.environ.get("NO_COLOR"))
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 160  # a pipe or file gets long lines, not 80-column wrapping
+    return Console(stderr=stderr, no_color=no_color, highlight=False, soft_wrap=False, width=width)
+
+
+def _load_rules(dirs: Sequence[str] | None, err: Console):
+    from diag import rules
+
+    rs = rules.load(dirs or [])
+    for e in rs.errors:
+        print(f"diag: rule error: {e}", file=sys.stderr)
+    return rs
+
+
+# -- scan ------------------------------------------------------------------------------------
+def cmd_scan(args: argparse.Namespace) -> int:
+    from diag.clock import parse_user_time
+    from diag.parsers import FORMATS
+    from diag.pipeline import Pipeline
+    from diag.report import print_human, to_json
+
+    err = _console(stderr=True)
+    if args.format and args.format not in FORMATS:
+        raise UsageError(f"unknown format {args.format!r} (known: {', '.join(FORMATS)})")
+    try:
+        since = parse_user_time(args.since) if args.since else None
+        until = parse_user_time(args.until) if args.until else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    rs = _load_rules(args.rules, err)
+    pipe = Pipeline(rs, since=since, until=until, max_line=args.max_line_bytes)
+    progress = None
+    total = sum(os.path.getsize(p) for p in args.paths if p != "-" and os.path.isfile(p))
+    if not args.json and err.is_terminal and total > 8 << 20:
+        from rich.progress import BarColumn, Progress, TransferSpeedColumn
+
+        progress = Progress("[progress.description]{task.description}", BarColumn(), TransferSpeedColumn(), console=err, transient=True)
+    if progress is not None:
+        with progress:
+            task = progress.add_task("scanning", total=total)
+            for p in args.paths:
+                pipe.scan_path(p, args.format, progress=lambda n: progress.advance(task, n))
+    else:
+        for p in args.paths:
+            pipe.scan_path(p, args.format)
+    pipe.finish()
+    bad = [s for s in pipe.sources if s.error]
+    for s in bad:
+        print(f"diag: {s.error}", file=sys.stderr)
+    if args.json:
+        json.dump(to_json(pipe), sys.stdout, ensure_ascii=False, indent=None if args.compact else 1)
+        sys.stdout.write("\n")
+    else:
+        print_human(pipe, _console(), verbose=args.verbose)
+    if bad:
+        return 2
+    return 1 if pipe.findings.worst() in ("error", "critical") else 0
+
+
+# -- rules -----------------------------------------------------------------------------------
+def cmd_rules(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from diag import rules
+
+    out, err = _console(), _console(stderr=True)
+    if args.rules_cmd == "list":
+        rs = _load_rules(args.rules, err)
+        if args.json:
+            json.dump([r.meta() for r in rs.rules], sys.stdout, indent=1)
+            sys.stdout.write("\n")
+            return 0
+        t = Table(show_edge=False, header_style="bold")
+        for c in ("id", "severity", "category", "scope", "title"):
+            t.add_column(c)
+        for r in sorted(rs.rules, key=lambda r: (r.category, r.id)):
+            t.add_row(r.id, r.severity, r.category, r.scope, escape(r.title))
+        out.print(t)
+        out.print(f"{len(rs.rules)} rules from {rules.builtin_dir()}" + (f" and {', '.join(args.rules)}" if args.rules else ""))
+        return 0 if not rs.errors else 1
+    if args.rules_cmd == "test":
+        from diag.ruletest import test_ruleset
+
+        if args.files:
+            rs = rules.load(args.files, builtin=False)
+        else:
+            rs = rules.load(args.rules or [])
+        for e in rs.errors:
+            out.print(f"[red]ERROR[/] {escape(e)}")
+        results = test_ruleset(rs)
+        failed = [r for r in results if not r.ok]
+        for r in failed:
+            kind = "positive" if r.positive else "negative"
+            first = r.example.text.strip().splitlines()[0][:160] if r.example.text.strip() else ""
+            out.print(f"[red]FAIL[/] {r.rule.id} ({r.rule.file}:{r.rule.line}) {kind} example: {escape(r.message)}\n     {escape(first)}")
+        n_rules = len(rs.rules)
+        out.print(f"{len(results) - len(failed)} passed, {len(failed)} failed ({n_rules} rules, {len(results)} examples)")
+        return 1 if failed or rs.errors else 0
+    if args.rules_cmd == "lint":
+        from diag.rulelint import lint
+
+        rs = rules.load(args.files or args.rules or [], builtin=not args.files)
+        problems = list(rs.errors) + lint(rs)
+        for p in problems:
+            out.print(f"[red]{escape(p)}[/]")
+        out.print(f"{len(rs.rules)} rules checked, {len(problems)} problem(s)")
+        return 1 if problems else 0
+    raise UsageError("rules: choose list, test or lint")
+
+
+# -- main ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="diag", description="Diagnostics for self-hosted LLM inference servers (vLLM, LMDeploy, llama.cpp).")
+    p.add_argument("--version", action="version", version=f"diag {__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    s = sub.add_parser("scan", help="run the pipeline over existing log files (post-mortem)")
+    s.add_argument("paths", nargs="+", metavar="PATH", help="log files, .gz files, or - for stdin")
+    s.add_argument("--json", action="store_true", help="print the JSON document (see README) instead of a report")
+    s.add_argument("--compact", action="store_true", help="with --json: one line")
+    s.add_argument("--rules", action="append", metavar="DIR", help="extra rule directory or file (overrides built-ins by id); repeatable")
+    s.add_argument("--since", metavar="T", help="ignore events before T (ISO time, epoch, or a duration like 2h)")
+    s.add_argument("--until", metavar="T", help="ignore events after T")
+    s.add_argument("--format", metavar="NAME", help="force a format: vllm, llamacpp, lmdeploy, uvicorn, nginx, proxy")
+    s.add_argument("--max-line-bytes", type=int, default=1 << 20, metavar="N", help="cut longer lines (default 1 MiB)")
+    s.add_argument("-v", "--verbose", action="store_true", help="list requests and finding request ids")
+    s.set_defaults(func=cmd_scan)
+
+    r = sub.add_parser("rules", help="list, test and lint rule files")
+    rsub = r.add_subparsers(dest="rules_cmd", metavar="ACTION")
+    rl = rsub.add_parser("list", help="list the rules in effect")
+    rl.add_argument("--json", action="store_true")
+    rt = rsub.add_parser("test", help="run every rule's examples (non-zero exit on a failure)")
+    rt.add_argument("files", nargs="*", metavar="FILE", help="rule files or directories (default: built-in + --rules)")
+    rn = rsub.add_parser("lint", help="check rule files for mistakes and slow patterns")
+    rn.add_argument("files", nargs="*", metavar="FILE")
+    for x in (rl, rt, rn):
+        x.add_argument("--rules", action="append", metavar="DIR", help="extra rule directory")
+    r.set_defaults(func=cmd_rules, rules_cmd=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"diag: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Timestamps from logs that were never meant to be compared across files.
+
+vLLM writes `MM-DD HH:MM:SS` (no year, local time); TurboMind `MMDD.HH:MM:SS.us` (no year);
+nginx and http.server a day/month/year form; llama.cpp only time since the process started.
+A `Clock` belongs to one source: it supplies the year from the file's modification time and
+carries a year forward across a December → January roll-over.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_HALF_YEAR = 183 * 86400
+
+
+def month_number(name: str) -> int:
+    return _MONTHS.get(name[:3].title(), 0)
+
+
+class Clock:
+    def __init__(self, mtime: float | None = None):
+        self.ref = mtime if mtime is not None else time.time()
+        self.year = time.localtime(self.ref).tm_year
+        self._cache_key: tuple | None = None
+        self._cache_val: float | None = None
+        self._last: float | None = None
+
+    def local(self, year: int, month: int, day: int, hh: int, mm: int, ss: int) -> float | None:
+        """Epoch seconds of a local wall-clock time, or None if it is not a valid date."""
+        key = (year, month, day, hh, mm, ss)
+        if key == self._cache_key:
+            return self._cache_val
+        try:
+            val = time.mktime((year, month, day, hh, mm, ss, 0, 0, -1))
+        except (OverflowError, ValueError):
+            val = None
+        if not (1 <= month <= 12 and 1 <= day <= 31 and hh < 24 and mm < 60 and ss < 62):
+            val = None
+        self._cache_key, self._cache_val = key, val
+        return val
+
+    def yearless(self, month: int, day: int, hh: int, mm: int, ss: int) -> float | None:
+        """A time without a year: take the file's year, but never land in its future."""
+        val = self.local(self.year, month, day, hh, mm, ss)
+        if val is None:
+            return None
+        if val > self.ref + 2 * 86400 and self._last is None:
+            # Written last year (e.g. a December log read in January).
+            self.year -= 1
+            val = self.local(self.year, month, day, hh, mm, ss)
+        elif self._last is not None and val is not None and val < self._last - _HALF_YEAR:
+            self.year += 1  # 12-31 -> 01-01 inside the file
+            val = self.local(self.year, month, day, hh, mm, ss)
+        if val is not None:
+            self._last = val
+        return val
+
+    def utc(self, year: int, month: int, day: int, hh: int, mm: int, ss: float, offset_s: int = 0) -> float | None:
+        try:
+            return datetime(year, month, day, hh, mm, int(ss), tzinfo=timezone.utc).timestamp() + (ss - int(ss)) - offset_s
+        except ValueError:
+            return None
+
+
+def iso(ts: float | None) -> str | None:
+    """Local ISO-8601 with offset, second precision unless the value has a fraction."""
+    if ts is None:
+        return None
+    dt = datetime.fromtimestamp(ts).astimezone()
+    if ts != int(ts):
+        return dt.isoformat(timespec="milliseconds")
+    return dt.isoformat(timespec="seconds")
+
+
+def parse_user_time(value: str, now: float | None = None) -> float:
+    """`--since`/`--until`: ISO date/time, epoch seconds, or a duration back from now (90s, 15m, 2h, 7d)."""
+    v = value.strip()
+    now = time.time() if now is None else now
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if v and v[-1] in units and v[:-1].replace(".", "", 1).isdigit():
+        return now - float(v[:-1]) * units[v[-1]]
+    try:
+        return float(v)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"cannot read time {value!r}: use ISO 8601 (2026-11-22T18:27:00), epoch seconds or a duration like 15m") from None
+    if dt.tzinfo is None:
+        return dt.timestamp()  # local time, as the logs write it
+    return dt.timestamp()

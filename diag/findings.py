@@ -1,0 +1,262 @@
+"""The rule engine and what it produces: hits, aggregated into findings.
+
+A `Hit` is one rule matching one event (or one trace); a `Finding` is all hits of one rule
+in a run, with count, first/last time, request ids, locations, the fields of the first hit and
+one redacted excerpt. The daemon stores hits; `diag scan` prints findings.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from diag import events as E
+from diag.clock import iso
+from diag.events import Event
+from diag.redact import excerpt as make_excerpt
+from diag.rules import MATCH_TIMEOUT, Rule, RuleSet, condition_holds, event_applies
+from diag.traces import Trace
+
+log = logging.getLogger("diag")
+
+MAX_IDS = 200
+MAX_LOCATIONS = 50
+
+
+@dataclass(slots=True)
+class Hit:
+    rule: Rule
+    ts: float | None
+    path: str
+    line: int
+    fields: dict[str, Any]
+    request_id: str | None
+    excerpt: str
+
+
+@dataclass
+class Finding:
+    rule: Rule
+    count: int = 0
+    first_seen: float | None = None
+    last_seen: float | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    request_ids: list[str] = field(default_factory=list)
+    locations: list[dict[str, Any]] = field(default_factory=list)
+    excerpt: str = ""
+
+    def add(self, h: Hit) -> None:
+        self.count += 1
+        if h.ts is not None:
+            if self.first_seen is None or h.ts < self.first_seen:
+                self.first_seen = h.ts
+            if self.last_seen is None or h.ts > self.last_seen:
+                self.last_seen = h.ts
+        if self.count == 1:
+            self.fields = h.fields
+            self.excerpt = h.excerpt
+        if h.request_id and h.request_id not in self.request_ids and len(self.request_ids) < MAX_IDS:
+            self.request_ids.append(h.request_id)
+        if len(self.locations) < MAX_LOCATIONS:
+            self.locations.append({"path": h.path, "line": h.line})
+
+    @property
+    def summary(self) -> str:
+        return render(self.rule.summary, self.fields, self.count, self.request_ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.rule
+        return {"rule": r.id, "title": r.title, "category": r.category, "severity": r.severity, "count": self.count,
+                "first_seen": iso(self.first_seen), "last_seen": iso(self.last_seen), "summary": self.summary,
+                "remedy": r.remedy, "references": r.references, "fields": self.fields,
+                "request_ids": self.request_ids, "locations": self.locations, "excerpt": self.excerpt}
+
+
+_SLOT = re.compile(r"\{([A-Za-z_][\w|]*)\}")
+
+
+def render(template: str, fields: dict[str, Any], count: int = 1, ids: list[str] | None = None) -> str:
+    """Fill `{name}` (or `{a|b|c}`: the first one present) from a hit's fields; `?` if none is."""
+    vals = {k: v for k, v in fields.items() if v is not None and v != ""}
+    vals.setdefault("count", count)
+    if ids:
+        vals.setdefault("request_ids", ", ".join(ids[:10]) + (" …" if len(ids) > 10 else ""))
+
+    def sub(m: re.Match) -> str:
+        for name in m.group(1).split("|"):
+            if name in vals:
+                return str(vals[name])
+        return "?"
+
+    return _SLOT.sub(sub, template)
+
+
+class RuleEngine:
+    """Matches events and traces against a rule set; reports hits to `on_hit`."""
+
+    def __init__(self, ruleset: RuleSet, on_hit: Callable[[Hit], None], trace_lookup: Callable[[str], Trace | None] | None = None):
+        self.on_hit = on_hit
+        self.trace_lookup = trace_lookup or (lambda rid: None)
+        self.errors: list[str] = list(ruleset.errors)
+        self.set_rules(ruleset)
+        self._suppress_seen: dict[tuple[str, str], float] = {}  # (path, rule) -> last time a quieting line was seen
+        self._held: deque[tuple[Hit, int, Any]] = deque()  # hits waiting to see whether a retry follows
+
+    def set_rules(self, ruleset: RuleSet) -> None:
+        self.rules = [r for r in ruleset.rules if not r.disabled]
+        self.event_rules = [r for r in self.rules if r.scope == "event"]
+        self.trace_rules = [r for r in self.rules if r.scope == "trace"]
+        self.quieting = [r for r in self.event_rules if r.unless_after is not None]
+        self._by_kind: dict[tuple[str, str], list[Rule]] = {}
+
+    def _rules_for(self, ev: Event) -> list[Rule]:
+        key = (ev.fmt, ev.kind)
+        rs = self._by_kind.get(key)
+        if rs is None:
+            rs = [r for r in self.event_rules if event_applies(r, ev)]
+            self._by_kind[key] = rs
+        return rs
+
+    def disable(self, rule: Rule, why: str) -> None:
+        rule.disabled = why
+        msg = f"rule {rule.id} ({rule.file}:{rule.line}) disabled: {why}"
+        self.errors.append(msg)
+        log.error(msg)
+        self.event_rules = [r for r in self.event_rules if r is not rule]
+        self.trace_rules = [r for r in self.trace_rules if r is not rule]
+        self.quieting = [r for r in self.quieting if r is not rule]
+        self._by_kind.clear()
+
+    # -- events -------------------------------------------------------------------------
+    def feed(self, ev: Event) -> None:
+        text = ev.text
+        if self._held:
+            self._check_held(ev)
+        for r in self.quieting if ev.kind in (E.LOG, E.RAW) else ():
+            pat, _ = r.unless_after  # type: ignore[misc]
+            if self._search(r, pat, text) is not None:
+                self._suppress_seen[(ev.path, r.id)] = ev.ts or 0.0
+        for r in self._rules_for(ev):
+            if r.needles and not any(n in text for n in r.needles):
+                continue
+            m = None
+            for p in r.patterns:
+                m = self._search(r, p, text)
+                if m is not None or r.disabled:
+                    break
+            if r.patterns and m is None:
+                continue
+            if r.unless is not None and self._search(r, r.unless, text) is not None:
+                continue
+            groups = {k: v for k, v in m.groupdict().items() if v is not None} if m is not None else {}
+            rid = ev.fields.get("request_id")
+            if rid is None and "session" in ev.fields:
+                rid = f"session-{ev.fields['session']}"
+            trace = self.trace_lookup(rid) if rid else None
+            if r.when and not condition_holds(r.when, _lookup(groups, ev.fields, trace)):
+                continue
+            if r.unless_after is not None:
+                seen = self._suppress_seen.get((ev.path, r.id))
+                if seen is not None and (ev.ts is None or ev.ts - seen <= r.unless_after[1]):
+                    continue
+            fields = dict(groups)
+            for k in ("status", "path", "method", "reason"):
+                if k in ev.fields and k not in fields and ev.kind == E.ACCESS:
+                    fields[k] = ev.fields[k]
+            start = m.start() if m is not None else 0
+            hit = Hit(r, ev.ts, ev.path, ev.lineno + text.count("\n", 0, start), fields,
+                      trace.id if trace is not None else rid, make_excerpt(text, start))
+            if r.unless_followed_by is not None:
+                self._held.append((hit, r.unless_followed_by[1], ev.path))
+                continue
+            self._emit(hit, trace)
+
+    def _search(self, rule: Rule, pat: Any, text: str):
+        try:
+            return pat.search(text, timeout=MATCH_TIMEOUT)
+        except TimeoutError:
+            self.disable(rule, f"pattern {pat.pattern[:80]!r} took longer than {MATCH_TIMEOUT * 1000:.0f} ms on one event (catastrophic backtracking?)")
+            return None
+
+    def _check_held(self, ev: Event) -> None:
+        keep: deque = deque()
+        for hit, left, path in self._held:
+            if path != ev.path:
+                keep.append((hit, left, path))
+                continue
+            pat = hit.rule.unless_followed_by[0]  # type: ignore[index]
+            if self._search(hit.rule, pat, ev.text) is not None:
+                continue  # recovered: the failure was retried
+            if left <= 1:
+                self._emit(hit, None)
+            else:
+                keep.append((hit, left - 1, path))
+        self._held = keep
+
+    def flush(self) -> None:
+        """End of input (or idle): held hits with no retry after them are real."""
+        while self._held:
+            hit, _, _ = self._held.popleft()
+            self._emit(hit, None)
+
+    def _emit(self, hit: Hit, trace: Trace | None) -> None:
+        if trace is None and hit.request_id:
+            trace = self.trace_lookup(hit.request_id)
+        if trace is not None and hit.rule.id not in trace.findings:
+            trace.findings.append(hit.rule.id)
+        self.on_hit(hit)
+
+    # -- traces -------------------------------------------------------------------------
+    def check_trace(self, t: Trace, final: bool) -> None:
+        for r in self.trace_rules:
+            if r.id in t.findings or (r.final and not final):
+                continue
+            want = r.when.get("status")
+            if isinstance(want, str) and want != t.status:
+                continue
+            if condition_holds(r.when, lambda k: getattr(t, k, None)):
+                ts = t.failed_at or t.finished_at or t.aborted_at or t.received_at
+                fields = {"request_id": t.id, "images": t.images, "latency_s": t.latency_s, "status": t.status,
+                          "prompt_tokens": t.prompt_tokens, "http_status": t.http_status}
+                self._emit(Hit(r, ts, t.source, t.first_line, fields, t.id, ""), t)
+
+
+def _lookup(groups: dict, evf: dict, trace: Trace | None):
+    def get(key: str) -> Any:
+        if key in groups:
+            return groups[key]
+        if key in evf:
+            return evf[key]
+        if trace is not None:
+            return getattr(trace, key, None)
+        return None
+
+    return get
+
+
+class FindingSet:
+    """Hits aggregated per rule, in the order rules first fired."""
+
+    def __init__(self) -> None:
+        self.by_rule: dict[str, Finding] = {}
+
+    def add(self, hit: Hit) -> None:
+        f = self.by_rule.get(hit.rule.id)
+        if f is None:
+            f = self.by_rule[hit.rule.id] = Finding(hit.rule)
+        f.add(hit)
+
+    def sorted(self) -> list[Finding]:
+        from diag.rules import SEVERITY_RANK
+
+        return sorted(self.by_rule.values(), key=lambda f: (-SEVERITY_RANK[f.rule.severity], f.first_seen or 0, f.rule.id))
+
+    def worst(self) -> str | None:
+        from diag.rules import SEVERITY_RANK
+
+        if not self.by_rule:
+            return None
+        return max((f.rule.severity for f in self.by_rule.values()), key=lambda s: SEVERITY_RANK[s])

@@ -1,0 +1,199 @@
+"""Lines → events for one source: wrappers, format detection, multi-line records.
+
+Formats are detected per line with the most recently successful parser tried first, so a file
+written by one server costs one regex per line, and a container log that multiplexes vLLM,
+uvicorn and a proxy still gets every line parsed by the right parser. Multi-line records
+(vLLM's repeated-prefix messages, raw Python tracebacks, llama.cpp's classic timing block,
+LMDeploy's engine config) are joined into one event, bounded in lines and characters.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from types import ModuleType
+
+from diag import events as E
+from diag.clock import Clock
+from diag.events import Event
+from diag.parsers import llamacpp, lmdeploy, nginx, proxy, uvicorn, vllm, wrappers
+from diag.parsers.base import Ctx
+from diag.reader import Line
+
+PARSERS: dict[str, ModuleType] = {m.NAME: m for m in (vllm, llamacpp, lmdeploy, uvicorn, nginx, proxy)}
+FORMATS = tuple(PARSERS)
+
+MAX_EVENT_LINES = 400
+MAX_EVENT_CHARS = 256 * 1024
+
+_EXC_LINE = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|Warning|Failure|Fault)\b")
+_TIMING_CONT = re.compile(r"\s*(?:prompt eval time|eval time|total time|draft acceptance)")
+_GENERIC_LEVEL = re.compile(r"(?:Fatal Python error|Traceback|Segmentation fault|Killed|Aborted)")
+
+# Traceback state of the pending event.
+_TB_NONE, _TB_BODY, _TB_AFTER = 0, 1, 2
+
+
+class SourceParser:
+    """Stateful parser of one source (a file, stdin, a followed log)."""
+
+    def __init__(self, path: str, mtime: float | None = None, fmt: str | None = None, stamp_now: bool = False):
+        if fmt is not None and fmt not in PARSERS:
+            raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+        self.path = path
+        self.ctx = Ctx(path, Clock(mtime))
+        self.order: list[ModuleType] = list(PARSERS.values())
+        if fmt:
+            self.order.remove(PARSERS[fmt])
+            self.order.insert(0, PARSERS[fmt])
+        self.forced = fmt
+        self.counts: Counter[str] = Counter()
+        self.stamp_now = stamp_now
+        self.last_ts: float | None = None
+        self._pending: Event | None = None
+        self._key: object = None
+        self._cr = False
+        self._tb = _TB_NONE
+        self._lines = 0
+        self._chars = 0
+
+    @property
+    def detected(self) -> str:
+        """The format that wrote most of this source (uvicorn only if nothing else did)."""
+        if self.forced:
+            return self.forced
+        for fmt, _n in self.counts.most_common():
+            if fmt != "uvicorn":
+                return fmt
+        return "uvicorn" if self.counts else "unknown"
+
+    def feed(self, line: Line) -> list[Event]:
+        ctx = self.ctx
+        text, repeated = wrappers.strip(line.text, ctx)
+        parsed = None
+        order = self.order
+        for i, mod in enumerate(order):
+            parsed = mod.parse(text, ctx)
+            if parsed is not None:
+                if i:
+                    order.insert(0, order.pop(i))
+                break
+        out: list[Event] = []
+        pend = self._pending
+        if parsed is None:
+            if pend is not None and self._continues(text):
+                self._append(pend, text, line)
+                return out
+            if not text.strip():
+                self._cr = line.cr
+                return out  # blank lines outside a record carry nothing
+            ev = Event(self.path, line.lineno, self.detected, E.RAW, _guess_level(text), None, text, ctx.proc, ctx.pid)
+            key = None
+        else:
+            ev, key = parsed
+            if (pend is not None and key is not None and key == self._key
+                    and (self._cr or _looks_continued(ev.text)) and self._room()):
+                self._append(pend, ev.text, line)
+                return out
+            ev.lineno = line.lineno
+            self.counts[ev.fmt] += 1
+        if ctx.wrap_ts is not None and ev.ts is None:
+            ev.ts = ctx.wrap_ts
+        if ev.ts is None:
+            if self.stamp_now:
+                ev.ts = time.time()
+            else:
+                ev.ts = self.last_ts
+            ev.ts_inferred = ev.ts is not None
+        else:
+            self.last_ts = ev.ts
+        if line.truncated:
+            ev.fields["truncated"] = True
+        ev.repeated = repeated
+        ev.end_lineno = line.lineno
+        if pend is not None:
+            out.append(pend)
+        self._pending, self._key, self._cr = ev, key, line.cr
+        self._lines, self._chars = 1, len(ev.text)
+        self._tb = _TB_BODY if ev.text.startswith("Traceback (most recent call last)") else _TB_NONE
+        return out
+
+    def flush(self) -> list[Event]:
+        """Hand over the record still being assembled (EOF, or the follower went idle)."""
+        ev, self._pending = self._pending, None
+        self._key = None
+        self._tb = _TB_NONE
+        return [ev] if ev is not None else []
+
+    @property
+    def has_pending(self) -> bool:
+        return self._pending is not None
+
+    # -- multi-line records ---------------------------------------------------------------
+    def _room(self) -> bool:
+        return self._lines < MAX_EVENT_LINES and self._chars < MAX_EVENT_CHARS
+
+    def _append(self, ev: Event, text: str, line: Line) -> None:
+        if self._room():
+            ev.text = f"{ev.text}\n{text}"
+            self._lines += 1
+            self._chars += len(text) + 1
+        else:
+            ev.fields["cut_lines"] = ev.fields.get("cut_lines", 0) + 1
+        ev.end_lineno = line.lineno
+        self._cr = line.cr
+        if line.truncated:
+            ev.fields["truncated"] = True
+        if text.startswith("Traceback (most recent call last)"):
+            self._tb = _TB_BODY
+        elif self._tb == _TB_BODY and _EXC_LINE.match(text):
+            self._tb = _TB_AFTER
+        if ev.kind == E.TIMING and ev.fmt == "llamacpp":
+            llamacpp.reclassify(ev)
+
+    def _continues(self, text: str) -> bool:
+        """Does an unrecognised line belong to the record being assembled?"""
+        pend = self._pending
+        if pend is None or not self._room():
+            return False
+        if self._tb == _TB_BODY:
+            return True  # inside a traceback everything up to the exception line belongs to it
+        if self._tb == _TB_AFTER:
+            return (not text or text[0] in " \t" or text.startswith(("During handling", "The above exception", "Traceback"))
+                    or (text and _EXC_LINE.match(text) is not None and self._lines < 50))
+        if text.startswith("Traceback (most recent call last)"):
+            return pend.severe or pend.text.rstrip().endswith(":") or pend.kind == E.RAW
+        last = pend.text.rsplit("\n", 1)[-1]
+        if pend.kind == E.TIMING and pend.fmt == "llamacpp":
+            return _TIMING_CONT.match(text) is not None
+        if last.rstrip().endswith(":") and self._lines < 4 and pend.fmt != "vllm":
+            return True  # "turbomind engine config:" + blank + values
+        if not last.strip() and self._lines < 4 and pend.text.split("\n", 1)[0].rstrip().endswith(":"):
+            return True
+        return False
+
+
+def _looks_continued(msg: str) -> bool:
+    """A repeated-prefix line whose \\r was lost (docker, journald) is still part of a record
+    when it reads like the inside of one."""
+    return (not msg or msg[0] in " \t" or msg.startswith(("Traceback (most recent", "File \"", "During handling", "The above exception"))
+            or _EXC_LINE.match(msg) is not None)
+
+
+def _guess_level(text: str) -> str | None:
+    if _GENERIC_LEVEL.match(text):
+        return "ERROR"
+    return None
+
+
+def parse_text(text: str, fmt: str | None = None, path: str = "<text>") -> list[Event]:
+    """All events of an in-memory text (rule examples, tests)."""
+    from diag.reader import iter_text_lines
+
+    sp = SourceParser(path, fmt=fmt)
+    out: list[Event] = []
+    for line in iter_text_lines(text):
+        out.extend(sp.feed(line))
+    out.extend(sp.flush())
+    return out

@@ -1,0 +1,140 @@
+"""One pipeline, one direction: source → line parser → event → traces / facts / rules → sinks.
+
+`diag scan` feeds it files read to the end; `diag daemon` feeds it files followed live. Only
+the source differs; what happens to a line is the same.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from diag.events import Event
+from diag.facts import FactCollector
+from diag.findings import FindingSet, Hit, RuleEngine
+from diag.parsers import SourceParser
+from diag.reader import DEFAULT_MAX_LINE, InputError, Line, LineSplitter, open_source, read_lines
+from diag.rules import RuleSet
+from diag.traces import Trace, TraceAssembler
+
+
+@dataclass
+class SourceResult:
+    path: str
+    format: str = "unknown"
+    lines: int = 0
+    truncated_lines: int = 0
+    events: int = 0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"path": self.path, "format": self.format, "lines": self.lines, "truncated_lines": self.truncated_lines}
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+@dataclass
+class Stats:
+    lines: int = 0
+    events: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0
+
+
+class Pipeline:
+    def __init__(self, ruleset: RuleSet, since: float | None = None, until: float | None = None,
+                 on_hit: Callable[[Hit], None] | None = None, on_trace: Callable[[Trace], None] | None = None,
+                 keep_traces: bool = True, max_line: int = DEFAULT_MAX_LINE):
+        self.since, self.until = since, until
+        self.findings = FindingSet()
+        self._on_hit = on_hit
+        self._on_trace = on_trace
+        self.keep_traces = keep_traces
+        self.traces: list[Trace] = []
+        self.assembler = TraceAssembler(on_done=self._trace_done)
+        self.facts = FactCollector(on_model=self.assembler.models.__setitem__)
+        self.engine = RuleEngine(ruleset, on_hit=self._hit, trace_lookup=self.assembler.get)
+        self.stats = Stats()
+        self.max_line = max_line
+        self.sources: list[SourceResult] = []
+
+    # -- sinks --------------------------------------------------------------------------
+    def _hit(self, hit: Hit) -> None:
+        self.findings.add(hit)
+        if self._on_hit is not None:
+            self._on_hit(hit)
+
+    def _trace_done(self, t: Trace) -> None:
+        self.engine.check_trace(t, final=True)
+        if self.keep_traces:
+            self.traces.append(t)
+        if self._on_trace is not None:
+            self._on_trace(t)
+
+    # -- events -------------------------------------------------------------------------
+    def event(self, ev: Event) -> None:
+        if ev.ts is not None and ((self.since is not None and ev.ts < self.since) or (self.until is not None and ev.ts > self.until)):
+            return
+        self.stats.events += 1
+        self.assembler.feed(ev)
+        self.facts.feed(ev)
+        self.engine.feed(ev)
+
+    def feed_lines(self, parser: SourceParser, lines: Iterable[Line], result: SourceResult) -> None:
+        event = self.event
+        feed = parser.feed
+        n = 0
+        for line in lines:
+            n += 1
+            for ev in feed(line):
+                event(ev)
+        for ev in parser.flush():
+            event(ev)
+        result.lines += n
+        self.stats.lines += n
+
+    def scan_path(self, path: str, fmt: str | None = None, progress: Callable[[int], None] | None = None) -> SourceResult:
+        """Read one file (or `-`) to the end through the pipeline."""
+        res = SourceResult(path)
+        self.sources.append(res)
+        try:
+            f, mtime = open_source(path)
+        except InputError as exc:
+            res.error = str(exc)
+            return res
+        parser = SourceParser(path, mtime, fmt)
+        splitter = LineSplitter(self.max_line)
+        try:
+            lines = read_lines(f, splitter=splitter)
+            if progress is not None:
+                lines = _with_progress(lines, progress)
+            self.feed_lines(parser, lines, res)
+        except InputError as exc:
+            res.error = f"{path}: {exc}"
+        finally:
+            if f is not None and path != "-":
+                f.close()
+        res.truncated_lines = splitter.truncated_lines
+        res.format = parser.detected
+        res.events = sum(parser.counts.values())
+        return res
+
+    def finish(self) -> list[Trace]:
+        """End of all input: settle traces, run trace rules, release held hits."""
+        self.engine.flush()
+        for t in self.assembler.finish():
+            self._trace_done(t)
+        self.traces.sort(key=lambda t: (t.source, t.first_line))
+        self.stats.seconds = time.perf_counter() - self.stats.started
+        return self.traces
+
+
+def _with_progress(lines: Iterable[Line], progress: Callable[[int], None]) -> Iterable[Line]:
+    last = 0
+    for line in lines:
+        if line.end_offset - last >= 1 << 20:
+            progress(line.end_offset - last)
+            last = line.end_offset
+        yield line

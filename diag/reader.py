@@ -1,0 +1,190 @@
+"""Turning bytes into bounded, decoded lines.
+
+Everything downstream sees the same thing whether the bytes came from a file read to the
+end (`diag scan`), a gzip archive, stdin or a file followed live (`diag daemon`): a `Line`
+with its number, its byte offset just past its newline, and text that is safe to match on.
+Nothing here can raise on content: invalid UTF-8 is replaced, NUL bytes and ANSI escapes are
+dropped, and a line longer than the limit is cut (and flagged) instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator
+
+DEFAULT_MAX_LINE = 1024 * 1024
+CHUNK = 1 << 20
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+
+
+@dataclass(slots=True)
+class Line:
+    """One physical line, normalised for matching.
+
+    `cr` records that the line ended in a carriage return before its newline: vLLM's
+    `NewLineFormatter` ends every line of a multi-line record but the last with `\\r`, which is
+    the most reliable sign that the next line continues the same record.
+    """
+
+    lineno: int
+    text: str
+    cr: bool = False
+    truncated: bool = False
+    end_offset: int = 0
+
+
+def normalise(raw: bytes) -> tuple[str, bool]:
+    """Decode one raw line (without its newline) and strip what only disturbs matching."""
+    cr = raw.endswith(b"\r")
+    if cr:
+        raw = raw.rstrip(b"\r")
+    text = raw.decode("utf-8", "replace")
+    if "\r" in text:
+        # tqdm redraws a bar with a leading \r; what is visible is the last segment.
+        parts = [p for p in text.split("\r") if p]
+        text = parts[-1] if parts else ""
+    if "\x1b" in text:
+        text = _ANSI.sub("", text)
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return text, cr
+
+
+class LineSplitter:
+    """Splits a byte stream fed in arbitrary chunks into lines of bounded length.
+
+    Memory is bounded by `max_line`: once a line is longer, its first `max_line` bytes are
+    emitted as a truncated line and the rest is skipped up to the next newline. The caller
+    decides what to do with an unterminated tail (`flush`): a scan flushes it at EOF, a live
+    follower waits for the newline and flushes only after a timeout.
+    """
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE, offset: int = 0, lineno: int = 0):
+        self.max_line = max_line
+        self.offset = offset  # byte offset of the start of `self._buf`
+        self.lineno = lineno
+        self._buf = bytearray()
+        self._skipping = False  # inside the overflow of a truncated line
+        self.truncated_lines = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes held that do not yet form a complete line."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> Iterator[Line]:
+        buf = self._buf
+        start = 0
+        n = len(data)
+        while start < n:
+            nl = data.find(b"\n", start)
+            if self._skipping:
+                if nl < 0:
+                    self.offset += n - start
+                    return
+                self.offset += nl + 1 - start
+                self._skipping = False
+                start = nl + 1
+                continue
+            if nl < 0:
+                room = self.max_line - len(buf)
+                piece = data[start:]
+                if len(piece) > room:
+                    buf += piece[:room]
+                    consumed = len(buf)
+                    yield self._emit(bytes(buf), consumed, truncated=True)
+                    buf.clear()
+                    self.offset += len(piece) - room
+                    self._skipping = True
+                else:
+                    buf += piece
+                return
+            piece = data[start:nl]
+            if buf:
+                total = len(buf) + len(piece)
+                if total > self.max_line:
+                    keep = self.max_line - len(buf)
+                    buf += piece[:keep]
+                    yield self._emit(bytes(buf), total + 1, truncated=True)
+                else:
+                    buf += piece
+                    yield self._emit(bytes(buf), total + 1)
+                buf.clear()
+            elif len(piece) > self.max_line:
+                yield self._emit(piece[: self.max_line], len(piece) + 1, truncated=True)
+            else:
+                yield self._emit(piece, len(piece) + 1)
+            start = nl + 1
+
+    def flush(self) -> Iterator[Line]:
+        """Emit a held unterminated line (EOF, or a writer that never finished its line)."""
+        if self._buf:
+            data = bytes(self._buf)
+            self._buf.clear()
+            yield self._emit(data, len(data))
+        self._skipping = False
+
+    def _emit(self, raw: bytes, consumed: int, truncated: bool = False) -> Line:
+        self.lineno += 1
+        self.offset += consumed
+        if truncated:
+            self.truncated_lines += 1
+        text, cr = normalise(raw)
+        return Line(self.lineno, text, cr, truncated, self.offset)
+
+
+class InputError(Exception):
+    """An input that cannot be read at all (missing, a directory, permission denied)."""
+
+
+def open_source(path: str) -> tuple[BinaryIO, float | None]:
+    """Open a path (`-` for stdin, `.gz` transparently) and return it with its mtime.
+
+    The modification time gives a year to timestamps that have none (vLLM's `MM-DD`).
+    """
+    if path == "-":
+        return sys.stdin.buffer, None
+    try:
+        st = os.stat(path)
+        if not os.path.isfile(path):
+            raise InputError(f"{path}: not a regular file")
+        f: BinaryIO = open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    magic = f.read(2)
+    f.seek(0)
+    if magic == b"\x1f\x8b":
+        f = gzip.GzipFile(fileobj=f)  # type: ignore[assignment]
+    return f, st.st_mtime
+
+
+def read_lines(f: BinaryIO, max_line: int = DEFAULT_MAX_LINE, splitter: LineSplitter | None = None) -> Iterator[Line]:
+    """Read a whole stream, flushing a last line without newline at EOF."""
+    sp = splitter or LineSplitter(max_line)
+    while True:
+        try:
+            data = f.read(CHUNK)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:  # truncated gzip, I/O error
+            raise InputError(f"read failed: {exc}") from None
+        if not data:
+            break
+        yield from sp.feed(data)
+    yield from sp.flush()
+
+
+def iter_text_lines(text: str | bytes) -> Iterator[Line]:
+    """Lines of an in-memory text (rule examples, tests)."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return read_lines(io.BytesIO(data))

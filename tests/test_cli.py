@@ -1,0 +1,96 @@
+"""`diag scan` and `diag rules` as a user runs them: exit codes, stdin, JSON shape, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CORPUS, VLLM
+
+
+def diag(*args, stdin=None, env=None):
+    return subprocess.run([sys.executable, "-m", "diag", *args], input=stdin, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def test_exit_0_on_healthy_log_and_json_shape():
+    r = diag("scan", "--json", str(VLLM / "vl.log"))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert set(doc) >= {"diag_version", "files", "findings", "traces", "facts", "stats"}
+    assert doc["files"] == [{"path": str(VLLM / "vl.log"), "format": "vllm", "lines": 335, "truncated_lines": 0}]
+    f = doc["findings"][0]
+    assert set(f) >= {"rule", "category", "severity", "count", "first_seen", "last_seen", "summary", "remedy", "fields",
+                      "request_ids", "locations"}
+    t = doc["traces"][0]
+    assert set(t) >= {"id", "server", "model", "status", "http_status", "images", "prompt_tokens", "output_tokens",
+                      "latency_s", "received_at"}
+    assert t["model"] == "tinyvl"
+    assert doc["stats"]["lines"] == 335
+
+
+def test_exit_1_on_error_findings_and_human_output():
+    r = diag("scan", str(VLLM / "kv-pressure-then-worker-sigkill.log"))
+    assert r.returncode == 1
+    assert "worker-killed" in r.stdout and "fix:" in r.stdout and "Startup facts" in r.stdout
+
+
+def test_exit_2_on_unreadable_input_with_one_line_reason(tmp_path):
+    r = diag("scan", str(tmp_path / "missing.log"))
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == f"diag: {tmp_path / 'missing.log'}: no such file"
+    locked = tmp_path / "locked.log"
+    locked.write_text("x\n")
+    locked.chmod(0)
+    if os.geteuid() != 0:
+        assert diag("scan", str(locked)).returncode == 2
+    assert diag("scan", str(tmp_path)).returncode == 2  # a directory
+    assert diag("scan", "--format", "nope", str(VLLM / "vl.log")).returncode == 2
+    assert diag("scan", "--since", "yesterday-ish", str(VLLM / "vl.log")).returncode == 2
+    assert diag("scan").returncode == 2
+
+
+def test_stdin_and_binary_garbage():
+    data = (VLLM / "text.log").read_text()
+    r = diag("scan", "--json", "-", stdin=data)
+    assert r.returncode == 1 and len(json.loads(r.stdout)["traces"]) == 12
+    r = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", "-"], input=os.urandom(200_000), capture_output=True, check=False)
+    assert r.returncode in (0, 1) and json.loads(r.stdout)["files"][0]["path"] == "-"
+
+
+def test_since_until_window():
+    r = diag("scan", "--json", "--since", "2026-11-22T18:27:50", "--until", "2026-11-22T18:27:53", str(VLLM / "text.log"))
+    ids = {t["id"] for t in json.loads(r.stdout)["traces"]}
+    assert ids == {"chatcmpl-9ae3f7091be22451", "chatcmpl-889f3af5b40d3f0c"}
+
+
+def test_forced_format_and_long_lines(tmp_path):
+    p = tmp_path / "long.log"
+    p.write_bytes(b"INFO 01-24 10:00:00 [x.py:1] " + b"y" * 3_000_000 + b"\nRuntimeError: NCCL error: unhandled cuda error\n")
+    doc = json.loads(diag("scan", "--json", "--max-line-bytes", "65536", str(p)).stdout)
+    assert doc["files"][0]["truncated_lines"] == 1
+    assert [f["rule"] for f in doc["findings"]] == ["nccl-error"]
+
+
+def test_rules_commands(tmp_path):
+    r = diag("rules", "list")
+    assert r.returncode == 0 and "cuda-oom" in r.stdout
+    listed = json.loads(diag("rules", "list", "--json").stdout)
+    assert any(x["id"] == "zero-image-request" and x["scope"] == "trace" for x in listed)
+    r = diag("rules", "test")
+    assert r.returncode == 0 and " 0 failed" in r.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\nid = "b"\ntitle = "t"\ncategory = "other"\nseverity = "error"\nmatch = "zzz"\nsummary = "s"\n'
+                   'remedy = "a remedy that is long enough"\nexamples = ["nope"]\ncounter_examples = ["zzz"]\n')
+    r = diag("rules", "test", str(bad))
+    assert r.returncode == 1 and "FAIL b" in r.stdout and "2 failed" in r.stdout
+    assert diag("rules", "lint").returncode == 0
+
+
+@pytest.mark.parametrize("log", sorted(p.name for p in (CORPUS / "llamacpp" / "real-b0c1e57-cpu").glob("*.log")))
+def test_every_llamacpp_log_scans(log):
+    r = diag("scan", "--json", str(CORPUS / "llamacpp" / "real-b0c1e57-cpu" / log))
+    assert r.returncode in (0, 1) and json.loads(r.stdout)["files"][0]["format"] == "llamacpp"

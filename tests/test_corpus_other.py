@@ -1,0 +1,96 @@
+"""Facts of the llama.cpp, LMDeploy and nginx logs (corpus/README.md sections 3-6)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import CORPUS, LLAMA, findings, scan, severe, statuses, traces
+
+
+def test_llamacpp_text_tasks():
+    doc = scan(LLAMA / "text.log")
+    tr = traces(doc)
+    assert len(tr) == 12
+    timed = {i for i, t in tr.items() if t["status"] == "ok"}
+    assert timed == {f"task-{n}" for n in (0, 17, 34, 43, 52, 64, 268, 270)}
+    assert tr["task-61"]["status"] == "rejected" and tr["task-61"]["http_status"] == 400
+    assert tr["task-261"]["status"] == "aborted"
+    assert tr["task-337"]["status"] == tr["task-339"]["status"] == "failed"
+    assert tr["task-0"]["prompt_tokens"] == 27 and tr["task-0"]["output_tokens"] == 16
+    assert tr["task-0"]["latency_s"] == pytest.approx(1.95088)
+    f = findings(doc)
+    assert {"image-without-projector", "llamacpp-kv-exhausted", "llamacpp-context-exceeded"} <= set(f)
+    assert f["llamacpp-context-exceeded"]["fields"] == {"tokens": "3406", "n_ctx": "512"}
+    assert "llamacpp-alloc-failed" not in f  # "failed to find a memory slot" retries are not OOM
+
+
+@pytest.mark.parametrize("name, n", [("mmproj.log", 4), ("mmproj-verbose.log", 4), ("jsonl-stdout.log", 3),
+                                     ("plain-no-prefix-stderr.log", 3), ("verbose.log", 3), ("verbose-log-colors-off.log", 1)])
+def test_llamacpp_task_counts_in_every_layout(name, n):
+    doc = scan(LLAMA / name)
+    assert len(doc["traces"]) == n
+    assert doc["files"][0]["format"] == "llamacpp"
+
+
+def test_llamacpp_mmproj_verbose_sees_image_encodes():
+    tr = traces(scan(LLAMA / "mmproj-verbose.log"))
+    assert sum(t["images"] or 0 for t in tr.values()) == 3  # 4 sent, one served from the prompt cache
+    assert tr["task-52"]["images"] is None
+
+
+@pytest.mark.parametrize("name, rule", [
+    ("startup-fail-missing-model.log", "gguf-not-found"),
+    ("startup-fail-truncated-gguf.log", "gguf-invalid"),
+    ("startup-fail-not-gguf.log", "gguf-invalid"),
+    ("startup-fail-bad-mmproj.log", "mmproj-load-failed"),
+    ("startup-fail-port-in-use.log", "address-in-use"),
+])
+def test_llamacpp_startup_failures(name, rule):
+    f = findings(scan(LLAMA / name))
+    assert rule in f
+    assert not any(r.startswith("llamacpp-alloc") or r == "cuda-oom" for r in f)  # the n-gpu-layers hint is not OOM
+
+
+def test_llamacpp_port_and_ctx_over_train():
+    f = findings(scan(LLAMA / "startup-fail-port-in-use.log"))
+    assert f["address-in-use"]["fields"]["port2"] == "8018"
+    doc = scan(LLAMA / "ctx-4096-over-train-port-holder.log")
+    assert severe(doc) == set()
+    assert findings(doc)["llamacpp-ctx-over-train"]["fields"]["n_ctx"] == "4096"
+
+
+def test_llamacpp_older_build():
+    doc = scan(CORPUS / "llamacpp" / "synthetic-older-build.log")
+    tr = traces(doc)
+    assert set(tr) == {f"task-{n}" for n in (0, 98, 242, 391, 470, 472)}
+    assert tr["task-98"]["images"] == 1 and tr["task-391"]["images"] == 1
+    assert tr["task-391"]["status"] == "aborted"
+    assert tr["task-470"]["status"] == "rejected"
+    assert tr["task-472"]["status"] == "ok"
+    assert tr["task-0"]["prompt_tokens"] is not None and tr["task-0"]["latency_s"] is not None
+    http = doc["summary"]["http_status"]
+    assert sum(http.values()) == 16
+    assert http["503"] == 2
+
+
+def test_lmdeploy_sessions():
+    doc = scan(CORPUS / "lmdeploy" / "synthetic-0.16.log")
+    tr = traces(doc)
+    assert set(tr) == {f"session-{n}" for n in (0, 1, 2, 5, 6, 7, 8, 9, 10)}
+    assert statuses(doc) == {"ok": 8, "failed": 1}
+    s5 = tr["session-5"]
+    assert s5["status"] == "failed" and s5["reason"] == "OUT_OF_MEMORY" and s5["http_status"] == 500
+    assert "lmdeploy-turbomind-kv-oom" in s5["findings"]
+    assert tr["session-1"]["prompt_tokens"] == 1843 and tr["session-1"]["output_tokens"] == 187
+    http = doc["summary"]["http_status"]
+    assert http["500"] == 1 and http["404"] == 1 and http["400"] == 2
+    assert doc["facts"][str(CORPUS / "lmdeploy" / "synthetic-0.16.log")]["max_model_len"] == 32768
+
+
+def test_nginx_access_and_error_logs():
+    acc = scan(CORPUS / "nginx" / "access-combined.log")
+    assert acc["summary"]["http_status"] == {"200": 43, "400": 1, "499": 3, "502": 19, "503": 7, "504": 2}
+    err = findings(scan(CORPUS / "nginx" / "error.log"))
+    assert err["upstream-refused"]["count"] == 18
+    assert err["upstream-timeout"]["count"] == 3
+    assert err["upstream-closed"]["count"] == 1

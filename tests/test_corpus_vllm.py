@@ -1,0 +1,199 @@
+"""The facts corpus/README.md lists for every vLLM log, asserted through the real pipeline."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import CORPUS, VLLM, findings, scan, severe, statuses, traces
+
+TEXT_IDS = {
+    "chatcmpl-914cc2ebd5c0a1d5", "chatcmpl-962870694042a02a", "cmpl-a1b1ba4c5911d906-0", "chatcmpl-aaaeeea55876c992",
+    "chatcmpl-886400f5a5e67693", "chatcmpl-b03950d2a117c7e7", "chatcmpl-9ae3f7091be22451", "chatcmpl-889f3af5b40d3f0c",
+    "chatcmpl-b18069ca51ea7834", "chatcmpl-92253a833b7a275c", "chatcmpl-ac7f4fb4667e4f31", "chatcmpl-96d6bb2746b1095f",
+}
+
+
+def test_text_log_requests_and_outcomes():
+    doc = scan(VLLM / "text.log")
+    tr = traces(doc)
+    assert set(tr) == TEXT_IDS  # internal "-<8hex>" ids mapped back to the Received id
+    assert sum(i.startswith("chatcmpl-") for i in tr) == 11
+    aborted = {i for i, t in tr.items() if t["status"] == "aborted"}
+    assert aborted == {"chatcmpl-9ae3f7091be22451", "chatcmpl-889f3af5b40d3f0c"}
+    ok = [t for t in tr.values() if t["status"] == "ok"]
+    assert len(ok) == 10 and all(t["http_status"] == 200 for t in ok)
+    assert tr["chatcmpl-914cc2ebd5c0a1d5"]["max_tokens"] == 16
+    # every trace has exactly one Received and one Added line in its timeline
+    for t in tr.values():
+        kinds = [e["kind"] for e in t["timeline"]]
+        assert kinds.count("request.received") == 1 and kinds.count("request.added") == 1
+
+
+def test_text_log_access_counts_and_only_the_wrong_model_is_an_error():
+    doc = scan(VLLM / "text.log")
+    assert doc["summary"]["http_status"] == {"200": 20, "400": 6, "404": 2}
+    assert severe(doc) == {"unknown-model"}
+    f = findings(doc)["unknown-model"]
+    assert f["count"] == 1 and f["fields"]["model"] == "nope" and f["fields"]["served"] == "tiny"
+    assert "--served-model-name" in f["remedy"]
+    assert f["locations"][0]["line"] == 123
+
+
+def test_text_log_startup_facts():
+    facts = scan(VLLM / "text.log")["facts"][str(VLLM / "text.log")]
+    assert facts["version"] == "0.32.0"
+    assert facts["model"] == "/srv/models/tiny/text"
+    assert facts["served_model_name"] == "tiny"
+    assert facts["max_model_len"] == 512
+    assert facts["kv_cache_tokens"] > 0 and facts["max_concurrency"] > 1
+    assert facts["listen"] == "http://127.0.0.1:51273"
+    assert facts["starts"] == 1 and facts["shutdowns"] >= 1
+
+
+def test_logoutputs_one_abort_and_generated_responses():
+    tr = traces(scan(VLLM / "text-logoutputs.log"))
+    assert len(tr) == 12
+    assert {i for i, t in tr.items() if t["status"] == "aborted"} == {"chatcmpl-bd32fde27c4a734b"}
+    assert tr["chatcmpl-ba98c2a0b2c93df1"]["status"] == "ok"
+
+
+def test_debug_log_shutdown_engine_dead_trap_stays_quiet():
+    doc = scan(VLLM / "text-debug.log")
+    tr = traces(doc)
+    assert set(tr) == {"chatcmpl-99ae9d0bb3f50234", "chatcmpl-a84a8af259ac1638", "chatcmpl-989ca4898bbc87e2"}
+    assert tr["chatcmpl-989ca4898bbc87e2"]["status"] == "aborted"
+    assert "engine-dead" not in findings(doc)
+    assert severe(doc) == {"unknown-model"}
+    # the DEBUG details line gives the prompt size without keeping the prompt
+    assert tr["chatcmpl-99ae9d0bb3f50234"]["prompt_chars"] > 0
+
+
+@pytest.mark.parametrize("name", ["vl.log", "cold-start-vl.log", "sigterm-during-startup.log"])
+def test_healthy_logs_have_no_error_findings(name):
+    assert severe(scan(VLLM / name)) == set()
+
+
+def test_vl_log():
+    doc = scan(VLLM / "vl.log")
+    assert set(traces(doc)) == {"chatcmpl-b447b30e6fe1948d", "chatcmpl-bc89403e1666ede6", "chatcmpl-b493edcc90877833",
+                                "chatcmpl-a176c2325eb71ca4", "chatcmpl-bd14af4f09f1b966"}
+    assert statuses(doc)["aborted"] == 0
+    assert doc["summary"]["http_status"] == {"200": 11, "400": 3, "500": 1}
+    assert findings(doc)["image-fetch-failed"]["fields"]["host"] == "127.0.0.1"
+
+
+def test_cold_starts():
+    text = scan(VLLM / "cold-start-text.log")
+    assert len(text["traces"]) == 13
+    assert {i for i, t in traces(text).items() if t["status"] == "aborted"} == {"chatcmpl-962f4e45cbb1b230", "chatcmpl-b73b763871b76b01"}
+    assert findings(text)["unknown-model"]["count"] == 1
+    vl = scan(VLLM / "cold-start-vl.log")
+    assert [t["id"] for t in vl["traces"]] == ["chatcmpl-b2fafdd22509230d", "chatcmpl-8ab692097f451620", "chatcmpl-b765403d22e75667",
+                                                "chatcmpl-86139b76b2703227", "chatcmpl-9e20cdc87ce970ad"]
+
+
+def test_kv_pressure_then_worker_killed():
+    doc = scan(VLLM / "kv-pressure-then-worker-sigkill.log")
+    tr = traces(doc)
+    assert len(tr) == 7
+    assert statuses(doc) == {"ok": 6, "failed": 1}
+    dead = tr["chatcmpl-99512c3bf5fb2800"]
+    assert dead["status"] == "failed" and dead["reason"] == "engine dead" and dead["http_status"] == 500
+    f = findings(doc)
+    assert f["worker-killed"]["count"] == 1 and f["worker-killed"]["fields"]["code"] == "-9"
+    assert "engine-dead" in f and "kv-cache-full" in f
+    assert "request-failed-engine-dead" in dead["findings"]
+
+
+@pytest.mark.parametrize("name, rule, field, value", [
+    ("oom-kvspace64-refused.log", "kv-cache-exceeds-available-memory", "requested", "64.0"),
+    ("oom-kv-smaller-than-max-len.log", "kv-cache-smaller-than-max-len", "estimated", "128"),
+    ("oom-kv-no-blocks.log", "kv-cache-no-blocks", None, None),
+    ("oom-ulimit-alloc-failure.log", "cpu-allocator-failure", "bytes", "8589934592"),
+    ("badenv-kvcache-space-empty.log", "env-var-invalid", None, None),
+])
+def test_startup_failures_are_classified(name, rule, field, value):
+    doc = scan(VLLM / name)
+    f = findings(doc)
+    assert rule in f and "engine-failed-to-start" in f
+    assert f[rule]["severity"] in ("critical", "error")
+    if field:
+        assert f[rule]["fields"][field] == value
+    assert doc["traces"] == []
+    assert "cuda-oom" not in f  # a CPU build: no CUDA text to misread
+
+
+def test_illegal_instruction():
+    doc = scan(VLLM / "illegal-instruction-platform-misdetected.log")
+    assert findings(doc)["fatal-python-error"]["fields"]["what"] == "Illegal instruction"
+
+
+V066 = CORPUS / "vllm" / "synthetic-0.6.6-qwen2vl.log"
+V0110 = CORPUS / "vllm" / "synthetic-0.11.0-qwen3vl.log"
+
+
+def test_v066_images_counted_from_logged_prompts():
+    doc = scan(V066)
+    tr = traces(doc)
+    assert len(tr) == 11
+    expect = {"chatcmpl-bd24a87336f074fb94f43dc1688d522a": 0, "chatcmpl-d17eccd03159c1ce50e2af4617ab7c0e": 1,
+              "cmpl-978f3ad4331a89663e8fce7de6bef184-0": 0, "chatcmpl-support-ticket-4711": 2,
+              "chatcmpl-4d6a133a2026621f13a5f96618effced": 1, "chatcmpl-bc283b85831cc6b14b255dd0fdb184b1": 1,
+              "chatcmpl-1901aaca83a3029b4277ae5de007d8bf": 2, "chatcmpl-0e1fae31b8e15198ecbc6e9083d7aaaa": 0,
+              "chatcmpl-14ac8bf609413d2ec68ca35428d92a04": 1, "chatcmpl-abc0c92e4c98f9eddd78051ffc0a9762": 0,
+              "chatcmpl-806708fd33ec224bebb5021ea17c753f": 2}
+    assert {i: t["images"] for i, t in tr.items()} == expect
+    assert tr["chatcmpl-4d6a133a2026621f13a5f96618effced"]["status"] == "aborted"
+    assert tr["chatcmpl-806708fd33ec224bebb5021ea17c753f"]["http_status"] == 500
+    assert doc["summary"]["http_status"] == {"200": 13, "400": 2, "404": 1, "500": 1}
+    f = findings(doc)
+    assert f["cuda-oom"]["fields"]["size"] == "9.37 GiB"
+    assert {"engine-dead", "unknown-model", "too-many-images", "context-length-exceeded", "kv-cache-preemption"} <= set(f)
+    assert f["too-many-images"]["fields"]["limit"] == "2"
+    assert f["context-length-exceeded"]["fields"]["max"] == "32768"
+    assert doc["facts"][str(V066)]["version"] == "0.6.6.post1"
+
+
+def test_v0110_ansi_prefixes_images_aborts_and_engine_death():
+    doc = scan(V0110)
+    tr = traces(doc)
+    expect = {"chatcmpl-bd24a87336f074fb94f43dc1688d522a": 0, "chatcmpl-d17eccd03159c1ce50e2af4617ab7c0e": 1,
+              "cmpl-978f3ad4331a89663e8fce7de6bef184-0": None, "chatcmpl-support-ticket-4711": 2,
+              "chatcmpl-4d6a133a2026621f13a5f96618effced": 1, "chatcmpl-bc283b85831cc6b14b255dd0fdb184b1": 1,
+              "chatcmpl-1901aaca83a3029b4277ae5de007d8bf": 2, "chatcmpl-0e1fae31b8e15198ecbc6e9083d7aaaa": 0,
+              "chatcmpl-14ac8bf609413d2ec68ca35428d92a04": 2}
+    assert {i: t["images"] for i, t in tr.items()} == expect  # `prompt: None`: unknown, not zero
+    assert tr["chatcmpl-4d6a133a2026621f13a5f96618effced"]["status"] == "aborted"
+    for rid in ("chatcmpl-0e1fae31b8e15198ecbc6e9083d7aaaa", "chatcmpl-14ac8bf609413d2ec68ca35428d92a04"):
+        assert tr[rid]["status"] == "failed" and tr[rid]["reason"] == "engine dead"
+    assert doc["summary"]["http_status"] == {"200": 8, "400": 2, "404": 1, "500": 1, "503": 1}
+    assert {"cuda-oom", "engine-dead", "request-failed-engine-dead"} <= set(findings(doc))
+    assert doc["facts"][str(V0110)]["version"] == "0.11.0"
+
+
+SEED = CORPUS / "seed-style"
+
+
+def test_guide_style_vllm_log():
+    doc = scan(SEED / "vllm.log")
+    tr = traces(doc)
+    ids = ["req-abc123", "req-d4e5f6", "req-g7h8i9", "req-j1k2l3", "req-m4n5o6", "req-p7q8r9", "req-s1t2u3", "req-v4w5x6"]
+    assert [t["id"] for t in doc["traces"]] == ids
+    assert [tr[i]["images"] for i in ids] == [1, 0, 0, 0, 2, 1, 0, 1]
+    assert statuses(doc) == {"ok": 7, "failed": 1}
+    assert tr["req-abc123"]["prompt_tokens"] == 127 and tr["req-abc123"]["output_tokens"] == 62
+    assert tr["req-abc123"]["latency_s"] == 1.98
+    f = findings(doc)
+    assert f["zero-image-request"]["request_ids"] == ["req-g7h8i9"]
+    assert f["slow-request"]["request_ids"] == ["req-j1k2l3"]
+    assert f["cuda-oom"]["count"] == 1 and f["cuda-oom"]["request_ids"] == ["req-p7q8r9"]
+    assert "cuda-oom" in tr["req-p7q8r9"]["findings"]
+    assert doc["facts"][str(SEED / "vllm.log")]["starts"] == 2
+
+
+def test_guide_style_proxy_log():
+    doc = scan(SEED / "proxy.log")
+    assert doc["files"][0]["format"] == "proxy"
+    assert doc["summary"]["http_status"] == {"200": 9, "404": 1, "503": 1}
+    assert "upstream-refused" in findings(doc)
+    assert doc["summary"]["top_clients"][0]["client"] == "10.8.0.23"
