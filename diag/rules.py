@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -88,13 +87,10 @@ class RuleSet:
 
 def builtin_dir() -> Path:
     """The built-in rules: inside the installed package, or the checkout's top-level rules/."""
-    try:
-        p = Path(str(resources.files("diag.rules_builtin")))
-        if p.is_dir() and any(p.glob("*.toml")):
-            return p
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return Path(__file__).resolve().parent.parent / "rules"
+    installed = Path(__file__).resolve().parent / "rules_builtin"  # where the wheel puts rules/
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parent.parent / "rules"  # a source checkout or editable install
 
 
 def load(dirs: Iterable[str | os.PathLike] = (), builtin: bool = True) -> RuleSet:
@@ -103,7 +99,10 @@ def load(dirs: Iterable[str | os.PathLike] = (), builtin: bool = True) -> RuleSe
     errors: list[str] = []
     sources: list[Path] = []
     if builtin:
-        sources.extend(sorted(builtin_dir().glob("*.toml")))
+        found_builtin = sorted(builtin_dir().glob("*.toml"))
+        if not found_builtin:
+            errors.append(f"{builtin_dir()}: no built-in rule files found (broken installation?)")
+        sources.extend(found_builtin)
     for d in dirs:
         p = Path(d)
         if p.is_dir():
