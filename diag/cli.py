@@ -130,6 +130,30 @@ def cmd_rules(args: argparse.Namespace) -> int:
     raise UsageError("rules: choose list, test or lint")
 
 
+# -- doctor ----------------------------------------------------------------------------------
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from diag import doctor
+    from diag.doctor.output import render, to_json
+
+    if args.list_checks:
+        for cid, (desc, _fn) in doctor.registry().items():
+            print(f"{cid:11} {desc}")
+        return 0
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    ctx = doctor.Context(url=args.url.rstrip("/"), model=args.model, proxy_url=args.proxy_url, timeout=args.timeout,
+                         logs=args.log or [], log_minutes=args.log_minutes, state_dir=args.state_dir, rules_dirs=args.rules or [])
+    try:
+        results = doctor.run(ctx, args.check)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(to_json(results))
+    else:
+        render(results, verbose=args.verbose)
+    return doctor.exit_code(results)
+
+
 # -- main ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diag", description="Diagnostics for self-hosted LLM inference servers (vLLM, LMDeploy, llama.cpp).")
@@ -147,6 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-line-bytes", type=int, default=1 << 20, metavar="N", help="cut longer lines (default 1 MiB)")
     s.add_argument("-v", "--verbose", action="store_true", help="list requests and finding request ids")
     s.set_defaults(func=cmd_scan)
+
+    d = sub.add_parser("doctor", help="triage a running inference server: health, models, generation, vision, GPU, logs")
+    d.add_argument("--url", default=os.environ.get("DIAG_URL", "http://127.0.0.1:8000"), help="the inference server (default %(default)s)")
+    d.add_argument("--model", help="the model name clients ask for")
+    d.add_argument("--proxy-url", help="a proxy in front of the server (chat.html + proxy_server.py, nginx)")
+    d.add_argument("--log", action="append", metavar="PATH", help="a server log to check; repeatable")
+    d.add_argument("--log-minutes", type=float, default=30.0, metavar="N", help="how far back the log check looks (default 30)")
+    d.add_argument("--state-dir", help="diag's state directory (for the disk check)")
+    d.add_argument("--rules", action="append", metavar="DIR", help="extra rule directory for the log check")
+    d.add_argument("--timeout", type=float, default=10.0, help="seconds per network call (default 10)")
+    d.add_argument("--check", action="append", metavar="ID", help="run only this check; repeatable (see --list-checks)")
+    d.add_argument("--list-checks", action="store_true", help="list the checks and exit")
+    d.add_argument("--json", action="store_true", help='print {"checks": [...], "verdict"}')
+    d.add_argument("-v", "--verbose", action="store_true", help="show each check's details")
+    d.set_defaults(func=cmd_doctor)
 
     r = sub.add_parser("rules", help="list, test and lint rule files")
     rsub = r.add_subparsers(dest="rules_cmd", metavar="ACTION")
