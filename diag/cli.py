@@ -154,6 +154,111 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.exit_code(results)
 
 
+# -- daemon and what it stored ---------------------------------------------------------------
+def _daemon_config(args: argparse.Namespace):
+    from diag import config
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    extra = [config.LogSpec.parse(a) for a in getattr(args, "log", None) or []]
+    cfg.logs.extend(extra)
+    if getattr(args, "state_dir", None):
+        from pathlib import Path
+
+        cfg.state_dir = Path(args.state_dir)
+    if getattr(args, "from_beginning", False):
+        cfg.from_beginning = True
+    if getattr(args, "rules", None):
+        cfg.rules_dirs.extend(args.rules)
+    return cfg, extra
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    import logging
+
+    from diag import config, rules
+
+    if args.example_config:
+        sys.stdout.write(config.example_path().read_text(encoding="utf-8"))
+        return 0
+    cfg, extra = _daemon_config(args)
+    if args.check_config:
+        rs = rules.load(cfg.rules_dirs)
+        for e in rs.errors:
+            print(f"diag: rule error: {e}", file=sys.stderr)
+        print(f"config {cfg.source}: {len(cfg.logs)} log(s), state {cfg.db_path}, {len(rs.rules)} rules")
+        return 1 if rs.errors else 0
+    if not cfg.logs:
+        raise UsageError("no logs to follow: give --log PATH[:FORMAT] or [[log]] entries in the config")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(message)s")
+    from diag.daemon import Daemon
+    from diag.store import StoreError
+
+    try:
+        d = Daemon(cfg, args.config, extra)
+    except (StoreError, OSError) as exc:
+        raise UsageError(f"cannot open the store in {cfg.state_dir}: {exc}") from None
+    d.install_signals()
+    return d.run()
+
+
+def _open_store(args: argparse.Namespace):
+    from diag.store import Store, StoreError
+
+    cfg, _ = _daemon_config(args)
+    try:
+        return Store(cfg.db_path, readonly=True)
+    except (StoreError, Exception) as exc:  # sqlite3.Error too
+        raise UsageError(str(exc)) from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from diag.status import status_doc, print_status
+
+    store = _open_store(args)
+    doc = status_doc(store)
+    if args.json:
+        print(json.dumps(doc, indent=1, ensure_ascii=False))
+    else:
+        print_status(doc, _console())
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from diag.status import print_trace, trace_doc
+
+    store = _open_store(args)
+    doc = trace_doc(store, args.id)
+    if doc is None:
+        print(f"diag: no trace {args.id!r} in {store.path}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=1, ensure_ascii=False))
+    else:
+        print_trace(doc, _console())
+    return 0
+
+
+def cmd_findings(args: argparse.Namespace) -> int:
+    from diag.clock import parse_user_time
+    from diag.status import print_findings
+
+    store = _open_store(args)
+    try:
+        since = parse_user_time(args.since) if args.since else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    rows = store.findings(since=since)
+    if args.json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+    else:
+        print_findings(rows, _console())
+    return 0
+
+
 # -- main ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diag", description="Diagnostics for self-hosted LLM inference servers (vLLM, LMDeploy, llama.cpp).")
@@ -186,6 +291,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help='print {"checks": [...], "verdict"}')
     d.add_argument("-v", "--verbose", action="store_true", help="show each check's details")
     d.set_defaults(func=cmd_doctor)
+
+    dm = sub.add_parser("daemon", help="follow logs live; keep traces and findings in SQLite (run by systemd)")
+    dm.add_argument("--log", action="append", metavar="PATH[:FORMAT]", help="a log file to follow; repeatable (globs in the config)")
+    dm.add_argument("--from-beginning", action="store_true", help="read files seen for the first time from their start")
+    dm.add_argument("--rules", action="append", metavar="DIR", help="extra rule directory")
+    dm.add_argument("--check-config", action="store_true", help="validate the config and the rules, then exit (ExecStartPre)")
+    dm.add_argument("--example-config", action="store_true", help="print the commented example config")
+    dm.add_argument("-v", "--verbose", action="store_true")
+    dm.set_defaults(func=cmd_daemon)
+    st = sub.add_parser("status", help="what the daemon follows and how far it got (reads the store)")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    tr = sub.add_parser("trace", help="one request's timeline from the store")
+    tr.add_argument("id", help="request id (a unique prefix is enough)")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=cmd_trace)
+    fi = sub.add_parser("findings", help="findings the daemon stored")
+    fi.add_argument("--since", metavar="T", help="ISO time, epoch, or a duration like 2h")
+    fi.add_argument("--json", action="store_true")
+    fi.set_defaults(func=cmd_findings)
+    for x in (dm, st, tr, fi):
+        x.add_argument("--config", metavar="FILE", help="config file (default $DIAG_CONFIG, else /etc/diag/diag.toml)")
+        x.add_argument("--state-dir", metavar="DIR", help="where the store is (overrides the config)")
 
     r = sub.add_parser("rules", help="list, test and lint rule files")
     rsub = r.add_subparsers(dest="rules_cmd", metavar="ACTION")

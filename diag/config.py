@@ -1,9 +1,23 @@
-"""Where diag keeps its state, and its configuration file."""
+"""Configuration: embedded defaults, a TOML file, command-line additions.
+
+`diag daemon --log /var/log/vllm.log` alone must work, so every setting has a default; a file
+(`--config FILE`, else `$DIAG_CONFIG`, else `/etc/diag/diag.toml` when it exists) changes them.
+A commented example ships as `diag/example-config.toml` (`diag daemon --example-config`).
+"""
 
 from __future__ import annotations
 
 import os
+import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+SYSTEM_CONFIG = Path("/etc/diag/diag.toml")
+
+
+class ConfigError(Exception):
+    pass
 
 
 def default_state_dir() -> Path:
@@ -14,3 +28,103 @@ def default_state_dir() -> Path:
     xdg = os.environ.get("XDG_STATE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "state"
     return base / "diag"
+
+
+@dataclass
+class LogSpec:
+    path: str  # a file or a glob
+    format: str | None = None
+
+    @classmethod
+    def parse(cls, arg: str) -> "LogSpec":
+        """`PATH[:FORMAT]` from the command line."""
+        from diag.parsers import FORMATS
+
+        head, sep, tail = arg.rpartition(":")
+        if sep and tail in FORMATS and head:
+            return cls(head, tail)
+        return cls(arg)
+
+
+@dataclass
+class Config:
+    logs: list[LogSpec] = field(default_factory=list)
+    state_dir: Path = field(default_factory=default_state_dir)
+    rules_dirs: list[str] = field(default_factory=list)
+    from_beginning: bool = False
+    poll_interval: float = 0.5  # seconds between checks when no inotify event arrives
+    flush_after: float = 2.0  # a last line without newline is taken after this long
+    rotate_wait: float = 5.0  # keep reading a rotated file this long after it went quiet
+    stuck_after: float = 300.0  # a request in flight longer than this is stuck
+    rescan_globs: float = 5.0
+    retention_days: float = 14.0
+    retention_traces: int = 1_000_000
+    retention_findings: int = 200_000
+    max_line_bytes: int = 1 << 20
+    max_open_traces: int = 20_000
+    use_inotify: bool = True
+    source: str = "defaults"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "diag.sqlite3"
+
+
+_DAEMON_KEYS = {"state_dir": str, "rules_dirs": list, "from_beginning": bool, "poll_interval": (int, float),
+                "flush_after": (int, float), "rotate_wait": (int, float), "stuck_after": (int, float),
+                "rescan_globs": (int, float), "retention_days": (int, float), "retention_traces": int,
+                "retention_findings": int, "max_line_bytes": int, "max_open_traces": int, "use_inotify": bool}
+
+
+def config_path(explicit: str | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("DIAG_CONFIG")
+    if env:
+        return Path(env)
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None
+
+
+def load(explicit: str | None = None) -> Config:
+    path = config_path(explicit)
+    cfg = Config()
+    if path is None:
+        return cfg
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    apply(cfg, doc, str(path))
+    cfg.source = str(path)
+    return cfg
+
+
+def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
+    unknown = set(doc) - {"daemon", "log"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
+    daemon = doc.get("daemon", {})
+    for key, val in daemon.items():
+        typ = _DAEMON_KEYS.get(key)
+        if typ is None:
+            raise ConfigError(f"{where}: [daemon] has no setting {key!r}")
+        if not isinstance(val, typ) or (typ in (int, (int, float)) and isinstance(val, bool)):
+            raise ConfigError(f"{where}: [daemon] {key} has the wrong type ({type(val).__name__})")
+        setattr(cfg, key, Path(val) if key == "state_dir" else val)
+    for i, item in enumerate(doc.get("log", [])):
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise ConfigError(f"{where}: [[log]] #{i + 1} needs a `path` string")
+        fmt = item.get("format")
+        from diag.parsers import FORMATS
+
+        if fmt is not None and fmt not in FORMATS:
+            raise ConfigError(f"{where}: [[log]] {item['path']}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+        cfg.logs.append(LogSpec(item["path"], fmt))
+
+
+def example_path() -> Path:
+    return Path(__file__).resolve().parent / "example-config.toml"

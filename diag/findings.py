@@ -104,6 +104,7 @@ class RuleEngine:
         self.set_rules(ruleset)
         self._suppress_seen: dict[tuple[str, str], float] = {}  # (path, rule) -> last time a quieting line was seen
         self._held: deque[tuple[Hit, int, Any]] = deque()  # hits waiting to see whether a retry follows
+        self._streak: dict[tuple[str, str], int] = {}  # (rule, path) -> consecutive matching events
 
     def set_rules(self, ruleset: RuleSet) -> None:
         self.rules = [r for r in ruleset.rules if not r.disabled]
@@ -141,6 +142,8 @@ class RuleEngine:
                 self._suppress_seen[(ev.path, r.id)] = ev.ts or 0.0
         for r in self._rules_for(ev):
             if r.needles and not any(n in text for n in r.needles):
+                if r.consecutive > 1:
+                    self._streak.pop((r.id, ev.path), None)
                 continue
             m = None
             for p in r.patterns:
@@ -148,7 +151,14 @@ class RuleEngine:
                 if m is not None or r.disabled:
                     break
             if r.patterns and m is None:
+                if r.consecutive > 1:
+                    self._streak.pop((r.id, ev.path), None)
                 continue
+            if r.consecutive > 1:
+                n = self._streak.get((r.id, ev.path), 0) + 1
+                self._streak[(r.id, ev.path)] = n
+                if n != r.consecutive:
+                    continue
             if r.unless is not None and self._search(r, r.unless, text) is not None:
                 continue
             groups = {k: v for k, v in m.groupdict().items() if v is not None} if m is not None else {}

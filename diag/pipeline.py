@@ -59,6 +59,7 @@ class Pipeline:
         self.stats = Stats()
         self.max_line = max_line
         self.sources: list[SourceResult] = []
+        self.last_ts: float | None = None  # the latest log time seen: "now" for a post-mortem
 
     # -- sinks --------------------------------------------------------------------------
     def _hit(self, hit: Hit) -> None:
@@ -78,6 +79,8 @@ class Pipeline:
         if ev.ts is not None and ((self.since is not None and ev.ts < self.since) or (self.until is not None and ev.ts > self.until)):
             return
         self.stats.events += 1
+        if ev.ts is not None and (self.last_ts is None or ev.ts > self.last_ts):
+            self.last_ts = ev.ts
         self.assembler.feed(ev)
         self.facts.feed(ev)
         self.engine.feed(ev)
@@ -121,9 +124,11 @@ class Pipeline:
         res.events = sum(parser.counts.values())
         return res
 
-    def finish(self) -> list[Trace]:
+    def finish(self, stuck_after: float = 300.0) -> list[Trace]:
         """End of all input: settle traces, run trace rules, release held hits."""
         self.engine.flush()
+        if self.last_ts is not None:
+            self.assembler.mark_stuck(self.last_ts, stuck_after)
         for t in self.assembler.finish():
             self._trace_done(t)
         self.traces.sort(key=lambda t: (t.source, t.first_line))

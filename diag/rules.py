@@ -27,7 +27,7 @@ SCOPES = ("event", "trace")
 MATCH_TIMEOUT = 0.2  # seconds per pattern per event: generous for a loaded machine, fatal for backtracking
 _KNOWN_KEYS = {"id", "title", "category", "severity", "formats", "kinds", "match", "unless", "when", "scope", "summary",
                "remedy", "references", "examples", "counter_examples", "unless_after", "unless_followed_by", "description",
-               "final"}
+               "final", "consecutive"}
 _OPS = {"gt", "gte", "lt", "lte", "ne", "in", "re", "not_in"}
 
 
@@ -59,6 +59,7 @@ class Rule:
     when: dict[str, Any] = field(default_factory=dict)
     scope: str = "event"
     final: bool = False  # trace rule evaluated only at the end of input / when the trace goes stale
+    consecutive: int = 1  # fire only when this many applicable events in a row (same source) match
     references: list[str] = field(default_factory=list)
     description: str = ""
     unless_after: tuple[Any, float] | None = None  # (pattern, seconds): quiet after such a line in the same source
@@ -207,7 +208,7 @@ def build(item: Any, file: str = "<builtin>", line: int = 0) -> Rule:
         kinds=frozenset(kinds) if kinds else frozenset({E.LOG, E.RAW, E.FAILED}),
         patterns=[_compile(p, f"rule {rid!r} match") for p in pats],
         unless=_compile(item["unless"], f"rule {rid!r} unless") if item.get("unless") else None,
-        when=when, scope=scope, final=bool(item.get("final", False)),
+        when=when, scope=scope, final=bool(item.get("final", False)), consecutive=int(item.get("consecutive", 1)),
         references=list(item.get("references", [])), description=item.get("description", ""),
     )
     ua = item.get("unless_after")

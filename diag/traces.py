@@ -67,6 +67,7 @@ class Trace:
     latency_s: float | None = None
     reason: str | None = None
     says_no_image: bool = False
+    stuck: bool = False  # in flight for longer than stuck_after
     findings: list[str] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     http: dict[str, Any] | None = None
@@ -76,6 +77,17 @@ class Trace:
     _aborted: bool = False  # flags, not times: llama.cpp lines carry no wall-clock time
     _failed: bool = False
     _completed: bool = False  # an explicit success marker (Finished, timing, final output)
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to carry on assembling after a restart (raw times, flags), no text."""
+        d = asdict(self)
+        d.pop("_text", None)
+        return d
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "Trace":
+        known = {f for f in cls.__dataclass_fields__}  # type: ignore[attr-defined]
+        return cls(**{k: v for k, v in d.items() if k in known})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -404,6 +416,22 @@ class TraceAssembler:
         self._settle(t)
         self.open.pop(t.id, None)
         self.recent.pop(t.id, None)
+
+    def adopt(self, t: Trace) -> None:
+        """A trace still in flight when the daemon last stopped: carry on assembling it."""
+        self.open[t.id] = t
+        if t.server in ("vllm", "lmdeploy") and t.http_status is None:
+            self._awaiting.setdefault(t.source, OrderedDict())[t.id] = t
+
+    def mark_stuck(self, now: float, after: float) -> list[Trace]:
+        """Requests received more than `after` seconds before `now` and still in flight."""
+        out = []
+        for t in self.open.values():
+            if t.status == "in_flight" and not t.stuck and t.received_at is not None and now - t.received_at > after:
+                t.stuck = True
+                self.changed.add(t.id)
+                out.append(t)
+        return out
 
     def drain_changed(self) -> list[Trace]:
         out = []

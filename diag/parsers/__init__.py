@@ -57,6 +57,25 @@ class SourceParser:
         self._tb = _TB_NONE
         self._lines = 0
         self._chars = 0
+        self._prev_end = 0  # byte offset just past the last line fed
+        self._prev_lineno = 0
+        self._pending_start = 0  # where the record being assembled began (for safe read offsets)
+        self._pending_lineno = 0
+
+    def start_at(self, offset: int, lineno: int) -> None:
+        """A follower resuming a file: byte offset and line number of the first line it will feed."""
+        self._prev_end, self._prev_lineno = offset, lineno
+
+    @property
+    def safe_offset(self) -> tuple[int, int]:
+        """(byte offset, line number) up to which every line has been turned into events.
+
+        A record still being assembled is not applied yet, so a restart must read its lines
+        again: the daemon commits this position, not the end of what it has read.
+        """
+        if self._pending is not None:
+            return self._pending_start, self._pending_lineno
+        return self._prev_end, self._prev_lineno
 
     @property
     def detected(self) -> str:
@@ -69,6 +88,8 @@ class SourceParser:
         return "uvicorn" if self.counts else "unknown"
 
     def feed(self, line: Line) -> list[Event]:
+        start, start_lineno = self._prev_end, self._prev_lineno
+        self._prev_end, self._prev_lineno = line.end_offset, line.lineno
         ctx = self.ctx
         text, repeated = wrappers.strip(line.text, ctx)
         parsed = None
@@ -101,10 +122,9 @@ class SourceParser:
         if ctx.wrap_ts is not None and ev.ts is None:
             ev.ts = ctx.wrap_ts
         if ev.ts is None:
-            if self.stamp_now:
-                ev.ts = time.time()
-            else:
-                ev.ts = self.last_ts
+            # untimed lines (uvicorn, llama.cpp) take the time of the line before them; a live
+            # follower with nothing better stamps them on arrival
+            ev.ts = self.last_ts if self.last_ts is not None else (time.time() if self.stamp_now else None)
             ev.ts_inferred = ev.ts is not None
         else:
             self.last_ts = ev.ts
@@ -115,6 +135,7 @@ class SourceParser:
         if pend is not None:
             out.append(pend)
         self._pending, self._key, self._cr = ev, key, line.cr
+        self._pending_start, self._pending_lineno = start, start_lineno
         self._lines, self._chars = 1, len(ev.text)
         self._tb = _TB_BODY if ev.text.startswith("Traceback (most recent call last)") else _TB_NONE
         return out

@@ -1,0 +1,264 @@
+"""`diag daemon`: the scan pipeline over files followed live, committed to SQLite exactly once.
+
+The main loop is the only writer: it polls the follower (woken by inotify, or every
+`poll_interval`), feeds new lines through the same pipeline `diag scan` uses, and commits the
+traces and findings they produced together with the new read offsets in one transaction. A
+commit that fails (disk full, database locked) is retried, and reading pauses until it goes
+through, so nothing is lost. SIGTERM/SIGINT flush and exit 0; SIGHUP reloads config and rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import threading
+import time
+from typing import Any
+
+from diag import __version__, config, rules, systemd
+from diag.findings import Hit
+from diag.pipeline import Pipeline
+from diag.store import Store
+from diag.tail import FileReader, Follower
+from diag.traces import Trace
+
+log = logging.getLogger("diag")
+
+
+class Daemon:
+    def __init__(self, cfg: config.Config, config_arg: str | None = None, extra_logs: list[config.LogSpec] | None = None):
+        self.cfg = cfg
+        self.config_arg = config_arg
+        self.extra_logs = list(extra_logs or [])
+        self.store = Store(cfg.db_path)
+        rs = rules.load(cfg.rules_dirs)
+        for e in rs.errors:
+            log.error("rules: %s", e)
+        self.hits: list[Hit] = []
+        self.done: dict[str, Trace] = {}
+        self.pipe = Pipeline(rs, on_hit=self._on_hit, on_trace=self._trace_done, keep_traces=False, max_line=cfg.max_line_bytes)
+        self.pipe.assembler.max_open = cfg.max_open_traces
+        for t in self.store.open_traces(cfg.max_open_traces):
+            self.pipe.assembler.adopt(t)
+        self.follower = Follower(cfg, self.store.sources())
+        self.wake = threading.Event()
+        self.stopping = False
+        self.reload_requested = False
+        self.started = time.time()
+        self._observer: Any = None
+        self._pending_commit: tuple[list, list, list] | None = None
+        self._last_prune = 0.0
+        self._last_stuck = 0.0
+        self._last_watchdog = 0.0
+        self._watchdog = systemd.watchdog_interval()
+        self._lines_since_commit: dict[str, int] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop(self, signum, frame) -> None:
+        self.stopping = True
+        self.wake.set()
+
+    def _on_hup(self, signum, frame) -> None:
+        self.reload_requested = True
+        self.wake.set()
+
+    def run(self) -> int:
+        opened = self.follower.discover(force=True)
+        self._start_watching()
+        self.commit(meta={"pid": os.getpid(), "started_at": self.started, "version": __version__, "config": self.cfg.source})
+        log.info("diag %s daemon: %d log(s) configured, %d open, state %s", __version__, len(self.cfg.logs), len(opened), self.cfg.db_path)
+        systemd.notify("READY=1\nSTATUS=following %d file(s)" % len(self.follower.readers))
+        try:
+            while not self.stopping:
+                if self.reload_requested:
+                    self.reload()
+                busy = self.step()
+                self.periodic()
+                if not busy:
+                    self.wake.wait(self.cfg.poll_interval)
+                    self.wake.clear()
+            self.shutdown()
+        finally:
+            self._stop_watching()
+            self.follower.close()
+            self.store.close()
+        log.info("diag daemon stopped")
+        return 0
+
+    def shutdown(self) -> None:
+        systemd.notify("STOPPING=1")
+        self.step()
+        for r in list(self.follower.readers.values()):
+            for ev in r.parser.flush():
+                self.pipe.event(ev)
+        self.pipe.engine.flush()
+        self.commit(meta={"stopped_at": time.time()}, block=True)
+
+    # -- the loop -------------------------------------------------------------------------
+    def step(self) -> bool:
+        """Read what is new everywhere, run it through the pipeline, commit. True if there was data."""
+        if self._pending_commit is not None:
+            if not self.commit():
+                return False  # the store is failing: do not read more until it takes what we have
+        busy = False
+        batch = self.follower.discover()
+        batch_items = [(r, r.read()) if isinstance(r, FileReader) else r for r in batch]
+        batch_items += self.follower.poll()
+        touched: dict[str, FileReader] = {}
+        for r, lines in batch_items:
+            touched[r.key] = r
+            if not lines:
+                continue
+            busy = True
+            feed = r.parser.feed
+            event = self.pipe.event
+            for line in lines:
+                for ev in feed(line):
+                    event(ev)
+            r.state.lines_read += len(lines)
+        for r in list(self.follower.readers.values()):
+            if r.key in touched and busy:
+                continue
+            tail = self.follower.idle_flush(r)
+            if tail:
+                for line in tail:
+                    for ev in r.parser.feed(line):
+                        self.pipe.event(ev)
+                r.state.lines_read += len(tail)
+                busy = True
+            if r.parser.has_pending and time.monotonic() - r.last_data > self.cfg.flush_after:
+                for ev in r.parser.flush():
+                    self.pipe.event(ev)
+                busy = True
+        if busy or touched:
+            self.commit()
+        return busy
+
+    def periodic(self) -> None:
+        now = time.time()
+        if now - self._last_stuck >= 1.0:
+            self._last_stuck = now
+            for t in self.pipe.assembler.mark_stuck(now, self.cfg.stuck_after):
+                self.pipe.engine.check_trace(t, final=False)
+            if self.hits or self.pipe.assembler.changed:
+                self.commit()
+        if now - self._last_prune >= 60:
+            self._last_prune = now
+            try:
+                n = self.store.prune(now, self.cfg.retention_days, self.cfg.retention_traces, self.cfg.retention_findings)
+                if n:
+                    log.info("retention: pruned %d rows", n)
+                    self._last_prune = now - 55  # more to do: come back soon, in small batches
+            except sqlite3.Error as exc:
+                log.error("retention: %s", exc)
+        if self._watchdog and now - self._last_watchdog >= self._watchdog:
+            self._last_watchdog = now
+            systemd.notify("WATCHDOG=1")
+
+    def _on_hit(self, hit: Hit) -> None:
+        self.hits.append(hit)  # not a bound list.append: `self.hits` is swapped at each commit
+
+    def _trace_done(self, t: Trace) -> None:
+        self.done[t.id] = t
+
+    def commit(self, meta: dict[str, Any] | None = None, block: bool = False) -> bool:
+        """One transaction: changed traces, new hits, read offsets. False (and kept for later) on failure."""
+        if self._pending_commit is None:
+            traces = {t.id: t for t in self.pipe.assembler.drain_changed()}
+            traces.update(self.done)
+            self.done = {}
+            states = {s.key: s for s in self.follower.states()}
+            self._pending_commit = (list(traces.values()), self.hits, list(states.values()))
+            self.hits = []
+        traces, hits, states = self._pending_commit
+        m = dict(meta or {})
+        m["heartbeat"] = time.time()
+        m["errors"] = dict(self.follower.errors)
+        m["rule_errors"] = list(self.pipe.engine.errors)
+        deadline = time.monotonic() + (30 if block else 0)
+        while True:
+            try:
+                self.store.commit(traces, hits, states, m)
+                if getattr(self, "_commit_failing", False):
+                    log.info("store: commits go through again")
+                    self._commit_failing = False
+                self._pending_commit = None
+                return True
+            except sqlite3.Error as exc:
+                if not getattr(self, "_commit_failing", False):
+                    log.error("store: commit failed (%s); reading paused, nothing is dropped, retrying", exc)
+                    self._commit_failing = True
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(1)
+
+    def reload(self) -> None:
+        self.reload_requested = False
+        try:
+            cfg = config.load(self.config_arg)
+        except config.ConfigError as exc:
+            log.error("reload: %s; keeping the running configuration", exc)
+            return
+        cfg.logs.extend(self.extra_logs)
+        rs = rules.load(cfg.rules_dirs)
+        if rs.errors:
+            for e in rs.errors:
+                log.error("reload: rules not reloaded: %s", e)
+            log.error("reload: keeping the %d rules already loaded", len(self.pipe.engine.rules))
+        else:
+            self.pipe.engine.set_rules(rs)
+            self.pipe.engine.errors = []
+            log.info("reload: %d rules", len(rs.rules))
+        self.follower.cfg.logs = cfg.logs
+        self.follower.discover(force=True)
+        self._stop_watching()
+        self._start_watching()
+
+    # -- inotify ----------------------------------------------------------------------------
+    def _start_watching(self) -> None:
+        if not self.cfg.use_inotify:
+            return
+        try:
+            from watchdog.events import FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError as exc:
+            log.warning("inotify unavailable (%s); polling every %.1f s", exc, self.cfg.poll_interval)
+            return
+        wake = self.wake
+
+        class Wake(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:
+                wake.set()
+
+        dirs = {os.path.dirname(os.path.abspath(s.path)) or "/" for s in self.cfg.logs}
+        obs = Observer()
+        watched = 0
+        for d in sorted(dirs):
+            while not os.path.isdir(d) and d != os.path.dirname(d):
+                d = os.path.dirname(d)  # watch the nearest existing parent until the directory appears
+            try:
+                obs.schedule(Wake(), d, recursive=False)
+                watched += 1
+            except OSError as exc:
+                log.warning("inotify: cannot watch %s (%s); polling it every %.1f s", d, exc, self.cfg.poll_interval)
+        try:
+            obs.start()
+            self._observer = obs
+        except OSError as exc:  # e.g. fs.inotify.max_user_watches exhausted
+            log.warning("inotify failed (%s); polling every %.1f s", exc, self.cfg.poll_interval)
+
+    def _stop_watching(self) -> None:
+        if self._observer is not None:
+            try:
+                self._observer.stop()
+                self._observer.join(timeout=5)
+            except Exception:  # noqa: BLE001
+                pass
+            self._observer = None

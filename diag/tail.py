@@ -1,0 +1,372 @@
+"""Following log files live: rotation, truncation, absence, permissions, partial lines.
+
+A file is identified by device/inode plus a fingerprint of its first bytes, never by name: a
+renamed file is read to its end before its successor is opened (and kept open for
+`rotate_wait` in case the writer still appends), a truncated one (copytruncate) is read from
+the start again after the bytes it lost are taken from the copy that carries its fingerprint,
+and a rotation that happened while the daemon was down is found again in the directory by
+inode. Each open file is a `FileReader` with its own line splitter and source parser, so a
+multi-line record never spans two files.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diag.config import Config, LogSpec
+from diag.parsers import SourceParser
+from diag.reader import Line, LineSplitter
+from diag.store import SourceState
+
+log = logging.getLogger("diag")
+FP_BYTES = 256
+READ_CHUNK = 1 << 20
+
+
+def fingerprint_of(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def file_key(st: os.stat_result) -> str:
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+@dataclass
+class FileReader:
+    """One inode being read: where we are, and the parser its lines go to."""
+
+    state: SourceState
+    f: object
+    splitter: LineSplitter
+    parser: SourceParser
+    last_data: float = field(default_factory=time.monotonic)
+    rotated_at: float | None = None
+
+    @property
+    def key(self) -> str:
+        return self.state.key
+
+    def fileno(self) -> int:
+        return self.f.fileno()  # type: ignore[attr-defined]
+
+    def read(self, limit: int = READ_CHUNK) -> list[Line]:
+        """New complete lines, at most about `limit` bytes of them."""
+        data = os.read(self.fileno(), limit)
+        if not data:
+            return []
+        self.last_data = time.monotonic()
+        return list(self.splitter.feed(data))
+
+    def read_to_eof(self, budget: int = 64 * READ_CHUNK) -> list[Line]:
+        out: list[Line] = []
+        while budget > 0:
+            data = os.read(self.fileno(), READ_CHUNK)
+            if not data:
+                break
+            self.last_data = time.monotonic()
+            out.extend(self.splitter.feed(data))
+            budget -= len(data)
+        return out
+
+    def close(self) -> None:
+        try:
+            self.f.close()  # type: ignore[attr-defined]
+        except OSError:
+            pass
+
+    def sync_state(self) -> SourceState:
+        """The state to commit: the safe offset (a record being assembled is not done yet)."""
+        s = self.state
+        s.offset, s.lineno = self.parser.safe_offset
+        s.truncated_lines = self.splitter.truncated_lines
+        try:
+            s.size = os.fstat(self.fileno()).st_size
+        except OSError:
+            pass
+        if self.parser.last_ts is not None:
+            s.last_line_time = self.parser.last_ts
+        s.format = self.parser.detected
+        s.updated_at = time.time()
+        return s
+
+
+class Follower:
+    def __init__(self, cfg: Config, stored: list[SourceState]):
+        self.cfg = cfg
+        self.readers: dict[str, FileReader] = {}  # key -> reader (active and rotated)
+        self.by_path: dict[str, str] = {}  # configured path -> key of its active reader
+        self.stored = {s.key: s for s in stored}
+        self.errors: dict[str, str] = {}  # path -> last error
+        self.started = False
+        self._last_glob = 0.0
+        self._retired: list[SourceState] = []
+        self.rotations: dict[str, int] = {}
+        for s in stored:
+            self.rotations[s.path] = max(self.rotations.get(s.path, 0), s.rotations)
+
+    # -- discovery ------------------------------------------------------------------------
+    def expand(self) -> list[tuple[str, LogSpec]]:
+        out: list[tuple[str, LogSpec]] = []
+        for spec in self.cfg.logs:
+            if glob.has_magic(spec.path):
+                out.extend((p, spec) for p in sorted(glob.glob(spec.path)) if os.path.isfile(p))
+            else:
+                out.append((spec.path, spec))
+        return out
+
+    def discover(self, force: bool = False) -> list[Line | tuple]:
+        """Open configured files not followed yet; on the first call, resume from the store."""
+        now = time.monotonic()
+        if not force and self.started and now - self._last_glob < self.cfg.rescan_globs:
+            return []
+        self._last_glob = now
+        pending: list = []
+        if not self.started:
+            pending.extend(self._resume_rotated())
+        for path, spec in self.expand():
+            if path in self.by_path:
+                continue
+            r = self._open(path, spec, successor=self.started)
+            if r is not None:
+                pending.append(r)
+        self.started = True
+        return pending
+
+    def _resume_rotated(self) -> list[FileReader]:
+        """Rotated-away files the daemon had not finished when it stopped: find them by inode."""
+        out = []
+        for s in self.stored.values():
+            if s.state not in ("rotated", "active"):
+                continue
+            try:
+                st = os.stat(s.path)
+                if file_key(st) == s.key:
+                    continue  # still at its path: opened normally
+            except OSError:
+                pass
+            found = self._find_by_key(Path(s.path).parent, s.key, s.fingerprint, s.fp_len)
+            if found is None:
+                if s.state == "active":
+                    self.errors[s.path] = f"the file read before the restart ({s.key}) is gone; bytes after offset {s.offset} are lost"
+                    log.warning("%s: %s", s.path, self.errors[s.path])
+                s.state = "done"
+                continue
+            r = self._reader_for(found, s.path, s.format, s, rotated=True)
+            if r is not None:
+                out.append(r)
+                log.info("%s: finishing %s (rotated while diag was down) from byte %d", s.path, found, s.offset)
+        return out
+
+    def _find_by_key(self, directory: Path, key: str, fp: str, fp_len: int) -> str | None:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return None
+        for e in entries:
+            try:
+                if e.is_file() and file_key(e.stat()) == key:
+                    if fp_len and self._fingerprint(e.path, fp_len)[0] != fp:
+                        continue
+                    return e.path
+            except OSError:
+                continue
+        return None
+
+    def _fingerprint(self, path: str, n: int = FP_BYTES) -> tuple[str, int]:
+        with open(path, "rb") as f:
+            data = f.read(n)
+        return fingerprint_of(data), len(data)
+
+    def _open(self, path: str, spec: LogSpec, successor: bool) -> FileReader | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self._error(path, "waiting for the file to appear")
+            return None
+        except OSError as exc:
+            self._error(path, f"cannot stat: {exc.strerror}")
+            return None
+        key = file_key(st)
+        stored = self.stored.get(key)
+        if stored is not None and stored.path == path:
+            state = stored  # resume where the last run committed
+        else:
+            state = SourceState(key, path, format=spec.format, rotations=self.rotations.get(path, 0))
+            if not successor and not self._known_path(path) and not self.cfg.from_beginning:
+                # A file diag has never seen, present at start: only what is written from now on.
+                state.offset = st.st_size
+                state.lineno = -1  # the lines skipped were not counted
+        return self._reader_for(path, path, spec.format, state, rotated=False)
+
+    def _known_path(self, path: str) -> bool:
+        return any(s.path == path for s in self.stored.values())
+
+    def _reader_for(self, real_path: str, path: str, fmt: str | None, state: SourceState, rotated: bool) -> FileReader | None:
+        try:
+            f = open(real_path, "rb", buffering=0)
+        except PermissionError:
+            self._error(path, "permission denied (diag will retry)")
+            return None
+        except OSError as exc:
+            self._error(path, f"cannot open: {exc.strerror}")
+            return None
+        st = os.fstat(f.fileno())
+        head = os.pread(f.fileno(), FP_BYTES, 0)
+        if state.fp_len and fingerprint_of(head[: state.fp_len]) != state.fingerprint:
+            log.info("%s: content changed since the last run (new file with a reused inode); reading from the start", path)
+            state.offset, state.lineno = 0, 0
+        if state.offset > st.st_size:
+            state.offset, state.lineno = 0, 0  # truncated while diag was down
+        state.fingerprint, state.fp_len = fingerprint_of(head), len(head)
+        os.lseek(f.fileno(), state.offset, os.SEEK_SET)
+        parser = SourceParser(path, st.st_mtime, fmt, stamp_now=True)
+        parser.start_at(state.offset, max(state.lineno, 0))
+        splitter = LineSplitter(self.cfg.max_line_bytes, state.offset, max(state.lineno, 0))
+        splitter.truncated_lines = state.truncated_lines
+        state.state = "rotated" if rotated else "active"
+        r = FileReader(state, f, splitter, parser)
+        if rotated:
+            r.rotated_at = time.monotonic()
+        else:
+            self.by_path[path] = state.key
+        self.readers[state.key] = r
+        self.errors.pop(path, None)
+        state.last_error = None
+        return r
+
+    def _error(self, path: str, msg: str) -> None:
+        if self.errors.get(path) != msg:
+            log.warning("%s: %s", path, msg)
+        self.errors[path] = msg
+
+    # -- following ------------------------------------------------------------------------
+    def poll(self) -> list[tuple[FileReader, list[Line]]]:
+        """One round over every reader: detect rotation/truncation, read what is new."""
+        out: list[tuple[FileReader, list[Line]]] = []
+        for path, key in list(self.by_path.items()):
+            r = self.readers.get(key)
+            if r is None:
+                continue
+            out.extend(self._check(path, r))
+        for r in list(self.readers.values()):
+            if r.state.state == "rotated":
+                lines = r.read_to_eof()
+                if lines:
+                    out.append((r, lines))
+                elif time.monotonic() - r.last_data > self.cfg.rotate_wait:
+                    out.append((r, []))
+                    self._retire(r)
+            elif self.by_path.get(r.state.path) == r.key:
+                lines = r.read()
+                if lines:
+                    out.append((r, lines))
+        return out
+
+    def _check(self, path: str, r: FileReader) -> list[tuple[FileReader, list[Line]]]:
+        out = []
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            # deleted or renamed away: keep reading what we have; the path may come back
+            if r.rotated_at is None:
+                self._rotate(path, r)
+            return out
+        except OSError as exc:
+            self._error(path, f"cannot stat: {exc.strerror}")
+            return out
+        if file_key(st) != r.key:
+            self._rotate(path, r)
+            spec = next((s for p, s in self.expand() if p == path), LogSpec(path))
+            self._open(path, spec, successor=True)
+            return out
+        fd = r.fileno()
+        pos = os.lseek(fd, 0, os.SEEK_CUR)
+        truncated = st.st_size < pos
+        if not truncated and r.state.fp_len and st.st_size >= r.state.fp_len:
+            truncated = fingerprint_of(os.pread(fd, r.state.fp_len, 0)) != r.state.fingerprint
+        if truncated:
+            out.extend(self._truncated(path, r, pos))
+        return out
+
+    def _rotate(self, path: str, r: FileReader) -> None:
+        r.state.state = "rotated"
+        r.rotated_at = time.monotonic()
+        r.last_data = time.monotonic()
+        self.by_path.pop(path, None)
+        self.rotations[path] = self.rotations.get(path, 0) + 1
+        log.info("%s: rotated (rename or delete); finishing the old file", path)
+
+    def _truncated(self, path: str, r: FileReader, pos: int) -> list[tuple[FileReader, list[Line]]]:
+        """copytruncate: take the bytes we had not read yet from the copy, then start over at 0."""
+        out: list[tuple[FileReader, list[Line]]] = []
+        copy = self._find_copy(Path(path).parent, r.state.fingerprint, r.state.fp_len, r.key, pos)
+        if copy is not None:
+            with open(copy, "rb") as f:
+                f.seek(pos)
+                while True:
+                    data = f.read(READ_CHUNK)
+                    if not data:
+                        break
+                    out.append((r, list(r.splitter.feed(data))))
+            log.info("%s: truncated (copytruncate); read bytes %d.. from the copy %s", path, pos, copy)
+        elif pos > 0:
+            log.warning("%s: truncated at byte %d; no copy with the same first bytes found, lines written just before "
+                        "the truncation may be missing", path, pos)
+        out.append((r, list(r.splitter.flush())))
+        os.lseek(r.fileno(), 0, os.SEEK_SET)
+        r.splitter.offset = 0
+        r.splitter.lineno = 0
+        r.parser.start_at(0, 0)
+        head = os.pread(r.fileno(), FP_BYTES, 0)
+        r.state.fingerprint, r.state.fp_len = fingerprint_of(head), len(head)
+        self.rotations[path] = self.rotations.get(path, 0) + 1
+        r.state.rotations = self.rotations[path]
+        return out
+
+    def _find_copy(self, directory: Path, fp: str, fp_len: int, key: str, min_size: int) -> str | None:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return None
+        for e in entries:
+            try:
+                if not e.is_file() or file_key(e.stat()) == key or e.stat().st_size < min_size:
+                    continue
+                if e.name.endswith(".gz"):
+                    continue
+                if self._fingerprint(e.path, fp_len)[0] == fp:
+                    return e.path
+            except OSError:
+                continue
+        return None
+
+    def _retire(self, r: FileReader) -> None:
+        r.state.state = "done"
+        self._retired.append(r.sync_state())
+        self.readers.pop(r.key, None)
+        r.close()
+
+    def idle_flush(self, r: FileReader) -> list[Line]:
+        """A last line the writer has not terminated for `flush_after` seconds is taken as is."""
+        if r.splitter.pending and time.monotonic() - r.last_data > self.cfg.flush_after:
+            return list(r.splitter.flush())
+        return []
+
+    def states(self) -> list[SourceState]:
+        out, self._retired = self._retired, []
+        for r in self.readers.values():
+            s = r.sync_state()
+            if r.state.state == "active":
+                s.rotations = self.rotations.get(s.path, s.rotations)
+            out.append(s)
+        return out
+
+    def close(self) -> None:
+        for r in self.readers.values():
+            r.close()
