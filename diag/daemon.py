@@ -42,7 +42,7 @@ class Daemon:
         self.pipe.assembler.max_open = cfg.max_open_traces
         for t in self.store.open_traces(cfg.max_open_traces):
             self.pipe.assembler.adopt(t)
-        self.follower = Follower(cfg, self.store.sources())
+        self.follower = Follower(cfg, self.store.sources(), self._consume)
         self.wake = threading.Event()
         self.stopping = False
         self.reload_requested = False
@@ -108,30 +108,23 @@ class Daemon:
             if not self.commit():
                 return False  # the store is failing: do not read more until it takes what we have
         busy = False
-        batch = self.follower.discover()
-        batch_items = [(r, r.read()) if isinstance(r, FileReader) else r for r in batch]
-        batch_items += self.follower.poll()
+        # Existing readers first: a rotated file's last lines come before its successor's first ones.
+        batch_items = self.follower.poll()
+        batch_items += [(r, r.read()) for r in self.follower.discover()]
         touched: dict[str, FileReader] = {}
         for r, lines in batch_items:
             touched[r.key] = r
-            if not lines:
-                continue
-            busy = True
-            feed = r.parser.feed
-            event = self.pipe.event
-            for line in lines:
-                for ev in feed(line):
-                    event(ev)
-            r.state.lines_read += len(lines)
+            if lines or r.state.state != "active":
+                busy = busy or bool(lines)
+                # A rotated file's records end with it: hand over the last one now, before the
+                # successor's first lines (its access line must not wait behind them).
+                self._consume(r, lines, r.state.state != "active")
         for r in list(self.follower.readers.values()):
             if r.key in touched and busy:
                 continue
             tail = self.follower.idle_flush(r)
             if tail:
-                for line in tail:
-                    for ev in r.parser.feed(line):
-                        self.pipe.event(ev)
-                r.state.lines_read += len(tail)
+                self._consume(r, tail, False)
                 busy = True
             if r.parser.has_pending and time.monotonic() - r.last_data > self.cfg.flush_after:
                 for ev in r.parser.flush():
@@ -140,6 +133,16 @@ class Daemon:
         if busy or touched:
             self.commit()
         return busy
+
+    def _consume(self, r: FileReader, lines: list, flush: bool) -> None:
+        feed, event = r.parser.feed, self.pipe.event
+        for line in lines:
+            for ev in feed(line):
+                event(ev)
+        if flush:
+            for ev in r.parser.flush():
+                event(ev)
+        r.consumed += len(lines)
 
     def periodic(self) -> None:
         now = time.time()
@@ -231,10 +234,12 @@ class Daemon:
         except ImportError as exc:
             log.warning("inotify unavailable (%s); polling every %.1f s", exc, self.cfg.poll_interval)
             return
-        wake = self.wake
+        wake, follower = self.wake, self.follower
 
         class Wake(FileSystemEventHandler):
             def on_any_event(self, event) -> None:
+                if event.event_type in ("created", "moved"):
+                    follower.dirty = True
                 wake.set()
 
         dirs = {os.path.dirname(os.path.abspath(s.path)) or "/" for s in self.cfg.logs}

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 from diag.config import Config, LogSpec
@@ -47,6 +48,12 @@ class FileReader:
     parser: SourceParser
     last_data: float = field(default_factory=time.monotonic)
     rotated_at: float | None = None
+    pending_lines: list[Line] = field(default_factory=list)  # salvaged from a copy, fed before new reads
+    consumed: int = -1  # lines fed to the parser, including any it still holds
+
+    def __post_init__(self) -> None:
+        if self.consumed < 0:
+            self.consumed = self.state.lines_read
 
     @property
     def key(self) -> str:
@@ -57,11 +64,13 @@ class FileReader:
 
     def read(self, limit: int = READ_CHUNK) -> list[Line]:
         """New complete lines, at most about `limit` bytes of them."""
+        out, self.pending_lines = self.pending_lines, []
         data = os.read(self.fileno(), limit)
         if not data:
-            return []
+            return out
         self.last_data = time.monotonic()
-        return list(self.splitter.feed(data))
+        out.extend(self.splitter.feed(data))
+        return out
 
     def read_to_eof(self, budget: int = 64 * READ_CHUNK) -> list[Line]:
         out: list[Line] = []
@@ -84,6 +93,8 @@ class FileReader:
         """The state to commit: the safe offset (a record being assembled is not done yet)."""
         s = self.state
         s.offset, s.lineno = self.parser.safe_offset
+        held = self.parser._prev_lineno - s.lineno  # lines of a record still being assembled: read again after a crash
+        s.lines_read = self.consumed - max(0, held)
         s.truncated_lines = self.splitter.truncated_lines
         try:
             s.size = os.fstat(self.fileno()).st_size
@@ -97,7 +108,11 @@ class FileReader:
 
 
 class Follower:
-    def __init__(self, cfg: Config, stored: list[SourceState]):
+    def __init__(self, cfg: Config, stored: list[SourceState],
+                 consume: Callable[[FileReader, list[Line], bool], None] | None = None):
+        """`consume(reader, lines, flush)` runs lines through the reader's parser at once; the
+        follower needs it when lines come from a copy and must be applied before the file restarts."""
+        self.consume = consume or (lambda r, lines, flush: r.pending_lines.extend(lines))
         self.cfg = cfg
         self.readers: dict[str, FileReader] = {}  # key -> reader (active and rotated)
         self.by_path: dict[str, str] = {}  # configured path -> key of its active reader
@@ -106,30 +121,39 @@ class Follower:
         self.started = False
         self._last_glob = 0.0
         self._retired: list[SourceState] = []
+        self.dirty = False  # inotify saw a file created or moved: expand globs now
         self.rotations: dict[str, int] = {}
         for s in stored:
             self.rotations[s.path] = max(self.rotations.get(s.path, 0), s.rotations)
 
     # -- discovery ------------------------------------------------------------------------
-    def expand(self) -> list[tuple[str, LogSpec]]:
+    def expand(self, globs: bool = True) -> list[tuple[str, LogSpec]]:
         out: list[tuple[str, LogSpec]] = []
         for spec in self.cfg.logs:
             if glob.has_magic(spec.path):
+                if not globs:
+                    continue
                 out.extend((p, spec) for p in sorted(glob.glob(spec.path)) if os.path.isfile(p))
             else:
                 out.append((spec.path, spec))
         return out
 
-    def discover(self, force: bool = False) -> list[Line | tuple]:
-        """Open configured files not followed yet; on the first call, resume from the store."""
+    def discover(self, force: bool = False) -> list[FileReader]:
+        """Open configured files not followed yet; on the first call, resume from the store.
+
+        Plain paths are checked on every call (a stat each: a file that appears is read from its
+        first byte); globs are expanded every `rescan_globs` seconds, or at once when inotify
+        reported a new file (`dirty`).
+        """
         now = time.monotonic()
-        if not force and self.started and now - self._last_glob < self.cfg.rescan_globs:
-            return []
-        self._last_glob = now
+        globs_due = force or not self.started or self.dirty or now - self._last_glob >= self.cfg.rescan_globs
+        if globs_due:
+            self._last_glob = now
+            self.dirty = False
         pending: list = []
         if not self.started:
             pending.extend(self._resume_rotated())
-        for path, spec in self.expand():
+        for path, spec in self.expand(globs=globs_due):
             if path in self.by_path:
                 continue
             r = self._open(path, spec, successor=self.started)
@@ -218,19 +242,19 @@ class Follower:
             return None
         st = os.fstat(f.fileno())
         head = os.pread(f.fileno(), FP_BYTES, 0)
-        if state.fp_len and fingerprint_of(head[: state.fp_len]) != state.fingerprint:
-            log.info("%s: content changed since the last run (new file with a reused inode); reading from the start", path)
-            state.offset, state.lineno = 0, 0
-        if state.offset > st.st_size:
-            state.offset, state.lineno = 0, 0  # truncated while diag was down
-        state.fingerprint, state.fp_len = fingerprint_of(head), len(head)
-        os.lseek(f.fileno(), state.offset, os.SEEK_SET)
+        changed = bool(state.fp_len) and fingerprint_of(head[: state.fp_len]) != state.fingerprint
+        restart_at_zero = changed or state.offset > st.st_size  # truncated (and maybe regrown) while diag was down
+        os.lseek(f.fileno(), state.offset if not restart_at_zero else 0, os.SEEK_SET)
         parser = SourceParser(path, st.st_mtime, fmt, stamp_now=True)
         parser.start_at(state.offset, max(state.lineno, 0))
         splitter = LineSplitter(self.cfg.max_line_bytes, state.offset, max(state.lineno, 0))
         splitter.truncated_lines = state.truncated_lines
         state.state = "rotated" if rotated else "active"
         r = FileReader(state, f, splitter, parser)
+        if restart_at_zero:
+            log.info("%s: truncated or rewritten while diag was down; resuming from the start", path)
+            self._salvage(path, r, state.offset)
+        state.fingerprint, state.fp_len = fingerprint_of(head), len(head)
         if rotated:
             r.rotated_at = time.monotonic()
         else:
@@ -257,10 +281,8 @@ class Follower:
         for r in list(self.readers.values()):
             if r.state.state == "rotated":
                 lines = r.read_to_eof()
-                if lines:
-                    out.append((r, lines))
-                elif time.monotonic() - r.last_data > self.cfg.rotate_wait:
-                    out.append((r, []))
+                out.append((r, lines))  # even empty: its parser may still hold the file's last record
+                if not lines and time.monotonic() - r.last_data > self.cfg.rotate_wait:
                     self._retire(r)
             elif self.by_path.get(r.state.path) == r.key:
                 lines = r.read()
@@ -289,9 +311,17 @@ class Follower:
         pos = os.lseek(fd, 0, os.SEEK_CUR)
         truncated = st.st_size < pos
         if not truncated and r.state.fp_len and st.st_size >= r.state.fp_len:
-            truncated = fingerprint_of(os.pread(fd, r.state.fp_len, 0)) != r.state.fingerprint
+            head = os.pread(fd, FP_BYTES, 0)
+            truncated = fingerprint_of(head[: r.state.fp_len]) != r.state.fingerprint
+            if not truncated and len(head) > r.state.fp_len:
+                r.state.fingerprint, r.state.fp_len = fingerprint_of(head), len(head)  # the file grew: fingerprint more of it
+        elif not truncated and not r.state.fp_len and st.st_size:
+            head = os.pread(fd, FP_BYTES, 0)
+            r.state.fingerprint, r.state.fp_len = fingerprint_of(head), len(head)
         if truncated:
-            out.extend(self._truncated(path, r, pos))
+            self._salvage(path, r, pos)
+            self.rotations[path] = self.rotations.get(path, 0) + 1
+            r.state.rotations = self.rotations[path]
         return out
 
     def _rotate(self, path: str, r: FileReader) -> None:
@@ -302,10 +332,10 @@ class Follower:
         self.rotations[path] = self.rotations.get(path, 0) + 1
         log.info("%s: rotated (rename or delete); finishing the old file", path)
 
-    def _truncated(self, path: str, r: FileReader, pos: int) -> list[tuple[FileReader, list[Line]]]:
-        """copytruncate: take the bytes we had not read yet from the copy, then start over at 0."""
-        out: list[tuple[FileReader, list[Line]]] = []
-        copy = self._find_copy(Path(path).parent, r.state.fingerprint, r.state.fp_len, r.key, pos)
+    def _salvage(self, path: str, r: FileReader, pos: int) -> None:
+        """copytruncate: take the bytes not read yet from the copy that has our first bytes, then restart at 0."""
+        out: list[Line] = []
+        copy = self._find_copy(Path(path).parent, r.state.fingerprint, r.state.fp_len, r.key, pos) if r.state.fp_len else None
         if copy is not None:
             with open(copy, "rb") as f:
                 f.seek(pos)
@@ -313,21 +343,19 @@ class Follower:
                     data = f.read(READ_CHUNK)
                     if not data:
                         break
-                    out.append((r, list(r.splitter.feed(data))))
+                    out.extend(r.splitter.feed(data))
             log.info("%s: truncated (copytruncate); read bytes %d.. from the copy %s", path, pos, copy)
         elif pos > 0:
             log.warning("%s: truncated at byte %d; no copy with the same first bytes found, lines written just before "
                         "the truncation may be missing", path, pos)
-        out.append((r, list(r.splitter.flush())))
+        out.extend(r.splitter.flush())
+        self.consume(r, out, True)  # applied now: these bytes belong to the content before the truncation
         os.lseek(r.fileno(), 0, os.SEEK_SET)
         r.splitter.offset = 0
         r.splitter.lineno = 0
         r.parser.start_at(0, 0)
         head = os.pread(r.fileno(), FP_BYTES, 0)
         r.state.fingerprint, r.state.fp_len = fingerprint_of(head), len(head)
-        self.rotations[path] = self.rotations.get(path, 0) + 1
-        r.state.rotations = self.rotations[path]
-        return out
 
     def _find_copy(self, directory: Path, fp: str, fp_len: int, key: str, min_size: int) -> str | None:
         try:
