@@ -194,3 +194,42 @@ def test_example_config_parses_and_check_config(tmp_path):
     bad.write_text("[daemon]\nstuck_after = 'soon'\n")
     r = subprocess.run([sys.executable, "-m", "diag", "daemon", "--check-config", "--config", str(bad)], capture_output=True, text=True)
     assert r.returncode == 2 and "stuck_after" in r.stderr
+
+
+def test_sd_notify_ready_and_watchdog(tmp_path):
+    import socket as so
+
+    sock_path = tmp_path / "notify.sock"
+    srv = so.socket(so.AF_UNIX, so.SOCK_DGRAM)
+    srv.bind(str(sock_path))
+    srv.settimeout(20)
+    state = tmp_path / "state"
+    state.mkdir()
+    log = tmp_path / "x.log"
+    log.write_text("")
+    d, _ = start_daemon(state, str(log), env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"})
+    try:
+        got = []
+        while not any("WATCHDOG=1" in m for m in got):
+            got.append(srv.recv(4096).decode())
+        assert any(m.startswith("READY=1") for m in got)
+        assert got.index(next(m for m in got if m.startswith("READY=1"))) < got.index("WATCHDOG=1")
+    finally:
+        d.terminate()
+        assert d.wait(timeout=30) == 0
+        srv.close()
+
+
+def test_systemd_unit_verifies(tmp_path):
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed (.ci/run installs it and verifies the unit)")
+    diag_bin = shutil.which("diag") or str(Path(sys.executable).parent / "diag")
+    unit = tmp_path / "diag.service"
+    unit.write_text((HERE.parent / "systemd" / "diag.service").read_text().replace("/usr/local/bin/diag", diag_bin))
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    text = unit.read_text()
+    for want in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "StateDirectory=diag", "ProtectSystem=strict",
+                 "ProtectHome=", "NoNewPrivileges=yes", "PrivateTmp=yes", "ExecReload=/bin/kill -HUP $MAINPID", "--check-config"):
+        assert want in text
+    assert "PrivateDevices" not in text.replace("# Not PrivateDevices=", "")
