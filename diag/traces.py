@@ -25,7 +25,7 @@ small window of recent ones is kept for late lines (a llama.cpp cancel after its
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from diag import events as E
@@ -79,10 +79,11 @@ class Trace:
     _completed: bool = False  # an explicit success marker (Finished, timing, final output)
 
     def to_state(self) -> dict[str, Any]:
-        """Everything needed to carry on assembling after a restart (raw times, flags), no text."""
-        d = asdict(self)
-        d.pop("_text", None)
-        return d
+        """Everything needed to carry on assembling after a restart (raw times, flags), no text.
+
+        Shallow on purpose (serialised at once): dataclasses.asdict deep-copies and dominated the
+        daemon's CPU time."""
+        return {k: getattr(self, k) for k in _STATE_FIELDS}
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "Trace":
@@ -90,14 +91,18 @@ class Trace:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k in ("_text", "_ended", "_completed", "_aborted", "_failed", "first_line"):
-            d.pop(k, None)
+        """The public shape (ISO times, no internal flags)."""
+        d = {k: getattr(self, k) for k in _PUBLIC_FIELDS}
         for k in ("received_at", "added_at", "first_output_at", "finished_at", "aborted_at", "failed_at"):
             d[k] = iso(d[k])
-        for e in d["timeline"]:
-            e["time"] = iso(e["time"])
+        d["findings"] = list(self.findings)
+        d["timeline"] = [{**e, "time": iso(e["time"])} for e in self.timeline]
+        d["http"] = dict(self.http) if self.http else None
         return d
+
+
+_STATE_FIELDS = tuple(f for f in Trace.__dataclass_fields__ if f != "_text")  # type: ignore[attr-defined]
+_PUBLIC_FIELDS = tuple(f for f in _STATE_FIELDS if not f.startswith("_") and f != "first_line")
 
 
 class TraceAssembler:
@@ -127,8 +132,7 @@ class TraceAssembler:
         # vLLM 0.14+: the engine id is the external id plus "-<8 hex>".
         if len(rid) > 9 and rid[-9] == "-":
             base = rid[:-9]
-            suffix = rid[-8:]
-            if all(c in "0123456789abcdef" for c in suffix) and (base in self.open or base in self.recent or "-" in base):
+            if not rid[-8:].strip("0123456789abcdef") and (base in self.open or base in self.recent or "-" in base):
                 self._alias(rid, base)
                 return base
         return rid

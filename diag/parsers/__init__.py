@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections import Counter
 from types import ModuleType
 
 from diag import events as E
@@ -48,7 +47,7 @@ class SourceParser:
             self.order.remove(PARSERS[fmt])
             self.order.insert(0, PARSERS[fmt])
         self.forced = fmt
-        self.counts: Counter[str] = Counter()
+        self.counts: dict[str, int] = {}
         self.stamp_now = stamp_now
         self.last_ts: float | None = None
         self._pending: Event | None = None
@@ -82,7 +81,7 @@ class SourceParser:
         """The format that wrote most of this source (uvicorn only if nothing else did)."""
         if self.forced:
             return self.forced
-        for fmt, _n in self.counts.most_common():
+        for fmt, _n in sorted(self.counts.items(), key=lambda kv: -kv[1]):
             if fmt != "uvicorn":
                 return fmt
         return "uvicorn" if self.counts else "unknown"
@@ -105,7 +104,7 @@ class SourceParser:
         if parsed is None:
             if pend is not None and self._continues(text):
                 self._append(pend, text, line)
-                return out
+                return out if self._may_continue() else self.flush()
             if not text.strip():
                 self._cr = line.cr
                 return out  # blank lines outside a record carry nothing
@@ -116,9 +115,10 @@ class SourceParser:
             if (pend is not None and key is not None and key == self._key
                     and (self._cr or _looks_continued(ev.text)) and self._room()):
                 self._append(pend, ev.text, line)
-                return out
+                return out if self._may_continue() else self.flush()
             ev.lineno = line.lineno
-            self.counts[ev.fmt] += 1
+            counts = self.counts
+            counts[ev.fmt] = counts.get(ev.fmt, 0) + 1
         if ctx.wrap_ts is not None and ev.ts is None:
             ev.ts = ctx.wrap_ts
         if ev.ts is None:
@@ -138,7 +138,32 @@ class SourceParser:
         self._pending_start, self._pending_lineno = start, start_lineno
         self._lines, self._chars = 1, len(ev.text)
         self._tb = _TB_BODY if ev.text.startswith("Traceback (most recent call last)") else _TB_NONE
+        if not self._may_continue():
+            out.extend(self.flush())  # nothing can follow it: hand it over now (a follower's latency)
         return out
+
+    def _may_continue(self) -> bool:
+        """Can the next line still belong to the record being assembled?
+
+        vLLM ends every line of a multi-line record but the last with \r; a traceback, an ERROR
+        line (a raw traceback may follow), a line ending in ':' and llama.cpp's classic timing
+        header announce more. Anything else is complete, and is emitted at once instead of waiting
+        for the next line.
+        """
+        pend = self._pending
+        if pend is None:
+            return False
+        if self._cr or self._tb != _TB_NONE or pend.level in ("ERROR", "CRITICAL"):
+            return True
+        t = pend.text
+        if self._lines == 1 and pend.kind != E.TIMING and not t.endswith((":", ": ", ":\t")):
+            return False  # the common case: a complete one-line record
+        last = t[t.rfind("\n") + 1:].rstrip()
+        if last.endswith(":"):
+            return True
+        if pend.kind == E.TIMING and pend.fmt == "llamacpp" and "total time" not in pend.text and (last.endswith("|") or self._lines > 1):
+            return True  # the classic 4-line timing record
+        return self._lines < 4 and pend.text.split("\n", 1)[0].rstrip().endswith(":")
 
     def flush(self) -> list[Event]:
         """Hand over the record still being assembled (EOF, or the follower went idle)."""

@@ -18,7 +18,7 @@ from diag.parsers.base import Ctx, Parsed, to_float, to_int
 NAME = "vllm"
 
 RX = re.compile(
-    r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) (\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:,(\d{3}))? \[?([^\]\s]+?:\d+)\] ?(.*)\Z",
+    r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) (\d\d-\d\d \d\d:\d\d:\d\d)(?:,(\d{3}))? \[?([^\]\s]+?:\d+)\] ?(.*)\Z",
     re.S,
 )
 
@@ -57,14 +57,19 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
     m = RX.match(text)
     if m is None:
         return None
-    level, mon, day, hh, mi, ss, ms, src, msg = m.groups()
-    ts = ctx.clock.yearless(int(mon), int(day), int(hh), int(mi), int(ss))
+    level, stamp, ms, src, msg = m.groups()
+    st = ctx.state
+    if st.get("vllm_stamp") == stamp:  # lines come in bursts within one second
+        ts = st["vllm_ts"]
+    else:
+        ts = ctx.clock.yearless(int(stamp[0:2]), int(stamp[3:5]), int(stamp[6:8]), int(stamp[9:11]), int(stamp[12:14]))
+        st["vllm_stamp"], st["vllm_ts"] = stamp, ts
     if ts is not None and ms:
         ts += int(ms) / 1000.0
     ev = Event(ctx.path, 0, NAME, E.LOG, level, ts, msg, ctx.proc, ctx.pid, src)
     if msg:
         classify(ev, msg)
-    return ev, (ctx.proc, ctx.pid, level, text[m.start(2) : m.end(6)], src)
+    return ev, (ctx.proc, ctx.pid, level, stamp, src)
 
 
 def classify(ev: Event, msg: str) -> None:

@@ -27,6 +27,14 @@ _MONTHS = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 def strip(text: str, ctx: Ctx) -> tuple[str, int]:
     """Remove wrappers; set ctx.proc/pid/wrap_ts. Returns the inner text and Ray's repeat count."""
     ctx.proc = ctx.pid = ctx.wrap_ts = None
+    c = text[:1]
+    if c != "(" and not c.isdigit() and text[3:4] != " " and "| " not in text[:48]:
+        # the common case: no wrapper at all
+        if text.endswith("cluster]"):
+            m = RAY_REPEAT.search(text)
+            if m:
+                return text[: m.start()], int(m.group(1))
+        return text, 1
     repeated = 1
     for _ in range(4):  # wrappers nest (compose + timestamps + process tag), never deeply
         c = text[:1]

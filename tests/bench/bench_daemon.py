@@ -1,0 +1,149 @@
+"""The daemon's latency, CPU and memory, with a real daemon process and a real writer.
+
+Run:  python tests/bench/bench_daemon.py [--requests N] [--steady-seconds S]
+
+1. append → visible: one request (Received, Added, access line) appended at a time; the time
+   until its trace is in the store with its HTTP status. p50/p99 over 300 requests.
+2. CPU at a steady 1 000 lines/s for S seconds (daemon process CPU time / wall time, one core).
+3. RSS after N requests written as fast as the writer can (default 1 000 000), once caught up.
+Targets (issue #3): p99 ≤ 50 ms, ≤ 3 % of one core, RSS ≤ 100 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+WRITER = ROOT / "tests" / "daemon_writer.py"
+
+
+def start(state: Path, log: Path) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-m", "diag", "daemon", "--state-dir", str(state), "--log", str(log)],
+                         stderr=open(state / "daemon.err", "w"), cwd=ROOT)
+    db = state / "diag.sqlite3"
+    deadline = time.time() + 30
+    while time.time() < deadline and not (db.exists() and log.exists()):
+        time.sleep(0.05)
+    time.sleep(1.0)
+    return p
+
+
+def request_lines(i: int) -> str:
+    ts = time.strftime("%m-%d %H:%M:%S")
+    rid = f"chatcmpl-{i:016x}"
+    return (f"(APIServer pid=1) INFO {ts} [request_logger.py:65] Received request {rid}: params: SamplingParams(n=1, max_tokens=64), lora_request: None.\n"
+            f"(APIServer pid=1) INFO {ts} [async_llm.py:578] Added request {rid}-0000abcd.\n"
+            f'INFO:     127.0.0.1:{20000 + i % 40000} - "POST /v1/chat/completions HTTP/1.1" 200 OK\n')
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def bench_latency(tmp: Path, n: int = 300) -> None:
+    state, log = tmp / "lat", tmp / "lat" / "vllm.log"
+    state.mkdir()
+    log.write_text("")
+    d = start(state, log)
+    db = sqlite3.connect(f"file:{state / 'diag.sqlite3'}?mode=ro", uri=True)
+    lat = []
+    try:
+        with open(log, "a") as f:
+            for i in range(n):
+                rid = f"chatcmpl-{i:016x}"
+                f.write(request_lines(i))
+                f.flush()
+                t0 = time.perf_counter()
+                while True:
+                    row = db.execute("SELECT status FROM traces WHERE id = ?", (rid,)).fetchone()
+                    if row and row[0] == "ok":
+                        break
+                    if time.perf_counter() - t0 > 5:
+                        raise RuntimeError(f"{rid} not visible after 5 s")
+                    time.sleep(0.0005)
+                lat.append((time.perf_counter() - t0) * 1000)
+                time.sleep(0.02)
+    finally:
+        d.send_signal(signal.SIGTERM)
+        d.wait(30)
+    print(f"append -> trace visible (with its HTTP status): p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms, "
+          f"max {max(lat):.1f} ms over {n} requests   (target p99 <= 50 ms)")
+
+
+def bench_cpu(tmp: Path, seconds: float) -> None:
+    state, log = tmp / "cpu", tmp / "cpu" / "vllm.log"
+    state.mkdir()
+    log.write_text("")
+    d = start(state, log)
+    proc = psutil.Process(d.pid)
+    n = int(seconds * 1000 / 3)
+    try:
+        c0 = sum(proc.cpu_times()[:2])
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(WRITER), str(log), str(n), "1000", ""], check=True, capture_output=True)
+        time.sleep(1.0)
+        cpu = sum(proc.cpu_times()[:2]) - c0
+        wall = time.perf_counter() - t0
+    finally:
+        d.send_signal(signal.SIGTERM)
+        d.wait(30)
+    print(f"daemon CPU at a steady 1000 lines/s: {100 * cpu / wall:.2f} % of one core ({cpu:.2f} s CPU over {wall:.1f} s)   "
+          f"(target <= 3 %)")
+
+
+def bench_rss(tmp: Path, n: int) -> None:
+    state, log = tmp / "rss", tmp / "rss" / "vllm.log"
+    state.mkdir()
+    log.write_text("")
+    d = start(state, log)
+    proc = psutil.Process(d.pid)
+    try:
+        t0 = time.perf_counter()
+        w = subprocess.Popen([sys.executable, str(WRITER), str(log), str(n), "1000000000", ""], stdout=subprocess.PIPE)
+        peak = 0
+        db = sqlite3.connect(f"file:{state / 'diag.sqlite3'}?mode=ro", uri=True)
+        last = f"chatcmpl-{n - 1:016x}"
+        while True:
+            peak = max(peak, proc.memory_info().rss)
+            if w.poll() is not None and db.execute("SELECT 1 FROM traces WHERE id = ?", (last,)).fetchone():
+                break
+            time.sleep(0.5)
+        elapsed = time.perf_counter() - t0
+        rss = proc.memory_info().rss
+        count = db.execute("SELECT count(*) FROM traces").fetchone()[0]
+    finally:
+        d.send_signal(signal.SIGTERM)
+        d.wait(60)
+    print(f"RSS after {n:,} requests ({3 * n:,} lines, {count:,} traces stored): {rss / 2**20:.0f} MB (peak {peak / 2**20:.0f} MB); "
+          f"caught up in {elapsed:.0f} s = {3 * n / elapsed:,.0f} lines/s sustained   (target RSS <= 100 MB)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=1_000_000)
+    ap.add_argument("--steady-seconds", type=float, default=30)
+    ap.add_argument("--only", choices=("latency", "cpu", "rss"))
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="diag-bench-") as t:
+        tmp = Path(t)
+        if args.only in (None, "latency"):
+            bench_latency(tmp)
+        if args.only in (None, "cpu"):
+            bench_cpu(tmp, args.steady_seconds)
+        if args.only in (None, "rss"):
+            bench_rss(tmp, args.requests)
+
+
+if __name__ == "__main__":
+    main()
