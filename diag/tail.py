@@ -188,15 +188,20 @@ class Follower:
         return out
 
     def _find_by_key(self, directory: Path, key: str, fp: str, fp_len: int) -> str | None:
+        """The file in `directory` with this device/inode (and first bytes): a rotated-away file."""
+        return self._find(directory, fp, fp_len, lambda e, st: file_key(st) == key)
+
+    def _find(self, directory: Path, fp: str, fp_len: int, accept: Callable[[os.DirEntry, os.stat_result], bool]) -> str | None:
+        """The first regular file in `directory` that `accept`s and starts with the fingerprinted bytes."""
         try:
             entries = list(os.scandir(directory))
         except OSError:
             return None
         for e in entries:
             try:
-                if e.is_file() and file_key(e.stat()) == key:
-                    if fp_len and self._fingerprint(e.path, fp_len)[0] != fp:
-                        continue
+                if not e.is_file() or not accept(e, e.stat()):
+                    continue
+                if not fp_len or self._fingerprint(e.path, fp_len)[0] == fp:
                     return e.path
             except OSError:
                 continue
@@ -358,21 +363,9 @@ class Follower:
         r.state.fingerprint, r.state.fp_len = fingerprint_of(head), len(head)
 
     def _find_copy(self, directory: Path, fp: str, fp_len: int, key: str, min_size: int) -> str | None:
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            return None
-        for e in entries:
-            try:
-                if not e.is_file() or file_key(e.stat()) == key or e.stat().st_size < min_size:
-                    continue
-                if e.name.endswith(".gz"):
-                    continue
-                if self._fingerprint(e.path, fp_len)[0] == fp:
-                    return e.path
-            except OSError:
-                continue
-        return None
+        """copytruncate's copy: another (uncompressed) file with our first bytes, at least as long as what we read."""
+        return self._find(directory, fp, fp_len,
+                          lambda e, st: file_key(st) != key and st.st_size >= min_size and not e.name.endswith(".gz"))
 
     def _retire(self, r: FileReader) -> None:
         r.state.state = "done"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -53,3 +54,12 @@ def findings(doc: dict) -> dict[str, dict]:
 
 def severe(doc: dict) -> set[str]:
     return {f["rule"] for f in doc["findings"] if f["severity"] in ("error", "critical")}
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (bind 0, read it back, close)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

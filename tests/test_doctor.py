@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,13 +18,7 @@ from diag import doctor
 from diag.doctor import host
 from diag.doctor.probes import png
 
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from conftest import free_port
 
 
 def run_cli(*args, timeout=60):

@@ -12,12 +12,15 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from conftest import free_port  # noqa: E402,F401  (re-exported for the real-server tests)
 ENV_VAR = "DIAG_VLLM_ENV"
 
 
@@ -29,14 +32,6 @@ def provisioned() -> tuple[Path, Path] | str:
     if not (venv / "bin" / "python").exists() or not (models / "text" / "config.json").exists():
         return f"{ENV_VAR}={root} has no venv/ and models/ (run ../shared/tools/real-vllm/setup.sh {root}/venv {root}/models)"
     return venv, models
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @dataclass

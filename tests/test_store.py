@@ -1,0 +1,66 @@
+"""The SQLite store: schema version and migrations, retention, and a full disk that loses nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from diag import config
+from diag.daemon import Daemon
+from diag.store import MIGRATIONS, Store, StoreError
+from diag.traces import Trace
+
+
+def test_schema_version_and_newer_store_refused(tmp_path):
+    s = Store(tmp_path / "d.sqlite3")
+    assert s.schema_version == len(MIGRATIONS)
+    assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    s.db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    s.close()
+    with pytest.raises(StoreError, match="newer than this diag"):
+        Store(tmp_path / "d.sqlite3")
+
+
+def test_retention_by_age_and_by_count(tmp_path):
+    s = Store(tmp_path / "d.sqlite3")
+    s.commit([Trace(f"t{i}", "vllm", "/x") for i in range(50)], [], [])
+    old = time.time() - 30 * 86400
+    s.db.execute("UPDATE traces SET updated_at = ? WHERE id IN ('t0', 't1', 't2')", (old,))
+    assert s.prune(time.time(), days=14, max_traces=1000, max_findings=1000) == 3
+    assert s.counts()["traces"] == 47
+    while s.prune(time.time(), days=14, max_traces=10, max_findings=1000, batch=7):
+        pass
+    assert s.counts()["traces"] == 10
+
+
+def test_full_disk_pauses_reading_and_loses_nothing(tmp_path):
+    log = tmp_path / "vllm.log"
+    log.write_text("")
+    cfg = config.Config(logs=[config.LogSpec(str(log))], state_dir=tmp_path / "state", use_inotify=False)
+    d = Daemon(cfg)
+    d.follower.discover(force=True)
+    d.step()
+
+    def write(a, b):
+        with open(log, "a") as f:
+            for i in range(a, b):
+                f.write(f"(APIServer pid=1) INFO 01-24 10:00:00 [request_logger.py:65] Received request chatcmpl-{i:016x}: "
+                        f"params: SamplingParams(n=1, max_tokens=8), lora_request: None.\n" + "x" * 2000 + "\n")
+
+    pages = d.store.db.execute("PRAGMA page_count").fetchone()[0]
+    d.store.db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full now
+    write(0, 200)
+    d.step()
+    assert d._pending_commit is not None  # kept, not dropped
+    offset_before = d.follower.readers[next(iter(d.follower.readers))].state.offset
+    write(200, 400)
+    assert d.step() is False  # reading paused while the store refuses writes
+    d.store.db.execute("PRAGMA max_page_count = 1073741823")  # space again
+    for _ in range(5):
+        d.step()
+    ids = set(d.store.trace_ids())
+    assert ids == {f"chatcmpl-{i:016x}" for i in range(400)}
+    assert offset_before <= d.follower.readers[next(iter(d.follower.readers))].state.offset
+    d.store.close()
