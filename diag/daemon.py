@@ -9,6 +9,7 @@ through, so nothing is lost. SIGTERM/SIGINT flush and exit 0; SIGHUP reloads con
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import signal
@@ -235,9 +236,20 @@ class Daemon:
             log.warning("inotify unavailable (%s); polling every %.1f s", exc, self.cfg.poll_interval)
             return
         wake, follower = self.wake, self.follower
+        patterns = [os.path.abspath(s.path) for s in self.cfg.logs]
+
+        def relevant(path: str) -> bool:
+            # Only the configured logs matter: the state directory may share their directory,
+            # and waking on our own SQLite writes would make the daemon chase its own tail.
+            return any(path == p or fnmatch.fnmatch(path, p) for p in patterns)
 
         class Wake(FileSystemEventHandler):
             def on_any_event(self, event) -> None:
+                paths = [os.path.abspath(str(event.src_path))]
+                if getattr(event, "dest_path", None):
+                    paths.append(os.path.abspath(str(event.dest_path)))
+                if not any(relevant(p) for p in paths):
+                    return
                 if event.event_type in ("created", "moved"):
                     follower.dirty = True
                 wake.set()

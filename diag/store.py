@@ -149,7 +149,7 @@ class Store:
                 "INSERT INTO traces (id, source, server, status, received_at, updated_at, data) VALUES (?,?,?,?,?,?,?) "
                 "ON CONFLICT(id) DO UPDATE SET source=excluded.source, server=excluded.server, status=excluded.status, "
                 "received_at=excluded.received_at, updated_at=excluded.updated_at, data=excluded.data",
-                [(t.id, t.source, t.server, t.status, t.received_at, now, json.dumps(t.to_state(), ensure_ascii=False)) for t in traces])
+                [(t.id, t.source, t.server, t.status, t.received_at, now, json.dumps(t.to_state(), ensure_ascii=False, separators=(",", ":"))) for t in traces])
             db.executemany(
                 "INSERT INTO findings (rule, severity, category, title, ts, created_at, path, line, request_id, summary, remedy, fields, excerpt) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",

@@ -83,7 +83,12 @@ class Trace:
 
         Shallow on purpose (serialised at once): dataclasses.asdict deep-copies and dominated the
         daemon's CPU time."""
-        return {k: getattr(self, k) for k in _STATE_FIELDS}
+        out = {}
+        for k in _STATE_FIELDS:
+            v = getattr(self, k)
+            if v is not None and v is not False and v != "" and v != []:  # defaults are left out (0 is kept)
+                out[k] = v
+        return out
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "Trace":

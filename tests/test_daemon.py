@@ -63,23 +63,29 @@ def test_exactly_once_through_rotations_and_two_kill9(tmp_path):
     n = 24000
     plan = "3000=rename,6500=copytruncate,10000=rename,14000=copytruncate,18000=rename"
     d, _ = start_daemon(state, str(log))
-    time.sleep(1.0)
-    w = subprocess.Popen([sys.executable, str(HERE / "daemon_writer.py"), str(log), str(n), "6000", plan],
-                         stdout=subprocess.PIPE, text=True)
-    for delay in (2.5, 3.5):  # SIGKILL twice while the writer is busy, restart each time
-        time.sleep(delay)
-        d.send_signal(signal.SIGKILL)
-        d.wait()
-        d, _ = start_daemon(state, str(log))
-    out, _ = w.communicate(timeout=120)
-    rate = float(out.split("(")[1].split()[0])
-    assert rate >= 5000, out
-    assert "5 rotations" in out
-    wait_for(lambda: status(state)["traces"] >= n and all(s["lag_bytes"] == 0 for s in status(state)["sources"]), 90,
-             "the daemon to catch up")
-    time.sleep(1)
-    d.send_signal(signal.SIGTERM)
-    assert d.wait(timeout=30) == 0
+    w = None
+    try:
+        time.sleep(1.0)
+        w = subprocess.Popen([sys.executable, str(HERE / "daemon_writer.py"), str(log), str(n), "6000", plan],
+                             stdout=subprocess.PIPE, text=True)
+        for delay in (2.5, 3.5):  # SIGKILL twice while the writer is busy, restart each time
+            time.sleep(delay)
+            d.send_signal(signal.SIGKILL)
+            d.wait()
+            d, _ = start_daemon(state, str(log))
+        out, _ = w.communicate(timeout=120)
+        rate = float(out.split("(")[1].split()[0])
+        assert rate >= 5000, out
+        assert "5 rotations" in out
+        wait_for(lambda: status(state)["traces"] >= n and all(s["lag_bytes"] == 0 for s in status(state)["sources"]), 90,
+                 "the daemon to catch up")
+        time.sleep(1)
+        d.send_signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+    finally:
+        for p in (d, w):
+            if p is not None and p.poll() is None:
+                p.kill()
     traces = stored_traces(state)
     assert set(traces) == {f"chatcmpl-{i:016x}" for i in range(n)}  # zero lost, none extra
     dup = []
