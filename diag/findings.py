@@ -111,15 +111,29 @@ class RuleEngine:
         self.event_rules = [r for r in self.rules if r.scope == "event"]
         self.trace_rules = [r for r in self.rules if r.scope == "trace"]
         self.quieting = [r for r in self.event_rules if r.unless_after is not None]
-        self._by_kind: dict[tuple[str, str], list[Rule]] = {}
+        from diag.rules import literal_needles
+
+        self._quiet_needles = {r.id: literal_needles(r.unless_after[0].pattern) for r in self.quieting}  # type: ignore[index]
+        self._by_kind: dict[tuple[str, str], Any] = {}
 
     def _rules_for(self, ev: Event) -> list[Rule]:
+        """The rules worth trying on this event: those that apply to its format and kind, and
+        whose literal prefilter (one needle per alternative) occurs in its text."""
         key = (ev.fmt, ev.kind)
-        rs = self._by_kind.get(key)
-        if rs is None:
+        plan = self._by_kind.get(key)
+        if plan is None:
             rs = [r for r in self.event_rules if event_applies(r, ev)]
-            self._by_kind[key] = rs
-        return rs
+            always = [r for r in rs if not r.needles or r.consecutive > 1]  # streak rules must see misses too
+            pairs = [(n, r) for r in rs if r.needles and r.consecutive == 1 for n in r.needles]
+            plan = self._by_kind[key] = (rs, always, pairs)
+        rs, always, pairs = plan
+        if not pairs:
+            return always
+        text = ev.text
+        found = {id(r) for n, r in pairs if n in text}
+        if not found:
+            return always
+        return [r for r in rs if id(r) in found or (not r.needles or r.consecutive > 1)]
 
     def disable(self, rule: Rule, why: str) -> None:
         rule.disabled = why
@@ -138,12 +152,14 @@ class RuleEngine:
             self._check_held(ev)
         for r in self.quieting if ev.kind in (E.LOG, E.RAW) else ():
             pat, _ = r.unless_after  # type: ignore[misc]
+            qn = self._quiet_needles.get(r.id)
+            if qn and not any(n in text for n in qn):
+                continue
             if self._search(r, pat, text) is not None:
                 self._suppress_seen[(ev.path, r.id)] = ev.ts or 0.0
         for r in self._rules_for(ev):
-            if r.needles and not any(n in text for n in r.needles):
-                if r.consecutive > 1:
-                    self._streak.pop((r.id, ev.path), None)
+            if r.consecutive > 1 and r.needles and not any(n in text for n in r.needles):
+                self._streak.pop((r.id, ev.path), None)
                 continue
             m = None
             for p in r.patterns:

@@ -229,9 +229,14 @@ def build(item: Any, file: str = "<builtin>", line: int = 0) -> Rule:
         raise RuleError(f"rule {rid!r}: needs at least one positive example")
     if not r.counter_examples:
         raise RuleError(f"rule {rid!r}: needs at least one negative example (counter_examples)")
-    r.needles = tuple(n for n in (literal_needle(p.pattern) for p in r.patterns) if n) if r.patterns else ()
-    if r.patterns and len(r.needles) != len(r.patterns):
-        r.needles = ()  # a pattern without a literal: no prefilter for this rule
+    needles: list[str] = []
+    for p in r.patterns:
+        got = literal_needles(p.pattern)
+        if got is None:
+            needles = []  # a pattern without a literal: no prefilter for this rule
+            break
+        needles.extend(got)
+    r.needles = tuple(dict.fromkeys(needles))
     return r
 
 
@@ -242,7 +247,7 @@ def literal_needle(pattern: str) -> str | None:
     """The longest literal run every match must contain, or None when there is no safe one.
 
     Only top-level text is considered: anything inside a group or after a top-level `|` makes
-    the pattern's literals optional, so such patterns get no needle (and are always tried).
+    the pattern's literals optional, so such patterns get no needle (see `literal_needles`).
     """
     if "|" in _top_level(pattern) or "(?i" in pattern:
         return None
@@ -265,7 +270,6 @@ def literal_needle(pattern: str) -> str | None:
                 j = pattern.find("]", i + 2)
                 i = (j + 1) if j > 0 else n
                 best, cur = _keep(best, cur), []
-                _drop_last_if_quantified(pattern, i, cur)
                 continue
             depth += 1
             best, cur = _keep(best, cur), []
@@ -276,6 +280,10 @@ def literal_needle(pattern: str) -> str | None:
             if cur:
                 cur.pop()  # the quantified character is optional
             best, cur = _keep(best, cur), []
+            if c == "{":
+                j = pattern.find("}", i)
+                i = (j + 1) if j > 0 else n
+                continue
         elif c == "+":
             best, cur = _keep(best, cur), []
         elif c in ".^$":
@@ -285,6 +293,86 @@ def literal_needle(pattern: str) -> str | None:
         i += 1
     best = _keep(best, cur)
     return best if len(best) >= 4 else None
+
+
+def literal_needles(pattern: str) -> tuple[str, ...] | None:
+    """Literals one of which every match contains: one per top-level alternative.
+
+    `a|b|c` needs a needle in each alternative; a pattern wrapped whole in `(?:…)` is looked
+    into. None when some alternative has no literal to look for (the rule then always runs).
+    """
+    if "(?i" in pattern:
+        return None
+    inner = _unwrap(pattern)
+    if inner is not None:
+        return literal_needles(inner)
+    alts = _split_top(pattern)
+    out = []
+    for alt in alts:
+        n = literal_needle(alt)
+        if n is None:
+            inner = _unwrap(alt)
+            sub = literal_needles(inner) if inner is not None else None
+            if sub is None:
+                return None
+            out.extend(sub)
+        else:
+            out.append(n)
+    return tuple(out)
+
+
+def _split_top(pattern: str) -> list[str]:
+    parts, depth, i, start = [], 0, 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            j = pattern.find("]", i + 2)
+            i = (j + 1) if j > 0 else len(pattern)
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    parts.append(pattern[start:])
+    return parts
+
+
+def _unwrap(pattern: str) -> str | None:
+    """`(?:X)` or `(?P<n>X)` spanning the whole pattern → X; else None."""
+    if not pattern.startswith("(") or not pattern.endswith(")") or pattern.endswith("\\)"):
+        return None
+    depth, i = 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            j = pattern.find("]", i + 2)
+            i = (j + 1) if j > 0 else len(pattern)
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0 and i != len(pattern) - 1:
+                return None
+        i += 1
+    body = pattern[1:-1]
+    if body.startswith("?:"):
+        return body[2:]
+    if body.startswith("?P<"):
+        return body[body.index(">") + 1:]
+    if body.startswith("?"):
+        return None  # lookarounds, flags
+    return body
 
 
 def _drop_last_if_quantified(pattern: str, i: int, cur: list[str]) -> None:

@@ -94,3 +94,10 @@ def test_literal_needles_are_sound():
     assert rules.literal_needle(r"a|b") is None
     assert rules.literal_needle(r"(?i)error") is None
     assert rules.literal_needle(r"abcde?f") == "abcd"
+    assert rules.literal_needle(r"xy\d{2,64}zzzz") == "zzzz"
+    assert rules.literal_needles(r"(?:Worker died|Engine died)") == ("Worker died", "Engine died")
+    assert rules.literal_needles(r"alpha \d+|(?P<x>beta)") == ("alpha ", "beta")  # a whole-group alternative is looked into
+    assert rules.literal_needles(r"(?P<x>gam|del)") is None  # literals under 4 characters are not worth a prefilter
+    assert rules.literal_needles(r"alpha|\d+") is None  # one alternative with no literal: always run
+    # every rule with patterns except one gets a prefilter, and its examples (run by test_rule_examples) prove it sound
+    assert [r.id for r in BUILTIN.rules if r.patterns and not r.needles] == ["model-path-invalid"]
