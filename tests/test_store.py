@@ -64,3 +64,37 @@ def test_full_disk_pauses_reading_and_loses_nothing(tmp_path):
     assert ids == {f"chatcmpl-{i:016x}" for i in range(400)}
     assert offset_before <= d.follower.readers[next(iter(d.follower.readers))].state.offset
     d.store.close()
+
+
+def test_trace_and_findings_commands_and_no_prompt_text_in_the_store(tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import CORPUS
+    from test_privacy import corpus_user_text
+
+    log = tmp_path / "vllm.log"
+    shutil.copy(CORPUS / "vllm" / "synthetic-0.6.6-qwen2vl.log", log)
+    cfg = config.Config(logs=[config.LogSpec(str(log))], state_dir=tmp_path / "state", use_inotify=False, from_beginning=True)
+    d = Daemon(cfg)
+    d.follower.discover(force=True)
+    while d.step():
+        pass
+    d.shutdown()
+    d.store.close()
+    state = ["--state-dir", str(tmp_path / "state")]
+    r = subprocess.run([sys.executable, "-m", "diag", "trace", "chatcmpl-support-ticket", "--json", *state], capture_output=True, text=True)
+    t = json.loads(r.stdout)
+    assert t["id"] == "chatcmpl-support-ticket-4711" and t["images"] == 2 and t["status"] == "ok" and t["http_status"] == 200
+    assert [e["kind"] for e in t["timeline"]][:2] == ["request.received", "request.added"]
+    r = subprocess.run([sys.executable, "-m", "diag", "findings", "--json", *state], capture_output=True, text=True)
+    rules_found = {f["rule"] for f in json.loads(r.stdout)}
+    assert {"cuda-oom", "engine-dead", "unknown-model", "too-many-images"} <= rules_found
+    assert subprocess.run([sys.executable, "-m", "diag", "trace", "nope", *state], capture_output=True).returncode == 1
+    human = subprocess.run([sys.executable, "-m", "diag", "trace", "chatcmpl-support-ticket", *state], capture_output=True, text=True).stdout
+    assert "request.received" in human and "images 2" in human
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "state").iterdir())
+    leaked = [s for s in corpus_user_text() if s.encode() in raw]
+    assert leaked == []  # the store holds derived facts only
