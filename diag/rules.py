@@ -321,25 +321,34 @@ def literal_needles(pattern: str) -> tuple[str, ...] | None:
     return tuple(out)
 
 
-def _split_top(pattern: str) -> list[str]:
-    parts, depth, i, start = [], 0, 0, 0
-    while i < len(pattern):
+def _structure(pattern: str):
+    """(index, char, depth) of each unescaped character outside a character class: the one
+    walk over a pattern's structure that the needle helpers share."""
+    depth, i, n = 0, 0, len(pattern)
+    while i < n:
         c = pattern[i]
         if c == "\\":
             i += 2
             continue
         if c == "[":
             j = pattern.find("]", i + 2)
-            i = (j + 1) if j > 0 else len(pattern)
+            i = (j + 1) if j > 0 else n
             continue
         if c == "(":
             depth += 1
         elif c == ")":
             depth -= 1
-        elif c == "|" and depth == 0:
+        yield i, c, depth
+        i += 1
+
+
+def _split_top(pattern: str) -> list[str]:
+    """Top-level alternatives: `a|(b|c)|d` → `a`, `(b|c)`, `d`."""
+    parts, start = [], 0
+    for i, c, depth in _structure(pattern):
+        if c == "|" and depth == 0:
             parts.append(pattern[start:i])
             start = i + 1
-        i += 1
     parts.append(pattern[start:])
     return parts
 
@@ -348,23 +357,9 @@ def _unwrap(pattern: str) -> str | None:
     """`(?:X)` or `(?P<n>X)` spanning the whole pattern → X; else None."""
     if not pattern.startswith("(") or not pattern.endswith(")") or pattern.endswith("\\)"):
         return None
-    depth, i = 0, 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "[":
-            j = pattern.find("]", i + 2)
-            i = (j + 1) if j > 0 else len(pattern)
-            continue
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0 and i != len(pattern) - 1:
-                return None
-        i += 1
+    for i, c, depth in _structure(pattern):
+        if c == ")" and depth == 0 and i != len(pattern) - 1:
+            return None  # the first group closes before the end: `(a)b(c)`
     body = pattern[1:-1]
     if body.startswith("?:"):
         return body[2:]
@@ -385,24 +380,8 @@ def _keep(best: str, cur: list[str]) -> str:
 
 
 def _top_level(pattern: str) -> str:
-    out, depth, i = [], 0, 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "[":
-            j = pattern.find("]", i + 2)
-            i = (j + 1) if j > 0 else len(pattern)
-            continue
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif depth == 0:
-            out.append(c)
-        i += 1
-    return "".join(out)
+    """The characters of a pattern outside any group or class."""
+    return "".join(c for _, c, depth in _structure(pattern) if depth == 0 and c not in "()")
 
 
 # -- conditions -------------------------------------------------------------------------------
