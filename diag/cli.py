@@ -141,8 +141,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return 0
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
-    ctx = doctor.Context(url=args.url.rstrip("/"), model=args.model, proxy_url=args.proxy_url, timeout=args.timeout,
-                         logs=args.log or [], log_minutes=args.log_minutes, state_dir=args.state_dir, rules_dirs=args.rules or [])
+    from diag import config
+    import glob as globmod
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    logs = args.log or [p for spec in cfg.logs for p in (sorted(globmod.glob(spec.path)) if globmod.has_magic(spec.path) else [spec.path])]
+    url = args.url or cfg.doctor_url or os.environ.get("DIAG_URL") or "http://127.0.0.1:8000"
+    ctx = doctor.Context(url=url.rstrip("/"), model=args.model or cfg.doctor_model, proxy_url=args.proxy_url or cfg.doctor_proxy_url,
+                         timeout=args.timeout, logs=logs, log_minutes=args.log_minutes,
+                         state_dir=args.state_dir or str(cfg.state_dir), rules_dirs=(args.rules or []) + cfg.rules_dirs)
     try:
         results = doctor.run(ctx, args.check)
     except ValueError as exc:
@@ -278,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_scan)
 
     d = sub.add_parser("doctor", help="triage a running inference server: health, models, generation, vision, GPU, logs")
-    d.add_argument("--url", default=os.environ.get("DIAG_URL", "http://127.0.0.1:8000"), help="the inference server (default %(default)s)")
+    d.add_argument("--url", help="the inference server (default: [doctor] url in the config, $DIAG_URL, http://127.0.0.1:8000)")
+    d.add_argument("--config", metavar="FILE", help="config file: [doctor] defaults and the [[log]] files to check")
     d.add_argument("--model", help="the model name clients ask for")
     d.add_argument("--proxy-url", help="a proxy in front of the server (chat.html + proxy_server.py, nginx)")
     d.add_argument("--log", action="append", metavar="PATH", help="a server log to check; repeatable")

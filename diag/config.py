@@ -64,6 +64,10 @@ class Config:
     max_open_traces: int = 20_000
     use_inotify: bool = True
     source: str = "defaults"
+    # [doctor]: what `diag doctor` checks when its options do not say
+    doctor_url: str | None = None
+    doctor_model: str | None = None
+    doctor_proxy_url: str | None = None
 
     @property
     def db_path(self) -> Path:
@@ -104,7 +108,7 @@ def load(explicit: str | None = None) -> Config:
 
 
 def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
-    unknown = set(doc) - {"daemon", "log"}
+    unknown = set(doc) - {"daemon", "log", "doctor"}
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
     daemon = doc.get("daemon", {})
@@ -115,6 +119,10 @@ def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
         if not isinstance(val, typ) or (typ in (int, (int, float)) and isinstance(val, bool)):
             raise ConfigError(f"{where}: [daemon] {key} has the wrong type ({type(val).__name__})")
         setattr(cfg, key, Path(val) if key == "state_dir" else val)
+    for key, val in doc.get("doctor", {}).items():
+        if key not in ("url", "model", "proxy_url") or not isinstance(val, str):
+            raise ConfigError(f"{where}: [doctor] {key!r} must be one of url, model, proxy_url, as a string")
+        setattr(cfg, f"doctor_{key}", val)
     for i, item in enumerate(doc.get("log", [])):
         if not isinstance(item, dict) or not isinstance(item.get("path"), str):
             raise ConfigError(f"{where}: [[log]] #{i + 1} needs a `path` string")

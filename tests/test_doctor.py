@@ -193,3 +193,18 @@ def test_logs_check_on_recorded_logs(tmp_path):
     assert r.status == "fail"
     assert "missing.log does not exist" in r.summary and "killed" in r.summary
     assert any("startup facts" in d for d in r.details)
+
+
+def test_config_supplies_url_model_and_logs(tmp_path):
+    from conftest import VLLM
+
+    log = tmp_path / "vllm.log"
+    log.write_bytes((VLLM / "text.log").read_bytes())
+    port = free_port()
+    cfg = tmp_path / "diag.toml"
+    cfg.write_text(f'[doctor]\nurl = "http://127.0.0.1:{port}"\nmodel = "tiny"\n[[log]]\npath = "{tmp_path}/*.log"\n')
+    r = run_cli("--config", str(cfg), "--json", "--check", "server", "--check", "logs", "--log-minutes", "100000000")
+    checks = {c["id"]: c for c in json.loads(r.stdout)["checks"]}
+    assert f"127.0.0.1:{port}" in checks["server"]["summary"]
+    assert any(str(log) in d for d in checks["logs"]["details"])
+    assert "unknown-model" in " ".join(checks["logs"]["details"])
