@@ -16,6 +16,7 @@ from typing import Any, Callable
 from diag import events as E
 from diag.clock import iso
 from diag.events import Event
+from diag.prefilter import literal_needles
 from diag.redact import excerpt as make_excerpt
 from diag.rules import MATCH_TIMEOUT, Rule, RuleSet, condition_holds, event_applies
 from diag.traces import Trace
@@ -111,8 +112,6 @@ class RuleEngine:
         self.event_rules = [r for r in self.rules if r.scope == "event"]
         self.trace_rules = [r for r in self.rules if r.scope == "trace"]
         self.quieting = [r for r in self.event_rules if r.unless_after is not None]
-        from diag.rules import literal_needles
-
         self._quiet_needles = {r.id: literal_needles(r.unless_after[0].pattern) for r in self.quieting}  # type: ignore[index]
         self._by_kind: dict[tuple[str, str], Any] = {}
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from diag import rules
+from diag import prefilter, rules
 from diag.pipeline import Pipeline
 from diag.ruletest import test_rule as run_rule_examples
 
@@ -90,14 +90,14 @@ def test_catastrophic_pattern_disables_only_its_rule(tmp_path, capsys):
 
 
 def test_literal_needles_are_sound():
-    assert rules.literal_needle(r"CUDA out of memory\. Tried to allocate (?P<size>\S+)") == "CUDA out of memory. Tried to allocate "
-    assert rules.literal_needle(r"a|b") is None
-    assert rules.literal_needle(r"(?i)error") is None
-    assert rules.literal_needle(r"abcde?f") == "abcd"
-    assert rules.literal_needle(r"xy\d{2,64}zzzz") == "zzzz"
-    assert rules.literal_needles(r"(?:Worker died|Engine died)") == ("Worker died", "Engine died")
-    assert rules.literal_needles(r"alpha \d+|(?P<x>beta)") == ("alpha ", "beta")  # a whole-group alternative is looked into
-    assert rules.literal_needles(r"(?P<x>gam|del)") is None  # literals under 4 characters are not worth a prefilter
-    assert rules.literal_needles(r"alpha|\d+") is None  # one alternative with no literal: always run
+    assert prefilter.literal_needle(r"CUDA out of memory\. Tried to allocate (?P<size>\S+)") == "CUDA out of memory. Tried to allocate "
+    assert prefilter.literal_needle(r"a|b") is None
+    assert prefilter.literal_needle(r"(?i)error") is None
+    assert prefilter.literal_needle(r"abcde?f") == "abcd"
+    assert prefilter.literal_needle(r"xy\d{2,64}zzzz") == "zzzz"
+    assert prefilter.literal_needles(r"(?:Worker died|Engine died)") == ("Worker died", "Engine died")
+    assert prefilter.literal_needles(r"alpha \d+|(?P<x>beta)") == ("alpha ", "beta")  # a whole-group alternative is looked into
+    assert prefilter.literal_needles(r"(?P<x>gam|del)") is None  # literals under 4 characters are not worth a prefilter
+    assert prefilter.literal_needles(r"alpha|\d+") is None  # one alternative with no literal: always run
     # every rule with patterns except one gets a prefilter, and its examples (run by test_rule_examples) prove it sound
     assert [r.id for r in BUILTIN.rules if r.patterns and not r.needles] == ["model-path-invalid"]

@@ -1,0 +1,147 @@
+"""Literal prefilters for rule patterns.
+
+Most log lines match no rule. Running every pattern on every line is what makes naive log
+scanners slow, so each pattern is reduced to literals one of which every match must contain
+(one per top-level alternative); a rule's patterns run only when one of its literals is in the
+line. The derivation is conservative: where a pattern has no safe literal, it gets none and
+always runs. Each rule's positive examples prove its prefilter sound (`diag rules test`).
+"""
+
+from __future__ import annotations
+
+
+def literal_needle(pattern: str) -> str | None:
+    """The longest literal run every match must contain, or None when there is no safe one.
+
+    Only top-level text is considered: anything inside a group or after a top-level `|` makes
+    the pattern's literals optional, so such patterns get no needle (see `literal_needles`).
+    """
+    if "|" in _top_level(pattern) or "(?i" in pattern:
+        return None
+    best, cur = "", []
+    depth = 0
+    i = 0
+    n = len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            nx = pattern[i + 1]
+            if depth == 0 and not nx.isalnum():
+                cur.append(nx)
+            else:
+                best, cur = _keep(best, cur), []
+            i += 2
+            continue
+        if c in "([":
+            if c == "[":
+                j = pattern.find("]", i + 2)
+                i = (j + 1) if j > 0 else n
+                best, cur = _keep(best, cur), []
+                continue
+            depth += 1
+            best, cur = _keep(best, cur), []
+        elif c == ")":
+            depth -= 1
+            best, cur = _keep(best, cur), []
+        elif c in "*?{":
+            if cur:
+                cur.pop()  # the quantified character is optional
+            best, cur = _keep(best, cur), []
+            if c == "{":
+                j = pattern.find("}", i)
+                i = (j + 1) if j > 0 else n
+                continue
+        elif c == "+":
+            best, cur = _keep(best, cur), []
+        elif c in ".^$":
+            best, cur = _keep(best, cur), []
+        elif depth == 0:
+            cur.append(c)
+        i += 1
+    best = _keep(best, cur)
+    return best if len(best) >= 4 else None
+
+
+def literal_needles(pattern: str) -> tuple[str, ...] | None:
+    """Literals one of which every match contains: one per top-level alternative.
+
+    `a|b|c` needs a needle in each alternative; a pattern wrapped whole in `(?:…)` is looked
+    into. None when some alternative has no literal to look for (the rule then always runs).
+    """
+    if "(?i" in pattern:
+        return None
+    inner = _unwrap(pattern)
+    if inner is not None:
+        return literal_needles(inner)
+    alts = _split_top(pattern)
+    out = []
+    for alt in alts:
+        n = literal_needle(alt)
+        if n is None:
+            inner = _unwrap(alt)
+            sub = literal_needles(inner) if inner is not None else None
+            if sub is None:
+                return None
+            out.extend(sub)
+        else:
+            out.append(n)
+    return tuple(out)
+
+
+def _structure(pattern: str):
+    """(index, char, depth) of each unescaped character outside a character class: the one
+    walk over a pattern's structure that the needle helpers share."""
+    depth, i, n = 0, 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            j = pattern.find("]", i + 2)
+            i = (j + 1) if j > 0 else n
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        yield i, c, depth
+        i += 1
+
+
+def _split_top(pattern: str) -> list[str]:
+    """Top-level alternatives: `a|(b|c)|d` → `a`, `(b|c)`, `d`."""
+    parts, start = [], 0
+    for i, c, depth in _structure(pattern):
+        if c == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+    parts.append(pattern[start:])
+    return parts
+
+
+def _unwrap(pattern: str) -> str | None:
+    """`(?:X)` or `(?P<n>X)` spanning the whole pattern → X; else None."""
+    if not pattern.startswith("(") or not pattern.endswith(")") or pattern.endswith("\\)"):
+        return None
+    for i, c, depth in _structure(pattern):
+        if c == ")" and depth == 0 and i != len(pattern) - 1:
+            return None  # the first group closes before the end: `(a)b(c)`
+    body = pattern[1:-1]
+    if body.startswith("?:"):
+        return body[2:]
+    if body.startswith("?P<"):
+        return body[body.index(">") + 1:]
+    if body.startswith("?"):
+        return None  # lookarounds, flags
+    return body
+
+
+def _keep(best: str, cur: list[str]) -> str:
+    s = "".join(cur)
+    return s if len(s) > len(best) else best
+
+
+def _top_level(pattern: str) -> str:
+    """The characters of a pattern outside any group or class."""
+    return "".join(c for _, c, depth in _structure(pattern) if depth == 0 and c not in "()")
