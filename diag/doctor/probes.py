@@ -16,11 +16,14 @@ PROBE_TEXT = "Reply with one word: OK."
 VISION_TEXT = "How many images do you see?"
 
 
-def _unreachable(ctx: Context, cid: str) -> Result | None:
+def _unreachable(ctx: Context, cid: str, need_model: bool = False) -> Result | None:
+    """A skip result when an earlier check showed this one cannot run."""
     if ctx.reachable is False:
         return Result(cid, SKIP, f"skipped: nothing answers at {ctx.url}")
     if ctx.healthy is False:
         return Result(cid, SKIP, "skipped: the server is not healthy (see the server check)")
+    if need_model and not ctx.served_model:
+        return Result(cid, SKIP, "skipped: no served model known (see the models check)")
     return None
 
 
@@ -189,11 +192,9 @@ def _chat_body(ctx: Context, content: Any, max_tokens: int = 8, stream: bool = F
 
 
 def check_generation(ctx: Context) -> Result:
-    skip = _unreachable(ctx, "generation")
+    skip = _unreachable(ctx, "generation", need_model=True)
     if skip:
         return skip
-    if not ctx.served_model:
-        return Result("generation", SKIP, "skipped: no served model known (see the models check)")
     c = ctx.http()
     details: list[str] = []
     t0 = time.perf_counter()
@@ -285,11 +286,9 @@ def _image_content(n: int) -> list[dict]:
 
 
 def check_vision(ctx: Context) -> Result:
-    skip = _unreachable(ctx, "vision")
+    skip = _unreachable(ctx, "vision", need_model=True)
     if skip:
         return skip
-    if not ctx.served_model:
-        return Result("vision", SKIP, "skipped: no served model known")
     c = ctx.http()
     plain = c.post(ctx.url + "/v1/chat/completions", json=_chat_body(ctx, [{"type": "text", "text": VISION_TEXT}], 1))
     if plain.status_code != 200:
