@@ -68,11 +68,15 @@ class Pipeline:
             self._on_hit(hit)
 
     def _trace_done(self, t: Trace) -> None:
+        """A trace leaves the assembler: run the trace rules one last time. `on_trace` hears of it
+        only when that added findings or it changed since changes were last drained (everything else
+        about it was already reported)."""
+        before = len(t.findings)
         self.engine.check_trace(t, final=True)
         if self.keep_traces:
             self.traces.append(t)
-        if self._on_trace is not None:
-            self._on_trace(t)
+        if self._on_trace is not None and (len(t.findings) != before or t.id in self.assembler.changed):
+            self._on_trace(t)  # changed since the last time the daemon drained the changes
 
     # -- events -------------------------------------------------------------------------
     def event(self, ev: Event) -> None:

@@ -101,7 +101,8 @@ class Trace:
         for k in ("received_at", "added_at", "first_output_at", "finished_at", "aborted_at", "failed_at"):
             d[k] = iso(d[k])
         d["findings"] = list(self.findings)
-        d["timeline"] = [{**e, "time": iso(e["time"])} for e in self.timeline]
+        d["timeline"] = [{"kind": e["kind"], "time": iso(e["time"]), "path": e.get("path", self.source), "line": e["line"]}
+                         for e in self.timeline]
         d["http"] = dict(self.http) if self.http else None
         return d
 
@@ -302,7 +303,10 @@ class TraceAssembler:
 
     def _timeline(self, t: Trace, ev: Event) -> None:
         if len(t.timeline) < MAX_TIMELINE:
-            t.timeline.append({"kind": ev.kind, "time": ev.ts, "path": ev.path, "line": ev.lineno})
+            e = {"kind": ev.kind, "time": ev.ts, "line": ev.lineno}
+            if ev.path != t.source:
+                e["path"] = ev.path  # the trace's own source is implied (keeps the stored state small)
+            t.timeline.append(e)
 
     def _settle(self, t: Trace) -> None:
         """Recompute status and latency from what is known so far."""
