@@ -54,7 +54,7 @@ class Daemon:
         self._last_stuck = 0.0
         self._last_watchdog = 0.0
         self._watchdog = systemd.watchdog_interval()
-        self._lines_since_commit: dict[str, int] = {}
+        self._commit_failing = False
 
     # -- lifecycle ------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -190,13 +190,13 @@ class Daemon:
         while True:
             try:
                 self.store.commit(traces, hits, states, m)
-                if getattr(self, "_commit_failing", False):
+                if self._commit_failing:
                     log.info("store: commits go through again")
                     self._commit_failing = False
                 self._pending_commit = None
                 return True
             except sqlite3.Error as exc:
-                if not getattr(self, "_commit_failing", False):
+                if not self._commit_failing:
                     log.error("store: commit failed (%s); reading paused, nothing is dropped, retrying", exc)
                     self._commit_failing = True
                 if time.monotonic() >= deadline:

@@ -18,7 +18,7 @@ from diag.clock import iso
 from diag.events import Event
 from diag.prefilter import literal_needles
 from diag.redact import excerpt as make_excerpt
-from diag.rules import MATCH_TIMEOUT, Rule, RuleSet, condition_holds, event_applies
+from diag.rules import MATCH_TIMEOUT, SEVERITY_RANK, Rule, RuleSet, condition_holds, event_applies
 from diag.traces import Trace
 
 log = logging.getLogger("diag")
@@ -275,13 +275,9 @@ class FindingSet:
         f.add(hit)
 
     def sorted(self) -> list[Finding]:
-        from diag.rules import SEVERITY_RANK
-
         return sorted(self.by_rule.values(), key=lambda f: (-SEVERITY_RANK[f.rule.severity], f.first_seen or 0, f.rule.id))
 
     def worst(self) -> str | None:
-        from diag.rules import SEVERITY_RANK
-
         if not self.by_rule:
             return None
         return max((f.rule.severity for f in self.by_rule.values()), key=lambda s: SEVERITY_RANK[s])

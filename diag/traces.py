@@ -219,9 +219,7 @@ class TraceAssembler:
             if len(aw) > 1024:
                 aw.popitem(last=False)
         if k == E.RECEIVED:
-            if f.get("detail"):
-                pass
-            elif t.received_at is None:
+            if not f.get("detail") and t.received_at is None:  # a DEBUG details line is not the arrival
                 t.received_at = ts
             if f.get("added") and t.added_at is None:
                 t.added_at = ts

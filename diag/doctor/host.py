@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from diag.doctor import ERROR, FAIL, OK, SKIP, WARN, Context, Result
+from diag.doctor import FAIL, OK, SKIP, WARN, Context, Result
 
 FLAGS = ("--max-model-len", "--gpu-memory-utilization", "--kv-cache-dtype", "--limit-mm-per-prompt", "--served-model-name",
          "--enable-log-requests", "--port", "--host", "--tensor-parallel-size", "--max-num-seqs", "--model", "-m", "--mmproj",
@@ -96,7 +96,7 @@ def check_processes(ctx: Context) -> Result:
             pass
     if kind is None:
         return Result("processes", FAIL, f"port {port} is held by `{name}` (pid {pid}), which is not an inference server", details,
-                      remedy=f"Stop that process or move the inference server to another --port; then point --url at it.")
+                      remedy="Stop that process or move the inference server to another --port; then point --url at it.")
     ctx.server_pid = pid
     ctx.flags = parse_flags(cmd)
     try:
@@ -376,5 +376,3 @@ def check_host(ctx: Context) -> Result:
                              "(other processes): a full disk stops logging and state, low memory gets workers OOM-killed.")
     return Result("host", OK, details[0], details)
 
-
-__all__ = ["check_processes", "check_gpu", "check_logs", "check_host", "parse_flags", "ERROR"]

@@ -30,7 +30,6 @@ _SEND_ERROR = re.compile(r"task id = (\d+), error: (.*)\Z", re.S)
 _CANCEL = re.compile(r"cancel task, id_task = (\d+)")
 _HTTP = re.compile(r"(?:done )?request: ([A-Z]+) (\S+) (\S+) (\d{3})\Z")
 _EXC_CODE = re.compile(r'got exception: \{"error":\{"code":(\d{3})')
-_MTMD = re.compile(r"encoding mtmd batch from idx = \d+, n_chunks = (\d+)")
 
 
 def parse(text: str, ctx: Ctx) -> Parsed | None:
@@ -115,12 +114,6 @@ def classify_slot(ev: Event, func: str, msg: str) -> None:
             f["released"] = True
             f["n_tokens"] = int(m.group(1))
             f["truncated"] = m.group(2) != "0"
-    elif func == "process_mtmd":
-        m = _MTMD.search(msg)
-        if m:
-            f["images_seen"] = int(m.group(1))
-    elif not f.get("request_id"):
-        pass
 
 
 def reclassify(ev: Event) -> None:

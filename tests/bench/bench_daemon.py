@@ -12,7 +12,6 @@ Targets (issue #3): p99 ≤ 50 ms, ≤ 3 % of one core, RSS ≤ 100 MB.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sqlite3
 import subprocess
