@@ -102,8 +102,11 @@ class Pipeline:
         result.lines += n
         self.stats.lines += n
 
-    def scan_path(self, path: str, fmt: str | None = None, progress: Callable[[int], None] | None = None) -> SourceResult:
-        """Read one file (or `-`) to the end through the pipeline."""
+    def scan_path(self, path: str, fmt: str | None = None, progress: Callable[[int], None] | None = None,
+                  tail_bytes: int | None = None) -> SourceResult:
+        """Read one file (or `-`) to the end through the pipeline; with `tail_bytes`, only its last
+        part, from the first line boundary in it (a big log is not read whole; line numbers then
+        count from there)."""
         res = SourceResult(path)
         self.sources.append(res)
         try:
@@ -114,6 +117,11 @@ class Pipeline:
         parser = SourceParser(path, mtime, fmt)
         splitter = LineSplitter(self.max_line)
         try:
+            if tail_bytes is not None and path != "-" and f.seekable():
+                size = f.seek(0, 2)
+                f.seek(max(0, size - tail_bytes))
+                if size > tail_bytes:
+                    f.readline()  # a partial first line is not a line
             lines = read_lines(f, splitter=splitter)
             if progress is not None:
                 lines = _with_progress(lines, progress)

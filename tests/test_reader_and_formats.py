@@ -127,3 +127,16 @@ def test_mutated_real_lines_never_crash(line, at, insert, cut):
     pipe = Pipeline(_RULES)
     pipe.feed_lines(SourceParser("<fuzz>"), iter_text_lines("\n".join([line, mutated, mutated[::-1]])), SourceResult("<fuzz>"))
     pipe.finish()
+
+
+def test_scan_only_the_tail_of_a_big_log():
+    from diag.pipeline import Pipeline
+
+    p = VLLM / "text.log"
+    whole = Pipeline(_RULES)
+    assert whole.scan_path(str(p), tail_bytes=10 ** 9).lines == 216
+    tail = Pipeline(_RULES)
+    r = tail.scan_path(str(p), tail_bytes=3000)
+    assert 0 < r.lines < 60  # starts at a line boundary inside the last 3000 bytes
+    tail.finish()
+    assert all(t.first_line >= 1 for t in tail.traces)

@@ -265,8 +265,7 @@ def scan_logs(ctx: Context) -> Any:
     pipe = Pipeline(rules.load(ctx.rules_dirs), since=since)
     for path in ctx.logs:
         if os.path.isfile(path) and os.access(path, os.R_OK):
-            pipe.scan_path(_tail_copy(path), None)
-            pipe.sources[-1].path = path
+            pipe.scan_path(path, None, tail_bytes=16 << 20)
     pipe.finish()
     for f in pipe.findings.sorted():
         m = f.fields.get("model")
@@ -276,24 +275,6 @@ def scan_logs(ctx: Context) -> Any:
         ctx.log_facts.update({k: v for k, v in facts.items() if v is not None})
     ctx._log_pipe = pipe
     return pipe
-
-
-def _tail_copy(path: str, max_bytes: int = 16 << 20) -> str:
-    """The last `max_bytes` of a log, starting at a line boundary (a big log is not read whole)."""
-    size = os.path.getsize(path)
-    if size <= max_bytes:
-        return path
-    import tempfile
-
-    with open(path, "rb") as f:
-        f.seek(size - max_bytes)
-        f.readline()
-        data = f.read()
-    fd, tmp = tempfile.mkstemp(prefix="diag-tail-", suffix=".log")
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.utime(tmp, (os.path.getmtime(path), os.path.getmtime(path)))
-    return tmp
 
 
 def check_logs(ctx: Context) -> Result:
