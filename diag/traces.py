@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from diag import events as E
+from diag.access_index import AwaitingIndex
 from diag.clock import iso
 from diag.events import Event
 
@@ -124,7 +125,7 @@ class TraceAssembler:
         self._waiting: dict[str, list[Event]] = {}  # source -> access lines waiting for disambiguation
         self._last_started: dict[str, str] = {}  # source -> last llama.cpp task (classic image lines)
         self._just_ended: dict[str, Trace] = {}  # source -> trace whose end was the last request line
-        self._awaiting: dict[str, OrderedDict[str, Trace]] = {}  # source -> traces without an access line yet
+        self._awaiting: dict[str, AwaitingIndex] = {}  # source -> traces without an access line yet
         self.changed: set[str] = set()
         self.dropped = 0
 
@@ -212,12 +213,13 @@ class TraceAssembler:
             self._just_ended.pop(t.source, None)
         self._timeline(t, ev)
         if k in (E.RECEIVED, E.ADDED) and t.http_status is None and ev.fmt in ("vllm", "lmdeploy"):
-            if self._waiting.get(t.source) and t.id not in self._awaiting.get(t.source, {}):
+            aw = self._awaiting.get(t.source)
+            if self._waiting.get(t.source) and (aw is None or t.id not in aw):
                 self._give_up(t.source)
-            aw = self._awaiting.setdefault(t.source, OrderedDict())
-            aw[t.id] = t
-            if len(aw) > 1024:
-                aw.popitem(last=False)
+                aw = None
+            if aw is None:
+                aw = self._awaiting[t.source] = AwaitingIndex()
+            aw.add(t)
         if k == E.RECEIVED:
             if not f.get("detail") and t.received_at is None:  # a DEBUG details line is not the arrival
                 t.received_at = ts
@@ -320,6 +322,9 @@ class TraceAssembler:
             t.status = "unknown"
         else:
             t.status = "in_flight"
+        aw = self._awaiting.get(t.source)
+        if aw is not None:
+            aw.settled(t)
         if t.latency_s is None and t.received_at is not None:
             end = t.finished_at or t.failed_at or t.aborted_at
             if end is not None and end >= t.received_at and t.status != "in_flight":
@@ -348,28 +353,29 @@ class TraceAssembler:
         adj = self._just_ended.pop(ev.path, None)
         if adj is not None and adj.http_status is None and not self._waiting.get(ev.path):
             self._attach(adj, ev, with_client=True)
-            self._awaiting.get(ev.path, {}).pop(adj.id, None)
+            aw = self._awaiting.get(ev.path)
+            if aw is not None:
+                aw.remove(adj.id)
             return adj
-        aw = self._awaiting.get(ev.path, {})
-        for tid in [tid for tid, t in aw.items() if t.http_status is not None or t._aborted or (t._ended and not t._failed)]:
-            del aw[tid]
-        cands = [t for t in aw.values()
-                 if (fam is None or t.endpoint is None or t.endpoint == fam)
-                 and not (t._failed and t.status == "rejected")]
+        # Candidates: live, received, no status yet, same family (a rejected one has its status).
+        aw = self._awaiting.get(ev.path)
+        if aw is not None:
+            aw.prune()
+        n = aw.count(fam) if aw is not None else 0
         waiting = self._waiting.setdefault(ev.path, [])
-        if len(cands) == 1 and not waiting:
-            t = cands[0]
+        if n == 1 and not waiting:
+            t = aw.candidates(fam)[0]  # type: ignore[union-attr]
             self._attach(t, ev, with_client=True)
             return t
-        if not cands:
+        if not n:
             self._flush_waiting(ev.path)
             self._record(ev)
             return None
         waiting.append(ev)
-        if len(waiting) >= len(cands):
+        if len(waiting) >= n:
             statuses = {w.fields.get("status") for w in waiting}
-            if len(waiting) == len(cands) and len(statuses) == 1:
-                for t in cands:
+            if len(waiting) == n and len(statuses) == 1:
+                for t in aw.candidates(fam):  # type: ignore[union-attr]
                     self._attach(t, waiting[0], with_client=False)
                 waiting.clear()
                 return None
@@ -390,7 +396,7 @@ class TraceAssembler:
     def _give_up(self, path: str) -> None:
         """Access lines still waiting when a new request arrives cannot be told apart any more:
         their candidates end as `unknown` instead of staying in flight forever."""
-        for t in list(self._awaiting.pop(path, {}).values()):
+        for t in list(self._awaiting.pop(path, ())):
             if t.http_status is None and not t._ended:
                 t._ended = True
                 self._settle(t)
@@ -432,7 +438,7 @@ class TraceAssembler:
         """A trace still in flight when the daemon last stopped: carry on assembling it."""
         self.open[t.id] = t
         if t.server in ("vllm", "lmdeploy") and t.http_status is None:
-            self._awaiting.setdefault(t.source, OrderedDict())[t.id] = t
+            self._awaiting.setdefault(t.source, AwaitingIndex()).add(t)
 
     def mark_stuck(self, now: float, after: float) -> list[Trace]:
         """Requests received more than `after` seconds before `now` and still in flight."""
