@@ -46,7 +46,7 @@ class Stats:
 class Pipeline:
     def __init__(self, ruleset: RuleSet, since: float | None = None, until: float | None = None,
                  on_hit: Callable[[Hit], None] | None = None, on_trace: Callable[[Trace], None] | None = None,
-                 keep_traces: bool = True, max_line: int = DEFAULT_MAX_LINE):
+                 keep_traces: bool = True, max_line: int = DEFAULT_MAX_LINE, fast: bool = True):
         self.since, self.until = since, until
         self.findings = FindingSet()
         self._on_hit = on_hit
@@ -58,6 +58,7 @@ class Pipeline:
         self.engine = RuleEngine(ruleset, on_hit=self._hit, trace_lookup=self.assembler.get)
         self.stats = Stats()
         self.max_line = max_line
+        self.fast = fast  # lifecycle lines through diag.fastpath (same events, less work)
         self.sources: list[SourceResult] = []
         self.last_ts: float | None = None  # the latest log time seen: "now" for a post-mortem
 
@@ -122,10 +123,20 @@ class Pipeline:
                 f.seek(max(0, size - tail_bytes))
                 if size > tail_bytes:
                     f.readline()  # a partial first line is not a line
-            lines = read_lines(f, splitter=splitter)
-            if progress is not None:
-                lines = _with_progress(lines, progress)
-            self.feed_lines(parser, lines, res)
+            if self.fast:
+                from diag.fastpath import FastSource
+
+                src = FastSource(self, parser, splitter)
+                try:
+                    src.read(f, progress)
+                finally:
+                    res.lines += src.lines
+                    self.stats.lines += src.lines
+            else:
+                lines = read_lines(f, splitter=splitter)
+                if progress is not None:
+                    lines = _with_progress(lines, progress)
+                self.feed_lines(parser, lines, res)
         except InputError as exc:
             res.error = f"{path}: {exc}"
         finally:

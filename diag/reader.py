@@ -74,6 +74,11 @@ class LineSplitter:
         self.truncated_lines = 0
 
     @property
+    def idle(self) -> bool:
+        """Between lines: nothing held, not skipping the rest of a cut line."""
+        return not self._buf and not self._skipping
+
+    @property
     def pending(self) -> int:
         """Bytes held that do not yet form a complete line."""
         return len(self._buf)
@@ -170,16 +175,22 @@ def open_source(path: str) -> tuple[BinaryIO, float | None]:
     return f, st.st_mtime
 
 
+def read_chunks(f: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
+    """A whole stream in chunks; a read error (truncated gzip, I/O error) is an InputError."""
+    while True:
+        try:
+            data = f.read(size)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise InputError(f"read failed: {exc}") from None
+        if not data:
+            return
+        yield data
+
+
 def read_lines(f: BinaryIO, max_line: int = DEFAULT_MAX_LINE, splitter: LineSplitter | None = None) -> Iterator[Line]:
     """Read a whole stream, flushing a last line without newline at EOF."""
     sp = splitter or LineSplitter(max_line)
-    while True:
-        try:
-            data = f.read(CHUNK)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:  # truncated gzip, I/O error
-            raise InputError(f"read failed: {exc}") from None
-        if not data:
-            break
+    for data in read_chunks(f):
         yield from sp.feed(data)
     yield from sp.flush()
 

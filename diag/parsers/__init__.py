@@ -142,6 +142,31 @@ class SourceParser:
             out.extend(self.flush())  # nothing can follow it: hand it over now (a follower's latency)
         return out
 
+    def took(self, ev: Event, end_offset: int) -> None:
+        """`diag.fastpath` turned one complete line into `ev` by itself: the bookkeeping `feed`
+        does for such a line (position, format counts and order, time of untimed lines).
+
+        Only for a line `feed` would have parsed into the same event and handed over at once:
+        nothing pending, and no parser tried before `ev`'s own one could have taken the line.
+        """
+        self._prev_end, self._prev_lineno = end_offset, ev.lineno
+        mod = PARSERS[ev.fmt]
+        order = self.order
+        if order[0] is not mod:
+            order.remove(mod)
+            order.insert(0, mod)
+        counts = self.counts
+        counts[ev.fmt] = counts.get(ev.fmt, 0) + 1
+        ctx = self.ctx
+        ctx.proc, ctx.pid, ctx.wrap_ts = ev.proc, ev.pid, None
+        if ev.ts is None:
+            ev.ts = self.last_ts if self.last_ts is not None else (time.time() if self.stamp_now else None)
+            ev.ts_inferred = ev.ts is not None
+        else:
+            self.last_ts = ev.ts
+        ev.end_lineno = ev.lineno
+        self._cr = False
+
     def _may_continue(self) -> bool:
         """Can the next line still belong to the record being assembled?
 

@@ -58,18 +58,23 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
     if m is None:
         return None
     level, stamp, ms, src, msg = m.groups()
-    st = ctx.state
-    if st.get("vllm_stamp") == stamp:  # lines come in bursts within one second
-        ts = st["vllm_ts"]
-    else:
-        ts = ctx.clock.yearless(int(stamp[0:2]), int(stamp[3:5]), int(stamp[6:8]), int(stamp[9:11]), int(stamp[12:14]))
-        st["vllm_stamp"], st["vllm_ts"] = stamp, ts
+    ts = stamp_time(stamp, ctx)
     if ts is not None and ms:
         ts += int(ms) / 1000.0
     ev = Event(ctx.path, 0, NAME, E.LOG, level, ts, msg, ctx.proc, ctx.pid, src)
     if msg:
         classify(ev, msg)
     return ev, (ctx.proc, ctx.pid, level, stamp, src)
+
+
+def stamp_time(stamp: str, ctx: Ctx) -> float | None:
+    """Epoch seconds of an `MM-DD HH:MM:SS` stamp, computed once per distinct second."""
+    st = ctx.state
+    if st.get("vllm_stamp") == stamp:  # lines come in bursts within one second
+        return st["vllm_ts"]
+    ts = ctx.clock.yearless(int(stamp[0:2]), int(stamp[3:5]), int(stamp[6:8]), int(stamp[9:11]), int(stamp[12:14]))
+    st["vllm_stamp"], st["vllm_ts"] = stamp, ts
+    return ts
 
 
 def classify(ev: Event, msg: str) -> None:

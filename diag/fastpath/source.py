@@ -1,0 +1,121 @@
+"""Feeding one source's bytes through the pipeline: fast records first, the full parser for the rest."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, BinaryIO, Callable
+
+from diag import events as E
+from diag.events import Event
+from diag.fastpath import classify as C
+from diag.parsers import SourceParser, uvicorn, vllm
+from diag.reader import CHUNK, Line, LineSplitter, normalise
+
+if TYPE_CHECKING:
+    from diag.pipeline import Pipeline
+
+
+class FastSource:
+    """One source read to the end in large chunks.
+
+    Line numbers, byte offsets, truncation of over-long lines and the unterminated last line
+    follow `LineSplitter` exactly (it still handles every line that spans a chunk boundary).
+    A record from the classifier is applied directly only when the full parser would have read
+    the line the same way *now*: nothing is being assembled into a multi-line record, and no
+    parser that comes before the line's own in the source parser's order could claim it.
+    """
+
+    def __init__(self, pipe: "Pipeline", parser: SourceParser, splitter: LineSplitter):
+        from diag.fastpath import split_classify  # the selected implementation
+
+        self.pipe = pipe
+        self.parser = parser
+        self.splitter = splitter
+        self.path = parser.path
+        self.lines = 0
+        self._split_classify = split_classify
+
+    def read(self, f: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
+        from diag.reader import read_chunks
+
+        for data in read_chunks(f, CHUNK):
+            self.feed(data)
+            if progress is not None:
+                progress(len(data))
+        self._slow(self.splitter.flush())
+        for ev in self.parser.flush():
+            self.pipe.event(ev)
+
+    def feed(self, data: bytes) -> None:
+        sp = self.splitter
+        if not sp.idle:  # the end of a line begun in the previous chunk
+            nl = data.find(b"\n")
+            if nl < 0:
+                self._slow(sp.feed(data))
+                return
+            self._slow(sp.feed(data[:nl + 1]))
+            data = data[nl + 1:]
+        last = data.rfind(b"\n")
+        if last < 0:
+            self._slow(sp.feed(data))
+            return
+        self._block(data[:last])
+        if last + 1 < len(data):
+            self._slow(sp.feed(data[last + 1:]))
+
+    def _block(self, body: bytes) -> None:
+        sp, parser, pipe = self.splitter, self.parser, self.pipe
+        event, feed, took = pipe.event, parser.feed, parser.took
+        path = self.path
+        max_line = sp.max_line
+        lineno, offset = sp.lineno, sp.offset
+        order = parser.order
+        VLLM, UVI = vllm, uvicorn
+        classify_msg, access_fields, stamp_time = vllm.classify, uvicorn.access_fields, vllm.stamp_time
+        ctx = parser.ctx
+        records = self._split_classify(body, max_line)
+        self.lines += len(records)
+        for rec in records:
+            lineno += 1
+            if rec.__class__ is bytes:
+                offset += len(rec) + 1
+                truncated = len(rec) > max_line
+                if truncated:
+                    sp.truncated_lines += 1
+                    rec = rec[:max_line]
+                text, cr = normalise(rec)
+                for ev in feed(Line(lineno, text, cr, truncated, offset)):
+                    event(ev)
+                continue
+            kind = rec[0]
+            raw = rec[1]
+            offset += len(raw) + 1
+            if kind == C.ACCESS:
+                mod, other = UVI, VLLM
+            else:
+                mod, other = VLLM, UVI
+            if parser.has_pending or not (order[0] is mod or (order[1] is mod and order[0] is other)):
+                # the full parser decides (a record being assembled may take this line)
+                text, cr = normalise(raw)
+                for ev in feed(Line(lineno, text, cr, False, offset)):
+                    event(ev)
+                continue
+            if kind == C.ACCESS:
+                _, _, client, method, hpath, status, msg = rec
+                ev = Event(path, lineno, "uvicorn", E.LOG, "INFO", None, msg)
+                access_fields(ev, client, method, hpath, status)
+            else:
+                _, _, proc, pid, stamp, src, msg = rec
+                ev = Event(path, lineno, "vllm", E.LOG, "INFO", stamp_time(stamp, ctx), msg, proc, pid, src)
+                classify_msg(ev, msg)
+            took(ev, offset)
+            event(ev)
+        sp.lineno, sp.offset = lineno, offset
+
+    def _slow(self, lines) -> None:
+        feed, event = self.parser.feed, self.pipe.event
+        n = 0
+        for line in lines:
+            n += 1
+            for ev in feed(line):
+                event(ev)
+        self.lines += n
