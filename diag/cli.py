@@ -38,7 +38,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from diag.clock import parse_user_time
     from diag.parsers import FORMATS
     from diag.pipeline import Pipeline
-    from diag.report import print_human, to_json
+    from diag.report import TraceSummary, print_human
 
     err = _console(stderr=True)
     if args.format and args.format not in FORMATS:
@@ -49,7 +49,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     rs = _load_rules(args.rules, err)
-    pipe = Pipeline(rs, since=since, until=until, max_line=args.max_line_bytes)
+    # Traces are streamed out as they settle (bounded memory); only -v's request table keeps them.
+    spool = summary = None
+    if args.json:
+        from diag.jsondoc import TraceSpool, stdout_writer, write_document
+
+        spool = TraceSpool()
+        sink = spool.add
+    else:
+        summary = TraceSummary()
+        sink = summary.add_settled
+    pipe = Pipeline(rs, since=since, until=until, max_line=args.max_line_bytes, keep_traces=bool(args.verbose and not args.json),
+                    trace_sink=sink)
     progress = None
     total = sum(os.path.getsize(p) for p in args.paths if p != "-" and os.path.isfile(p))
     if not args.json and err.is_terminal and total > 8 << 20:
@@ -68,11 +79,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
     bad = [s for s in pipe.sources if s.error]
     for s in bad:
         print(f"diag: {s.error}", file=sys.stderr)
-    if args.json:
-        json.dump(to_json(pipe), sys.stdout, ensure_ascii=False, indent=None if args.compact else 1)
-        sys.stdout.write("\n")
+    if spool is not None:
+        try:
+            write_document(pipe, spool, stdout_writer(), indent=None if args.compact else 1)
+        finally:
+            spool.close()
     else:
-        print_human(pipe, _console(), verbose=args.verbose)
+        print_human(pipe, _console(), verbose=args.verbose, summary=summary)
     if bad:
         return 2
     return 1 if pipe.findings.worst() in ("error", "critical") else 0

@@ -64,14 +64,34 @@ class Clock:
             return None
 
 
+_ISO_CACHE: dict[int, tuple[str, str]] = {}
+
+
 def iso(ts: float | None) -> str | None:
-    """Local ISO-8601 with offset, second precision unless the value has a fraction."""
+    """Local ISO-8601 with offset, second precision unless the value has a fraction.
+
+    Formatted through a cache per distinct second (a log has many events per second, a report
+    formats hundreds of thousands of times): only the milliseconds are added per call. The
+    fraction is rounded to microseconds and then cut to milliseconds, as `datetime` does.
+    """
     if ts is None:
         return None
-    dt = datetime.fromtimestamp(ts).astimezone()
+    sec = int(ts)
+    us = 0
+    if ts != sec:
+        us = round((ts - sec) * 1e6)
+        if us >= 1000000:
+            sec += 1
+            us -= 1000000
+    parts = _ISO_CACHE.get(sec)
+    if parts is None:
+        if len(_ISO_CACHE) >= 4096:
+            _ISO_CACHE.clear()
+        text = datetime.fromtimestamp(sec).astimezone().isoformat(timespec="seconds")
+        parts = _ISO_CACHE[sec] = (text[:19], text[19:])
     if ts != int(ts):
-        return dt.isoformat(timespec="milliseconds")
-    return dt.isoformat(timespec="seconds")
+        return f"{parts[0]}.{us // 1000:03d}{parts[1]}"
+    return parts[0] + parts[1]
 
 
 def parse_user_time(value: str, now: float | None = None) -> float:

@@ -46,12 +46,14 @@ class Stats:
 class Pipeline:
     def __init__(self, ruleset: RuleSet, since: float | None = None, until: float | None = None,
                  on_hit: Callable[[Hit], None] | None = None, on_trace: Callable[[Trace], None] | None = None,
-                 keep_traces: bool = True, max_line: int = DEFAULT_MAX_LINE, fast: bool = True):
+                 keep_traces: bool = True, max_line: int = DEFAULT_MAX_LINE, fast: bool = True,
+                 trace_sink: Callable[[Trace], None] | None = None):
         self.since, self.until = since, until
         self.findings = FindingSet()
         self._on_hit = on_hit
         self._on_trace = on_trace
         self.keep_traces = keep_traces
+        self._trace_sink = trace_sink  # hears of every trace once it is final (scan streams them out)
         self.traces: list[Trace] = []
         self.assembler = TraceAssembler(on_done=self._trace_done)
         self.facts = FactCollector(on_model=self.assembler.models.__setitem__)
@@ -76,8 +78,11 @@ class Pipeline:
         self.engine.check_trace(t, final=True)
         if self.keep_traces:
             self.traces.append(t)
+        if self._trace_sink is not None:
+            self._trace_sink(t)
         if self._on_trace is not None and (len(t.findings) != before or t.id in self.assembler.changed):
             self._on_trace(t)  # changed since the last time the daemon drained the changes
+        self.assembler.changed.discard(t.id)  # it left the assembler: nothing more to drain (bounded memory)
 
     # -- events -------------------------------------------------------------------------
     def event(self, ev: Event) -> None:

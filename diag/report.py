@@ -6,6 +6,7 @@ facts only (counts, sizes, timings, ids, a redacted excerpt per finding), never 
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from typing import Any
 
@@ -16,6 +17,7 @@ from rich.table import Table
 from diag import __version__
 from diag.clock import iso
 from diag.pipeline import Pipeline
+from diag.traces import Trace
 
 _SEV_STYLE = {"critical": "bold white on red", "error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -33,30 +35,80 @@ def _host(client: str) -> str:
     return client.rsplit(":", 1)[0] if client.count(":") == 1 else client
 
 
-def trace_summary(pipe: Pipeline) -> dict[str, Any]:
-    traces = pipe.traces
-    by_status = Counter(t.status for t in traces)
-    lat = [t.latency_s for t in traces if t.latency_s is not None]
-    images = [t.images for t in traces if t.images is not None]
-    http = Counter(str(r.get("status")) for r in pipe.assembler.http_records)
-    for t in traces:
+class TraceSummary:
+    """The `summary` section, accumulated trace by trace: `diag scan` streams traces out and
+    keeps only this (counts, and one float per request for the latency percentiles).
+
+    `add` takes each trace's place in the document (`order`), because the top clients list
+    breaks ties by where a client first appears among the sorted traces."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.by_status: Counter[str] = Counter()
+        self.latencies = array("d")
+        self.images_known = 0
+        self.images_total = 0
+        self.images_max: int | None = None
+        self.http: Counter[str] = Counter()
+        self.hosts: Counter[str] = Counter()
+        self._host_first: dict[str, Any] = {}
+
+    def add(self, t: Trace, order: Any) -> None:
+        self.count += 1
+        self.by_status[t.status] += 1
+        if t.latency_s is not None:
+            self.latencies.append(t.latency_s)
+        if t.images is not None:
+            self.images_known += 1
+            self.images_total += t.images
+            if self.images_max is None or t.images > self.images_max:
+                self.images_max = t.images
         if t.http is not None:  # an access line attached to the trace
-            http[str(t.http_status)] += 1
-    client_hosts: Counter[str] = Counter()
-    for c in [t.client for t in traces] + [r.get("client") for r in pipe.assembler.http_records]:
-        if c:
-            client_hosts[_host(c)] += 1
-    return {
-        "count": len(traces),
-        "by_status": dict(sorted(by_status.items())),
-        "latency_s": {"p50": percentile(lat, 50), "p95": percentile(lat, 95), "max": max(lat) if lat else None, "known": len(lat)},
-        "images": {"requests_with_count": len(images), "total": sum(images), "max_per_request": max(images) if images else None},
-        "http_status": dict(sorted(http.items())),
-        "top_clients": [{"client": c, "requests": n} for c, n in client_hosts.most_common(5)],
-    }
+            self.http[str(t.http_status)] += 1
+        if t.client:
+            h = _host(t.client)
+            self.hosts[h] += 1
+            first = self._host_first.get(h)
+            if first is None or order < first:
+                self._host_first[h] = order
+
+    def add_settled(self, t: Trace) -> None:
+        """A trace streamed out as it settled: its place is (source, first line, arrival)."""
+        self.add(t, (t.source, t.first_line, self.count))
+
+    def to_dict(self, http_records: list[dict[str, Any]]) -> dict[str, Any]:
+        """The section, with the access lines that stayed records of their own (no trace took them)."""
+        http = self.http.copy()
+        clients: Counter[str] = Counter()
+        for h in sorted(self._host_first, key=self._host_first.__getitem__):
+            clients[h] = self.hosts[h]
+        for r in http_records:
+            http[str(r.get("status"))] += 1
+            c = r.get("client")
+            if c:
+                clients[_host(c)] += 1
+        lat = list(self.latencies)
+        return {
+            "count": self.count,
+            "by_status": dict(sorted(self.by_status.items())),
+            "latency_s": {"p50": percentile(lat, 50), "p95": percentile(lat, 95), "max": max(lat) if lat else None, "known": len(lat)},
+            "images": {"requests_with_count": self.images_known, "total": self.images_total, "max_per_request": self.images_max},
+            "http_status": dict(sorted(http.items())),
+            "top_clients": [{"client": c, "requests": n} for c, n in clients.most_common(5)],
+        }
 
 
-def to_json(pipe: Pipeline) -> dict[str, Any]:
+def trace_summary(pipe: Pipeline, summary: TraceSummary | None = None) -> dict[str, Any]:
+    """The summary of a pipeline that kept its traces, or of the traces `summary` saw stream by."""
+    if summary is None:
+        summary = TraceSummary()
+        for i, t in enumerate(pipe.traces):
+            summary.add(t, i)
+    return summary.to_dict(pipe.assembler.http_records)
+
+
+def to_json(pipe: Pipeline, summary: TraceSummary | None = None) -> dict[str, Any]:
+    """The document as a dict (the traces the pipeline kept; `summary` when they were streamed)."""
     facts = {}
     for path, f in pipe.facts.by_source.items():
         d = dict(f)
@@ -69,14 +121,14 @@ def to_json(pipe: Pipeline) -> dict[str, Any]:
         "files": [s.to_dict() for s in pipe.sources],
         "findings": [f.to_dict() for f in pipe.findings.sorted()],
         "traces": [t.to_dict() for t in pipe.traces],
-        "summary": trace_summary(pipe),
+        "summary": trace_summary(pipe, summary),
         "facts": facts,
         "rule_errors": pipe.engine.errors,
         "stats": {"lines": pipe.stats.lines, "events": pipe.stats.events, "seconds": round(pipe.stats.seconds, 4)},
     }
 
 
-def print_human(pipe: Pipeline, console: Console, verbose: bool = False) -> None:
+def print_human(pipe: Pipeline, console: Console, verbose: bool = False, summary: TraceSummary | None = None) -> None:
     t = Table(title="Sources", show_edge=False, header_style="bold")
     for col in ("file", "format", "lines", "cut lines", "note"):
         t.add_column(col, overflow="fold")
@@ -107,7 +159,7 @@ def print_human(pipe: Pipeline, console: Console, verbose: bool = False) -> None
                 console.print(f"  [dim]requests: {escape(', '.join(f.request_ids[:20]))}[/]")
     console.print()
 
-    s = trace_summary(pipe)
+    s = trace_summary(pipe, summary)
     console.print(f"[bold]Requests[/]: {s['count']} traced  " + "  ".join(f"{k}: {v}" for k, v in s["by_status"].items()))
     lat = s["latency_s"]
     if lat["known"]:
