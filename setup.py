@@ -5,9 +5,56 @@ ships without anyone remembering a list; the built-in rules live in the top-leve
 directory (where users and reviewers look for them) and are installed as `diag.rules_builtin`.
 """
 
+import os
+import sys
+
 from setuptools import find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+
+class OptionalBuildExt(build_ext):
+    """The compiled classifier is an optimisation, never a requirement (markupsafe's pattern):
+    without a C compiler, headers or Cython the build says why and installs the pure package."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any build failure means: go without it
+            _skip(exc)
+
+    def build_extension(self, ext) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            _skip(exc)
+
+
+def _skip(exc: Exception) -> None:
+    print(f"diag: compiled classifier not built ({exc.__class__.__name__}: {exc}); the pure-Python path will be used",
+          file=sys.stderr)
+
+
+def _ext_modules() -> list:
+    """diag/fastpath/classify.py compiled by Cython as diag.fastpath._classify_c (its .pyx only
+    includes the .py: one source for both paths). DIAG_NO_EXT=1 at build time skips it."""
+    if os.environ.get("DIAG_NO_EXT"):
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError as exc:
+        _skip(exc)
+        return []
+    try:
+        return cythonize(["diag/fastpath/_classify_c.pyx"], language_level=3, quiet=True,
+                         compiler_directives={"binding": False, "boundscheck": False, "wraparound": False})
+    except Exception as exc:  # noqa: BLE001
+        _skip(exc)
+        return []
+
 
 setup(
     packages=[*find_packages(include=["diag", "diag.*"]), "diag.rules_builtin"],
     package_dir={"diag.rules_builtin": "rules"},
+    ext_modules=_ext_modules(),
+    cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -283,9 +283,19 @@ def cmd_findings(args: argparse.Namespace) -> int:
 
 
 # -- main ------------------------------------------------------------------------------------
+class _Version(argparse.Action):
+    """`diag --version`: also says whether the compiled log classifier is in use (imported only here)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from diag.fastpath import IMPLEMENTATION
+
+        print(f"diag {__version__} (log classifier: {IMPLEMENTATION})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diag", description="Diagnostics for self-hosted LLM inference servers (vLLM, LMDeploy, llama.cpp).")
-    p.add_argument("--version", action="version", version=f"diag {__version__}")
+    p.add_argument("--version", action=_Version, nargs=0, help="show the version and which log classifier is in use, and exit")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     s = sub.add_parser("scan", help="run the pipeline over existing log files (post-mortem)")

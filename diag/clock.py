@@ -65,17 +65,27 @@ class Clock:
 
 
 _ISO_CACHE: dict[int, tuple[str, str]] = {}
+_ISO_TEXT: dict[float, str] = {}
 
 
 def iso(ts: float | None) -> str | None:
     """Local ISO-8601 with offset, second precision unless the value has a fraction.
 
-    Formatted through a cache per distinct second (a log has many events per second, a report
-    formats hundreds of thousands of times): only the milliseconds are added per call. The
-    fraction is rounded to microseconds and then cut to milliseconds, as `datetime` does.
+    Cached (a log has many events per second, a report formats hundreds of thousands of
+    times): the text per distinct value, the date and time per distinct second. The fraction is
+    rounded to microseconds and then cut to milliseconds, as `datetime` does.
     """
     if ts is None:
         return None
+    text = _ISO_TEXT.get(ts)
+    if text is None:
+        if len(_ISO_TEXT) >= 8192:
+            _ISO_TEXT.clear()
+        text = _ISO_TEXT[ts] = _iso(ts)
+    return text
+
+
+def _iso(ts: float) -> str:
     sec = int(ts)
     us = 0
     if ts != sec:

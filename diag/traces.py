@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Callable
 
 from diag import events as E
@@ -98,7 +99,7 @@ class Trace:
 
     def to_dict(self) -> dict[str, Any]:
         """The public shape (ISO times, no internal flags)."""
-        d = {k: getattr(self, k) for k in _PUBLIC_FIELDS}
+        d = dict(zip(_PUBLIC_FIELDS, _public_values(self)))
         for k in ("received_at", "added_at", "first_output_at", "finished_at", "aborted_at", "failed_at"):
             d[k] = iso(d[k])
         d["findings"] = list(self.findings)
@@ -110,6 +111,7 @@ class Trace:
 
 _STATE_FIELDS = tuple(f for f in Trace.__dataclass_fields__ if f != "_text")  # type: ignore[attr-defined]
 _PUBLIC_FIELDS = tuple(f for f in _STATE_FIELDS if not f.startswith("_") and f != "first_line")
+_public_values = attrgetter(*_PUBLIC_FIELDS)
 
 
 class TraceAssembler:

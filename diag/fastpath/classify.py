@@ -19,8 +19,6 @@ same file with Cython into `diag.fastpath._classify_c` when a compiler is there 
 `diag.fastpath`). One source, two builds, identical records.
 """
 
-from __future__ import annotations
-
 import re
 
 RECEIVED = 1

@@ -8,7 +8,7 @@ from diag import events as E
 from diag.events import Event
 from diag.fastpath import classify as C
 from diag.parsers import SourceParser, uvicorn, vllm
-from diag.reader import CHUNK, Line, LineSplitter, normalise
+from diag.reader import CHUNK, Line, LineSplitter, normalise, read_chunks
 
 if TYPE_CHECKING:
     from diag.pipeline import Pipeline
@@ -34,10 +34,9 @@ class FastSource:
         self.lines = 0
         self._split_classify = split_classify
 
-    def read(self, f: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
-        from diag.reader import read_chunks
-
-        for data in read_chunks(f, CHUNK):
+    def read(self, f: BinaryIO, progress: Callable[[int], None] | None = None, chunk: int = CHUNK) -> None:
+        """The whole stream, then its unterminated last line and the record still being assembled."""
+        for data in read_chunks(f, chunk):
             self.feed(data)
             if progress is not None:
                 progress(len(data))

@@ -1,0 +1,224 @@
+"""The hot path changes how fast, never what: `diag.fastpath` against the full parser, the
+compiled classifier against the pure one, the streamed `--json` against the in-memory document.
+
+Inputs: every log of the recorded corpus, and a fuzzed log (deterministic seed) built from real
+vLLM 0.32 / 0.6 and uvicorn lines with what breaks naive fast paths mixed in: carriage returns
+(vLLM's multi-line records), ANSI colours, NUL bytes, invalid UTF-8, non-ASCII prompts, lines
+over the length cap, trailing colons, Ray's repeat suffix, docker/compose prefixes, tracebacks
+in the middle of request bursts, other servers' formats, and random cuts and byte flips. The
+fuzzed log is fed in random chunk sizes so that lines straddle chunk boundaries.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import CORPUS
+
+from diag import rules
+from diag.fastpath import FastSource
+from diag.fastpath import classify as pure_classify
+from diag.parsers import SourceParser
+from diag.pipeline import Pipeline
+from diag.reader import LineSplitter
+from diag.report import to_json
+
+LOGS = sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix not in (".md", ".json", ".txt"))
+
+try:
+    compiled = importlib.import_module("diag.fastpath._classify_c")
+except ImportError:
+    compiled = None
+needs_compiled = pytest.mark.skipif(compiled is None, reason="the compiled classifier is not built here (no C compiler "
+                                    "or Cython at install time): only the pure path exists")
+
+
+def _doc(pipe: Pipeline) -> dict:
+    d = to_json(pipe)
+    d["stats"].pop("seconds")
+    return d
+
+
+def _scan(paths: list[Path], fast: bool, max_line: int = 1 << 20) -> dict:
+    pipe = Pipeline(rules.load(), fast=fast, max_line=max_line)
+    for p in paths:
+        pipe.scan_path(str(p))
+    pipe.finish()
+    return _doc(pipe)
+
+
+# -- a fuzzed log --------------------------------------------------------------------------------
+_TS = "11-22 18:28:{:02d}"
+_TEMPLATES = [
+    "(APIServer pid=16263) INFO {ts} [request_logger.py:65] Received request {rid}: params: SamplingParams(n=1, "
+    "temperature=0.7, max_tokens={n}, min_tokens=0), lora_request: None.",
+    "(APIServer pid=16263) INFO {ts} [async_llm.py:578] Added request {rid}-{sfx}.",
+    "INFO {ts} logger.py:37] Received request {rid}: prompt: '<|im_start|>user\\n<|vision_start|><|image_pad|>"
+    "<|vision_end|>描述这张图片 Traceback (most recent call last) CUDA out of memory<|im_end|>', params: "
+    "SamplingParams(n=1, max_tokens={n}), prompt_token_ids: [1, 2, 3], lora_request: None.",
+    "INFO {ts} engine.py:267] Added request {rid}.",
+    'INFO:     10.0.{a}.{b}:{port} - "POST /v1/chat/completions HTTP/1.1" {status}',
+    'INFO:     10.0.{a}.{b}:{port} - "POST /v1/completions HTTP/1.1" 200 OK',
+    'INFO:     127.0.0.1:{port} - "GET /health HTTP/1.1" 200 OK',
+    'INFO:     127.0.0.1:{port} - "POST /chat/completions HTTP/1.1" 404 Not Found',
+    "(APIServer pid=16263) INFO {ts} [async_llm.py:922] Aborted request(s) {rid}-{sfx}.",
+    "(APIServer pid=16263) INFO {ts} [async_llm.py:783] Request {rid} aborted.",
+    "(APIServer pid=16263) INFO {ts} [loggers.py:259] Engine 000: Avg prompt throughput: 1.0 tokens/s, Avg generation "
+    "throughput: 2.0 tokens/s, Running: {r} reqs, Waiting: {w} reqs, GPU KV cache usage: 97.5%, Prefix cache hit rate: 0.0%",
+    "(APIServer pid=16263) ERROR {ts} [serving.py:274] Error with model error=ErrorInfo(message='The model `x` does not "
+    "exist.', type='NotFoundError', param='model', code=404)",
+    "(EngineCore pid=9740) ERROR {ts} [core.py:1510] Traceback (most recent call last):",
+    '(EngineCore pid=9740) ERROR {ts} [core.py:1510]   File "/opt/vllm/core.py", line 157, in __init__',
+    "(EngineCore pid=9740) ERROR {ts} [core.py:1510] ValueError: No available memory for the cache blocks. Try increasing "
+    "`gpu_memory_utilization` when initializing the engine.",
+    "Traceback (most recent call last):",
+    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.",
+    "(APIServer pid=16263) WARNING {ts} [api_server.py:1000] Added request {rid}:",
+    "(APIServer pid=16263) INFO {ts} [api_server.py:1880] Starting vLLM server on http://0.0.0.0:3001",
+    "(APIServer pid=16263) INFO {ts} [api_utils.py:347]   █▄█▀ █     █     █     █  model   /models/Qwen3-VL-8B",
+    "vllm-1  | (APIServer pid=1) INFO {ts} [async_llm.py:578] Added request {rid}-{sfx}.",
+    "2026-11-22T18:28:00.123456789Z (APIServer pid=1) INFO {ts} [async_llm.py:578] Added request {rid}-{sfx}.",
+    "(WorkerDict pid=7, ip=10.0.0.2) INFO {ts} [async_llm.py:578] Added request {rid}-{sfx}. [repeated 3x across cluster]",
+    "(APIServer pid=16263) INFO {ts} [async_llm.py:578] Added request {rid}-{sfx}. [repeated 2x across cluster]",
+    "(APIServer pid=16263) INFO {ts},123 [async_llm.py:578] Added request {rid}-{sfx}.",
+    "(APIServer pid=16263) INFO {ts} async_llm.py:578] Added request {rid}-{sfx}.",
+    '10.0.0.1 - - [22/Nov/2026:18:28:00 +0000] "POST /v1/chat/completions HTTP/1.1" 200 512 "-" "python-httpx"',
+    "srv  log_server_r: request: POST /completion 127.0.0.1 200",
+    "INFO:     Started server process [16263]",
+    "",
+]
+
+
+def fuzzed_log(seed: int, n: int = 6000) -> bytes:
+    rnd = random.Random(seed)
+    rids = [f"chatcmpl-{rnd.getrandbits(48):012x}" for _ in range(40)] + [f"cmpl-{rnd.getrandbits(48):012x}-0" for _ in range(10)]
+    out = []
+    for _ in range(n):
+        t = rnd.choice(_TEMPLATES) if rnd.random() < 0.5 else rnd.choice(_TEMPLATES[:6])
+        line = t.format(ts=_TS.format(rnd.randrange(60)), rid=rnd.choice(rids), sfx=f"{rnd.getrandbits(32):08x}",
+                        n=rnd.randrange(1, 4096), a=rnd.randrange(3), b=rnd.randrange(3), port=rnd.randrange(30000, 60000),
+                        status=rnd.choice(("200 OK", "200 OK", "400 Bad Request", "500 Internal Server Error")),
+                        r=rnd.randrange(3), w=rnd.randrange(3)).encode()
+        x = rnd.random()
+        if x < 0.03:
+            line += b"\r"  # vLLM's NewLineFormatter: the record goes on
+        elif x < 0.05:
+            line = b"\x1b[32m" + line + b"\x1b[0m"
+        elif x < 0.06:
+            line = line.replace(b" ", b"\x00", 1)
+        elif x < 0.08:
+            line += rnd.choice((b"\xff\xfe", "é中".encode(), b"\xe4\xb8", b":", b": "))
+        elif x < 0.09 and line:
+            cut = rnd.randrange(len(line))
+            line = line[:cut]
+        elif x < 0.10 and line:
+            i = rnd.randrange(len(line))
+            line = line[:i] + bytes([rnd.randrange(256)]) + line[i + 1:]
+        elif x < 0.11:
+            line = line + b" " + b"x" * rnd.randrange(300, 900)  # over the 512-byte cap used below
+        elif x < 0.12:
+            line = b"  " + line
+        out.append(line)
+    return b"\n".join(out) + (b"\n" if rnd.random() < 0.5 else b"")
+
+
+def _fast_in_chunks(log: Path, seed: int, max_line: int) -> tuple[dict, int]:
+    """The fast path fed in random chunk sizes (lines straddle chunks; over-long lines span several)."""
+    pipe = Pipeline(rules.load(), max_line=max_line)
+    src = FastSource(pipe, SourceParser(str(log), log.stat().st_mtime), LineSplitter(max_line))
+    src.read(io.BytesIO(log.read_bytes()), chunk=random.Random(seed).choice((1, 7, 97, 1000, 4096)))
+    pipe.finish()
+    d = _doc(pipe)
+    del d["files"], d["stats"]
+    return d, src.lines
+
+
+# -- fast path == full path -----------------------------------------------------------------------
+@pytest.mark.parametrize("log", LOGS, ids=lambda p: str(p.relative_to(CORPUS)))
+def test_fast_path_gives_the_full_paths_document_on_corpus_log(log):
+    assert _scan([log], fast=True) == _scan([log], fast=False)
+
+
+def test_fast_path_gives_the_full_paths_document_on_all_corpus_logs_together():
+    assert _scan(LOGS, fast=True) == _scan(LOGS, fast=False)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_path_gives_the_full_paths_document_on_fuzzed_log(tmp_path, seed):
+    data = fuzzed_log(seed)
+    log = tmp_path / "fuzz.log"
+    log.write_bytes(data)
+    os.utime(log, (1.7e9, 1.7e9))
+    full = _scan([log], fast=False, max_line=512)
+    assert full["traces"] and full["findings"], "the fuzzed log should produce traces and findings"
+    assert _scan([log], fast=True, max_line=512) == full
+    chunked, lines = _fast_in_chunks(log, seed, 512)
+    lines_full = full["stats"]["lines"]
+    del full["files"], full["stats"]
+    assert chunked == full
+    assert lines == lines_full == data.count(b"\n") + (not data.endswith(b"\n"))
+
+
+def test_fast_path_takes_most_lifecycle_lines():
+    """The point of it: on a plain request log the classifier claims the lifecycle lines."""
+    data = Path(CORPUS / "vllm" / "real-0.32.0-cpu" / "text-logoutputs.log").read_bytes()
+    recs = pure_classify.split_classify(data[:data.rfind(b"\n")], 1 << 20)
+    kinds = [r[0] for r in recs if isinstance(r, tuple)]
+    want = data.count(b"] Received request ") + data.count(b"] Added request ") + data.count(b'HTTP/1.1" ')
+    assert len(kinds) == want and {pure_classify.RECEIVED, pure_classify.ADDED, pure_classify.ACCESS} <= set(kinds)
+
+
+# -- compiled == pure ---------------------------------------------------------------------------
+@needs_compiled
+@pytest.mark.parametrize("max_line", (512, 1 << 20))
+def test_compiled_classifier_gives_the_pure_ones_records(max_line):
+    blobs = [p.read_bytes() for p in LOGS] + [fuzzed_log(s) for s in range(6, 12)]
+    for data in blobs:
+        body = data[:data.rfind(b"\n")] if b"\n" in data else data
+        assert compiled.split_classify(body, max_line) == pure_classify.split_classify(body, max_line)
+
+
+@needs_compiled
+def test_scan_json_is_identical_with_and_without_the_compiled_classifier(tmp_path):
+    fuzz = tmp_path / "fuzz.log"
+    fuzz.write_bytes(b"".join(fuzzed_log(s) + b"\n" for s in range(12, 16)))
+    paths = [str(p) for p in LOGS] + [str(fuzz)]
+    outs = {}
+    for mode in ("compiled", "pure"):
+        env = {k: v for k, v in os.environ.items() if k != "DIAG_NO_EXT"}
+        if mode == "pure":
+            env["DIAG_NO_EXT"] = "1"
+        ver = subprocess.run([sys.executable, "-m", "diag", "--version"], capture_output=True, text=True, env=env, check=True)
+        assert ("compiled" in ver.stdout) == (mode == "compiled"), ver.stdout
+        r = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", *paths], capture_output=True, env=env, timeout=300)
+        assert r.returncode in (0, 1), r.stderr
+        doc = json.loads(r.stdout)
+        doc["stats"].pop("seconds")
+        outs[mode] = doc
+    assert outs["compiled"] == outs["pure"]
+    assert outs["pure"]["traces"]
+
+
+# -- streamed --json == the in-memory document ---------------------------------------------------------
+def test_streamed_json_equals_the_in_memory_document(tmp_path):
+    paths = [CORPUS / "vllm" / "real-0.32.0-cpu" / "text-logoutputs.log", CORPUS / "vllm" / "synthetic-0.6.6-qwen2vl.log",
+             CORPUS / "seed-style" / "vllm.log", CORPUS / "lmdeploy" / "synthetic-0.16.log"]
+    want = _scan(paths, fast=True)
+    for flag in ([], ["--compact"]):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        r = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", *flag, *map(str, paths)], capture_output=True,
+                           env=env, timeout=120)
+        assert r.returncode in (0, 1), r.stderr
+        got = json.loads(r.stdout)
+        got["stats"].pop("seconds")
+        assert got == want
+        assert len(got["traces"]) > 10
