@@ -224,6 +224,53 @@ def naive_seconds(path: Path, sample: int = 50_000) -> tuple[float, int]:
     return time.process_time() - t0, len(pats)
 
 
+_BREAKDOWN = r"""
+import sys, time, types
+from diag import rules
+from diag.fastpath import FastSource, IMPLEMENTATION, split_classify
+from diag.jsondoc import TraceSpool
+from diag.parsers import SourceParser
+from diag.pipeline import Pipeline
+from diag.reader import LineSplitter, read_chunks
+path = sys.argv[1]
+rs = rules.load()
+def cpu(fn):
+    t = time.process_time(); n = fn(); return n, time.process_time() - t
+def classify_only():
+    n = 0
+    with open(path, "rb") as f:
+        carry = b""
+        for data in read_chunks(f):
+            data = carry + data
+            last = data.rfind(b"\n")
+            n += len(split_classify(data[:last], 1 << 20))
+            carry = data[last + 1:]
+    return n
+def events_only():
+    sink = types.SimpleNamespace(event=lambda ev: None)
+    src = FastSource(sink, SourceParser(path), LineSplitter())
+    with open(path, "rb") as f:
+        src.read(f)
+    return src.lines
+def pipeline(json):
+    spool = TraceSpool() if json else None
+    p = Pipeline(rs, keep_traces=False, trace_sink=spool.add if spool else None)
+    p.scan_path(path); p.finish()
+    return p.stats.lines
+print(IMPLEMENTATION)
+for name, fn in (("read + classify lines", classify_only), ("+ events (parse)", events_only),
+                 ("+ traces, facts, rules", lambda: pipeline(False)), ("+ traces to JSON", lambda: pipeline(True))):
+    n, dt = cpu(fn)
+    print(f"  {name:<24}: {n / dt:12,.0f} lines/s  ({dt / n * 1e6:5.2f} us/line cumulative)")
+"""
+
+
+def breakdown(path: Path, env: dict[str, str]) -> None:
+    """Where the time goes, stage by stage (CPU time in one process, cumulative)."""
+    r = subprocess.run(_pin() + [sys.executable, "-c", _BREAKDOWN, str(path)], capture_output=True, text=True, env=env)
+    print(r.stdout.rstrip() or r.stderr[-2000:])
+
+
 def best_of(k: int, fn) -> tuple[tuple[float, float, int], float]:
     runs = [fn() for _ in range(k)]
     best = min(runs, key=lambda r: r[0])
@@ -236,6 +283,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per tool; the best is reported with the spread")
     ap.add_argument("--only", choices=("diag", "all"), default="all", help="diag: skip lnav, grep and the naive loop")
     ap.add_argument("--keep", metavar="DIR", help="generate the logs into DIR and keep them (reused when present)")
+    ap.add_argument("--breakdown", action="store_true", help="also print the cost of each stage (classify, parse, analyse, JSON)")
     args = ap.parse_args()
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="diag-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -282,6 +330,10 @@ def main() -> None:
                 rows["naive loop"] = scaled
                 print(f"{'naive loop':<16}: {n_lines / scaled:12,.0f} lines/s {mb / scaled:7.1f} MB/s  ({npat} patterns on every line; "
                       f"CPU on 50,000 lines, scaled)")
+            if args.breakdown:
+                for env in (base_env, pure_env):
+                    print("where the time goes, diag", end=" ")
+                    breakdown(path, env)
             d = rows["diag (default)"]
             ratios = "  ".join(f"diag/{k.split(' ')[0]} = {v / d:.2f}x" for k, v in rows.items() if k != "diag (default)")
             print(f"ratios (speed of diag (default) relative to each): {ratios}")
