@@ -21,6 +21,8 @@ JOURNAL = re.compile(r"([A-Z][a-z]{2}) ([ \d]\d) (\d\d):(\d\d):(\d\d) (\S+) ([^\
 JOURNAL_ISO_TAIL = re.compile(r"(\S+) ([^\s\[:]+)\[(\d+)\]: ")
 PROC = re.compile(r"\(([A-Za-z_][^()]*?) pid=(\d+)(?:, ip=[^)]*)?\) ")
 RAY_REPEAT = re.compile(r" \[repeated (\d+)x across cluster\]\Z")
+# What is left of vLLM's prefix when a user cut the level and time: `[serving_chat.py:885] msg`.
+SRC_ONLY = re.compile(r"\[[\w./-]+\.py:\d+\] ")
 _MONTHS = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
 
 
@@ -28,6 +30,15 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
     """Remove wrappers; set ctx.proc/pid/wrap_ts. Returns the inner text and Ray's repeat count."""
     ctx.proc = ctx.pid = ctx.wrap_ts = None
     c = text[:1]
+    if c == " " and ctx.state.get("wrap_indent") and text.startswith(" " * ctx.state["wrap_indent"]):
+        # journalctl indents a multi-line message's continuation lines to the message's column
+        text = text[ctx.state["wrap_indent"]:]
+        c = text[:1]
+    if c == "[" and text[-1:] != "]" and ".py:" in text[:80]:
+        m = SRC_ONLY.match(text)
+        if m:
+            text = text[m.end():]
+            c = text[:1]
     if c != "(" and not c.isdigit() and text[3:4] != " " and "| " not in text[:48]:
         # the common case: no wrapper at all
         if text.endswith("cluster]"):
@@ -63,6 +74,7 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
                 ctx.wrap_ts = ctx.clock.yearless(month_number(mon), day, hh, mi, ss)
                 if m.group(8):
                     ctx.pid = int(m.group(8))
+                ctx.state["wrap_indent"] = m.end()
                 text = text[m.end():]
                 continue
             break
@@ -72,6 +84,10 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
                 text = text[m.end():]
                 continue
         break
+    if text[:1] == "[" and ".py:" in text[:80]:
+        m = SRC_ONLY.match(text)
+        if m:
+            text = text[m.end():]
     if text.endswith("cluster]"):
         m = RAY_REPEAT.search(text)
         if m:
