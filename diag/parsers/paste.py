@@ -23,6 +23,12 @@ _QUOTE = re.compile(r"(?:> ?)+(?=\S|\Z)")
 
 def clean(text: str) -> tuple[str, int]:
     """Remove the marks of a paste from one line; say whether it is a log line at all."""
+    if "```" in text:
+        # a code fence glued to the text it opens or closes
+        if text.startswith("```"):
+            text = text[3:] if " " in text[3:12] or text[3:4] in "[({<" else ""
+        if text.endswith("```"):
+            text = text[:-3]
     c = text[:1]
     if c in ">*`":
         if c == ">" and not text.startswith(">>>"):

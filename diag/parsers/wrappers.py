@@ -21,6 +21,13 @@ JOURNAL = re.compile(r"([A-Z][a-z]{2}) ([ \d]\d) (\d\d):(\d\d):(\d\d) (\S+) ([^\
 JOURNAL_ISO_TAIL = re.compile(r"(\S+) ([^\s\[:]+)\[(\d+)\]: ")
 PROC = re.compile(r"\(([A-Za-z_][^()]*?) pid=(\d+)(?:, ip=[^)]*)?\) ")
 RAY_REPEAT = re.compile(r" \[repeated (\d+)x across cluster\]\Z")
+# A time some other program put first: a process manager or log viewer (`2024-05-09 07:00:03 `,
+# FastChat's `2024-04-27 10:13:05 | ERROR | stderr | `), dmesg (`[ 1836.276684] `, `[Sun Mar 30
+# 08:24:00 2025] `, `--time-format iso` with a comma), CI runners (`[2026-04-22 21:34:20] `).
+STAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?:? (?:\| [A-Z]+ +\| [\w.-]+ +\| )?(?!- )")
+BRACKET_STAMP = re.compile(r"\[(?: *\d+\.\d+|[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}|\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?)\] ")
+# torch.distributed's rank tag: `[rank0]: `
+RANK = re.compile(r"\[rank\d+\]: ?")
 # What is left of vLLM's prefix when a user cut the level and time: `[serving_chat.py:885] msg`.
 SRC_ONLY = re.compile(r"\[[\w./-]+\.py:\d+\] ")
 _MONTHS = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
@@ -39,7 +46,7 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
         if m:
             text = text[m.end():]
             c = text[:1]
-    if c != "(" and not c.isdigit() and text[3:4] != " " and "| " not in text[:48]:
+    if c != "(" and c != "[" and not c.isdigit() and text[3:4] != " " and "| " not in text[:48]:
         # the common case: no wrapper at all
         if text.endswith("cluster]"):
             m = RAY_REPEAT.search(text)
@@ -65,6 +72,20 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
                 if j and not text.startswith(("INFO", "WARN", "ERROR", "DEBUG")):
                     ctx.pid = int(j.group(3))
                     text = text[j.end():]
+                continue
+            m = STAMP.match(text)
+            if m:
+                text = text[m.end():]
+                j = JOURNAL_ISO_TAIL.match(text)
+                if j and not text.startswith(("INFO", "WARN", "ERROR", "DEBUG")):
+                    ctx.pid = int(j.group(3))
+                    text = text[j.end():]
+                continue
+            break
+        if c == "[":
+            m = BRACKET_STAMP.match(text) or RANK.match(text)
+            if m:
+                text = text[m.end():]
                 continue
             break
         if text[3:4] == " " and text[:3] in _MONTHS:
