@@ -35,6 +35,8 @@ def clean(text: str) -> tuple[str, int]:
             m = _QUOTE.match(text)
             if m:
                 text = text[m.end():]
+                if text[:2] in ("- ", "* ", "+ "):
+                    text = text[2:]  # a list item inside the quote
         if text.startswith("**"):
             text = text[2:]
             if text.endswith("**"):
