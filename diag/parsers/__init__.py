@@ -191,6 +191,9 @@ class SourceParser:
         return self._lines < MAX_EVENT_LINES and self._chars < MAX_EVENT_CHARS
 
     def _append(self, ev: Event, text: str, line: Line) -> None:
+        skipped = line.lineno - max(ev.end_lineno, ev.lineno) - 1  # blank and `...` lines inside the record
+        if skipped > 0:
+            self._gap(ev, skipped)
         ev.end_lineno = line.lineno
         self._cr = line.cr
         if line.truncated:
@@ -200,17 +203,11 @@ class SourceParser:
         elif self._tb == _TB_BODY:
             if _is_exception_line(text):
                 self._tb = _TB_AFTER
-            else:
+            elif text[:1] in (" ", "\t", "^") or text.startswith("File \""):
                 # A frame: file, line and quoted source code. Rules see the traceback's header and its
                 # exception lines, never the code it passed through (which quotes error messages), and
                 # a deep stack cannot push the exception out of the record's bounds.
-                gaps = ev.gaps if ev.gaps is not None else []
-                at = len(ev.text)
-                if gaps and gaps[-1][0] == at:
-                    gaps[-1] = (at, gaps[-1][1] + 1)
-                else:
-                    gaps.append((at, 1))
-                ev.gaps = gaps
+                self._gap(ev, 1)
                 return
         if self._room():
             ev.text = f"{ev.text}\n{text}"
@@ -220,6 +217,17 @@ class SourceParser:
             ev.fields["cut_lines"] = ev.fields.get("cut_lines", 0) + 1
         if ev.kind == E.TIMING and ev.fmt == "llamacpp":
             llamacpp.reclassify(ev)
+
+    @staticmethod
+    def _gap(ev: Event, n: int) -> None:
+        """Record `n` physical lines left out of the record's text at its current end."""
+        gaps = ev.gaps if ev.gaps is not None else []
+        at = len(ev.text)
+        if gaps and gaps[-1][0] == at:
+            gaps[-1] = (at, gaps[-1][1] + n)
+        else:
+            gaps.append((at, n))
+        ev.gaps = gaps
 
     def _continues(self, text: str) -> bool:
         """Does an unrecognised line belong to the record being assembled?"""
