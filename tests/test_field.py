@@ -33,8 +33,8 @@ KNOWN_MISSES: dict[str, str] = {
     "engine/vllm-05-background-loop-quoted-list-prefix.log": _FRAMES,
     "engine/fastchat-vllm-worker-engine-loop-stderr.log": _FRAMES,
     "engine/vllm-01-hang-stats-in-prose-wrapped.log": "one stats line quoted in prose; a hang needs several intervals",
-    "context/client-error-hard-wrapped-blank-lines.log": "word-wrapped with blank lines between the pieces of one message: "
-                                                         "diag joins only terminal-width hard wraps, not prose paragraphs",
+    "context/client-error-hard-wrapped-blank-lines.log": "one message word-wrapped over lines with blank lines between: "
+                                                         "diag does not join wrapped lines back into one message",
 }
 
 

@@ -67,13 +67,8 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
             m = DOCKER_TS.match(text)
             if m:
                 ctx.wrap_ts = _rfc3339(m.group(1))
-                text = text[m.end():]
-                j = JOURNAL_ISO_TAIL.match(text)
-                if j and not text.startswith(("INFO", "WARN", "ERROR", "DEBUG")):
-                    ctx.pid = int(j.group(3))
-                    text = text[j.end():]
-                continue
-            m = STAMP.match(text)
+            else:
+                m = STAMP.match(text)  # a time we do not take: its zone and format are the writer's
             if m:
                 text = text[m.end():]
                 j = JOURNAL_ISO_TAIL.match(text)
