@@ -46,6 +46,14 @@ class Event:
     fields: dict[str, Any] = field(default_factory=dict)
     ts_inferred: bool = False  # ts copied from a neighbouring line
     repeated: int = 1  # Ray "[repeated Nx across cluster]"
+    gaps: list[tuple[int, int]] | None = None  # (offset in text, physical lines left out there): traceback frames
+
+    def line_at(self, offset: int) -> int:
+        """The physical line number of a character of `text` (records join lines, and leave frames out)."""
+        n = self.lineno + self.text.count("\n", 0, offset)
+        if self.gaps:
+            n += sum(k for at, k in self.gaps if at < offset)
+        return n
 
     @property
     def severe(self) -> bool:

@@ -192,7 +192,7 @@ class RuleEngine:
                 if k in ev.fields and k not in fields and ev.kind == E.ACCESS:
                     fields[k] = ev.fields[k]
             start = m.start() if m is not None else 0
-            hit = Hit(r, ev.ts, ev.path, ev.lineno + text.count("\n", 0, start), fields,
+            hit = Hit(r, ev.ts, ev.path, ev.line_at(start), fields,
                       trace.id if trace is not None else rid, make_excerpt(text, start))
             if r.unless_followed_by is not None:
                 self._held.append((hit, r.unless_followed_by[1], ev.path))

@@ -21,7 +21,7 @@ from diag import events as E
 from diag.events import Event
 from diag.prefilter import literal_needles
 
-CATEGORIES = ("oom", "model", "image", "context", "engine", "network", "dependency", "config", "performance", "other")
+CATEGORIES = ("oom", "gpu", "model", "image", "context", "engine", "network", "dependency", "config", "performance", "other")
 SEVERITIES = ("critical", "error", "warning", "info")
 SEVERITY_RANK = {s: i for i, s in enumerate(reversed(SEVERITIES))}  # info 0 … critical 3
 SCOPES = ("event", "trace")

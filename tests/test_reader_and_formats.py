@@ -92,7 +92,10 @@ def test_multiline_record_with_repeated_prefix_is_one_event():
             "ERROR 01-24 09:06:04 engine.py:135] torch.OutOfMemoryError: CUDA out of memory.\n"
             "ERROR 01-24 09:06:04 engine.py:135] another message\n")
     evs = parse_text(text)
-    assert len(evs) == 2 and evs[0].text.count("\n") == 3 and evs[0].end_lineno == 4
+    assert len(evs) == 2 and evs[0].end_lineno == 4
+    # the frame is not rule input; the exception line keeps its own line number
+    assert evs[0].text.count("\n") == 2 and "x.py" not in evs[0].text
+    assert evs[0].line_at(evs[0].text.index("torch.OutOfMemoryError")) == 4
 
 
 def test_raw_traceback_joins_the_record_before_it():

@@ -278,9 +278,23 @@ def scan_logs(ctx: Context) -> Any:
 
 
 def check_logs(ctx: Context) -> Result:
-    if not ctx.logs:
-        return Result("logs", SKIP, "no logs configured (--log PATH, repeatable)")
-    details, problems = [], []
+    from diag.doctor import kernel
+
+    klog = kernel.read()
+    kfound = kernel.findings(klog, ctx.server_pids, ctx.rules_dirs)
+    kdetail = (f"kernel log ({klog.source}, last hour): {len(kfound)} OOM-killer/Xid line(s) about the server"
+               if klog.source else f"kernel log not read: {klog.skipped}")
+    if not ctx.logs and not kfound:
+        return Result("logs", SKIP, "no logs configured (--log PATH, repeatable)", [kdetail])
+    details, problems = [kdetail], []
+    for rid, text in kfound[:10]:
+        details.append(f"kernel: {rid}: {text}")
+    if kfound:
+        problems.append((FAIL, f"the kernel log shows {', '.join(sorted({r for r, _ in kfound}))} in the last hour",
+                         "The kernel killed or faulted the server's processes, which the server's own log cannot say "
+                         "(it logs only that the engine exited). OOM killer: give the service more memory or lower its use "
+                         "(--swap-space, --cpu-offload-gb, fewer --max-num-seqs). Xid: see `diag doctor --check gpu`; "
+                         "Xid 79/74/48 point at the hardware."))
     now = time.time()
     for path in ctx.logs:
         if not os.path.exists(path):

@@ -16,7 +16,7 @@ from types import ModuleType
 from diag import events as E
 from diag.clock import Clock
 from diag.events import Event
-from diag.parsers import llamacpp, lmdeploy, nginx, proxy, uvicorn, vllm, wrappers
+from diag.parsers import llamacpp, lmdeploy, nginx, paste, proxy, uvicorn, vllm, wrappers
 from diag.parsers.base import Ctx
 from diag.reader import Line
 
@@ -26,7 +26,10 @@ FORMATS = tuple(PARSERS)
 MAX_EVENT_LINES = 400
 MAX_EVENT_CHARS = 256 * 1024
 
-_EXC_LINE = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|Warning|Failure|Fault)\b")
+_EXC_LINE = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|Warning|Failure|Fault|Timeout|Iteration)\b")
+# The last line of a traceback: a dotted name at column 0, then `: message` or nothing.
+_EXC_ANY = re.compile(r"[A-Za-z_][\w.]*(?::(?: |\Z)|\Z)")
+_TB_CHAIN = ("During handling", "The above exception", "Traceback")
 _TIMING_CONT = re.compile(r"\s*(?:prompt eval time|eval time|total time|draft acceptance)")
 _GENERIC_LEVEL = re.compile(r"(?:Fatal Python error|Traceback|Segmentation fault|Killed|Aborted)")
 
@@ -90,7 +93,12 @@ class SourceParser:
         start, start_lineno = self._prev_end, self._prev_lineno
         self._prev_end, self._prev_lineno = line.end_offset, line.lineno
         ctx = self.ctx
-        text, repeated = wrappers.strip(line.text, ctx)
+        text, mark = paste.clean(line.text)
+        if mark != paste.LOG:
+            if mark == paste.PROMPT:
+                return self.flush()  # what the user typed ends the record before it and is no log text
+            return []  # an elided stretch (`...`): the record around it goes on
+        text, repeated = wrappers.strip(text, ctx)
         parsed = None
         order = self.order
         for i, mod in enumerate(order):
@@ -108,7 +116,9 @@ class SourceParser:
             if not text.strip():
                 self._cr = line.cr
                 return out  # blank lines outside a record carry nothing
-            ev = Event(self.path, line.lineno, self.detected, E.RAW, _guess_level(text), None, text, ctx.proc, ctx.pid)
+            # An unprefixed line is in no format: which format wrote most lines so far must not decide
+            # which rules it meets (the same traceback would be found or missed by where it sits).
+            ev = Event(self.path, line.lineno, self.forced or "unknown", E.RAW, _guess_level(text), None, text, ctx.proc, ctx.pid)
             key = None
         else:
             ev, key = parsed
@@ -206,22 +216,43 @@ class SourceParser:
         return self._lines < MAX_EVENT_LINES and self._chars < MAX_EVENT_CHARS
 
     def _append(self, ev: Event, text: str, line: Line) -> None:
-        if self._room():
-            ev.text = f"{ev.text}\n{text}"
-            self._lines += 1
-            self._chars += len(text) + 1
-        else:
-            ev.fields["cut_lines"] = ev.fields.get("cut_lines", 0) + 1
+        skipped = line.lineno - max(ev.end_lineno, ev.lineno) - 1  # blank and `...` lines inside the record
+        if skipped > 0:
+            self._gap(ev, skipped)
         ev.end_lineno = line.lineno
         self._cr = line.cr
         if line.truncated:
             ev.fields["truncated"] = True
         if text.startswith("Traceback (most recent call last)"):
             self._tb = _TB_BODY
-        elif self._tb == _TB_BODY and _EXC_LINE.match(text):
-            self._tb = _TB_AFTER
+        elif self._tb == _TB_BODY:
+            if _is_exception_line(text):
+                self._tb = _TB_AFTER
+            elif text[:1] in (" ", "\t", "^") or text.startswith("File \""):
+                # A frame: file, line and quoted source code. Rules see the traceback's header and its
+                # exception lines, never the code it passed through (which quotes error messages), and
+                # a deep stack cannot push the exception out of the record's bounds.
+                self._gap(ev, 1)
+                return
+        if self._room():
+            ev.text = f"{ev.text}\n{text}"
+            self._lines += 1
+            self._chars += len(text) + 1
+        else:
+            ev.fields["cut_lines"] = ev.fields.get("cut_lines", 0) + 1
         if ev.kind == E.TIMING and ev.fmt == "llamacpp":
             llamacpp.reclassify(ev)
+
+    @staticmethod
+    def _gap(ev: Event, n: int) -> None:
+        """Record `n` physical lines left out of the record's text at its current end."""
+        gaps = ev.gaps if ev.gaps is not None else []
+        at = len(ev.text)
+        if gaps and gaps[-1][0] == at:
+            gaps[-1] = (at, gaps[-1][1] + n)
+        else:
+            gaps.append((at, n))
+        ev.gaps = gaps
 
     def _continues(self, text: str) -> bool:
         """Does an unrecognised line belong to the record being assembled?"""
@@ -250,6 +281,20 @@ def _looks_continued(msg: str) -> bool:
     when it reads like the inside of one."""
     return (not msg or msg[0] in " \t" or msg.startswith(("Traceback (most recent", "File \"", "During handling", "The above exception"))
             or _EXC_LINE.match(msg) is not None)
+
+
+_KEYWORDS = frozenset(("pass", "break", "continue", "return", "else:", "try:", "finally:", "raise", "yield"))
+
+
+def _is_exception_line(text: str) -> bool:
+    """The exception line that ends a traceback's frames: at column 0 (frames are indented), a
+    dotted name alone or followed by `: message` (`KeyError: 'qwen2_5_vl'`, `KeyboardInterrupt`),
+    or a line naming an error (a pasted traceback may have lost its indentation)."""
+    if not text or text[0] in " \t":
+        return False
+    if _EXC_LINE.match(text) is not None:
+        return True
+    return _EXC_ANY.match(text) is not None and text.split(None, 1)[0] not in _KEYWORDS
 
 
 def _guess_level(text: str) -> str | None:
