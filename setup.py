@@ -46,7 +46,7 @@ def _ext_modules() -> list:
         return []
     try:
         return cythonize(["diag/fastpath/_classify_c.pyx"], language_level=3, quiet=True,
-                         compiler_directives={"binding": False, "boundscheck": False, "wraparound": False})
+                         compiler_directives={"binding": False})
     except Exception as exc:  # noqa: BLE001
         _skip(exc)
         return []

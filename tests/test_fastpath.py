@@ -127,6 +127,9 @@ def fuzzed_log(seed: int, n: int = 6000) -> bytes:
             line = line + b" " + b"x" * rnd.randrange(300, 900)  # over the 512-byte cap used below
         elif x < 0.12:
             line = b"  " + line
+        elif x < 0.14:  # pasted into an issue: quotes, bold, code fences, elisions, shell prompts
+            line = rnd.choice((b"> " + line, b"**" + line + b"**", line + b"**", line + b"```", b"```" + line,
+                               b"`" + line + b"`", b"...", b"[...]", b"$ " + line, b"user@gpu:~$ vllm serve x"))
         out.append(line)
     return b"\n".join(out) + (b"\n" if rnd.random() < 0.5 else b"")
 

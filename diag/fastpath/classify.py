@@ -11,7 +11,9 @@ line's raw bytes for the full parser:
 
 A line is only given a tuple when the full path (wrappers, format parsers, multi-line records)
 would read it the same way: ASCII header, no carriage return, escape or NUL byte, no Ray repeat
-suffix, no trailing `:` that could open a multi-line record. Everything else — warnings, errors,
+suffix, no trailing `:` that could open a multi-line record, no mark of a paste (a leading `>` or
+`$`, a closing ``` or `**`). Whoever changes what `SourceParser.feed` does to a line before the
+format parsers see it changes this list too; tests/test_fastpath.py compares both on fuzzed logs. Everything else — warnings, errors,
 tracebacks, other formats, anything unusual — goes to the full parser and the rules whole.
 
 This module is plain Python on purpose: it is the pure path, and setup.py compiles the very
@@ -40,7 +42,8 @@ def split_classify(body: bytes, max_line: int) -> list:
     access_match = _ACCESS.match
     for raw in body.split(b"\n"):
         n = len(raw)
-        if n > max_line or n < 24 or b"\r" in raw or b"\x1b" in raw or b"\x00" in raw or raw.endswith(b"cluster]"):
+        if (n > max_line or n < 24 or b"\r" in raw or b"\x1b" in raw or b"\x00" in raw or raw.endswith(b"cluster]")
+                or raw[-1] in b"*`"):  # a paste's closing ``` or ** (diag.parsers.paste) is taken off first
             append(raw)
             continue
         c = raw[0]
