@@ -1,7 +1,7 @@
 """The hot path changes how fast, never what: `diag.fastpath` against the full parser, the
 compiled classifier against the pure one, the streamed `--json` against the in-memory document.
 
-Inputs: every log of the recorded corpus, and a fuzzed log (deterministic seed) built from real
+Inputs: every log of the recorded corpus and of the field corpus (pasted excerpts), and a fuzzed log (deterministic seed) built from real
 vLLM 0.32 / 0.6 and uvicorn lines with what breaks naive fast paths mixed in: carriage returns
 (vLLM's multi-line records), ANSI colours, NUL bytes, invalid UTF-8, non-ASCII prompts, lines
 over the length cap, trailing colons, Ray's repeat suffix, docker/compose prefixes, tracebacks
@@ -32,7 +32,9 @@ from diag.pipeline import Pipeline
 from diag.reader import LineSplitter
 from diag.report import to_json
 
+FIELD = Path(__file__).parent / "data" / "field"  # excerpts users pasted into issue threads
 LOGS = sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix not in (".md", ".json", ".txt"))
+LOGS += sorted(p for p in FIELD.rglob("*") if p.is_file() and p.suffix not in (".md", ".json", ".toml"))
 
 try:
     compiled = importlib.import_module("diag.fastpath._classify_c")
@@ -146,7 +148,7 @@ def _fast_in_chunks(log: Path, seed: int, max_line: int) -> tuple[dict, int]:
 
 
 # -- fast path == full path -----------------------------------------------------------------------
-@pytest.mark.parametrize("log", LOGS, ids=lambda p: str(p.relative_to(CORPUS)))
+@pytest.mark.parametrize("log", LOGS, ids=lambda p: str(p.relative_to(p.parents[2])))
 def test_fast_path_gives_the_full_paths_document_on_corpus_log(log):
     assert _scan([log], fast=True) == _scan([log], fast=False)
 
