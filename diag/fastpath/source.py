@@ -92,7 +92,7 @@ class FastSource:
                 mod, other = UVI, VLLM
             else:
                 mod, other = VLLM, UVI
-            if parser.has_pending or not (order[0] is mod or (order[1] is mod and order[0] is other)):
+            if not parser.between_records or not (order[0] is mod or (order[1] is mod and order[0] is other)):
                 # the full parser decides (a record being assembled may take this line)
                 text, cr = normalise(raw)
                 for ev in feed(Line(lineno, text, cr, False, offset)):

@@ -152,12 +152,19 @@ class SourceParser:
             out.extend(self.flush())  # nothing can follow it: hand it over now (a follower's latency)
         return out
 
+    @property
+    def between_records(self) -> bool:
+        """Would the next complete line of a known format be parsed on its own? No record is being
+        assembled that could take it. `diag.fastpath` builds events itself only while this holds:
+        any state that changes how `feed` reads a line belongs in this test."""
+        return self._pending is None
+
     def took(self, ev: Event, end_offset: int) -> None:
         """`diag.fastpath` turned one complete line into `ev` by itself: the bookkeeping `feed`
         does for such a line (position, format counts and order, time of untimed lines).
 
         Only for a line `feed` would have parsed into the same event and handed over at once:
-        nothing pending, and no parser tried before `ev`'s own one could have taken the line.
+        `between_records`, and no parser tried before `ev`'s own one could have taken the line.
         """
         self._prev_end, self._prev_lineno = end_offset, ev.lineno
         mod = PARSERS[ev.fmt]
