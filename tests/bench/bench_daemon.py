@@ -39,6 +39,11 @@ def start(state: Path, log: Path) -> subprocess.Popen:
     return p
 
 
+def stop(d: subprocess.Popen, timeout: float = 30) -> None:
+    d.send_signal(signal.SIGTERM)
+    d.wait(timeout)
+
+
 def request_lines(i: int) -> str:
     ts = time.strftime("%m-%d %H:%M:%S")
     rid = f"chatcmpl-{i:016x}"
@@ -76,8 +81,7 @@ def bench_latency(tmp: Path, n: int = 300) -> None:
                 lat.append((time.perf_counter() - t0) * 1000)
                 time.sleep(0.02)
     finally:
-        d.send_signal(signal.SIGTERM)
-        d.wait(30)
+        stop(d, 30)
     print(f"append -> trace visible (with its HTTP status): p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms, "
           f"max {max(lat):.1f} ms over {n} requests   (target p99 <= 50 ms)")
 
@@ -97,8 +101,7 @@ def bench_cpu(tmp: Path, seconds: float) -> None:
         cpu = sum(proc.cpu_times()[:2]) - c0
         wall = time.perf_counter() - t0
     finally:
-        d.send_signal(signal.SIGTERM)
-        d.wait(30)
+        stop(d, 30)
     print(f"daemon CPU at a steady 1000 lines/s: {100 * cpu / wall:.2f} % of one core ({cpu:.2f} s CPU over {wall:.1f} s)   "
           f"(target <= 3 %)")
 
@@ -109,8 +112,7 @@ def bench_catchup(tmp: Path, n: int) -> None:
     state.mkdir()
     log.write_text("")
     d = start(state, log)
-    d.send_signal(signal.SIGTERM)
-    d.wait(30)
+    stop(d, 30)
     subprocess.run([sys.executable, str(WRITER), str(log), str(n), "1000000000", ""], check=True, capture_output=True)
     db_path = state / "diag.sqlite3"
     last = f"chatcmpl-{n - 1:016x}"
@@ -135,8 +137,7 @@ def bench_catchup(tmp: Path, n: int) -> None:
             time.sleep(0.05)
         elapsed = time.perf_counter() - t0
     finally:
-        d.send_signal(signal.SIGTERM)
-        d.wait(60)
+        stop(d, 60)
     print(f"catch-up after downtime: {3 * n:,} lines in {elapsed:.1f} s (start-up included) = {3 * n / elapsed:,.0f} lines/s, "
           f"{3 * n / max(cpu, 1e-9):,.0f} lines per CPU second   (target >= 500,000 lines/s)")
 
@@ -162,8 +163,7 @@ def bench_rss(tmp: Path, n: int) -> None:
         rss = proc.memory_info().rss
         count = db.execute("SELECT count(*) FROM traces").fetchone()[0]
     finally:
-        d.send_signal(signal.SIGTERM)
-        d.wait(60)
+        stop(d, 60)
     print(f"RSS after {n:,} requests ({3 * n:,} lines, {count:,} traces stored): {rss / 2**20:.0f} MB (peak {peak / 2**20:.0f} MB); "
           f"caught up in {elapsed:.0f} s = {3 * n / elapsed:,.0f} lines/s sustained   (target RSS <= 100 MB)")
 
