@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 from pathlib import Path
 
 from diag.config import Config, LogSpec
@@ -49,6 +49,8 @@ class FileReader:
     last_data: float = field(default_factory=time.monotonic)
     rotated_at: float | None = None
     pending_lines: list[Line] = field(default_factory=list)  # salvaged from a copy, fed before new reads
+    raw: bool = False  # hand new data over as raw chunks (bytes) for the consumer to split (diag.fastpath)
+    fast: Any = None  # the consumer's per-reader state for raw chunks
     consumed: int = -1  # lines fed to the parser, including any it still holds
 
     def __post_init__(self) -> None:
@@ -62,26 +64,33 @@ class FileReader:
     def fileno(self) -> int:
         return self.f.fileno()  # type: ignore[attr-defined]
 
-    def read(self, limit: int = READ_CHUNK) -> list[Line]:
-        """New complete lines, at most about `limit` bytes of them."""
-        out, self.pending_lines = self.pending_lines, []
+    def read(self, limit: int = READ_CHUNK) -> list[Line | bytes]:
+        """New complete lines (or, `raw`, the chunk they are in), at most about `limit` bytes of them."""
+        out: list[Line | bytes] = list(self.pending_lines)
+        self.pending_lines = []
         data = os.read(self.fileno(), limit)
         if not data:
             return out
         self.last_data = time.monotonic()
-        out.extend(self.splitter.feed(data))
+        self._take(out, data)
         return out
 
-    def read_to_eof(self, budget: int = 64 * READ_CHUNK) -> list[Line]:
-        out: list[Line] = []
+    def read_to_eof(self, budget: int = 64 * READ_CHUNK) -> list[Line | bytes]:
+        out: list[Line | bytes] = []
         while budget > 0:
             data = os.read(self.fileno(), READ_CHUNK)
             if not data:
                 break
             self.last_data = time.monotonic()
-            out.extend(self.splitter.feed(data))
+            self._take(out, data)
             budget -= len(data)
         return out
+
+    def _take(self, out: list[Line | bytes], data: bytes) -> None:
+        if self.raw:
+            out.append(data)  # the consumer runs it through this reader's splitter, in order
+        else:
+            out.extend(self.splitter.feed(data))
 
     def close(self) -> None:
         try:
@@ -109,9 +118,11 @@ class FileReader:
 
 class Follower:
     def __init__(self, cfg: Config, stored: list[SourceState],
-                 consume: Callable[[FileReader, list[Line], bool], None] | None = None):
+                 consume: Callable[[FileReader, list[Line], bool], None] | None = None, raw_chunks: bool = False):
         """`consume(reader, lines, flush)` runs lines through the reader's parser at once; the
-        follower needs it when lines come from a copy and must be applied before the file restarts."""
+        follower needs it when lines come from a copy and must be applied before the file restarts.
+        With `raw_chunks`, readers hand new data over as bytes (see `FileReader.raw`)."""
+        self.raw_chunks = raw_chunks
         self.consume = consume or (lambda r, lines, flush: r.pending_lines.extend(lines))
         self.cfg = cfg
         self.readers: dict[str, FileReader] = {}  # key -> reader (active and rotated)
@@ -255,7 +266,7 @@ class Follower:
         splitter = LineSplitter(self.cfg.max_line_bytes, state.offset, max(state.lineno, 0))
         splitter.truncated_lines = state.truncated_lines
         state.state = "rotated" if rotated else "active"
-        r = FileReader(state, f, splitter, parser)
+        r = FileReader(state, f, splitter, parser, raw=self.raw_chunks)
         if restart_at_zero:
             log.info("%s: truncated or rewritten while diag was down; resuming from the start", path)
             self._salvage(path, r, state.offset)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class FastSource:
-    """One source read to the end in large chunks.
+    """One source fed in chunks of bytes: read to the end (`diag scan`) or as it grows (the daemon).
 
     Line numbers, byte offsets, truncation of over-long lines and the unterminated last line
     follow `LineSplitter` exactly (it still handles every line that spans a chunk boundary).
@@ -44,7 +44,13 @@ class FastSource:
         for ev in self.parser.flush():
             self.pipe.event(ev)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> int:
+        """One chunk: every line it completes goes through the pipeline. Returns how many."""
+        before = self.lines
+        self._feed(data)
+        return self.lines - before
+
+    def _feed(self, data: bytes) -> None:
         sp = self.splitter
         if not sp.idle:  # the end of a line begun in the previous chunk
             nl = data.find(b"\n")
