@@ -33,6 +33,7 @@ class FastSource:
         self.path = parser.path
         self.lines = 0
         self._split_classify = split_classify
+        self._at = (0, 0)  # (line number, offset) just past the line being applied
 
     def read(self, f: BinaryIO, progress: Callable[[int], None] | None = None, chunk: int = CHUNK) -> None:
         """The whole stream, then its unterminated last line and the record still being assembled."""
@@ -68,21 +69,34 @@ class FastSource:
             self._slow(sp.feed(data[last + 1:]))
 
     def _block(self, body: bytes) -> None:
+        sp = self.splitter
+        max_line = sp.max_line
+        lineno, offset = sp.lineno, sp.offset
+        records = self._split_classify(body, max_line)
+        first = lineno
+        try:
+            self._apply(records, lineno, offset)
+        finally:
+            # where LineSplitter would be if it had handed these lines out (also if one of them raised)
+            lineno, offset = self._at
+            self.lines += lineno - first
+            sp.lineno, sp.offset = lineno, offset
+
+    def _apply(self, records: list, lineno: int, offset: int) -> None:
         sp, parser, pipe = self.splitter, self.parser, self.pipe
         event, feed, took = pipe.event, parser.feed, parser.took
         path = self.path
         max_line = sp.max_line
-        lineno, offset = sp.lineno, sp.offset
         order = parser.order
         VLLM, UVI = vllm, uvicorn
         classify_msg, access_fields, stamp_time = vllm.classify, uvicorn.access_fields, vllm.stamp_time
         ctx = parser.ctx
-        records = self._split_classify(body, max_line)
-        self.lines += len(records)
+        self._at = (lineno, offset)
         for rec in records:
             lineno += 1
             if rec.__class__ is bytes:
                 offset += len(rec) + 1
+                self._at = (lineno, offset)
                 truncated = len(rec) > max_line
                 if truncated:
                     sp.truncated_lines += 1
@@ -94,6 +108,7 @@ class FastSource:
             kind = rec[0]
             raw = rec[1]
             offset += len(raw) + 1
+            self._at = (lineno, offset)
             if kind == C.ACCESS:
                 mod, other = UVI, VLLM
             else:
@@ -114,7 +129,6 @@ class FastSource:
                 classify_msg(ev, msg)
             took(ev, offset)
             event(ev)
-        sp.lineno, sp.offset = lineno, offset
 
     def _slow(self, lines) -> None:
         feed, event = self.parser.feed, self.pipe.event
