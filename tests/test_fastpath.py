@@ -27,7 +27,7 @@ from conftest import CORPUS
 from diag import rules
 from diag.fastpath import FastSource
 from diag.fastpath import classify as pure_classify
-from diag.parsers import SourceParser
+from diag.parsers import FORMATS, SourceParser
 from diag.pipeline import Pipeline
 from diag.reader import LineSplitter
 from diag.report import to_json
@@ -171,6 +171,20 @@ def test_fast_path_gives_the_full_paths_document_on_fuzzed_log(tmp_path, seed):
     del full["files"], full["stats"]
     assert chunked == full
     assert lines == lines_full == data.count(b"\n") + (not data.endswith(b"\n"))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_fast_path_gives_the_full_paths_document_with_a_forced_format(tmp_path, fmt):
+    """--format puts a parser first: the fast path must not claim lines that parser would take."""
+    log = tmp_path / "fuzz.log"
+    log.write_bytes(fuzzed_log(100))
+    docs = []
+    for fast in (False, True):
+        pipe = Pipeline(rules.load(), fast=fast, max_line=512)
+        pipe.scan_path(str(log), fmt)
+        pipe.finish()
+        docs.append(_doc(pipe))
+    assert docs[0] == docs[1]
 
 
 def test_fast_path_takes_most_lifecycle_lines():
