@@ -41,6 +41,7 @@ class Daemon:
         self.done: dict[str, Trace] = {}
         self.pipe = Pipeline(rs, on_hit=self._on_hit, on_trace=self._trace_done, keep_traces=False, max_line=cfg.max_line_bytes)
         self.pipe.assembler.max_open = cfg.max_open_traces
+        self.pipe.internal.restore(self.store.meta().get("internal_errors"))
         for t in self.store.open_traces(cfg.max_open_traces):
             self.pipe.assembler.adopt(t)
         self.follower = Follower(cfg, self.store.sources(), self._consume)
@@ -136,13 +137,7 @@ class Daemon:
         return busy
 
     def _consume(self, r: FileReader, lines: list, flush: bool) -> None:
-        feed, event = r.parser.feed, self.pipe.event
-        for line in lines:
-            for ev in feed(line):
-                event(ev)
-        if flush:
-            for ev in r.parser.flush():
-                event(ev)
+        self.pipe.feed_line_batch(r.parser, lines, flush)
         r.consumed += len(lines)
 
     def periodic(self) -> None:
@@ -186,6 +181,7 @@ class Daemon:
         m["heartbeat"] = time.time()
         m["errors"] = dict(self.follower.errors)
         m["rule_errors"] = list(self.pipe.engine.errors)
+        m["internal_errors"] = self.pipe.internal.to_dict()
         deadline = time.monotonic() + (30 if block else 0)
         while True:
             try:

@@ -102,6 +102,7 @@ class RuleEngine:
         self.on_hit = on_hit
         self.trace_lookup = trace_lookup or (lambda rid: None)
         self.errors: list[str] = list(ruleset.errors)
+        self.internal: Any = None  # diag.guard.InternalErrors, set by the pipeline
         self.set_rules(ruleset)
         self._suppress_seen: dict[tuple[str, str], float] = {}  # (path, rule) -> last time a quieting line was seen
         self._held: deque[tuple[Hit, int, Any]] = deque()  # hits waiting to see whether a retry follows
@@ -157,47 +158,55 @@ class RuleEngine:
             if self._search(r, pat, text) is not None:
                 self._suppress_seen[(ev.path, r.id)] = ev.ts or 0.0
         for r in self._rules_for(ev):
-            if r.consecutive > 1 and r.needles and not any(n in text for n in r.needles):
-                self._streak.pop((r.id, ev.path), None)
-                continue
-            m = None
-            for p in r.patterns:
-                m = self._search(r, p, text)
-                if m is not None or r.disabled:
-                    break
-            if r.patterns and m is None:
-                if r.consecutive > 1:
-                    self._streak.pop((r.id, ev.path), None)
-                continue
+            try:
+                self._apply(r, ev, text)
+            except Exception as exc:  # noqa: BLE001 - one rule's bug costs that rule this event only
+                if self.internal is None:
+                    raise
+                self.internal.record("rules", ev.path, ev.lineno, exc, rule=r.id)
+
+    def _apply(self, r: Rule, ev: Event, text: str) -> None:
+        if r.consecutive > 1 and r.needles and not any(n in text for n in r.needles):
+            self._streak.pop((r.id, ev.path), None)
+            return
+        m = None
+        for p in r.patterns:
+            m = self._search(r, p, text)
+            if m is not None or r.disabled:
+                break
+        if r.patterns and m is None:
             if r.consecutive > 1:
-                n = self._streak.get((r.id, ev.path), 0) + 1
-                self._streak[(r.id, ev.path)] = n
-                if n != r.consecutive:
-                    continue
-            if r.unless is not None and self._search(r, r.unless, text) is not None:
-                continue
-            groups = {k: v for k, v in m.groupdict().items() if v is not None} if m is not None else {}
-            rid = ev.fields.get("request_id")
-            if rid is None and "session" in ev.fields:
-                rid = f"session-{ev.fields['session']}"
-            trace = self.trace_lookup(rid) if rid else None
-            if r.when and not condition_holds(r.when, _lookup(groups, ev.fields, trace)):
-                continue
-            if r.unless_after is not None:
-                seen = self._suppress_seen.get((ev.path, r.id))
-                if seen is not None and (ev.ts is None or ev.ts - seen <= r.unless_after[1]):
-                    continue
-            fields = dict(groups)
-            for k in ("status", "path", "method", "reason"):
-                if k in ev.fields and k not in fields and ev.kind == E.ACCESS:
-                    fields[k] = ev.fields[k]
-            start = m.start() if m is not None else 0
-            hit = Hit(r, ev.ts, ev.path, ev.lineno + text.count("\n", 0, start), fields,
-                      trace.id if trace is not None else rid, make_excerpt(text, start))
-            if r.unless_followed_by is not None:
-                self._held.append((hit, r.unless_followed_by[1], ev.path))
-                continue
-            self._emit(hit, trace)
+                self._streak.pop((r.id, ev.path), None)
+            return
+        if r.consecutive > 1:
+            n = self._streak.get((r.id, ev.path), 0) + 1
+            self._streak[(r.id, ev.path)] = n
+            if n != r.consecutive:
+                return
+        if r.unless is not None and self._search(r, r.unless, text) is not None:
+            return
+        groups = {k: v for k, v in m.groupdict().items() if v is not None} if m is not None else {}
+        rid = ev.fields.get("request_id")
+        if rid is None and "session" in ev.fields:
+            rid = f"session-{ev.fields['session']}"
+        trace = self.trace_lookup(rid) if rid else None
+        if r.when and not condition_holds(r.when, _lookup(groups, ev.fields, trace)):
+            return
+        if r.unless_after is not None:
+            seen = self._suppress_seen.get((ev.path, r.id))
+            if seen is not None and (ev.ts is None or ev.ts - seen <= r.unless_after[1]):
+                return
+        fields = dict(groups)
+        for k in ("status", "path", "method", "reason"):
+            if k in ev.fields and k not in fields and ev.kind == E.ACCESS:
+                fields[k] = ev.fields[k]
+        start = m.start() if m is not None else 0
+        hit = Hit(r, ev.ts, ev.path, ev.lineno + text.count("\n", 0, start), fields,
+                  trace.id if trace is not None else rid, make_excerpt(text, start))
+        if r.unless_followed_by is not None:
+            self._held.append((hit, r.unless_followed_by[1], ev.path))
+            return
+        self._emit(hit, trace)
 
     def _search(self, rule: Rule, pat: Any, text: str):
         try:

@@ -69,6 +69,7 @@ def status_doc(store: Store) -> dict[str, Any]:
         "traces": counts["traces"],
         "findings": counts["findings"],
         "rule_errors": meta.get("rule_errors") or [],
+        "internal_errors": meta.get("internal_errors") or {},
     }
 
 
@@ -87,6 +88,9 @@ def print_status(doc: dict[str, Any], console: Console) -> None:
     console.print(f"{doc['traces']} traces, {doc['findings']} findings stored")
     for e in doc["rule_errors"]:
         console.print(f"[red]rule error:[/] {escape(e)}")
+    for stage, e in doc.get("internal_errors", {}).items():
+        console.print(f"[red]internal errors in {escape(stage)}:[/] {e['count']}, last at {escape(e['last_location'])} "
+                      f"({escape(e['last_error'])})")
 
 
 def trace_doc(store: Store, tid: str) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         if m is None:
             return None
         mi, ss, ms, us, lv, body = m.groups()
-        rel = int(mi) * 60 + int(ss) + int(ms) / 1e3 + int(us) / 1e6
+        rel = (to_int(mi) or 0) * 60 + int(ss) + int(ms) / 1e3 + int(us) / 1e6
         level = _LEVEL[lv]
     elif c == "{":
         if not text.startswith('{"type":'):
@@ -70,9 +70,9 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
             func, slot, task, msg = m.groups()
             ev.src = "slot " + func.strip()
             ev.proc = "slot"
-            ev.fields["slot"] = int(slot)
-            tid = int(task)
-            if tid >= 0:
+            ev.fields["slot"] = to_int(slot)
+            tid = to_int(task)
+            if tid is not None and tid >= 0:
                 ev.fields["task"] = tid
             classify_slot(ev, func.strip(), msg)
             return ev, None
@@ -112,7 +112,7 @@ def classify_slot(ev: Event, func: str, msg: str) -> None:
         if m:
             ev.kind = E.FINISHED
             f["released"] = True
-            f["n_tokens"] = int(m.group(1))
+            f["n_tokens"] = to_int(m.group(1))
             f["truncated"] = m.group(2) != "0"
 
 
@@ -156,10 +156,10 @@ def classify_srv(ev: Event, func: str, msg: str) -> None:
         if m:
             from diag.parsers.uvicorn import access_fields
 
-            access_fields(ev, m.group(3), m.group(1), m.group(2), int(m.group(4)))
+            access_fields(ev, m.group(3), m.group(1), m.group(2), to_int(m.group(4)))
     elif func == "process_chun" and msg.startswith("processing image"):
         f["image_event"] = True
     elif "got exception" in msg:
         m = _EXC_CODE.search(msg)
         if m:
-            f["http_status"] = int(m.group(1))
+            f["http_status"] = to_int(m.group(1))

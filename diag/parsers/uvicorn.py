@@ -10,7 +10,7 @@ import re
 
 from diag import events as E
 from diag.events import Event
-from diag.parsers.base import Ctx, Parsed
+from diag.parsers.base import Ctx, Parsed, to_int
 
 NAME = "uvicorn"
 

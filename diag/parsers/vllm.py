@@ -117,8 +117,8 @@ def classify(ev: Event, msg: str) -> None:
             if m:
                 ev.kind = E.RECEIVED
                 f["request_id"] = m.group(1)
-                f["prompt_tokens"] = int(m.group(2))
-                f["images"] = int(m.group(3))
+                f["prompt_tokens"] = to_int(m.group(2))
+                f["images"] = to_int(m.group(3))
                 f["added"] = True
         elif msg.startswith("Aborted request"):
             m = _ABORTED.match(msg)
@@ -162,7 +162,7 @@ def classify(ev: Event, msg: str) -> None:
             if m:
                 ev.kind = E.OUTPUT
                 f["request_id"] = m.group(2)
-                f["token_index"] = int(m.group(1))
+                f["token_index"] = to_int(m.group(1))
                 f["token_text"] = _literal(m.group(3)) or ""  # transient: dropped by the trace assembler
     elif c == "F":
         if msg.startswith("Finished request "):
@@ -175,8 +175,8 @@ def classify(ev: Event, msg: str) -> None:
             if m:
                 ev.kind = E.FINISHED
                 f["request_id"] = m.group(1)
-                f["total_tokens"] = int(m.group(2))
-                f["latency_s"] = float(m.group(3))
+                f["total_tokens"] = to_int(m.group(2))
+                f["latency_s"] = to_float(m.group(3))
     elif c == "S" and msg.startswith("Sequence group ") and "preempted" in msg:
         f["request_id_preempted"] = msg.split(" ", 3)[2]
 
@@ -242,8 +242,8 @@ def _stats(ev: Event, msg: str) -> None:
     m = _STATS_V0.search(msg)
     if m:
         f.update(
-            prompt_tps=float(m.group(1)), gen_tps=float(m.group(2)), running=int(m.group(3)),
-            swapped=int(m.group(4)), waiting=int(m.group(5)), kv_usage=float(m.group(6)),
+            prompt_tps=to_float(m.group(1)), gen_tps=to_float(m.group(2)), running=to_int(m.group(3)),
+            swapped=to_int(m.group(4)), waiting=to_int(m.group(5)), kv_usage=to_float(m.group(6)),
         )
         return
     body = msg.split(": ", 1)[1] if msg.startswith("Engine") else msg
