@@ -200,7 +200,15 @@ class Daemon:
                 time.sleep(1)
 
     def reload(self) -> None:
+        """SIGHUP: re-read config and rules. Never exits: whatever is wrong is logged, and a rule
+        that no longer loads keeps its previous version (a broken file keeps all of its old rules)."""
         self.reload_requested = False
+        try:
+            self._reload()
+        except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down
+            log.error("reload failed (%s); keeping the running configuration and rules", type(exc).__name__)
+
+    def _reload(self) -> None:
         try:
             cfg = config.load(self.config_arg)
         except config.ConfigError as exc:
@@ -208,14 +216,14 @@ class Daemon:
             return
         cfg.logs.extend(self.extra_logs)
         rs = rules.load(cfg.rules_dirs)
-        if rs.errors:
-            for e in rs.errors:
-                log.error("reload: rules not reloaded: %s", e)
-            log.error("reload: keeping the %d rules already loaded", len(self.pipe.engine.rules))
-        else:
-            self.pipe.engine.set_rules(rs)
-            self.pipe.engine.errors = []
-            log.info("reload: %d rules", len(rs.rules))
+        for e in rs.errors:
+            log.error("reload: %s", e)
+        kept = rules.keep_previous(rs, self.pipe.engine.rules)
+        if kept:
+            log.error("reload: kept the previous version of %d rule(s) that no longer load: %s", len(kept), ", ".join(kept))
+        self.pipe.engine.set_rules(rs)
+        self.pipe.engine.errors = list(rs.errors)
+        log.info("reload: %d rules", len(rs.rules))
         self.follower.cfg.logs = cfg.logs
         self.follower.discover(force=True)
         self._stop_watching()
