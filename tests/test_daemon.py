@@ -160,25 +160,43 @@ def test_long_lines_garbage_partial_lines_and_permission_denied(tmp_path):
         assert d.wait(timeout=30) == 0
 
 
-def test_sighup_with_a_broken_rule_file_keeps_the_old_rules(tmp_path):
+USER_RULE = """
+[[rule]]
+id = "user-marker"
+title = "User marker"
+category = "other"
+severity = "error"
+match = 'USERMARK (?P<n>\\d+)'
+summary = "marker {n}"
+remedy = "remove the marker from the log please"
+examples = [{ text = "USERMARK 7", fields = { n = "7" } }]
+counter_examples = ["nothing here"]
+"""
+
+
+def test_sighup_with_broken_rule_files_keeps_the_old_rules_and_never_exits(tmp_path):
     logs, state, rules_dir = tmp_path / "logs", tmp_path / "state", tmp_path / "rules"
     for p in (logs, state, rules_dir):
         p.mkdir()
     log = logs / "vllm.log"
     log.write_text("")
+    (rules_dir / "user.toml").write_text(USER_RULE)
     cfg = tmp_path / "diag.toml"
     cfg.write_text(f'[daemon]\nrules_dirs = ["{rules_dir}"]\n[[log]]\npath = "{log}"\n')
     d, err = start_daemon(state, extra=("--config", str(cfg)))
     try:
         wait_for(lambda: status(state)["sources"], 20, "startup")
-        (rules_dir / "broken.toml").write_text("[[rule]]\nid = 'x'\ntitle = \n")
+        (rules_dir / "broken.toml").write_text("[[rule]]\nid = 'x'\ntitle = \n")  # not TOML
+        (rules_dir / "user.toml").write_text(USER_RULE + 'consecutive = "three"\n')  # TOML, but a wrong type
         d.send_signal(signal.SIGHUP)
         time.sleep(1.5)
+        assert d.poll() is None  # a SIGHUP never exits
         with open(log, "a") as f:
-            f.write("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
-        wait_for(lambda: status(state)["findings"] == 1, 20, "the built-in rule still working")
+            f.write("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\nUSERMARK 3\n")
+        wait_for(lambda: status(state)["findings"] == 2, 20, "the built-in rule and the old user rule still working")
         text = Path(err).read_text()
-        assert "rules not reloaded" in text and "broken.toml" in text
+        assert "broken.toml" in text and f"{rules_dir / 'user.toml'}:3: rule user-marker: `consecutive` must be" in text
+        assert "kept the previous version of 1 rule(s) that no longer load: user-marker" in text
         assert d.poll() is None
     finally:
         d.terminate()
