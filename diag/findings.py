@@ -18,6 +18,7 @@ from diag.clock import iso
 from diag.events import Event
 from diag.prefilter import literal_needles
 from diag.redact import excerpt as make_excerpt
+from diag.usercontent import clean
 from diag.rules import MATCH_TIMEOUT, SEVERITY_RANK, Rule, RuleSet, condition_holds, event_applies
 from diag.traces import Trace
 
@@ -196,10 +197,10 @@ class RuleEngine:
             seen = self._suppress_seen.get((ev.path, r.id))
             if seen is not None and (ev.ts is None or ev.ts - seen <= r.unless_after[1]):
                 return
-        fields = dict(groups)
+        fields = {k: clean(v) for k, v in groups.items()}  # what a pattern captured is bounded and redacted like an excerpt
         for k in ("status", "path", "method", "reason"):
             if k in ev.fields and k not in fields and ev.kind == E.ACCESS:
-                fields[k] = ev.fields[k]
+                fields[k] = clean(ev.fields[k])
         start = m.start() if m is not None else 0
         hit = Hit(r, ev.ts, ev.path, ev.lineno + text.count("\n", 0, start), fields,
                   trace.id if trace is not None else rid, make_excerpt(text, start))

@@ -11,6 +11,7 @@ import json
 import re
 
 from diag import events as E
+from diag import usercontent
 from diag.events import Event
 from diag.parsers.base import Ctx, Parsed, to_float, to_int
 
@@ -63,6 +64,8 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
     ev = Event(ctx.path, 0, NAME, E.LOG, level, None, body, ctx.proc, ctx.pid)
     if rel is not None:
         ev.fields["t_rel"] = rel
+    if _DUMP_HINT in body or "'" in body:
+        _mask_user(ev, ctx)
     b = body[:1]
     if b == "s":
         m = SLOT.match(body)
@@ -94,6 +97,29 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
     if body.startswith("image decoded") or body.startswith("processing image"):
         ev.fields["image_event"] = True
     return ev, None
+
+
+# Where llama-server -v writes user content: the prompt pieces of a multimodal request (`add_text:`),
+# the chat template's example and generation prompt, the generated parser. What follows such a line
+# on lines without a prefix belongs to it (`SourceParser` keeps those lines out as a whole).
+_DUMP_HINT = "_"  # cheap guard: every marker below contains an underscore or a quote
+_DUMP_START = re.compile(r"add_text: |generation_prompt='|example_format: '|generated parser:|formatted_chat|prompt_text")
+
+
+def _mask_user(ev: Event, ctx: Ctx) -> None:
+    m = _DUMP_START.search(ev.text)
+    if m is None:
+        return
+    t = ev.text
+    start = m.end()
+    q = t[start - 1] if t[start - 1] == "'" else None
+    end = None
+    if q is not None:
+        close = t.find("'", start)
+        end = close if close >= 0 else None
+    ev.text = usercontent.mask(t, start, end, "prompt", ev.fields)
+    if end is None:
+        ctx.state["user_dump"] = True  # the dump goes on on the next, unprefixed lines
 
 
 def classify_slot(ev: Event, func: str, msg: str) -> None:
@@ -141,7 +167,7 @@ def classify_srv(ev: Event, func: str, msg: str) -> None:
             ev.kind = E.FAILED
             f["request_id"] = f"task-{m.group(1)}"
             reason = m.group(2)
-            f["reason"] = reason[:200]
+            f["reason"] = usercontent.clean(reason, 200)
             f["http_status"] = 400 if "exceeds the available context size" in reason or "larger than the max context" in reason else 500
             if f["http_status"] == 400:
                 f["rejected"] = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from diag import events as E
+from diag import usercontent
 from diag.events import Event
 from diag.parsers.base import Ctx, Parsed, to_float, to_int
 
@@ -113,3 +114,6 @@ def classify(ev: Event, msg: str) -> None:
         f["request_id"] = f"session-{m.group(1)}"
         f["prompt_chars"] = max(0, len(m.group(3)) - 2)
         f["detail"] = True
+        g = ev.text.find("gen_config=")
+        start = g if 0 <= g < m.start(3) else m.start(3)
+        ev.text = usercontent.mask(ev.text, start, None, "request", f)  # stop words, prompt
