@@ -31,9 +31,9 @@ _DATA_URI = re.compile(r"\bdata:([\w.+-]+/[\w.+-]+)?[;,][^\s\"'<>)\]]*", re.I)
 _QUERY = re.compile(r"(?<=[\s\"])(/[^\s?\"]*)\?[^\s\"]*")
 # a request line: `GET /v1/models?x HTTP/1.1` (access logs, nginx's `request: "..."`)
 _REQUEST_LINE = re.compile(r"\b(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH) (/[^\s\"]*)")
-# a body (JSON or a Python repr) with user-content keys: from its opening brace to the end of the line;
-# a validation error's echo of the input (pydantic `input_value=...`, `'input': ...`) likewise
-_BODY = re.compile(r"""\{[^{}\n]{0,200}?["'](?:messages|prompt|content|input|text|image_url|generated|input_value)["']\s*:|\binput_value=""")
+# a body (JSON or a Python repr) with a user-content key: masked from its outermost opening brace to
+# the end of the line; a validation error's echo of the input (pydantic `input_value=...`) likewise
+_BODY_KEY = re.compile(r"""["'](?:messages|prompt|content|input|text|image_url|generated|input_value|prompt_text)["']\s*:|\binput_value=""")
 
 
 def placeholder(what: str, n: int) -> str:
@@ -115,9 +115,11 @@ def scrub(text: str) -> str:
     if "?" in text and "/" in text:
         text = _QUERY.sub(_query_sub, text)
     if ("{" in text and ":" in text) or "input_value=" in text:
-        m = _BODY.search(text)
+        m = _BODY_KEY.search(text)
         if m is not None:
-            text = text[: m.start()] + placeholder("body", len(text) - m.start())
+            b = text.find("{", 0, m.start())
+            start = b if b >= 0 else m.start()
+            text = text[:start] + placeholder("body", len(text) - start)
     return text
 
 
