@@ -41,7 +41,9 @@ class Daemon:
         self.done: dict[str, Trace] = {}
         self.pipe = Pipeline(rs, on_hit=self._on_hit, on_trace=self._trace_done, keep_traces=False, max_line=cfg.max_line_bytes)
         self.pipe.assembler.max_open = cfg.max_open_traces
-        self.pipe.internal.restore(self.store.meta().get("internal_errors"))
+        stored_meta = self.store.meta()
+        self.pipe.internal.restore(stored_meta.get("internal_errors"))
+        self.pipe.engine.restore_held(stored_meta.get("held_hits"))
         for t in self.store.open_traces(cfg.max_open_traces):
             self.pipe.assembler.adopt(t)
         self.follower = Follower(cfg, self.store.sources(), self._consume)
@@ -50,7 +52,7 @@ class Daemon:
         self.reload_requested = False
         self.started = time.time()
         self._observer: Any = None
-        self._pending_commit: tuple[list, list, list] | None = None
+        self._pending_commit: tuple[list, list, list, list] | None = None
         self._last_prune = 0.0
         self._last_stuck = 0.0
         self._last_watchdog = 0.0
@@ -144,6 +146,7 @@ class Daemon:
         now = time.time()
         if now - self._last_stuck >= 1.0:
             self._last_stuck = now
+            self.pipe.engine.release_due(now)
             for t in self.pipe.assembler.mark_stuck(now, self.cfg.stuck_after):
                 self.pipe.engine.check_trace(t, final=False)
             if self.hits or self.pipe.assembler.changed:
@@ -174,10 +177,12 @@ class Daemon:
             traces.update(self.done)
             self.done = {}
             states = {s.key: s for s in self.follower.states()}
-            self._pending_commit = (list(traces.values()), self.hits, list(states.values()))
+            # held hits go with the offsets past their lines: after a crash they are restored, not lost
+            self._pending_commit = (list(traces.values()), self.hits, list(states.values()), self.pipe.engine.held_state())
             self.hits = []
-        traces, hits, states = self._pending_commit
+        traces, hits, states, held = self._pending_commit
         m = dict(meta or {})
+        m["held_hits"] = held
         m["heartbeat"] = time.time()
         m["errors"] = dict(self.follower.errors)
         m["rule_errors"] = list(self.pipe.engine.errors)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -106,7 +107,8 @@ class RuleEngine:
         self.internal: Any = None  # diag.guard.InternalErrors, set by the pipeline
         self.set_rules(ruleset)
         self._suppress_seen: dict[tuple[str, str], float] = {}  # (path, rule) -> last time a quieting line was seen
-        self._held: deque[tuple[Hit, int, Any]] = deque()  # hits waiting to see whether a retry follows
+        # hits waiting to see whether a retry follows: (hit, events left, source path, wall-clock time held)
+        self._held: deque[tuple[Hit, int, Any, float]] = deque()
         self._streak: dict[tuple[str, str], int] = {}  # (rule, path) -> consecutive matching events
 
     def set_rules(self, ruleset: RuleSet) -> None:
@@ -205,7 +207,7 @@ class RuleEngine:
         hit = Hit(r, ev.ts, ev.path, ev.lineno + text.count("\n", 0, start), fields,
                   trace.id if trace is not None else rid, make_excerpt(text, start))
         if r.unless_followed_by is not None:
-            self._held.append((hit, r.unless_followed_by[1], ev.path))
+            self._held.append((hit, r.unless_followed_by[1], ev.path, time.time()))
             return
         self._emit(hit, trace)
 
@@ -218,9 +220,9 @@ class RuleEngine:
 
     def _check_held(self, ev: Event) -> None:
         keep: deque = deque()
-        for hit, left, path in self._held:
+        for hit, left, path, since in self._held:
             if path != ev.path:
-                keep.append((hit, left, path))
+                keep.append((hit, left, path, since))
                 continue
             pat = hit.rule.unless_followed_by[0]  # type: ignore[index]
             if self._search(hit.rule, pat, ev.text) is not None:
@@ -228,13 +230,49 @@ class RuleEngine:
             if left <= 1:
                 self._emit(hit, None)
             else:
-                keep.append((hit, left - 1, path))
+                keep.append((hit, left - 1, path, since))
         self._held = keep
 
+    def release_due(self, now: float) -> int:
+        """The daemon's tick: a held hit whose source stayed quiet for the rule's `within_s` is real
+        (the failure was the last line written). Returns how many were released."""
+        n = 0
+        keep: deque = deque()
+        for item in self._held:
+            hit, _left, _path, since = item
+            if now - since >= hit.rule.hold_s:
+                self._emit(hit, None)
+                n += 1
+            else:
+                keep.append(item)
+        self._held = keep
+        return n
+
+    def held_state(self) -> list[dict[str, Any]]:
+        """Held hits as data, committed with the read offsets past their lines: a hit that is
+        neither stored nor re-read after a crash would be lost."""
+        return [{"rule": h.rule.id, "ts": h.ts, "path": h.path, "line": h.line, "fields": h.fields, "request_id": h.request_id,
+                 "excerpt": h.excerpt, "left": left, "since": since} for h, left, _p, since in self._held]
+
+    def restore_held(self, items: Any) -> None:
+        """Held hits of a previous run (`held_state`), for rules that still exist."""
+        if not isinstance(items, list):
+            return
+        by_id = {r.id: r for r in self.rules}
+        for d in items:
+            try:
+                r = by_id.get(d["rule"])
+                if r is None or r.unless_followed_by is None:
+                    continue
+                hit = Hit(r, d["ts"], d["path"], int(d["line"]), dict(d["fields"]), d["request_id"], str(d["excerpt"]))
+                self._held.append((hit, int(d["left"]), d["path"], float(d["since"])))
+            except (KeyError, TypeError, ValueError):
+                continue
+
     def flush(self) -> None:
-        """End of input (or idle): held hits with no retry after them are real."""
+        """End of input (or shutdown): held hits with no retry after them are real."""
         while self._held:
-            hit, _, _ = self._held.popleft()
+            hit = self._held.popleft()[0]
             self._emit(hit, None)
 
     def _emit(self, hit: Hit, trace: Trace | None) -> None:

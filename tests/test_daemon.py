@@ -257,3 +257,45 @@ def test_systemd_unit_verifies(tmp_path):
                  "ProtectHome=", "NoNewPrivileges=yes", "PrivateTmp=yes", "ExecReload=/bin/kill -HUP $MAINPID", "--check-config"):
         assert want in text
     assert "PrivateDevices" not in text.replace("# Not PrivateDevices=", "")
+
+
+def _findings_of(state: Path, rule: str) -> list[dict]:
+    s = Store(state / "diag.sqlite3", readonly=True)
+    try:
+        return [f for f in s.findings() if f["rule"] == rule]
+    finally:
+        s.close()
+
+
+def test_a_held_hit_on_the_last_line_survives_kill9_and_is_stored_exactly_once(tmp_path):
+    """llama.cpp's allocation failure is held to see whether a retry follows. As the last line of
+    the log it is released by the daemon's tick; a SIGKILL while it is held loses nothing (it is
+    committed with the offset past its line), and a restart does not store it twice."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    state.mkdir()
+    log = logs / "llama.log"
+    log.write_text("")
+    d, err = start_daemon(state, str(log))
+    try:
+        wait_for(lambda: status(state)["sources"], 20, "startup")
+        with open(log, "a") as f:
+            f.write("0.00.512.000 I srv    load_model: loading model\n"
+                    "0.00.512.020 E ggml_gallocr_reserve_n: failed to allocate CUDA0 buffer of size 9663676416\n")
+        wait_for(lambda: all(s["lag_bytes"] == 0 and s["lines_read"] == 2 for s in status(state)["sources"]), 20, "the lines read")
+        time.sleep(1.5)  # committed, still held (the hold lasts 10 s)
+        assert _findings_of(state, "llamacpp-alloc-failed") == []
+        d.send_signal(signal.SIGKILL)
+        d.wait()
+        d, err = start_daemon(state, str(log))
+        wait_for(lambda: _findings_of(state, "llamacpp-alloc-failed"), 30, "the held hit released after the restart")
+        time.sleep(2)
+        d.send_signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+        d, err = start_daemon(state, str(log))  # and once more: nothing is re-read or re-released
+        time.sleep(3)
+        found = _findings_of(state, "llamacpp-alloc-failed")
+        assert len(found) == 1 and found[0]["line"] == 2 and found[0]["severity"] == "critical"
+    finally:
+        d.terminate()
+        assert d.wait(timeout=30) == 0
