@@ -44,6 +44,7 @@ class Daemon:
         stored_meta = self.store.meta()
         self.pipe.internal.restore(stored_meta.get("internal_errors"))
         self.pipe.engine.restore_held(stored_meta.get("held_hits"))
+        self.pipe.assembler.ids.restore(stored_meta.get("trace_ids"))
         for t in self.store.open_traces(cfg.max_open_traces):
             self.pipe.assembler.adopt(t)
         self.follower = Follower(cfg, self.store.sources(), self._consume)
@@ -183,6 +184,7 @@ class Daemon:
         traces, hits, states, held = self._pending_commit
         m = dict(meta or {})
         m["held_hits"] = held
+        m["trace_ids"] = self.pipe.assembler.ids.to_state()
         m["heartbeat"] = time.time()
         m["errors"] = dict(self.follower.errors)
         m["rule_errors"] = list(self.pipe.engine.errors)

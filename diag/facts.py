@@ -66,9 +66,10 @@ _FLOATS = frozenset({"max_concurrency", "kv_cache_gib", "weights_gib", "init_sec
 
 
 class FactCollector:
-    def __init__(self, on_model: Callable[[str, str], None] | None = None):
+    def __init__(self, on_model: Callable[[str, str], None] | None = None, on_start: Callable[[str], None] | None = None):
         self.by_source: dict[str, dict[str, Any]] = {}
         self.on_model = on_model
+        self.on_start = on_start  # a server start: the trace assembler begins a new id epoch
 
     def feed(self, ev: Event) -> None:
         if ev.kind not in (E.LOG, E.RAW) or ev.level in ("ERROR", "CRITICAL"):
@@ -102,6 +103,8 @@ class FactCollector:
             facts = self.by_source.setdefault(ev.path, {"server": ev.fmt, "starts": 0})
             facts["starts"] += 1
             facts["last_start"] = ev.ts
+            if self.on_start is not None:
+                self.on_start(ev.path)
         if ev.text.startswith(_SHUTDOWN) or any(s in text for s in _SHUTDOWN):
             facts = self.by_source.setdefault(ev.path, {"server": ev.fmt, "starts": 0})
             facts["shutdowns"] = facts.get("shutdowns", 0) + 1

@@ -38,6 +38,7 @@ class Hit:
     fields: dict[str, Any]
     request_id: str | None
     excerpt: str
+    count: int = 1  # occurrences this hit stands for (Ray's "[repeated 7x across cluster]")
 
 
 @dataclass
@@ -52,13 +53,13 @@ class Finding:
     excerpt: str = ""
 
     def add(self, h: Hit) -> None:
-        self.count += 1
+        self.count += h.count
         if h.ts is not None:
             if self.first_seen is None or h.ts < self.first_seen:
                 self.first_seen = h.ts
             if self.last_seen is None or h.ts > self.last_seen:
                 self.last_seen = h.ts
-        if self.count == 1:
+        if not self.fields and not self.excerpt:
             self.fields = h.fields
             self.excerpt = h.excerpt
         if h.request_id and h.request_id not in self.request_ids and len(self.request_ids) < MAX_IDS:
@@ -102,7 +103,7 @@ class RuleEngine:
 
     def __init__(self, ruleset: RuleSet, on_hit: Callable[[Hit], None], trace_lookup: Callable[[str], Trace | None] | None = None):
         self.on_hit = on_hit
-        self.trace_lookup = trace_lookup or (lambda rid: None)
+        self.trace_lookup = trace_lookup or (lambda rid, path=None: None)
         self.errors: list[str] = list(ruleset.errors)
         self.internal: Any = None  # diag.guard.InternalErrors, set by the pipeline
         self.set_rules(ruleset)
@@ -192,7 +193,7 @@ class RuleEngine:
         rid = ev.fields.get("request_id")
         if rid is None and "session" in ev.fields:
             rid = f"session-{ev.fields['session']}"
-        trace = self.trace_lookup(rid) if rid else None
+        trace = self.trace_lookup(rid, ev.path) if rid else None
         if r.when and not condition_holds(r.when, _lookup(groups, ev.fields, trace)):
             return
         if r.unless_after is not None:
@@ -205,7 +206,7 @@ class RuleEngine:
                 fields[k] = clean(ev.fields[k])
         start = m.start() if m is not None else 0
         hit = Hit(r, ev.ts, ev.path, ev.lineno + text.count("\n", 0, start), fields,
-                  trace.id if trace is not None else rid, make_excerpt(text, start))
+                  trace.id if trace is not None else rid, make_excerpt(text, start), max(1, ev.repeated))
         if r.unless_followed_by is not None:
             self._held.append((hit, r.unless_followed_by[1], ev.path, time.time()))
             return
@@ -252,7 +253,7 @@ class RuleEngine:
         """Held hits as data, committed with the read offsets past their lines: a hit that is
         neither stored nor re-read after a crash would be lost."""
         return [{"rule": h.rule.id, "ts": h.ts, "path": h.path, "line": h.line, "fields": h.fields, "request_id": h.request_id,
-                 "excerpt": h.excerpt, "left": left, "since": since} for h, left, _p, since in self._held]
+                 "excerpt": h.excerpt, "count": h.count, "left": left, "since": since} for h, left, _p, since in self._held]
 
     def restore_held(self, items: Any) -> None:
         """Held hits of a previous run (`held_state`), for rules that still exist."""
@@ -264,7 +265,8 @@ class RuleEngine:
                 r = by_id.get(d["rule"])
                 if r is None or r.unless_followed_by is None:
                     continue
-                hit = Hit(r, d["ts"], d["path"], int(d["line"]), dict(d["fields"]), d["request_id"], str(d["excerpt"]))
+                hit = Hit(r, d["ts"], d["path"], int(d["line"]), dict(d["fields"]), d["request_id"], str(d["excerpt"]),
+                          int(d.get("count", 1)))
                 self._held.append((hit, int(d["left"]), d["path"], float(d["since"])))
             except (KeyError, TypeError, ValueError):
                 continue

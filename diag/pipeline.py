@@ -54,8 +54,8 @@ class Pipeline:
         self._on_trace = on_trace
         self.keep_traces = keep_traces
         self.traces: list[Trace] = []
-        self.assembler = TraceAssembler(on_done=self._trace_done)
-        self.facts = FactCollector(on_model=self.assembler.models.__setitem__)
+        self.assembler = TraceAssembler(on_done=self._trace_done, keep_http=keep_traces)
+        self.facts = FactCollector(on_model=self.assembler.models.__setitem__, on_start=self.assembler.new_epoch)
         self.engine = RuleEngine(ruleset, on_hit=self._hit, trace_lookup=self.assembler.get)
         self.stats = Stats()
         self.internal = InternalErrors()

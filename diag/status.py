@@ -127,5 +127,6 @@ def print_findings(rows: list[dict[str, Any]], console: Console) -> None:
     for r in rows:
         when = iso(r["ts"] or r["created_at"])
         rid = f" [{escape(r['request_id'])}]" if r["request_id"] else ""
-        console.print(f"{when} [bold]{r['severity']}[/] {r['rule']}{rid}: {escape(r['summary'] or '')}  "
+        times = f" ×{r['count']}" if r.get("count", 1) > 1 else ""
+        console.print(f"{when} [bold]{r['severity']}[/] {r['rule']}{times}{rid}: {escape(r['summary'] or '')}  "
                       f"[dim]{escape(str(r['path']))}:{r['line']}[/]")
