@@ -243,6 +243,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
     store = _open_store(args)
     doc = trace_doc(store, args.id)
     if doc is None:
+        cands = store.trace_candidates(args.id, 21)
+        if len(cands) > 1:
+            more = " …" if len(cands) > 20 else ""
+            raise UsageError(f"{args.id!r} is ambiguous: {len(cands) if not more else 'more than 20'} traces start with it "
+                             f"({', '.join(cands[:20])}{more})")
         print(f"diag: no trace {args.id!r} in {store.path}", file=sys.stderr)
         return 1
     if args.json:

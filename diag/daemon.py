@@ -47,7 +47,7 @@ class Daemon:
         self.pipe.assembler.ids.restore(stored_meta.get("trace_ids"))
         for t in self.store.open_traces(cfg.max_open_traces):
             self.pipe.assembler.adopt(t)
-        self.follower = Follower(cfg, self.store.sources(), self._consume)
+        self.follower = Follower(cfg, self.store.sources(), self._consume, forget=self.pipe.forget)
         self.wake = threading.Event()
         self.stopping = False
         self.reload_requested = False

@@ -113,3 +113,7 @@ class FactCollector:
             name = facts.get("served_model_name") or facts.get("model")
             if name:
                 self.on_model(ev.path, name)
+
+    def forget(self, path: str) -> None:
+        """A source that is gone for good: its facts are not needed any more (they were reported)."""
+        self.by_source.pop(path, None)

@@ -271,6 +271,19 @@ class RuleEngine:
             except (KeyError, TypeError, ValueError):
                 continue
 
+    def forget(self, path: str) -> None:
+        """A source that is gone for good: its held hits are real (nothing can follow them any more),
+        and what is kept per source (quieting lines seen, streaks) goes."""
+        keep: deque = deque()
+        for item in self._held:
+            if item[2] == path:
+                self._emit(item[0], None)
+            else:
+                keep.append(item)
+        self._held = keep
+        self._suppress_seen = {k: v for k, v in self._suppress_seen.items() if k[0] != path}
+        self._streak = {k: v for k, v in self._streak.items() if k[1] != path}
+
     def flush(self) -> None:
         """End of input (or shutdown): held hits with no retry after them are real."""
         while self._held:

@@ -102,6 +102,14 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001
             self.internal.record("rules", ev.path, ev.lineno, exc)
 
+    def forget(self, path: str) -> None:
+        """A followed file is gone for good: every stage drops what it keeps for it (held hits are released)."""
+        for stage, obj in (("rules", self.engine), ("traces", self.assembler), ("facts", self.facts)):
+            try:
+                obj.forget(path)
+            except Exception as exc:  # noqa: BLE001
+                self.internal.record(stage, path, 0, exc)
+
     def parse(self, parser: SourceParser, line: Line) -> list[Event]:
         """One line through its source's parser, guarded: a line the parser chokes on is skipped."""
         try:

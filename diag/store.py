@@ -201,10 +201,20 @@ class Store:
         return [Trace.from_state(json.loads(r[0])) for r in rows]
 
     def trace(self, tid: str) -> dict[str, Any] | None:
+        """The trace with this id, or the only one whose id starts with it (see `trace_candidates`)."""
         r = self.db.execute("SELECT data FROM traces WHERE id = ?", (tid,)).fetchone()
         if r is None:
-            r = self.db.execute("SELECT data FROM traces WHERE id LIKE ? ORDER BY updated_at DESC LIMIT 1", (tid + "%",)).fetchone()
+            ids = self.trace_candidates(tid, 2)
+            if len(ids) == 1:
+                r = self.db.execute("SELECT data FROM traces WHERE id = ?", (ids[0],)).fetchone()
         return json.loads(r[0]) if r else None
+
+    def trace_candidates(self, prefix: str, limit: int = 20) -> list[str]:
+        """Ids starting with `prefix`, compared literally and case-sensitively (no LIKE wildcards)."""
+        if not prefix:
+            return []
+        return [r[0] for r in self.db.execute("SELECT id FROM traces WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT ?",
+                                              (len(prefix), prefix, limit))]
 
     def load_trace(self, tid: str) -> Trace | None:
         r = self.db.execute("SELECT data FROM traces WHERE id = ?", (tid,)).fetchone()

@@ -457,6 +457,22 @@ class TraceAssembler:
         self.open.pop(t.id, None)
         self.recent.pop(t.id, None)
 
+    def forget(self, path: str) -> None:
+        """A source that is gone for good (a deleted, globbed file): drop what is kept per path, so
+        following thousands of short-lived files one after another does not grow memory."""
+        self._flush_waiting(path)
+        gone = [t for t in list(self.open.values()) + list(self.recent.values()) if t.source == path]
+        for t in gone:
+            self._settle_final(t)  # no line can follow: hand them over as they are
+            self._finish(t)
+        if gone:
+            ids = {t.id for t in gone}
+            self.alias = OrderedDict((k, v) for k, v in self.alias.items() if v not in ids)
+        self.ids.forget(path)
+        for d in (self.models, self._last_started, self._just_ended, self._awaiting):
+            d.pop(path, None)
+        self.ends_logged.discard(path)
+
     def adopt(self, t: Trace) -> None:
         """A trace still in flight when the daemon last stopped: carry on assembling it."""
         self.open[t.id] = t

@@ -141,3 +141,13 @@ def test_ray_repeat_counts_are_stored(tmp_path):
     s = Store(tmp_path / "s.sqlite3")
     s.commit([], hits, [])
     assert [(f["rule"], f["count"]) for f in s.findings()] == [("cuda-oom", 7)]
+
+
+def test_pieces_of_one_rotated_log_are_one_source(tmp_path):
+    """`llama.log.1` + `llama.log` (or date-stamped pieces) are one server's log: ids get no source suffix."""
+    lines = _many_tasks_then_restart(tmp_path, 10, 0).read_text().splitlines(True)
+    cut = len(lines) // 2 + 1
+    (tmp_path / "llama.log.1").write_text("".join(lines[:cut]))
+    (tmp_path / "llama.log").write_text("".join(lines[cut:]))
+    ids = [t["id"] for t in scan(tmp_path / "llama.log.1", tmp_path / "llama.log")["traces"]]
+    assert sorted(ids) == sorted(f"task-{i}" for i in range(10))
