@@ -228,3 +228,26 @@ def test_bad_config_exits_2_with_one_line(tmp_path, body, why):
     r = _diag("daemon", "--check-config", "--config", str(cfg))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().count("\n") == 0 and str(cfg) in r.stderr and why in r.stderr, r.stderr
+
+
+# -- rules lint: catastrophic patterns found from structure, not from a stopwatch -----------------
+
+@pytest.mark.parametrize("pattern,bad", [
+    (r"(x+x+)+y", True), (r"(\w+\s?)*$", True), (r"(a*)*b", True), (r"((ab)+)*c", True), (r"(?:\s*\w+)+:", True),
+    (r"(?:\d+,)*\d+", False), (r"(a|b)*c", False), (r"(?>a+)+b", False), (r"a++b", False), (r"ERROR.*?x", False),
+    (r"CUDA out of memory\. Tried to allocate (?P<size>[\d.]+ [KMGT]?i?B)", False),
+])
+def test_catastrophic_patterns_are_found_by_structure(pattern, bad):
+    from diag.rulelint import catastrophic
+
+    assert (catastrophic(pattern) is not None) == bad
+
+
+def test_rules_lint_flags_a_catastrophic_user_rule_and_passes_the_builtins(tmp_path):
+    p = write(tmp_path, "evil.toml", RULE.format(rid="evil", extra="").replace("match = 'MARKER (?P<n>\\d+)'", "match = '(x+x+)+y'")
+              .replace('{ text = "MARKER 7", fields = { n = "7" } }', '"xxy"'))
+    r = _diag("rules", "lint", str(p))
+    out = " ".join(r.stdout.split())  # rich may wrap the line
+    assert r.returncode == 1 and "rule evil: pattern '(x+x+)+y' can backtrack catastrophically (nested unbounded repetition)" in out
+    r = _diag("rules", "lint")
+    assert r.returncode == 0 and "0 problem(s)" in r.stdout
