@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import free_port  # noqa: E402 - the tests' helper
 
 
 def main() -> int:
