@@ -43,6 +43,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     err = _console(stderr=True)
     if args.format and args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r} (known: {', '.join(FORMATS)})")
+    if args.max_line_bytes < 1024:
+        raise UsageError(f"--max-line-bytes {args.max_line_bytes}: must be at least 1024")
     try:
         since = parse_user_time(args.since) if args.since else None
         until = parse_user_time(args.until) if args.until else None

@@ -45,6 +45,7 @@ class Daemon:
         self.pipe.internal.restore(stored_meta.get("internal_errors"))
         self.pipe.engine.restore_held(stored_meta.get("held_hits"))
         self.pipe.assembler.ids.restore(stored_meta.get("trace_ids"))
+        self.pipe.assembler.ends_logged.update(p for p in stored_meta.get("ends_logged") or [] if isinstance(p, str))
         for t in self.store.open_traces(cfg.max_open_traces):
             self.pipe.assembler.adopt(t)
         self.follower = Follower(cfg, self.store.sources(), self._consume, forget=self.pipe.forget)
@@ -185,6 +186,7 @@ class Daemon:
         m = dict(meta or {})
         m["held_hits"] = held
         m["trace_ids"] = self.pipe.assembler.ids.to_state()
+        m["ends_logged"] = sorted(self.pipe.assembler.ends_logged)
         m["heartbeat"] = time.time()
         m["errors"] = dict(self.follower.errors)
         m["rule_errors"] = list(self.pipe.engine.errors)

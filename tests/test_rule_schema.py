@@ -251,3 +251,11 @@ def test_rules_lint_flags_a_catastrophic_user_rule_and_passes_the_builtins(tmp_p
     assert r.returncode == 1 and "rule evil: pattern '(x+x+)+y' can backtrack catastrophically (nested unbounded repetition)" in out
     r = _diag("rules", "lint")
     assert r.returncode == 0 and "0 problem(s)" in r.stdout
+
+
+@pytest.mark.parametrize("value", ["-1", "0"])
+def test_a_bad_max_line_bytes_exits_2_with_one_line(tmp_path, value):
+    log = tmp_path / "x.log"
+    log.write_text("INFO 01-24 10:00:00 [x.py:1] hello\n")
+    r = _diag("scan", "--max-line-bytes", value, str(log))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--max-line-bytes" in r.stderr, r.stderr
