@@ -84,3 +84,28 @@ def test_trace_prefix_is_literal_and_an_ambiguous_one_lists_the_candidates(tmp_p
     assert _trace("100_", *state).returncode == 1
     assert _trace("chatcmpl-aaa2", "--json", *state).returncode == 0
     assert _trace("CHATCMPL-AAA2", *state).returncode == 1  # ids are case-sensitive
+
+
+def test_copytruncate_salvage_reads_at_most_its_budget(tmp_path, monkeypatch):
+    """The bytes a copytruncate took are read back from the copy, up to a budget (memory: they are
+    applied at once), and what is past it is reported, not silently dropped or read whole."""
+    from diag import tail
+
+    monkeypatch.setattr(tail, "SALVAGE_BUDGET", 4096)
+    log = tmp_path / "vllm.log"
+    line = "(APIServer pid=1) INFO 01-24 10:00:00 [x.py:1] " + "y" * 50 + "\n"
+    log.write_text(line * 10)
+    got: list = []
+    cfg = config.Config(logs=[config.LogSpec(str(log))], state_dir=tmp_path / "state", from_beginning=True, use_inotify=False)
+    f = tail.Follower(cfg, [], consume=lambda r, lines, flush: got.extend(lines))
+    f.discover(force=True)
+    f.poll()
+    with open(log, "a") as fh:
+        fh.write(line * 300)  # written after the last read: only the copy will have it
+    copy = tmp_path / "vllm.log.1"
+    copy.write_bytes(log.read_bytes())
+    log.write_text("")  # truncated
+    f.poll()
+    assert 4096 // len(line) - 1 <= len(got) <= 4096 // len(line) + 1  # the budget's worth of lines, not 300
+    assert "salvage budget" in f.errors[str(log)]
+    f.close()

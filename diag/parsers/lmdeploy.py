@@ -101,7 +101,7 @@ def classify(ev: Event, msg: str) -> None:
     if m:
         ev.kind = E.FAILED
         f["request_id"] = f"session-{m.group(1)}"
-        f["reason"] = (m.group(2) or "error").replace("ResponseType.", "")
+        f["reason"] = usercontent.clean((m.group(2) or "error").replace("ResponseType.", ""), 200)
         return
     m = _CANCELLED.search(msg)
     if m:
