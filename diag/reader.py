@@ -14,6 +14,7 @@ import io
 import os
 import re
 import sys
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -180,8 +181,8 @@ def read_chunks(f: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
     while True:
         try:
             data = f.read(size)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise InputError(f"read failed: {exc}") from None
+        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:  # truncated or corrupt gzip, I/O error
+            raise InputError(f"read failed: {type(exc).__name__}: {exc}") from None
         if not data:
             return
         yield data

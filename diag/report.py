@@ -124,6 +124,7 @@ def to_json(pipe: Pipeline, summary: TraceSummary | None = None) -> dict[str, An
         "summary": trace_summary(pipe, summary),
         "facts": facts,
         "rule_errors": pipe.engine.errors,
+        "internal_errors": pipe.internal.to_dict(),
         "stats": {"lines": pipe.stats.lines, "events": pipe.stats.events, "seconds": round(pipe.stats.seconds, 4)},
     }
 

@@ -96,6 +96,15 @@ _TEMPLATES = [
     '10.0.0.1 - - [22/Nov/2026:18:28:00 +0000] "POST /v1/chat/completions HTTP/1.1" 200 512 "-" "python-httpx"',
     "srv  log_server_r: request: POST /completion 127.0.0.1 200",
     "INFO:     Started server process [16263]",
+    # user content the parsers must take out whatever path reads the line
+    'INFO:     10.0.0.1:{port} - "GET /v1/models?api_key=SECRET HTTP/1.1" 200 OK',
+    'INFO:     10.0.0.1:{port} - "POST /v1/chat/completions?trace=SECRET HTTP/1.1" 200 OK',
+    'INFO:     10.0.0.1:{port} - "GET /files/SECRET-report.pdf HTTP/1.1" 404 Not Found',
+    "INFO {ts} logger.py:37] Received request {rid}: prompt: 'look at https://img.example.com/SECRET.png?sig=1 and "
+    "data:image/png;base64,SECRET {{\"content\": \"SECRET\"}}', params: SamplingParams(n=1, max_tokens={n}), "
+    "prompt_token_ids: [1, 2], lora_request: None.",
+    "(APIServer pid=16263) INFO {ts} [request_logger.py:65] Received request {rid}: params: SamplingParams(n=1, "
+    "stop=['http://SECRET/x?y'], max_tokens={n}), lora_request: None.",
     "",
 ]
 
@@ -165,6 +174,7 @@ def test_fast_path_gives_the_full_paths_document_on_fuzzed_log(tmp_path, seed):
     os.utime(log, (1.7e9, 1.7e9))
     full = _scan([log], fast=False, max_line=512)
     assert full["traces"] and full["findings"], "the fuzzed log should produce traces and findings"
+    assert "SECRET" in data.decode("utf-8", "replace") and "SECRET" not in json.dumps(full)
     assert _scan([log], fast=True, max_line=512) == full
     chunked, lines = _fast_in_chunks(log, seed, 512)
     lines_full = full["stats"]["lines"]

@@ -4,10 +4,12 @@
 either a tuple for one of the lifecycle lines a busy server writes almost exclusively, or the
 line's raw bytes for the full parser:
 
-* `(RECEIVED|ADDED, raw, proc, pid, stamp, src, msg)`: a vLLM `INFO` record (0.6 – 0.33 prefix,
-  with or without the `(APIServer pid=N) ` tag) whose message starts `Received request ` or
-  `Added request `;
-* `(ACCESS, raw, client, method, path, status, msg)`: a uvicorn `INFO:` access line.
+* `(RECEIVED|ADDED, raw, proc, pid, stamp, src, msg, text)`: a vLLM `INFO` record (0.6 – 0.33
+  prefix, with or without the `(APIServer pid=N) ` tag) whose message starts `Received request `
+  or `Added request `;
+* `(ACCESS, raw, client, method, path, status, msg, text)`: a uvicorn `INFO:` access line.
+
+`text` is the line as the format parsers would get it (wrappers off), `msg` its message part.
 
 A line is only given a tuple when the full path (wrappers, format parsers, multi-line records)
 would read it the same way: ASCII header, no carriage return, escape or NUL byte, no Ray repeat
@@ -64,16 +66,19 @@ def split_classify(body: bytes, max_line: int) -> list:
                 append(raw)
                 continue
             proc, pid, stamp, src = m.groups()
+            start = m.start(3) - 5  # "INFO ": where the text after the process tag begins
+            text = raw[start:].decode("utf-8", "replace")
             append((kind, raw, None if proc is None else proc.decode("ascii"), None if pid is None else int(pid),
-                    stamp.decode("ascii"), src.decode("ascii"), msg.decode("utf-8", "replace")))
+                    stamp.decode("ascii"), src.decode("ascii"), text[m.end() - start:], text))
         elif c == 73 and raw.startswith(b"INFO:"):  # "I"
             m = access_match(raw)
             if m is None or raw.endswith((b":", b": ", b":\t")):
                 append(raw)
                 continue
             client, method, path, status = m.groups()
+            text = raw.decode("utf-8", "replace")
             append((ACCESS, raw, client.decode("ascii"), method.decode("ascii"), path.decode("ascii"), int(status),
-                    raw[m.start(1):].decode("utf-8", "replace")))
+                    text[m.start(1):], text))
         else:
             append(raw)
     return out

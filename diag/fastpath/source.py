@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from diag import events as E
 from diag.events import Event
+from diag.usercontent import scrub
 from diag.fastpath import classify as C
 from diag.parsers import SourceParser, uvicorn, vllm
 from diag.reader import CHUNK, Line, LineSplitter, normalise, read_chunks
@@ -20,8 +21,10 @@ class FastSource:
     Line numbers, byte offsets, truncation of over-long lines and the unterminated last line
     follow `LineSplitter` exactly (it still handles every line that spans a chunk boundary).
     A record from the classifier is applied directly only when the full parser would have read
-    the line the same way *now*: nothing is being assembled into a multi-line record, and no
-    parser that comes before the line's own in the source parser's order could claim it.
+    the line the same way *now*: nothing is being assembled into a multi-line record, no parser
+    that comes before the line's own in the source parser's order could claim it, and the
+    user-content scrubber (URLs, queries, bodies) leaves its text as it is. Lines are parsed under
+    the pipeline's guard: one a parser chokes on is counted and skipped.
     """
 
     def __init__(self, pipe: "Pipeline", parser: SourceParser, splitter: LineSplitter):
@@ -84,7 +87,7 @@ class FastSource:
 
     def _apply(self, records: list, lineno: int, offset: int) -> None:
         sp, parser, pipe = self.splitter, self.parser, self.pipe
-        event, feed, took = pipe.event, parser.feed, parser.took
+        event, parse, took = pipe.event, pipe.parse, parser.took
         path = self.path
         max_line = sp.max_line
         order = parser.order
@@ -102,7 +105,7 @@ class FastSource:
                     sp.truncated_lines += 1
                     rec = rec[:max_line]
                 text, cr = normalise(rec)
-                for ev in feed(Line(lineno, text, cr, truncated, offset)):
+                for ev in parse(parser, Line(lineno, text, cr, truncated, offset)):
                     event(ev)
                 continue
             kind = rec[0]
@@ -113,28 +116,30 @@ class FastSource:
                 mod, other = UVI, VLLM
             else:
                 mod, other = VLLM, UVI
-            if not parser.between_records or not (order[0] is mod or (order[1] is mod and order[0] is other)):
-                # the full parser decides (a record being assembled may take this line)
+            text = rec[7]
+            scrubbed = scrub(text)
+            if (not parser.between_records or not (order[0] is mod or (order[1] is mod and order[0] is other))
+                    or (scrubbed is not text and scrubbed != text)):
+                # the full parser decides (a record being assembled may take this line; user content to take out)
                 text, cr = normalise(raw)
-                for ev in feed(Line(lineno, text, cr, False, offset)):
+                for ev in parse(parser, Line(lineno, text, cr, False, offset)):
                     event(ev)
                 continue
-            if kind == C.ACCESS:
-                _, _, client, method, hpath, status, msg = rec
-                ev = Event(path, lineno, "uvicorn", E.LOG, "INFO", None, msg)
-                access_fields(ev, client, method, hpath, status)
-            else:
-                _, _, proc, pid, stamp, src, msg = rec
-                ev = Event(path, lineno, "vllm", E.LOG, "INFO", stamp_time(stamp, ctx), msg, proc, pid, src)
-                classify_msg(ev, msg)
-            took(ev, offset)
+            try:
+                if kind == C.ACCESS:
+                    _, _, client, method, hpath, status, msg, _ = rec
+                    ev = Event(path, lineno, "uvicorn", E.LOG, "INFO", None, msg)
+                    access_fields(ev, client, method, hpath, status)
+                else:
+                    _, _, proc, pid, stamp, src, msg, _ = rec
+                    ev = Event(path, lineno, "vllm", E.LOG, "INFO", stamp_time(stamp, ctx), msg, proc, pid, src)
+                    classify_msg(ev, msg)
+                took(ev, offset)
+            except Exception as exc:  # noqa: BLE001 - as the pipeline's parse guard: counted, the line skipped
+                pipe.internal.record("parse", path, lineno, exc)
+                parser.start_at(offset, lineno)
+                continue
             event(ev)
 
     def _slow(self, lines) -> None:
-        feed, event = self.parser.feed, self.pipe.event
-        n = 0
-        for line in lines:
-            n += 1
-            for ev in feed(line):
-                event(ev)
-        self.lines += n
+        self.lines += self.pipe.feed_line_batch(self.parser, lines)

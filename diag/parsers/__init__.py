@@ -14,6 +14,7 @@ import time
 from types import ModuleType
 
 from diag import events as E
+from diag import usercontent
 from diag.clock import Clock
 from diag.events import Event
 from diag.parsers import llamacpp, lmdeploy, nginx, paste, proxy, uvicorn, vllm, wrappers
@@ -63,6 +64,8 @@ class SourceParser:
         self._prev_lineno = 0
         self._pending_start = 0  # where the record being assembled began (for safe read offsets)
         self._pending_lineno = 0
+        self.user_lines = 0  # lines that were user content as a whole (a llama-server -v prompt dump), only counted
+        self.user_chars = 0
 
     def start_at(self, offset: int, lineno: int) -> None:
         """A follower resuming a file: byte offset and line number of the first line it will feed."""
@@ -99,14 +102,28 @@ class SourceParser:
                 return self.flush()  # what the user typed ends the record before it and is no log text
             return []  # an elided stretch (`...`): the record around it goes on
         text, repeated = wrappers.strip(text, ctx)
+        text = usercontent.scrub(text)  # URLs, data URIs, query strings and bodies: never past this point
         parsed = None
-        order = self.order
-        for i, mod in enumerate(order):
-            parsed = mod.parse(text, ctx)
-            if parsed is not None:
-                if i:
-                    order.insert(0, order.pop(i))
-                break
+        st = ctx.state
+        if st.get("user_dump"):
+            # Inside a prompt dump (llama-server -v prints prompts on lines of their own): only a line
+            # of the server's own format ends it; anything else is the user's text, whatever it looks like.
+            st["user_dump"] = False
+            parsed = llamacpp.parse(text, ctx)
+            if parsed is None:
+                st["user_dump"] = True
+                self.user_lines += 1
+                self.user_chars += len(text)
+                self._cr = line.cr
+                return []
+        else:
+            order = self.order
+            for i, mod in enumerate(order):
+                parsed = mod.parse(text, ctx)
+                if parsed is not None:
+                    if i:
+                        order.insert(0, order.pop(i))
+                    break
         out: list[Event] = []
         pend = self._pending
         if parsed is None:
@@ -156,8 +173,9 @@ class SourceParser:
     def between_records(self) -> bool:
         """Would the next complete line of a known format be parsed on its own? No record is being
         assembled that could take it. `diag.fastpath` builds events itself only while this holds:
-        any state that changes how `feed` reads a line belongs in this test."""
-        return self._pending is None
+        any state that changes how `feed` reads a line belongs in this test (inside a llama-server
+        prompt dump every line is user text)."""
+        return self._pending is None and not self.ctx.state.get("user_dump")
 
     def took(self, ev: Event, end_offset: int) -> None:
         """`diag.fastpath` turned one complete line into `ev` by itself: the bookkeeping `feed`
