@@ -225,7 +225,7 @@ def naive_seconds(path: Path, sample: int = 50_000) -> tuple[float, int]:
 
 
 _BREAKDOWN = r"""
-import sys, time, types
+import sys, time
 from diag import rules
 from diag.fastpath import FastSource, IMPLEMENTATION, split_classify
 from diag.jsondoc import TraceSpool
@@ -247,7 +247,8 @@ def classify_only():
             carry = data[last + 1:]
     return n
 def events_only():
-    sink = types.SimpleNamespace(event=lambda ev: None)
+    sink = Pipeline(rs)
+    sink.event = lambda ev: None  # parse only: the events go nowhere
     src = FastSource(sink, SourceParser(path), LineSplitter())
     with open(path, "rb") as f:
         src.read(f)
