@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from diag import rules
 from diag.parsers import parse_text
 from diag.pipeline import Pipeline, SourceResult
@@ -80,3 +82,72 @@ def test_wrapper_timestamps_of_other_programs_are_peeled_off():
         assert ev.fmt == "uvicorn" and ev.fields["status"] == 200, line
     (ev,) = parse_text("2026-08-22 10:14:39,517 - lmdeploy - INFO - turbomind.py:271 - turbomind engine config:")
     assert ev.fmt == "lmdeploy"  # its own timestamp is not a wrapper's
+
+
+# -- hard wraps at the terminal width ---------------------------------------------------------
+FIELD = Path(__file__).parent / "data" / "field"
+VLLM_CPU = Path(__file__).parent / "data" / "corpus" / "vllm" / "real-0.32.0-cpu"
+
+
+def terminal(text: str, width: int) -> str:
+    """What a terminal `width` columns wide shows of `text`, copied line by line: every line cut
+    into pieces of `width` characters, wherever the cut falls."""
+    out = []
+    for line in text.splitlines():
+        out.extend([line[i:i + width] for i in range(0, len(line), width)] or [""])
+    return "\n".join(out) + "\n"
+
+
+def test_a_pasted_traceback_wrapped_at_119_columns_stays_one_record():
+    # vLLM 0.4.3's asyncio callback error, copied from a 119-column terminal (field corpus, real).
+    text = (FIELD / "engine" / "vllm-043-asyncio-callback-hard-wrapped.log").read_text(encoding="utf-8")
+    evs = parse_text(text)
+    handle = next(e for e in evs if e.text.startswith("handle:"))
+    assert (handle.lineno, handle.end_lineno) == (4, 5)
+    assert "error_callback=<bound method AsyncLLMEngine._error_callback of" in handle.text
+    tb = evs[-1]
+    # every frame, wrapped or not, is left out (code frames are not rule input); the rest of a
+    # wrapped frame ("ception_on_finish", "ne_loop") is no exception line that ends the frames
+    assert tb.text == "Traceback (most recent call last):" and (tb.lineno, tb.end_lineno) == (6, 20)
+    assert not any(e.text in ("ception_on_finish", "ne_loop", "tep") for e in evs)
+
+
+def test_an_exception_line_wrapped_at_a_terminal_width_is_whole_for_the_rules():
+    real = (VLLM_CPU / "oom-kv-smaller-than-max-len.log").read_text(encoding="utf-8")
+    exc = next(l for l in real.splitlines() if l.startswith("ValueError: To serve at least one request"))
+    want = hits(real)
+    assert "kv-cache-smaller-than-max-len" in want
+    for width in (80, 120):
+        wrapped = terminal(real, width)
+        evs = parse_text(wrapped)
+        assert any(e.text.rsplit("\n", 1)[-1] == exc for e in evs), width
+        lines = wrapped.splitlines()
+        for ev in (e for e in evs if exc in e.text):  # the raw traceback, and vLLM's prefixed copy of it
+            n = ev.line_at(ev.text.index(exc))
+            assert "ValueError: To serve" in lines[n - 1] and ev.end_lineno >= n + (len(exc) - 1) // width
+        assert set(hits(wrapped)) >= {"kv-cache-smaller-than-max-len", "engine-failed-to-start"}, width
+
+
+def test_records_of_unknown_formats_at_a_terminal_width_are_never_glued():
+    # Real excerpts whose lines are exactly 80-160 columns wide and carry a prefix diag has no
+    # parser for (kernel: NVRM, llamafile's epoch, `[pid]`, LMDeploy without a source, a k8s box).
+    for name in ("gpu/kernel-nvrm-xid-45-python3-channels.log", "context/llamafile-kv-full-epoch-prefix.log",
+                 "healthy/llamacpp-swap-pid-prefix-timing.log", "healthy/lmdeploy-pytorch-debug-request-temperature-warning.log",
+                 "config/nccl-horovod-shm-posix-fallocate.log", "healthy/vllm-k8s-box-drawn-startup.log"):
+        text = (FIELD / name).read_text(encoding="utf-8")
+        lines = text.splitlines()
+        for ev in parse_text(text):
+            for t in ev.text.split("\n"):
+                assert t in lines or any(t in l for l in lines), (name, t[:120])
+
+
+def test_a_held_line_is_not_lost_and_the_read_position_waits_for_it():
+    text = (FIELD / "engine" / "vllm-043-asyncio-callback-hard-wrapped.log").read_text(encoding="utf-8")
+    lines = list(iter_text_lines(text))
+    sp = SourceParser("<t>")
+    for ln in lines[:4]:
+        sp.feed(ln)
+    # line 4 is 119 columns, a width learned from lines 1-3: held until line 5 says it goes on
+    assert sp.has_pending and sp.safe_offset[1] <= 3
+    (ev,) = [e for e in sp.flush() if e.text.startswith("handle:")]
+    assert ev.lineno == ev.end_lineno == 4 and not sp.has_pending and sp.safe_offset[1] == 4

@@ -63,6 +63,12 @@ class SourceParser:
         self._prev_lineno = 0
         self._pending_start = 0  # where the record being assembled began (for safe read offsets)
         self._pending_lineno = 0
+        # A line as wide as the terminal, held until the next line says whether it was wrapped:
+        # (first physical line, joined text, segments, last line number, last `Line`).
+        self._unwrap = paste.Unwrap()
+        self._held: tuple[Line, str, int, int, Line] | None = None
+        self._last_text = ""  # the previous physical line, paste marks off (to learn wrap widths)
+        self._scratch = Ctx(path, Clock(mtime))  # for prefix checks that must not touch self.ctx
 
     def start_at(self, offset: int, lineno: int) -> None:
         """A follower resuming a file: byte offset and line number of the first line it will feed."""
@@ -90,14 +96,60 @@ class SourceParser:
         return "uvicorn" if self.counts else "unknown"
 
     def feed(self, line: Line) -> list[Event]:
-        start, start_lineno = self._prev_end, self._prev_lineno
-        self._prev_end, self._prev_lineno = line.end_offset, line.lineno
-        ctx = self.ctx
         text, mark = paste.clean(line.text)
+        held = self._held
+        if held is not None:
+            first, joined, segments, _last, last_line = held
+            if mark == paste.LOG and self._wrapped_onto(first, last_line, text):
+                joined += text
+                segments += 1
+                if (self._unwrap.full(text) and not line.truncated and segments < paste.MAX_SEGMENTS
+                        and len(joined) < paste.MAX_CHARS):
+                    self._held = (first, joined, segments, line.lineno, line)
+                    return []  # the terminal wrapped this segment too
+                self._held = None
+                whole = Line(first.lineno, joined, line.cr, first.truncated or line.truncated, line.end_offset)
+                return self._feed_one(whole, joined, mark, line.lineno)
+            out = self._release()
+            out.extend(self.feed(line))
+            return out
+        if mark == paste.LOG and not line.truncated and self._unwrap.full(text):
+            self._held = (line, text, 1, line.lineno, line)
+            return []  # it may go on in the next physical line
+        return self._feed_one(line, text, mark, line.lineno)
+
+    def _release(self) -> list[Event]:
+        """The held line was not wrapped after all (or input ended): parse it as it is."""
+        held, self._held = self._held, None
+        if held is None:
+            return []
+        first, joined, _segments, last, last_line = held
+        if last == first.lineno:
+            return self._feed_one(first, joined, paste.LOG, last)
+        return self._feed_one(Line(first.lineno, joined, last_line.cr, first.truncated, last_line.end_offset), joined, paste.LOG, last)
+
+    def _wrapped_onto(self, first: Line, segment: Line, text: str) -> bool:
+        """Is this physical line the rest of the held one (from `first` to `segment`)?
+        Only if its shape says so and it starts no record of its own: no wrapper or server prefix."""
+        if not self._unwrap.joins(paste.clean(first.text)[0], paste.clean(segment.text)[0], text):
+            return False
+        scratch = self._scratch
+        inner, _ = wrappers.strip(text, scratch)
+        if inner != text:
+            return False
+        return all(mod.parse(text, scratch) is None for mod in self.order)
+
+    def _feed_one(self, line: Line, text: str, mark: int, last: int) -> list[Event]:
+        """One logical line (physical, or joined from a hard wrap ending at line `last`)."""
+        start, start_lineno = self._prev_end, self._prev_lineno
+        self._prev_end, self._prev_lineno = line.end_offset, last
+        ctx = self.ctx
+        prev_text, self._last_text = self._last_text, text
         if mark != paste.LOG:
             if mark == paste.PROMPT:
                 return self.flush()  # what the user typed ends the record before it and is no log text
             return []  # an elided stretch (`...`): the record around it goes on
+        bare = text
         text, repeated = wrappers.strip(text, ctx)
         parsed = None
         order = self.order
@@ -110,8 +162,10 @@ class SourceParser:
         out: list[Event] = []
         pend = self._pending
         if parsed is None:
+            if text is bare and last == line.lineno:
+                self._unwrap.observe(prev_text, text)  # no prefix of any kind: was the line before wrapped?
             if pend is not None and self._continues(text):
-                self._append(pend, text, line)
+                self._append(pend, text, line, last)
                 return out if self._may_continue() else self.flush()
             if not text.strip():
                 self._cr = line.cr
@@ -124,7 +178,7 @@ class SourceParser:
             ev, key = parsed
             if (pend is not None and key is not None and key == self._key
                     and (self._cr or _looks_continued(ev.text)) and self._room()):
-                self._append(pend, ev.text, line)
+                self._append(pend, ev.text, line, last)
                 return out if self._may_continue() else self.flush()
             ev.lineno = line.lineno
             counts = self.counts
@@ -141,7 +195,9 @@ class SourceParser:
         if line.truncated:
             ev.fields["truncated"] = True
         ev.repeated = repeated
-        ev.end_lineno = line.lineno
+        ev.end_lineno = last
+        if last > line.lineno:
+            self._gap(ev, last - line.lineno)  # one line of text from several physical lines
         if pend is not None:
             out.append(pend)
         self._pending, self._key, self._cr = ev, key, line.cr
@@ -177,24 +233,28 @@ class SourceParser:
 
     def flush(self) -> list[Event]:
         """Hand over the record still being assembled (EOF, or the follower went idle)."""
+        out = self._release() if self._held is not None else []
         ev, self._pending = self._pending, None
         self._key = None
         self._tb = _TB_NONE
-        return [ev] if ev is not None else []
+        if ev is not None:
+            out.append(ev)
+        return out
 
     @property
     def has_pending(self) -> bool:
-        return self._pending is not None
+        return self._pending is not None or self._held is not None
 
     # -- multi-line records ---------------------------------------------------------------
     def _room(self) -> bool:
         return self._lines < MAX_EVENT_LINES and self._chars < MAX_EVENT_CHARS
 
-    def _append(self, ev: Event, text: str, line: Line) -> None:
+    def _append(self, ev: Event, text: str, line: Line, last: int) -> None:
         skipped = line.lineno - max(ev.end_lineno, ev.lineno) - 1  # blank and `...` lines inside the record
         if skipped > 0:
             self._gap(ev, skipped)
-        ev.end_lineno = line.lineno
+        ev.end_lineno = last
+        joined = last - line.lineno  # physical lines beyond the first that a hard wrap made of this one
         self._cr = line.cr
         if line.truncated:
             ev.fields["truncated"] = True
@@ -207,12 +267,14 @@ class SourceParser:
                 # A frame: file, line and quoted source code. Rules see the traceback's header and its
                 # exception lines, never the code it passed through (which quotes error messages), and
                 # a deep stack cannot push the exception out of the record's bounds.
-                self._gap(ev, 1)
+                self._gap(ev, 1 + joined)
                 return
         if self._room():
             ev.text = f"{ev.text}\n{text}"
             self._lines += 1
             self._chars += len(text) + 1
+            if joined:
+                self._gap(ev, joined)
         else:
             ev.fields["cut_lines"] = ev.fields.get("cut_lines", 0) + 1
         if ev.kind == E.TIMING and ev.fmt == "llamacpp":
