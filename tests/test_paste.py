@@ -151,3 +151,37 @@ def test_a_held_line_is_not_lost_and_the_read_position_waits_for_it():
     assert sp.has_pending and sp.safe_offset[1] <= 3
     (ev,) = [e for e in sp.flush() if e.text.startswith("handle:")]
     assert ev.lineno == ev.end_lineno == 4 and not sp.has_pending and sp.safe_offset[1] == 4
+
+
+# Frames of a vLLM V1 traceback pasted from an 80-column terminal, as posted in
+# https://github.com/odysseus-dev/odysseus/issues/500 (every line of the paste, unedited).
+ODYSSEUS_500 = '''(EngineCore pid=519)             ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+^^^^
+(EngineCore pid=519)   File "/app/.local/lib/python3.12/site-packages/vllm/model
+_executor/models/qwen2.py", line 517, in __init__
+(EngineCore pid=519)     self.model = Qwen2Model(
+(EngineCore pid=519)                  ^^^^^^^^^^^
+(EngineCore pid=519)   File "/app/.local/lib/python3.12/site-packages/vllm/compi
+lation/decorators.py", line 383, in __init__
+(EngineCore pid=519)     old_init(self, *args, **kwargs)
+(EngineCore pid=519)   File "/app/.local/lib/python3.12/site-packages/vllm/model
+_executor/models/qwen2.py", line 367, in __init__
+(EngineCore pid=519)     self.start_layer, self.end_layer, self.layers = make_la
+yers(
+(EngineCore pid=519)                                                     ^^^^^^^
+^^^^^
+(EngineCore pid=519)   File "/app/.local/lib/python3.12/site-packages/vllm/model
+_executor/offloader/base.py", line 104, in wrap_modules
+(EngineCore pid=519)     return list(modules_generator)
+'''
+
+
+def test_frames_wrapped_at_80_columns_are_whole_again():
+    evs = parse_text(ODYSSEUS_500)
+    texts = [e.text for e in evs]
+    assert '  File "/app/.local/lib/python3.12/site-packages/vllm/compilation/decorators.py", line 383, in __init__' in texts
+    assert "    self.start_layer, self.end_layer, self.layers = make_layers(" in texts
+    # no event is the rest of a broken line, and every event keeps the process tag of its first line
+    assert not any(t.startswith(("_executor", "lation/", "yers(", "^^^^")) for t in texts)
+    assert {e.proc for e in evs} == {"EngineCore"}
+    assert [(e.lineno, e.end_lineno) for e in evs if e.text.startswith("  File")] == [(3, 4), (7, 8), (10, 11), (16, 17)]
