@@ -185,3 +185,22 @@ def test_frames_wrapped_at_80_columns_are_whole_again():
     assert not any(t.startswith(("_executor", "lation/", "yers(", "^^^^")) for t in texts)
     assert {e.proc for e in evs} == {"EngineCore"}
     assert [(e.lineno, e.end_lineno) for e in evs if e.text.startswith("  File")] == [(3, 4), (7, 8), (10, 11), (16, 17)]
+
+
+def test_a_continuation_padded_to_the_terminal_width_joins_its_line():
+    # vLLM 0.15 copied from a 158-column terminal (vllm-project/vllm#33545): each ERROR line breaks
+    # before ": '/data/…'", and the rest is padded with spaces to the same 158 columns.
+    text = (FIELD / "healthy" / "vllm-repo-utils-safetensors-retry-padded-wrap.log").read_text(encoding="utf-8")
+    assert [len(l) for l in text.splitlines()[:3]] == [158, 158, 158]
+    evs = parse_text(text)
+    assert [(e.lineno, e.end_lineno) for e in evs] == [(1, 2), (3, 4)]
+    for ev in evs:
+        assert ev.text.endswith(("retrying 1 of 2", "if needed.")), ev.text[-40:]
+        assert "'namespace/repo_name': '/data/models/Qwen/Qwen3-ASR-1.7B'. Use `repo_type`" in ev.text
+    # the second wrap is joined while it is read: 158 columns is the terminal's width now
+    lines = list(iter_text_lines(text))
+    sp = SourceParser("<t>")
+    assert sp.feed(lines[0]) == sp.feed(lines[1]) == [] and sp.feed(lines[2]) == []  # line 3 is held
+    (first,) = sp.feed(lines[3])  # the rest of line 3 arrives: the record before it is complete
+    (second,) = sp.flush()
+    assert (first.end_lineno, second.lineno, second.end_lineno) == (2, 3, 4)

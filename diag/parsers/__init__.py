@@ -68,6 +68,7 @@ class SourceParser:
         self._unwrap = paste.Unwrap()
         self._held: tuple[Line, str, int, int, Line] | None = None
         self._last_text = ""  # the previous physical line, paste marks off (to learn wrap widths)
+        self._dropped = False  # the last line appended to the record was a frame left out of its text
         self._scratch = Ctx(path, Clock(mtime))  # for prefix checks that must not touch self.ctx
 
     def start_at(self, offset: int, lineno: int) -> None:
@@ -108,6 +109,7 @@ class SourceParser:
                     self._held = (first, joined, segments, line.lineno, line)
                     return []  # the terminal wrapped this segment too
                 self._held = None
+                joined = joined.rstrip(" ")  # the terminal's padding after the last piece
                 whole = Line(first.lineno, joined, line.cr, first.truncated or line.truncated, line.end_offset)
                 return self._feed_one(whole, joined, mark, line.lineno)
             out = self._release()
@@ -163,6 +165,10 @@ class SourceParser:
         pend = self._pending
         if parsed is None:
             if text is bare and last == line.lineno:
+                if (pend is not None and pend.end_lineno == line.lineno - 1 and self._room()
+                        and self._unwrap.padded(prev_text, text)):
+                    self._join_padded(pend, text, line)
+                    return out if self._may_continue() else self.flush()
                 self._unwrap.observe(prev_text, text)  # no prefix of any kind: was the line before wrapped?
             if pend is not None and self._continues(text):
                 self._append(pend, text, line, last)
@@ -201,6 +207,7 @@ class SourceParser:
         if pend is not None:
             out.append(pend)
         self._pending, self._key, self._cr = ev, key, line.cr
+        self._dropped = False
         self._pending_start, self._pending_lineno = start, start_lineno
         self._lines, self._chars = 1, len(ev.text)
         self._tb = _TB_BODY if ev.text.startswith("Traceback (most recent call last)") else _TB_NONE
@@ -268,7 +275,9 @@ class SourceParser:
                 # exception lines, never the code it passed through (which quotes error messages), and
                 # a deep stack cannot push the exception out of the record's bounds.
                 self._gap(ev, 1 + joined)
+                self._dropped = True
                 return
+        self._dropped = False
         if self._room():
             ev.text = f"{ev.text}\n{text}"
             self._lines += 1
@@ -277,8 +286,19 @@ class SourceParser:
                 self._gap(ev, joined)
         else:
             ev.fields["cut_lines"] = ev.fields.get("cut_lines", 0) + 1
+            self._dropped = True
         if ev.kind == E.TIMING and ev.fmt == "llamacpp":
             llamacpp.reclassify(ev)
+
+    def _join_padded(self, ev: Event, text: str, line: Line) -> None:
+        """The rest of the record's last line, wrapped by the terminal and padded to its width."""
+        ev.end_lineno = line.lineno
+        self._cr = line.cr
+        if not self._dropped:
+            rest = text.rstrip(" ")
+            ev.text += rest
+            self._chars += len(rest)
+        self._gap(ev, 1)  # a physical line that adds no line to the text
 
     @staticmethod
     def _gap(ev: Event, n: int) -> None:

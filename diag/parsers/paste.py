@@ -128,6 +128,22 @@ class Unwrap:
                 and text[:4] != prev[:4] and self.may_continue(text)):
             self._learn(n)
 
+    def padded(self, prev: str, text: str) -> bool:
+        """Is `text` a continuation the terminal padded with spaces to the width of `prev`?
+
+        Copied from tmux, screen or a console window, a wrapped line's pieces all come out as
+        wide as the terminal, the last one padded with spaces: a prefixless line ending in spaces
+        whose length is exactly that of the line before is the rest of it, and that length is the
+        terminal's width from then on.
+        """
+        n = len(prev)
+        if n < MIN_WIDTH or len(text) != n or not text.endswith(" ") or not prev[-1:].strip():
+            return False
+        if not self.may_continue(text) or text[:4] == prev[:4]:
+            return False
+        self._seen[n] = max(self._seen.get(n, 0), _LEARN_AFTER)
+        return True
+
     def _learn(self, n: int) -> None:
         seen = self._seen
         if n in seen or len(seen) < _MAX_WIDTHS:
