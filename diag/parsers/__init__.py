@@ -115,7 +115,7 @@ class SourceParser:
             out = self._release()
             out.extend(self.feed(line))
             return out
-        if mark == paste.LOG and not line.truncated and self._unwrap.full(text):
+        if len(text) in self._unwrap.widths and mark == paste.LOG and not line.truncated:
             self._held = (line, text, 1, line.lineno, line)
             return []  # it may go on in the next physical line
         return self._feed_one(line, text, mark, line.lineno)

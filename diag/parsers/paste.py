@@ -4,7 +4,8 @@ Users rarely hand over a log file. They paste a fragment: wrapped in markdown (`
 backticks, `> ` quotes), with the lines they thought irrelevant replaced by `...`, with the shell
 prompt and command that produced it, copied from a terminal that hard-wrapped long lines at its
 width. diag reads those pastes the same way it reads a file, so these marks are taken off before
-the wrappers and format parsers see a line. What a paste adds is never rule input: an ellipsis
+the wrappers and format parsers see a line, and the pieces of a hard-wrapped line are put back
+together (`Unwrap`, used by the record assembly in `diag.parsers`). What a paste adds is never rule input: an ellipsis
 line carries nothing, and a shell prompt line is what the user typed, not what a server wrote.
 """
 
@@ -90,15 +91,15 @@ class Unwrap:
     paste stay split, and from then on they are joined, at a space too.
     """
 
-    __slots__ = ("_seen",)
+    __slots__ = ("_seen", "widths")
 
     def __init__(self) -> None:
         self._seen: dict[int, int] = {}
+        self.widths: set[int] = set(WIDTHS)  # believed terminal widths (common ones and learned ones)
 
     def full(self, text: str) -> bool:
         """Is this line exactly as wide as the terminal, so that its end may be a wrap?"""
-        n = len(text)
-        return n >= MIN_WIDTH and (n in WIDTHS or self._seen.get(n, 0) >= _LEARN_AFTER)
+        return len(text) in self.widths
 
     def joins(self, first: str, segment: str, text: str) -> bool:
         """Is prefixless `text` the rest of `segment`, a line as wide as the terminal that is the
@@ -142,9 +143,12 @@ class Unwrap:
         if not self.may_continue(text) or text[:4] == prev[:4]:
             return False
         self._seen[n] = max(self._seen.get(n, 0), _LEARN_AFTER)
+        self.widths.add(n)
         return True
 
     def _learn(self, n: int) -> None:
         seen = self._seen
         if n in seen or len(seen) < _MAX_WIDTHS:
             seen[n] = seen.get(n, 0) + 1
+            if seen[n] >= _LEARN_AFTER:
+                self.widths.add(n)
