@@ -130,11 +130,14 @@ def test_an_exception_line_wrapped_at_a_terminal_width_is_whole_for_the_rules():
 
 def test_records_of_unknown_formats_at_a_terminal_width_are_never_glued():
     # Real excerpts whose lines are exactly 80-160 columns wide and carry a prefix diag has no
-    # parser for (kernel: NVRM, llamafile's epoch, `[pid]`, LMDeploy without a source, a k8s box).
-    for name in ("gpu/kernel-nvrm-xid-45-python3-channels.log", "context/llamafile-kv-full-epoch-prefix.log",
-                 "healthy/llamacpp-swap-pid-prefix-timing.log", "healthy/lmdeploy-pytorch-debug-request-temperature-warning.log",
-                 "config/nccl-horovod-shm-posix-fallocate.log", "healthy/vllm-k8s-box-drawn-startup.log"):
-        text = (FIELD / name).read_text(encoding="utf-8")
+    # parser for (kernel: NVRM, llamafile's epoch, `[pid]`, LMDeploy without a source, a k8s box),
+    # and a real vLLM log (no terminal in between) whose 80-column frame lines end where a line ends.
+    for path in [FIELD / n for n in (
+            "gpu/kernel-nvrm-xid-45-python3-channels.log", "context/llamafile-kv-full-epoch-prefix.log",
+            "healthy/llamacpp-swap-pid-prefix-timing.log", "healthy/lmdeploy-pytorch-debug-request-temperature-warning.log",
+            "config/nccl-horovod-shm-posix-fallocate.log", "healthy/vllm-k8s-box-drawn-startup.log")] + [VLLM_CPU / "oom-kv-no-blocks.log"]:
+        name = path.name
+        text = path.read_text(encoding="utf-8")
         lines = text.splitlines()
         for ev in parse_text(text):
             for t in ev.text.split("\n"):
