@@ -43,6 +43,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     err = _console(stderr=True)
     if args.format and args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r} (known: {', '.join(FORMATS)})")
+    if args.max_line_bytes < 1024:
+        raise UsageError(f"--max-line-bytes {args.max_line_bytes}: must be at least 1024")
     try:
         since = parse_user_time(args.since) if args.since else None
         until = parse_user_time(args.until) if args.until else None
@@ -243,6 +245,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
     store = _open_store(args)
     doc = trace_doc(store, args.id)
     if doc is None:
+        cands = store.trace_candidates(args.id, 21)
+        if len(cands) > 1:
+            more = " …" if len(cands) > 20 else ""
+            raise UsageError(f"{args.id!r} is ambiguous: {len(cands) if not more else 'more than 20'} traces start with it "
+                             f"({', '.join(cands[:20])}{more})")
         print(f"diag: no trace {args.id!r} in {store.path}", file=sys.stderr)
         return 1
     if args.json:

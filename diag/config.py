@@ -111,6 +111,10 @@ def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
     unknown = set(doc) - {"daemon", "log", "doctor"}
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
+    for section, want in (("daemon", dict), ("doctor", dict), ("log", list)):
+        if section in doc and not isinstance(doc[section], want):
+            shape = f"a [{section}] table" if want is dict else "[[log]] tables"
+            raise ConfigError(f"{where}: `{section}` must be {shape}, not {type(doc[section]).__name__}")
     daemon = doc.get("daemon", {})
     for key, val in daemon.items():
         typ = _DAEMON_KEYS.get(key)
@@ -118,6 +122,10 @@ def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
             raise ConfigError(f"{where}: [daemon] has no setting {key!r}")
         if not isinstance(val, typ) or (typ in (int, (int, float)) and isinstance(val, bool)):
             raise ConfigError(f"{where}: [daemon] {key} has the wrong type ({type(val).__name__})")
+        if typ in (int, (int, float)) and val <= 0:
+            raise ConfigError(f"{where}: [daemon] {key} must be greater than 0 (is {val})")
+        if key == "rules_dirs" and not all(isinstance(d, str) for d in val):
+            raise ConfigError(f"{where}: [daemon] rules_dirs must be a list of paths (strings)")
         setattr(cfg, key, Path(val) if key == "state_dir" else val)
     for key, val in doc.get("doctor", {}).items():
         if key not in ("url", "model", "proxy_url") or not isinstance(val, str):

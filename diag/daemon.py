@@ -41,15 +41,20 @@ class Daemon:
         self.done: dict[str, Trace] = {}
         self.pipe = Pipeline(rs, on_hit=self._on_hit, on_trace=self._trace_done, keep_traces=False, max_line=cfg.max_line_bytes)
         self.pipe.assembler.max_open = cfg.max_open_traces
+        stored_meta = self.store.meta()
+        self.pipe.internal.restore(stored_meta.get("internal_errors"))
+        self.pipe.engine.restore_held(stored_meta.get("held_hits"))
+        self.pipe.assembler.ids.restore(stored_meta.get("trace_ids"))
+        self.pipe.assembler.ends_logged.update(p for p in stored_meta.get("ends_logged") or [] if isinstance(p, str))
         for t in self.store.open_traces(cfg.max_open_traces):
             self.pipe.assembler.adopt(t)
-        self.follower = Follower(cfg, self.store.sources(), self._consume)
+        self.follower = Follower(cfg, self.store.sources(), self._consume, forget=self.pipe.forget)
         self.wake = threading.Event()
         self.stopping = False
         self.reload_requested = False
         self.started = time.time()
         self._observer: Any = None
-        self._pending_commit: tuple[list, list, list] | None = None
+        self._pending_commit: tuple[list, list, list, list] | None = None
         self._last_prune = 0.0
         self._last_stuck = 0.0
         self._last_watchdog = 0.0
@@ -136,19 +141,14 @@ class Daemon:
         return busy
 
     def _consume(self, r: FileReader, lines: list, flush: bool) -> None:
-        feed, event = r.parser.feed, self.pipe.event
-        for line in lines:
-            for ev in feed(line):
-                event(ev)
-        if flush:
-            for ev in r.parser.flush():
-                event(ev)
+        self.pipe.feed_line_batch(r.parser, lines, flush)
         r.consumed += len(lines)
 
     def periodic(self) -> None:
         now = time.time()
         if now - self._last_stuck >= 1.0:
             self._last_stuck = now
+            self.pipe.engine.release_due(now)
             for t in self.pipe.assembler.mark_stuck(now, self.cfg.stuck_after):
                 self.pipe.engine.check_trace(t, final=False)
             if self.hits or self.pipe.assembler.changed:
@@ -179,13 +179,18 @@ class Daemon:
             traces.update(self.done)
             self.done = {}
             states = {s.key: s for s in self.follower.states()}
-            self._pending_commit = (list(traces.values()), self.hits, list(states.values()))
+            # held hits go with the offsets past their lines: after a crash they are restored, not lost
+            self._pending_commit = (list(traces.values()), self.hits, list(states.values()), self.pipe.engine.held_state())
             self.hits = []
-        traces, hits, states = self._pending_commit
+        traces, hits, states, held = self._pending_commit
         m = dict(meta or {})
+        m["held_hits"] = held
+        m["trace_ids"] = self.pipe.assembler.ids.to_state()
+        m["ends_logged"] = sorted(self.pipe.assembler.ends_logged)
         m["heartbeat"] = time.time()
         m["errors"] = dict(self.follower.errors)
         m["rule_errors"] = list(self.pipe.engine.errors)
+        m["internal_errors"] = self.pipe.internal.to_dict()
         deadline = time.monotonic() + (30 if block else 0)
         while True:
             try:
@@ -204,7 +209,15 @@ class Daemon:
                 time.sleep(1)
 
     def reload(self) -> None:
+        """SIGHUP: re-read config and rules. Never exits: whatever is wrong is logged, and a rule
+        that no longer loads keeps its previous version (a broken file keeps all of its old rules)."""
         self.reload_requested = False
+        try:
+            self._reload()
+        except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down
+            log.error("reload failed (%s); keeping the running configuration and rules", type(exc).__name__)
+
+    def _reload(self) -> None:
         try:
             cfg = config.load(self.config_arg)
         except config.ConfigError as exc:
@@ -212,14 +225,14 @@ class Daemon:
             return
         cfg.logs.extend(self.extra_logs)
         rs = rules.load(cfg.rules_dirs)
-        if rs.errors:
-            for e in rs.errors:
-                log.error("reload: rules not reloaded: %s", e)
-            log.error("reload: keeping the %d rules already loaded", len(self.pipe.engine.rules))
-        else:
-            self.pipe.engine.set_rules(rs)
-            self.pipe.engine.errors = []
-            log.info("reload: %d rules", len(rs.rules))
+        for e in rs.errors:
+            log.error("reload: %s", e)
+        kept = rules.keep_previous(rs, self.pipe.engine.rules)
+        if kept:
+            log.error("reload: kept the previous version of %d rule(s) that no longer load: %s", len(kept), ", ".join(kept))
+        self.pipe.engine.set_rules(rs)
+        self.pipe.engine.errors = list(rs.errors)
+        log.info("reload: %d rules", len(rs.rules))
         self.follower.cfg.logs = cfg.logs
         self.follower.discover(force=True)
         self._stop_watching()

@@ -7,29 +7,24 @@ hold), weights memory, the listen address. Per source, last start wins, starts a
 
 from __future__ import annotations
 
-import ast
 import re
 from typing import Any, Callable
 
 from diag import events as E
 from diag.events import Event
-
-
-def _num(s: str) -> float | int:
-    s = s.replace(",", "")
-    f = float(s)
-    return int(f) if f.is_integer() and "." not in s else f
+from diag.parsers.base import to_float, to_number
 
 
 _args_list = re.compile(r"'served_model_name': \[([^\]]*)\]")
+_served_list = re.compile(r"'((?:[^'\\]|\\.){0,512})'")
 
 
 def _served(m: re.Match) -> Any:
-    try:
-        v = ast.literal_eval("[" + m.group(1) + "]")
-        return v[0] if v else None
-    except (ValueError, SyntaxError):
-        return None
+    """The first name of `'served_model_name': ['a', 'b']`, without evaluating the list: a log
+    line is not Python (a 200,000-character list made `literal_eval` run out of memory)."""
+    s = m.group(1)[:4096]
+    q = _served_list.search(s)
+    return q.group(1) if q else None
 
 
 # (trigger substring, pattern, {fact: group index or callable})
@@ -66,10 +61,15 @@ _START = re.compile(r"vLLM (?:API )?server version|\u2588\s+version \S|Started e
 _SHUTDOWN = ("[shutdown] API server: shutdown triggered", "Finished server process", "cleaning up before exit")
 
 
+_INTS = frozenset({"max_model_len", "kv_cache_tokens", "kv_cache_blocks", "slots", "concurrency_at_tokens"})
+_FLOATS = frozenset({"max_concurrency", "kv_cache_gib", "weights_gib", "init_seconds", "gpu_memory_utilization"})
+
+
 class FactCollector:
-    def __init__(self, on_model: Callable[[str, str], None] | None = None):
+    def __init__(self, on_model: Callable[[str, str], None] | None = None, on_start: Callable[[str], None] | None = None):
         self.by_source: dict[str, dict[str, Any]] = {}
         self.on_model = on_model
+        self.on_start = on_start  # a server start: the trace assembler begins a new id epoch
 
     def feed(self, ev: Event) -> None:
         if ev.kind not in (E.LOG, E.RAW) or ev.level in ("ERROR", "CRITICAL"):
@@ -90,15 +90,21 @@ class FactCollector:
                 val = g(m) if callable(g) else m.group(g)
                 if val is None:
                     continue
-                if name in ("max_model_len", "kv_cache_tokens", "kv_cache_blocks", "slots", "concurrency_at_tokens"):
-                    val = _num(val)
-                elif name in ("max_concurrency", "kv_cache_gib", "weights_gib", "init_seconds", "gpu_memory_utilization"):
-                    val = float(val)
+                if name in _INTS:
+                    val = to_number(val)
+                elif name in _FLOATS:
+                    val = to_float(val)
+                elif isinstance(val, str):
+                    val = val[:200]  # names and addresses: bounded
+                if val is None:
+                    continue  # an unparsable number makes that fact unknown
                 facts[name] = val
         if _START.search(text[:300]):
             facts = self.by_source.setdefault(ev.path, {"server": ev.fmt, "starts": 0})
             facts["starts"] += 1
             facts["last_start"] = ev.ts
+            if self.on_start is not None:
+                self.on_start(ev.path)
         if ev.text.startswith(_SHUTDOWN) or any(s in text for s in _SHUTDOWN):
             facts = self.by_source.setdefault(ev.path, {"server": ev.fmt, "starts": 0})
             facts["shutdowns"] = facts.get("shutdowns", 0) + 1
@@ -107,3 +113,7 @@ class FactCollector:
             name = facts.get("served_model_name") or facts.get("model")
             if name:
                 self.on_model(ev.path, name)
+
+    def forget(self, path: str) -> None:
+        """A source that is gone for good: its facts are not needed any more (they were reported)."""
+        self.by_source.pop(path, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -18,6 +19,7 @@ from diag.clock import iso
 from diag.events import Event
 from diag.prefilter import literal_needles
 from diag.redact import excerpt as make_excerpt
+from diag.usercontent import clean
 from diag.rules import MATCH_TIMEOUT, SEVERITY_RANK, Rule, RuleSet, condition_holds, event_applies
 from diag.traces import Trace
 
@@ -36,6 +38,7 @@ class Hit:
     fields: dict[str, Any]
     request_id: str | None
     excerpt: str
+    count: int = 1  # occurrences this hit stands for (Ray's "[repeated 7x across cluster]")
 
 
 @dataclass
@@ -50,13 +53,13 @@ class Finding:
     excerpt: str = ""
 
     def add(self, h: Hit) -> None:
-        self.count += 1
+        self.count += h.count
         if h.ts is not None:
             if self.first_seen is None or h.ts < self.first_seen:
                 self.first_seen = h.ts
             if self.last_seen is None or h.ts > self.last_seen:
                 self.last_seen = h.ts
-        if self.count == 1:
+        if not self.fields and not self.excerpt:
             self.fields = h.fields
             self.excerpt = h.excerpt
         if h.request_id and h.request_id not in self.request_ids and len(self.request_ids) < MAX_IDS:
@@ -100,11 +103,13 @@ class RuleEngine:
 
     def __init__(self, ruleset: RuleSet, on_hit: Callable[[Hit], None], trace_lookup: Callable[[str], Trace | None] | None = None):
         self.on_hit = on_hit
-        self.trace_lookup = trace_lookup or (lambda rid: None)
+        self.trace_lookup = trace_lookup or (lambda rid, path=None: None)
         self.errors: list[str] = list(ruleset.errors)
+        self.internal: Any = None  # diag.guard.InternalErrors, set by the pipeline
         self.set_rules(ruleset)
         self._suppress_seen: dict[tuple[str, str], float] = {}  # (path, rule) -> last time a quieting line was seen
-        self._held: deque[tuple[Hit, int, Any]] = deque()  # hits waiting to see whether a retry follows
+        # hits waiting to see whether a retry follows: (hit, events left, source path, wall-clock time held)
+        self._held: deque[tuple[Hit, int, Any, float]] = deque()
         self._streak: dict[tuple[str, str], int] = {}  # (rule, path) -> consecutive matching events
 
     def set_rules(self, ruleset: RuleSet) -> None:
@@ -157,47 +162,55 @@ class RuleEngine:
             if self._search(r, pat, text) is not None:
                 self._suppress_seen[(ev.path, r.id)] = ev.ts or 0.0
         for r in self._rules_for(ev):
-            if r.consecutive > 1 and r.needles and not any(n in text for n in r.needles):
-                self._streak.pop((r.id, ev.path), None)
-                continue
-            m = None
-            for p in r.patterns:
-                m = self._search(r, p, text)
-                if m is not None or r.disabled:
-                    break
-            if r.patterns and m is None:
-                if r.consecutive > 1:
-                    self._streak.pop((r.id, ev.path), None)
-                continue
+            try:
+                self._apply(r, ev, text)
+            except Exception as exc:  # noqa: BLE001 - one rule's bug costs that rule this event only
+                if self.internal is None:
+                    raise
+                self.internal.record("rules", ev.path, ev.lineno, exc, rule=r.id)
+
+    def _apply(self, r: Rule, ev: Event, text: str) -> None:
+        if r.consecutive > 1 and r.needles and not any(n in text for n in r.needles):
+            self._streak.pop((r.id, ev.path), None)
+            return
+        m = None
+        for p in r.patterns:
+            m = self._search(r, p, text)
+            if m is not None or r.disabled:
+                break
+        if r.patterns and m is None:
             if r.consecutive > 1:
-                n = self._streak.get((r.id, ev.path), 0) + 1
-                self._streak[(r.id, ev.path)] = n
-                if n != r.consecutive:
-                    continue
-            if r.unless is not None and self._search(r, r.unless, text) is not None:
-                continue
-            groups = {k: v for k, v in m.groupdict().items() if v is not None} if m is not None else {}
-            rid = ev.fields.get("request_id")
-            if rid is None and "session" in ev.fields:
-                rid = f"session-{ev.fields['session']}"
-            trace = self.trace_lookup(rid) if rid else None
-            if r.when and not condition_holds(r.when, _lookup(groups, ev.fields, trace)):
-                continue
-            if r.unless_after is not None:
-                seen = self._suppress_seen.get((ev.path, r.id))
-                if seen is not None and (ev.ts is None or ev.ts - seen <= r.unless_after[1]):
-                    continue
-            fields = dict(groups)
-            for k in ("status", "path", "method", "reason"):
-                if k in ev.fields and k not in fields and ev.kind == E.ACCESS:
-                    fields[k] = ev.fields[k]
-            start = m.start() if m is not None else 0
-            hit = Hit(r, ev.ts, ev.path, ev.line_at(start), fields,
-                      trace.id if trace is not None else rid, make_excerpt(text, start))
-            if r.unless_followed_by is not None:
-                self._held.append((hit, r.unless_followed_by[1], ev.path))
-                continue
-            self._emit(hit, trace)
+                self._streak.pop((r.id, ev.path), None)
+            return
+        if r.consecutive > 1:
+            n = self._streak.get((r.id, ev.path), 0) + 1
+            self._streak[(r.id, ev.path)] = n
+            if n != r.consecutive:
+                return
+        if r.unless is not None and self._search(r, r.unless, text) is not None:
+            return
+        groups = {k: v for k, v in m.groupdict().items() if v is not None} if m is not None else {}
+        rid = ev.fields.get("request_id")
+        if rid is None and "session" in ev.fields:
+            rid = f"session-{ev.fields['session']}"
+        trace = self.trace_lookup(rid, ev.path) if rid else None
+        if r.when and not condition_holds(r.when, _lookup(groups, ev.fields, trace)):
+            return
+        if r.unless_after is not None:
+            seen = self._suppress_seen.get((ev.path, r.id))
+            if seen is not None and (ev.ts is None or ev.ts - seen <= r.unless_after[1]):
+                return
+        fields = {k: clean(v) for k, v in groups.items()}  # what a pattern captured is bounded and redacted like an excerpt
+        for k in ("status", "path", "method", "reason"):
+            if k in ev.fields and k not in fields and ev.kind == E.ACCESS:
+                fields[k] = clean(ev.fields[k])
+        start = m.start() if m is not None else 0
+        hit = Hit(r, ev.ts, ev.path, ev.line_at(start), fields,
+                  trace.id if trace is not None else rid, make_excerpt(text, start), max(1, ev.repeated))
+        if r.unless_followed_by is not None:
+            self._held.append((hit, r.unless_followed_by[1], ev.path, time.time()))
+            return
+        self._emit(hit, trace)
 
     def _search(self, rule: Rule, pat: Any, text: str):
         try:
@@ -208,9 +221,9 @@ class RuleEngine:
 
     def _check_held(self, ev: Event) -> None:
         keep: deque = deque()
-        for hit, left, path in self._held:
+        for hit, left, path, since in self._held:
             if path != ev.path:
-                keep.append((hit, left, path))
+                keep.append((hit, left, path, since))
                 continue
             pat = hit.rule.unless_followed_by[0]  # type: ignore[index]
             if self._search(hit.rule, pat, ev.text) is not None:
@@ -218,13 +231,63 @@ class RuleEngine:
             if left <= 1:
                 self._emit(hit, None)
             else:
-                keep.append((hit, left - 1, path))
+                keep.append((hit, left - 1, path, since))
         self._held = keep
 
+    def release_due(self, now: float) -> int:
+        """The daemon's tick: a held hit whose source stayed quiet for the rule's `within_s` is real
+        (the failure was the last line written). Returns how many were released."""
+        n = 0
+        keep: deque = deque()
+        for item in self._held:
+            hit, _left, _path, since = item
+            if now - since >= hit.rule.hold_s:
+                self._emit(hit, None)
+                n += 1
+            else:
+                keep.append(item)
+        self._held = keep
+        return n
+
+    def held_state(self) -> list[dict[str, Any]]:
+        """Held hits as data, committed with the read offsets past their lines: a hit that is
+        neither stored nor re-read after a crash would be lost."""
+        return [{"rule": h.rule.id, "ts": h.ts, "path": h.path, "line": h.line, "fields": h.fields, "request_id": h.request_id,
+                 "excerpt": h.excerpt, "count": h.count, "left": left, "since": since} for h, left, _p, since in self._held]
+
+    def restore_held(self, items: Any) -> None:
+        """Held hits of a previous run (`held_state`), for rules that still exist."""
+        if not isinstance(items, list):
+            return
+        by_id = {r.id: r for r in self.rules}
+        for d in items:
+            try:
+                r = by_id.get(d["rule"])
+                if r is None or r.unless_followed_by is None:
+                    continue
+                hit = Hit(r, d["ts"], d["path"], int(d["line"]), dict(d["fields"]), d["request_id"], str(d["excerpt"]),
+                          int(d.get("count", 1)))
+                self._held.append((hit, int(d["left"]), d["path"], float(d["since"])))
+            except (KeyError, TypeError, ValueError):
+                continue
+
+    def forget(self, path: str) -> None:
+        """A source that is gone for good: its held hits are real (nothing can follow them any more),
+        and what is kept per source (quieting lines seen, streaks) goes."""
+        keep: deque = deque()
+        for item in self._held:
+            if item[2] == path:
+                self._emit(item[0], None)
+            else:
+                keep.append(item)
+        self._held = keep
+        self._suppress_seen = {k: v for k, v in self._suppress_seen.items() if k[0] != path}
+        self._streak = {k: v for k, v in self._streak.items() if k[1] != path}
+
     def flush(self) -> None:
-        """End of input (or idle): held hits with no retry after them are real."""
+        """End of input (or shutdown): held hits with no retry after them are real."""
         while self._held:
-            hit, _, _ = self._held.popleft()
+            hit = self._held.popleft()[0]
             self._emit(hit, None)
 
     def _emit(self, hit: Hit, trace: Trace | None) -> None:

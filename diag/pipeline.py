@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 from diag.events import Event
 from diag.facts import FactCollector
 from diag.findings import FindingSet, Hit, RuleEngine
+from diag.guard import InternalErrors
 from diag.parsers import SourceParser
 from diag.reader import DEFAULT_MAX_LINE, InputError, Line, LineSplitter, open_source, read_lines
 from diag.rules import RuleSet
@@ -53,10 +54,12 @@ class Pipeline:
         self._on_trace = on_trace
         self.keep_traces = keep_traces
         self.traces: list[Trace] = []
-        self.assembler = TraceAssembler(on_done=self._trace_done)
-        self.facts = FactCollector(on_model=self.assembler.models.__setitem__)
+        self.assembler = TraceAssembler(on_done=self._trace_done, keep_http=keep_traces)
+        self.facts = FactCollector(on_model=self.assembler.models.__setitem__, on_start=self.assembler.new_epoch)
         self.engine = RuleEngine(ruleset, on_hit=self._hit, trace_lookup=self.assembler.get)
         self.stats = Stats()
+        self.internal = InternalErrors()
+        self.engine.internal = self.internal
         self.max_line = max_line
         self.sources: list[SourceResult] = []
         self.last_ts: float | None = None  # the latest log time seen: "now" for a post-mortem
@@ -85,20 +88,51 @@ class Pipeline:
         self.stats.events += 1
         if ev.ts is not None and (self.last_ts is None or ev.ts > self.last_ts):
             self.last_ts = ev.ts
-        self.assembler.feed(ev)
-        self.facts.feed(ev)
-        self.engine.feed(ev)
+        # Each stage under its own guard: a bug met by one line costs that stage that line only.
+        try:
+            self.assembler.feed(ev)
+        except Exception as exc:  # noqa: BLE001 - counted and logged by the guard
+            self.internal.record("traces", ev.path, ev.lineno, exc)
+        try:
+            self.facts.feed(ev)
+        except Exception as exc:  # noqa: BLE001
+            self.internal.record("facts", ev.path, ev.lineno, exc)
+        try:
+            self.engine.feed(ev)
+        except Exception as exc:  # noqa: BLE001
+            self.internal.record("rules", ev.path, ev.lineno, exc)
 
-    def feed_lines(self, parser: SourceParser, lines: Iterable[Line], result: SourceResult) -> None:
-        event = self.event
-        feed = parser.feed
+    def forget(self, path: str) -> None:
+        """A followed file is gone for good: every stage drops what it keeps for it (held hits are released)."""
+        for stage, obj in (("rules", self.engine), ("traces", self.assembler), ("facts", self.facts)):
+            try:
+                obj.forget(path)
+            except Exception as exc:  # noqa: BLE001
+                self.internal.record(stage, path, 0, exc)
+
+    def parse(self, parser: SourceParser, line: Line) -> list[Event]:
+        """One line through its source's parser, guarded: a line the parser chokes on is skipped."""
+        try:
+            return parser.feed(line)
+        except Exception as exc:  # noqa: BLE001
+            self.internal.record("parse", parser.path, line.lineno, exc)
+            return []
+
+    def feed_line_batch(self, parser: SourceParser, lines: Iterable[Line], flush: bool = False) -> int:
+        """Lines of one source through parser and stages; with `flush`, its last record too."""
+        event, parse = self.event, self.parse
         n = 0
         for line in lines:
             n += 1
-            for ev in feed(line):
+            for ev in parse(parser, line):
                 event(ev)
-        for ev in parser.flush():
-            event(ev)
+        if flush:
+            for ev in parser.flush():
+                event(ev)
+        return n
+
+    def feed_lines(self, parser: SourceParser, lines: Iterable[Line], result: SourceResult) -> None:
+        n = self.feed_line_batch(parser, lines, flush=True)
         result.lines += n
         self.stats.lines += n
 

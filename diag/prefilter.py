@@ -9,6 +9,18 @@ always runs. Each rule's positive examples prove its prefilter sound (`diag rule
 
 from __future__ import annotations
 
+import re
+
+# Inline flags change what a literal means: (?i) case, (?x) whitespace, (?s)/(?m) are harmless
+# but cheap to treat alike. `(?P<name>`, `(?P=name)` and lookarounds are not flags.
+_INLINE_FLAGS = re.compile(r"\(\?(?!P[<=>])[a-zA-Z^-]")
+# A leading global `(?m)` / `(?s)` / `(?ms)` only moves where `^`, `$` and `.` match: the literals
+# a match must contain are the same, so the rest of the pattern is analysed as if it were absent.
+_HARMLESS_LEAD = re.compile(r"\(\?[ms]+\)")
+# Escapes longer than two characters (\x20, \u00e9, \N{...}, \p{L}, \g<1>, \k<n>, \1, \012):
+# what they match is not their spelling, so a pattern using them gets no needle.
+_LONG_ESCAPES = frozenset("xuUNpPgk0123456789")
+
 
 def literal_needle(pattern: str) -> str | None:
     """The longest literal run every match must contain, or None when there is no safe one.
@@ -16,7 +28,7 @@ def literal_needle(pattern: str) -> str | None:
     Only top-level text is considered: anything inside a group or after a top-level `|` makes
     the pattern's literals optional, so such patterns get no needle (see `literal_needles`).
     """
-    if "|" in _top_level(pattern) or "(?i" in pattern:
+    if "|" in _top_level(pattern) or _unsafe(pattern):
         return None
     best, cur = "", []
     depth = 0
@@ -26,6 +38,8 @@ def literal_needle(pattern: str) -> str | None:
         c = pattern[i]
         if c == "\\" and i + 1 < n:
             nx = pattern[i + 1]
+            if nx in _LONG_ESCAPES:
+                return None
             if depth == 0 and not nx.isalnum():
                 cur.append(nx)
             else:
@@ -34,8 +48,7 @@ def literal_needle(pattern: str) -> str | None:
             continue
         if c in "([":
             if c == "[":
-                j = pattern.find("]", i + 2)
-                i = (j + 1) if j > 0 else n
+                i = _class_end(pattern, i)
                 best, cur = _keep(best, cur), []
                 continue
             depth += 1
@@ -68,7 +81,10 @@ def literal_needles(pattern: str) -> tuple[str, ...] | None:
     `a|b|c` needs a needle in each alternative; a pattern wrapped whole in `(?:…)` is looked
     into. None when some alternative has no literal to look for (the rule then always runs).
     """
-    if "(?i" in pattern:
+    lead = _HARMLESS_LEAD.match(pattern)
+    if lead is not None:
+        pattern = pattern[lead.end():]
+    if _unsafe(pattern):
         return None
     inner = _unwrap(pattern)
     if inner is not None:
@@ -98,8 +114,7 @@ def _structure(pattern: str):
             i += 2
             continue
         if c == "[":
-            j = pattern.find("]", i + 2)
-            i = (j + 1) if j > 0 else n
+            i = _class_end(pattern, i)
             continue
         if c == "(":
             depth += 1
@@ -145,3 +160,39 @@ def _keep(best: str, cur: list[str]) -> str:
 def _top_level(pattern: str) -> str:
     """The characters of a pattern outside any group or class."""
     return "".join(c for _, c, depth in _structure(pattern) if depth == 0 and c not in "()")
+
+
+def _unsafe(pattern: str) -> bool:
+    """Inline flags or escapes that make a pattern's spelling differ from what it matches."""
+    if _INLINE_FLAGS.search(pattern):
+        return True
+    i = pattern.find("\\")
+    while i >= 0 and i + 1 < len(pattern):
+        if pattern[i + 1] in _LONG_ESCAPES:
+            return True
+        i = pattern.find("\\", i + 2)
+    return False
+
+
+def _class_end(pattern: str, i: int) -> int:
+    """Index just past the character class opening at `i` (`[^\\]]`, `[]a]`, `[^]a]` included)."""
+    n = len(pattern)
+    j = i + 1
+    if j < n and pattern[j] == "^":
+        j += 1
+    if j < n and pattern[j] == "]":
+        j += 1  # a leading ] is a literal member
+    while j < n:
+        c = pattern[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "[" and pattern.startswith("[:", j):  # POSIX class [:alpha:]
+            k = pattern.find(":]", j + 2)
+            if k > 0:
+                j = k + 2
+                continue
+        if c == "]":
+            return j + 1
+        j += 1
+    return n

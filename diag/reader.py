@@ -14,6 +14,7 @@ import io
 import os
 import re
 import sys
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -176,8 +177,8 @@ def read_lines(f: BinaryIO, max_line: int = DEFAULT_MAX_LINE, splitter: LineSpli
     while True:
         try:
             data = f.read(CHUNK)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:  # truncated gzip, I/O error
-            raise InputError(f"read failed: {exc}") from None
+        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:  # truncated or corrupt gzip, I/O error
+            raise InputError(f"read failed: {type(exc).__name__}: {exc}") from None
         if not data:
             break
         yield from sp.feed(data)

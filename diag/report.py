@@ -72,6 +72,7 @@ def to_json(pipe: Pipeline) -> dict[str, Any]:
         "summary": trace_summary(pipe),
         "facts": facts,
         "rule_errors": pipe.engine.errors,
+        "internal_errors": pipe.internal.to_dict(),
         "stats": {"lines": pipe.stats.lines, "events": pipe.stats.events, "seconds": round(pipe.stats.seconds, 4)},
     }
 

@@ -19,17 +19,14 @@ import regex
 
 from diag import events as E
 from diag.events import Event
+from diag import ruleschema
 from diag.prefilter import literal_needles
 
-CATEGORIES = ("oom", "gpu", "model", "image", "context", "engine", "network", "dependency", "config", "performance", "other")
-SEVERITIES = ("critical", "error", "warning", "info")
+from diag.ruleschema import CATEGORIES, SCOPES, SEVERITIES  # noqa: F401 - re-exported: the rule vocabulary
+
 SEVERITY_RANK = {s: i for i, s in enumerate(reversed(SEVERITIES))}  # info 0 … critical 3
-SCOPES = ("event", "trace")
 MATCH_TIMEOUT = 0.2  # seconds per pattern per event: generous for a loaded machine, fatal for backtracking
-_KNOWN_KEYS = {"id", "title", "category", "severity", "formats", "kinds", "match", "unless", "when", "scope", "summary",
-               "remedy", "references", "examples", "counter_examples", "unless_after", "unless_followed_by", "description",
-               "final", "consecutive"}
-_OPS = {"gt", "gte", "lt", "lte", "ne", "in", "re", "not_in"}
+HOLD_S = 10.0  # default: a held hit (unless_followed_by) is released after this long without a follower
 
 
 class RuleError(Exception):
@@ -65,6 +62,9 @@ class Rule:
     description: str = ""
     unless_after: tuple[Any, float] | None = None  # (pattern, seconds): quiet after such a line in the same source
     unless_followed_by: tuple[Any, int] | None = None  # (pattern, events): quiet if such a line follows soon
+    hold_s: float = HOLD_S  # ... or released after this many seconds (the daemon's tick) if none follows
+    inhibits: dict[str, Any] | None = None  # alerts: rules/categories this one silences while it fires
+    state: bool = False  # alerts: a condition that holds until resolved, not an event
     examples: list[Example] = field(default_factory=list)
     counter_examples: list[Example] = field(default_factory=list)
     needles: tuple[str, ...] = ()  # literal prefilter: a pattern can only match if one needle is present
@@ -79,12 +79,27 @@ class Rule:
 class RuleSet:
     rules: list[Rule]
     errors: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str | None]] = field(default_factory=list)  # (file, rule id or None: the whole file)
 
     def by_id(self, rid: str) -> Rule | None:
         for r in self.rules:
             if r.id == rid:
                 return r
         return None
+
+
+def keep_previous(new: RuleSet, previous: Iterable[Rule]) -> list[str]:
+    """A reload: each rule that failed to load keeps the version that was running (all rules of
+    a file that failed as a whole). Returns the ids kept."""
+    files = {f for f, rid in new.failed if rid is None}
+    ids = {rid for _f, rid in new.failed if rid is not None}
+    have = {r.id for r in new.rules}
+    kept = []
+    for r in previous:
+        if (r.id in ids or r.file in files) and (r.id not in have or r.id in ids):
+            new.rules = [x for x in new.rules if x.id != r.id] + [r]
+            kept.append(r.id)
+    return kept
 
 
 def builtin_dir() -> Path:
@@ -99,6 +114,7 @@ def load(dirs: Iterable[str | os.PathLike] = (), builtin: bool = True) -> RuleSe
     """Built-in rules, then each user directory (or file); a later rule with the same id wins."""
     found: dict[str, Rule] = {}
     errors: list[str] = []
+    failed: list[tuple[str, str | None]] = []
     sources: list[Path] = []
     if builtin:
         found_builtin = sorted(builtin_dir().glob("*.toml"))
@@ -114,36 +130,46 @@ def load(dirs: Iterable[str | os.PathLike] = (), builtin: bool = True) -> RuleSe
         else:
             errors.append(f"{p}: no such rule file or directory")
     for path in sources:
-        rules, errs = load_file(path)
+        rules, errs = load_file(path, failed)
         errors.extend(errs)
         for r in rules:
             found[r.id] = r
-    return RuleSet(list(found.values()), errors)
+    return RuleSet(list(found.values()), errors, failed)
 
 
-def load_file(path: Path) -> tuple[list[Rule], list[str]]:
+def load_file(path: Path, failed: list[tuple[str, str | None]] | None = None) -> tuple[list[Rule], list[str]]:
+    """The valid rules of one file and what is wrong with the others; `failed` collects
+    (file, id) of each rule not loaded (id None: the whole file), so a reload can keep their old versions."""
+    failed = failed if failed is not None else []
     try:
         raw = path.read_bytes()
     except OSError as exc:
+        failed.append((str(path), None))
         return [], [f"{path}: cannot read: {exc.strerror or exc}"]
     try:
         text = raw.decode("utf-8")
         doc = tomllib.loads(text)
     except UnicodeDecodeError:
+        failed.append((str(path), None))
         return [], [f"{path}: not UTF-8 text"]
     except tomllib.TOMLDecodeError as exc:
+        failed.append((str(path), None))
         return [], [f"{path}: invalid TOML: {exc}"]
     items = doc.get("rule", [])
     if not isinstance(items, list):
+        failed.append((str(path), None))
         return [], [f"{path}: `rule` must be an array of tables ([[rule]])"]
     rules, errors = [], []
     seen: set[str] = set()
     for item in items:
-        line = _line_of(text, item.get("id") if isinstance(item, dict) else None)
+        rid = item.get("id") if isinstance(item, dict) else None
+        line = _line_of(text, rid)
         try:
             r = build(item, str(path), line)
-        except RuleError as exc:
-            errors.append(f"{path}:{line}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a rule file is input: never raise out of loading
+            why = str(exc) if isinstance(exc, RuleError) else f"cannot be loaded ({type(exc).__name__})"
+            errors.append(f"{path}:{line}: rule {rid if isinstance(rid, str) else '?'}: {why}")
+            failed.append((str(path), rid if isinstance(rid, str) else None))
             continue
         if r.id in seen:
             errors.append(f"{path}:{line}: duplicate rule id {r.id!r} in the same file")
@@ -167,69 +193,44 @@ def _compile(p: Any, where: str) -> Any:
         raise RuleError(f"{where}: pattern must be a non-empty string")
     try:
         return regex.compile(p, regex.MULTILINE)
-    except regex.error as exc:
+    except (regex.error, OverflowError, RecursionError, ValueError) as exc:
         raise RuleError(f"{where}: invalid regex {p!r}: {exc}") from None
 
 
 def build(item: Any, file: str = "<builtin>", line: int = 0) -> Rule:
-    if not isinstance(item, dict):
-        raise RuleError("each [[rule]] must be a table")
-    unknown = set(item) - _KNOWN_KEYS
-    if unknown:
-        raise RuleError(f"unknown key(s) {sorted(unknown)}")
-    for key in ("id", "title", "category", "severity", "summary", "remedy"):
-        if not isinstance(item.get(key), str) or not item[key].strip():
-            raise RuleError(f"rule {item.get('id', '?')!r}: missing or empty `{key}`")
+    problems = ruleschema.problems(item)
+    if problems:
+        raise RuleError("; ".join(problems))
     rid = item["id"]
-    if item["category"] not in CATEGORIES:
-        raise RuleError(f"rule {rid!r}: category {item['category']!r} is not one of {', '.join(CATEGORIES)}")
-    if item["severity"] not in SEVERITIES:
-        raise RuleError(f"rule {rid!r}: severity {item['severity']!r} is not one of {', '.join(SEVERITIES)}")
     scope = item.get("scope", "event")
-    if scope not in SCOPES:
-        raise RuleError(f"rule {rid!r}: scope must be one of {SCOPES}")
     match = item.get("match")
     pats = [match] if isinstance(match, str) else (match or [])
-    if not isinstance(pats, list):
-        raise RuleError(f"rule {rid!r}: `match` must be a string or a list of strings")
-    if scope == "event" and not pats and not item.get("when"):
-        raise RuleError(f"rule {rid!r}: an event rule needs `match` or `when`")
-    when = item.get("when", {})
-    if not isinstance(when, dict):
-        raise RuleError(f"rule {rid!r}: `when` must be a table")
-    for k, v in when.items():
-        if isinstance(v, dict) and not set(v) <= _OPS:
-            raise RuleError(f"rule {rid!r}: condition on {k!r} uses unknown operator(s) {sorted(set(v) - _OPS)}")
     formats = item.get("formats")
-    fmts = None if formats in (None, ["*"], "*") else frozenset(formats if isinstance(formats, list) else [formats])
+    fmts = None if formats in (None, ["*"], "*") else frozenset([formats] if isinstance(formats, str) else formats)
     kinds = item.get("kinds")
     r = Rule(
         id=rid, title=item["title"], category=item["category"], severity=item["severity"],
         summary=item["summary"], remedy=item["remedy"].strip(), file=file, line=line, formats=fmts,
-        kinds=frozenset(kinds) if kinds else frozenset({E.LOG, E.RAW, E.FAILED}),
-        patterns=[_compile(p, f"rule {rid!r} match") for p in pats],
-        unless=_compile(item["unless"], f"rule {rid!r} unless") if item.get("unless") else None,
-        when=when, scope=scope, final=bool(item.get("final", False)), consecutive=int(item.get("consecutive", 1)),
+        kinds=frozenset([kinds] if isinstance(kinds, str) else kinds) if kinds else frozenset({E.LOG, E.RAW, E.FAILED}),
+        patterns=[_compile(p, "match") for p in pats],
+        unless=_compile(item["unless"], "unless") if item.get("unless") else None,
+        when=item.get("when", {}), scope=scope, final=item.get("final", False), consecutive=item.get("consecutive", 1),
         references=list(item.get("references", [])), description=item.get("description", ""),
+        inhibits=item.get("inhibits"), state=item.get("state", False),
     )
     ua = item.get("unless_after")
     if ua:
-        r.unless_after = (_compile(ua.get("pattern"), f"rule {rid!r} unless_after"), float(ua.get("within_s", 60)))
+        r.unless_after = (_compile(ua["pattern"], "unless_after"), float(ua.get("within_s", 60)))
     uf = item.get("unless_followed_by")
     if uf:
-        r.unless_followed_by = (_compile(uf.get("pattern"), f"rule {rid!r} unless_followed_by"), int(uf.get("within_events", 3)))
+        r.unless_followed_by = (_compile(uf["pattern"], "unless_followed_by"), int(uf.get("within_events", 3)))
+        r.hold_s = float(uf.get("within_s", HOLD_S))
     for key, dest in (("examples", r.examples), ("counter_examples", r.counter_examples)):
         for ex in item.get(key, []):
             if isinstance(ex, str):
                 dest.append(Example(ex))
-            elif isinstance(ex, dict) and isinstance(ex.get("text"), str):
-                dest.append(Example(ex["text"], dict(ex.get("fields", {})), ex.get("format")))
             else:
-                raise RuleError(f"rule {rid!r}: each of `{key}` is a string or a table with `text`")
-    if not r.examples:
-        raise RuleError(f"rule {rid!r}: needs at least one positive example")
-    if not r.counter_examples:
-        raise RuleError(f"rule {rid!r}: needs at least one negative example (counter_examples)")
+                dest.append(Example(ex["text"], dict(ex.get("fields", {})), ex.get("format")))
     needles: list[str] = []
     for p in r.patterns:
         got = literal_needles(p.pattern)
@@ -277,7 +278,7 @@ def _op(op: str, have: Any, arg: Any) -> bool:
             return have <= arg
         if op == "re":
             return regex.search(arg, str(have), timeout=MATCH_TIMEOUT) is not None
-    except (TypeError, TimeoutError):
+    except (TypeError, TimeoutError, regex.error):
         return False
     return False
 

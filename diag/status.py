@@ -69,6 +69,7 @@ def status_doc(store: Store) -> dict[str, Any]:
         "traces": counts["traces"],
         "findings": counts["findings"],
         "rule_errors": meta.get("rule_errors") or [],
+        "internal_errors": meta.get("internal_errors") or {},
     }
 
 
@@ -87,6 +88,9 @@ def print_status(doc: dict[str, Any], console: Console) -> None:
     console.print(f"{doc['traces']} traces, {doc['findings']} findings stored")
     for e in doc["rule_errors"]:
         console.print(f"[red]rule error:[/] {escape(e)}")
+    for stage, e in doc.get("internal_errors", {}).items():
+        console.print(f"[red]internal errors in {escape(stage)}:[/] {e['count']}, last at {escape(e['last_location'])} "
+                      f"({escape(e['last_error'])})")
 
 
 def trace_doc(store: Store, tid: str) -> dict[str, Any] | None:
@@ -123,5 +127,6 @@ def print_findings(rows: list[dict[str, Any]], console: Console) -> None:
     for r in rows:
         when = iso(r["ts"] or r["created_at"])
         rid = f" [{escape(r['request_id'])}]" if r["request_id"] else ""
-        console.print(f"{when} [bold]{r['severity']}[/] {r['rule']}{rid}: {escape(r['summary'] or '')}  "
+        times = f" ×{r['count']}" if r.get("count", 1) > 1 else ""
+        console.print(f"{when} [bold]{r['severity']}[/] {r['rule']}{times}{rid}: {escape(r['summary'] or '')}  "
                       f"[dim]{escape(str(r['path']))}:{r['line']}[/]")

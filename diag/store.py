@@ -71,6 +71,10 @@ MIGRATIONS = [
     CREATE INDEX findings_created ON findings(created_at);
     CREATE INDEX findings_request ON findings(request_id);
     """,
+    # 2: a finding row stands for `count` occurrences (Ray's "[repeated Nx across cluster]")
+    """
+    ALTER TABLE findings ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+    """,
 ]
 
 
@@ -151,10 +155,10 @@ class Store:
                 "received_at=excluded.received_at, updated_at=excluded.updated_at, data=excluded.data",
                 [(t.id, t.source, t.server, t.status, t.received_at, now, json.dumps(t.to_state(), ensure_ascii=False, separators=(",", ":"))) for t in traces])
             db.executemany(
-                "INSERT INTO findings (rule, severity, category, title, ts, created_at, path, line, request_id, summary, remedy, fields, excerpt) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO findings (rule, severity, category, title, ts, created_at, path, line, request_id, summary, remedy, fields, excerpt, "
+                "count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(h.rule.id, h.rule.severity, h.rule.category, h.rule.title, h.ts, now, h.path, h.line, h.request_id,
-                  _summary(h), h.rule.remedy, json.dumps(h.fields, ensure_ascii=False, default=str), h.excerpt) for h in hits])
+                  _summary(h), h.rule.remedy, json.dumps(h.fields, ensure_ascii=False, default=str), h.excerpt, h.count) for h in hits])
             db.executemany(f"INSERT OR REPLACE INTO sources ({', '.join(SourceState.COLUMNS)}) VALUES ({', '.join('?' * len(SourceState.COLUMNS))})",
                            [s.row() for s in sources])
             for k, v in (meta or {}).items():
@@ -197,10 +201,20 @@ class Store:
         return [Trace.from_state(json.loads(r[0])) for r in rows]
 
     def trace(self, tid: str) -> dict[str, Any] | None:
+        """The trace with this id, or the only one whose id starts with it (see `trace_candidates`)."""
         r = self.db.execute("SELECT data FROM traces WHERE id = ?", (tid,)).fetchone()
         if r is None:
-            r = self.db.execute("SELECT data FROM traces WHERE id LIKE ? ORDER BY updated_at DESC LIMIT 1", (tid + "%",)).fetchone()
+            ids = self.trace_candidates(tid, 2)
+            if len(ids) == 1:
+                r = self.db.execute("SELECT data FROM traces WHERE id = ?", (ids[0],)).fetchone()
         return json.loads(r[0]) if r else None
+
+    def trace_candidates(self, prefix: str, limit: int = 20) -> list[str]:
+        """Ids starting with `prefix`, compared literally and case-sensitively (no LIKE wildcards)."""
+        if not prefix:
+            return []
+        return [r[0] for r in self.db.execute("SELECT id FROM traces WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT ?",
+                                              (len(prefix), prefix, limit))]
 
     def load_trace(self, tid: str) -> Trace | None:
         r = self.db.execute("SELECT data FROM traces WHERE id = ?", (tid,)).fetchone()

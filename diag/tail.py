@@ -28,6 +28,7 @@ from diag.store import SourceState
 log = logging.getLogger("diag")
 FP_BYTES = 256
 READ_CHUNK = 1 << 20
+SALVAGE_BUDGET = 64 * READ_CHUNK  # at most this much is read back from a copytruncate copy (memory: its lines are applied at once)
 
 
 def fingerprint_of(data: bytes) -> str:
@@ -109,10 +110,13 @@ class FileReader:
 
 class Follower:
     def __init__(self, cfg: Config, stored: list[SourceState],
-                 consume: Callable[[FileReader, list[Line], bool], None] | None = None):
+                 consume: Callable[[FileReader, list[Line], bool], None] | None = None,
+                 forget: Callable[[str], None] | None = None):
         """`consume(reader, lines, flush)` runs lines through the reader's parser at once; the
-        follower needs it when lines come from a copy and must be applied before the file restarts."""
+        follower needs it when lines come from a copy and must be applied before the file restarts.
+        `forget(path)` is told when a path is gone for good (a deleted file no configured path names)."""
         self.consume = consume or (lambda r, lines, flush: r.pending_lines.extend(lines))
+        self.forget = forget or (lambda path: None)
         self.cfg = cfg
         self.readers: dict[str, FileReader] = {}  # key -> reader (active and rotated)
         self.by_path: dict[str, str] = {}  # configured path -> key of its active reader
@@ -342,14 +346,19 @@ class Follower:
         out: list[Line] = []
         copy = self._find_copy(Path(path).parent, r.state.fingerprint, r.state.fp_len, r.key, pos) if r.state.fp_len else None
         if copy is not None:
+            budget = SALVAGE_BUDGET
             with open(copy, "rb") as f:
                 f.seek(pos)
-                while True:
-                    data = f.read(READ_CHUNK)
+                while budget > 0:
+                    data = f.read(min(READ_CHUNK, budget))
                     if not data:
                         break
+                    budget -= len(data)
                     out.extend(r.splitter.feed(data))
+                left = os.fstat(f.fileno()).st_size - f.tell()
             log.info("%s: truncated (copytruncate); read bytes %d.. from the copy %s", path, pos, copy)
+            if left > 0:
+                self._error(path, f"copytruncate: {left} bytes of the copy past the {SALVAGE_BUDGET >> 20} MiB salvage budget were skipped")
         elif pos > 0:
             log.warning("%s: truncated at byte %d; no copy with the same first bytes found, lines written just before "
                         "the truncation may be missing", path, pos)
@@ -372,6 +381,14 @@ class Follower:
         self._retired.append(r.sync_state())
         self.readers.pop(r.key, None)
         r.close()
+        path = r.state.path
+        if path not in self.by_path and not any(x.state.path == path for x in self.readers.values()) \
+                and not os.path.exists(path) and not any(s.path == path for s in self.cfg.logs):
+            # a globbed file that is gone (date-stamped logs deleted by rotation): nothing keeps its path
+            self.rotations.pop(path, None)
+            self.errors.pop(path, None)
+            self.stored = {k: s for k, s in self.stored.items() if s.path != path}
+            self.forget(path)
 
     def idle_flush(self, r: FileReader) -> list[Line]:
         """A last line the writer has not terminated for `flush_after` seconds is taken as is."""

@@ -31,6 +31,7 @@ from typing import Any, Callable
 from diag import events as E
 from diag.clock import iso
 from diag.events import Event
+from diag.traceids import IdScopes
 
 STATUSES = ("ok", "aborted", "failed", "rejected", "in_flight", "unknown")
 GEN_ENDPOINTS = ("/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions", "/completion",
@@ -112,7 +113,7 @@ _PUBLIC_FIELDS = tuple(f for f in _STATE_FIELDS if not f.startswith("_") and f !
 
 
 class TraceAssembler:
-    def __init__(self, on_done: Callable[[Trace], None] | None = None, max_open: int = MAX_OPEN):
+    def __init__(self, on_done: Callable[[Trace], None] | None = None, max_open: int = MAX_OPEN, keep_http: bool = True):
         self.open: OrderedDict[str, Trace] = OrderedDict()
         self.recent: OrderedDict[str, Trace] = OrderedDict()
         self.alias: OrderedDict[str, str] = OrderedDict()
@@ -127,61 +128,69 @@ class TraceAssembler:
         self._awaiting: dict[str, OrderedDict[str, Trace]] = {}  # source -> traces without an access line yet
         self.changed: set[str] = set()
         self.dropped = 0
+        self.keep_http = keep_http  # `diag scan` reports HTTP records; the daemon only counts them
+        self.ids = IdScopes()
+        # Sources whose server logs explicit request ends (finish lines, timings, attached access lines):
+        # only there does a request without an end show that it should have ended (stuck, never completed).
+        self.ends_logged: set[str] = set()
 
     # -- lookup -------------------------------------------------------------------------
-    def _canonical(self, rid: str) -> str:
-        a = self.alias.get(rid)
+    def _canonical(self, rid: str, path: str | None) -> str:
+        key = rid + self.ids.suffix(path) if path is not None else rid
+        a = self.alias.get(key)
         if a is not None:
             return a
-        if rid in self.open or rid in self.recent:
-            return rid
+        if key in self.open or key in self.recent or path is None:
+            return key
         # vLLM 0.14+: the engine id is the external id plus "-<8 hex>".
         if len(rid) > 9 and rid[-9] == "-":
-            base = rid[:-9]
-            if not rid[-8:].strip("0123456789abcdef") and (base in self.open or base in self.recent or "-" in base):
-                self._alias(rid, base)
+            base = rid[:-9] + (key[len(rid):])
+            if not rid[-8:].strip("0123456789abcdef") and (base in self.open or base in self.recent or "-" in rid[:-9]):
+                self._alias(key, base)
                 return base
-        return rid
+        return key
 
     def _alias(self, rid: str, base: str) -> None:
         self.alias[rid] = base
         if len(self.alias) > self.max_open:
             self.alias.popitem(last=False)
 
-    def get(self, rid: str) -> Trace | None:
-        c = self._canonical(rid)
+    def get(self, rid: str, path: str | None = None) -> Trace | None:
+        """The trace of a request id as logged in `path`, or of a trace id (path None)."""
+        c = self._canonical(rid, path)
         return self.open.get(c) or self.recent.get(c)
 
+    def new_epoch(self, path: str) -> None:
+        """A server start in this source: ids logged from now on belong to a new run."""
+        self.ids.new_epoch(path)
+
     def _trace(self, ev: Event, rid: str, create: bool = True) -> Trace | None:
-        cid = self._canonical(rid)
+        cid = self._canonical(rid, ev.path)
         t = self.open.get(cid)
         if t is None:
             t = self.recent.get(cid)
             if t is not None and ev.kind in (E.RECEIVED, E.STARTED) and t._ended and ev.fmt in ("llamacpp", "lmdeploy"):
-                t = None  # a restarted server reuses task/session numbers
-                cid = self._next_generation(cid)
+                # an ended task/session number starting again: the server restarted without startup lines
+                self.ids.new_epoch(ev.path)
+                t, cid = None, self._canonical(rid, ev.path)
             if t is None and not create:
                 return None
         if t is None:
             if len(self.open) >= self.max_open:
                 _, old = self.open.popitem(last=False)
                 self.dropped += 1
+                self._settle_final(old)
                 self._finish(old)
             t = Trace(cid, ev.fmt if ev.fmt != "uvicorn" else "vllm", ev.path, model=self.models.get(ev.path), first_line=ev.lineno)
-            if cid.startswith("chatcmpl-") or cid.startswith("chat-"):
+            if rid.startswith("chatcmpl-") or rid.startswith("chat-"):
                 t.endpoint = "chat"
-            elif cid.startswith("cmpl-"):
+            elif rid.startswith("cmpl-"):
                 t.endpoint = "completions"
             self.open[cid] = t
-        if rid != cid and rid not in self.alias:
-            self._alias(rid, cid)
+        key = rid + self.ids.suffix(ev.path)
+        if key != cid and key not in self.alias:
+            self._alias(key, cid)
         return t
-
-    def _next_generation(self, cid: str) -> str:
-        n = 2
-        while f"{cid}#{n}" in self.open or f"{cid}#{n}" in self.recent:
-            n += 1
-        return f"{cid}#{n}"
 
     # -- events -------------------------------------------------------------------------
     def feed(self, ev: Event) -> Trace | None:
@@ -189,6 +198,11 @@ class TraceAssembler:
         k = ev.kind
         if k == E.ACCESS:
             return self._access(ev)
+        if k == E.STATS:
+            f = ev.fields
+            if f.get("running") == 0 and not f.get("waiting"):
+                self._idle(ev.path)
+            return None
         if k not in E.REQUEST_KINDS:
             if ev.fields.get("image_event") and ev.fmt == "llamacpp":
                 tid = self._last_started.get(ev.path)
@@ -306,6 +320,17 @@ class TraceAssembler:
                 e["path"] = ev.path  # the trace's own source is implied (keeps the stored state small)
             t.timeline.append(e)
 
+    def _idle(self, path: str) -> None:
+        """The engine says nothing is running or waiting. In a server that logs no request ends
+        (vLLM 0.11+ without access lines) its requests have ended, how is unknown: they leave the
+        open set as `unknown` (no stuck or never-completed finding, and bounded memory)."""
+        if path in self.ends_logged:
+            return
+        for t in [t for t in self.open.values() if t.source == path and t.status == "in_flight"]:
+            t._ended = True
+            self.changed.add(t.id)
+            self._settle(t)
+
     def _settle(self, t: Trace) -> None:
         """Recompute status and latency from what is known so far."""
         if t._failed:
@@ -320,6 +345,8 @@ class TraceAssembler:
             t.status = "unknown"
         else:
             t.status = "in_flight"
+        if t._completed or t.http_status is not None or (t._ended and not t._aborted and not t._failed and t.server == "llamacpp"):
+            self.ends_logged.add(t.source)
         if t.latency_s is None and t.received_at is not None:
             end = t.finished_at or t.failed_at or t.aborted_at
             if end is not None and end >= t.received_at and t.status != "in_flight":
@@ -404,7 +431,7 @@ class TraceAssembler:
     def _record(self, ev: Event) -> None:
         self.http_count += 1
         f = ev.fields
-        if len(self.http_records) < 100000:
+        if self.keep_http and len(self.http_records) < 100000:
             self.http_records.append({"source": ev.path, "line": ev.lineno, "time": ev.ts, "server": ev.fmt,
                                       "client": f.get("client"), "method": f.get("method"), "path": f.get("path"),
                                       "status": f.get("status")})
@@ -425,8 +452,26 @@ class TraceAssembler:
 
     def _settle_final(self, t: Trace) -> None:
         self._settle(t)
+        if t.status == "in_flight" and t.source not in self.ends_logged:
+            t.status = "unknown"  # this server logs no request ends: nothing shows it should have ended
         self.open.pop(t.id, None)
         self.recent.pop(t.id, None)
+
+    def forget(self, path: str) -> None:
+        """A source that is gone for good (a deleted, globbed file): drop what is kept per path, so
+        following thousands of short-lived files one after another does not grow memory."""
+        self._flush_waiting(path)
+        gone = [t for t in list(self.open.values()) + list(self.recent.values()) if t.source == path]
+        for t in gone:
+            self._settle_final(t)  # no line can follow: hand them over as they are
+            self._finish(t)
+        if gone:
+            ids = {t.id for t in gone}
+            self.alias = OrderedDict((k, v) for k, v in self.alias.items() if v not in ids)
+        self.ids.forget(path)
+        for d in (self.models, self._last_started, self._just_ended, self._awaiting):
+            d.pop(path, None)
+        self.ends_logged.discard(path)
 
     def adopt(self, t: Trace) -> None:
         """A trace still in flight when the daemon last stopped: carry on assembling it."""
@@ -438,7 +483,8 @@ class TraceAssembler:
         """Requests received more than `after` seconds before `now` and still in flight."""
         out = []
         for t in self.open.values():
-            if t.status == "in_flight" and not t.stuck and t.received_at is not None and now - t.received_at > after:
+            if (t.status == "in_flight" and not t.stuck and t.received_at is not None and now - t.received_at > after
+                    and t.source in self.ends_logged):  # stuck only where the log shows it should have ended
                 t.stuck = True
                 self.changed.add(t.id)
                 out.append(t)

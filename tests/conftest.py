@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -96,3 +97,105 @@ def free_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+# -- canaries: user content planted in every free-text position the corpus formats have ---------------
+CANARY = "zqxcanaryjv"  # a word no log, rule or report contains
+# Error text a user pastes into a prompt to ask about it: it must raise no alarm.
+CANARY_TEXT = (f"{CANARY} torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. EngineDeadError "
+               "Fatal Python error: Segmentation fault ValueError: No available memory for the cache blocks "
+               "Address already in use cudaMalloc failed: out of memory")
+CANARY_URL = f"{CANARY}/CUDA_out_of_memory/EngineDeadError.png?token={CANARY}&q=Traceback"
+CANARY_LINES = [f"{CANARY} torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+                "Traceback (most recent call last):", f'  File "/{CANARY}.py", line 1, in <module>',
+                "RuntimeError: CUDA error: out of memory", "EngineDeadError: EngineCore encountered an issue",
+                "ggml_cuda_compute_forward: cudaMalloc failed: out of memory", "Segmentation fault (core dumped)"]
+
+
+@dataclass
+class Plant:
+    """One free-text position: in `file`, replace `old` (first occurrence, or all with `every`)
+    with `new`, where `{text}`, `{url}` and `{lines}` stand for the planted payload."""
+
+    file: str
+    what: str
+    old: str
+    new: str
+    every: bool = False
+
+
+PLANTS = [
+    Plant("vllm/synthetic-0.6.6-qwen2vl.log", "vLLM 0.6 INFO prompt", "Summarize the plot of Hamlet in two sentences.", "{text}"),
+    Plant("vllm/synthetic-0.11.0-qwen3vl.log", "vLLM 0.11 INFO prompt", "Summarize the plot of Hamlet in two sentences.", "{text}"),
+    Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 DEBUG prompt", "user\\nhello world<|im_end|>", "user\\n{text}<|im_end|>", every=True),
+    Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 output", "output: 'odusoiduzaite fizaojacu tus'", "output: '{text}'"),
+    Plant("vllm/real-0.32.0-cpu/text-logoutputs.log", "vLLM --enable-log-outputs", "output: 'odusoiduzaite", "output: '{text}"),
+    Plant("seed-style/vllm.log", "guide-style generated token", "for request 'req-abc123': '配'", "for request 'req-abc123': '{text}'"),
+    Plant("llamacpp/real-b0c1e57-cpu/mmproj-verbose.log", "llama-server -v prompt lines", "add_text: <|im_start|>user\nWhat is in this image?\n",
+          "add_text: <|im_start|>user\n{lines}\n"),
+    Plant("llamacpp/real-b0c1e57-cpu/mmproj-verbose.log", "llama-server -v JSON prompt", "What is in this image?", "{text}", every=True),
+    Plant("llamacpp/real-b0c1e57-cpu/verbose.log", "llama-server -v JSON prompt", "Hello there", "{text}", every=True),
+    Plant("llamacpp/real-b0c1e57-cpu/verbose.log", "llama-server error echoing input",
+          "0.00.283.957 E srv    send_error: task id = 10, error: request (2705 tokens) exceeds",
+          "0.00.283.950 E srv    operator(): got exception: {{\"error\":{{\"code\":400,\"message\":\"Failed to parse input: "
+          "{{'type': 'value_error', 'input': '{text}'}}\",\"type\":\"invalid_request_error\"}}}}\n"
+          "0.00.283.957 E srv    send_error: task id = 10, error: request (2705 tokens) exceeds"),
+    Plant("lmdeploy/synthetic-0.16.log", "LMDeploy prompt and stop words",
+          "2026-08-22 10:15:02,114 - lmdeploy - INFO - async_engine.py:582 - session=0, input_tokens=38, max_new_tokens=32730, prep=True",
+          "2026-08-22 10:15:02,114 - lmdeploy - INFO - async_engine.py:582 - session=0, input_tokens=38, max_new_tokens=32730, prep=True\n"
+          "2026-08-22 10:15:02,114 - lmdeploy - INFO - async_engine.py:600 - session=0, adapter_name=None, input_tokens=38, "
+          "gen_config=GenerationConfig(stop_words=['{text}']), prompt='{text}'"),
+    Plant("vllm/real-0.32.0-cpu/cold-start-vl.log", "vLLM image fetch URL", "http://127.0.0.1:9/nothing.png", "http://127.0.0.1:9/{url}", every=True),
+    Plant("vllm/real-0.32.0-cpu/text.log", "uvicorn access query string", '"POST /v1/chat/completions HTTP/1.1" 200',
+          '"POST /v1/chat/completions?{url} HTTP/1.1" 200'),
+    Plant("vllm/real-0.32.0-cpu/text.log", "vLLM validation error echoing input",
+          '"POST /v1/chat/completions?{url} HTTP/1.1" 200',
+          '"POST /v1/chat/completions?{url} HTTP/1.1" 200\n(APIServer pid=11381) ERROR 11-22 18:23:13 [serving_chat.py:250] '
+          "Error in preprocessing prompt inputs: 1 validation error for ChatCompletionRequest: Value error [type=value_error, "
+          "input_value={{'messages': [{{'role': 'user', 'content': '{text}'}}]}}, input_type=dict]"),
+    Plant("nginx/access-combined.log", "nginx access query string", " HTTP/1.1\" ", "?{url} HTTP/1.1\" ", every=True),
+    Plant("nginx/error.log", "nginx error request and upstream URL", 'request: "GET /health HTTP/1.1", upstream: "http://127.0.0.1:8080/health"',
+          'request: "GET /health?{url} HTTP/1.1", upstream: "http://127.0.0.1:8080/{url}"'),
+    Plant("seed-style/proxy.log", "proxy access query string", '"POST /v1/chat/completions HTTP/1.1"', '"POST /v1/chat/completions?{url} HTTP/1.1"', every=True),
+    Plant("seed-style/proxy.log", "proxy forwarding URL", "Forwarding to http://localhost:3001/v1/chat/completions",
+          "Forwarding to http://localhost:3001/img/{url}"),
+]
+
+
+@dataclass
+class CanaryCorpus:
+    """Planted copies of corpus files and the same files with a harmless payload instead."""
+
+    word: str
+    planted: list[Path]
+    clean: list[Path]
+    plants: list[Plant]
+
+
+def plant_canaries(dest: Path, plants: list[Plant] = PLANTS, word: str = CANARY) -> CanaryCorpus:
+    """Write each planted file and its unplanted twin under `dest` (extend `PLANTS` for new formats)."""
+    by_file: dict[str, list[Plant]] = {}
+    for p in plants:
+        by_file.setdefault(p.file, []).append(p)
+    planted, clean = [], []
+    for rel, ps in by_file.items():
+        base = (CORPUS / rel).read_text(encoding="utf-8")
+        for variant, text, url, lines in (("planted", CANARY_TEXT.replace(CANARY, word), CANARY_URL.replace(CANARY, word),
+                                           "\n".join(CANARY_LINES).replace(CANARY, word)),
+                                          ("clean", "please describe the picture", "picture.png?size=2", "please describe\nthe picture")):
+            body = base
+            for p in ps:
+                old = p.old.format(text=text, url=url, lines=lines) if "{" in p.old else p.old  # may follow an earlier plant
+                assert old in body, f"{rel}: the anchor for {p.what!r} is gone"
+                new = p.new.format(text=text, url=url, lines=lines)
+                body = body.replace(old, new) if p.every else body.replace(old, new, 1)
+            out = dest / variant / rel.replace("/", "__")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(body, encoding="utf-8")
+            (planted if variant == "planted" else clean).append(out)
+    return CanaryCorpus(word, planted, clean, plants)
+
+
+@pytest.fixture
+def canary_corpus(tmp_path) -> CanaryCorpus:
+    return plant_canaries(tmp_path / "canary")

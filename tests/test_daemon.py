@@ -74,8 +74,6 @@ def test_exactly_once_through_rotations_and_two_kill9(tmp_path):
             d.wait()
             d, _ = start_daemon(state, str(log))
         out, _ = w.communicate(timeout=120)
-        rate = float(out.split("(")[1].split()[0])
-        assert rate >= 5000, out
         assert "5 rotations" in out
         wait_for(lambda: status(state)["traces"] >= n and all(s["lag_bytes"] == 0 for s in status(state)["sources"]), 90,
                  "the daemon to catch up")
@@ -160,25 +158,43 @@ def test_long_lines_garbage_partial_lines_and_permission_denied(tmp_path):
         assert d.wait(timeout=30) == 0
 
 
-def test_sighup_with_a_broken_rule_file_keeps_the_old_rules(tmp_path):
+USER_RULE = """
+[[rule]]
+id = "user-marker"
+title = "User marker"
+category = "other"
+severity = "error"
+match = 'USERMARK (?P<n>\\d+)'
+summary = "marker {n}"
+remedy = "remove the marker from the log please"
+examples = [{ text = "USERMARK 7", fields = { n = "7" } }]
+counter_examples = ["nothing here"]
+"""
+
+
+def test_sighup_with_broken_rule_files_keeps_the_old_rules_and_never_exits(tmp_path):
     logs, state, rules_dir = tmp_path / "logs", tmp_path / "state", tmp_path / "rules"
     for p in (logs, state, rules_dir):
         p.mkdir()
     log = logs / "vllm.log"
     log.write_text("")
+    (rules_dir / "user.toml").write_text(USER_RULE)
     cfg = tmp_path / "diag.toml"
     cfg.write_text(f'[daemon]\nrules_dirs = ["{rules_dir}"]\n[[log]]\npath = "{log}"\n')
     d, err = start_daemon(state, extra=("--config", str(cfg)))
     try:
         wait_for(lambda: status(state)["sources"], 20, "startup")
-        (rules_dir / "broken.toml").write_text("[[rule]]\nid = 'x'\ntitle = \n")
+        (rules_dir / "broken.toml").write_text("[[rule]]\nid = 'x'\ntitle = \n")  # not TOML
+        (rules_dir / "user.toml").write_text(USER_RULE + 'consecutive = "three"\n')  # TOML, but a wrong type
         d.send_signal(signal.SIGHUP)
         time.sleep(1.5)
+        assert d.poll() is None  # a SIGHUP never exits
         with open(log, "a") as f:
-            f.write("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
-        wait_for(lambda: status(state)["findings"] == 1, 20, "the built-in rule still working")
+            f.write("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\nUSERMARK 3\n")
+        wait_for(lambda: status(state)["findings"] == 2, 20, "the built-in rule and the old user rule still working")
         text = Path(err).read_text()
-        assert "rules not reloaded" in text and "broken.toml" in text
+        assert "broken.toml" in text and f"{rules_dir / 'user.toml'}:3: rule user-marker: `consecutive` must be" in text
+        assert "kept the previous version of 1 rule(s) that no longer load: user-marker" in text
         assert d.poll() is None
     finally:
         d.terminate()
@@ -239,3 +255,96 @@ def test_systemd_unit_verifies(tmp_path):
                  "ProtectHome=", "NoNewPrivileges=yes", "PrivateTmp=yes", "ExecReload=/bin/kill -HUP $MAINPID", "--check-config"):
         assert want in text
     assert "PrivateDevices" not in text.replace("# Not PrivateDevices=", "")
+
+
+def _findings_of(state: Path, rule: str) -> list[dict]:
+    s = Store(state / "diag.sqlite3", readonly=True)
+    try:
+        return [f for f in s.findings() if f["rule"] == rule]
+    finally:
+        s.close()
+
+
+def test_a_held_hit_on_the_last_line_survives_kill9_and_is_stored_exactly_once(tmp_path):
+    """llama.cpp's allocation failure is held to see whether a retry follows. As the last line of
+    the log it is released by the daemon's tick; a SIGKILL while it is held loses nothing (it is
+    committed with the offset past its line), and a restart does not store it twice."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    state.mkdir()
+    log = logs / "llama.log"
+    log.write_text("")
+    d, err = start_daemon(state, str(log))
+    try:
+        wait_for(lambda: status(state)["sources"], 20, "startup")
+        with open(log, "a") as f:
+            f.write("0.00.512.000 I srv    load_model: loading model\n"
+                    "0.00.512.020 E ggml_gallocr_reserve_n: failed to allocate CUDA0 buffer of size 9663676416\n")
+        wait_for(lambda: all(s["lag_bytes"] == 0 and s["lines_read"] == 2 for s in status(state)["sources"]), 20, "the lines read")
+        time.sleep(1.5)  # committed, still held (the hold lasts 10 s)
+        assert _findings_of(state, "llamacpp-alloc-failed") == []
+        d.send_signal(signal.SIGKILL)
+        d.wait()
+        d, err = start_daemon(state, str(log))
+        wait_for(lambda: _findings_of(state, "llamacpp-alloc-failed"), 30, "the held hit released after the restart")
+        time.sleep(2)
+        d.send_signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+        d, err = start_daemon(state, str(log))  # and once more: nothing is re-read or re-released
+        time.sleep(3)
+        found = _findings_of(state, "llamacpp-alloc-failed")
+        assert len(found) == 1 and found[0]["line"] == 2 and found[0]["severity"] == "critical"
+    finally:
+        d.terminate()
+        assert d.wait(timeout=30) == 0
+
+
+INJECT = """
+import sys
+from diag.facts import FactCollector
+_real = FactCollector.feed
+def _broken(self, ev):
+    if "SECRETWORD" in ev.text:
+        raise ValueError("cannot parse " + ev.text)
+    return _real(self, ev)
+FactCollector.feed = _broken
+from diag.cli import main
+sys.exit(main(sys.argv[sys.argv.index("diag") + 1:]))  # after start_daemon's "python -m diag"
+"""
+
+
+def test_a_line_that_breaks_a_stage_costs_that_line_not_the_daemon_injected(tmp_path):
+    """Fault injection (no known bug is left to trigger): the facts stage raises on one line. The
+    daemon keeps running, commits past the line (a restart does not meet it again), counts the
+    error per stage with its location, and its log says where but not what the line said."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    state.mkdir()
+    log = logs / "vllm.log"
+    log.write_text("")
+    prefix = (sys.executable, "-c", INJECT)
+    d, err = start_daemon(state, str(log), prefix=prefix)
+    try:
+        wait_for(lambda: status(state)["sources"], 20, "startup")
+        with open(log, "a") as f:
+            f.write("(APIServer pid=1) INFO 11-22 18:23:01 [x.py:1] SECRETWORD here\n"
+                    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+        wait_for(lambda: status(state)["findings"] == 1, 20, "the next line still analysed")
+        st = status(state)
+        assert d.poll() is None and st["sources"][0]["lag_bytes"] == 0
+        assert st["internal_errors"]["facts"]["count"] == 1
+        assert st["internal_errors"]["facts"]["last_location"] == f"{log}:1"
+        assert st["internal_errors"]["facts"]["last_error"].startswith("ValueError at diag/")
+        human = subprocess.run([sys.executable, "-m", "diag", "status", "--state-dir", str(state)], capture_output=True, text=True).stdout
+        assert "internal errors in facts" in " ".join(human.split()) and f"{log}:1" in human.replace("\n", "")
+        d.send_signal(signal.SIGKILL)
+        d.wait()
+        d, err2 = start_daemon(state, str(log), prefix=prefix)
+        time.sleep(2)
+        assert d.poll() is None and status(state)["internal_errors"]["facts"]["count"] == 1  # not met again
+        for e in (err, err2):
+            assert "SECRETWORD" not in Path(e).read_text()
+        assert "internal error in stage facts at " in Path(err).read_text()
+    finally:
+        d.terminate()
+        assert d.wait(timeout=30) == 0

@@ -27,17 +27,14 @@ def run_cli(*args, timeout=60):
 
 def test_nothing_listening_is_a_fast_clear_failure():
     port = free_port()
-    t0 = time.perf_counter()
-    r = run_cli("--url", f"http://127.0.0.1:{port}", "--json")
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 3 + 1.5, elapsed  # the run itself (interpreter start-up aside) stays under 3 s
+    r = run_cli("--url", f"http://127.0.0.1:{port}", "--json")  # how fast: tests/bench/bench_doctor.py
     doc = json.loads(r.stdout)
     assert r.returncode == 2 and doc["verdict"] == "fail"
     checks = {c["id"]: c for c in doc["checks"]}
     assert checks["server"]["status"] == "fail" and "nothing listens" in checks["server"]["summary"]
     assert checks["generation"]["status"] == "skip"
     assert checks["processes"]["status"] == "fail"
-    assert sum(c["duration_ms"] for c in doc["checks"]) < 3000
+    assert all(isinstance(c["duration_ms"], (int, float)) and c["duration_ms"] >= 0 for c in doc["checks"])
 
 
 class _Plain(http.server.SimpleHTTPRequestHandler):
@@ -177,9 +174,22 @@ def test_gpu_without_driver_is_skip_not_crash_fake_nvml():
     assert r.status == "skip" and "NVML Shared Library Not Found" in r.summary
 
 
+def _nvml_usable() -> bool:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means no usable NVML here
+        return False
+
+
 def test_gpu_real_nvml_absent_here_is_skip():
+    if _nvml_usable():
+        pytest.skip("a usable NVIDIA driver is present: this test is about a machine without one")
     r = host.check_gpu(doctor.Context())
-    assert r.status in ("skip", "ok", "warn")  # skip on this GPU-less machine; real values where a GPU exists
+    assert r.status == "skip" and ("no NVIDIA driver usable here" in r.summary or "NVML binding not installed" in r.summary)
 
 
 def test_logs_check_on_recorded_logs(tmp_path):

@@ -34,6 +34,9 @@ KNOWN_MISSES: dict[str, str] = {
     "engine/vllm-05-background-loop-quoted-list-prefix.log": _FRAMES,
     "engine/fastchat-vllm-worker-engine-loop-stderr.log": _FRAMES,
     "engine/vllm-01-hang-stats-in-prose-wrapped.log": "one stats line quoted in prose; a hang needs several intervals",
+    "engine/vllm-064-request-hangs-health-200.log": "one Received line and health checks: nothing in the log shows the "
+                                                    "request should have ended (no stats, no later request, no logged "
+                                                    "ends), so its status is unknown, not stuck (issue 8 §5)",
     "context/client-error-hard-wrapped-blank-lines.log": "one message word-wrapped (at spaces, lines of varying width) with blank"
                                                          " lines between: no terminal width or mid-word break to go by, and joining"
                                                          " prefixless lines across blank lines on content would glue real records",

@@ -14,6 +14,7 @@ import time
 from types import ModuleType
 
 from diag import events as E
+from diag import usercontent
 from diag.clock import Clock
 from diag.events import Event
 from diag.parsers import llamacpp, lmdeploy, nginx, paste, proxy, uvicorn, vllm, wrappers
@@ -63,6 +64,8 @@ class SourceParser:
         self._prev_lineno = 0
         self._pending_start = 0  # where the record being assembled began (for safe read offsets)
         self._pending_lineno = 0
+        self.user_lines = 0  # lines that were user content as a whole (a llama-server -v prompt dump), only counted
+        self.user_chars = 0
         # A line as wide as the terminal, held until the next line says whether it was wrapped:
         # (first physical line, joined text, segments, last line number, last `Line`).
         self._unwrap = paste.Unwrap()
@@ -153,18 +156,33 @@ class SourceParser:
             return []  # an elided stretch (`...`): the record around it goes on
         bare = text
         text, repeated = wrappers.strip(text, ctx)
+        unwrapped = text is bare  # no wrapper prefix of any kind (to learn wrap widths)
+        text = usercontent.scrub(text)  # URLs, data URIs, query strings and bodies: never past this point
         parsed = None
-        order = self.order
-        for i, mod in enumerate(order):
-            parsed = mod.parse(text, ctx)
-            if parsed is not None:
-                if i:
-                    order.insert(0, order.pop(i))
-                break
+        st = ctx.state
+        if st.get("user_dump"):
+            # Inside a prompt dump (llama-server -v prints prompts on lines of their own): only a line
+            # of the server's own format ends it; anything else is the user's text, whatever it looks like.
+            st["user_dump"] = False
+            parsed = llamacpp.parse(text, ctx)
+            if parsed is None:
+                st["user_dump"] = True
+                self.user_lines += 1
+                self.user_chars += len(text)
+                self._cr = line.cr
+                return []
+        else:
+            order = self.order
+            for i, mod in enumerate(order):
+                parsed = mod.parse(text, ctx)
+                if parsed is not None:
+                    if i:
+                        order.insert(0, order.pop(i))
+                    break
         out: list[Event] = []
         pend = self._pending
         if parsed is None:
-            if text is bare and last == line.lineno:
+            if unwrapped and last == line.lineno:
                 if (pend is not None and pend.end_lineno == line.lineno - 1 and self._room()
                         and self._unwrap.padded(prev_text, text)):
                     self._join_padded(pend, text, line)
@@ -291,10 +309,14 @@ class SourceParser:
             llamacpp.reclassify(ev)
 
     def _join_padded(self, ev: Event, text: str, line: Line) -> None:
-        """The rest of the record's last line, wrapped by the terminal and padded to its width."""
+        """The rest of the record's last line, wrapped by the terminal and padded to its width.
+
+        `text` is already scrubbed, but on its own: when the line it continues had user content
+        masked (a prompt, a body), the rest is most likely more of it and is left out, not appended.
+        """
         ev.end_lineno = line.lineno
         self._cr = line.cr
-        if not self._dropped:
+        if not self._dropped and usercontent.OPEN not in ev.text[ev.text.rfind("\n") + 1:]:
             rest = text.rstrip(" ")
             ev.text += rest
             self._chars += len(rest)

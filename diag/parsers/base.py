@@ -7,6 +7,7 @@ returns a typed event plus a continuation key, or None when the line is not in i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,19 +30,37 @@ class Ctx:
 Parsed = tuple[Event, Any]
 
 
+MAX_DIGITS = 30  # a count, size or time in a log never needs more; longer is garbage (and int() of 4300+ digits raises)
+
+
 def to_int(value: str | None) -> int | None:
+    """A logged integer, or None: parsing a number from a log is total (`1,234` is allowed)."""
     if value is None:
         return None
+    s = value.replace(",", "").strip()
+    if not s or len(s) > MAX_DIGITS:
+        return None
     try:
-        return int(value.replace(",", ""))
+        return int(s)
     except ValueError:
         return None
 
 
 def to_float(value: str | None) -> float | None:
+    """A logged finite number, or None: `1.2.3`, `nan`, `inf` and `1e999999` are unknown, not errors."""
     if value is None:
         return None
+    s = value.replace(",", "").strip()
+    if not s or len(s) > MAX_DIGITS + 10:
+        return None
     try:
-        return float(value)
+        f = float(s)
     except ValueError:
         return None
+    return f if math.isfinite(f) else None
+
+
+def to_number(value: str | None) -> int | float | None:
+    """An int when the text is one (`4096`, `1,024`), else a finite float, else None."""
+    i = to_int(value)
+    return i if i is not None else to_float(value)

@@ -11,6 +11,7 @@ import json
 import re
 
 from diag import events as E
+from diag import usercontent
 from diag.events import Event
 from diag.parsers.base import Ctx, Parsed, to_float, to_int
 
@@ -42,7 +43,7 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         if m is None:
             return None
         mi, ss, ms, us, lv, body = m.groups()
-        rel = int(mi) * 60 + int(ss) + int(ms) / 1e3 + int(us) / 1e6
+        rel = (to_int(mi) or 0) * 60 + int(ss) + int(ms) / 1e3 + int(us) / 1e6
         level = _LEVEL[lv]
     elif c == "{":
         if not text.startswith('{"type":'):
@@ -63,6 +64,8 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
     ev = Event(ctx.path, 0, NAME, E.LOG, level, None, body, ctx.proc, ctx.pid)
     if rel is not None:
         ev.fields["t_rel"] = rel
+    if _DUMP_HINT in body or "'" in body:
+        _mask_user(ev, ctx)
     b = body[:1]
     if b == "s":
         m = SLOT.match(body)
@@ -70,9 +73,9 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
             func, slot, task, msg = m.groups()
             ev.src = "slot " + func.strip()
             ev.proc = "slot"
-            ev.fields["slot"] = int(slot)
-            tid = int(task)
-            if tid >= 0:
+            ev.fields["slot"] = to_int(slot)
+            tid = to_int(task)
+            if tid is not None and tid >= 0:
                 ev.fields["task"] = tid
             classify_slot(ev, func.strip(), msg)
             return ev, None
@@ -96,6 +99,29 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
     return ev, None
 
 
+# Where llama-server -v writes user content: the prompt pieces of a multimodal request (`add_text:`),
+# the chat template's example and generation prompt, the generated parser. What follows such a line
+# on lines without a prefix belongs to it (`SourceParser` keeps those lines out as a whole).
+_DUMP_HINT = "_"  # cheap guard: every marker below contains an underscore or a quote
+_DUMP_START = re.compile(r"add_text: |generation_prompt='|example_format: '|generated parser:|formatted_chat|prompt_text")
+
+
+def _mask_user(ev: Event, ctx: Ctx) -> None:
+    m = _DUMP_START.search(ev.text)
+    if m is None:
+        return
+    t = ev.text
+    start = m.end()
+    q = t[start - 1] if t[start - 1] == "'" else None
+    end = None
+    if q is not None:
+        close = t.find("'", start)
+        end = close if close >= 0 else None
+    ev.text = usercontent.mask(t, start, end, "prompt", ev.fields)
+    if end is None:
+        ctx.state["user_dump"] = True  # the dump goes on on the next, unprefixed lines
+
+
 def classify_slot(ev: Event, func: str, msg: str) -> None:
     f = ev.fields
     task = f.get("task")
@@ -112,7 +138,7 @@ def classify_slot(ev: Event, func: str, msg: str) -> None:
         if m:
             ev.kind = E.FINISHED
             f["released"] = True
-            f["n_tokens"] = int(m.group(1))
+            f["n_tokens"] = to_int(m.group(1))
             f["truncated"] = m.group(2) != "0"
 
 
@@ -141,7 +167,7 @@ def classify_srv(ev: Event, func: str, msg: str) -> None:
             ev.kind = E.FAILED
             f["request_id"] = f"task-{m.group(1)}"
             reason = m.group(2)
-            f["reason"] = reason[:200]
+            f["reason"] = usercontent.clean(reason, 200)
             f["http_status"] = 400 if "exceeds the available context size" in reason or "larger than the max context" in reason else 500
             if f["http_status"] == 400:
                 f["rejected"] = True
@@ -156,10 +182,10 @@ def classify_srv(ev: Event, func: str, msg: str) -> None:
         if m:
             from diag.parsers.uvicorn import access_fields
 
-            access_fields(ev, m.group(3), m.group(1), m.group(2), int(m.group(4)))
+            access_fields(ev, m.group(3), m.group(1), m.group(2), to_int(m.group(4)))
     elif func == "process_chun" and msg.startswith("processing image"):
         f["image_event"] = True
     elif "got exception" in msg:
         m = _EXC_CODE.search(msg)
         if m:
-            f["http_status"] = int(m.group(1))
+            f["http_status"] = to_int(m.group(1))

@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 
 from diag import events as E
+from diag import usercontent
 from diag.events import Event
-from diag.parsers.base import Ctx, Parsed
+from diag.parsers.base import Ctx, Parsed, to_float, to_int
 
 NAME = "lmdeploy"
 
@@ -43,7 +44,7 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         ts = ctx.clock.local(int(y), int(mo), int(d), int(hh), int(mi), int(ss))
         if ts is not None:
             ts += int(ms) / 1000
-        ev = Event(ctx.path, 0, NAME, E.LOG, _LEVEL.get(level, level), ts, msg, ctx.proc, int(pid) if pid else ctx.pid, src)
+        ev = Event(ctx.path, 0, NAME, E.LOG, _LEVEL.get(level, level), ts, msg, ctx.proc, to_int(pid) if pid else ctx.pid, src)
         if "session" in msg:
             classify(ev, msg)
         return ev, None
@@ -60,7 +61,7 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         ev = Event(ctx.path, 0, NAME, E.LOG, _LEVEL.get(lv, lv), ts, msg, "TurboMind", ctx.pid, src)
         t = _TM_ID.search(msg)
         if t:
-            ev.fields["session"] = int(t.group(1))
+            ev.fields["session"] = to_int(t.group(1))
         return ev, None
     m = STATS.match(text)
     if m is None:
@@ -70,7 +71,7 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
     ev = Event(ctx.path, 0, NAME, E.STATS, "INFO", ts, msg, f"DP{dp}", ctx.pid)
     s = _STATS.search(msg) or _STATS_OLD.search(msg)
     if s:
-        ev.fields.update(running=int(s.group(1)), waiting=int(s.group(2)), kv_usage=float(s.group(3)))
+        ev.fields.update(running=to_int(s.group(1)), waiting=to_int(s.group(2)), kv_usage=to_float(s.group(3)))
     return ev, None
 
 
@@ -80,8 +81,8 @@ def classify(ev: Event, msg: str) -> None:
     if m:
         ev.kind = E.RECEIVED
         f["request_id"] = f"session-{m.group(1)}"
-        f["prompt_tokens"] = int(m.group(2))
-        f["max_tokens"] = int(m.group(3))
+        f["prompt_tokens"] = to_int(m.group(2))
+        f["max_tokens"] = to_int(m.group(3))
         return
     m = _START.search(msg)
     if m:
@@ -93,14 +94,14 @@ def classify(ev: Event, msg: str) -> None:
         ev.kind = E.ABORTED if m.group(2) == "abort" else E.FINISHED
         f["request_id"] = f"session-{m.group(1)}"
         f["finish_reason"] = m.group(2)
-        f["prompt_tokens"] = int(m.group(3))
-        f["output_tokens"] = int(m.group(4))
+        f["prompt_tokens"] = to_int(m.group(3))
+        f["output_tokens"] = to_int(m.group(4))
         return
     m = _FAILED.search(msg)
     if m:
         ev.kind = E.FAILED
         f["request_id"] = f"session-{m.group(1)}"
-        f["reason"] = (m.group(2) or "error").replace("ResponseType.", "")
+        f["reason"] = usercontent.clean((m.group(2) or "error").replace("ResponseType.", ""), 200)
         return
     m = _CANCELLED.search(msg)
     if m:
@@ -113,3 +114,6 @@ def classify(ev: Event, msg: str) -> None:
         f["request_id"] = f"session-{m.group(1)}"
         f["prompt_chars"] = max(0, len(m.group(3)) - 2)
         f["detail"] = True
+        g = ev.text.find("gen_config=")
+        start = g if 0 <= g < m.start(3) else m.start(3)
+        ev.text = usercontent.mask(ev.text, start, None, "request", f)  # stop words, prompt

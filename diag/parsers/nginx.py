@@ -7,7 +7,7 @@ import re
 from diag import events as E
 from diag.clock import month_number
 from diag.events import Event
-from diag.parsers.base import Ctx, Parsed
+from diag.parsers.base import Ctx, Parsed, to_int
 from diag.parsers.uvicorn import access_fields
 
 NAME = "nginx"
@@ -28,12 +28,12 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         if m:
             y, mo, d, hh, mi, ss, lvl, pid, _tid, cid, msg = m.groups()
             ts = ctx.clock.local(int(y), int(mo), int(d), int(hh), int(mi), int(ss))
-            ev = Event(ctx.path, 0, NAME, E.LOG, _LEVELS.get(lvl, "INFO"), ts, msg, "nginx", int(pid))
+            ev = Event(ctx.path, 0, NAME, E.LOG, _LEVELS.get(lvl, "INFO"), ts, msg, "nginx", to_int(pid))
             cm = _CTX.search(msg)
             if cm:
                 ev.fields.update(client=cm.group(1), method=cm.group(2), path=cm.group(3), upstream=cm.group(4))
             if cid:
-                ev.fields["connection"] = int(cid)
+                ev.fields["connection"] = to_int(cid)
             return ev, None
     if " - " not in text[:60]:
         return None
@@ -47,6 +47,6 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
     ev = Event(ctx.path, 0, NAME, E.ACCESS, "ERROR" if st >= 500 else "INFO", ts, text, "nginx", None)
     parts = request.split(" ")
     access_fields(ev, addr, parts[0] if parts else "-", parts[1] if len(parts) > 1 else "-", st)
-    ev.fields["bytes"] = int(nbytes) if nbytes.isdigit() else None
+    ev.fields["bytes"] = to_int(nbytes)
     ev.text = f'{addr} "{request[:300]}" {status} {nbytes}'  # the user agent and referer are not needed
     return ev, None

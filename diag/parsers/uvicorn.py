@@ -10,7 +10,8 @@ import re
 
 from diag import events as E
 from diag.events import Event
-from diag.parsers.base import Ctx, Parsed
+from diag.usercontent import endpoint
+from diag.parsers.base import Ctx, Parsed, to_int
 
 NAME = "uvicorn"
 
@@ -39,5 +40,5 @@ def access_fields(ev: Event, client: str, method: str, path: str, status: int) -
     f = ev.fields
     f["client"] = client or None
     f["method"] = method
-    f["path"] = path.split("?", 1)[0][:512]
+    f["path"] = endpoint(path)[:512]
     f["status"] = status

@@ -12,6 +12,8 @@ import ast
 import re
 
 from diag import events as E
+from diag import usercontent
+from diag.usercontent import clean
 from diag.events import Event
 from diag.parsers.base import Ctx, Parsed, to_float, to_int
 
@@ -83,6 +85,7 @@ def classify(ev: Event, msg: str) -> None:
                 ev.kind = E.RECEIVED
                 f["request_id"] = m.group(1)
                 _measure_received(m.group(2), f)
+                ev.text = usercontent.mask(msg, m.start(2), None, "request", f)  # prompt, params (stop strings…)
             return
         if msg.startswith("Request "):
             m = _REQ_STATE.match(msg)
@@ -90,9 +93,9 @@ def classify(ev: Event, msg: str) -> None:
                 ev.kind = E.ABORTED if m.group(2) == "aborted" else E.FAILED
                 f["request_id"] = m.group(1)
                 if m.group(3):
-                    f["reason"] = m.group(3)
+                    f["reason"] = clean(m.group(3), 200)
                 elif m.group(4) and m.group(2) == "failed":
-                    f["reason"] = m.group(4)[:200]
+                    f["reason"] = clean(m.group(4), 200)  # an error message may echo the input
                 return
             m = _DETAILS.match(msg)
             if m:
@@ -100,6 +103,7 @@ def classify(ev: Event, msg: str) -> None:
                 f["request_id"] = m.group(1)
                 f["detail"] = True
                 _measure_received(m.group(2), f)
+                ev.text = usercontent.mask(msg, m.start(2), None, "request", f)
             return
         if msg.startswith("Running model forward pass for request "):
             m = _GUIDE_FORWARD.match(msg)
@@ -117,8 +121,8 @@ def classify(ev: Event, msg: str) -> None:
             if m:
                 ev.kind = E.RECEIVED
                 f["request_id"] = m.group(1)
-                f["prompt_tokens"] = int(m.group(2))
-                f["images"] = int(m.group(3))
+                f["prompt_tokens"] = to_int(m.group(2))
+                f["images"] = to_int(m.group(3))
                 f["added"] = True
         elif msg.startswith("Aborted request"):
             m = _ABORTED.match(msg)
@@ -136,7 +140,7 @@ def classify(ev: Event, msg: str) -> None:
         elif msg.startswith("Error with model"):
             m = _ERROR_WITH_MODEL.search(msg)
             if m:
-                f["model_requested"] = m.group(1)
+                f["model_requested"] = clean(m.group(1))
         elif msg.startswith("Error in model forward pass for request "):
             m = _GUIDE_FWD_ERR.match(msg)
             if m:
@@ -157,13 +161,15 @@ def classify(ev: Event, msg: str) -> None:
                 ids = re.search(r"output_token_ids: \[([^\]]*)\]", m.group(3)[-200000:]) if "output_token_ids" in m.group(3) else None
                 if ids is not None:
                     f["output_tokens"] = ids.group(1).count(",") + 1 if ids.group(1).strip() else 0
+                ev.text = usercontent.mask(msg, m.start(3), None, "output", f)
         elif msg.startswith("Generated token "):
             m = _GUIDE_TOKEN.match(msg)
             if m:
                 ev.kind = E.OUTPUT
                 f["request_id"] = m.group(2)
-                f["token_index"] = int(m.group(1))
-                f["token_text"] = _literal(m.group(3)) or ""  # transient: dropped by the trace assembler
+                f["token_index"] = to_int(m.group(1))
+                f["token_text"] = _literal(m.group(3)[:200]) or ""  # transient: read once by the trace assembler, never kept
+                ev.text = usercontent.mask(msg, m.start(3), None, "output", f)
     elif c == "F":
         if msg.startswith("Finished request "):
             m = _FINISHED.match(msg)
@@ -175,8 +181,8 @@ def classify(ev: Event, msg: str) -> None:
             if m:
                 ev.kind = E.FINISHED
                 f["request_id"] = m.group(1)
-                f["total_tokens"] = int(m.group(2))
-                f["latency_s"] = float(m.group(3))
+                f["total_tokens"] = to_int(m.group(2))
+                f["latency_s"] = to_float(m.group(3))
     elif c == "S" and msg.startswith("Sequence group ") and "preempted" in msg:
         f["request_id_preempted"] = msg.split(" ", 3)[2]
 
@@ -242,8 +248,8 @@ def _stats(ev: Event, msg: str) -> None:
     m = _STATS_V0.search(msg)
     if m:
         f.update(
-            prompt_tps=float(m.group(1)), gen_tps=float(m.group(2)), running=int(m.group(3)),
-            swapped=int(m.group(4)), waiting=int(m.group(5)), kv_usage=float(m.group(6)),
+            prompt_tps=to_float(m.group(1)), gen_tps=to_float(m.group(2)), running=to_int(m.group(3)),
+            swapped=to_int(m.group(4)), waiting=to_int(m.group(5)), kv_usage=to_float(m.group(6)),
         )
         return
     body = msg.split(": ", 1)[1] if msg.startswith("Engine") else msg

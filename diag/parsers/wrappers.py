@@ -13,7 +13,7 @@ import re
 from datetime import datetime
 
 from diag.clock import month_number
-from diag.parsers.base import Ctx
+from diag.parsers.base import Ctx, to_int
 
 COMPOSE = re.compile(r"[A-Za-z0-9][\w.-]*\s+\| ")
 DOCKER_TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) ")
@@ -51,7 +51,7 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
         if text.endswith("cluster]"):
             m = RAY_REPEAT.search(text)
             if m:
-                return text[: m.start()], int(m.group(1))
+                return text[: m.start()], to_int(m.group(1)) or 1
         return text, 1
     repeated = 1
     for _ in range(4):  # wrappers nest (compose + timestamps + process tag), never deeply
@@ -59,7 +59,7 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
         if c == "(":
             m = PROC.match(text)
             if m:
-                ctx.proc, ctx.pid = m.group(1), int(m.group(2))
+                ctx.proc, ctx.pid = m.group(1), to_int(m.group(2))
                 text = text[m.end():]
                 continue
             break
@@ -73,7 +73,7 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
                 text = text[m.end():]
                 j = JOURNAL_ISO_TAIL.match(text)
                 if j and not text.startswith(("INFO", "WARN", "ERROR", "DEBUG")):
-                    ctx.pid = int(j.group(3))
+                    ctx.pid = to_int(j.group(3))
                     text = text[j.end():]
                 continue
             break
@@ -89,7 +89,7 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
                 mon, day, hh, mi, ss = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5))
                 ctx.wrap_ts = ctx.clock.yearless(month_number(mon), day, hh, mi, ss)
                 if m.group(8):
-                    ctx.pid = int(m.group(8))
+                    ctx.pid = to_int(m.group(8))
                 ctx.state["wrap_indent"] = m.end()
                 text = text[m.end():]
                 continue
@@ -107,7 +107,7 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
     if text.endswith("cluster]"):
         m = RAY_REPEAT.search(text)
         if m:
-            repeated = int(m.group(1))
+            repeated = to_int(m.group(1)) or 1
             text = text[: m.start()]
     return text, repeated
 

@@ -1,0 +1,154 @@
+"""A log line can never take diag down: numbers, guards, and the whole pipeline under fuzzing.
+
+The property tests drive every stage (parsers, facts, traces, rules, both reports) and demand
+that no stage even *meets* an internal error: the per-event guard keeps the daemon alive, but
+it must not hide a bug from these tests.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+import subprocess
+import sys
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+
+from conftest import CORPUS, VLLM
+from diag import rules
+from diag.parsers import SourceParser
+from diag.parsers.base import to_float, to_int, to_number
+from diag.pipeline import Pipeline, SourceResult
+from diag.reader import LineSplitter, iter_text_lines, read_lines
+from diag.report import print_human, to_json
+
+_RULES = rules.load()
+
+BAD_NUMBER_LINES = [
+    "(EngineCore pid=7) INFO 11-22 18:23:05 [gpu_worker.py:298] Available KV cache memory: 1.2.3 GiB",
+    "(EngineCore pid=7) INFO 11-22 18:23:05 [gpu_worker.py:298] Available KV cache memory: 1e999999 GiB",
+    "(EngineCore pid=7) INFO 11-22 18:23:05 [kv_cache_utils.py:1087] Maximum concurrency for 4,096 tokens per request: nan.x",
+    "(APIServer pid=1) INFO 11-22 18:23:01 [utils.py:253] non-default args: {'model': 'm', 'served_model_name': ["
+    + ", ".join(["'a'"] * 40000) + "]}",
+    "(EngineCore pid=7) INFO 11-22 18:23:05 [kv_cache_utils.py:1087] GPU KV cache size: " + "9" * 5000 + " tokens",
+    "(APIServer pid=1) INFO 11-22 18:23:09 [loggers.py:123] Engine 000: Avg prompt throughput: 1.2.3 tokens/s, Running: "
+    + "9" * 5000 + " reqs, Waiting: 0 reqs, GPU KV cache usage: nan%",
+    "0.00.256.568 I slot   operator(): id  " + "9" * 5000 + " | task " + "7" * 5000 + " | new prompt",
+]
+
+
+def test_number_parsing_is_total():
+    for bad in ("1.2.3", "nan", "inf", "-inf", "1e999999", "9" * 5000, "", "0x1f", "1,2,3.4.5"):
+        assert to_float(bad) is None, bad
+    assert to_int("9" * 5000) is None and to_int("1,024") == 1024 and to_number("4,096") == 4096
+    assert to_float("0.5") == 0.5 and to_number("1.25") == 1.25
+
+
+def test_bad_numbers_make_facts_unknown_not_a_crash(tmp_path):
+    log = tmp_path / "vllm.log"
+    good = "(EngineCore pid=7) INFO 11-22 18:23:05 [gpu_worker.py:298] Available KV cache memory: 3.5 GiB"
+    log.write_text("\n".join(BAD_NUMBER_LINES + [good]) + "\n")
+    r = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", str(log)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr  # 1 would mean "error findings": there are none here
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+    doc = json.loads(r.stdout)
+    facts = doc["facts"][str(log)]
+    assert facts["kv_cache_gib"] == 3.5  # the bad values were unknown, the good one counts
+    assert doc["internal_errors"] == {}
+
+
+def _whole_pipeline(text: str | bytes) -> Pipeline:
+    """Parsers, traces, facts, rules, then both reports: every stage the daemon runs."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    pipe = Pipeline(_RULES)
+    pipe.feed_lines(SourceParser("<fuzz>"), read_lines(io.BytesIO(data), splitter=LineSplitter(4096)), SourceResult("<fuzz>"))
+    pipe.finish()
+    json.dumps(to_json(pipe))
+    print_human(pipe, Console(file=io.StringIO(), width=120), verbose=True)
+    assert pipe.internal.total == 0, pipe.internal.to_dict()
+    return pipe
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=3000))
+def test_random_bytes_through_the_whole_pipeline(data):
+    _whole_pipeline(data)
+
+
+def _corpus_lines() -> list[str]:
+    out: list[str] = []
+    for p in sorted(CORPUS.rglob("*.log")):
+        lines = [ln for ln in p.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+        out.extend(lines[:: max(1, len(lines) // 40)])
+    return out
+
+
+CORPUS_LINES = _corpus_lines()
+_NUM = re.compile(r"\d+(?:\.\d+)?")
+_ID = re.compile(r"(?:chatcmpl|cmpl|task|session|req)-[\w-]+|\b(?:task|session|id) +\d+")
+_MUTANTS = ["", "1.2.3", "nan", "inf", "1e999999", "-1", "9" * 60, "0", "'", '"', "[", "]", "(", ")", "{", "}", ",", "\\",
+            "None", "\x00", "\ufffd", "''", "[]", "{}", "-", "%", ":"]
+
+
+def _mutate(line: str, rnd: random.Random) -> str:
+    for _ in range(rnd.randint(1, 4)):
+        how = rnd.randrange(4)
+        if how == 0:  # numbers
+            ms = list(_NUM.finditer(line))
+            if ms:
+                m = rnd.choice(ms)
+                line = line[: m.start()] + rnd.choice(_MUTANTS) + line[m.end():]
+        elif how == 1:  # ids
+            ms = list(_ID.finditer(line))
+            if ms:
+                m = rnd.choice(ms)
+                line = line[: m.start()] + m.group(0)[: rnd.randint(0, len(m.group(0)))] + rnd.choice(_MUTANTS) + line[m.end():]
+        elif how == 2:  # brackets and quotes
+            idx = [i for i, c in enumerate(line) if c in "[](){}'\"`"]
+            if idx:
+                i = rnd.choice(idx)
+                line = line[:i] + rnd.choice(_MUTANTS) + line[i + 1:]
+        else:
+            at = rnd.randint(0, len(line))
+            line = line[:at] + rnd.choice(_MUTANTS) + line[at:]
+    return line
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(CORPUS_LINES), min_size=1, max_size=12), st.integers(0, 2**32 - 1))
+def test_mutated_corpus_lines_through_the_whole_pipeline(lines, seed):
+    rnd = random.Random(seed)
+    mutated = [_mutate(ln, rnd) for ln in lines]
+    _whole_pipeline("\n".join(lines + mutated) + "\n")
+
+
+def test_a_failing_stage_costs_one_line_not_the_run_injected(monkeypatch, caplog):
+    """Fault injection (the real stages have no known bug left to trigger): the facts stage raises
+    on one line; the other stages and the other lines carry on, and the log names the place, not the text."""
+    from diag.facts import FactCollector
+
+    real = FactCollector.feed
+
+    def broken(self, ev):
+        if "SECRETWORD" in ev.text:
+            raise ValueError(f"could not convert {ev.text!r}")
+        return real(self, ev)
+
+    monkeypatch.setattr(FactCollector, "feed", broken)
+    text = (VLLM / "oom-kv-no-blocks.log").read_text()
+    lines = text.splitlines()
+    lines.insert(3, "(APIServer pid=1) INFO 11-22 18:23:01 [x.py:1] SECRETWORD here")
+    pipe = Pipeline(_RULES)
+    with caplog.at_level("ERROR", logger="diag"):
+        pipe.feed_lines(SourceParser("x.log"), iter_text_lines("\n".join(lines * 2)), SourceResult("x.log"))
+        pipe.finish()
+    errs = pipe.internal.to_dict()
+    assert set(errs) == {"facts"} and errs["facts"]["count"] == 2
+    assert errs["facts"]["last_location"] == f"x.log:{len(lines) + 4}"
+    assert errs["facts"]["last_error"].startswith("ValueError at ")
+    assert "SECRETWORD" not in caplog.text and len([r for r in caplog.records if "internal error" in r.message]) == 1
+    assert {f.rule.id for f in pipe.findings.by_rule.values()} >= {"kv-cache-no-blocks"}
