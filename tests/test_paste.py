@@ -208,3 +208,45 @@ def test_a_continuation_padded_to_the_terminal_width_joins_its_line():
     (first,) = sp.feed(lines[3])  # the rest of line 3 arrives: the record before it is complete
     (second,) = sp.flush()
     assert (first.end_lineno, second.lineno, second.end_lineno) == (2, 3, 4)
+
+
+# vLLM V1 on an Intel Arc card, pasted from a 119-column terminal
+# (https://github.com/SergiioB/intel-arc-pro-b70-inference-cookbook/issues/4). The stored copy of
+# the thread ends inside the last line ("Based on the avai"); everything before it is unedited.
+ARC_B70_4 = '''(EngineCore pid=316)   File "/opt/venv/lib/python3.12/site-packages/vllm/v1/engine/core.py", line 144, in __init__
+(EngineCore pid=316)     kv_cache_config = self._initialize_kv_caches(vllm_config)
+(EngineCore pid=316)                       ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+(EngineCore pid=316)   File "/opt/venv/lib/python3.12/site-packages/vllm/tracing/otel.py", line 178, in sync_wrapper
+(EngineCore pid=316)     return func(*args, **kwargs)
+(EngineCore pid=316)            ^^^^^^^^^^^^^^^^^^^^^
+(EngineCore pid=316)   File "/opt/venv/lib/python3.12/site-packages/vllm/v1/engine/core.py", line 305, in _initialize_k
+v_caches
+(EngineCore pid=316)     kv_cache_configs = get_kv_cache_configs(
+(EngineCore pid=316)                        ^^^^^^^^^^^^^^^^^^^^^
+(EngineCore pid=316)   File "/opt/venv/lib/python3.12/site-packages/vllm/v1/core/kv_cache_utils.py", line 2193, in get_
+kv_cache_configs
+(EngineCore pid=316)     _check_enough_kv_cache_memory(
+(EngineCore pid=316)   File "/opt/venv/lib/python3.12/site-packages/vllm/v1/core/kv_cache_utils.py", line 758, in _chec
+k_enough_kv_cache_memory
+(EngineCore pid=316)     raise ValueError(
+(EngineCore pid=316) ValueError: To serve at least one request with the model's max seq len (100000), (4.26 GiB KV cach
+e is needed, which is larger than the available KV cache memory (4.25 GiB). Based on the avai
+'''
+
+
+def test_an_exception_line_wrapped_at_a_learned_width_reaches_the_rules_whole():
+    evs = parse_text(ARC_B70_4)
+    # 119 is no usual width: the breaks inside "_initialize_k|v_caches" and "get_|kv_cache_configs"
+    # teach it, so the later frame and the ValueError line are whole again
+    (exc,) = [e for e in evs if "ValueError: To serve" in e.text]
+    assert exc.text.rsplit("\n", 1)[-1].startswith(
+        "ValueError: To serve at least one request with the model's max seq len (100000), (4.26 GiB KV cache is needed,")
+    assert (exc.lineno, exc.end_lineno) == (17, 18) and exc.proc == "EngineCore"
+    assert hits(ARC_B70_4) == ["kv-cache-smaller-than-max-len"]
+    # before the width is known, the two breaks are left as they were (one break is not enough to go
+    # by); from then on the frame is whole, and no line of another record was glued on
+    spans = {e.text: (e.lineno, e.end_lineno) for e in evs}
+    assert spans["v_caches"] == (8, 8) and spans["kv_cache_configs"] == (12, 12)
+    assert spans['  File "/opt/venv/lib/python3.12/site-packages/vllm/v1/core/kv_cache_utils.py", line 758,'
+                 ' in _check_enough_kv_cache_memory'] == (14, 15)
+    assert all(e.end_lineno - e.lineno <= 1 for e in evs)
