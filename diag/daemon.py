@@ -19,6 +19,8 @@ import time
 from typing import Any
 
 from diag import __version__, config, rules, systemd
+from diag.alerts.config import parse as parse_alerts
+from diag.alerts.runtime import AlertRuntime
 from diag.findings import Hit
 from diag.pipeline import Pipeline
 from diag.store import Store
@@ -49,12 +51,15 @@ class Daemon:
         self.reload_requested = False
         self.started = time.time()
         self._observer: Any = None
-        self._pending_commit: tuple[list, list, list] | None = None
+        self._pending_commit: tuple[list, list, list, Any] | None = None
         self._last_prune = 0.0
         self._last_stuck = 0.0
         self._last_watchdog = 0.0
         self._watchdog = systemd.watchdog_interval()
         self._commit_failing = False
+        self._servers: dict[str, str] = {}
+        self.alerts = AlertRuntime(parse_alerts(cfg.alerts_doc), rs, self.store.db, cfg.db_path, self._describe)
+        self.pipe.engine.on_clear = lambda rule, path: self.alerts.cleared(rule.id, path)
 
     # -- lifecycle ------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -75,6 +80,7 @@ class Daemon:
         self._start_watching()
         self.commit(meta={"pid": os.getpid(), "started_at": self.started, "version": __version__, "config": self.cfg.source})
         log.info("diag %s daemon: %d log(s) configured, %d open, state %s", __version__, len(self.cfg.logs), len(opened), self.cfg.db_path)
+        self.alerts.start()
         systemd.notify("READY=1\nSTATUS=following %d file(s)" % len(self.follower.readers))
         try:
             while not self.stopping:
@@ -87,6 +93,7 @@ class Daemon:
                     self.wake.clear()
             self.shutdown()
         finally:
+            self.alerts.close()
             self._stop_watching()
             self.follower.close()
             self.store.close()
@@ -153,6 +160,8 @@ class Daemon:
                 self.pipe.engine.check_trace(t, final=False)
             if self.hits or self.pipe.assembler.changed:
                 self.commit()
+        if self.alerts.due(now):
+            self.commit()
         if now - self._last_prune >= 60:
             self._last_prune = now
             try:
@@ -169,6 +178,16 @@ class Daemon:
     def _on_hit(self, hit: Hit) -> None:
         self.hits.append(hit)  # not a bound list.append: `self.hits` is swapped at each commit
 
+    def _describe(self, path: str) -> tuple[str, str | None]:
+        """A source's server (the format that wrote it) and served model, for alert labels."""
+        server = self._servers.get(path)
+        if server is None:
+            fmt = next((r.parser.detected for r in self.follower.readers.values() if r.state.path == path), "unknown")
+            server = {"uvicorn": "vllm"}.get(fmt, fmt)
+            if fmt != "unknown":
+                self._servers[path] = server
+        return server, self.pipe.assembler.models.get(path)
+
     def _trace_done(self, t: Trace) -> None:
         self.done[t.id] = t
 
@@ -179,9 +198,10 @@ class Daemon:
             traces.update(self.done)
             self.done = {}
             states = {s.key: s for s in self.follower.states()}
-            self._pending_commit = (list(traces.values()), self.hits, list(states.values()))
+            changes = self.alerts.prepare(self.hits, (t.id for t in traces.values() if t.status != "in_flight"), self.follower.errors)
+            self._pending_commit = (list(traces.values()), self.hits, list(states.values()), changes)
             self.hits = []
-        traces, hits, states = self._pending_commit
+        traces, hits, states, changes = self._pending_commit
         m = dict(meta or {})
         m["heartbeat"] = time.time()
         m["errors"] = dict(self.follower.errors)
@@ -189,16 +209,19 @@ class Daemon:
         deadline = time.monotonic() + (30 if block else 0)
         while True:
             try:
-                self.store.commit(traces, hits, states, m)
+                self.store.commit(traces, hits, states, m, extra=changes.write)
                 if self._commit_failing:
                     log.info("store: commits go through again")
                     self._commit_failing = False
+                    self.alerts.store_ok()
                 self._pending_commit = None
+                self.alerts.committed(changes)
                 return True
             except sqlite3.Error as exc:
                 if not self._commit_failing:
                     log.error("store: commit failed (%s); reading paused, nothing is dropped, retrying", exc)
                     self._commit_failing = True
+                    self.alerts.store_failing(str(exc))
                 if time.monotonic() >= deadline:
                     return False
                 time.sleep(1)
@@ -218,6 +241,7 @@ class Daemon:
             log.error("reload: keeping the %d rules already loaded", len(self.pipe.engine.rules))
         else:
             self.pipe.engine.set_rules(rs)
+            self.alerts.set_rules(rs)
             self.pipe.engine.errors = []
             log.info("reload: %d rules", len(rs.rules))
         self.follower.cfg.logs = cfg.logs

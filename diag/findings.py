@@ -106,6 +106,7 @@ class RuleEngine:
         self._suppress_seen: dict[tuple[str, str], float] = {}  # (path, rule) -> last time a quieting line was seen
         self._held: deque[tuple[Hit, int, Any]] = deque()  # hits waiting to see whether a retry follows
         self._streak: dict[tuple[str, str], int] = {}  # (rule, path) -> consecutive matching events
+        self.on_clear: Callable[[Rule, str], None] | None = None  # a state-like rule stopped matching on a source
 
     def set_rules(self, ruleset: RuleSet) -> None:
         self.rules = [r for r in ruleset.rules if not r.disabled]
@@ -122,7 +123,7 @@ class RuleEngine:
         plan = self._by_kind.get(key)
         if plan is None:
             rs = [r for r in self.event_rules if event_applies(r, ev)]
-            always = [r for r in rs if not r.needles or r.consecutive > 1]  # streak rules must see misses too
+            always = [r for r in rs if not r.needles or r.consecutive > 1 or r.state]  # streak/state rules must see misses too
             pairs = [(n, r) for r in rs if r.needles and r.consecutive == 1 for n in r.needles]
             plan = self._by_kind[key] = (rs, always, pairs)
         rs, always, pairs = plan
@@ -132,7 +133,7 @@ class RuleEngine:
         found = {id(r) for n, r in pairs if n in text}
         if not found:
             return always
-        return [r for r in rs if id(r) in found or (not r.needles or r.consecutive > 1)]
+        return [r for r in rs if id(r) in found or (not r.needles or r.consecutive > 1 or r.state)]
 
     def disable(self, rule: Rule, why: str) -> None:
         rule.disabled = why
@@ -157,8 +158,8 @@ class RuleEngine:
             if self._search(r, pat, text) is not None:
                 self._suppress_seen[(ev.path, r.id)] = ev.ts or 0.0
         for r in self._rules_for(ev):
-            if r.consecutive > 1 and r.needles and not any(n in text for n in r.needles):
-                self._streak.pop((r.id, ev.path), None)
+            if (r.consecutive > 1 or r.state) and r.needles and not any(n in text for n in r.needles):
+                self._miss(r, ev.path)
                 continue
             m = None
             for p in r.patterns:
@@ -166,8 +167,7 @@ class RuleEngine:
                 if m is not None or r.disabled:
                     break
             if r.patterns and m is None:
-                if r.consecutive > 1:
-                    self._streak.pop((r.id, ev.path), None)
+                self._miss(r, ev.path)
                 continue
             if r.consecutive > 1:
                 n = self._streak.get((r.id, ev.path), 0) + 1
@@ -198,6 +198,12 @@ class RuleEngine:
                 self._held.append((hit, r.unless_followed_by[1], ev.path))
                 continue
             self._emit(hit, trace)
+
+    def _miss(self, r: Rule, path: str) -> None:
+        if r.consecutive > 1:
+            self._streak.pop((r.id, path), None)
+        if r.state and self.on_clear is not None:
+            self.on_clear(r, path)
 
     def _search(self, rule: Rule, pat: Any, text: str):
         try:

@@ -28,7 +28,7 @@ SCOPES = ("event", "trace")
 MATCH_TIMEOUT = 0.2  # seconds per pattern per event: generous for a loaded machine, fatal for backtracking
 _KNOWN_KEYS = {"id", "title", "category", "severity", "formats", "kinds", "match", "unless", "when", "scope", "summary",
                "remedy", "references", "examples", "counter_examples", "unless_after", "unless_followed_by", "description",
-               "final", "consecutive"}
+               "final", "consecutive", "inhibits", "state"}
 _OPS = {"gt", "gte", "lt", "lte", "ne", "in", "re", "not_in"}
 
 
@@ -69,6 +69,8 @@ class Rule:
     counter_examples: list[Example] = field(default_factory=list)
     needles: tuple[str, ...] = ()  # literal prefilter: a pattern can only match if one needle is present
     disabled: str | None = None
+    inhibits: dict[str, Any] | None = None  # alerts: {rules, categories, window} muted on the same host while this fires
+    state: bool = False  # alerts: resolves when its condition clears, not after resolve_after
 
     def meta(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "category": self.category, "severity": self.severity,
@@ -212,6 +214,16 @@ def build(item: Any, file: str = "<builtin>", line: int = 0) -> Rule:
         when=when, scope=scope, final=bool(item.get("final", False)), consecutive=int(item.get("consecutive", 1)),
         references=list(item.get("references", [])), description=item.get("description", ""),
     )
+    inh = item.get("inhibits")
+    if inh is not None:
+        if not isinstance(inh, dict) or not set(inh) <= {"rules", "categories", "window"} or \
+                not all(isinstance(x, str) for k in ("rules", "categories") for x in inh.get(k, [])) or \
+                not isinstance(inh.get("window", 600), (int, float)):
+            raise RuleError(f"rule {rid!r}: `inhibits` is {{ rules = [ids], categories = [names], window = seconds }}")
+        r.inhibits = dict(inh)
+    if not isinstance(item.get("state", False), bool):
+        raise RuleError(f"rule {rid!r}: `state` must be true or false")
+    r.state = bool(item.get("state", False))
     ua = item.get("unless_after")
     if ua:
         r.unless_after = (_compile(ua.get("pattern"), f"rule {rid!r} unless_after"), float(ua.get("within_s", 60)))

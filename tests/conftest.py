@@ -63,3 +63,74 @@ def free_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+class Receiver:
+    """A real HTTP receiver on loopback that records every request (for the alert sinks).
+
+    `status` is what it answers (set 503 to play a receiver that is down); `answer` the JSON body.
+    """
+
+    def __init__(self, status: int = 200, answer: bytes = b'{"code":0,"errcode":0}'):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict] = []
+        self.status = status
+        self.answer = answer
+        self.cond = threading.Condition()
+        rec = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with rec.cond:
+                    status = rec.status
+                    if status < 300:
+                        rec.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
+                                             "time": __import__("time").time()})
+                    rec.cond.notify_all()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(rec.answer)))
+                self.end_headers()
+                self.wfile.write(rec.answer)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def json(self) -> list:
+        import json
+
+        with self.cond:
+            return [json.loads(r["body"]) for r in self.requests]
+
+    def wait(self, n: int, timeout: float = 30.0) -> list:
+        """The first n JSON bodies, waiting for them to arrive."""
+        import time
+
+        deadline = time.time() + timeout
+        with self.cond:
+            while len(self.requests) < n:
+                left = deadline - time.time()
+                if left <= 0:
+                    raise AssertionError(f"receiver got {len(self.requests)} request(s), expected {n}")
+                self.cond.wait(left)
+        return self.json()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
