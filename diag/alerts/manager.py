@@ -266,7 +266,7 @@ class AlertManager:
                 if a.am_sent_at > 0 and a.am_sent_at < a.ends_at:
                     push.append(a)
             elif not a.muted:
-                if now - a.am_sent_at >= self.cfg.resend_interval:
+                if a.am_sent_at == 0 or now - a.am_sent_at >= self.cfg.resend_interval:
                     push.append(a)
                 else:
                     nxt = min(nxt, a.am_sent_at + self.cfg.resend_interval)
