@@ -7,12 +7,26 @@ same identity in Alertmanager, in webhook receivers and in `diag alerts`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 MAX_IDS = 10  # request ids in an annotation
 SEVERITY_PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6}  # sd-daemon <N> per severity
+
+
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]{1,15})://([^/\s'\"?#]+)[^\s'\"<>]*")
+_DATA_URI = re.compile(r"\bdata:[\w/+.-]+;base64,[A-Za-z0-9+/=]*")
+_QUERY = re.compile(r"(\s/[^\s?'\"]*)\?[^\s'\"]+")
+
+
+def scrub(text: str) -> str:
+    """Keep a URL's scheme and host, drop its path and query (image links, signed URLs and query
+    strings are the user's); drop data: URIs and the query of a logged request path."""
+    text = _DATA_URI.sub("data:«redacted»", text)
+    text = _URL.sub(lambda m: f"{m.group(1)}://{m.group(2)}/«redacted»", text)
+    return _QUERY.sub(lambda m: f"{m.group(1)}?«redacted»", text)
 
 
 def fingerprint(labels: dict[str, str]) -> str:
@@ -89,10 +103,10 @@ class Alert:
         from diag.clock import iso
 
         ids = self.request_ids[:MAX_IDS]
-        a = {"title": self.title, "summary": self.summary, "remedy": self.remedy, "count": str(self.count),
+        a = {"title": self.title, "summary": scrub(self.summary), "remedy": self.remedy, "count": str(self.count),
              "first_seen": iso(self.first_seen) or "", "last_seen": iso(self.last_seen) or ""}
         if self.excerpt:
-            a["excerpt"] = self.excerpt
+            a["excerpt"] = scrub(self.excerpt)
         if ids:
             a["request_ids"] = ", ".join(ids) + (f" (+{len(self.request_ids) - len(ids)} more)" if len(self.request_ids) > len(ids) else "")
         if external_url:

@@ -1,0 +1,241 @@
+"""Alerts from the real daemon process to real receivers: a burst pages once, silences hold,
+a receiver that is down loses nothing, SIGKILL between commit and delivery delivers after the
+restart, the journal line carries the sd-daemon priority, and no user text reaches any sink."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Receiver, free_port
+
+OOM = ("(APIServer pid=1) ERROR 01-24 10:03:33 [serving_chat.py:1012] Error in chat completion stream generator: CUDA out of memory. "
+       "Tried to allocate 11.72 GiB. GPU 0 has a total capacity of 79.19 GiB of which 7.04 GiB is free.\n")
+NCCL = "(EngineCore_DP0 pid=245) ERROR 01-24 10:03:34 [core.py:710] RuntimeError: NCCL error: unhandled cuda error\n"
+FAST = "[alerts]\ngroup_wait = 1\ngroup_interval = 1\nresolve_after = 2\nbackoff_max = 1\n"
+
+
+class Daemon:
+    def __init__(self, tmp: Path, sinks: str, timers: str = FAST, env: dict | None = None):
+        self.tmp, self.state, self.log = tmp, tmp / "state", tmp / "vllm.log"
+        self.state.mkdir(exist_ok=True)
+        self.log.touch()
+        self.config = tmp / "diag.toml"
+        self.config.write_text(timers + sinks)
+        self.env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.errs: list[Path] = []
+
+    def start(self) -> "Daemon":
+        err = self.tmp / f"daemon-{len(self.errs)}.err"
+        self.errs.append(err)
+        self.proc = subprocess.Popen([sys.executable, "-m", "diag", "daemon", "--config", str(self.config), "--state-dir", str(self.state),
+                                      "--log", str(self.log)], stderr=open(err, "w"), stdout=subprocess.DEVNULL,
+                                     env={**os.environ, **self.env})
+        wait_for(lambda: (self.state / "diag.sqlite3").exists() and self.sql("SELECT count(*) FROM sources")[0][0] == 1, "daemon start")
+        return self
+
+    def write(self, text: str) -> None:
+        with open(self.log, "a") as f:
+            f.write(text)
+
+    def sql(self, q: str, args=()) -> list:
+        db = sqlite3.connect(f"file:{self.state / 'diag.sqlite3'}?mode=ro", uri=True, timeout=10)
+        try:
+            return db.execute(q, args).fetchall()
+        except sqlite3.OperationalError:
+            return [[0]]
+        finally:
+            db.close()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "diag", *args, "--state-dir", str(self.state), "--config", str(self.config)],
+                              capture_output=True, text=True)
+
+    def stderr(self) -> str:
+        return "".join(p.read_text() for p in self.errs)
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+
+def wait_for(cond, what: str, timeout: float = 30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def webhook(url: str, name: str = "hook") -> str:
+    return f'[[alerts.sink]]\nname = "{name}"\ntype = "webhook"\nurl = "{url}"\n'
+
+
+@pytest.fixture
+def rec():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def test_burst_of_1000_oom_lines_is_one_notification_then_resolved(tmp_path, rec):
+    # group_wait 3 s: longer than flush_after (2 s), after which the daemon takes the last line as complete
+    d = Daemon(tmp_path, webhook(rec.url + "/hook"), timers=FAST.replace("group_wait = 1", "group_wait = 3"),
+               env={"JOURNAL_STREAM": "8:12345"}).start()
+    try:
+        d.write(OOM * 1000)
+        bodies = rec.wait(2)
+        time.sleep(1.5)  # nothing else follows
+        bodies = rec.json()
+        assert [b["status"] for b in bodies] == ["firing", "resolved"]
+        fired, resolved = bodies
+        assert len(fired["alerts"]) == 1 and fired["alerts"][0]["annotations"]["count"] == "1000"
+        labels = fired["alerts"][0]["labels"]
+        assert labels["alertname"] == "cuda-oom" and labels["server"] == "vllm" and labels["source"] == str(d.log)
+        assert resolved["alerts"][0]["fingerprint"] == fired["alerts"][0]["fingerprint"]
+        assert resolved["alerts"][0]["annotations"]["count"] == "1000"
+        assert fired["notification_id"] != resolved["notification_id"]
+        doc = json.loads(d.cli("alerts", "--json").stdout)
+        assert [a["labels"]["alertname"] for a in doc["resolved"]] == ["cuda-oom"] and doc["firing"] == []
+        assert doc["outbox"]["delivered"] == 2 and doc["outbox"]["queued"] == 0
+    finally:
+        d.stop()
+    err = d.stderr()
+    assert "<2>alert [FIRING:1] cuda-oom" in err and "×1000" in err  # critical → sd-daemon priority 2
+    assert "<5>alert [RESOLVED:1] cuda-oom" in err
+    assert d.sql("SELECT count(*) FROM findings")[0][0] == 1000  # every finding stored; one page
+
+
+def test_silence_sends_nothing_and_shows_as_silenced(tmp_path, rec):
+    d = Daemon(tmp_path, webhook(rec.url), timers="[alerts]\ngroup_wait = 0\ngroup_interval = 1\nresolve_after = 60\n")
+    add = d.cli("silence", "add", "alertname=cuda-oom", "server=~vll.*", "--for", "1h", "--comment", "known: card 0 swap")
+    assert add.returncode == 0, add.stderr
+    sid = add.stdout.strip()
+    d.start()
+    try:
+        d.write(OOM * 5 + NCCL)
+        (b,) = rec.wait(1)
+        assert b["alerts"][0]["labels"]["alertname"] == "nccl-error"
+        doc = wait_for(lambda: (j := json.loads(d.cli("alerts", "--json").stdout))["silenced"] and j, "the silenced alert")
+        (s,) = doc["silenced"]
+        assert s["labels"]["alertname"] == "cuda-oom" and s["silenced_by"] == [sid] and s["count"] == 5
+        assert [x["comment"] for x in doc["silences"]] == ["known: card 0 swap"]
+        human = d.cli("alerts").stdout
+        assert "Silenced or inhibited (1)" in human and sid in human
+        listed = d.cli("silence", "list")
+        assert sid in listed.stdout and "alertname=cuda-oom" in listed.stdout
+        assert d.cli("silence", "expire", sid[:8]).returncode == 0
+        assert json.loads(d.cli("silence", "list", "--json").stdout) == []
+        # expired: the still-firing alert pages at the group's next flush
+        b2 = rec.wait(2)[1]
+        assert b2["alerts"][0]["labels"]["alertname"] == "cuda-oom" and b2["status"] == "firing"
+    finally:
+        d.stop()
+    assert len([b for b in rec.json() if b["alerts"][0]["labels"]["alertname"] == "cuda-oom"]) == 1
+
+
+def test_receiver_down_then_up_loses_nothing(tmp_path, rec):
+    rec.status = 503
+    d = Daemon(tmp_path, webhook(rec.url), timers="[alerts]\ngroup_wait = 0\ngroup_interval = 1\nresolve_after = 1\nbackoff_max = 1\n").start()
+    try:
+        d.write(OOM)
+        wait_for(lambda: d.sql("SELECT coalesce(max(attempts), 0) FROM outbox")[0][0] >= 2, "failed attempts")
+        d.write(NCCL)
+        wait_for(lambda: d.sql("SELECT count(*) FROM outbox WHERE state = 'queued'")[0][0] >= 3, "more queued")
+        err = json.loads(d.cli("alerts", "--json").stdout)["outbox"]["sinks"][0]
+        assert err["queued"] >= 3 and "HTTP 503" in err["last_error"]
+        rec.status = 200
+        wait_for(lambda: d.sql("SELECT count(*) FROM outbox WHERE state = 'queued'")[0][0] == 0, "the backlog to drain")
+        wait_for(lambda: len(rec.json()) == 4, "both groups firing and resolved")
+    finally:
+        d.stop()
+    got = sorted((b["alerts"][0]["labels"]["alertname"], b["status"]) for b in rec.json())
+    assert got == [("cuda-oom", "firing"), ("cuda-oom", "resolved"), ("nccl-error", "firing"), ("nccl-error", "resolved")]
+    assert "delivery failed (HTTP 503" in d.stderr() and "hook delivers again" in d.stderr()
+
+
+def test_sigkill_between_commit_and_delivery_delivers_after_restart(tmp_path, rec):
+    rec.status = 503
+    d = Daemon(tmp_path, webhook(rec.url), timers="[alerts]\ngroup_wait = 0\nresolve_after = 3600\nbackoff_max = 1\n").start()
+    d.write(OOM * 3)
+    wait_for(lambda: d.sql("SELECT count(*) FROM outbox")[0][0] == 1, "the queued notification")
+    nid = d.sql("SELECT notification_id FROM outbox")[0][0]
+    d.stop(signal.SIGKILL)
+    rec.status = 200
+    d.start()
+    try:
+        (b,) = rec.wait(1)
+        assert b["notification_id"] == nid  # the very notification committed before the kill
+        time.sleep(1.5)
+        assert len(rec.json()) == 1  # the restart neither re-pages nor re-reads the lines
+        assert d.sql("SELECT count(*) FROM findings")[0][0] == 3
+    finally:
+        d.stop()
+
+
+CANARY = "zqxcanaryvq"
+
+
+def test_no_user_text_reaches_any_sink(tmp_path, rec):
+    """A unique word with error text in a prompt, an output, an image URL and a query string:
+    alerts fire (there is a real OOM too) and the word is in no sink's payload."""
+    smtp = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd (test extra) not installed")
+    mails: list[bytes] = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            mails.append(envelope.content)
+            return "250 OK"
+
+    port = free_port()
+    ctl = smtp.Controller(Handler(), hostname="127.0.0.1", port=port)
+    ctl.start()
+    execd = tmp_path / "exec.jsonl"
+    script = tmp_path / "hook.sh"
+    script.write_text(f"#!/bin/sh\ncat >> {execd}\necho >> {execd}\n")
+    script.chmod(0o755)
+    sinks = (webhook(rec.url + "/hook")
+             + f'[[alerts.sink]]\nname = "am"\ntype = "alertmanager"\nurl = "{rec.url}/am"\n'
+             + f'[[alerts.sink]]\nname = "fs"\ntype = "feishu"\nurl = "{rec.url}/feishu"\nsecret = "s"\n'
+             + f'[[alerts.sink]]\nname = "dt"\ntype = "dingtalk"\nurl = "{rec.url}/ding?access_token=t"\nsecret = "s"\n'
+             + f'[[alerts.sink]]\nname = "wc"\ntype = "wecom"\nurl = "{rec.url}/wecom?key=k"\n'
+             + f'[[alerts.sink]]\nname = "run"\ntype = "exec"\ncommand = ["{script}"]\n'
+             + f'[[alerts.sink]]\nname = "mail"\ntype = "email"\nhost = "127.0.0.1"\nport = {port}\nstarttls = false\n'
+               f'from = "d@x"\nto = ["o@x"]\n')
+    d = Daemon(tmp_path, sinks, timers="[alerts]\ngroup_wait = 0\ngroup_interval = 1\nresolve_after = 1\n").start()
+    err = "CUDA out of memory. Tried to allocate 9.99 GiB. EngineDeadError: NCCL error: Fatal Python error: Segmentation fault"
+    lines = [
+        f"(APIServer pid=1) INFO 01-24 10:03:30 [logger.py:37] Received request chatcmpl-c1: prompt: '<|im_start|>user\\n{err} {CANARY}-prompt<|im_end|>\\n', params: SamplingParams(n=1, max_tokens=64), lora_request: None.\n",
+        f"(APIServer pid=1) INFO 01-24 10:03:30 [logger.py:37] Generated response chatcmpl-c1: output: '{err} {CANARY}-output', output_token_ids: [1, 2], finish_reason: stop\n",
+        f"(APIServer pid=1) ERROR 01-24 10:03:31 [serving.py:274] Error in loading image http://img.internal/{CANARY}-image.png?sig={CANARY}: {err}\n",
+        f'INFO:     127.0.0.1:40000 - "GET /v1/models?q={CANARY}-query&e=CUDA%20out%20of%20memory HTTP/1.1" 500 Internal Server Error\n',
+        OOM,
+    ]
+    try:
+        d.write("".join(lines))
+        wait_for(lambda: len([r for r in rec.requests if r["path"].startswith("/hook")]) >= 2 and mails and execd.exists()
+                 and {"/am", "/feishu", "/ding", "/wecom"} <= {r["path"].split("?")[0].rsplit("/api", 1)[0] for r in rec.requests},
+                 "every sink to receive", timeout=40)
+    finally:
+        d.stop()
+        ctl.stop()
+    payloads = [r["body"] + r["path"].encode() for r in rec.requests] + mails + [execd.read_bytes()]
+    assert len(payloads) >= 8
+    assert any(b"cuda-oom" in p for p in payloads)
+    leaked = [p[:200] for p in payloads if CANARY.encode() in p or CANARY.encode() in json.dumps(p.decode("utf-8", "replace")).encode()]
+    import re
+    where = sorted({m.group(0) for p in payloads for m in re.finditer(rb".{0,120}" + CANARY.encode() + rb".{0,40}", p)})
+    assert leaked == [], where
+    assert CANARY not in d.stderr()  # the journal line either
