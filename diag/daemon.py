@@ -59,6 +59,7 @@ class Daemon:
         self._commit_failing = False
         self._servers: dict[str, str] = {}
         self.alerts = AlertRuntime(parse_alerts(cfg.alerts_doc), rs, self.store.db, cfg.db_path, self._describe)
+        self._cli_sinks = [s for s in cfg.alerts_doc.get("sink", []) if str(s.get("name", "")).startswith("webhook-cli-")]
         self.pipe.engine.on_clear = lambda rule, path: self.alerts.cleared(rule.id, path)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -244,6 +245,10 @@ class Daemon:
             self.alerts.set_rules(rs)
             self.pipe.engine.errors = []
             log.info("reload: %d rules", len(rs.rules))
+        try:
+            self.alerts.reconfigure(parse_alerts({**cfg.alerts_doc, "sink": cfg.alerts_doc.get("sink", []) + self._cli_sinks}))
+        except ValueError as exc:
+            log.error("reload: alerts: %s; keeping the running sinks", exc)
         self.follower.cfg.logs = cfg.logs
         self.follower.discover(force=True)
         self._stop_watching()

@@ -306,3 +306,77 @@ def test_alert_reaches_a_real_alertmanager_fires_once_and_resolves(tmp_path, ale
     assert [b["status"] for b in bodies] == ["firing", "resolved"]  # re-sent every second, yet paged once
     assert bodies[0]["alerts"][0]["labels"]["alertname"] == "cuda-oom"
     assert json.loads(d.cli("alerts", "--json").stdout)["outbox"]["sinks"][0]["delivered"] >= 3
+
+
+def test_unreadable_log_is_a_state_like_alert(tmp_path, rec):
+    d = Daemon(tmp_path, webhook(rec.url), timers="[alerts]\ngroup_wait = 0\ngroup_interval = 1\n")
+    d.log.unlink()
+    d.log.mkdir()  # root reads everything: a directory where the log should be cannot be opened either
+    d.proc = subprocess.Popen([sys.executable, "-m", "diag", "daemon", "--config", str(d.config), "--state-dir", str(d.state),
+                               "--log", str(d.log)], stderr=open(tmp_path / "d.err", "w"), stdout=subprocess.DEVNULL)
+    d.errs.append(tmp_path / "d.err")
+    try:
+        (b,) = rec.wait(1)
+        a = b["alerts"][0]
+        assert a["labels"]["alertname"] == "diag-log-unreadable" and a["labels"]["source"] == str(d.log)
+        assert "cannot open" in a["annotations"]["summary"]
+        d.log.rmdir()
+        d.log.write_text("")
+        b2 = rec.wait(2)[1]
+        assert b2["status"] == "resolved" and b2["alerts"][0]["fingerprint"] == a["fingerprint"]
+    finally:
+        d.stop()
+
+
+def test_store_failing_alert_goes_out_without_the_store(tmp_path, rec):
+    from diag import config
+    from diag.daemon import Daemon as RealDaemon
+
+    log = tmp_path / "vllm.log"
+    log.write_text("")
+    cfg = config.Config(logs=[config.LogSpec(str(log))], state_dir=tmp_path / "state", use_inotify=False,
+                        alerts_doc={"group_wait": 0, "group_interval": 0.1, "sink": [{"name": "hook", "type": "webhook", "url": rec.url}]})
+    d = RealDaemon(cfg)
+    d.alerts.start()
+    try:
+        d.follower.discover(force=True)
+        d.step()
+        pages = d.store.db.execute("PRAGMA page_count").fetchone()[0]
+        d.store.db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full now
+        log.write_text("".join(f"(APIServer pid=1) INFO 01-24 10:00:00 [request_logger.py:65] Received request chatcmpl-{i:016x}: "
+                               "params: SamplingParams(n=1, max_tokens=8), lora_request: None.\n" + "x" * 2000 + "\n" for i in range(200)))
+        d.step()
+        assert d._pending_commit is not None
+        (b,) = rec.wait(1)
+        assert b["alerts"][0]["labels"]["alertname"] == "diag-store-failing" and b["alerts"][0]["labels"]["severity"] == "critical"
+        d.store.db.execute("PRAGMA max_page_count = 1073741823")  # space again
+        d.step()
+        time.sleep(0.2)
+        d.commit()
+        b2 = rec.wait(2)[1]
+        assert b2["status"] == "resolved" and b2["alerts"][0]["labels"]["alertname"] == "diag-store-failing"
+    finally:
+        d.alerts.close()
+        d.store.close()
+
+
+def test_sighup_reloads_sinks_and_cli_webhook_stays(tmp_path, rec):
+    other, cli_hook = Receiver(), Receiver()
+    try:
+        d = Daemon(tmp_path, webhook(rec.url, "first"), timers="[alerts]\ngroup_wait = 0\ngroup_interval = 1\nresolve_after = 60\n")
+        d.proc = subprocess.Popen([sys.executable, "-m", "diag", "daemon", "--config", str(d.config), "--state-dir", str(d.state),
+                                   "--log", str(d.log), "--alert-webhook", cli_hook.url], stderr=open(tmp_path / "d.err", "w"))
+        d.errs.append(tmp_path / "d.err")
+        wait_for(lambda: (d.state / "diag.sqlite3").exists() and d.sql("SELECT count(*) FROM sources")[0][0] == 1, "start")
+        d.config.write_text("[alerts]\ngroup_wait = 0\n" + webhook(other.url, "second"))
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload: alerts: 2 sink(s)" in d.stderr(), "the reload")
+        d.write(NCCL)
+        assert other.wait(1)[0]["receiver"] == "second"
+        assert cli_hook.wait(1)[0]["alerts"][0]["labels"]["alertname"] == "nccl-error"
+        time.sleep(0.5)
+        assert rec.json() == []
+    finally:
+        d.stop()
+        other.close()
+        cli_hook.close()

@@ -151,7 +151,7 @@ class AlertManager:
                   summary: str = "", remedy: str = "") -> None:
         """A state-like alert the daemon raises itself (a followed file unreadable, the store failing)."""
         labels = {"alertname": name, "severity": severity, "category": "diag", "server": "diag", "source": source, "host": self.host}
-        a = self.alerts.get(Alert(labels, "", "", "", "", 0, 0).fp)
+        a = next((x for x in self.alerts.values() if x.rule == name and x.labels["source"] == source), None)
         if active and (a is None or a.ends_at is not None):
             a = a or self._new(Alert(labels, title, summary, remedy, "", now, now, state_like=True, count=0))
             a.ends_at = None

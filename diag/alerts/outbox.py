@@ -80,6 +80,11 @@ class Sender(threading.Thread):
         for st in self.sinks.values():
             st.sink.close()
 
+    def adopt(self, old: "Sender") -> None:
+        """Take over what a replaced sender held in memory (a reload while the store fails)."""
+        with old._lock:
+            self._memory = list(old._memory)
+
     def hold(self, doc: dict[str, Any], now: float) -> None:
         """Deliver without the store (it is what is failing): kept in memory, retried the same way."""
         with self._lock:

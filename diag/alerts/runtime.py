@@ -49,6 +49,16 @@ class AlertRuntime:
     def close(self) -> None:
         self.sender.stop()
 
+    def reconfigure(self, cfg: AlertsConfig) -> None:
+        """SIGHUP: new timers and sinks; alert state, groups and the queued outbox carry over."""
+        old = self.sender
+        old.stop()
+        self.cfg = self.manager.cfg = cfg
+        self.sender = Sender(old.db_path, cfg)
+        self.sender.adopt(old)
+        self.sender.start()
+        log.info("reload: alerts: %d sink(s)", len(cfg.sinks))
+
     def set_rules(self, ruleset: RuleSet) -> None:
         self.manager.set_rules(ruleset)
 
@@ -76,6 +86,7 @@ class AlertRuntime:
         if m.waiting_on_traces:
             for tid in closed_traces:
                 m.trace_closed(tid, now)
+        errors = {p: e for p, e in errors.items() if not e.startswith("waiting for")}  # not there yet is not a fault
         for path, err in errors.items():
             m.condition(LOG_UNREADABLE, path, True, now, severity="error", title="A followed log cannot be read",
                         summary=f"diag cannot read {path}: {err}"[:300],
