@@ -217,7 +217,9 @@ class AlertManager:
                     self._resolve(a, now)
                 else:
                     nxt = min(nxt, a.last_hit_at + self.cfg.resolve_after)
-            self._mute(a, now)
+        firing_rules = {(a.rule, a.labels.get("host")) for a in self.alerts.values() if a.ends_at is None and a.rule in self.inhibits}
+        for a in self.alerts.values():
+            self._mute(a, now, firing_rules)
         for s in self.cfg.sinks:
             if s.type == "alertmanager":
                 nxt = min(nxt, self._push_am(s, now, c))
@@ -239,7 +241,7 @@ class AlertManager:
         self._next_due = nxt
         return c
 
-    def _mute(self, a: Alert, now: float) -> None:
+    def _mute(self, a: Alert, now: float, firing_rules: set[tuple[str, str | None]]) -> None:
         silenced = [s.id for s in self.silences if s.active(now) and s.matches(a.labels)]
         inhibited = None
         if a.ends_at is None:
@@ -247,8 +249,7 @@ class AlertManager:
                 spec = self.inhibits.get(rid)
                 if spec is None or rid == a.rule or host != a.labels.get("host") or not spec.covers(a.labels):
                     continue
-                firing = any(x.rule == rid and x.ends_at is None for x in self.alerts.values())
-                if firing or now - seen <= spec.window:
+                if (rid, host) in firing_rules or now - seen <= spec.window:
                     inhibited = rid
                     break
         if silenced != a.silenced_by or inhibited != a.inhibited_by:
