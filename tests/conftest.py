@@ -56,6 +56,19 @@ def severe(doc: dict) -> set[str]:
     return {f["rule"] for f in doc["findings"] if f["severity"] in ("error", "critical")}
 
 
+def wait_for(cond, timeout: float = 60.0, what: str = "condition"):
+    """Poll `cond` until it returns something truthy (returned), or fail after `timeout` seconds."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def free_port() -> int:
     """A port nothing listens on right now (bind 0, read it back, close)."""
     s = socket.socket()

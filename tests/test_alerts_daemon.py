@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from conftest import Receiver, free_port
+from conftest import wait_for as wait_until
 from diag.alerts.model import fingerprint
 
 AM = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -75,13 +76,7 @@ class Daemon:
 
 
 def wait_for(cond, what: str, timeout: float = 30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(cond, timeout, what)
 
 
 def webhook(url: str, name: str = "hook") -> str:
