@@ -301,6 +301,10 @@ def test_alert_reaches_a_real_alertmanager_fires_once_and_resolves(tmp_path, ale
     assert [b["status"] for b in bodies] == ["firing", "resolved"]  # re-sent every second, yet paged once
     assert bodies[0]["alerts"][0]["labels"]["alertname"] == "cuda-oom"
     assert json.loads(d.cli("alerts", "--json").stdout)["outbox"]["sinks"][0]["delivered"] >= 3
+    t = d.cli("alerts", "test", "--sink", "am")
+    assert t.returncode == 0 and "am (alertmanager): delivered" in t.stdout
+    names = {a["labels"]["alertname"] for a in httpx.get(am_url + "/api/v2/alerts", timeout=5).json()}
+    assert "diag-test" in names
 
 
 def test_unreadable_log_is_a_state_like_alert(tmp_path, rec):

@@ -231,3 +231,15 @@ def test_outbox_migration_is_in_the_store(tmp_path):
     assert {"alerts", "alert_groups", "silences", "outbox"} <= tables
     with pytest.raises(sqlite3.IntegrityError):
         s.db.execute("INSERT INTO outbox (notification_id, sink) VALUES ('x', 'y')")
+
+
+def test_inhibition_survives_a_restart(tmp_path, ruleset):
+    store = Store(tmp_path / "s.sqlite3")
+    m = manager(ruleset, group_wait=0, resolve_after=10_000)
+    m.hit(hit(ruleset, "engine-dead"), now=0.0, server="vllm")
+    store.commit([], [], [], {}, extra=m.process(0.0).write)
+    m2 = manager(ruleset, group_wait=0, resolve_after=10_000)
+    m2.load(store.db)
+    m2.hit(hit(ruleset, "stuck-request", rid="chatcmpl-x", request_id="chatcmpl-x"), now=5.0, server="vllm")
+    assert sent(m2.process(5.0)) == []
+    assert next(a for a in m2.alerts.values() if a.rule == "stuck-request").inhibited_by == "engine-dead"

@@ -105,6 +105,9 @@ class AlertManager:
             self.alerts[a.fp] = a
             for rid in a.open_ids:
                 self._open.setdefault(rid, set()).add(a.fp)
+            if a.rule in self.inhibits:
+                key = (a.rule, a.labels.get("host", self.host))
+                self._inhibitor_seen[key] = max(self._inhibitor_seen.get(key, 0.0), a.last_hit_at)
         for (data,) in db.execute("SELECT data FROM alert_groups"):
             g = Group(**json.loads(data))
             g.fps = [fp for fp in g.fps if fp in self.alerts]
@@ -131,6 +134,7 @@ class AlertManager:
                                 state_like=r.id in self.state_rules))
         elif a.ends_at is not None:
             a.ends_at = None  # it came back before the resolution went out: still the same alert
+            a.am_sent_at = 0.0  # Alertmanager may have been told it ended: tell it again now
         a.count += 1
         a.last_hit_at = now
         if hit.ts is not None:
