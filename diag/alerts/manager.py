@@ -21,7 +21,7 @@ from diag.alerts.config import AlertsConfig, SinkConfig
 from diag.alerts.model import Alert, rfc3339
 from diag.alerts.silences import Silence
 from diag.findings import Hit
-from diag.rules import Rule, RuleSet
+from diag.rules import RuleSet
 
 MAX_IDS = 200
 

@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from diag.alerts import silences as silences_mod
 from diag.alerts.config import AlertsConfig
@@ -39,11 +39,10 @@ class AlertRuntime:
         self.manager.load(db)
         self.sender = Sender(db_path, cfg)
         self._data_version = -1
-        self._store_alert: dict[str, Any] | None = None
 
     def start(self) -> None:
-        self.sender.start()
-        if self.cfg.sinks:
+        if self.cfg.sinks:  # the journal alone needs no sender thread
+            self.sender.start()
             log.info("alerts: %d sink(s): %s", len(self.cfg.sinks), ", ".join(f"{s.name} ({s.type})" for s in self.cfg.sinks))
 
     def close(self) -> None:
@@ -56,7 +55,8 @@ class AlertRuntime:
         self.cfg = self.manager.cfg = cfg
         self.sender = Sender(old.db_path, cfg)
         self.sender.adopt(old)
-        self.sender.start()
+        if cfg.sinks:
+            self.sender.start()
         log.info("reload: alerts: %d sink(s)", len(cfg.sinks))
 
     def set_rules(self, ruleset: RuleSet) -> None:
