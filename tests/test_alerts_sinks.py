@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from urllib.parse import parse_qs, quote_plus, urlsplit
 
 import pytest
 
-from conftest import Receiver, free_port
+from conftest import Receiver, free_port, self_signed
 from diag.alerts.config import AlertsConfig, SinkConfig, parse
 from diag.alerts.manager import AlertManager
 from diag.alerts.outbox import Sender
@@ -70,6 +69,18 @@ def test_webhook_alertmanager_format_and_hmac(ruleset):
         r.status = 500
         with pytest.raises(DeliveryError, match="HTTP 500"):
             sink.send([doc])
+    finally:
+        r.close()
+
+
+def test_webhook_over_https_with_a_private_ca(tmp_path, ruleset):
+    cert, key = self_signed(tmp_path)
+    r = Receiver(tls=(cert, key))
+    try:
+        build(SinkConfig("tls", "webhook", url=r.url + "/in", ca_file=str(cert))).send([notification(ruleset)])
+        assert r.json()[0]["receiver"] == "tls"
+        with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            build(SinkConfig("tls", "webhook", url=r.url + "/in")).send([notification(ruleset)])  # not trusted without it
     finally:
         r.close()
 
@@ -222,13 +233,9 @@ def test_exec_sink(tmp_path, ruleset):
 
 def test_email_through_a_real_smtp_server_with_starttls(tmp_path, ruleset):
     aiosmtpd = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd (test extra) not installed")
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed: cannot make the test server's certificate")
     import ssl
 
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    cert, key = self_signed(tmp_path)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
     got = []
