@@ -141,9 +141,16 @@ def test_silence_sends_nothing_and_shows_as_silenced(tmp_path, rec):
         # expired: the still-firing alert pages at the group's next flush
         b2 = rec.wait(2)[1]
         assert b2["alerts"][0]["labels"]["alertname"] == "cuda-oom" and b2["status"] == "firing"
+        # a silence added while the daemon runs takes effect at once (shown as silenced)
+        sid2 = d.cli("silence", "add", "alertname=nccl-error").stdout.strip()
+        wait_for(lambda: [a["silenced_by"] for a in json.loads(d.cli("alerts", "--json").stdout)["silenced"]] == [[sid2]],
+                 "the running daemon to apply the new silence")
+        d.write(NCCL)
+        time.sleep(1.5)
     finally:
         d.stop()
     assert len([b for b in rec.json() if b["alerts"][0]["labels"]["alertname"] == "cuda-oom"]) == 1
+    assert len([b for b in rec.json() if b["alerts"][0]["labels"]["alertname"] == "nccl-error"]) == 1
 
 
 def test_receiver_down_then_up_loses_nothing(tmp_path, rec):

@@ -63,17 +63,25 @@ class AlertRuntime:
         self.manager.set_rules(ruleset)
 
     def due(self, now: float) -> bool:
-        return self.manager.due(now)
+        """Whether a commit is needed for alerts now: a timer is due, or silences may have changed."""
+        return self.manager.due(now) or self._refresh_silences()
 
-    def _refresh_silences(self) -> None:
-        """Silences are added by `diag silence` from another process: reload when the file changed."""
+    def _refresh_silences(self) -> bool:
+        """Silences are added by `diag silence` from another process: reload when another
+        connection changed the file (`PRAGMA data_version`, a cheap check). True if reloaded."""
         try:
             v = self.db.execute("PRAGMA data_version").fetchone()[0]
-            if v != self._data_version:
-                self._data_version = v
-                self.manager.set_silences(silences_mod.load(self.db))
+            if v == self._data_version:
+                return False
+            self._data_version = v
+            new = silences_mod.load(self.db)
         except sqlite3.Error as exc:
             log.debug("alerts: silences not reloaded: %s", exc)
+            return False
+        if [(s.id, s.ends_at) for s in new] == [(s.id, s.ends_at) for s in self.manager.silences]:
+            return False
+        self.manager.set_silences(new)
+        return True
 
     def prepare(self, hits: Iterable[Hit], closed_traces: Iterable[str], errors: dict[str, str], now: float | None = None) -> Changes:
         """Everything the coming commit must carry for alerts."""
