@@ -386,3 +386,44 @@ def test_sighup_reloads_sinks_and_cli_webhook_stays(tmp_path, rec):
         d.stop()
         other.close()
         cli_hook.close()
+
+
+def test_stuck_request_is_state_like_in_the_daemon(tmp_path, rec):
+    d = Daemon(tmp_path, webhook(rec.url), timers="[daemon]\nstuck_after = 1\n[alerts]\ngroup_wait = 0\ngroup_interval = 0.5\nresolve_after = 1\n")
+    d.start()
+    try:
+        rid = "chatcmpl-5a5a5a5a5a5a5a5a"
+        d.write(f"(APIServer pid=1) INFO 01-24 10:00:00 [request_logger.py:65] Received request {rid}: params: SamplingParams(n=1, max_tokens=64), lora_request: None.\n"
+                f"(APIServer pid=1) INFO 01-24 10:00:00 [async_llm.py:578] Added request {rid}-0badf00d.\n")
+        (b,) = rec.wait(1)
+        assert b["alerts"][0]["labels"]["alertname"] == "stuck-request" and rid in b["alerts"][0]["annotations"]["request_ids"]
+        time.sleep(2.0)
+        assert len(rec.json()) == 1  # resolve_after does not apply to a state: still stuck, still firing
+        d.write('INFO:     127.0.0.1:40000 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n')
+        b2 = rec.wait(2)[1]
+        assert b2["status"] == "resolved" and b2["alerts"][0]["labels"]["alertname"] == "stuck-request"
+    finally:
+        d.stop()
+
+
+def test_engine_death_in_a_real_log_pages_once_for_the_cascade(tmp_path, rec):
+    """vLLM 0.32's own log of a worker killed by SIGKILL, then the proxy in front failing to reach
+    it: the engine death pages, the proxy's refused upstream on the same host is inhibited."""
+    from conftest import VLLM
+
+    d = Daemon(tmp_path, webhook(rec.url), timers="[alerts]\ngroup_wait = 3\ngroup_interval = 1\nresolve_after = 600\n").start()
+    try:
+        d.write((VLLM / "kv-pressure-then-worker-sigkill.log").read_text(encoding="utf-8"))
+        d.write('2026/11/22 18:23:21 [error] 29#29: *7 connect() failed (111: Connection refused) while connecting to upstream, '
+                'client: 127.0.0.1, server: localhost, request: "POST /v1/chat/completions HTTP/1.1", '
+                'upstream: "http://127.0.0.1:3001/v1/chat/completions", host: "localhost:8000"\n')
+        doc = wait_for(lambda: (j := json.loads(d.cli("alerts", "--json").stdout))["silenced"] and len(j["firing"]) >= 3 and j,
+                       "the alerts", timeout=40)
+        rec.wait(3)
+        time.sleep(1.5)
+    finally:
+        d.stop()
+    paged = sorted(a["labels"]["alertname"] for b in rec.json() for a in b["alerts"])
+    assert paged == ["engine-dead", "kv-cache-full", "worker-killed"]
+    (muted,) = doc["silenced"]
+    assert muted["labels"]["alertname"] == "upstream-refused" and muted["inhibited_by"] in ("engine-dead", "worker-killed")
