@@ -292,7 +292,7 @@ class AlertManager:
     def _flush(self, g: Group, now: float, c: Changes) -> None:
         alerts = [self.alerts[fp] for fp in g.fps if fp in self.alerts]
         firing = [a for a in alerts if a.ends_at is None and not a.muted]
-        resolved = [a for a in alerts if a.ends_at is not None and a.notified]
+        resolved = [a for a in alerts if a.ends_at is not None and a.notified and not a.silenced_by]
         sig = sorted(f"{a.fp}:{a.status}" for a in firing + resolved)
         repeat = bool(firing) and g.last_notified is not None and now - g.last_notified >= self.cfg.repeat_interval
         if (firing or resolved) and (sig != g.last_sent or repeat):
@@ -334,9 +334,6 @@ class AlertManager:
                 "status": "firing" if any(a.ends_at is None for a in alerts) else "resolved",
                 "receiver": receiver, "groupLabels": dict(g.labels), "commonLabels": common_l, "commonAnnotations": common_a,
                 "externalURL": self.cfg.external_url, "alerts": items, "notification_id": nid}
-
-    def snapshot(self) -> list[Alert]:
-        return list(self.alerts.values())
 
 
 def _common(dicts: Iterable[dict[str, str]]) -> dict[str, str]:

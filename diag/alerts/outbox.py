@@ -34,7 +34,7 @@ class Item:
 
     id: int | None
     sink: str
-    doc: dict[str, Any]
+    doc: dict[str, Any] | str  # the JSON text until it is sent (a long backlog is not decoded on every pass)
     created_at: float
     attempts: int = 0
     next_attempt: float = 0.0
@@ -45,6 +45,10 @@ class SinkState:
     sink: Sink
     sent: deque = field(default_factory=deque)  # send times within the last minute (rate limit)
     failing: str | None = None
+
+
+def _doc(it: Item) -> dict[str, Any]:
+    return json.loads(it.doc) if isinstance(it.doc, str) else it.doc
 
 
 def deliver(sink: Sink, docs: list[dict[str, Any]]) -> str | None:
@@ -103,6 +107,9 @@ class Sender(threading.Thread):
             except sqlite3.Error as exc:
                 log.error("alerts: outbox unavailable (%s); retrying", exc)
                 wait = 2.0
+            except Exception:  # noqa: BLE001 — the sender must outlive any one bad row or bug
+                log.exception("alerts: sender error; retrying")
+                wait = 5.0
             self.wake.wait(max(0.0, min(wait, 5.0)))
             self.wake.clear()
         if db is not None:
@@ -114,7 +121,7 @@ class Sender(threading.Thread):
         rows = db.execute("SELECT id, sink, payload, created_at, attempts, next_attempt FROM outbox WHERE state = 'queued' ORDER BY id").fetchall()
         queued: dict[str, list[Item]] = {}
         for rid, sink, payload, created, attempts, next_attempt in rows:
-            queued.setdefault(sink, []).append(Item(rid, sink, json.loads(payload), created, attempts, next_attempt))
+            queued.setdefault(sink, []).append(Item(rid, sink, payload, created, attempts, next_attempt))
         with self._lock:
             for it in self._memory:
                 queued.setdefault(it.sink, []).append(it)
@@ -132,7 +139,7 @@ class Sender(threading.Thread):
         expired = [it for it in items if now - it.created_at > self.cfg.max_age]
         for it in expired:
             log.error("alerts: notification %s to %s expired undelivered after %.0f s (%d attempts)",
-                      it.doc.get("notification_id"), name, now - it.created_at, it.attempts)
+                      _doc(it).get("notification_id"), name, now - it.created_at, it.attempts)
             self._mark(db, it, "expired")
         items = [it for it in items if it not in expired]
         st = self.sinks.get(name)
@@ -147,7 +154,7 @@ class Sender(threading.Thread):
         if limit and len(st.sent) >= limit:
             return st.sent[0] + 60 - now  # held back; merged into the next message when allowed
         batch = due if st.sink.merges else due[:1]
-        err = deliver(st.sink, [it.doc for it in batch])
+        err = deliver(st.sink, [_doc(it) for it in batch])
         if limit:
             st.sent.append(now)
         if err is None:
