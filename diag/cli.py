@@ -184,6 +184,16 @@ def _daemon_config(args: argparse.Namespace):
         cfg.from_beginning = True
     if getattr(args, "rules", None):
         cfg.rules_dirs.extend(args.rules)
+    if getattr(args, "alert_webhook", None):  # quick start: webhook sinks without a config file
+        sinks = list(cfg.alerts_doc.get("sink", [])) + [{"name": f"webhook-cli-{i + 1}", "type": "webhook", "url": u}
+                                                          for i, u in enumerate(args.alert_webhook)]
+        cfg.alerts_doc = {**cfg.alerts_doc, "sink": sinks}
+        from diag.alerts.config import AlertConfigError, parse as parse_alerts
+
+        try:
+            parse_alerts(cfg.alerts_doc)
+        except AlertConfigError as exc:
+            raise UsageError(f"--alert-webhook: {exc}") from None
     return cfg, extra
 
 
@@ -201,6 +211,11 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         for e in rs.errors:
             print(f"diag: rule error: {e}", file=sys.stderr)
         print(f"config {cfg.source}: {len(cfg.logs)} log(s), state {cfg.db_path}, {len(rs.rules)} rules")
+        from diag.alerts.config import parse as parse_alerts
+
+        sinks = parse_alerts(cfg.alerts_doc).sinks  # validated at load: types, URLs, secrets readable
+        print(f"alerts: journal + {len(sinks)} sink(s)" + "".join(f"\n  {s.name}: {s.type} {s.url or ' '.join(s.command) or s.host}"
+                                                                 for s in sinks))
         return 1 if rs.errors else 0
     if not cfg.logs:
         raise UsageError("no logs to follow: give --log PATH[:FORMAT] or [[log]] entries in the config")
@@ -316,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--rules", action="append", metavar="DIR", help="extra rule directory")
     dm.add_argument("--check-config", action="store_true", help="validate the config and the rules, then exit (ExecStartPre)")
     dm.add_argument("--example-config", action="store_true", help="print the commented example config")
+    dm.add_argument("--alert-webhook", action="append", metavar="URL", help="also send alerts to this webhook (Alertmanager format); repeatable")
     dm.add_argument("-v", "--verbose", action="store_true")
     dm.set_defaults(func=cmd_daemon)
     st = sub.add_parser("status", help="what the daemon follows and how far it got (reads the store)")
@@ -332,6 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     for x in (dm, st, tr, fi):
         x.add_argument("--config", metavar="FILE", help="config file (default $DIAG_CONFIG, else /etc/diag/diag.toml)")
         x.add_argument("--state-dir", metavar="DIR", help="where the store is (overrides the config)")
+
+    from diag.alerts.cli import add_parsers as add_alert_parsers
+
+    def store_options(x: argparse.ArgumentParser) -> None:
+        x.add_argument("--config", metavar="FILE", help="config file (default $DIAG_CONFIG, else /etc/diag/diag.toml)")
+        x.add_argument("--state-dir", metavar="DIR", help="where the store is (overrides the config)")
+
+    add_alert_parsers(sub, store_options)
 
     r = sub.add_parser("rules", help="list, test and lint rule files")
     rsub = r.add_subparsers(dest="rules_cmd", metavar="ACTION")

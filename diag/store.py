@@ -14,7 +14,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from diag.findings import Hit
 from diag.traces import Trace
@@ -74,6 +74,39 @@ MIGRATIONS = [
     # 2: a finding row stands for `count` occurrences (Ray's "[repeated Nx across cluster]")
     """
     ALTER TABLE findings ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+    """,
+    # 3: alerts (diag/alerts): alert state, groups, silences, and the outbox the sender delivers from
+    """
+    CREATE TABLE alerts (
+        fp TEXT PRIMARY KEY,             -- Alertmanager fingerprint of the labels
+        rule TEXT NOT NULL,
+        status TEXT NOT NULL,            -- firing | resolved
+        active INTEGER NOT NULL,         -- 1 while the manager tracks it; 0 = recently resolved
+        updated_at REAL NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE alert_groups (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+    CREATE TABLE silences (
+        id TEXT PRIMARY KEY,
+        matchers TEXT NOT NULL,
+        starts_at REAL NOT NULL,
+        ends_at REAL NOT NULL,
+        comment TEXT,
+        created_by TEXT
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        notification_id TEXT NOT NULL,
+        sink TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        next_attempt REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'queued',  -- queued | delivered | expired
+        last_error TEXT,
+        delivered_at REAL
+    );
+    CREATE INDEX outbox_state ON outbox(state, id);
     """,
 ]
 
@@ -144,7 +177,10 @@ class Store:
         self.db.close()
 
     # -- the one write path ---------------------------------------------------------------
-    def commit(self, traces: Iterable[Trace], hits: Iterable[Hit], sources: Iterable[SourceState], meta: dict[str, Any] | None = None) -> None:
+    def commit(self, traces: Iterable[Trace], hits: Iterable[Hit], sources: Iterable[SourceState], meta: dict[str, Any] | None = None,
+               extra: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """`extra` writes more rows in the same transaction (the alert outbox: a notification is
+        durable exactly when the findings and offsets that caused it are)."""
         now = time.time()
         db = self.db
         db.execute("BEGIN IMMEDIATE")
@@ -163,6 +199,8 @@ class Store:
                            [s.row() for s in sources])
             for k, v in (meta or {}).items():
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, json.dumps(v)))
+            if extra is not None:
+                extra(db)
             db.execute("COMMIT")
         except BaseException:
             try:
