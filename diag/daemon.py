@@ -41,6 +41,7 @@ class Daemon:
         self.done: dict[str, Trace] = {}
         self.pipe = Pipeline(rs, on_hit=self._on_hit, on_trace=self._trace_done, keep_traces=False, max_line=cfg.max_line_bytes)
         self.pipe.assembler.max_open = cfg.max_open_traces
+        self.pipe.facts.by_source.update(self.store.meta().get("facts") or {})  # startup facts outlive our restarts
         for t in self.store.open_traces(cfg.max_open_traces):
             self.pipe.assembler.adopt(t)
         self.follower = Follower(cfg, self.store.sources(), self._consume)
@@ -49,7 +50,8 @@ class Daemon:
         self.reload_requested = False
         self.started = time.time()
         self._observer: Any = None
-        self._pending_commit: tuple[list, list, list] | None = None
+        self._pending_commit: tuple[list, list, list, list] | None = None
+        self.on_commit: list[Any] = []  # called (no arguments) after each commit that went through: the web's live stream
         self._last_prune = 0.0
         self._last_stuck = 0.0
         self._last_watchdog = 0.0
@@ -179,21 +181,25 @@ class Daemon:
             traces.update(self.done)
             self.done = {}
             states = {s.key: s for s in self.follower.states()}
-            self._pending_commit = (list(traces.values()), self.hits, list(states.values()))
+            self._pending_commit = (list(traces.values()), self.hits, list(states.values()), self.pipe.samples)
             self.hits = []
-        traces, hits, states = self._pending_commit
+            self.pipe.samples = []
+        traces, hits, states, samples = self._pending_commit
         m = dict(meta or {})
         m["heartbeat"] = time.time()
         m["errors"] = dict(self.follower.errors)
         m["rule_errors"] = list(self.pipe.engine.errors)
+        m["facts"] = self.pipe.facts.by_source
         deadline = time.monotonic() + (30 if block else 0)
         while True:
             try:
-                self.store.commit(traces, hits, states, m)
+                self.store.commit(traces, hits, states, m, samples)
                 if self._commit_failing:
                     log.info("store: commits go through again")
                     self._commit_failing = False
                 self._pending_commit = None
+                for fn in self.on_commit:
+                    fn()
                 return True
             except sqlite3.Error as exc:
                 if not self._commit_failing:
