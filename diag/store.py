@@ -93,6 +93,7 @@ MIGRATIONS = [
     CREATE INDEX traces_http_t ON traces(http_status, t);
     CREATE INDEX traces_findings_t ON traces(t) WHERE nfindings > 0;
     CREATE INDEX traces_images_t ON traces(t) WHERE images > 0;
+    CREATE INDEX findings_rule ON findings(rule);
     CREATE TABLE counters (name TEXT NOT NULL, labels TEXT NOT NULL, value REAL NOT NULL DEFAULT 0,
                            PRIMARY KEY (name, labels)) WITHOUT ROWID;
     INSERT INTO counters (name, labels, value)

@@ -1,0 +1,85 @@
+"""The live stream behind `/api/events`: one poller for all open pages, woken by the daemon's commits.
+
+However many pages are open, the store is asked once per commit (or every `poll` seconds when no
+daemon runs in this process, as with `diag web`) for the traces committed since the last look,
+through an index on `updated_at`. The daemon's main loop only calls `poke()`, which schedules a
+wake-up on the web server's event loop and returns at once: a slow page can never slow ingestion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from diag.store import Store
+from diag.web import queries
+
+OVERFLOW = object()  # put in a subscriber's queue when it fell behind: the page reloads the list
+
+
+class Live:
+    def __init__(self, open_store: Callable[[], Store], poll: float = 0.5, min_gap: float = 0.05):
+        self.open_store = open_store
+        self.poll = poll
+        self.min_gap = min_gap
+        self.subs: set[asyncio.Queue] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diag-live")  # one thread: its own connection
+        self._store: Store | None = None
+
+    def poke(self) -> None:
+        """Something was committed (any thread). Cheap and non-blocking."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and self.subs:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # the loop is closed: the web server stopped
+                pass
+
+    async def subscribe(self) -> asyncio.Queue:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._wake = asyncio.Event()
+        q: asyncio.Queue = asyncio.Queue(maxsize=32)
+        self.subs.add(q)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue) -> None:
+        self.subs.discard(q)
+
+    def _db(self) -> Store:
+        if self._store is None:
+            self._store = self.open_store()
+        return self._store
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wake is not None
+        mark = await loop.run_in_executor(self._pool, lambda: queries.high_water(self._db()))
+        while self.subs:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            rows, mark = await loop.run_in_executor(self._pool, lambda m=mark: queries.changed_since(self._db(), m))
+            if rows:
+                self._publish(rows)
+            await asyncio.sleep(self.min_gap)
+
+    def _publish(self, rows: list[dict[str, Any]]) -> None:
+        for q in list(self.subs):
+            try:
+                q.put_nowait(rows)
+            except asyncio.QueueFull:
+                while not q.empty():
+                    q.get_nowait()
+                q.put_nowait(OVERFLOW)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
