@@ -2,13 +2,46 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import sys
 from collections import Counter
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from diag import rules
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _editable_install() -> bool:
+    """Whether `diag` is installed in editable mode (`pip install -e`), from its direct_url.json."""
+    try:
+        dist = metadata.distribution("diag")
+    except metadata.PackageNotFoundError:
+        pytest.exit("diag is not installed in this environment: run `pip install '.[test]'` first", returncode=4)
+    info = json.loads(dist.read_text("direct_url.json") or "{}")
+    return bool(info.get("dir_info", {}).get("editable"))
+
+
+# The suite tests the INSTALLED package (CI: `pip install '.[test]'`, not -e). `python -m pytest`
+# from the checkout would put the checkout first on sys.path, and every `python -m diag`
+# subprocess would do the same from its working directory; then the checkout's diag/ silently
+# shadows what was installed and a missing subpackage goes unnoticed. So, unless the install is
+# editable (then the checkout *is* the installed copy), drop the checkout from sys.path here and
+# set PYTHONSAFEPATH for child interpreters, and check where diag really comes from.
+EDITABLE = _editable_install()
+if not EDITABLE:
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
+    os.environ["PYTHONSAFEPATH"] = "1"
+
+import diag  # noqa: E402
+
+if not EDITABLE and Path(diag.__file__).resolve().is_relative_to(ROOT / "diag"):
+    pytest.exit(f"diag was imported from the checkout ({diag.__file__}), not from the installed package", returncode=4)
+
+from diag import rules  # noqa: E402
 from diag.pipeline import Pipeline
 from diag.report import to_json
 
