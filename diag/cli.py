@@ -238,10 +238,12 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     listen = None if args.no_web else (args.web or cfg.web_listen)
     web = None
     if listen:
-        from diag.web.server import WebError, prepare
+        from diag.web.server import BindError, WebError, prepare
 
         try:
             web = prepare(cfg.db_path, listen, cfg.web_token_file)  # refuses before anything is read
+        except BindError as exc:  # following the logs matters more than the dashboard
+            logging.getLogger("diag").error("%s; the dashboard is off", exc)
         except WebError as exc:
             raise UsageError(str(exc)) from None
     try:

@@ -33,7 +33,7 @@ def overview(request: Request) -> HTMLResponse:
 
 
 @pages.get("/requests", response_class=HTMLResponse)
-def requests_page(request: Request, cursor: str | None = None, q: str = "") -> Response:
+def requests_page(request: Request, cursor: str | None = None, q: str = "", limit: int = queries.PAGE) -> Response:
     store = request.app.state.web.store()
     q = q.strip()[:300]
     matches: list[str] = []
@@ -44,14 +44,14 @@ def requests_page(request: Request, cursor: str | None = None, q: str = "") -> R
     flt = queries.Filters.from_query(request.query_params)
     error = None
     try:
-        page = queries.list_traces(store, flt, cursor)
+        page = queries.list_traces(store, flt, cursor, limit)
     except queries.BadFilter as exc:
         error, page = str(exc), {"traces": [], "next": None}
-    fq = flt.as_query()
+    fq = flt.as_query() | ({"limit": str(limit)} if limit != queries.PAGE else {})
     next_url = f"/requests?{urlencode(fq | {'cursor': page['next']})}" if page["next"] else None
     return _render(request, "requests.html", page=page, flt=flt, error=error, q=q, matches=matches, next_url=next_url,
                    first_url=f"/requests?{urlencode(fq)}" if cursor else None, live=not cursor,
-                   events_url=f"/api/events?{urlencode(fq)}", statuses=queries.STATUSES, models=queries.models(store))
+                   events_url=f"/api/events?{urlencode(flt.as_query())}", statuses=queries.STATUSES, models=queries.models(store))
 
 
 @pages.get("/trace/{tid:path}", response_class=HTMLResponse)

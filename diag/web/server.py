@@ -24,6 +24,10 @@ class WebError(Exception):
     """Cannot serve: a one-line reason (exit status 2)."""
 
 
+class BindError(WebError):
+    """The address is taken or not ours: `diag web` exits 2; the daemon says so and follows its logs anyway."""
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     """`HOST:PORT`, `[V6]:PORT` or `PORT` (loopback)."""
     v = value.strip()
@@ -105,6 +109,6 @@ def prepare(db_path: Path, listen: str, token_file: str | None, nvml: Any = None
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        raise WebError(f"web: cannot listen on {host}:{port}: {exc.strerror or exc} (another diag? use --web HOST:PORT or --no-web)") from None
+        raise BindError(f"web: cannot listen on {host}:{port}: {exc.strerror or exc} (another diag? use --web HOST:PORT or --no-web)") from None
     sock.setblocking(False)
     return WebServer(create_app(db_path, token, nvml), host, port, sock, token)
