@@ -189,7 +189,9 @@ class Store:
                samples: Iterable[dict[str, Any]] = ()) -> None:
         now = time.time()
         db = self.db
-        traces = list(traces)
+        # First insert fixes a trace's rowid, which breaks ties in the dashboard's newest-first order
+        # (logs with one-second times): insert in arrival order, not the daemon's set order.
+        traces = sorted(traces, key=lambda t: (t.received_at or 0.0, t.first_line))
         hits = list(hits)
         db.execute("BEGIN IMMEDIATE")
         try:

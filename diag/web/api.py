@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -74,14 +75,17 @@ async def api_events(request: Request):
     q = await live.subscribe()
     try:
         yield ServerSentEvent(event="hello", data={"ok": True}, retry=2000)
+        filtered = bool(flt.as_query())
         while True:
-            rows = await q.get()
-            if rows is OVERFLOW:
+            batch = await q.get()
+            if batch is OVERFLOW:
                 yield ServerSentEvent(event="reload", data={"reason": "too many changes at once"})
-                continue
-            rows = [r for r in rows if flt.matches(r)]
-            if rows:
-                yield ServerSentEvent(event="traces", data=rows)
+            elif not filtered:
+                yield ServerSentEvent(event="traces", raw_data=batch.json())
+            else:
+                rows = [r for r in batch.rows if flt.matches(r)]
+                if rows:
+                    yield ServerSentEvent(event="traces", raw_data=json.dumps(rows, separators=(",", ":")))
     except asyncio.CancelledError:
         raise
     finally:

@@ -9,6 +9,7 @@ wake-up on the web server's event loop and returns at once: a slow page can neve
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -16,6 +17,21 @@ from diag.store import Store
 from diag.web import queries
 
 OVERFLOW = object()  # put in a subscriber's queue when it fell behind: the page reloads the list
+
+
+class Batch:
+    """Rows committed together, JSON-encoded at most once however many unfiltered pages receive them."""
+
+    __slots__ = ("rows", "_json")
+
+    def __init__(self, rows: list[dict[str, Any]]):
+        self.rows = rows
+        self._json: str | None = None
+
+    def json(self) -> str:
+        if self._json is None:
+            self._json = json.dumps(self.rows, separators=(",", ":"))
+        return self._json
 
 
 class Live:
@@ -73,9 +89,10 @@ class Live:
             await asyncio.sleep(self.min_gap)
 
     def _publish(self, rows: list[dict[str, Any]]) -> None:
+        batch = Batch(rows)
         for q in list(self.subs):
             try:
-                q.put_nowait(rows)
+                q.put_nowait(batch)
             except asyncio.QueueFull:
                 while not q.empty():
                     q.get_nowait()

@@ -160,7 +160,9 @@ def changed_since(store: Store, updated_after: float, limit: int = 500) -> tuple
                             (updated_after, limit)).fetchall()
     if not rows:
         return [], updated_after
-    return [list_row(r) for r in rows], rows[-1]["updated_at"]
+    mark = rows[-1]["updated_at"]
+    rows.sort(key=lambda r: (r["t"], r["rowid"]))  # the list's order, oldest first: the page puts each on top
+    return [list_row(r) for r in rows], mark
 
 
 def high_water(store: Store) -> float:

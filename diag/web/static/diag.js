@@ -51,8 +51,7 @@
     var es = new EventSource(url);
     es.addEventListener("hello", function () { if (state) state.textContent = "(live: new requests appear here)"; });
     es.addEventListener("traces", function (ev) {
-      var list = JSON.parse(ev.data);
-      list.sort(function (x, y) { return x.t - y.t; });
+      var list = JSON.parse(ev.data);  /* oldest first, in the list's order */
       list.forEach(function (r) {
         var tr = traceRow(r), old = rows.get(r.id);
         if (old) { body.replaceChild(tr, old); }
