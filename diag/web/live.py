@@ -83,13 +83,16 @@ class Live:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
-            rows, mark = await loop.run_in_executor(self._pool, lambda m=mark: queries.changed_since(self._db(), m))
+            rows, mark, truncated = await loop.run_in_executor(self._pool, lambda m=mark: queries.changed_since(self._db(), m))
             if rows:
                 self._publish(rows)
+            if truncated:
+                self._publish(None)
             await asyncio.sleep(self.min_gap)
 
-    def _publish(self, rows: list[dict[str, Any]]) -> None:
-        batch = Batch(rows)
+    def _publish(self, rows: list[dict[str, Any]] | None) -> None:
+        """Rows to every subscriber; None: rows were skipped, pages should offer a reload."""
+        batch = Batch(rows) if rows is not None else OVERFLOW
         for q in list(self.subs):
             try:
                 q.put_nowait(batch)

@@ -154,20 +154,23 @@ def list_traces(store: Store, flt: Filters, cursor: str | None = None, limit: in
     return {"traces": [list_row(r) for r in rows[:limit]], "next": nxt}
 
 
-def changed_since(store: Store, updated_after: float, limit: int = 500) -> tuple[list[dict[str, Any]], float]:
-    """Traces committed after `updated_after` (the live stream), and the new high-water mark."""
-    rows = store.db.execute(f"SELECT {_LIST_COLS}, updated_at FROM traces WHERE updated_at > ? ORDER BY updated_at LIMIT ?",
-                            (updated_after, limit)).fetchall()
+def changed_since(store: Store, mark: tuple[float, int], limit: int = 500) -> tuple[list[dict[str, Any]], tuple[float, int], bool]:
+    """Traces committed after `mark` (updated_at, rowid), for the live stream: the rows, the new mark, and
+    whether more were committed than `limit` (then the mark skips to now: pages show a reload link rather
+    than this process encoding a burst of thousands of rows while the daemon ingests it)."""
+    rows = store.db.execute(f"SELECT {_LIST_COLS}, updated_at FROM traces WHERE (updated_at, rowid) > (?, ?) "
+                            "ORDER BY updated_at, rowid LIMIT ?", (*mark, limit)).fetchall()
     if not rows:
-        return [], updated_after
-    mark = rows[-1]["updated_at"]
+        return [], mark, False
+    truncated = len(rows) == limit
+    mark = high_water(store) if truncated else (rows[-1]["updated_at"], rows[-1]["rowid"])
     rows.sort(key=lambda r: (r["t"], r["rowid"]))  # the list's order, oldest first: the page puts each on top
-    return [list_row(r) for r in rows], mark
+    return [list_row(r) for r in rows], mark, truncated
 
 
-def high_water(store: Store) -> float:
+def high_water(store: Store) -> tuple[float, int]:
     r = store.db.execute("SELECT max(updated_at) FROM traces").fetchone()
-    return r[0] or 0.0
+    return (r[0] or 0.0, 1 << 62)
 
 
 def prefix_matches(store: Store, prefix: str, limit: int = 20) -> list[str]:

@@ -101,8 +101,10 @@ def prepare(db_path: Path, listen: str, token_file: str | None, nvml: Any = None
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise WebError(f"web: cannot resolve {host}: {exc}") from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, socktype, proto, _, addr = infos[0]
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for those (without it,
+    # Nagle's algorithm and delayed ACKs add 40 ms to every keep-alive response)
+    sock = socket.socket(family, socktype, proto or socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(addr)
