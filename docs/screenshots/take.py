@@ -20,13 +20,13 @@ from selenium.webdriver.chrome.service import Service
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parents[1] / "tests" / "data" / "corpus"
-FILES = [CORPUS / "vllm" / "synthetic-0.11.0-qwen3vl.log"]
+FILES = ["vllm/synthetic-0.11.0-qwen3vl.log"]  # relative to CORPUS: short paths on the pages
 TRACE = "chatcmpl-0e1fae31b8e15198ecbc6e9083d7aaaa"  # failed while the engine died: timeline, finding, engine stats
 
 
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="diag-shots-"))
-    subprocess.run([sys.executable, "-m", "diag", "scan", "--store", str(tmp), *map(str, FILES)], check=False, capture_output=True)
+    subprocess.run([sys.executable, "-m", "diag", "scan", "--store", str(tmp), *FILES], check=False, capture_output=True, cwd=CORPUS)
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -43,7 +43,7 @@ def main() -> None:
     opts = Options()
     opts.binary_location = "/usr/bin/chromium"
     for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1280,900",
+              "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1280,1000",
               f"--user-data-dir={tmp / 'chromium'}"):
         opts.add_argument(a)
     drv = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))

@@ -91,11 +91,8 @@ def fill(path: Path, n: int) -> list[str]:
 def free_port() -> int:
     import socket
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return s.getsockname()[1]
 
 
 def wait_up(url: str) -> None:
