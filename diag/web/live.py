@@ -35,10 +35,11 @@ class Batch:
 
 
 class Live:
-    def __init__(self, open_store: Callable[[], Store], poll: float = 0.5, min_gap: float = 0.05):
+    def __init__(self, open_store: Callable[[], Store], poll: float = 0.5, min_gap: float = 0.05, burst_gap: float = 1.0):
         self.open_store = open_store
         self.poll = poll
         self.min_gap = min_gap
+        self.burst_gap = burst_gap
         self.subs: set[asyncio.Queue] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -88,7 +89,9 @@ class Live:
                 self._publish(rows)
             if truncated:
                 self._publish(None)
-            await asyncio.sleep(self.min_gap)
+            # A burst (more than a page can show) is skipped with a reload notice; while it lasts, look
+            # once a second rather than at every commit, so the daemon's ingestion keeps the CPU.
+            await asyncio.sleep(self.burst_gap if truncated else self.min_gap)
 
     def _publish(self, rows: list[dict[str, Any]] | None) -> None:
         """Rows to every subscriber; None: rows were skipped, pages should offer a reload."""

@@ -20,7 +20,11 @@ from diag.traces import STATUSES, Trace
 
 PAGE = 50
 MAX_PAGE = 500
-_LIST_COLS = "rowid, id, t, status, model, http_status, latency_s, images, nfindings, server, source, data"
+# The few facts a list row needs from the JSON state are extracted by SQLite (C), not json.loads of each blob.
+_LIST_COLS = ("rowid, id, t, status, model, http_status, latency_s, images, nfindings, server, source, "
+              "json_extract(data, '$.client') AS client, json_extract(data, '$.prompt_tokens') AS prompt_tokens, "
+              "json_extract(data, '$.output_tokens') AS output_tokens, json_extract(data, '$.stuck') AS stuck, "
+              "round(json_extract(data, '$.first_output_at') - json_extract(data, '$.received_at'), 3) AS ttft_s")
 
 
 class BadFilter(ValueError):
@@ -125,14 +129,11 @@ def decode_cursor(c: str) -> tuple[float, int]:
 
 def list_row(r: Any) -> dict[str, Any]:
     """One trace as the list and the live stream show it: facts only, no text from the request."""
-    d = json.loads(r["data"])
     return {
         "id": r["id"], "t": r["t"], "time": iso(r["t"]), "status": r["status"], "model": r["model"],
         "http_status": r["http_status"], "latency_s": r["latency_s"], "images": r["images"],
-        "findings": r["nfindings"], "server": r["server"], "source": r["source"], "client": d.get("client"),
-        "prompt_tokens": d.get("prompt_tokens"), "output_tokens": d.get("output_tokens"),
-        "ttft_s": round(d["first_output_at"] - d["received_at"], 3) if d.get("first_output_at") and d.get("received_at") else None,
-        "stuck": bool(d.get("stuck")),
+        "findings": r["nfindings"], "server": r["server"], "source": r["source"], "client": r["client"],
+        "prompt_tokens": r["prompt_tokens"], "output_tokens": r["output_tokens"], "ttft_s": r["ttft_s"], "stuck": bool(r["stuck"]),
     }
 
 
@@ -153,7 +154,7 @@ def list_traces(store: Store, flt: Filters, cursor: str | None = None, limit: in
     return {"traces": [list_row(r) for r in rows[:limit]], "next": nxt}
 
 
-def changed_since(store: Store, mark: tuple[float, int], limit: int = 500) -> tuple[list[dict[str, Any]], tuple[float, int], bool]:
+def changed_since(store: Store, mark: tuple[float, int], limit: int = 200) -> tuple[list[dict[str, Any]], tuple[float, int], bool]:
     """Traces committed after `mark` (updated_at, rowid), for the live stream: the rows, the new mark, and
     whether more were committed than `limit` (then the mark skips to now: pages show a reload link rather
     than this process encoding a burst of thousands of rows while the daemon ingests it)."""
