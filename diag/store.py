@@ -156,6 +156,9 @@ class Store:
                 raise StoreError(f"{self.path}: no diag store here (has the daemon run with this state dir?)")
             uri = f"file:{self.path}?mode=ro"
             self.db = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
+            if self.schema_version == 0:  # created this instant, its first migration not committed yet
+                self.db.close()
+                raise StoreError(f"{self.path}: no diag store here yet (the daemon is creating it)")
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
