@@ -199,7 +199,10 @@ class Daemon:
                     self._commit_failing = False
                 self._pending_commit = None
                 for fn in self.on_commit:
-                    fn()
+                    try:
+                        fn()
+                    except Exception as exc:  # noqa: BLE001 - a listener never stops the writer
+                        log.error("after commit: %s: %s", getattr(fn, "__qualname__", fn), exc)
                 return True
             except sqlite3.Error as exc:
                 if not self._commit_failing:
