@@ -86,9 +86,16 @@ def test_daemon_serves_beyond_loopback_with_a_token_only_to_its_holders(tmp_path
         assert wait_traces(tmp_path / "state") > 0
         status, body = get(f"http://127.0.0.1:{port}/metrics", "t0ken-xyz")
         assert status == 200 and b"diag_requests_total{" in body and b"diag_lines_read_total{" in body
+        stream = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/api/events",
+                                                               headers={"Authorization": "Bearer t0ken-xyz"}), timeout=10)
+        assert stream.readline() == b"event: hello\n"  # a page is open on the live stream while the daemon stops
+        t0 = time.time()
     finally:
         assert stop(p) == 0
-    assert "(token required)" in err.read_text()
+    assert time.time() - t0 < 5
+    assert stream.read().endswith(b"\n\n")  # the server ended the stream cleanly
+    text = err.read_text()
+    assert "(token required)" in text and "ERROR" not in text and "Traceback" not in text
 
 
 def test_token_file_unreadable_or_empty_is_a_one_line_error(tmp_path):

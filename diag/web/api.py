@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from diag.status import status_doc
 from diag.web import queries
 from diag.web.auth import require_api
-from diag.web.live import OVERFLOW
+from diag.web.live import CLOSE, OVERFLOW
 from diag.web.metrics import exposition
 
 router = APIRouter(dependencies=[Depends(require_api)])
@@ -78,6 +78,8 @@ async def api_events(request: Request):
         filtered = bool(flt.as_query())
         while True:
             batch = await q.get()
+            if batch is CLOSE:
+                return
             if batch is OVERFLOW:
                 yield ServerSentEvent(event="reload", data={"reason": "too many changes at once"})
             elif not filtered:

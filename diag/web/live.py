@@ -17,6 +17,7 @@ from diag.store import Store
 from diag.web import queries
 
 OVERFLOW = object()  # put in a subscriber's queue when it fell behind: the page reloads the list
+CLOSE = object()  # the server is stopping: the stream ends
 
 
 class Batch:
@@ -46,14 +47,29 @@ class Live:
         self._task: asyncio.Task | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diag-live")  # one thread: its own connection
         self._store: Store | None = None
+        self._poked = False
 
     def poke(self) -> None:
-        """Something was committed (any thread). Cheap and non-blocking."""
+        """Something was committed (any thread). Cheap and non-blocking: at most one wake-up is pending,
+        so a daemon committing hundreds of times a second does not hand the GIL to this loop each time."""
         loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None and self.subs:
+        if loop is None or wake is None or not self.subs or self._poked:
+            return
+        self._poked = True
+        try:
+            loop.call_soon_threadsafe(wake.set)
+        except RuntimeError:  # the loop is closed: the web server stopped
+            pass
+
+    def close_streams(self) -> None:
+        """Shutting down (any thread): every open stream ends now, so the server stops without waiting on them."""
+        loop = self._loop
+        if loop is None:
+            return
+        for q in list(self.subs):
             try:
-                loop.call_soon_threadsafe(wake.set)
-            except RuntimeError:  # the loop is closed: the web server stopped
+                loop.call_soon_threadsafe(q.put_nowait, CLOSE)
+            except (RuntimeError, asyncio.QueueFull):
                 pass
 
     async def subscribe(self) -> asyncio.Queue:
@@ -84,6 +100,7 @@ class Live:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+            self._poked = False
             rows, mark, truncated = await loop.run_in_executor(self._pool, lambda m=mark: queries.changed_since(self._db(), m))
             if rows:
                 self._publish(rows)

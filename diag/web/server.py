@@ -60,9 +60,16 @@ class WebServer:
     def _uvicorn(self) -> Any:
         import uvicorn
 
-        cfg = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=1,
+        live = self.app.state.web.live
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: Any) -> None:  # SIGINT/SIGTERM under `diag web`
+                live.close_streams()  # open event streams end now: a clean, immediate shutdown
+                super().handle_exit(sig, frame)
+
+        cfg = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2,
                              proxy_headers=False, server_header=False)
-        self._server = uvicorn.Server(cfg)
+        self._server = Server(cfg)
         return self._server
 
     def start_thread(self) -> None:
@@ -76,6 +83,7 @@ class WebServer:
         self._uvicorn().run(sockets=[self.sock])
 
     def stop(self) -> None:
+        self.app.state.web.live.close_streams()
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
