@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from diag.store import Store
+from diag.store import Store, StoreError
 from diag.web import queries
 
+log = logging.getLogger("diag")
 OVERFLOW = object()  # put in a subscriber's queue when it fell behind: the page reloads the list
 CLOSE = object()  # the server is stopping: the stream ends
 
@@ -93,15 +96,27 @@ class Live:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._wake is not None
-        mark = await loop.run_in_executor(self._pool, lambda: queries.high_water(self._db()))
+        self._poked = False  # a wake-up meant for a loop that ended with its last subscriber
+        mark: tuple[float, int] | None = None
+        failing = False
         while self.subs:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
-            self._poked = False
-            rows, mark, truncated = await loop.run_in_executor(self._pool, lambda m=mark: queries.changed_since(self._db(), m))
+                if mark is None:
+                    mark = await loop.run_in_executor(self._pool, lambda: queries.high_water(self._db()))
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
+                except asyncio.TimeoutError:
+                    pass
+                self._wake.clear()
+                self._poked = False
+                rows, mark, truncated = await loop.run_in_executor(self._pool, lambda m=mark: queries.changed_since(self._db(), m))
+                failing = False
+            except (sqlite3.Error, StoreError, Exception) as exc:  # noqa: BLE001 - say so once, keep trying: a page must not go quiet
+                if not failing:
+                    log.error("web: live stream cannot read the store (%s: %s); retrying", exc.__class__.__name__, exc)
+                    failing = True
+                await asyncio.sleep(self.poll)
+                continue
             if rows:
                 self._publish(rows)
             if truncated:

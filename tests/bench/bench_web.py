@@ -166,12 +166,15 @@ class Listener(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.seen, self.events, self.reloads, self.ready = url, seen, 0, 0, threading.Event()
         self.stop = False
+        self.error: Exception | None = None
 
     def run(self) -> None:
         try:
             self._run()
         except httpx.HTTPError:
             pass  # the daemon stopped
+        except Exception as exc:  # noqa: BLE001 - reported by the measurement that waits on this stream
+            self.error = exc
 
     def _run(self) -> None:
         with httpx.Client(timeout=None) as c, c.stream("GET", self.url) as r:
@@ -218,7 +221,8 @@ def bench_live(state: Path, log: Path) -> None:
                 t0 = time.perf_counter()
                 while rid not in seen:
                     if time.perf_counter() - t0 > 10:
-                        raise RuntimeError(f"{rid} not on the event stream after 10 s")
+                        raise RuntimeError(f"{rid} not on the event stream after 10 s (stream ready: {ls.ready.is_set()}, "
+                                           f"alive: {ls.is_alive()}, error: {ls.error!r}, events: {ls.events})")
                     time.sleep(0.0005)
                 lat.append((seen[rid] - t0) * 1000)
                 time.sleep(0.02)
