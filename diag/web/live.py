@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from diag.store import Store, StoreError
+from diag.store import Store
 from diag.web import queries
 
 log = logging.getLogger("diag")
@@ -111,7 +110,7 @@ class Live:
                 self._poked = False
                 rows, mark, truncated = await loop.run_in_executor(self._pool, lambda m=mark: queries.changed_since(self._db(), m))
                 failing = False
-            except (sqlite3.Error, StoreError, Exception) as exc:  # noqa: BLE001 - say so once, keep trying: a page must not go quiet
+            except Exception as exc:  # noqa: BLE001 - store busy or replaced, or a bug: say so once, keep trying
                 if not failing:
                     log.error("web: live stream cannot read the store (%s: %s); retrying", exc.__class__.__name__, exc)
                     failing = True
