@@ -48,6 +48,7 @@ class Daemon:
         self.pipe.engine.restore_held(stored_meta.get("held_hits"))
         self.pipe.assembler.ids.restore(stored_meta.get("trace_ids"))
         self.pipe.assembler.ends_logged.update(p for p in stored_meta.get("ends_logged") or [] if isinstance(p, str))
+        self.pipe.facts.by_source.update(stored_meta.get("facts") or {})  # startup facts outlive our restarts
         for t in self.store.open_traces(cfg.max_open_traces):
             self.pipe.assembler.adopt(t)
         self.follower = Follower(cfg, self.store.sources(), self._consume, forget=self.pipe.forget)
@@ -56,7 +57,8 @@ class Daemon:
         self.reload_requested = False
         self.started = time.time()
         self._observer: Any = None
-        self._pending_commit: tuple[list, list, list, list, Any] | None = None
+        self._pending_commit: tuple[list, list, list, list, Any, list] | None = None
+        self.on_commit: list[Any] = []  # called (no arguments) after each commit that went through: the web's live stream
         self._last_prune = 0.0
         self._last_stuck = 0.0
         self._last_watchdog = 0.0
@@ -201,9 +203,11 @@ class Daemon:
             states = {s.key: s for s in self.follower.states()}
             # held hits go with the offsets past their lines: after a crash they are restored, not lost
             changes = self.alerts.prepare(self.hits, (t.id for t in traces.values() if t.status != "in_flight"), self.follower.errors)
-            self._pending_commit = (list(traces.values()), self.hits, list(states.values()), self.pipe.engine.held_state(), changes)
+            self._pending_commit = (list(traces.values()), self.hits, list(states.values()), self.pipe.engine.held_state(), changes,
+                                    self.pipe.samples)
             self.hits = []
-        traces, hits, states, held, changes = self._pending_commit
+            self.pipe.samples = []
+        traces, hits, states, held, changes, samples = self._pending_commit
         m = dict(meta or {})
         m["held_hits"] = held
         m["trace_ids"] = self.pipe.assembler.ids.to_state()
@@ -212,16 +216,22 @@ class Daemon:
         m["errors"] = dict(self.follower.errors)
         m["rule_errors"] = list(self.pipe.engine.errors)
         m["internal_errors"] = self.pipe.internal.to_dict()
+        m["facts"] = self.pipe.facts.by_source
         deadline = time.monotonic() + (30 if block else 0)
         while True:
             try:
-                self.store.commit(traces, hits, states, m, extra=changes.write)
+                self.store.commit(traces, hits, states, m, samples=samples, extra=changes.write)
                 if self._commit_failing:
                     log.info("store: commits go through again")
                     self._commit_failing = False
                     self.alerts.store_ok()
                 self._pending_commit = None
                 self.alerts.committed(changes)
+                for fn in self.on_commit:
+                    try:
+                        fn()
+                    except Exception as exc:  # noqa: BLE001 - a listener never stops the writer
+                        log.error("after commit: %s: %s", getattr(fn, "__qualname__", fn), exc)
                 return True
             except sqlite3.Error as exc:
                 if not self._commit_failing:
