@@ -51,7 +51,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     rs = _load_rules(args.rules, err)
-    # Traces are streamed out as they settle (bounded memory); only -v's request table keeps them.
+    hits: list = []
+    # Traces are streamed out as they settle (bounded memory); -v's request table and --store keep them.
     spool = summary = None
     if args.json:
         from diag.jsondoc import TraceSpool, stdout_writer, write_document
@@ -61,8 +62,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     else:
         summary = TraceSummary()
         sink = summary.add_settled
-    pipe = Pipeline(rs, since=since, until=until, max_line=args.max_line_bytes, keep_traces=bool(args.verbose and not args.json),
-                    trace_sink=sink, keep_http=True)
+    pipe = Pipeline(rs, since=since, until=until, max_line=args.max_line_bytes, on_hit=hits.append if args.store else None,
+                    keep_traces=bool(args.store or (args.verbose and not args.json)), trace_sink=sink, keep_http=True)
     progress = None
     total = sum(os.path.getsize(p) for p in args.paths if p != "-" and os.path.isfile(p))
     if not args.json and err.is_terminal and total > 8 << 20:
@@ -81,6 +82,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     bad = [s for s in pipe.sources if s.error]
     for s in bad:
         print(f"diag: {s.error}", file=sys.stderr)
+    if args.store:
+        _scan_to_store(args.store, pipe, hits)
     if spool is not None:
         try:
             write_document(pipe, spool, stdout_writer(), indent=None if args.compact else 1)
@@ -91,6 +94,31 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if bad:
         return 2
     return 1 if pipe.findings.worst() in ("error", "critical") else 0
+
+
+def _scan_to_store(state_dir: str, pipe, hits: list) -> None:
+    """`diag scan --store DIR`: the same rows the daemon writes, so `diag web --state-dir DIR` shows a post-mortem."""
+    import sqlite3
+    import time
+    from pathlib import Path
+
+    from diag.store import Store, StoreError
+
+    try:
+        store = Store(Path(state_dir) / "diag.sqlite3")
+        scanned = (store.meta().get("scanned") or [])[-50:]
+        scanned.append({"at": time.time(), "sources": [s.to_dict() for s in pipe.sources], "traces": len(pipe.traces),
+                        "findings": len(hits)})
+        facts = dict(store.meta().get("facts") or {})
+        facts.update(pipe.facts.by_source)
+        traces, step = pipe.traces, 20000
+        store.commit(traces[:step], hits, [], {"facts": facts, "scanned": scanned}, pipe.samples)
+        for i in range(step, len(traces), step):
+            store.commit(traces[i:i + step], [], [])
+        store.close()
+    except (StoreError, sqlite3.Error, OSError) as exc:
+        raise UsageError(f"cannot write the store in {state_dir}: {exc}") from None
+    print(f"diag: stored {len(pipe.traces)} traces and {len(hits)} findings in {Path(state_dir) / 'diag.sqlite3'}", file=sys.stderr)
 
 
 # -- rules -----------------------------------------------------------------------------------
@@ -197,6 +225,16 @@ def _daemon_config(args: argparse.Namespace):
         cfg.from_beginning = True
     if getattr(args, "rules", None):
         cfg.rules_dirs.extend(args.rules)
+    if getattr(args, "alert_webhook", None):  # quick start: webhook sinks without a config file
+        sinks = list(cfg.alerts_doc.get("sink", [])) + [{"name": f"webhook-cli-{i + 1}", "type": "webhook", "url": u}
+                                                          for i, u in enumerate(args.alert_webhook)]
+        cfg.alerts_doc = {**cfg.alerts_doc, "sink": sinks}
+        from diag.alerts.config import AlertConfigError, parse as parse_alerts
+
+        try:
+            parse_alerts(cfg.alerts_doc)
+        except AlertConfigError as exc:
+            raise UsageError(f"--alert-webhook: {exc}") from None
     return cfg, extra
 
 
@@ -214,6 +252,11 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         for e in rs.errors:
             print(f"diag: rule error: {e}", file=sys.stderr)
         print(f"config {cfg.source}: {len(cfg.logs)} log(s), state {cfg.db_path}, {len(rs.rules)} rules")
+        from diag.alerts.config import parse as parse_alerts
+
+        sinks = parse_alerts(cfg.alerts_doc).sinks  # validated at load: types, URLs, secrets readable
+        print(f"alerts: journal + {len(sinks)} sink(s)" + "".join(f"\n  {s.name}: {s.type} {s.url or ' '.join(s.command) or s.host}"
+                                                                 for s in sinks))
         return 1 if rs.errors else 0
     if not cfg.logs:
         raise UsageError("no logs to follow: give --log PATH[:FORMAT] or [[log]] entries in the config")
@@ -222,12 +265,60 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from diag.daemon import Daemon
     from diag.store import StoreError
 
+    listen = None if args.no_web else (args.web or cfg.web_listen)
+    web = None
+    if listen:
+        from diag.web.server import BindError, WebError, prepare
+
+        try:
+            web = prepare(cfg.db_path, listen, cfg.web_token_file)  # refuses before anything is read
+        except BindError as exc:  # following the logs matters more than the dashboard
+            logging.getLogger("diag").error("%s; the dashboard is off", exc)
+        except WebError as exc:
+            raise UsageError(str(exc)) from None
     try:
         d = Daemon(cfg, args.config, extra)
     except (StoreError, OSError) as exc:
+        if web is not None:
+            web.stop()
         raise UsageError(f"cannot open the store in {cfg.state_dir}: {exc}") from None
     d.install_signals()
-    return d.run()
+    if web is not None:
+        d.on_commit.append(web.app.state.web.live.poke)
+        web.start_thread()
+        logging.getLogger("diag").info("web: dashboard on %s, Prometheus metrics on %smetrics%s", web.url, web.url,
+                                       " (token required)" if web.token else "")
+    try:
+        return d.run()
+    finally:
+        if web is not None:
+            web.stop()
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """`diag web`: serve an existing store (one copied off a server, or a `diag scan --store`) read-only."""
+    from diag.store import MIGRATIONS, Store, StoreError
+    from diag.web.server import WebError, prepare
+
+    cfg, _ = _daemon_config(args)
+    if not cfg.db_path.exists():
+        raise UsageError(f"{cfg.db_path}: no diag store here (give --state-dir DIR, or fill one with diag scan --store DIR FILE)")
+    try:
+        probe = Store(cfg.db_path, readonly=True)
+        version = probe.schema_version
+        probe.close()
+        if version < len(MIGRATIONS):  # an older diag wrote it: bring its schema up once, then read only
+            Store(cfg.db_path).close()
+            print(f"diag: upgraded {cfg.db_path} from schema {version} to {len(MIGRATIONS)}", file=sys.stderr)
+        web = prepare(cfg.db_path, args.listen or cfg.web_listen or "127.0.0.1:8765", cfg.web_token_file)
+    except (StoreError, WebError, Exception) as exc:  # sqlite3.Error too
+        raise UsageError(str(exc)) from None
+    print(f"diag: serving {cfg.db_path} read-only on {web.url}" + (" (token required)" if web.token else ""), file=sys.stderr)
+    try:
+        web.serve()
+    finally:
+        web.stop()
+    return 0
 
 
 def _open_store(args: argparse.Namespace):
@@ -315,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", metavar="NAME", help="force a format: vllm, llamacpp, lmdeploy, uvicorn, nginx, proxy")
     s.add_argument("--max-line-bytes", type=int, default=1 << 20, metavar="N", help="cut longer lines (default 1 MiB)")
     s.add_argument("-v", "--verbose", action="store_true", help="list requests and finding request ids")
+    s.add_argument("--store", metavar="DIR", help="also write the traces and findings into the store in DIR (see diag web)")
     s.set_defaults(func=cmd_scan)
 
     d = sub.add_parser("doctor", help="triage a running inference server: health, models, generation, vision, GPU, logs")
@@ -339,8 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--rules", action="append", metavar="DIR", help="extra rule directory")
     dm.add_argument("--check-config", action="store_true", help="validate the config and the rules, then exit (ExecStartPre)")
     dm.add_argument("--example-config", action="store_true", help="print the commented example config")
+    dm.add_argument("--alert-webhook", action="append", metavar="URL", help="also send alerts to this webhook (Alertmanager format); repeatable")
     dm.add_argument("-v", "--verbose", action="store_true")
+    dm.add_argument("--web", metavar="HOST:PORT", help="serve the dashboard and /metrics here (default [web] listen, 127.0.0.1:8765)")
+    dm.add_argument("--no-web", action="store_true", help="serve no dashboard")
     dm.set_defaults(func=cmd_daemon)
+    wb = sub.add_parser("web", help="serve the dashboard over an existing store, read-only (following nothing)")
+    wb.add_argument("--listen", metavar="HOST:PORT", help="default [web] listen, else 127.0.0.1:8765")
+    wb.set_defaults(func=cmd_web)
     st = sub.add_parser("status", help="what the daemon follows and how far it got (reads the store)")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
@@ -352,9 +450,17 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("--since", metavar="T", help="ISO time, epoch, or a duration like 2h")
     fi.add_argument("--json", action="store_true")
     fi.set_defaults(func=cmd_findings)
-    for x in (dm, st, tr, fi):
+    for x in (dm, st, tr, fi, wb):
         x.add_argument("--config", metavar="FILE", help="config file (default $DIAG_CONFIG, else /etc/diag/diag.toml)")
         x.add_argument("--state-dir", metavar="DIR", help="where the store is (overrides the config)")
+
+    from diag.alerts.cli import add_parsers as add_alert_parsers
+
+    def store_options(x: argparse.ArgumentParser) -> None:
+        x.add_argument("--config", metavar="FILE", help="config file (default $DIAG_CONFIG, else /etc/diag/diag.toml)")
+        x.add_argument("--state-dir", metavar="DIR", help="where the store is (overrides the config)")
+
+    add_alert_parsers(sub, store_options)
 
     r = sub.add_parser("rules", help="list, test and lint rule files")
     rsub = r.add_subparsers(dest="rules_cmd", metavar="ACTION")

@@ -68,6 +68,11 @@ class Config:
     doctor_url: str | None = None
     doctor_model: str | None = None
     doctor_proxy_url: str | None = None
+    # [alerts] and [[alerts.sink]] (parsed by diag.alerts.config)
+    alerts_doc: dict[str, Any] = field(default_factory=dict)
+    # [web]: the dashboard and /metrics served inside the daemon
+    web_listen: str | None = "127.0.0.1:8765"  # None: --no-web
+    web_token_file: str | None = None
 
     @property
     def db_path(self) -> Path:
@@ -108,7 +113,7 @@ def load(explicit: str | None = None) -> Config:
 
 
 def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
-    unknown = set(doc) - {"daemon", "log", "doctor"}
+    unknown = set(doc) - {"daemon", "log", "doctor", "alerts", "web"}
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
     for section, want in (("daemon", dict), ("doctor", dict), ("log", list)):
@@ -131,6 +136,18 @@ def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
         if key not in ("url", "model", "proxy_url") or not isinstance(val, str):
             raise ConfigError(f"{where}: [doctor] {key!r} must be one of url, model, proxy_url, as a string")
         setattr(cfg, f"doctor_{key}", val)
+    if "alerts" in doc:
+        from diag.alerts.config import AlertConfigError, parse as parse_alerts
+
+        try:
+            parse_alerts(doc["alerts"])  # fail at load (and on reload) on a broken [alerts] table
+        except AlertConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        cfg.alerts_doc = doc["alerts"]
+    for key, val in doc.get("web", {}).items():
+        if key not in ("listen", "token_file") or not isinstance(val, str):
+            raise ConfigError(f"{where}: [web] {key!r} must be one of listen (HOST:PORT, or \"off\"), token_file, as a string")
+        setattr(cfg, f"web_{key}", None if key == "listen" and val == "off" else val)
     for i, item in enumerate(doc.get("log", [])):
         if not isinstance(item, dict) or not isinstance(item.get("path"), str):
             raise ConfigError(f"{where}: [[log]] #{i + 1} needs a `path` string")

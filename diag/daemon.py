@@ -19,6 +19,8 @@ import time
 from typing import Any
 
 from diag import __version__, config, rules, systemd
+from diag.alerts.config import parse as parse_alerts
+from diag.alerts.runtime import AlertRuntime
 from diag.fastpath import FastSource
 from diag.findings import Hit
 from diag.pipeline import Pipeline
@@ -47,6 +49,7 @@ class Daemon:
         self.pipe.engine.restore_held(stored_meta.get("held_hits"))
         self.pipe.assembler.ids.restore(stored_meta.get("trace_ids"))
         self.pipe.assembler.ends_logged.update(p for p in stored_meta.get("ends_logged") or [] if isinstance(p, str))
+        self.pipe.facts.by_source.update(stored_meta.get("facts") or {})  # startup facts outlive our restarts
         for t in self.store.open_traces(cfg.max_open_traces):
             self.pipe.assembler.adopt(t)
         self.follower = Follower(cfg, self.store.sources(), self._consume, forget=self.pipe.forget, raw_chunks=True)
@@ -55,12 +58,17 @@ class Daemon:
         self.reload_requested = False
         self.started = time.time()
         self._observer: Any = None
-        self._pending_commit: tuple[list, list, list, list] | None = None
+        self._pending_commit: tuple[list, list, list, list, Any, list] | None = None
+        self.on_commit: list[Any] = []  # called (no arguments) after each commit that went through: the web's live stream
         self._last_prune = 0.0
         self._last_stuck = 0.0
         self._last_watchdog = 0.0
         self._watchdog = systemd.watchdog_interval()
         self._commit_failing = False
+        self._servers: dict[str, str] = {}
+        self.alerts = AlertRuntime(parse_alerts(cfg.alerts_doc), rs, self.store.db, cfg.db_path, self._describe)
+        self._cli_sinks = [s for s in cfg.alerts_doc.get("sink", []) if str(s.get("name", "")).startswith("webhook-cli-")]
+        self.pipe.engine.on_clear = lambda rule, path: self.alerts.cleared(rule.id, path)
 
     # -- lifecycle ------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -81,6 +89,7 @@ class Daemon:
         self._start_watching()
         self.commit(meta={"pid": os.getpid(), "started_at": self.started, "version": __version__, "config": self.cfg.source})
         log.info("diag %s daemon: %d log(s) configured, %d open, state %s", __version__, len(self.cfg.logs), len(opened), self.cfg.db_path)
+        self.alerts.start()
         systemd.notify("READY=1\nSTATUS=following %d file(s)" % len(self.follower.readers))
         try:
             while not self.stopping:
@@ -93,6 +102,7 @@ class Daemon:
                     self.wake.clear()
             self.shutdown()
         finally:
+            self.alerts.close()
             self._stop_watching()
             self.follower.close()
             self.store.close()
@@ -164,6 +174,8 @@ class Daemon:
                 self.pipe.engine.check_trace(t, final=False)
             if self.hits or self.pipe.assembler.changed:
                 self.commit()
+        if self.alerts.due(now):
+            self.commit()
         if now - self._last_prune >= 60:
             self._last_prune = now
             try:
@@ -180,6 +192,16 @@ class Daemon:
     def _on_hit(self, hit: Hit) -> None:
         self.hits.append(hit)  # not a bound list.append: `self.hits` is swapped at each commit
 
+    def _describe(self, path: str) -> tuple[str, str | None]:
+        """A source's server (the format that wrote it) and served model, for alert labels."""
+        server = self._servers.get(path)
+        if server is None:
+            fmt = next((r.parser.detected for r in self.follower.readers.values() if r.state.path == path), "unknown")
+            server = {"uvicorn": "vllm"}.get(fmt, fmt)
+            if fmt != "unknown":
+                self._servers[path] = server
+        return server, self.pipe.assembler.models.get(path)
+
     def _trace_done(self, t: Trace) -> None:
         self.done[t.id] = t
 
@@ -191,9 +213,12 @@ class Daemon:
             self.done = {}
             states = {s.key: s for s in self.follower.states()}
             # held hits go with the offsets past their lines: after a crash they are restored, not lost
-            self._pending_commit = (list(traces.values()), self.hits, list(states.values()), self.pipe.engine.held_state())
+            changes = self.alerts.prepare(self.hits, (t.id for t in traces.values() if t.status != "in_flight"), self.follower.errors)
+            self._pending_commit = (list(traces.values()), self.hits, list(states.values()), self.pipe.engine.held_state(), changes,
+                                    self.pipe.samples)
             self.hits = []
-        traces, hits, states, held = self._pending_commit
+            self.pipe.samples = []
+        traces, hits, states, held, changes, samples = self._pending_commit
         m = dict(meta or {})
         m["held_hits"] = held
         m["trace_ids"] = self.pipe.assembler.ids.to_state()
@@ -202,19 +227,28 @@ class Daemon:
         m["errors"] = dict(self.follower.errors)
         m["rule_errors"] = list(self.pipe.engine.errors)
         m["internal_errors"] = self.pipe.internal.to_dict()
+        m["facts"] = self.pipe.facts.by_source
         deadline = time.monotonic() + (30 if block else 0)
         while True:
             try:
-                self.store.commit(traces, hits, states, m)
+                self.store.commit(traces, hits, states, m, samples=samples, extra=changes.write)
                 if self._commit_failing:
                     log.info("store: commits go through again")
                     self._commit_failing = False
+                    self.alerts.store_ok()
                 self._pending_commit = None
+                self.alerts.committed(changes)
+                for fn in self.on_commit:
+                    try:
+                        fn()
+                    except Exception as exc:  # noqa: BLE001 - a listener never stops the writer
+                        log.error("after commit: %s: %s", getattr(fn, "__qualname__", fn), exc)
                 return True
             except sqlite3.Error as exc:
                 if not self._commit_failing:
                     log.error("store: commit failed (%s); reading paused, nothing is dropped, retrying", exc)
                     self._commit_failing = True
+                    self.alerts.store_failing(str(exc))
                 if time.monotonic() >= deadline:
                     return False
                 time.sleep(1)
@@ -244,6 +278,11 @@ class Daemon:
         self.pipe.engine.set_rules(rs)
         self.pipe.engine.errors = list(rs.errors)
         log.info("reload: %d rules", len(rs.rules))
+        self.alerts.set_rules(rs)
+        try:
+            self.alerts.reconfigure(parse_alerts({**cfg.alerts_doc, "sink": cfg.alerts_doc.get("sink", []) + self._cli_sinks}))
+        except ValueError as exc:
+            log.error("reload: alerts: %s; keeping the running sinks", exc)
         self.follower.cfg.logs = cfg.logs
         self.follower.discover(force=True)
         self._stop_watching()

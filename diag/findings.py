@@ -111,6 +111,7 @@ class RuleEngine:
         # hits waiting to see whether a retry follows: (hit, events left, source path, wall-clock time held)
         self._held: deque[tuple[Hit, int, Any, float]] = deque()
         self._streak: dict[tuple[str, str], int] = {}  # (rule, path) -> consecutive matching events
+        self.on_clear: Callable[[Rule, str], None] | None = None  # a state-like rule stopped matching on a source
 
     def set_rules(self, ruleset: RuleSet) -> None:
         self.rules = [r for r in ruleset.rules if not r.disabled]
@@ -127,7 +128,7 @@ class RuleEngine:
         plan = self._by_kind.get(key)
         if plan is None:
             rs = [r for r in self.event_rules if event_applies(r, ev)]
-            always = [r for r in rs if not r.needles or r.consecutive > 1]  # streak rules must see misses too
+            always = [r for r in rs if not r.needles or r.consecutive > 1 or r.state]  # streak/state rules must see misses too
             pairs = [(n, r) for r in rs if r.needles and r.consecutive == 1 for n in r.needles]
             plan = self._by_kind[key] = (rs, always, pairs)
         rs, always, pairs = plan
@@ -137,7 +138,7 @@ class RuleEngine:
         found = {id(r) for n, r in pairs if n in text}
         if not found:
             return always
-        return [r for r in rs if id(r) in found or (not r.needles or r.consecutive > 1)]
+        return [r for r in rs if id(r) in found or (not r.needles or r.consecutive > 1 or r.state)]
 
     def disable(self, rule: Rule, why: str) -> None:
         rule.disabled = why
@@ -170,8 +171,8 @@ class RuleEngine:
                 self.internal.record("rules", ev.path, ev.lineno, exc, rule=r.id)
 
     def _apply(self, r: Rule, ev: Event, text: str) -> None:
-        if r.consecutive > 1 and r.needles and not any(n in text for n in r.needles):
-            self._streak.pop((r.id, ev.path), None)
+        if (r.consecutive > 1 or r.state) and r.needles and not any(n in text for n in r.needles):
+            self._miss(r, ev.path)
             return
         m = None
         for p in r.patterns:
@@ -179,8 +180,7 @@ class RuleEngine:
             if m is not None or r.disabled:
                 break
         if r.patterns and m is None:
-            if r.consecutive > 1:
-                self._streak.pop((r.id, ev.path), None)
+            self._miss(r, ev.path)
             return
         if r.consecutive > 1:
             n = self._streak.get((r.id, ev.path), 0) + 1
@@ -211,6 +211,12 @@ class RuleEngine:
             self._held.append((hit, r.unless_followed_by[1], ev.path, time.time()))
             return
         self._emit(hit, trace)
+
+    def _miss(self, r: Rule, path: str) -> None:
+        if r.consecutive > 1:
+            self._streak.pop((r.id, path), None)
+        if r.state and self.on_clear is not None:
+            self.on_clear(r, path)
 
     def _search(self, rule: Rule, pat: Any, text: str):
         try:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from diag.events import Event
+from diag.events import STATS, Event
 from diag.facts import FactCollector
 from diag.findings import FindingSet, Hit, RuleEngine
 from diag.guard import InternalErrors
@@ -18,6 +18,9 @@ from diag.parsers import SourceParser
 from diag.reader import DEFAULT_MAX_LINE, InputError, Line, LineSplitter, open_source, read_lines
 from diag.rules import RuleSet
 from diag.traces import Trace, TraceAssembler
+
+
+MAX_SAMPLES = 200_000  # a week of 10 s stats lines from three servers; the daemon drains them at each commit
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Pipeline:
         self.fast = fast  # lifecycle lines through diag.fastpath (same events, less work)
         self.sources: list[SourceResult] = []
         self.last_ts: float | None = None  # the latest log time seen: "now" for a post-mortem
+        self.samples: list[dict[str, Any]] = []  # engine stats lines (running, waiting, KV usage) for the store
 
     # -- sinks --------------------------------------------------------------------------
     def _hit(self, hit: Hit) -> None:
@@ -95,6 +99,8 @@ class Pipeline:
         self.stats.events += 1
         if ev.ts is not None and (self.last_ts is None or ev.ts > self.last_ts):
             self.last_ts = ev.ts
+        if ev.kind == STATS and ev.ts is not None and len(self.samples) < MAX_SAMPLES:
+            self.samples.append(dict(ev.fields, source=ev.path, ts=ev.ts))
         # Each stage under its own guard: a bug met by one line costs that stage that line only.
         try:
             self.assembler.feed(ev)

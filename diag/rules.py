@@ -63,12 +63,12 @@ class Rule:
     unless_after: tuple[Any, float] | None = None  # (pattern, seconds): quiet after such a line in the same source
     unless_followed_by: tuple[Any, int] | None = None  # (pattern, events): quiet if such a line follows soon
     hold_s: float = HOLD_S  # ... or released after this many seconds (the daemon's tick) if none follows
-    inhibits: dict[str, Any] | None = None  # alerts: rules/categories this one silences while it fires
-    state: bool = False  # alerts: a condition that holds until resolved, not an event
     examples: list[Example] = field(default_factory=list)
     counter_examples: list[Example] = field(default_factory=list)
     needles: tuple[str, ...] = ()  # literal prefilter: a pattern can only match if one needle is present
     disabled: str | None = None
+    inhibits: dict[str, Any] | None = None  # alerts: {rules, categories, window} muted on the same host while this fires
+    state: bool = False  # alerts: resolves when its condition clears, not after resolve_after
 
     def meta(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "category": self.category, "severity": self.severity,

@@ -31,8 +31,8 @@ def _alive(pid: Any) -> bool:
         return True
 
 
-def status_doc(store: Store) -> dict[str, Any]:
-    meta = store.meta()
+def sources_doc(store: Store, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per configured path: how far the daemon got (lag against the file's size now), lines read, errors."""
     by_path: dict[str, list] = defaultdict(list)
     for s in store.sources():
         by_path[s.path].append(s)
@@ -56,6 +56,12 @@ def status_doc(store: Store) -> dict[str, Any]:
         if path not in by_path:
             sources.append({"path": path, "format": None, "offset": 0, "size": None, "lag_bytes": None, "lines_read": 0,
                             "truncated_lines": 0, "last_line_time": None, "rotations": 0, "files": 0, "last_error": err})
+    return sources
+
+
+def status_doc(store: Store) -> dict[str, Any]:
+    meta = store.meta()
+    sources = sources_doc(store, meta)
     pid = meta.get("pid")
     running = _alive(pid) and not meta.get("stopped_at") or (_alive(pid) and meta.get("stopped_at", 0) < meta.get("started_at", 0))
     counts = store.counts()

@@ -14,8 +14,9 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+from diag.counters import count_new, keep_lines_read
 from diag.findings import Hit
 from diag.traces import Trace
 
@@ -75,6 +76,83 @@ MIGRATIONS = [
     """
     ALTER TABLE findings ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
     """,
+    # 3: alerts (diag/alerts): alert state, groups, silences, and the outbox the sender delivers from
+    """
+    CREATE TABLE alerts (
+        fp TEXT PRIMARY KEY,             -- Alertmanager fingerprint of the labels
+        rule TEXT NOT NULL,
+        status TEXT NOT NULL,            -- firing | resolved
+        active INTEGER NOT NULL,         -- 1 while the manager tracks it; 0 = recently resolved
+        updated_at REAL NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE alert_groups (key TEXT PRIMARY KEY, data TEXT NOT NULL);
+    CREATE TABLE silences (
+        id TEXT PRIMARY KEY,
+        matchers TEXT NOT NULL,
+        starts_at REAL NOT NULL,
+        ends_at REAL NOT NULL,
+        comment TEXT,
+        created_by TEXT
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        notification_id TEXT NOT NULL,
+        sink TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        next_attempt REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'queued',  -- queued | delivered | expired
+        last_error TEXT,
+        delivered_at REAL
+    );
+    CREATE INDEX outbox_state ON outbox(state, id);
+    """,
+    # 4: what the dashboard filters and /metrics count on: real columns with indexes (listing 1,000,000
+    # traces by JSON blob would scan them all), cumulative counters that retention never prunes, engine
+    # stats samples for the overview's chart. `t` orders the list: received_at, else the first commit.
+    """
+    ALTER TABLE traces ADD COLUMN t REAL;
+    ALTER TABLE traces ADD COLUMN model TEXT;
+    ALTER TABLE traces ADD COLUMN http_status INTEGER;
+    ALTER TABLE traces ADD COLUMN latency_s REAL;
+    ALTER TABLE traces ADD COLUMN images INTEGER;
+    ALTER TABLE traces ADD COLUMN nfindings INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE traces ADD COLUMN counted INTEGER NOT NULL DEFAULT 0;
+    UPDATE traces SET t = coalesce(received_at, updated_at), model = json_extract(data, '$.model'),
+        http_status = json_extract(data, '$.http_status'), latency_s = json_extract(data, '$.latency_s'),
+        images = json_extract(data, '$.images'), nfindings = coalesce(json_array_length(data, '$.findings'), 0),
+        counted = (status != 'in_flight');
+    CREATE INDEX traces_t ON traces(t);
+    CREATE INDEX traces_status_t ON traces(status, t);
+    CREATE INDEX traces_model_t ON traces(model, t);
+    CREATE INDEX traces_http_t ON traces(http_status, t);
+    CREATE INDEX traces_findings_t ON traces(t) WHERE nfindings > 0;
+    CREATE INDEX traces_images_t ON traces(t) WHERE images > 0;
+    CREATE INDEX findings_rule ON findings(rule);
+    CREATE TABLE counters (name TEXT NOT NULL, labels TEXT NOT NULL, value REAL NOT NULL DEFAULT 0,
+                           PRIMARY KEY (name, labels)) WITHOUT ROWID;
+    INSERT INTO counters (name, labels, value)
+        SELECT 'requests', json_object('http_status', coalesce(CAST(http_status AS TEXT), ''), 'model_name', coalesce(model, ''),
+                                       'status', status), count(*)
+        FROM traces WHERE counted GROUP BY 1, 2;
+    INSERT INTO counters (name, labels, value)
+        SELECT 'findings', json_object('category', category, 'rule', rule, 'severity', severity), count(*)
+        FROM findings GROUP BY 1, 2;
+    CREATE TABLE engine_stats (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        ts REAL NOT NULL,
+        running INTEGER,
+        waiting INTEGER,
+        kv_usage REAL,          -- percent, as the server logs it
+        prompt_tps REAL,
+        gen_tps REAL
+    );
+    CREATE INDEX engine_stats_ts ON engine_stats(ts);
+    CREATE INDEX engine_stats_source_ts ON engine_stats(source, ts);
+    """,
 ]
 
 
@@ -115,6 +193,9 @@ class Store:
                 raise StoreError(f"{self.path}: no diag store here (has the daemon run with this state dir?)")
             uri = f"file:{self.path}?mode=ro"
             self.db = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
+            if self.schema_version == 0:  # created this instant, its first migration not committed yet
+                self.db.close()
+                raise StoreError(f"{self.path}: no diag store here yet (the daemon is creating it)")
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
@@ -144,16 +225,33 @@ class Store:
         self.db.close()
 
     # -- the one write path ---------------------------------------------------------------
-    def commit(self, traces: Iterable[Trace], hits: Iterable[Hit], sources: Iterable[SourceState], meta: dict[str, Any] | None = None) -> None:
+    def commit(self, traces: Iterable[Trace], hits: Iterable[Hit], sources: Iterable[SourceState], meta: dict[str, Any] | None = None,
+               samples: Iterable[dict[str, Any]] = (), extra: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """`samples` are engine stats lines for the dashboard's chart; `extra` writes more rows in the same
+        transaction (the alert outbox: a notification is durable exactly when the findings and offsets
+        that caused it are)."""
         now = time.time()
         db = self.db
+        # First insert fixes a trace's rowid, which breaks ties in the dashboard's newest-first order
+        # (logs with one-second times): insert in arrival order, not the daemon's set order.
+        traces = sorted(traces, key=lambda t: (t.received_at or 0.0, t.first_line))
+        hits = list(hits)
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
-                "INSERT INTO traces (id, source, server, status, received_at, updated_at, data) VALUES (?,?,?,?,?,?,?) "
+                "INSERT INTO traces (id, source, server, status, received_at, updated_at, data, t, model, http_status, latency_s, images, nfindings) "
+                "VALUES (?,?,?,?,?,?,?,coalesce(?, ?),?,?,?,?,?) "
                 "ON CONFLICT(id) DO UPDATE SET source=excluded.source, server=excluded.server, status=excluded.status, "
-                "received_at=excluded.received_at, updated_at=excluded.updated_at, data=excluded.data",
-                [(t.id, t.source, t.server, t.status, t.received_at, now, json.dumps(t.to_state(), ensure_ascii=False, separators=(",", ":"))) for t in traces])
+                "received_at=excluded.received_at, updated_at=excluded.updated_at, data=excluded.data, "
+                "t=coalesce(excluded.received_at, traces.t), model=excluded.model, http_status=excluded.http_status, "
+                "latency_s=excluded.latency_s, images=excluded.images, nfindings=excluded.nfindings",
+                [(t.id, t.source, t.server, t.status, t.received_at, now, json.dumps(t.to_state(), ensure_ascii=False, separators=(",", ":")),
+                  t.received_at, now, t.model, t.http_status, t.latency_s, t.images, len(t.findings)) for t in traces])
+            count_new(db, [t.id for t in traces if t.status != "in_flight"], hits)
+            if samples:
+                db.executemany("INSERT INTO engine_stats (source, ts, running, waiting, kv_usage, prompt_tps, gen_tps) VALUES (?,?,?,?,?,?,?)",
+                               [(s["source"], s["ts"], s.get("running"), s.get("waiting"), s.get("kv_usage"), s.get("prompt_tps"),
+                                 s.get("gen_tps")) for s in samples])
             db.executemany(
                 "INSERT INTO findings (rule, severity, category, title, ts, created_at, path, line, request_id, summary, remedy, fields, excerpt, "
                 "count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -163,6 +261,8 @@ class Store:
                            [s.row() for s in sources])
             for k, v in (meta or {}).items():
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, json.dumps(v)))
+            if extra is not None:
+                extra(db)
             db.execute("COMMIT")
         except BaseException:
             try:
@@ -180,11 +280,13 @@ class Store:
         try:
             n += db.execute("DELETE FROM traces WHERE rowid IN (SELECT rowid FROM traces WHERE updated_at < ? LIMIT ?)", (cutoff, batch)).rowcount
             n += db.execute("DELETE FROM findings WHERE rowid IN (SELECT rowid FROM findings WHERE created_at < ? LIMIT ?)", (cutoff, batch)).rowcount
+            n += db.execute("DELETE FROM engine_stats WHERE id IN (SELECT id FROM engine_stats WHERE ts < ? LIMIT ?)", (cutoff, batch)).rowcount
             for table, limit, col in (("traces", max_traces, "updated_at"), ("findings", max_findings, "created_at")):
                 count = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                 if count > limit:
                     n += db.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} ORDER BY {col} LIMIT ?)",
                                     (min(batch, count - limit),)).rowcount
+            keep_lines_read(db, cutoff)
             db.execute("DELETE FROM sources WHERE state = 'done' AND updated_at < ?", (cutoff,))
             db.execute("COMMIT")
         except BaseException:

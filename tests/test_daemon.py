@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from diag.store import Store
 
 HERE = Path(__file__).parent
@@ -34,16 +35,6 @@ def status(state: Path) -> dict:
         return {"sources": [], "traces": 0, "findings": 0}
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
-
-
-def wait_for(cond, timeout=60.0, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def stored_traces(state: Path) -> dict[str, dict]:

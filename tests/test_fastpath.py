@@ -5,7 +5,8 @@ Inputs: every log of the recorded corpus and of the field corpus (pasted excerpt
 vLLM 0.32 / 0.6 and uvicorn lines with what breaks naive fast paths mixed in: carriage returns
 (vLLM's multi-line records), ANSI colours, NUL bytes, invalid UTF-8, non-ASCII prompts, lines
 over the length cap, trailing colons, Ray's repeat suffix, docker/compose prefixes, tracebacks
-in the middle of request bursts, other servers' formats, and random cuts and byte flips. The
+in the middle of request bursts, other servers' formats, terminal hard wraps, and random cuts
+and byte flips. The
 fuzzed log is fed in random chunk sizes so that lines straddle chunk boundaries.
 """
 
@@ -141,6 +142,12 @@ def fuzzed_log(seed: int, n: int = 6000) -> bytes:
         elif x < 0.14:  # pasted into an issue: quotes, bold, code fences, elisions, shell prompts
             line = rnd.choice((b"> " + line, b"**" + line + b"**", line + b"**", line + b"```", b"```" + line,
                                b"`" + line + b"`", b"...", b"[...]", b"$ " + line, b"user@gpu:~$ vllm serve x"))
+        elif x < 0.17 and len(line) > 100:  # hard-wrapped by a terminal 80 or 100 columns wide
+            w = rnd.choice((80, 100))
+            out.append(line[:w])
+            line = line[w:]
+        elif x < 0.19:  # exactly as wide as a common terminal: maybe wrapped, maybe not
+            line = line[:rnd.choice((80, 100, 120))].ljust(rnd.choice((80, 100, 120)), b"x")
         out.append(line)
     return b"\n".join(out) + (b"\n" if rnd.random() < 0.5 else b"")
 

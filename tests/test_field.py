@@ -24,8 +24,9 @@ RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 
 # Excerpts diag does not place, and why (see the closing note of issue 12). Each is run anyway and
 # must still fail: an excerpt that starts passing has to leave this list.
-_SAME_LINE = ("a bare `POST /v1/chat/completions 404` is what vLLM answers for an unknown model (model/vllm-old-404-then-200-same-route.log);"
-              " from the text alone diag cannot tell a server that does not mount the route")
+_SAME_LINE = ("labelled config on the thread's evidence (/docs shows 'No operations defined in spec' and the body is FastAPI's"
+              " {\"detail\":\"Not Found\"}; a maintainer says the demo has no API route), but its lines are the same as vLLM's"
+              " 404 for an unknown model (model/vllm-old-404-then-200-same-route.log): no sound distinction from the text alone")
 _FRAMES = "only the middle of a traceback (frames, no exception line); code frames are not rule input"
 KNOWN_MISSES: dict[str, str] = {
     "config/docker-uvicorn-v1-chat-404-no-routes.log": _SAME_LINE,
@@ -36,8 +37,9 @@ KNOWN_MISSES: dict[str, str] = {
     "engine/vllm-064-request-hangs-health-200.log": "one Received line and health checks: nothing in the log shows the "
                                                     "request should have ended (no stats, no later request, no logged "
                                                     "ends), so its status is unknown, not stuck (issue 8 §5)",
-    "context/client-error-hard-wrapped-blank-lines.log": "one message word-wrapped over lines with blank lines between: "
-                                                         "diag does not join wrapped lines back into one message",
+    "context/client-error-hard-wrapped-blank-lines.log": "one message word-wrapped (at spaces, lines of varying width) with blank"
+                                                         " lines between: no terminal width or mid-word break to go by, and joining"
+                                                         " prefixless lines across blank lines on content would glue real records",
 }
 
 

@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import json
-import re
 import subprocess
 import sys
 
-from conftest import CORPUS
-
-ALL_LOGS = sorted(str(p) for p in CORPUS.rglob("*.log"))
-
-
-def corpus_user_text() -> set[str]:
-    """Every prompt/output the corpus logs, split into its user-written parts."""
-    found: set[str] = set()
-    rx = re.compile(r"(?:prompt|output): ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
-    for p in ALL_LOGS:
-        for line in open(p, encoding="utf-8", errors="replace"):
-            for m in rx.finditer(line):
-                try:
-                    s = ast.literal_eval(m.group(1))
-                except (ValueError, SyntaxError):
-                    continue
-                for part in re.split(r"<\|[^|]*\|>|\n", s):
-                    part = part.strip()
-                    if len(part) >= 8 and part not in ("system", "user", "assistant"):
-                        found.add(part)
-    return found
+from conftest import ALL_LOGS, corpus_user_text
 
 
 def test_corpus_has_user_text_to_leak():

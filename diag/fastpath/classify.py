@@ -4,12 +4,13 @@
 either a tuple for one of the lifecycle lines a busy server writes almost exclusively, or the
 line's raw bytes for the full parser:
 
-* `(RECEIVED|ADDED, raw, proc, pid, stamp, src, msg, text)`: a vLLM `INFO` record (0.6 – 0.33
-  prefix, with or without the `(APIServer pid=N) ` tag) whose message starts `Received request `
-  or `Added request `;
-* `(ACCESS, raw, client, method, path, status, msg, text)`: a uvicorn `INFO:` access line.
+* `(RECEIVED|ADDED, raw, proc, pid, stamp, src, msg, text, start)`: a vLLM `INFO` record (0.6 –
+  0.33 prefix, with or without the `(APIServer pid=N) ` tag) whose message starts
+  `Received request ` or `Added request `;
+* `(ACCESS, raw, client, method, path, status, msg, text, 0)`: a uvicorn `INFO:` access line.
 
-`text` is the line as the format parsers would get it (wrappers off), `msg` its message part.
+`text` is the line as the format parsers would get it (wrappers off), `msg` its message part,
+`start` the length of the (ASCII) process tag taken off.
 
 A line is only given a tuple when the full path (wrappers, format parsers, multi-line records)
 would read it the same way: ASCII header, no carriage return, escape or NUL byte, no Ray repeat
@@ -69,7 +70,7 @@ def split_classify(body: bytes, max_line: int) -> list:
             start = m.start(3) - 5  # "INFO ": where the text after the process tag begins
             text = raw[start:].decode("utf-8", "replace")
             append((kind, raw, None if proc is None else proc.decode("ascii"), None if pid is None else int(pid),
-                    stamp.decode("ascii"), src.decode("ascii"), text[m.end() - start:], text))
+                    stamp.decode("ascii"), src.decode("ascii"), text[m.end() - start:], text, start))
         elif c == 73 and raw.startswith(b"INFO:"):  # "I"
             m = access_match(raw)
             if m is None or raw.endswith((b":", b": ", b":\t")):
@@ -78,7 +79,7 @@ def split_classify(body: bytes, max_line: int) -> list:
             client, method, path, status = m.groups()
             text = raw.decode("utf-8", "replace")
             append((ACCESS, raw, client.decode("ascii"), method.decode("ascii"), path.decode("ascii"), int(status),
-                    text[m.start(1):], text))
+                    text[m.start(1):], text, 0))
         else:
             append(raw)
     return out

@@ -21,9 +21,10 @@ class FastSource:
     Line numbers, byte offsets, truncation of over-long lines and the unterminated last line
     follow `LineSplitter` exactly (it still handles every line that spans a chunk boundary).
     A record from the classifier is applied directly only when the full parser would have read
-    the line the same way *now*: nothing is being assembled into a multi-line record, no parser
-    that comes before the line's own in the source parser's order could claim it, and the
-    user-content scrubber (URLs, queries, bodies) leaves its text as it is. Lines are parsed under
+    the line the same way *now*: `SourceParser.between_records` (nothing being assembled or
+    held), the line is not as long as a believed terminal width (it would be held as a possible
+    wrap), no parser that comes before the line's own in the source parser's order could claim
+    it, and the user-content scrubber (URLs, queries, bodies) leaves its text as it is. Lines are parsed under
     the pipeline's guard: one a parser chokes on is counted and skipped.
     """
 
@@ -116,10 +117,10 @@ class FastSource:
                 mod, other = UVI, VLLM
             else:
                 mod, other = VLLM, UVI
-            text = rec[7]
+            text, start = rec[7], rec[8]
             scrubbed = scrub(text)
             if (not parser.between_records or not (order[0] is mod or (order[1] is mod and order[0] is other))
-                    or (scrubbed is not text and scrubbed != text)):
+                    or (scrubbed is not text and scrubbed != text) or parser.holds(start + len(text))):
                 # the full parser decides (a record being assembled may take this line; user content to take out)
                 text, cr = normalise(raw)
                 for ev in parse(parser, Line(lineno, text, cr, False, offset)):
@@ -127,14 +128,14 @@ class FastSource:
                 continue
             try:
                 if kind == C.ACCESS:
-                    _, _, client, method, hpath, status, msg, _ = rec
+                    _, _, client, method, hpath, status, msg, _, _ = rec
                     ev = Event(path, lineno, "uvicorn", E.LOG, "INFO", None, msg)
                     access_fields(ev, client, method, hpath, status)
                 else:
-                    _, _, proc, pid, stamp, src, msg, _ = rec
+                    _, _, proc, pid, stamp, src, msg, _, _ = rec
                     ev = Event(path, lineno, "vllm", E.LOG, "INFO", stamp_time(stamp, ctx), msg, proc, pid, src)
                     classify_msg(ev, msg)
-                took(ev, offset)
+                took(ev, offset, raw[:start].decode("ascii") + text if start else text)
             except Exception as exc:  # noqa: BLE001 - as the pipeline's parse guard: counted, the line skipped
                 pipe.internal.record("parse", path, lineno, exc)
                 parser.start_at(offset, lineno)

@@ -66,6 +66,13 @@ class SourceParser:
         self._pending_lineno = 0
         self.user_lines = 0  # lines that were user content as a whole (a llama-server -v prompt dump), only counted
         self.user_chars = 0
+        # A line as wide as the terminal, held until the next line says whether it was wrapped:
+        # (first physical line, joined text, segments, last line number, last `Line`).
+        self._unwrap = paste.Unwrap()
+        self._held: tuple[Line, str, int, int, Line] | None = None
+        self._last_text = ""  # the previous physical line, paste marks off (to learn wrap widths)
+        self._dropped = False  # the last line appended to the record was a frame left out of its text
+        self._scratch = Ctx(path, Clock(mtime))  # for prefix checks that must not touch self.ctx
 
     def start_at(self, offset: int, lineno: int) -> None:
         """A follower resuming a file: byte offset and line number of the first line it will feed."""
@@ -93,15 +100,63 @@ class SourceParser:
         return "uvicorn" if self.counts else "unknown"
 
     def feed(self, line: Line) -> list[Event]:
-        start, start_lineno = self._prev_end, self._prev_lineno
-        self._prev_end, self._prev_lineno = line.end_offset, line.lineno
-        ctx = self.ctx
         text, mark = paste.clean(line.text)
+        held = self._held
+        if held is not None:
+            first, joined, segments, _last, last_line = held
+            if mark == paste.LOG and self._wrapped_onto(first, last_line, text):
+                joined += text
+                segments += 1
+                if (self._unwrap.full(text) and not line.truncated and segments < paste.MAX_SEGMENTS
+                        and len(joined) < paste.MAX_CHARS):
+                    self._held = (first, joined, segments, line.lineno, line)
+                    return []  # the terminal wrapped this segment too
+                self._held = None
+                joined = joined.rstrip(" ")  # the terminal's padding after the last piece
+                whole = Line(first.lineno, joined, line.cr, first.truncated or line.truncated, line.end_offset)
+                return self._feed_one(whole, joined, mark, line.lineno)
+            out = self._release()
+            out.extend(self.feed(line))
+            return out
+        if len(text) in self._unwrap.widths and mark == paste.LOG and not line.truncated:
+            self._held = (line, text, 1, line.lineno, line)
+            return []  # it may go on in the next physical line
+        return self._feed_one(line, text, mark, line.lineno)
+
+    def _release(self) -> list[Event]:
+        """The held line was not wrapped after all (or input ended): parse it as it is."""
+        held, self._held = self._held, None
+        if held is None:
+            return []
+        first, joined, _segments, last, last_line = held
+        if last == first.lineno:
+            return self._feed_one(first, joined, paste.LOG, last)
+        return self._feed_one(Line(first.lineno, joined, last_line.cr, first.truncated, last_line.end_offset), joined, paste.LOG, last)
+
+    def _wrapped_onto(self, first: Line, segment: Line, text: str) -> bool:
+        """Is this physical line the rest of the held one (from `first` to `segment`)?
+        Only if its shape says so and it starts no record of its own: no wrapper or server prefix."""
+        if not self._unwrap.joins(paste.clean(first.text)[0], paste.clean(segment.text)[0], text):
+            return False
+        scratch = self._scratch
+        inner, _ = wrappers.strip(text, scratch)
+        if inner != text:
+            return False
+        return all(mod.parse(text, scratch) is None for mod in self.order)
+
+    def _feed_one(self, line: Line, text: str, mark: int, last: int) -> list[Event]:
+        """One logical line (physical, or joined from a hard wrap ending at line `last`)."""
+        start, start_lineno = self._prev_end, self._prev_lineno
+        self._prev_end, self._prev_lineno = line.end_offset, last
+        ctx = self.ctx
+        prev_text, self._last_text = self._last_text, text
         if mark != paste.LOG:
             if mark == paste.PROMPT:
                 return self.flush()  # what the user typed ends the record before it and is no log text
             return []  # an elided stretch (`...`): the record around it goes on
+        bare = text
         text, repeated = wrappers.strip(text, ctx)
+        unwrapped = text is bare  # no wrapper prefix of any kind (to learn wrap widths)
         text = usercontent.scrub(text)  # URLs, data URIs, query strings and bodies: never past this point
         parsed = None
         st = ctx.state
@@ -127,8 +182,14 @@ class SourceParser:
         out: list[Event] = []
         pend = self._pending
         if parsed is None:
+            if unwrapped and last == line.lineno:
+                if (pend is not None and pend.end_lineno == line.lineno - 1 and self._room()
+                        and self._unwrap.padded(prev_text, text)):
+                    self._join_padded(pend, text, line)
+                    return out if self._may_continue() else self.flush()
+                self._unwrap.observe(prev_text, text)  # no prefix of any kind: was the line before wrapped?
             if pend is not None and self._continues(text):
-                self._append(pend, text, line)
+                self._append(pend, text, line, last)
                 return out if self._may_continue() else self.flush()
             if not text.strip():
                 self._cr = line.cr
@@ -141,7 +202,7 @@ class SourceParser:
             ev, key = parsed
             if (pend is not None and key is not None and key == self._key
                     and (self._cr or _looks_continued(ev.text)) and self._room()):
-                self._append(pend, ev.text, line)
+                self._append(pend, ev.text, line, last)
                 return out if self._may_continue() else self.flush()
             ev.lineno = line.lineno
             counts = self.counts
@@ -158,10 +219,13 @@ class SourceParser:
         if line.truncated:
             ev.fields["truncated"] = True
         ev.repeated = repeated
-        ev.end_lineno = line.lineno
+        ev.end_lineno = last
+        if last > line.lineno:
+            self._gap(ev, last - line.lineno)  # one line of text from several physical lines
         if pend is not None:
             out.append(pend)
         self._pending, self._key, self._cr = ev, key, line.cr
+        self._dropped = False
         self._pending_start, self._pending_lineno = start, start_lineno
         self._lines, self._chars = 1, len(ev.text)
         self._tb = _TB_BODY if ev.text.startswith("Traceback (most recent call last)") else _TB_NONE
@@ -173,11 +237,15 @@ class SourceParser:
     def between_records(self) -> bool:
         """Would the next complete line of a known format be parsed on its own? No record is being
         assembled that could take it. `diag.fastpath` builds events itself only while this holds:
-        any state that changes how `feed` reads a line belongs in this test (inside a llama-server
-        prompt dump every line is user text)."""
-        return self._pending is None and not self.ctx.state.get("user_dump")
+        any state that changes how `feed` reads a line belongs in this test (a line held because a
+        terminal may have wrapped it; inside a llama-server prompt dump every line is user text).
+        `holds(n)`: a line of `n` characters would be held itself, as a possible wrap."""
+        return self._pending is None and self._held is None and not self.ctx.state.get("user_dump")
 
-    def took(self, ev: Event, end_offset: int) -> None:
+    def holds(self, n: int) -> bool:
+        return n in self._unwrap.widths
+
+    def took(self, ev: Event, end_offset: int, line_text: str) -> None:
         """`diag.fastpath` turned one complete line into `ev` by itself: the bookkeeping `feed`
         does for such a line (position, format counts and order, time of untimed lines).
 
@@ -185,6 +253,7 @@ class SourceParser:
         `between_records`, and no parser tried before `ev`'s own one could have taken the line.
         """
         self._prev_end, self._prev_lineno = end_offset, ev.lineno
+        self._last_text = line_text  # the physical line (a wrap learner looks at it with the next one)
         mod = PARSERS[ev.fmt]
         order = self.order
         if order[0] is not mod:
@@ -227,24 +296,28 @@ class SourceParser:
 
     def flush(self) -> list[Event]:
         """Hand over the record still being assembled (EOF, or the follower went idle)."""
+        out = self._release() if self._held is not None else []
         ev, self._pending = self._pending, None
         self._key = None
         self._tb = _TB_NONE
-        return [ev] if ev is not None else []
+        if ev is not None:
+            out.append(ev)
+        return out
 
     @property
     def has_pending(self) -> bool:
-        return self._pending is not None
+        return self._pending is not None or self._held is not None
 
     # -- multi-line records ---------------------------------------------------------------
     def _room(self) -> bool:
         return self._lines < MAX_EVENT_LINES and self._chars < MAX_EVENT_CHARS
 
-    def _append(self, ev: Event, text: str, line: Line) -> None:
+    def _append(self, ev: Event, text: str, line: Line, last: int) -> None:
         skipped = line.lineno - max(ev.end_lineno, ev.lineno) - 1  # blank and `...` lines inside the record
         if skipped > 0:
             self._gap(ev, skipped)
-        ev.end_lineno = line.lineno
+        ev.end_lineno = last
+        joined = last - line.lineno  # physical lines beyond the first that a hard wrap made of this one
         self._cr = line.cr
         if line.truncated:
             ev.fields["truncated"] = True
@@ -257,16 +330,35 @@ class SourceParser:
                 # A frame: file, line and quoted source code. Rules see the traceback's header and its
                 # exception lines, never the code it passed through (which quotes error messages), and
                 # a deep stack cannot push the exception out of the record's bounds.
-                self._gap(ev, 1)
+                self._gap(ev, 1 + joined)
+                self._dropped = True
                 return
+        self._dropped = False
         if self._room():
             ev.text = f"{ev.text}\n{text}"
             self._lines += 1
             self._chars += len(text) + 1
+            if joined:
+                self._gap(ev, joined)
         else:
             ev.fields["cut_lines"] = ev.fields.get("cut_lines", 0) + 1
+            self._dropped = True
         if ev.kind == E.TIMING and ev.fmt == "llamacpp":
             llamacpp.reclassify(ev)
+
+    def _join_padded(self, ev: Event, text: str, line: Line) -> None:
+        """The rest of the record's last line, wrapped by the terminal and padded to its width.
+
+        `text` is already scrubbed, but on its own: when the line it continues had user content
+        masked (a prompt, a body), the rest is most likely more of it and is left out, not appended.
+        """
+        ev.end_lineno = line.lineno
+        self._cr = line.cr
+        if not self._dropped and usercontent.OPEN not in ev.text[ev.text.rfind("\n") + 1:]:
+            rest = text.rstrip(" ")
+            ev.text += rest
+            self._chars += len(rest)
+        self._gap(ev, 1)  # a physical line that adds no line to the text
 
     @staticmethod
     def _gap(ev: Event, n: int) -> None:

@@ -1,0 +1,247 @@
+"""`diag silence …` and `diag alerts …`: the commands, registered by diag/cli.py.
+
+They mirror amtool: `diag silence add [--for 2h] [--comment TEXT] MATCHER…`, `diag silence list`,
+`diag silence expire ID`; `diag alerts` shows firing, recently resolved and silenced alerts and the
+outbox; `diag alerts test` sends a synthetic alert through each sink's real delivery code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import socket
+import sqlite3
+import sys
+import time
+from typing import Any, Callable
+
+from diag.alerts import silences as sil
+from diag.alerts.config import AlertConfigError, AlertsConfig, parse as parse_alerts
+
+RECENT = 86400  # "recently resolved": the last day
+
+
+def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    s = sub.add_parser("silence", help="mute alert notifications by label matchers (like amtool silence)")
+    ssub = s.add_subparsers(dest="silence_cmd", metavar="ACTION")
+    sa = ssub.add_parser("add", help="add a silence: MATCHER is label=value, label!=value, label=~regex or label!~regex")
+    sa.add_argument("matchers", nargs="+", metavar="MATCHER")
+    sa.add_argument("--for", dest="duration", default="2h", metavar="DURATION", help="how long (90s, 30m, 2h, 1d; default 2h)")
+    sa.add_argument("--comment", default="", help="why (shown by `diag silence list` and `diag alerts`)")
+    sa.add_argument("--author", default=None, help="who (default user@host)")
+    sl = ssub.add_parser("list", help="active silences (--all: expired ones too)")
+    sl.add_argument("--all", action="store_true")
+    sl.add_argument("--json", action="store_true")
+    se = ssub.add_parser("expire", help="end a silence now (a unique prefix of its id is enough)")
+    se.add_argument("id")
+    for x in (sa, sl, se):
+        common(x)
+    s.set_defaults(func=cmd_silence, silence_cmd=None)
+
+    a = sub.add_parser("alerts", help="firing, resolved and silenced alerts and the outbox; `alerts test` checks the sinks")
+    asub = a.add_subparsers(dest="alerts_cmd", metavar="ACTION")
+    at = asub.add_parser("test", help="send a synthetic test alert to every sink (or --sink NAME); exit 0 if all delivered, else 2")
+    at.add_argument("--sink", action="append", metavar="NAME")
+    common(at)
+    a.add_argument("--json", action="store_true")
+    common(a)
+    a.set_defaults(func=cmd_alerts, alerts_cmd=None)
+
+
+def _store(args: argparse.Namespace, write: bool):
+    from diag.cli import UsageError, _daemon_config
+    from diag.store import Store, StoreError
+
+    cfg, _ = _daemon_config(args)
+    try:
+        return cfg, Store(cfg.db_path, readonly=not write)
+    except (StoreError, sqlite3.Error, OSError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    from diag.cli import UsageError, _console
+
+    if args.silence_cmd is None:
+        raise UsageError("silence: choose add, list or expire")
+    _, store = _store(args, write=args.silence_cmd != "list")
+    try:
+        if args.silence_cmd == "add":
+            try:
+                matchers = [sil.Matcher.parse(m) for m in args.matchers]
+                s = sil.add(store.db, matchers, sil.parse_duration(args.duration), args.comment,
+                            args.author or f"{getpass.getuser()}@{socket.gethostname()}")
+            except sil.MatcherError as exc:
+                raise UsageError(str(exc)) from None
+            print(s.id)
+            return 0
+        if args.silence_cmd == "expire":
+            s = sil.expire(store.db, args.id)
+            if s is None:
+                print(f"diag: no active silence with id {args.id!r} (or the prefix is not unique)", file=sys.stderr)
+                return 1
+            print(f"expired {s.id}")
+            return 0
+        rows = [s.to_dict() for s in _silences(store, args.all)]
+        if args.json:
+            print(json.dumps(rows, indent=1, ensure_ascii=False))
+            return 0
+        from rich.markup import escape
+        from rich.table import Table
+
+        t = Table(show_edge=False, header_style="bold")
+        for c in ("id", "matchers", "ends", "state", "created by", "comment"):
+            t.add_column(c)
+        for r in rows:
+            t.add_row(r["id"], escape(" ".join(r["matchers"])), r["ends_at"], r["state"], escape(r["created_by"]), escape(r["comment"]))
+        _console().print(t if rows else "no silences")
+        return 0
+    finally:
+        store.close()
+
+
+def _silences(store: Any, include_expired: bool = False) -> list[sil.Silence]:
+    try:
+        return sil.load(store.db, include_expired)
+    except sqlite3.OperationalError:
+        return []  # a store from before alerts: the daemon adds the tables when it next starts
+
+
+def alerts_doc(store: Any, now: float | None = None) -> dict[str, Any]:
+    """What `diag alerts --json` prints."""
+    from diag.alerts.model import Alert
+    from diag.clock import iso
+
+    now = time.time() if now is None else now
+    db = store.db
+    out: dict[str, Any] = {"firing": [], "resolved": [], "silenced": [], "silences": [s.to_dict(now) for s in _silences(store)],
+                           "outbox": {"queued": 0, "expired": 0, "delivered": 0, "sinks": []}}
+    try:
+        rows = db.execute("SELECT data, active FROM alerts WHERE active = 1 OR updated_at >= ? ORDER BY updated_at DESC",
+                          (now - RECENT,)).fetchall()
+        ob = db.execute("SELECT sink, state, count(*), max(last_error), min(created_at), max(delivered_at), sum(attempts) "
+                        "FROM outbox GROUP BY sink, state").fetchall()
+        errs = {r[0]: r[1] for r in db.execute(
+            "SELECT sink, last_error FROM outbox WHERE state = 'queued' AND last_error IS NOT NULL ORDER BY id DESC")}
+    except sqlite3.OperationalError:
+        return out
+    for data, _active in rows:
+        a = Alert.from_state(json.loads(data))
+        item = {"fingerprint": a.fp, "status": a.status, "labels": a.labels, "summary": a.summary, "count": a.count,
+                "starts_at": iso(a.starts_at), "ends_at": iso(a.ends_at), "last_hit_at": iso(a.last_hit_at),
+                "request_ids": a.request_ids[:10], "silenced_by": a.silenced_by, "inhibited_by": a.inhibited_by}
+        if a.status == "resolved":
+            out["resolved"].append(item)
+        elif a.muted:
+            out["silenced"].append(item)
+        else:
+            out["firing"].append(item)
+    sinks: dict[str, dict[str, Any]] = {}
+    for sink, state, n, _err, oldest, last_ok, _att in ob:
+        d = sinks.setdefault(sink, {"sink": sink, "queued": 0, "delivered": 0, "expired": 0, "last_error": None,
+                                    "oldest_queued": None, "last_delivered": None})
+        d[state] = n
+        out["outbox"][state] = out["outbox"].get(state, 0) + n
+        if state == "queued":
+            d["oldest_queued"] = iso(oldest)
+            d["last_error"] = errs.get(sink)
+        if state == "delivered":
+            d["last_delivered"] = iso(last_ok)
+    out["outbox"]["sinks"] = sorted(sinks.values(), key=lambda d: d["sink"])
+    return out
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from diag.cli import _console
+
+    if args.alerts_cmd == "test":
+        return cmd_alerts_test(args)
+    _, store = _store(args, write=False)
+    try:
+        doc = alerts_doc(store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(doc, indent=1, ensure_ascii=False))
+        return 0
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = _console()
+    for title, key in (("Firing", "firing"), ("Silenced or inhibited", "silenced"), ("Resolved (last 24 h)", "resolved")):
+        items = doc[key]
+        con.print(f"[bold]{title}[/] ({len(items)})")
+        if not items:
+            continue
+        t = Table(show_edge=False, header_style="bold")
+        for c in ("alert", "severity", "server", "source", "count", "since", "summary" if key != "silenced" else "muted by"):
+            t.add_column(c)
+        for a in items:
+            lab = a["labels"]
+            why = ", ".join(a["silenced_by"]) or (f"inhibited by {a['inhibited_by']}" if a["inhibited_by"] else "")
+            t.add_row(lab["alertname"], lab.get("severity", ""), lab.get("server", ""), escape(lab.get("source", "")), str(a["count"]),
+                      a["starts_at"] or "", escape(a["summary"][:120] if key != "silenced" else why))
+        con.print(t)
+    ob = doc["outbox"]
+    con.print(f"[bold]Outbox[/]: {ob['queued']} queued, {ob['delivered']} delivered, {ob['expired']} expired")
+    for s in ob["sinks"]:
+        line = f"  {s['sink']}: {s['queued']} queued, {s['delivered']} delivered, {s['expired']} expired"
+        if s["last_error"]:
+            line += f" — failing: {s['last_error']}"
+        con.print(escape(line))
+    con.print(f"[bold]Silences[/]: {len(doc['silences'])} active")
+    return 0
+
+
+def test_document(cfg: AlertsConfig, now: float) -> dict[str, Any]:
+    from diag.alerts.manager import AlertManager
+    from diag.alerts.model import Alert
+
+    m = AlertManager(cfg)
+    labels = {"alertname": "diag-test", "severity": "info", "category": "diag", "server": "diag", "source": "diag alerts test",
+              "host": m.host}
+    a = Alert(labels, "diag test alert", "A test notification from `diag alerts test`; nothing is wrong.",
+              "Nothing to do: this checks that the notification reached you.", "", now, now, count=1)
+    m.alerts[a.fp] = a
+    from diag.alerts.manager import Group
+
+    g = Group("{}:{alertname=\"diag-test\"}", {"alertname": "diag-test"}, [a.fp])
+    nid = f"test-{int(now * 1000)}"
+    doc = m.document(g, [a], nid, "test")
+    doc["am_alerts"] = [{"labels": labels, "annotations": a.annotations(cfg.external_url), "startsAt": doc["alerts"][0]["startsAt"]}]
+    return doc
+
+
+def cmd_alerts_test(args: argparse.Namespace) -> int:
+    from diag.alerts.outbox import deliver
+    from diag.alerts.sinks import build, journal
+    from diag.cli import UsageError, _daemon_config
+
+    cfg, _ = _daemon_config(args)
+    try:
+        acfg = parse_alerts(cfg.alerts_doc)
+    except AlertConfigError as exc:
+        raise UsageError(str(exc)) from None
+    chosen = acfg.sinks
+    if args.sink:
+        unknown = set(args.sink) - {s.name for s in acfg.sinks} - {"journal"}
+        if unknown:
+            raise UsageError(f"no sink named {', '.join(sorted(unknown))} (configured: {', '.join(s.name for s in acfg.sinks) or 'none'})")
+        chosen = [s for s in acfg.sinks if s.name in args.sink]
+    doc = test_document(acfg, time.time())
+    failed = 0
+    if not args.sink or "journal" in args.sink:
+        print(f"journal: {journal.line(doc)[1]}")
+    for s in chosen:
+        sink = build(s)
+        err = deliver(sink, [{**doc, "receiver": s.name}])
+        sink.close()
+        if err is None:
+            print(f"{s.name} ({s.type}): delivered")
+        else:
+            failed += 1
+            print(f"{s.name} ({s.type}): FAILED: {err}")
+    if not acfg.sinks:
+        print("no [[alerts.sink]] configured: only the journal line is written", file=sys.stderr)
+    return 2 if failed else 0

@@ -1,0 +1,64 @@
+"""Cumulative counters kept in the store, beside the rows that retention prunes.
+
+`/metrics` must expose counters that only ever go up: if `diag_requests_total` were a `count(*)`
+over the traces table, every retention pass would look like a counter reset to Prometheus. So the
+single writer adds to these counters in the same transaction that stores the rows they count:
+a trace once, when it is first committed with a final status; a finding when it is stored; the
+lines read from a file that retention forgets. The collector (`diag.web.metrics`) only reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from typing import Any, Iterable
+
+# vLLM's buckets for vllm:e2e_request_latency_seconds, so both histograms can be compared.
+LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
+                   240.0, 480.0, 960.0, 1920.0, 7680.0)
+
+
+def labels_key(**labels: Any) -> str:
+    """The counters table's key for a label set: JSON with sorted keys, values as strings."""
+    return json.dumps({k: "" if v is None else str(v) for k, v in labels.items()}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def bucket_of(value: float) -> str:
+    for b in LATENCY_BUCKETS:
+        if value <= b:
+            return repr(b)
+    return "+Inf"
+
+
+def count_new(db: sqlite3.Connection, final_ids: list[str], hits: Iterable[Any]) -> None:
+    """Inside the writer's transaction: count traces reaching a final status for the first time, and hits."""
+    add: Counter[tuple[str, str]] = Counter()
+    if final_ids:
+        rows = db.execute(
+            "UPDATE traces SET counted = 1 WHERE counted = 0 AND status != 'in_flight' AND id IN (SELECT value FROM json_each(?)) "
+            "RETURNING model, status, http_status, latency_s", (json.dumps(final_ids, ensure_ascii=False),)).fetchall()
+        for model, status, http_status, latency in rows:
+            add["requests", labels_key(model_name=model, status=status, http_status=http_status)] += 1
+            if latency is not None and latency >= 0:
+                add["latency_bucket", labels_key(model_name=model, le=bucket_of(latency))] += 1
+                add["latency_sum", labels_key(model_name=model)] += latency
+                add["latency_count", labels_key(model_name=model)] += 1
+    for h in hits:
+        add["findings", labels_key(rule=h.rule.id, severity=h.rule.severity, category=h.rule.category)] += 1
+    if add:
+        db.executemany("INSERT INTO counters (name, labels, value) VALUES (?,?,?) "
+                       "ON CONFLICT(name, labels) DO UPDATE SET value = value + excluded.value",
+                       [(n, lab, v) for (n, lab), v in add.items()])
+
+
+def keep_lines_read(db: sqlite3.Connection, cutoff: float) -> None:
+    """Before retention deletes finished files' rows: keep their line counts in `lines_pruned{path}`."""
+    db.execute("INSERT INTO counters (name, labels, value) "
+               "SELECT 'lines_pruned', json_object('path', path), sum(lines_read) FROM sources "
+               "WHERE state = 'done' AND updated_at < ? GROUP BY path "
+               "ON CONFLICT(name, labels) DO UPDATE SET value = value + excluded.value", (cutoff,))
+
+
+def read(db: sqlite3.Connection, name: str) -> list[tuple[dict[str, str], float]]:
+    return [(json.loads(lab), v) for lab, v in db.execute("SELECT labels, value FROM counters WHERE name = ?", (name,))]

@@ -1,0 +1,112 @@
+"""The dashboard's ASGI application: server-rendered pages, a JSON API, an event stream, /metrics.
+
+It only reads the store, through read-only SQLite connections of its own (one per server thread),
+so the daemon's main loop stays the single writer. Every string that came from a log is untrusted
+(request ids are client-chosen): pages are Jinja2 templates with autoescaping, the browser code
+builds DOM nodes with textContent only, and a Content-Security-Policy forbids inline script.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
+
+from diag import __version__
+from diag.store import Store
+from diag.web.gpu import GpuCache
+from diag.web.live import Live
+from diag.web.metrics import make_registry
+
+HERE = Path(__file__).resolve().parent
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+           (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY")]
+
+
+@dataclass
+class WebState:
+    """What the routes share: where the store is, the token, the live stream, the metrics registry."""
+
+    db_path: Path
+    token: str | None = None
+    nvml: Any = None
+    live: Live = field(init=False)
+    _local: threading.local = field(default_factory=threading.local, init=False)
+
+    def __post_init__(self) -> None:
+        self.live = Live(self.open_store)
+        self.gpus = GpuCache(self.nvml)
+        self.registry = make_registry(self.store, self.gpus.get)
+
+    def open_store(self) -> Store:
+        return Store(self.db_path, readonly=True)
+
+    def store(self) -> Store:
+        """This thread's read-only connection (sqlite3 connections stay in the thread that made them)."""
+        s = getattr(self._local, "store", None)
+        if s is None:
+            s = self._local.store = self.open_store()
+        return s
+
+
+class SecurityHeaders:
+    """Pure ASGI (streams pass through untouched): CSP and friends on every response."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(msg: dict) -> None:
+            if msg["type"] == "http.response.start":
+                msg["headers"] = list(msg.get("headers", [])) + HEADERS
+            await send(msg)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _when(ts: Any) -> str:
+    if not isinstance(ts, (int, float)):
+        return ""
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.{digits}f}".rstrip("0").rstrip(".") if v != int(v) or digits == 0 else str(int(v))
+    return str(v)
+
+
+def templates() -> Jinja2Templates:
+    env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["when"] = _when
+    env.filters["num"] = _num
+    env.globals["version"] = __version__
+    return Jinja2Templates(env=env)
+
+
+def create_app(db_path: Path | str, token: str | None = None, nvml: Any = None) -> FastAPI:
+    """The app over the store at `db_path`. `app.state.web.live.poke` is what a writer in this process calls after a commit."""
+    from diag.web import api, pages
+
+    app = FastAPI(title="diag", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.web = WebState(Path(db_path), token, nvml)
+    app.state.templates = templates()
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(pages.router)
+    app.include_router(api.router)
+    app.add_middleware(SecurityHeaders)
+    return app
