@@ -30,13 +30,14 @@ FAST = "[alerts]\ngroup_wait = 1\ngroup_interval = 1\nresolve_after = 2\nbackoff
 
 
 class Daemon:
-    def __init__(self, tmp: Path, sinks: str, timers: str = FAST, env: dict | None = None):
+    def __init__(self, tmp: Path, sinks: str, timers: str = FAST, env: dict | None = None, args: tuple[str, ...] = ("--no-web",)):
         self.tmp, self.state, self.log = tmp, tmp / "state", tmp / "vllm.log"
         self.state.mkdir(exist_ok=True)
         self.log.touch()
         self.config = tmp / "diag.toml"
         self.config.write_text(timers + sinks)
         self.env = env or {}
+        self.args = list(args)
         self.proc: subprocess.Popen | None = None
         self.errs: list[Path] = []
 
@@ -44,7 +45,7 @@ class Daemon:
         err = self.tmp / f"daemon-{len(self.errs)}.err"
         self.errs.append(err)
         self.proc = subprocess.Popen([sys.executable, "-m", "diag", "daemon", "--config", str(self.config), "--state-dir", str(self.state),
-                                      "--log", str(self.log)], stderr=open(err, "w"), stdout=subprocess.DEVNULL,
+                                      "--log", str(self.log), *self.args], stderr=open(err, "w"), stdout=subprocess.DEVNULL,
                                      env={**os.environ, **self.env})
         wait_for(lambda: (self.state / "diag.sqlite3").exists() and self.sql("SELECT count(*) FROM sources")[0][0] == 1, "daemon start")
         return self
@@ -289,7 +290,8 @@ receivers:
 def test_alert_reaches_a_real_alertmanager_fires_once_and_resolves(tmp_path, alertmanager):
     am_url, hook = alertmanager
     sink = f'[[alerts.sink]]\nname = "am"\ntype = "alertmanager"\nurl = "{am_url}"\n'
-    d = Daemon(tmp_path, sink, timers="[alerts]\ngroup_wait = 0\ngroup_interval = 1\nresolve_after = 4\nresend_interval = 1\n").start()
+    d = Daemon(tmp_path, sink, timers="[alerts]\ngroup_wait = 0\ngroup_interval = 1\nresolve_after = 4\nresend_interval = 1\n",
+               args=("--web", f"127.0.0.1:{free_port()}")).start()
     try:
         d.write(OOM * 10)
 
@@ -312,6 +314,25 @@ def test_alert_reaches_a_real_alertmanager_fires_once_and_resolves(tmp_path, ale
     assert t.returncode == 0 and "am (alertmanager): delivered" in t.stdout
     names = {a["labels"]["alertname"] for a in httpx.get(am_url + "/api/v2/alerts", timeout=5).json()}
     assert "diag-test" in names
+
+
+def test_alert_links_open_the_dashboard_the_daemon_serves(tmp_path, rec):
+    """Started with --web on a free port, the daemon's alerts link there (no external_url configured),
+    the link opens the findings of that rule, and the dashboard shows the alert firing."""
+    port = free_port()
+    d = Daemon(tmp_path, webhook(rec.url + "/hook"), timers="[alerts]\ngroup_wait = 0\n", args=("--web", f"127.0.0.1:{port}")).start()
+    try:
+        d.write(OOM)
+        (doc,) = rec.wait(1)
+        url = doc["alerts"][0]["annotations"]["url"]
+        assert url == f"http://127.0.0.1:{port}/findings?rule=cuda-oom" and doc["externalURL"] == f"http://127.0.0.1:{port}"
+        page = httpx.get(url, timeout=10)
+        assert page.status_code == 200 and 'href="/findings?rule=cuda-oom"' in page.text and "No findings" not in page.text
+        alerts = httpx.get(f"http://127.0.0.1:{port}/alerts", timeout=10).text
+        assert "Firing (1)" in alerts.split("Silenced")[0] and "cuda-oom" in alerts.split("Silenced")[0]
+        assert "\ndiag_alerts_firing 1.0\n" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    finally:
+        d.stop()
 
 
 def test_unreadable_log_is_a_state_like_alert(tmp_path, rec):
