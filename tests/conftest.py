@@ -327,3 +327,22 @@ def corpus_user_text() -> set[str]:
                     if len(part) >= 8 and part not in ("system", "user", "assistant"):
                         found.add(part)
     return found
+
+
+def dashboard_answers(get) -> list[str]:
+    """Every page, API answer and /metrics the dashboard serves for the store behind `get` (a callable
+    url → response, from a TestClient or httpx against a running daemon): the lists, each trace's page
+    and JSON, each rule's findings. Each must answer 200."""
+    from urllib.parse import quote
+
+    urls = ["/", "/requests?limit=500", "/findings", "/alerts", "/api/traces?limit=500", "/api/findings", "/api/status", "/metrics"]
+    ids = [t["id"] for t in get("/api/traces?limit=500").json()["traces"]]
+    rules_seen = [g["rule"] for g in get("/api/findings").json()["findings"]]
+    urls += [f"/trace/{quote(i, safe='')}" for i in ids] + [f"/api/traces/{quote(i, safe='')}" for i in ids]
+    urls += [f"/findings?rule={quote(r, safe='')}" for r in rules_seen] + [f"/api/findings?rule={quote(r, safe='')}" for r in rules_seen]
+    out = []
+    for u in urls:
+        r = get(u)
+        assert r.status_code == 200, u
+        out.append(r.text)
+    return out

@@ -1,6 +1,7 @@
 """Alerts from the real daemon process to real receivers and a real Alertmanager: a burst pages once, silences hold,
 a receiver that is down loses nothing, SIGKILL between commit and delivery delivers after the
-restart, the journal line carries the sd-daemon priority, and no user text reaches any sink."""
+restart, the journal line carries the sd-daemon priority (no user text in any sink: the canary
+corpus test in test_user_content.py)."""
 
 from __future__ import annotations
 
@@ -193,61 +194,6 @@ def test_sigkill_between_commit_and_delivery_delivers_after_restart(tmp_path, re
     finally:
         d.stop()
 
-
-CANARY = "zqxcanaryvq"
-
-
-def test_no_user_text_reaches_any_sink(tmp_path, rec):
-    """A unique word with error text in a prompt, an output, an image URL and a query string:
-    alerts fire (there is a real OOM too) and the word is in no sink's payload."""
-    smtp = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd (test extra) not installed")
-    mails: list[bytes] = []
-
-    class Handler:
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802
-            mails.append(envelope.content)
-            return "250 OK"
-
-    port = free_port()
-    ctl = smtp.Controller(Handler(), hostname="127.0.0.1", port=port)
-    ctl.start()
-    execd = tmp_path / "exec.jsonl"
-    script = tmp_path / "hook.sh"
-    script.write_text(f"#!/bin/sh\ncat >> {execd}\necho >> {execd}\n")
-    script.chmod(0o755)
-    sinks = (webhook(rec.url + "/hook")
-             + f'[[alerts.sink]]\nname = "am"\ntype = "alertmanager"\nurl = "{rec.url}/am"\n'
-             + f'[[alerts.sink]]\nname = "fs"\ntype = "feishu"\nurl = "{rec.url}/feishu"\nsecret = "s"\n'
-             + f'[[alerts.sink]]\nname = "dt"\ntype = "dingtalk"\nurl = "{rec.url}/ding?access_token=t"\nsecret = "s"\n'
-             + f'[[alerts.sink]]\nname = "wc"\ntype = "wecom"\nurl = "{rec.url}/wecom?key=k"\n'
-             + f'[[alerts.sink]]\nname = "run"\ntype = "exec"\ncommand = ["{script}"]\n'
-             + f'[[alerts.sink]]\nname = "mail"\ntype = "email"\nhost = "127.0.0.1"\nport = {port}\nstarttls = false\n'
-               f'from = "d@x"\nto = ["o@x"]\n')
-    d = Daemon(tmp_path, sinks, timers="[alerts]\ngroup_wait = 0\ngroup_interval = 1\nresolve_after = 1\n").start()
-    err = "CUDA out of memory. Tried to allocate 9.99 GiB. EngineDeadError: NCCL error: Fatal Python error: Segmentation fault"
-    lines = [
-        f"(APIServer pid=1) INFO 01-24 10:03:30 [logger.py:37] Received request chatcmpl-c1: prompt: '<|im_start|>user\\n{err} {CANARY}-prompt<|im_end|>\\n', params: SamplingParams(n=1, max_tokens=64), lora_request: None.\n",
-        f"(APIServer pid=1) INFO 01-24 10:03:30 [logger.py:37] Generated response chatcmpl-c1: output: '{err} {CANARY}-output', output_token_ids: [1, 2], finish_reason: stop\n",
-        f"(APIServer pid=1) ERROR 01-24 10:03:31 [serving.py:274] Error in loading image http://img.internal/{CANARY}-image.png?sig={CANARY}: {err}\n",
-        f'INFO:     127.0.0.1:40000 - "GET /v1/models?q={CANARY}-query&e=CUDA%20out%20of%20memory HTTP/1.1" 500 Internal Server Error\n',
-        OOM,
-    ]
-    try:
-        d.write("".join(lines))
-        wait_for(lambda: len([r for r in rec.requests if r["path"].startswith("/hook")]) >= 2 and mails and execd.exists()
-                 and {"/am", "/feishu", "/ding", "/wecom"} <= {r["path"].split("?")[0].rsplit("/api", 1)[0] for r in rec.requests},
-                 "every sink to receive", timeout=40)
-    finally:
-        d.stop()
-        ctl.stop()
-    payloads = [r["body"] + r["path"].encode() for r in rec.requests] + mails + [execd.read_bytes()]
-    assert len(payloads) >= 8
-    assert any(b"cuda-oom" in p for p in payloads)
-    leaked = [p[:200] for p in payloads if CANARY.encode() in p or CANARY.encode() in json.dumps(p.decode("utf-8", "replace")).encode()]
-    import re
-    where = sorted({m.group(0) for p in payloads for m in re.finditer(rb".{0,120}" + CANARY.encode() + rb".{0,40}", p)})
-    assert leaked == [], where
-    assert CANARY not in d.stderr()  # the journal line either
 
 @pytest.fixture
 def alertmanager(tmp_path):

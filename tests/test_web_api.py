@@ -457,20 +457,13 @@ def test_event_stream_sends_committed_traces_matching_its_filters(tmp_path):
 def test_no_prompt_or_output_text_on_any_page_or_api(tmp_path):
     """The whole corpus (prompts, DEBUG details, --enable-log-outputs, llama.cpp -v) scanned into a store:
     no user text on any page, in the API or in /metrics, raw, HTML-escaped or JSON-escaped."""
-    from conftest import ALL_LOGS, corpus_user_text
+    from conftest import ALL_LOGS, corpus_user_text, dashboard_answers
 
     r = subprocess.run([sys.executable, "-m", "diag", "scan", "--store", str(tmp_path), *ALL_LOGS], capture_output=True, text=True)
     assert "stored" in r.stderr, r.stderr
     with TestClient(create_app(tmp_path / "diag.sqlite3")) as c:
-        urls = ["/", "/requests?limit=500", "/findings", "/alerts", "/api/traces?limit=500", "/api/findings", "/api/status", "/metrics"]
-        ids = [t["id"] for t in c.get("/api/traces", params={"limit": 500}).json()["traces"]]
-        assert len(ids) > 100
-        urls += [f"/trace/{quote(i, safe='')}" for i in ids] + [f"/api/traces/{quote(i, safe='')}" for i in ids[::5]]
-        pages = []
-        for u in urls:
-            resp = c.get(u)
-            assert resp.status_code == 200, u
-            pages.append(resp.text)
+        pages = dashboard_answers(c.get)
+    assert len(pages) > 200
     blob = "\n".join(pages)
     user = corpus_user_text() | {"抱歉", "我看不到图片", "What is in this image?", "odusoiduzaite"}
     assert len(user) > 20
