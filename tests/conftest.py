@@ -127,6 +127,18 @@ def free_port() -> int:
     return port
 
 
+def vllm_request_lines(rid: str, port: int) -> str:
+    """A vLLM 0.32 request as it logs it now: Received, Added (engine id suffix), the uvicorn access line
+    from client port `port` (what the browser test and the web benchmark append to a followed log)."""
+    import time
+
+    ts = time.strftime("%m-%d %H:%M:%S")
+    return (f"(APIServer pid=4242) INFO {ts} [request_logger.py:65] Received request {rid}: params: SamplingParams(n=1, "
+            f"temperature=0.7, max_tokens=64), lora_request: None.\n"
+            f"(APIServer pid=4242) INFO {ts} [async_llm.py:578] Added request {rid}-0000abcd.\n"
+            f'INFO:     127.0.0.1:{port} - "POST /v1/chat/completions HTTP/1.1" 200 OK\n')
+
+
 # -- canaries: user content planted in every free-text position the corpus formats have ---------------
 CANARY = "zqxcanaryjv"  # a word no log, rule or report contains
 # Error text a user pastes into a prompt to ask about it: it must raise no alarm.

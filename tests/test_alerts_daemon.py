@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from conftest import Receiver, free_port
-from conftest import wait_for as wait_until
+from conftest import wait_for
 from diag.alerts.model import fingerprint
 
 AM = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -48,7 +48,7 @@ class Daemon:
         self.proc = subprocess.Popen([sys.executable, "-m", "diag", "daemon", "--config", str(self.config), "--state-dir", str(self.state),
                                       "--log", str(self.log), *self.args], stderr=open(err, "w"), stdout=subprocess.DEVNULL,
                                      env={**os.environ, **self.env})
-        wait_for(lambda: (self.state / "diag.sqlite3").exists() and self.sql("SELECT count(*) FROM sources")[0][0] == 1, "daemon start")
+        wait_for(lambda: (self.state / "diag.sqlite3").exists() and self.sql("SELECT count(*) FROM sources")[0][0] == 1, what="daemon start")
         return self
 
     def write(self, text: str) -> None:
@@ -75,10 +75,6 @@ class Daemon:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
-
-
-def wait_for(cond, what: str, timeout: float = 30.0):
-    return wait_until(cond, timeout, what)
 
 
 def webhook(url: str, name: str = "hook") -> str:
@@ -130,7 +126,7 @@ def test_silence_sends_nothing_and_shows_as_silenced(tmp_path, rec):
         d.write(OOM * 5 + NCCL)
         (b,) = rec.wait(1)
         assert b["alerts"][0]["labels"]["alertname"] == "nccl-error"
-        doc = wait_for(lambda: (j := json.loads(d.cli("alerts", "--json").stdout))["silenced"] and j, "the silenced alert")
+        doc = wait_for(lambda: (j := json.loads(d.cli("alerts", "--json").stdout))["silenced"] and j, what="the silenced alert")
         (s,) = doc["silenced"]
         assert s["labels"]["alertname"] == "cuda-oom" and s["silenced_by"] == [sid] and s["count"] == 5
         assert [x["comment"] for x in doc["silences"]] == ["known: card 0 swap"]
@@ -146,7 +142,7 @@ def test_silence_sends_nothing_and_shows_as_silenced(tmp_path, rec):
         # a silence added while the daemon runs takes effect at once (shown as silenced)
         sid2 = d.cli("silence", "add", "alertname=nccl-error").stdout.strip()
         wait_for(lambda: [a["silenced_by"] for a in json.loads(d.cli("alerts", "--json").stdout)["silenced"]] == [[sid2]],
-                 "the running daemon to apply the new silence")
+                 what="the running daemon to apply the new silence")
         d.write(NCCL)
         time.sleep(1.5)
     finally:
@@ -160,14 +156,14 @@ def test_receiver_down_then_up_loses_nothing(tmp_path, rec):
     d = Daemon(tmp_path, webhook(rec.url), timers="[alerts]\ngroup_wait = 0\ngroup_interval = 1\nresolve_after = 1\nbackoff_max = 1\n").start()
     try:
         d.write(OOM)
-        wait_for(lambda: d.sql("SELECT coalesce(max(attempts), 0) FROM outbox")[0][0] >= 2, "failed attempts")
+        wait_for(lambda: d.sql("SELECT coalesce(max(attempts), 0) FROM outbox")[0][0] >= 2, what="failed attempts")
         d.write(NCCL)
-        wait_for(lambda: d.sql("SELECT count(*) FROM outbox WHERE state = 'queued'")[0][0] >= 3, "more queued")
+        wait_for(lambda: d.sql("SELECT count(*) FROM outbox WHERE state = 'queued'")[0][0] >= 3, what="more queued")
         err = json.loads(d.cli("alerts", "--json").stdout)["outbox"]["sinks"][0]
         assert err["queued"] >= 3 and "HTTP 503" in err["last_error"]
         rec.status = 200
-        wait_for(lambda: d.sql("SELECT count(*) FROM outbox WHERE state = 'queued'")[0][0] == 0, "the backlog to drain")
-        wait_for(lambda: len(rec.json()) == 4, "both groups firing and resolved")
+        wait_for(lambda: d.sql("SELECT count(*) FROM outbox WHERE state = 'queued'")[0][0] == 0, what="the backlog to drain")
+        wait_for(lambda: len(rec.json()) == 4, what="both groups firing and resolved")
     finally:
         d.stop()
     got = sorted((b["alerts"][0]["labels"]["alertname"], b["status"]) for b in rec.json())
@@ -179,7 +175,7 @@ def test_sigkill_between_commit_and_delivery_delivers_after_restart(tmp_path, re
     rec.status = 503
     d = Daemon(tmp_path, webhook(rec.url), timers="[alerts]\ngroup_wait = 0\nresolve_after = 3600\nbackoff_max = 1\n").start()
     d.write(OOM * 3)
-    wait_for(lambda: d.sql("SELECT count(*) FROM outbox")[0][0] == 1, "the queued notification")
+    wait_for(lambda: d.sql("SELECT count(*) FROM outbox")[0][0] == 1, what="the queued notification")
     nid = d.sql("SELECT notification_id FROM outbox")[0][0]
     d.stop(signal.SIGKILL)
     rec.status = 200
@@ -187,7 +183,7 @@ def test_sigkill_between_commit_and_delivery_delivers_after_restart(tmp_path, re
     try:
         (b,) = rec.wait(1)
         assert b["notification_id"] == nid  # the very notification committed before the kill
-        wait_for(lambda: d.sql("SELECT count(*) FROM findings")[0][0] == 3, "the last line (held until flush_after)")
+        wait_for(lambda: d.sql("SELECT count(*) FROM findings")[0][0] == 3, what="the last line (held until flush_after)")
         time.sleep(1.0)
         assert d.sql("SELECT count(*) FROM findings")[0][0] == 3  # no line read twice
         assert len(rec.json()) == 1  # the restart does not page again
@@ -224,7 +220,7 @@ receivers:
             return False
 
     try:
-        wait_for(ready, "Alertmanager to start", timeout=30)
+        wait_for(ready, what="Alertmanager to start", timeout=30)
         yield url, hook
     finally:
         proc.terminate()
@@ -245,11 +241,11 @@ def test_alert_reaches_a_real_alertmanager_fires_once_and_resolves(tmp_path, ale
             alerts = httpx.get(am_url + "/api/v2/alerts", timeout=5).json()
             return [a for a in alerts if a["labels"].get("alertname") == "cuda-oom"]
 
-        (a,) = wait_for(listed, "the alert in Alertmanager")
+        (a,) = wait_for(listed, what="the alert in Alertmanager")
         assert a["labels"]["server"] == "vllm" and a["labels"]["source"] == str(d.log) and a["status"]["state"] == "active"
         assert a["annotations"]["url"].endswith("/findings?rule=cuda-oom")
         assert a["fingerprint"] == fingerprint(a["labels"])  # our fingerprint is Alertmanager's
-        wait_for(lambda: any(b["status"] == "resolved" for b in hook.json()), "Alertmanager's resolved notification", timeout=40)
+        wait_for(lambda: any(b["status"] == "resolved" for b in hook.json()), what="Alertmanager's resolved notification", timeout=40)
     finally:
         d.stop()
     bodies = hook.json()
@@ -340,10 +336,10 @@ def test_sighup_reloads_sinks_and_cli_webhook_stays(tmp_path, rec):
         d.proc = subprocess.Popen([sys.executable, "-m", "diag", "daemon", "--config", str(d.config), "--state-dir", str(d.state),
                                    "--log", str(d.log), "--alert-webhook", cli_hook.url], stderr=open(tmp_path / "d.err", "w"))
         d.errs.append(tmp_path / "d.err")
-        wait_for(lambda: (d.state / "diag.sqlite3").exists() and d.sql("SELECT count(*) FROM sources")[0][0] == 1, "start")
+        wait_for(lambda: (d.state / "diag.sqlite3").exists() and d.sql("SELECT count(*) FROM sources")[0][0] == 1, what="start")
         d.config.write_text("[alerts]\ngroup_wait = 0\n" + webhook(other.url, "second"))
         d.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "reload: alerts: 2 sink(s)" in d.stderr(), "the reload")
+        wait_for(lambda: "reload: alerts: 2 sink(s)" in d.stderr(), what="the reload")
         d.write(NCCL)
         assert other.wait(1)[0]["receiver"] == "second"
         assert cli_hook.wait(1)[0]["alerts"][0]["labels"]["alertname"] == "nccl-error"
@@ -391,7 +387,7 @@ def test_engine_death_in_a_real_log_pages_once_for_the_cascade(tmp_path, rec):
                 'client: 127.0.0.1, server: localhost, request: "POST /v1/chat/completions HTTP/1.1", '
                 'upstream: "http://127.0.0.1:3001/v1/chat/completions", host: "localhost:8000"\n')
         doc = wait_for(lambda: (j := json.loads(d.cli("alerts", "--json").stdout))["silenced"] and len(j["firing"]) >= 3 and j,
-                       "the alerts", timeout=40)
+                       what="the alerts", timeout=40)
         rec.wait(3)
         time.sleep(1.5)
     finally:

@@ -8,8 +8,9 @@ same identity in Alertmanager, in webhook receivers and in `diag alerts`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
+
+from diag.clock import iso
 
 MAX_IDS = 10  # request ids in an annotation
 SEVERITY_PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6}  # sd-daemon <N> per severity
@@ -27,9 +28,7 @@ def fingerprint(labels: dict[str, str]) -> str:
 
 def rfc3339(ts: float | None) -> str:
     """UTC RFC 3339 as Alertmanager writes it; no time is Go's zero time."""
-    if ts is None:
-        return "0001-01-01T00:00:00Z"
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(ts, utc=True) or "0001-01-01T00:00:00Z"
 
 
 @dataclass
@@ -84,8 +83,6 @@ class Alert:
         return bool(self.silenced_by) or self.inhibited_by is not None
 
     def annotations(self, external_url: str) -> dict[str, str]:
-        from diag.clock import iso
-
         ids = self.request_ids[:MAX_IDS]
         # summary and excerpt are made of log text the parsers already reduced (diag.usercontent: URLs to
         # scheme://host:port, queries, bodies and prompts to placeholders), so every sink shows what the
