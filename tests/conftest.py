@@ -249,6 +249,7 @@ class Receiver:
 
     def __init__(self, status: int = 200, answer: bytes = b'{"code":0,"errcode":0}', tls: tuple[Path, Path] | None = None):
         import threading
+        import time
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.requests: list[dict] = []
@@ -258,13 +259,16 @@ class Receiver:
         rec = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real receivers: the alerts benchmark times it
+
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                t = time.perf_counter()
                 with rec.cond:
                     status = rec.status
                     if status < 300:
                         rec.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
-                                             "time": __import__("time").time()})
+                                             "time": time.time(), "perf": t})
                     rec.cond.notify_all()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
