@@ -351,7 +351,7 @@ def dashboard_answers(get) -> list[str]:
     and JSON, each rule's findings. Each must answer 200."""
     from urllib.parse import quote
 
-    urls = ["/", "/requests?limit=500", "/findings", "/alerts", "/api/traces?limit=500", "/api/findings", "/api/status", "/metrics"]
+    urls = ["/", "/requests?limit=500", "/findings", "/alerts", "/api/traces?limit=500", "/api/findings", "/api/alerts", "/api/status", "/metrics"]
     ids = [t["id"] for t in get("/api/traces?limit=500").json()["traces"]]
     rules_seen = [g["rule"] for g in get("/api/findings").json()["findings"]]
     urls += [f"/trace/{quote(i, safe='')}" for i in ids] + [f"/api/traces/{quote(i, safe='')}" for i in ids]

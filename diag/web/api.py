@@ -50,6 +50,12 @@ def api_findings(request: Request, rule: str | None = None) -> dict[str, Any]:
     return {"findings": queries.finding_groups(_web(request).store(), rule)}
 
 
+@router.get("/api/alerts")
+def api_alerts(request: Request) -> dict[str, Any]:
+    """What the Alerts page and `diag alerts --json` show: firing, silenced, resolved, silences, outbox."""
+    return alerts_view.alerts_doc(_web(request).store().db)
+
+
 @router.get("/api/status")
 def api_status(request: Request) -> dict[str, Any]:
     web = _web(request)
