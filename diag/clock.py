@@ -64,14 +64,15 @@ class Clock:
             return None
 
 
-def iso(ts: float | None) -> str | None:
-    """Local ISO-8601 with offset, second precision unless the value has a fraction."""
+def iso(ts: float | None, utc: bool = False) -> str | None:
+    """ISO-8601: local with offset, second precision unless the value has a fraction (for people);
+    `utc`: RFC 3339 in UTC with milliseconds and `Z`, as Alertmanager writes it (for machines)."""
     if ts is None:
         return None
+    if utc:
+        return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     dt = datetime.fromtimestamp(ts).astimezone()
-    if ts != int(ts):
-        return dt.isoformat(timespec="milliseconds")
-    return dt.isoformat(timespec="seconds")
+    return dt.isoformat(timespec="milliseconds" if ts != int(ts) else "seconds")
 
 
 def parse_user_time(value: str, now: float | None = None) -> float:
