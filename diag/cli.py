@@ -274,8 +274,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             web = prepare(cfg.db_path, listen, cfg.web_token_file)  # refuses before anything is read
         except BindError as exc:  # following the logs matters more than the dashboard
             logging.getLogger("diag").error("%s; the dashboard is off", exc)
+            listen = None
         except WebError as exc:
             raise UsageError(str(exc)) from None
+    cfg.web_listen = listen  # what is served: alerts link to it (--web/--no-web included)
     try:
         d = Daemon(cfg, args.config, extra)
     except (StoreError, OSError) as exc:

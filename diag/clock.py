@@ -68,15 +68,18 @@ _ISO_CACHE: dict[int, tuple[str, str]] = {}
 _ISO_TEXT: dict[float, str] = {}
 
 
-def iso(ts: float | None) -> str | None:
-    """Local ISO-8601 with offset, second precision unless the value has a fraction.
+def iso(ts: float | None, utc: bool = False) -> str | None:
+    """ISO-8601: local with offset, second precision unless the value has a fraction (for people);
+    `utc`: RFC 3339 in UTC with milliseconds and `Z`, as Alertmanager writes it (for machines).
 
-    Cached (a log has many events per second, a report formats hundreds of thousands of
-    times): the text per distinct value, the date and time per distinct second. The fraction is
-    rounded to microseconds and then cut to milliseconds, as `datetime` does.
+    Local times are cached (a log has many events per second, a report formats hundreds of
+    thousands of times): the text per distinct value, the date and time per distinct second. The
+    fraction is rounded to microseconds and then cut to milliseconds, as `datetime` does.
     """
     if ts is None:
         return None
+    if utc:
+        return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     text = _ISO_TEXT.get(ts)
     if text is None:
         if len(_ISO_TEXT) >= 8192:

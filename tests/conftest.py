@@ -127,6 +127,18 @@ def free_port() -> int:
     return port
 
 
+def vllm_request_lines(rid: str, port: int) -> str:
+    """A vLLM 0.32 request as it logs it now: Received, Added (engine id suffix), the uvicorn access line
+    from client port `port` (what the browser test and the web benchmark append to a followed log)."""
+    import time
+
+    ts = time.strftime("%m-%d %H:%M:%S")
+    return (f"(APIServer pid=4242) INFO {ts} [request_logger.py:65] Received request {rid}: params: SamplingParams(n=1, "
+            f"temperature=0.7, max_tokens=64), lora_request: None.\n"
+            f"(APIServer pid=4242) INFO {ts} [async_llm.py:578] Added request {rid}-0000abcd.\n"
+            f'INFO:     127.0.0.1:{port} - "POST /v1/chat/completions HTTP/1.1" 200 OK\n')
+
+
 # -- canaries: user content planted in every free-text position the corpus formats have ---------------
 CANARY = "zqxcanaryjv"  # a word no log, rule or report contains
 # Error text a user pastes into a prompt to ask about it: it must raise no alarm.
@@ -237,6 +249,7 @@ class Receiver:
 
     def __init__(self, status: int = 200, answer: bytes = b'{"code":0,"errcode":0}', tls: tuple[Path, Path] | None = None):
         import threading
+        import time
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.requests: list[dict] = []
@@ -246,13 +259,16 @@ class Receiver:
         rec = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real receivers: the alerts benchmark times it
+
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                t = time.perf_counter()
                 with rec.cond:
                     status = rec.status
                     if status < 300:
                         rec.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
-                                             "time": __import__("time").time()})
+                                             "time": time.time(), "perf": t})
                     rec.cond.notify_all()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -327,3 +343,22 @@ def corpus_user_text() -> set[str]:
                     if len(part) >= 8 and part not in ("system", "user", "assistant"):
                         found.add(part)
     return found
+
+
+def dashboard_answers(get) -> list[str]:
+    """Every page, API answer and /metrics the dashboard serves for the store behind `get` (a callable
+    url → response, from a TestClient or httpx against a running daemon): the lists, each trace's page
+    and JSON, each rule's findings. Each must answer 200."""
+    from urllib.parse import quote
+
+    urls = ["/", "/requests?limit=500", "/findings", "/alerts", "/api/traces?limit=500", "/api/findings", "/api/alerts", "/api/status", "/metrics"]
+    ids = [t["id"] for t in get("/api/traces?limit=500").json()["traces"]]
+    rules_seen = [g["rule"] for g in get("/api/findings").json()["findings"]]
+    urls += [f"/trace/{quote(i, safe='')}" for i in ids] + [f"/api/traces/{quote(i, safe='')}" for i in ids]
+    urls += [f"/findings?rule={quote(r, safe='')}" for r in rules_seen] + [f"/api/findings?rule={quote(r, safe='')}" for r in rules_seen]
+    out = []
+    for u in urls:
+        r = get(u)
+        assert r.status_code == 200, u
+        out.append(r.text)
+    return out

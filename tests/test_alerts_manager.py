@@ -243,3 +243,20 @@ def test_inhibition_survives_a_restart(tmp_path, ruleset):
     m2.hit(hit(ruleset, "stuck-request", rid="chatcmpl-x", request_id="chatcmpl-x"), now=5.0, server="vllm")
     assert sent(m2.process(5.0)) == []
     assert next(a for a in m2.alerts.values() if a.rule == "stuck-request").inhibited_by == "engine-dead"
+
+
+def test_external_url_follows_the_dashboards_listen_address(ruleset):
+    import socket
+
+    assert parse({}).external_url == "http://127.0.0.1:8765"  # the dashboard's default
+    assert parse({}, web_listen="127.0.0.1:9100").external_url == "http://127.0.0.1:9100"
+    assert parse({}, web_listen="9100").external_url == "http://127.0.0.1:9100"
+    assert parse({}, web_listen="[::1]:9100").external_url == "http://[::1]:9100"
+    assert parse({}, web_listen="0.0.0.0:9100").external_url == f"http://{socket.getfqdn()}:9100"  # a wildcard bind: this host
+    assert parse({"external_url": "https://diag.bank.internal/"}, web_listen="0.0.0.0:9100").external_url == "https://diag.bank.internal"
+    # no dashboard (--no-web): no link that would lead nowhere
+    m = AlertManager(parse({"group_wait": 0, "sink": [{"name": "hook", "type": "webhook", "url": "http://127.0.0.1:9/x"}]},
+                           web_listen=None), ruleset, host="h1")
+    m.hit(hit(ruleset, "cuda-oom"), 1000.0, "vllm")
+    (doc,) = sent(m.process(1000.0))
+    assert "url" not in doc["alerts"][0]["annotations"] and doc["alerts"][0]["generatorURL"] == "" and doc["externalURL"] == ""

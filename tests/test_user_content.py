@@ -10,11 +10,14 @@ with a harmless payload did not raise.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+
+import pytest
 
 from conftest import severe
 
@@ -51,34 +54,87 @@ def test_no_canary_in_scan_json_or_the_human_report_and_no_new_alarm(canary_corp
     assert c.word not in human.stdout and c.word not in human.stderr
 
 
-def test_no_canary_in_any_table_of_the_daemons_store_or_its_log(canary_corpus, tmp_path):
+def _sinks(tmp_path, url: str, smtp_port: int, execd) -> str:
+    """One sink of every type: HTTP ones to the test's receiver, email to its SMTP server, exec to a script."""
+    script = tmp_path / "hook.sh"
+    script.write_text(f"#!/bin/sh\ncat >> {execd}\necho >> {execd}\n")
+    script.chmod(0o755)
+    return (f'[[alerts.sink]]\nname = "hook"\ntype = "webhook"\nurl = "{url}/hook"\n'
+            f'[[alerts.sink]]\nname = "am"\ntype = "alertmanager"\nurl = "{url}/am"\n'
+            f'[[alerts.sink]]\nname = "fs"\ntype = "feishu"\nurl = "{url}/feishu"\nsecret = "s"\n'
+            f'[[alerts.sink]]\nname = "dt"\ntype = "dingtalk"\nurl = "{url}/ding?access_token=t"\nsecret = "s"\n'
+            f'[[alerts.sink]]\nname = "wc"\ntype = "wecom"\nurl = "{url}/wecom?key=k"\n'
+            f'[[alerts.sink]]\nname = "run"\ntype = "exec"\ncommand = ["{script}"]\n'
+            f'[[alerts.sink]]\nname = "mail"\ntype = "email"\nhost = "127.0.0.1"\nport = {smtp_port}\nstarttls = false\n'
+            f'from = "d@x"\nto = ["o@x"]\n')
+
+
+def test_no_canary_in_any_sink_of_the_daemon(canary_corpus, tmp_path, receiver):
+    """The daemon follows every planted file with the dashboard on and one alert sink of each type:
+    the word is in no table of its store, not in its log (the journal sink included), in no payload
+    any sink received, and on no dashboard page, API answer or /metrics; the planted error text
+    raises no error/critical finding that the clean files did not."""
+    import httpx
+
+    from conftest import dashboard_answers, free_port, wait_for
+
+    smtp = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd (test extra) not installed")
+    mails: list[bytes] = []
+
+    class Mailbox:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            mails.append(envelope.content)
+            return "250 OK"
+
     c = canary_corpus
     state = tmp_path / "state"
     state.mkdir()
-    args = [sys.executable, "-m", "diag", "daemon", "--from-beginning", "--state-dir", str(state)]
+    smtp_port, web_port = free_port(), free_port()
+    ctl = smtp.Controller(Mailbox(), hostname="127.0.0.1", port=smtp_port)
+    ctl.start()
+    execd = tmp_path / "exec.jsonl"
+    conf = tmp_path / "diag.toml"
+    conf.write_text("[alerts]\ngroup_wait = 0\ngroup_interval = 1\n" + _sinks(tmp_path, receiver.url, smtp_port, execd))
+    args = [sys.executable, "-m", "diag", "daemon", "--from-beginning", "--state-dir", str(state), "--config", str(conf),
+            "--web", f"127.0.0.1:{web_port}"]
     for p in c.planted:
         args += ["--log", str(p)]
     errlog = tmp_path / "daemon.err"
     with open(errlog, "w") as err:
         d = subprocess.Popen(args, stderr=err, stdout=subprocess.DEVNULL)
+    paths = ("/hook", "/am", "/feishu", "/ding", "/wecom")
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
+        def caught_up():
             r = subprocess.run([sys.executable, "-m", "diag", "status", "--json", "--state-dir", str(state)], capture_output=True, text=True)
-            if r.returncode == 0:
-                st = json.loads(r.stdout)
-                if len(st["sources"]) == len(c.planted) and all(s["lag_bytes"] == 0 for s in st["sources"]):
-                    break
-            time.sleep(0.3)
-        else:
-            raise AssertionError("the daemon did not catch up")
+            if r.returncode != 0:
+                return False
+            st = json.loads(r.stdout)
+            return len(st["sources"]) == len(c.planted) and all(s["lag_bytes"] == 0 for s in st["sources"])
+
+        wait_for(caught_up, 60, "the daemon to catch up")
         time.sleep(3)  # idle flushes, held hits released by the tick
+        wait_for(lambda: mails and execd.exists() and all(any(r["path"].startswith(p) for r in receiver.requests) for p in paths),
+                 40, "every sink to receive a notification")
+        base = f"http://127.0.0.1:{web_port}"
+        with httpx.Client(base_url=base, timeout=30) as web:
+            pages = dashboard_answers(web.get)
     finally:
         d.send_signal(signal.SIGTERM)
         assert d.wait(timeout=30) == 0
+        ctl.stop()
+    # the sinks
+    payloads = [r["body"] + r["path"].encode() for r in receiver.requests] + mails + [execd.read_bytes()]
+    assert len(payloads) >= 7 and any(b"image-fetch-failed" in p for p in payloads)
+    leaked = sorted({m.group(0) for p in payloads for m in re.finditer(rb".{0,120}" + c.word.encode() + rb".{0,40}", p)})
+    assert leaked == []
+    assert c.word not in errlog.read_text()  # the daemon's log, where the journal sink writes
+    # the dashboard: every page, API answer and /metrics
+    assert len(pages) > 50 and any("image-fetch-failed" in p for p in pages)
+    assert [p[max(0, p.find(c.word) - 100):p.find(c.word) + 40] for p in pages if c.word in p] == []
+    # the store: every table and its WAL
     db = sqlite3.connect(state / "diag.sqlite3")
     tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    assert {"findings", "traces", "sources", "meta"} <= set(tables)
+    assert {"findings", "traces", "sources", "meta", "alerts", "outbox"} <= set(tables)
     rows = 0
     for t in tables:
         for row in db.execute(f"SELECT * FROM {t}"):
@@ -87,7 +143,6 @@ def test_no_canary_in_any_table_of_the_daemons_store_or_its_log(canary_corpus, t
     assert rows > 50
     sev = {r[0] for r in db.execute("SELECT rule FROM findings WHERE severity IN ('error', 'critical')")}
     assert sev <= severe(json.loads(_scan(*c.clean).stdout)), sev
-    assert c.word not in errlog.read_text()
     for ext in ("-wal", "-shm"):
         f = state / f"diag.sqlite3{ext}"
         if f.exists():

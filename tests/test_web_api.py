@@ -153,7 +153,7 @@ def test_api_status(client, state):
     srv = {s["source"]: s for s in d["servers"]}
     text = next(s for p, s in srv.items() if p.endswith("real-0.32.0-cpu/text.log"))
     assert text["facts"]["version"] == "0.32.0" and text["facts"]["served_model_name"] == "tiny"
-    assert d["alerts_firing"] is None  # no alerts table in this store
+    assert d["alerts_firing"] == 0  # a scan raises no alert: alerts come from the daemon
     assert d["gpu"]["available"] is False and "NVIDIA" in d["gpu"]["reason"] or "NVML" in d["gpu"]["reason"]
 
 
@@ -214,26 +214,115 @@ def test_findings_and_alerts_pages(client, state):
     rule = db(state).execute("SELECT rule FROM findings WHERE request_id IS NOT NULL LIMIT 1").fetchone()[0]
     page = client.get("/findings", params={"rule": rule}).text
     assert rule in page and 'href="/trace/' in page
-    alerts = client.get("/alerts").text
-    assert "no alerts table" in alerts and rule in alerts  # findings stand in until the alerts engine writes here
+    alerts = client.get("/alerts").text  # a scanned store: findings, but no alert and nothing queued
+    assert "Firing (0)" in alerts and "No alert is firing." in alerts and "0 queued · 0 delivered · 0 expired" in alerts
+    assert "No alert is firing" in client.get("/").text
 
 
-def test_alerts_page_and_metric_read_an_alerts_table(state, tmp_path):
-    copy = tmp_path / "diag.sqlite3"
-    shutil.copy(state / "diag.sqlite3", copy)
-    c = sqlite3.connect(copy)
-    c.executescript("CREATE TABLE alerts (id INTEGER PRIMARY KEY, rule TEXT, state TEXT, started_at REAL, request_id TEXT);"
-                    "INSERT INTO alerts (rule, state, request_id) VALUES ('oom', 'firing', 'chatcmpl-1'), ('x', 'resolved', NULL),"
-                    "('<b>y</b>', 'firing', NULL);"
-                    "CREATE TABLE outbox (id INTEGER PRIMARY KEY, state TEXT); INSERT INTO outbox (state) VALUES ('pending'), ('sent');")
-    c.commit()
-    c.close()
-    with TestClient(create_app(copy)) as cl:
-        page = cl.get("/alerts").text
-        assert 'class="badge al-firing">firing' in page and "pending 1" in page and "&lt;b&gt;y&lt;/b&gt;" in page
-        assert "diag_alerts_firing 2.0" in cl.get("/metrics").text
-        assert cl.get("/api/status").json()["alerts_firing"] == 2
-        assert "&lt;b&gt;y&lt;/b&gt;" in cl.get("/").text
+@pytest.fixture
+def alerted(state, tmp_path, receiver):
+    """A copy of the scanned store with alerts written by the real AlertManager in the store's one
+    transaction, and the real outbox Sender run once: cuda-oom fires (three requests, one with a
+    hostile id), nccl-error is silenced, image-fetch-failed fired two hours ago and resolved; the
+    sink `hook` delivers, `down` fails, and what is older than max_age expired."""
+    from conftest import free_port
+    from diag import rules
+    from diag.alerts import silences as sil
+    from diag.alerts.config import AlertsConfig, SinkConfig
+    from diag.alerts.manager import AlertManager
+    from diag.alerts.outbox import Sender
+    from diag.findings import Hit
+
+    shutil.copy(state / "diag.sqlite3", tmp_path / "diag.sqlite3")
+    path = tmp_path / "diag.sqlite3"
+    rs = rules.load()
+    cfg = AlertsConfig(group_wait=0, resolve_after=900, max_age=3600,
+                       sinks=[SinkConfig("hook", "webhook", url=receiver.url + "/hook"),
+                              SinkConfig("down", "webhook", url=f"http://127.0.0.1:{free_port()}/x")])
+    m = AlertManager(cfg, rs, host="h1")
+    now = time.time()
+    t0 = now - 7200
+    src = "/var/log/vllm.log"
+
+    def hit(rule: str, rid: str | None) -> Hit:
+        return Hit(rs.by_id(rule), now - 30, src, 7, {}, rid, f"excerpt of {rule}")
+
+    s = Store(path)
+    old = [hit("image-fetch-failed", "chatcmpl-img")]
+    for h in old:
+        m.hit(h, t0, "vllm", "tiny")
+    s.commit([], old, [], extra=m.process(t0).write)
+    silence = sil.add(s.db, [sil.Matcher.parse("alertname=nccl-error")], 3600, "NCCL upgrade", "ops@h1", now=now - 60)
+    m.set_silences(sil.load(s.db))
+    new = [hit("cuda-oom", r) for r in (HOSTILE_ID, "chatcmpl-a", "chatcmpl-b")] + [hit("nccl-error", None)]
+    for h in new:
+        m.hit(h, now, "vllm", "tiny")
+    s.commit([], new, [], extra=m.process(now).write)
+    s.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    sender = Sender(path, cfg)
+    for _ in range(3):  # each step delivers one notification per sink
+        sender.step(conn, now)
+    conn.close()
+    return {"path": path, "silence": silence.id, "hook": receiver}
+
+
+def test_alerts_page_shows_firing_silenced_resolved_and_the_outbox(alerted):
+    from diag.alerts.view import alerts_doc
+
+    with TestClient(create_app(alerted["path"])) as c:
+        page = c.get("/alerts").text
+        api = c.get("/api/alerts").json()
+    assert_escaped(page)
+    firing, rest = page.split("Silenced or inhibited (")
+    silenced, rest = rest.split("Resolved, last 24 hours (")
+    resolved, outbox = rest.split("<h2>Outbox</h2>")
+    assert "Firing (1)" in firing and 'href="/findings?rule=cuda-oom"' in firing and "cuda-oom" not in silenced + resolved
+    assert '<td class="n">3</td>' in firing  # the count
+    for rid in (HOSTILE_ID, "chatcmpl-a", "chatcmpl-b"):
+        assert f'href="/trace/{quote(rid, safe="/")}">{escape(rid)}</a>' in firing
+    assert silenced.startswith("1)") and "nccl-error" in silenced and f"silence {alerted['silence']}" in silenced
+    assert resolved.startswith("1)") and "image-fetch-failed" in resolved and "resolved 20" in resolved
+    assert "Silences (1 active)" in resolved and "NCCL upgrade" in resolved
+    doc = sqlite3.connect(alerted["path"])
+    with doc:
+        st = dict(doc.execute("SELECT sink || ':' || state, count(*) FROM outbox GROUP BY 1").fetchall())
+    assert st.get("hook:delivered") and st.get("down:queued") and st.get("down:expired") and st.get("hook:expired")
+    rows = {r.split("</td>")[0]: r for r in outbox.split('<tr class="sink"><td>')[1:]}
+    assert set(rows) == {"hook", "down"}
+    assert f'<td class="n">{st["down:queued"]}</td>' in rows["down"] and "failing: " in rows["down"] and "failing" not in rows["hook"]
+    err = doc.execute("SELECT last_error FROM outbox WHERE sink = 'down' AND state = 'queued' LIMIT 1").fetchone()[0]
+    assert err and str(escape(err)) in rows["down"]
+    # the page and `diag alerts --json` read the same API and agree
+    r = subprocess.run([sys.executable, "-m", "diag", "alerts", "--json", "--state-dir", str(alerted["path"].parent)],
+                       capture_output=True, text=True)
+    cli = json.loads(r.stdout)
+    assert api == cli | {"silences": api["silences"]}  # the same document (a silence's remaining time moves on)
+    assert [a["rule"] for a in cli["firing"]] == ["cuda-oom"] and cli["outbox"]["expired"] == st["down:expired"] + st["hook:expired"]
+    assert {k: [a["fingerprint"] for a in v] for k, v in cli.items() if k in ("firing", "silenced", "resolved")} == \
+           {k: [a["fingerprint"] for a in v] for k, v in alerts_doc(sqlite3.connect(alerted["path"])).items() if k in ("firing", "silenced", "resolved")}
+
+
+def test_status_metric_and_overview_count_firing_alerts(alerted):
+    with TestClient(create_app(alerted["path"])) as c:
+        assert c.get("/api/status").json()["alerts_firing"] == 1  # cuda-oom; the silenced one does not page
+        assert "\ndiag_alerts_firing 1.0\n" in c.get("/metrics").text
+        over = c.get("/").text
+    assert_escaped(over)
+    section = over.split("<h2>Firing alerts</h2>")[1].split("</section>")[0]
+    assert 'href="/findings?rule=cuda-oom"' in section and "nccl-error" not in section
+    assert f'href="/trace/{quote(HOSTILE_ID, safe="/")}"' in section
+
+
+def test_alert_url_annotation_opens_the_findings_page(alerted):
+    sent = alerted["hook"].wait(1)
+    urls = {a["annotations"]["url"] for doc in sent for a in doc["alerts"]}
+    assert "http://127.0.0.1:8765/findings?rule=cuda-oom" in urls  # the dashboard's default address
+    with TestClient(create_app(alerted["path"])) as c:
+        for u in urls:
+            r = c.get(u.removeprefix("http://127.0.0.1:8765"))
+            rule = u.rsplit("=", 1)[1]
+            assert r.status_code == 200 and f'href="/findings?rule={rule}"' in r.text and "No findings" not in r.text
 
 
 def test_overview_shows_servers_traffic_findings_and_no_gpu(client):
@@ -370,20 +459,13 @@ def test_event_stream_sends_committed_traces_matching_its_filters(tmp_path):
 def test_no_prompt_or_output_text_on_any_page_or_api(tmp_path):
     """The whole corpus (prompts, DEBUG details, --enable-log-outputs, llama.cpp -v) scanned into a store:
     no user text on any page, in the API or in /metrics, raw, HTML-escaped or JSON-escaped."""
-    from conftest import ALL_LOGS, corpus_user_text
+    from conftest import ALL_LOGS, corpus_user_text, dashboard_answers
 
     r = subprocess.run([sys.executable, "-m", "diag", "scan", "--store", str(tmp_path), *ALL_LOGS], capture_output=True, text=True)
     assert "stored" in r.stderr, r.stderr
     with TestClient(create_app(tmp_path / "diag.sqlite3")) as c:
-        urls = ["/", "/requests?limit=500", "/findings", "/alerts", "/api/traces?limit=500", "/api/findings", "/api/status", "/metrics"]
-        ids = [t["id"] for t in c.get("/api/traces", params={"limit": 500}).json()["traces"]]
-        assert len(ids) > 100
-        urls += [f"/trace/{quote(i, safe='')}" for i in ids] + [f"/api/traces/{quote(i, safe='')}" for i in ids[::5]]
-        pages = []
-        for u in urls:
-            resp = c.get(u)
-            assert resp.status_code == 200, u
-            pages.append(resp.text)
+        pages = dashboard_answers(c.get)
+    assert len(pages) > 200
     blob = "\n".join(pages)
     user = corpus_user_text() | {"抱歉", "我看不到图片", "What is in this image?", "odusoiduzaite"}
     assert len(user) > 20

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, vllm_request_lines
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -25,15 +25,6 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
 HOSTILE = 'chatcmpl-"><svg/onload=alert(1)>'
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1300,900"]
-
-
-def request_lines(rid: str, port: int) -> str:
-    """A vLLM 0.32 request as it logs it: Received, Added (engine id suffix), the uvicorn access line."""
-    ts = time.strftime("%m-%d %H:%M:%S")
-    return (f"(APIServer pid=4242) INFO {ts} [request_logger.py:65] Received request {rid}: params: SamplingParams(n=1, "
-            f"temperature=0.7, max_tokens=64), lora_request: None.\n"
-            f"(APIServer pid=4242) INFO {ts} [async_llm.py:578] Added request {rid}-0000abcd.\n"
-            f'INFO:     127.0.0.1:{port} - "POST /v1/chat/completions HTTP/1.1" 200 OK\n')
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
@@ -71,7 +62,7 @@ def test_dashboard_live_requests_trace_page_and_hostile_id_in_chromium(tmp_path,
     from selenium.webdriver.support.ui import WebDriverWait
 
     log = tmp_path / "vllm.log"
-    log.write_text(request_lines("chatcmpl-aaaa000000000001", 30001) + request_lines("chatcmpl-aaaa000000000002", 30002))
+    log.write_text(vllm_request_lines("chatcmpl-aaaa000000000001", 30001) + vllm_request_lines("chatcmpl-aaaa000000000002", 30002))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     err = open(tmp_path / "daemon.err", "w")
@@ -91,8 +82,8 @@ def test_dashboard_live_requests_trace_page_and_hostile_id_in_chromium(tmp_path,
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#requests tbody a.rid")) == 2)
         browser.execute_script("window.diagNoReload = 42;")
         with open(log, "a") as f:
-            f.write(request_lines("chatcmpl-bbbb000000000003", 30003))
-            f.write(request_lines(HOSTILE, 30004))
+            f.write(vllm_request_lines("chatcmpl-bbbb000000000003", 30003))
+            f.write(vllm_request_lines(HOSTILE, 30004))
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#requests tbody a.rid")) == 4)
         assert browser.execute_script("return window.diagNoReload;") == 42  # the rows came without a reload
         ids = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#requests tbody a.rid")]

@@ -17,10 +17,8 @@ import time
 from typing import Any, Callable
 
 from diag.alerts import silences as sil
+from diag.alerts import view
 from diag.alerts.config import AlertConfigError, AlertsConfig, parse as parse_alerts
-
-RECENT = 86400  # "recently resolved": the last day
-
 
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     s = sub.add_parser("silence", help="mute alert notifications by label matchers (like amtool silence)")
@@ -102,54 +100,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
 
 
 def _silences(store: Any, include_expired: bool = False) -> list[sil.Silence]:
-    try:
-        return sil.load(store.db, include_expired)
-    except sqlite3.OperationalError:
-        return []  # a store from before alerts: the daemon adds the tables when it next starts
-
-
-def alerts_doc(store: Any, now: float | None = None) -> dict[str, Any]:
-    """What `diag alerts --json` prints."""
-    from diag.alerts.model import Alert
-    from diag.clock import iso
-
-    now = time.time() if now is None else now
-    db = store.db
-    out: dict[str, Any] = {"firing": [], "resolved": [], "silenced": [], "silences": [s.to_dict(now) for s in _silences(store)],
-                           "outbox": {"queued": 0, "expired": 0, "delivered": 0, "sinks": []}}
-    try:
-        rows = db.execute("SELECT data, active FROM alerts WHERE active = 1 OR updated_at >= ? ORDER BY updated_at DESC",
-                          (now - RECENT,)).fetchall()
-        ob = db.execute("SELECT sink, state, count(*), max(last_error), min(created_at), max(delivered_at), sum(attempts) "
-                        "FROM outbox GROUP BY sink, state").fetchall()
-        errs = {r[0]: r[1] for r in db.execute(
-            "SELECT sink, last_error FROM outbox WHERE state = 'queued' AND last_error IS NOT NULL ORDER BY id DESC")}
-    except sqlite3.OperationalError:
-        return out
-    for data, _active in rows:
-        a = Alert.from_state(json.loads(data))
-        item = {"fingerprint": a.fp, "status": a.status, "labels": a.labels, "summary": a.summary, "count": a.count,
-                "starts_at": iso(a.starts_at), "ends_at": iso(a.ends_at), "last_hit_at": iso(a.last_hit_at),
-                "request_ids": a.request_ids[:10], "silenced_by": a.silenced_by, "inhibited_by": a.inhibited_by}
-        if a.status == "resolved":
-            out["resolved"].append(item)
-        elif a.muted:
-            out["silenced"].append(item)
-        else:
-            out["firing"].append(item)
-    sinks: dict[str, dict[str, Any]] = {}
-    for sink, state, n, _err, oldest, last_ok, _att in ob:
-        d = sinks.setdefault(sink, {"sink": sink, "queued": 0, "delivered": 0, "expired": 0, "last_error": None,
-                                    "oldest_queued": None, "last_delivered": None})
-        d[state] = n
-        out["outbox"][state] = out["outbox"].get(state, 0) + n
-        if state == "queued":
-            d["oldest_queued"] = iso(oldest)
-            d["last_error"] = errs.get(sink)
-        if state == "delivered":
-            d["last_delivered"] = iso(last_ok)
-    out["outbox"]["sinks"] = sorted(sinks.values(), key=lambda d: d["sink"])
-    return out
+    return view.silences(store.db, include_expired)
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -159,7 +110,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         return cmd_alerts_test(args)
     _, store = _store(args, write=False)
     try:
-        doc = alerts_doc(store)
+        doc = view.alerts_doc(store.db)
     finally:
         store.close()
     if args.json:
@@ -220,7 +171,7 @@ def cmd_alerts_test(args: argparse.Namespace) -> int:
 
     cfg, _ = _daemon_config(args)
     try:
-        acfg = parse_alerts(cfg.alerts_doc)
+        acfg = parse_alerts(cfg.alerts_doc, web_listen=cfg.web_listen)
     except AlertConfigError as exc:
         raise UsageError(str(exc)) from None
     chosen = acfg.sinks

@@ -8,6 +8,7 @@ config file itself can stay world-readable.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,22 @@ SINK_TYPES = ("webhook", "alertmanager", "feishu", "dingtalk", "wecom", "email",
 DEFAULT_URLS = {"feishu": "https://open.feishu.cn/open-apis/bot/v2/hook/", "dingtalk": "https://oapi.dingtalk.com/robot/send",
                 "wecom": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"}
 CHAT_TYPES = ("feishu", "dingtalk", "wecom")
-DEFAULT_EXTERNAL_URL = "http://127.0.0.1:8765"  # the dashboard's default listen address
+DEFAULT_LISTEN = "127.0.0.1:8765"  # the dashboard's default listen address ([web] listen)
+
+
+def dashboard_url(listen: str | None) -> str:
+    """The dashboard's address as a person opens it, from `[web] listen` / `--web` (HOST:PORT or PORT):
+    an alert's `url` must lead to a page that exists. A wildcard bind is reached by this host's name;
+    no dashboard (`--no-web`) is no URL."""
+    if not listen:
+        return ""
+    host, sep, port = listen.strip().rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", listen.strip()
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.getfqdn()
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 class AlertConfigError(ValueError):
@@ -87,7 +103,7 @@ class AlertsConfig:
     max_age: float = 86400.0  # an undeliverable notification is given up (and logged) after this long
     backoff_max: float = 30.0
     resend_interval: float = 60.0  # alertmanager sinks: re-push firing alerts (below its resolve_timeout, 5 min)
-    external_url: str = DEFAULT_EXTERNAL_URL
+    external_url: str = field(default_factory=lambda: dashboard_url(DEFAULT_LISTEN))
     sinks: list[SinkConfig] = field(default_factory=list)
 
 
@@ -177,11 +193,12 @@ def validate_sink(s: SinkConfig, where: str) -> None:
             raise AlertConfigError(f"{where}: command {s.command[0]!r} not found or not executable")
 
 
-def parse(doc: Any, extra_webhooks: list[str] | None = None) -> AlertsConfig:
-    """The `[alerts]` table (may be empty) plus `--alert-webhook` URLs."""
+def parse(doc: Any, extra_webhooks: list[str] | None = None, web_listen: str | None = DEFAULT_LISTEN) -> AlertsConfig:
+    """The `[alerts]` table (may be empty) plus `--alert-webhook` URLs. Without `external_url` the
+    links in alerts follow the dashboard's listen address `web_listen` (none when it is off)."""
     if not isinstance(doc, dict):
         raise AlertConfigError("[alerts] must be a table")
-    cfg = AlertsConfig()
+    cfg = AlertsConfig(external_url=dashboard_url(web_listen))
     for k, v in doc.items():
         if k == "sink":
             continue

@@ -279,7 +279,7 @@ class AlertManager:
             am_alerts = []
             for a in push:
                 d = {"labels": a.labels, "annotations": a.annotations(self.cfg.external_url), "startsAt": rfc3339(a.starts_at),
-                     "generatorURL": f"{self.cfg.external_url}/findings?rule={a.rule}"}
+                     "generatorURL": a.finding_url(self.cfg.external_url)}
                 if a.ends_at is not None:
                     d["endsAt"] = rfc3339(a.ends_at)
                 am_alerts.append(d)

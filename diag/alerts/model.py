@@ -7,26 +7,13 @@ same identity in Alertmanager, in webhook receivers and in `diag alerts`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
+
+from diag.clock import iso
 
 MAX_IDS = 10  # request ids in an annotation
 SEVERITY_PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6}  # sd-daemon <N> per severity
-
-
-_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]{1,15})://([^/\s'\"?#]+)[^\s'\"<>]*")
-_DATA_URI = re.compile(r"\bdata:[\w/+.-]+;base64,[A-Za-z0-9+/=]*")
-_QUERY = re.compile(r"(\s/[^\s?'\"]*)\?[^\s'\"]+")
-
-
-def scrub(text: str) -> str:
-    """Keep a URL's scheme and host, drop its path and query (image links, signed URLs and query
-    strings are the user's); drop data: URIs and the query of a logged request path."""
-    text = _DATA_URI.sub("data:«redacted»", text)
-    text = _URL.sub(lambda m: f"{m.group(1)}://{m.group(2)}/«redacted»", text)
-    return _QUERY.sub(lambda m: f"{m.group(1)}?«redacted»", text)
 
 
 def fingerprint(labels: dict[str, str]) -> str:
@@ -41,9 +28,7 @@ def fingerprint(labels: dict[str, str]) -> str:
 
 def rfc3339(ts: float | None) -> str:
     """UTC RFC 3339 as Alertmanager writes it; no time is Go's zero time."""
-    if ts is None:
-        return "0001-01-01T00:00:00Z"
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(ts, utc=True) or "0001-01-01T00:00:00Z"
 
 
 @dataclass
@@ -98,26 +83,30 @@ class Alert:
         return bool(self.silenced_by) or self.inhibited_by is not None
 
     def annotations(self, external_url: str) -> dict[str, str]:
-        from urllib.parse import quote
-
-        from diag.clock import iso
-
         ids = self.request_ids[:MAX_IDS]
-        a = {"title": self.title, "summary": scrub(self.summary), "remedy": self.remedy, "count": str(self.count),
+        # summary and excerpt are made of log text the parsers already reduced (diag.usercontent: URLs to
+        # scheme://host:port, queries, bodies and prompts to placeholders), so every sink shows what the
+        # store and the dashboard show; no second, different redaction here.
+        a = {"title": self.title, "summary": self.summary, "remedy": self.remedy, "count": str(self.count),
              "first_seen": iso(self.first_seen) or "", "last_seen": iso(self.last_seen) or ""}
         if self.excerpt:
-            a["excerpt"] = scrub(self.excerpt)
+            a["excerpt"] = self.excerpt
         if ids:
             a["request_ids"] = ", ".join(ids) + (f" (+{len(self.request_ids) - len(ids)} more)" if len(self.request_ids) > len(ids) else "")
         if external_url:
-            a["url"] = f"{external_url.rstrip('/')}/findings?rule={quote(self.rule, safe='')}"
+            a["url"] = self.finding_url(external_url)
         return a
+
+    def finding_url(self, external_url: str) -> str:
+        """The dashboard's page of this alert's findings (`/findings?rule=ID`); "" without a dashboard."""
+        from urllib.parse import quote
+
+        return f"{external_url.rstrip('/')}/findings?rule={quote(self.rule, safe='')}" if external_url else ""
 
     def to_webhook(self, external_url: str) -> dict[str, Any]:
         """One entry of `alerts[]` in Alertmanager's webhook payload (version 4)."""
-        gen = f"{external_url.rstrip('/')}/findings?rule={self.rule}" if external_url else ""
         return {"status": self.status, "labels": dict(self.labels), "annotations": self.annotations(external_url),
-                "startsAt": rfc3339(self.starts_at), "endsAt": rfc3339(self.ends_at), "generatorURL": gen,
+                "startsAt": rfc3339(self.starts_at), "endsAt": rfc3339(self.ends_at), "generatorURL": self.finding_url(external_url),
                 "fingerprint": self.fp}
 
     def to_state(self) -> dict[str, Any]:

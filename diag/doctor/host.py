@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from diag.doctor import FAIL, OK, SKIP, WARN, Context, Result
+from diag.doctor import ERROR, FAIL, OK, SKIP, WARN, Context, Result
+from diag.gpu import read_gpus
 
 FLAGS = ("--max-model-len", "--gpu-memory-utilization", "--kv-cache-dtype", "--limit-mm-per-prompt", "--served-model-name",
          "--enable-log-requests", "--port", "--host", "--tensor-parallel-size", "--max-num-seqs", "--model", "-m", "--mmproj",
@@ -161,92 +162,61 @@ def _starting_server(port: int) -> tuple[int, str, float] | None:
 
 
 # -- GPU ---------------------------------------------------------------------------------------
-def _load_nvml(ctx: Context) -> Any:
-    if ctx.nvml is not None:
-        return ctx.nvml
-    import pynvml  # nvidia-ml-py: NVIDIA's official binding, imported as pynvml
-
-    return pynvml
-
-
 def check_gpu(ctx: Context) -> Result:
+    """Judge `diag.gpu`'s reading (the same one the dashboard and /metrics show): memory held by
+    processes other than the server, a full card with no server, heat, uncorrected ECC errors."""
     import psutil
 
-    try:
-        nv = _load_nvml(ctx)
-    except ImportError as exc:
-        return Result("gpu", SKIP, f"NVML binding not installed ({exc}); pip install nvidia-ml-py")
-    try:
-        nv.nvmlInit()
-    except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, NoPermission ...
-        return Result("gpu", SKIP, f"no NVIDIA driver usable here: {exc}",
+    g = read_gpus(ctx.nvml)
+    if g["problem"] == "binding":
+        return Result("gpu", SKIP, f"{g['reason']}; pip install nvidia-ml-py")
+    if g["problem"] == "driver":
+        return Result("gpu", SKIP, g["reason"],
                       ["NVML could not be initialised: no NVIDIA GPU, no driver, or the GPU is hidden from this "
                        "process (containers need --gpus; systemd units must not set PrivateDevices=)."])
-    details: list[str] = []
+    if not g["available"]:
+        return Result("gpu", ERROR, g["reason"])
+    details = [f"driver {g['driver']}, {len(g['gpus'])} GPU(s)"]
     problems: list[tuple[str, str, str]] = []  # (status, text, remedy)
-    try:
-        drv = _s(nv.nvmlSystemGetDriverVersion())
-        n = nv.nvmlDeviceGetCount()
-        details.append(f"driver {drv}, {n} GPU(s)")
-        for i in range(n):
-            h = nv.nvmlDeviceGetHandleByIndex(i)
-            name = _s(nv.nvmlDeviceGetName(h))
-            mem = nv.nvmlDeviceGetMemoryInfo(h)
-            util = _try(lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu)
-            temp = _try(lambda: nv.nvmlDeviceGetTemperatureV(h, nv.NVML_TEMPERATURE_GPU))
-            details.append(f"GPU {i} {name}: memory {mem.used / GiB:.1f}/{mem.total / GiB:.1f} GiB, utilisation "
-                           f"{_fmt(util, '%')}, temperature {_fmt(temp, ' C')}")
-            other = 0
-            for proc in _try(lambda: nv.nvmlDeviceGetComputeRunningProcesses(h)) or []:
-                used = getattr(proc, "usedGpuMemory", None) or 0
-                try:
-                    cmd = " ".join(psutil.Process(proc.pid).cmdline())[:80] or "?"
-                except psutil.Error:
-                    cmd = "(not visible from here)"
-                mine = proc.pid in ctx.server_pids
-                details.append(f"  pid {proc.pid} {used / GiB:.2f} GiB{' (the inference server)' if mine else ''}: {cmd}")
-                if ctx.server_pids and not mine:
-                    other += used
-            if other > GiB:
-                problems.append((WARN, f"GPU {i}: {other / GiB:.1f} GiB held by processes other than the inference server",
-                                 "Other processes reduce what vLLM can use (its startup fails or it runs out of KV cache): stop "
-                                 "them, or lower --gpu-memory-utilization to fit beside them."))
-            if mem.total and mem.used / mem.total > 0.98 and not ctx.server_pids:
-                problems.append((WARN, f"GPU {i} memory is {mem.used / mem.total:.0%} used",
-                                 "vLLM reserves --gpu-memory-utilization of the card on purpose; if no server should be "
-                                 "running, find the holder in the process list above."))
-            if isinstance(temp, (int, float)) and temp >= 87:
-                problems.append((WARN, f"GPU {i} runs at {temp} C", "Check cooling and airflow; the GPU will throttle."))
-            ecc = _try(lambda: nv.nvmlDeviceGetTotalEccErrors(h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_VOLATILE_ECC))
-            if isinstance(ecc, int):
-                details.append(f"  uncorrected ECC errors since boot: {ecc}")
-                if ecc > 0:
-                    problems.append((FAIL, f"GPU {i} has {ecc} uncorrected ECC errors",
-                                     "Uncorrected memory errors corrupt results and crash processes: drain the GPU and reset "
-                                     "it (nvidia-smi -r); if they return, the board needs service."))
-            retired = _try(lambda: nv.nvmlDeviceGetRetiredPages(h, nv.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR))
-            if isinstance(retired, (list, tuple)):
-                details.append(f"  pages retired for double-bit ECC: {len(retired)}")
-    finally:
-        try:
-            nv.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
+    for d in g["gpus"]:
+        i, used_b, total_b, temp = d["index"], d["memory_used_bytes"], d["memory_total_bytes"], d["temperature_celsius"]
+        util = round(d["utilization_ratio"] * 100) if d["utilization_ratio"] is not None else None
+        memory = f"{used_b / GiB:.1f}/{total_b / GiB:.1f} GiB" if used_b is not None and total_b else "?"
+        details.append(f"GPU {i} {d['name']}: memory {memory}, utilisation {_fmt(util, '%')}, temperature {_fmt(temp, ' C')}")
+        other = 0
+        for proc in d["processes"]:
+            used = proc["memory_bytes"] or 0
+            try:
+                cmd = " ".join(psutil.Process(proc["pid"]).cmdline())[:80] or "?"
+            except psutil.Error:
+                cmd = "(not visible from here)"
+            mine = proc["pid"] in ctx.server_pids
+            details.append(f"  pid {proc['pid']} {used / GiB:.2f} GiB{' (the inference server)' if mine else ''}: {cmd}")
+            if ctx.server_pids and not mine:
+                other += used
+        if other > GiB:
+            problems.append((WARN, f"GPU {i}: {other / GiB:.1f} GiB held by processes other than the inference server",
+                             "Other processes reduce what vLLM can use (its startup fails or it runs out of KV cache): stop "
+                             "them, or lower --gpu-memory-utilization to fit beside them."))
+        if used_b is not None and total_b and used_b / total_b > 0.98 and not ctx.server_pids:
+            problems.append((WARN, f"GPU {i} memory is {used_b / total_b:.0%} used",
+                             "vLLM reserves --gpu-memory-utilization of the card on purpose; if no server should be "
+                             "running, find the holder in the process list above."))
+        if isinstance(temp, (int, float)) and temp >= 87:
+            problems.append((WARN, f"GPU {i} runs at {temp} C", "Check cooling and airflow; the GPU will throttle."))
+        ecc = d["ecc_uncorrected"]
+        if ecc is not None:
+            details.append(f"  uncorrected ECC errors since boot: {ecc}")
+            if ecc > 0:
+                problems.append((FAIL, f"GPU {i} has {ecc} uncorrected ECC errors",
+                                 "Uncorrected memory errors corrupt results and crash processes: drain the GPU and reset "
+                                 "it (nvidia-smi -r); if they return, the board needs service."))
+        if d["retired_pages"] is not None:
+            details.append(f"  pages retired for double-bit ECC: {d['retired_pages']}")
     if problems:
         worst = FAIL if any(s == FAIL for s, _, _ in problems) else WARN
         return Result("gpu", worst, "; ".join(t for _, t, _ in problems), details, remedy=" ".join(r for _, _, r in problems))
-    return Result("gpu", OK, details[0] if details else "GPU ok", details)
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _try(fn):
-    try:
-        return fn()
-    except Exception:  # noqa: BLE001 - NVML "not supported" on this device
-        return "n/a"
+    return Result("gpu", OK, details[0], details)
 
 
 def _fmt(v: Any, unit: str) -> str:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from diag.alerts import view as alerts_view
 from diag.status import status_doc
 from diag.web import queries
 from diag.web.auth import require_api
@@ -49,6 +50,12 @@ def api_findings(request: Request, rule: str | None = None) -> dict[str, Any]:
     return {"findings": queries.finding_groups(_web(request).store(), rule)}
 
 
+@router.get("/api/alerts")
+def api_alerts(request: Request) -> dict[str, Any]:
+    """What the Alerts page and `diag alerts --json` show: firing, silenced, resolved, silences, outbox."""
+    return alerts_view.alerts_doc(_web(request).store().db)
+
+
 @router.get("/api/status")
 def api_status(request: Request) -> dict[str, Any]:
     web = _web(request)
@@ -56,7 +63,7 @@ def api_status(request: Request) -> dict[str, Any]:
     doc = status_doc(store)
     meta = store.meta()
     doc["servers"] = [{k: s[k] for k in ("source", "facts", "latest")} for s in queries.servers(store, meta, series=False)]
-    doc["alerts_firing"] = queries.alerts_firing(store)
+    doc["alerts_firing"] = alerts_view.firing_count(store.db)
     doc["gpu"] = web.gpus.get()
     return doc
 

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from diag import counters
+from diag.alerts import view as alerts_view
 from diag.status import sources_doc
 from diag.store import Store
 from diag.web import queries
@@ -40,8 +41,8 @@ class StoreCollector:
         for lab, v in _merged(counters.read(db, "findings"), ("rule", "severity", "category")):
             f.add_metric(lab, v)
         yield f
-        firing = queries.alerts_firing(store)
-        yield GaugeMetricFamily("diag_alerts_firing", "Alerts firing now (0 when this store has no alerts).", value=firing or 0)
+        firing = alerts_view.firing_count(db)
+        yield GaugeMetricFamily("diag_alerts_firing", "Alerts firing now, silenced and inhibited ones not counted.", value=firing or 0)
         lag = GaugeMetricFamily("diag_source_lag_bytes", "Bytes of a followed log not read yet.", labels=["path"])
         lines = CounterMetricFamily("diag_lines_read", "Lines read from a followed log, rotated files included.", labels=["path"])
         pruned = {lab["path"]: v for lab, v in counters.read(db, "lines_pruned")}

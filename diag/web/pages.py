@@ -8,6 +8,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from diag.alerts import view as alerts_view
 from diag.status import status_doc
 from diag.web import queries
 from diag.web.auth import COOKIE, authorized, require_page, safe_next, session_value
@@ -28,7 +29,7 @@ def overview(request: Request) -> HTMLResponse:
     store = web.store()
     meta = store.meta()
     return _render(request, "overview.html", status=status_doc(store), servers=queries.servers(store, meta),
-                   traffic=queries.traffic(store), alerts=queries.alerts(store, limit=20),
+                   traffic=queries.traffic(store), alerts=alerts_view.alerts_doc(store.db),
                    latest=queries.latest_findings(store), gpu=web.gpus.get(), scanned=(meta.get("scanned") or [])[-10:])
 
 
@@ -72,8 +73,7 @@ def findings_page(request: Request, rule: str | None = None) -> HTMLResponse:
 @pages.get("/alerts", response_class=HTMLResponse)
 def alerts_page(request: Request) -> HTMLResponse:
     store = request.app.state.web.store()
-    al = queries.alerts(store)
-    return _render(request, "alerts.html", alerts=al, groups=queries.finding_groups(store) if al is None else [])
+    return _render(request, "alerts.html", alerts=alerts_view.alerts_doc(store.db))
 
 
 @router.get("/login", response_class=HTMLResponse)

@@ -259,38 +259,6 @@ def latest_findings(store: Store, limit: int = 10) -> list[dict[str, Any]]:
     return [dict(r) | {"time": iso(r["t"])} for r in rows]
 
 
-def _table_columns(store: Store, table: str) -> list[str]:
-    return [r[1] for r in store.db.execute(f"PRAGMA table_info({table})")]
-
-
-def alerts(store: Store, limit: int = 200) -> dict[str, Any] | None:
-    """The alerts engine's table when this store has one (None otherwise): rows newest first, the state
-    column it uses, and the outbox's backlog by state. Read by column name so either side can grow."""
-    cols = _table_columns(store, "alerts")
-    if not cols:
-        return None
-    state_col = next((c for c in ("state", "status") if c in cols), None)
-    rows = [dict(r) for r in store.db.execute(f"SELECT * FROM alerts ORDER BY rowid DESC LIMIT {int(limit)}")]
-    out: dict[str, Any] = {"columns": cols, "state_column": state_col, "rows": rows, "outbox": None}
-    ocols = _table_columns(store, "outbox")
-    if ocols:
-        ostate = next((c for c in ("state", "status") if c in ocols), None)
-        if ostate:
-            out["outbox"] = {r[0]: r[1] for r in store.db.execute(f"SELECT {ostate}, count(*) FROM outbox GROUP BY 1")}
-    return out
-
-
-def alerts_firing(store: Store) -> int | None:
-    """How many alerts fire now; None when this store has no alerts table."""
-    cols = _table_columns(store, "alerts")
-    if not cols:
-        return None
-    state_col = next((c for c in ("state", "status") if c in cols), None)
-    if state_col is None:
-        return None
-    return store.db.execute(f"SELECT count(*) FROM alerts WHERE {state_col} = 'firing'").fetchone()[0]
-
-
 # -- overview ----------------------------------------------------------------------------------
 def servers(store: Store, meta: dict[str, Any], series: bool = True) -> list[dict[str, Any]]:
     """Per followed server log: its startup facts, its latest stats line, the last hour of stats."""

@@ -14,18 +14,18 @@ Targets (issue #9): p99 ≤ 50 ms; notifications == groups; RSS flat.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import Receiver  # noqa: E402 - the tests' receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 LINES = [
@@ -34,41 +34,6 @@ LINES = [
     "(APIServer pid=1) ERROR {ts} [serving.py:274] Error with model error=ErrorInfo(message='The model `x1` does not exist.', type='NotFoundError', param='model', code=404)",
     "(APIServer pid=1) WARNING {ts} [scheduler.py:1560] Sequence group chatcmpl-1 is preempted by PreemptionMode.RECOMPUTE mode because there is not enough KV cache space. total_num_cumulative_preemption=1",
 ]
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.got: list[tuple[float, dict]] = []
-        self.cond = threading.Condition()
-        rec = self
-
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                t = time.perf_counter()
-                with rec.cond:
-                    rec.got.append((t, json.loads(body)))
-                    rec.cond.notify_all()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_for(self, n: int, timeout: float = 10.0) -> tuple[float, dict]:
-        deadline = time.time() + timeout
-        with self.cond:
-            while len(self.got) < n:
-                if not self.cond.wait(max(0.0, deadline - time.time())):
-                    raise RuntimeError(f"notification {n} not received after {timeout} s")
-            return self.got[n - 1]
 
 
 def start(tmp: Path, name: str, timers: str, url: str) -> tuple[subprocess.Popen, Path, Path]:
@@ -98,19 +63,20 @@ def bench_latency(tmp: Path, n: int, line: str, what: str) -> None:
     try:
         with open(log, "a") as f:
             for i in range(n):
-                before = len(rec.got)
+                before = len(rec.requests)
                 f.write(line.format(ts=time.strftime("%m-%d %H:%M:%S")) + "\n")
                 f.flush()
                 t0 = time.perf_counter()
-                t1, doc = rec.wait_for(before + 1)
+                doc = rec.wait(before + 1, timeout=10)[before]
+                t1 = rec.requests[before]["perf"]
                 assert doc["status"] == "firing", doc["status"]
                 lat.append((t1 - t0) * 1000)
-                rec.wait_for(before + 2, timeout=10)  # its resolution: the next sample is a new alert
+                rec.wait(before + 2, timeout=10)  # its resolution: the next sample is a new alert
                 time.sleep(0.05)
     finally:
         d.send_signal(signal.SIGTERM)
         d.wait(30)
-        rec.server.shutdown()
+        rec.close()
     print(f"line appended -> webhook received ({what}; group_wait 0, loopback): p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms, "
           f"max {max(lat):.1f} ms over {n} alerts   (target p99 <= 50 ms)")
 
@@ -153,13 +119,14 @@ def bench_burst(tmp: Path, rate: int, seconds: float) -> None:
     finally:
         d.send_signal(signal.SIGTERM)
         d.wait(30)
-        rec.server.shutdown()
-    groups = {doc["groupKey"] for _t, doc in rec.got}
-    counts = sorted(int(a["annotations"]["count"]) for _t, doc in rec.got for a in doc["alerts"])
+        rec.close()
+    docs = rec.json()
+    groups = {doc["groupKey"] for doc in docs}
+    counts = sorted(int(a["annotations"]["count"]) for doc in docs for a in doc["alerts"])
     wall = time.perf_counter() - t_start
     print(f"burst: {total} alert-worthy lines at {rate}/s for {seconds:.0f} s ({len(LINES)} rules): {stored} findings stored, "
           f"caught up {caught_up:.2f} s after the writer finished; daemon CPU {cpu.user + cpu.system:.1f} s over {wall:.1f} s wall")
-    print(f"burst: {len(rec.got)} notifications for {len(groups)} groups (counts in them, sent group_wait after the first line: "
+    print(f"burst: {len(docs)} notifications for {len(groups)} groups (counts in them, sent group_wait after the first line: "
           f"{counts}; stored per rule: {sorted(per_rule.values())})")
     print("burst: daemon RSS MB over time: " + ", ".join(f"{t:.0f}s {m:.0f}" for t, m in rss))
 

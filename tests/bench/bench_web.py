@@ -33,10 +33,13 @@ from pathlib import Path
 
 import httpx
 
-from diag import rules
-from diag.findings import Hit
-from diag.store import Store
-from diag.traces import Trace
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import free_port, vllm_request_lines  # noqa: E402 - the tests' helpers
+
+from diag import rules  # noqa: E402
+from diag.findings import Hit  # noqa: E402
+from diag.store import Store  # noqa: E402
+from diag.traces import Trace  # noqa: E402
 
 MODELS = ("qwen3-vl-32b", "qwen2.5-vl-7b", "internvl3-8b")
 
@@ -86,13 +89,6 @@ def fill(path: Path, n: int) -> list[str]:
     store.close()
     print(f"filled {n:,} traces in {time.perf_counter() - t0:.0f} s ({path.stat().st_size / 2**20:.0f} MB)")
     return sample
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        return s.getsockname()[1]
 
 
 def wait_up(url: str) -> None:
@@ -152,13 +148,6 @@ def bench_pages(state: Path, sample: list[str]) -> None:
         p.wait(30)
 
 
-def request_lines(rid: str, i: int) -> str:
-    ts = time.strftime("%m-%d %H:%M:%S")
-    return (f"(APIServer pid=1) INFO {ts} [request_logger.py:65] Received request {rid}: params: SamplingParams(n=1, max_tokens=64), lora_request: None.\n"
-            f"(APIServer pid=1) INFO {ts} [async_llm.py:578] Added request {rid}-0000abcd.\n"
-            f'INFO:     127.0.0.1:{20000 + i % 40000} - "POST /v1/chat/completions HTTP/1.1" 200 OK\n')
-
-
 class Listener(threading.Thread):
     """One open /api/events stream that parses every event, as a page would."""
 
@@ -216,7 +205,7 @@ def bench_live(state: Path, log: Path) -> None:
         with open(log, "a") as f:
             for i in range(200):
                 rid = f"chatcmpl-live{random.getrandbits(40):010x}{i:09x}"
-                f.write(request_lines(rid, i))
+                f.write(vllm_request_lines(rid, 20000 + i % 40000))
                 f.flush()
                 t0 = time.perf_counter()
                 while rid not in seen:
@@ -249,7 +238,7 @@ def bench_ingest(state: Path, log: Path, runs: int = 3, n: int = 60000) -> None:
         ro = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         last = f"chatcmpl-{tag}r{run}{n - 1:012x}"
         try:
-            text = "".join(request_lines(f"chatcmpl-{tag}r{run}{i:012x}", i) for i in range(n))
+            text = "".join(vllm_request_lines(f"chatcmpl-{tag}r{run}{i:012x}", 20000 + i % 40000) for i in range(n))
             t0 = time.perf_counter()
             with open(log, "a") as f:
                 f.write(text)
