@@ -184,20 +184,18 @@ class RuleEngine:
             if self._search(r, pat, text) is not None:
                 self._suppress_seen[(ev.path, r.id)] = ev.ts or 0.0
         for r in self._rules_for(ev):
-            try:
-                self._apply(r, ev, text)
-            except Exception as exc:  # noqa: BLE001 - one rule's bug costs that rule this event only
-                if self.internal is None:
-                    raise
-                self.internal.record("rules", ev.path, ev.lineno, exc, rule=r.id)
+            self._guarded(r, ev, text)
         if ev.frames:  # only tracebacks have frames: every other event skips the frames rules
             for r, fm in self._frame_matches(ev):
-                try:
-                    self._apply(r, ev, text, fm)
-                except Exception as exc:  # noqa: BLE001
-                    if self.internal is None:
-                        raise
-                    self.internal.record("rules", ev.path, ev.lineno, exc, rule=r.id)
+                self._guarded(r, ev, text, fm)
+
+    def _guarded(self, r: Rule, ev: Event, text: str, fm: Any = None) -> None:
+        try:
+            self._apply(r, ev, text, fm)
+        except Exception as exc:  # noqa: BLE001 - one rule's bug costs that rule this event only
+            if self.internal is None:
+                raise
+            self.internal.record("rules", ev.path, ev.lineno, exc, rule=r.id)
 
     def _apply(self, r: Rule, ev: Event, text: str, fm: Any = None) -> None:
         """`fm`: the match of the rule's `frames` pattern, when it has one (its other conditions still apply)."""

@@ -4,7 +4,8 @@ Formats are detected per line with the most recently successful parser tried fir
 written by one server costs one regex per line, and a container log that multiplexes vLLM,
 uvicorn and a proxy still gets every line parsed by the right parser. Multi-line records
 (vLLM's repeated-prefix messages, raw Python tracebacks, llama.cpp's classic timing block,
-LMDeploy's engine config) are joined into one event, bounded in lines and characters.
+LMDeploy's engine config) are joined into one event, bounded in lines and characters. A traceback's
+code frames are not part of its text; their locations are kept in `Event.frames` (`diag.parsers.frames`).
 """
 
 from __future__ import annotations
