@@ -47,6 +47,9 @@ class Event:
     ts_inferred: bool = False  # ts copied from a neighbouring line
     repeated: int = 1  # Ray "[repeated Nx across cluster]"
     gaps: list[tuple[int, int]] | None = None  # (offset in text, physical lines left out there): traceback frames
+    # Code locations of a traceback's frames, `package/module.py:function` (diag.parsers.frames):
+    # rules may match them (`frames`), never the code lines under them.
+    frames: tuple[str, ...] | None = None
 
     def line_at(self, offset: int) -> int:
         """The physical line number of a character of `text` (records join lines, and leave frames out)."""

@@ -124,14 +124,7 @@ class RuleEngine:
     def _rules_for(self, ev: Event) -> list[Rule]:
         """The rules worth trying on this event: those that apply to its format and kind, and
         whose literal prefilter (one needle per alternative) occurs in its text."""
-        key = (ev.fmt, ev.kind)
-        plan = self._by_kind.get(key)
-        if plan is None:
-            rs = [r for r in self.event_rules if event_applies(r, ev)]
-            always = [r for r in rs if not r.needles or r.consecutive > 1 or r.state]  # streak/state rules must see misses too
-            pairs = [(n, r) for r in rs if r.needles and r.consecutive == 1 for n in r.needles]
-            plan = self._by_kind[key] = (rs, always, pairs)
-        rs, always, pairs = plan
+        rs, always, pairs, _frames = self._plan(ev)
         if not pairs:
             return always
         text = ev.text
@@ -139,6 +132,34 @@ class RuleEngine:
         if not found:
             return always
         return [r for r in rs if id(r) in found or (not r.needles or r.consecutive > 1 or r.state)]
+
+    def _plan(self, ev: Event) -> tuple[list[Rule], list[Rule], list[tuple[str, Rule]], list[Rule]]:
+        """Per (format, kind): the text rules that apply (all, those without a prefilter, needle → rule
+        pairs) and the rules that match frames (tried only on events that have frames)."""
+        key = (ev.fmt, ev.kind)
+        plan = self._by_kind.get(key)
+        if plan is None:
+            applies = [r for r in self.event_rules if event_applies(r, ev)]
+            rs = [r for r in applies if r.frames is None]
+            always = [r for r in rs if not r.needles or r.consecutive > 1 or r.state]  # streak/state rules must see misses too
+            pairs = [(n, r) for r in rs if r.needles and r.consecutive == 1 for n in r.needles]
+            plan = self._by_kind[key] = (rs, always, pairs, [r for r in applies if r.frames is not None])
+        return plan
+
+    def _frame_matches(self, ev: Event) -> list[tuple[Rule, Any]]:
+        """The frames rules whose `frames` pattern matches this traceback's code locations (one per line)."""
+        rules = self._plan(ev)[3]
+        if not rules:
+            return []
+        joined = "\n".join(ev.frames or ())
+        out = []
+        for r in rules:
+            if r.frame_needles and not any(n in joined for n in r.frame_needles):
+                continue
+            fm = self._search(r, r.frames, joined)
+            if fm is not None and not r.disabled:
+                out.append((r, fm))
+        return out
 
     def disable(self, rule: Rule, why: str) -> None:
         rule.disabled = why
@@ -163,14 +184,21 @@ class RuleEngine:
             if self._search(r, pat, text) is not None:
                 self._suppress_seen[(ev.path, r.id)] = ev.ts or 0.0
         for r in self._rules_for(ev):
-            try:
-                self._apply(r, ev, text)
-            except Exception as exc:  # noqa: BLE001 - one rule's bug costs that rule this event only
-                if self.internal is None:
-                    raise
-                self.internal.record("rules", ev.path, ev.lineno, exc, rule=r.id)
+            self._guarded(r, ev, text)
+        if ev.frames:  # only tracebacks have frames: every other event skips the frames rules
+            for r, fm in self._frame_matches(ev):
+                self._guarded(r, ev, text, fm)
 
-    def _apply(self, r: Rule, ev: Event, text: str) -> None:
+    def _guarded(self, r: Rule, ev: Event, text: str, fm: Any = None) -> None:
+        try:
+            self._apply(r, ev, text, fm)
+        except Exception as exc:  # noqa: BLE001 - one rule's bug costs that rule this event only
+            if self.internal is None:
+                raise
+            self.internal.record("rules", ev.path, ev.lineno, exc, rule=r.id)
+
+    def _apply(self, r: Rule, ev: Event, text: str, fm: Any = None) -> None:
+        """`fm`: the match of the rule's `frames` pattern, when it has one (its other conditions still apply)."""
         if (r.consecutive > 1 or r.state) and r.needles and not any(n in text for n in r.needles):
             self._miss(r, ev.path)
             return
@@ -190,6 +218,10 @@ class RuleEngine:
         if r.unless is not None and self._search(r, r.unless, text) is not None:
             return
         groups = {k: v for k, v in m.groupdict().items() if v is not None} if m is not None else {}
+        if fm is not None:
+            for k, v in fm.groupdict().items():
+                if v is not None:
+                    groups.setdefault(k, v)
         rid = ev.fields.get("request_id")
         if rid is None and "session" in ev.fields:
             rid = f"session-{ev.fields['session']}"

@@ -125,11 +125,12 @@ def lint(rs: RuleSet) -> list[str]:
     problems: list[str] = []
     for r in rs.rules:
         where = f"{r.file}:{r.line}: rule {r.id}"
-        names = set().union(*(set(p.groupindex) for p in r.patterns)) if r.patterns else set()
+        pats = [*r.patterns, *([r.frames] if r.frames is not None else [])]
+        names = set().union(*(set(p.groupindex) for p in pats)) if pats else set()
         for name in _template_names(r.summary):
             if names and name not in names and name not in ("count", "request_ids", "request_id", "path", "status", "method"):
                 problems.append(f"{where}: summary uses {{{name}}}, which no named group of its patterns provides")
-        for p in r.patterns:
+        for p in pats:
             why = catastrophic(p.pattern)
             if why:
                 problems.append(f"{where}: pattern {p.pattern[:60]!r} can backtrack catastrophically ({why})")

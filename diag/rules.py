@@ -54,6 +54,8 @@ class Rule:
     kinds: frozenset[str] = frozenset({E.LOG, E.RAW, E.FAILED})
     patterns: list[Any] = field(default_factory=list)
     unless: Any = None
+    frames: Any = None  # a pattern over the event's frame locations (diag.parsers.frames), one per line
+    frame_needles: tuple[str, ...] = ()  # its literal prefilter
     when: dict[str, Any] = field(default_factory=dict)
     scope: str = "event"
     final: bool = False  # trace rule evaluated only at the end of input / when the trace goes stale
@@ -214,6 +216,7 @@ def build(item: Any, file: str = "<builtin>", line: int = 0) -> Rule:
         kinds=frozenset([kinds] if isinstance(kinds, str) else kinds) if kinds else frozenset({E.LOG, E.RAW, E.FAILED}),
         patterns=[_compile(p, "match") for p in pats],
         unless=_compile(item["unless"], "unless") if item.get("unless") else None,
+        frames=_compile(item["frames"], "frames") if item.get("frames") else None,
         when=item.get("when", {}), scope=scope, final=item.get("final", False), consecutive=item.get("consecutive", 1),
         references=list(item.get("references", [])), description=item.get("description", ""),
         inhibits=item.get("inhibits"), state=item.get("state", False),
@@ -239,6 +242,8 @@ def build(item: Any, file: str = "<builtin>", line: int = 0) -> Rule:
             break
         needles.extend(got)
     r.needles = tuple(dict.fromkeys(needles))
+    if r.frames is not None:
+        r.frame_needles = tuple(literal_needles(r.frames.pattern) or ())
     return r
 
 

@@ -201,6 +201,7 @@ SCHEMA: dict[str, tuple[bool, Callable[[Any], str | None]]] = {
     "kinds": (False, _list_of(KINDS)),
     "match": (False, _patterns),
     "unless": (False, lambda v: compile_error(v)),
+    "frames": (False, lambda v: compile_error(v)),
     "when": (False, _when),
     "final": (False, _bool),
     "consecutive": (False, _consecutive),
@@ -233,8 +234,14 @@ def problems(item: Any) -> list[str]:
         if err:
             out.append(f"`{key}` {err}")
     scope = item.get("scope", "event")
-    if scope == "event" and "match" not in item and not item.get("when"):
-        out.append("an event rule needs `match` or `when`")
+    if scope == "event" and "match" not in item and not item.get("when") and "frames" not in item:
+        out.append("an event rule needs `match`, `frames` or `when`")
     if scope == "trace" and "match" in item:
         out.append("a trace rule has no `match` (its `when` is evaluated on the trace)")
+    if "frames" in item:
+        # one traceback is one event: a frames rule judges it alone
+        if scope == "trace":
+            out.append("a trace rule has no `frames` (frames belong to one traceback event)")
+        if item.get("consecutive", 1) != 1 or item.get("state") is True:
+            out.append("a rule with `frames` cannot use `consecutive` or `state` (it judges one traceback)")
     return out

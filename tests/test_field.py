@@ -27,12 +27,9 @@ RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 _SAME_LINE = ("labelled config on the thread's evidence (/docs shows 'No operations defined in spec' and the body is FastAPI's"
               " {\"detail\":\"Not Found\"}; a maintainer says the demo has no API route), but its lines are the same as vLLM's"
               " 404 for an unknown model (model/vllm-old-404-then-200-same-route.log): no sound distinction from the text alone")
-_FRAMES = "only the middle of a traceback (frames, no exception line); code frames are not rule input"
 KNOWN_MISSES: dict[str, str] = {
     "config/docker-uvicorn-v1-chat-404-no-routes.log": _SAME_LINE,
     "config/chatglm3-vllm-demo-v1-chat-404-truncated-line.log": _SAME_LINE,
-    "engine/vllm-05-background-loop-quoted-list-prefix.log": _FRAMES,
-    "engine/fastchat-vllm-worker-engine-loop-stderr.log": _FRAMES,
     "engine/vllm-01-hang-stats-in-prose-wrapped.log": "one stats line quoted in prose; a hang needs several intervals",
     "engine/vllm-064-request-hangs-health-200.log": "one Received line and health checks: nothing in the log shows the "
                                                     "request should have ended (no stats, no later request, no logged "

@@ -4,7 +4,8 @@ Formats are detected per line with the most recently successful parser tried fir
 written by one server costs one regex per line, and a container log that multiplexes vLLM,
 uvicorn and a proxy still gets every line parsed by the right parser. Multi-line records
 (vLLM's repeated-prefix messages, raw Python tracebacks, llama.cpp's classic timing block,
-LMDeploy's engine config) are joined into one event, bounded in lines and characters.
+LMDeploy's engine config) are joined into one event, bounded in lines and characters. A traceback's
+code frames are not part of its text; their locations are kept in `Event.frames` (`diag.parsers.frames`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from diag import events as E
 from diag import usercontent
 from diag.clock import Clock
 from diag.events import Event
-from diag.parsers import llamacpp, lmdeploy, nginx, paste, proxy, uvicorn, vllm, wrappers
+from diag.parsers import frames, llamacpp, lmdeploy, nginx, paste, proxy, uvicorn, vllm, wrappers
 from diag.parsers.base import Ctx
 from diag.reader import Line
 
@@ -33,6 +34,8 @@ _EXC_ANY = re.compile(r"[A-Za-z_][\w.]*(?::(?: |\Z)|\Z)")
 _TB_CHAIN = ("During handling", "The above exception", "Traceback")
 _TIMING_CONT = re.compile(r"\s*(?:prompt eval time|eval time|total time|draft acceptance)")
 _GENERIC_LEVEL = re.compile(r"(?:Fatal Python error|Traceback|Segmentation fault|Killed|Aborted)")
+
+_FRAME_START = frozenset(' \tF')  # what a frame line can start with (a cheap test before the regex)
 
 # Traceback state of the pending event.
 _TB_NONE, _TB_BODY, _TB_AFTER = 0, 1, 2
@@ -229,6 +232,10 @@ class SourceParser:
         self._pending_start, self._pending_lineno = start, start_lineno
         self._lines, self._chars = 1, len(ev.text)
         self._tb = _TB_BODY if ev.text.startswith("Traceback (most recent call last)") else _TB_NONE
+        loc = frames.location(ev.text) if ev.text[:1] in _FRAME_START else None
+        if loc is not None:
+            ev.frames = (loc,)  # a traceback pasted from its middle: its header was cut off
+            self._tb = _TB_BODY
         if not self._may_continue():
             out.extend(self.flush())  # nothing can follow it: hand it over now (a follower's latency)
         return out
@@ -321,6 +328,16 @@ class SourceParser:
         self._cr = line.cr
         if line.truncated:
             ev.fields["truncated"] = True
+        loc = frames.location(text) if text[:1] in _FRAME_START else None
+        if loc is not None:
+            # A frame: its location is kept (rules may match where the traceback went); its line and
+            # the code under it are left out of the text. A frame with no header before it (a paste
+            # that starts mid-traceback) begins the traceback's body all the same.
+            ev.frames = frames.add(ev.frames, loc)
+            self._tb = _TB_BODY
+            self._gap(ev, 1 + joined)
+            self._dropped = True
+            return
         if text.startswith("Traceback (most recent call last)"):
             self._tb = _TB_BODY
         elif self._tb == _TB_BODY:
