@@ -277,6 +277,7 @@ class SourceParser:
             self.last_ts = ev.ts
         ev.end_lineno = ev.lineno
         self._cr = False
+        self._dropped = False
 
     def _may_continue(self) -> bool:
         """Can the next line still belong to the record being assembled?
