@@ -21,7 +21,7 @@ from typing import Any, Callable
 from pathlib import Path
 
 from diag.config import Config, LogSpec
-from diag.parsers import SourceParser
+from diag.parsers import PARSERS, SourceParser
 from diag.reader import Line, LineSplitter
 from diag.store import SourceState
 
@@ -189,17 +189,30 @@ class Follower:
                     continue  # still at its path: opened normally
             except OSError:
                 pass
+            counted = s.state == "active"
+            if counted:
+                # It was the path's current file when last committed and is not any more: rotated (or
+                # deleted) while diag was down, or just before a kill -9 ended the run that saw it. The
+                # committed count does not include it yet; it is counted here, once, and committed with
+                # the states that record the rotation (this one as rotated/done, its successor as active).
+                s.rotations = self._count_rotation(s.path)
             found = self._find_by_key(Path(s.path).parent, s.key, s.fingerprint, s.fp_len)
             if found is None:
-                if s.state == "active":
+                if counted:
                     self.errors[s.path] = f"the file read before the restart ({s.key}) is gone; bytes after offset {s.offset} are lost"
                     log.warning("%s: %s", s.path, self.errors[s.path])
                 s.state = "done"
+                s.updated_at = time.time()
+                self._retired.append(s)  # committed as done: the next start neither looks for it nor counts it again
                 continue
-            r = self._reader_for(found, s.path, s.format, s, rotated=True)
+            # "unknown" (committed by a run that read no line of it) names no parser: detect again
+            r = self._reader_for(found, s.path, s.format if s.format in PARSERS else None, s, rotated=True)
             if r is not None:
                 out.append(r)
                 log.info("%s: finishing %s (rotated while diag was down) from byte %d", s.path, found, s.offset)
+            elif counted:  # cannot be opened now: committed as rotated (with its count), so it is not counted again
+                s.state = "rotated"
+                self._retired.append(s)
         return out
 
     def _find_by_key(self, directory: Path, key: str, fp: str, fp_len: int) -> str | None:
@@ -269,10 +282,16 @@ class Follower:
         parser.start_at(state.offset, max(state.lineno, 0))
         splitter = LineSplitter(self.cfg.max_line_bytes, state.offset, max(state.lineno, 0))
         splitter.truncated_lines = state.truncated_lines
+        was_current = state.state == "active"  # as last committed: the path's file (a new state is "active" too)
         state.state = "rotated" if rotated else "active"
         r = FileReader(state, f, splitter, parser, raw=self.raw_chunks)
         if restart_at_zero:
             log.info("%s: truncated or rewritten while diag was down; resuming from the start", path)
+            if was_current:
+                # copytruncate while diag was down (or seen by a run killed before it committed), maybe
+                # followed by a rename (then both count): the committed state still has the old
+                # fingerprint, so this is counted exactly once, and committed with the offsets that restart at 0.
+                state.rotations = self._count_rotation(path)
             self._salvage(path, r, state.offset)
         state.fingerprint, state.fp_len = fingerprint_of(head), len(head)
         if rotated:
@@ -340,16 +359,22 @@ class Follower:
             r.state.fingerprint, r.state.fp_len = fingerprint_of(head), len(head)
         if truncated:
             self._salvage(path, r, pos)
-            self.rotations[path] = self.rotations.get(path, 0) + 1
-            r.state.rotations = self.rotations[path]
+            r.state.rotations = self._count_rotation(path)
         return out
+
+    def _count_rotation(self, path: str) -> int:
+        """One more rotation of `path`. The caller stores the new count in the state that records the
+        rotation (new fingerprint and offset, or state rotated), so the count and the offsets reflecting
+        it are committed in one transaction: a kill -9 loses both or neither."""
+        self.rotations[path] = self.rotations.get(path, 0) + 1
+        return self.rotations[path]
 
     def _rotate(self, path: str, r: FileReader) -> None:
         r.state.state = "rotated"
         r.rotated_at = time.monotonic()
         r.last_data = time.monotonic()
         self.by_path.pop(path, None)
-        self.rotations[path] = self.rotations.get(path, 0) + 1
+        r.state.rotations = self._count_rotation(path)  # committed with state=rotated even if no successor is open yet
         log.info("%s: rotated (rename or delete); finishing the old file", path)
 
     def _salvage(self, path: str, r: FileReader, pos: int) -> None:

@@ -1,7 +1,8 @@
 """A log writer for the daemon tests: vLLM 0.32-format request lines at a steady rate, with rotations.
 
-python daemon_writer.py LOG N_REQUESTS LINES_PER_SECOND PLAN
+python daemon_writer.py LOG N_REQUESTS LINES_PER_SECOND PLAN [GATE]
 PLAN: comma-separated `request_index=rename|copytruncate` (logrotate's two ways), e.g. 5000=rename,9000=copytruncate
+GATE: a file the test writes a number into; rotation k waits until that number is >= k.
 Each request writes Received, Added and a uvicorn access line; ids are chatcmpl-<index as 16 hex>.
 """
 
@@ -13,6 +14,16 @@ import time
 log, n, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 plan = dict(x.split("=") for x in sys.argv[4].split(",") if x) if len(sys.argv) > 4 else {}
 plan = {int(k): v for k, v in plan.items()}
+gate = sys.argv[5] if len(sys.argv) > 5 else None
+
+
+def allowed() -> int:
+    try:
+        with open(gate, encoding="ascii") as g:
+            return int(g.read() or 0)
+    except (OSError, ValueError):
+        return 0
+
 
 f = open(log, "a", encoding="utf-8")
 rotations = 0
@@ -23,6 +34,8 @@ for i in range(n):
     if action:
         f.flush()
         rotations += 1
+        while gate and allowed() < rotations:
+            time.sleep(0.01)
         if action == "rename":
             os.rename(log, f"{log}.{rotations}")
             f.close()

@@ -6,16 +6,19 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from conftest import wait_for
-from diag.store import Store
+from diag.store import Store, StoreError
 
 HERE = Path(__file__).parent
 
@@ -53,11 +56,40 @@ def test_exactly_once_through_rotations_and_two_kill9(tmp_path):
     log = logs / "vllm.log"  # absent at start: the daemon waits for it
     n = 24000
     plan = "3000=rename,6500=copytruncate,10000=rename,14000=copytruncate,18000=rename"
+    # Rotation k waits until the daemon has committed a line of the file (or, after copytruncate, the
+    # content) that rotation k ends. Without this gate a loaded machine can stretch the span between
+    # two commits (a kill, a slow restart, a long catch-up step) over two rotations; then a file diag
+    # never committed anything of is rotated away again, e.g. created by a rename and copytruncated
+    # before diag's first look: nothing known about it (no inode, no first bytes) tells its copy apart
+    # from any other file, so its lines and its rotation are lost to any follower, not just to diag.
+    # Rotations while the daemon is down still happen (one per outage), and must each count once.
+    gate = tmp_path / "gate"
+    starts = [0, *(int(x.split("=")[0]) for x in plan.split(","))][:-1]  # first request of each rotated segment
+    writing = threading.Event()
+    writing.set()
+
+    def open_gate() -> None:
+        while writing.is_set():
+            try:
+                with closing(Store(state / "diag.sqlite3", readonly=True)) as s:
+                    committed = s.counts()["traces"]
+            except (StoreError, sqlite3.Error):
+                committed = 0
+            (tmp_path / "gate.tmp").write_text(str(sum(1 for first in starts if committed > first)))
+            os.replace(tmp_path / "gate.tmp", gate)
+            time.sleep(0.05)
+
+    gatekeeper = threading.Thread(target=open_gate, daemon=True)
+    gatekeeper.start()
     d, _ = start_daemon(state, str(log))
     w = None
     try:
-        time.sleep(1.0)
-        w = subprocess.Popen([sys.executable, str(HERE / "daemon_writer.py"), str(log), str(n), "6000", plan],
+        # The writer starts only once the daemon has looked for the file and is waiting for it. A file
+        # that already exists at the daemon's first look is one "present at start" and followed from its
+        # end (tail -F), so a fixed sleep made the first requests' fate depend on how loaded the machine was.
+        wait_for(lambda: any(s["last_error"] and "waiting" in s["last_error"] for s in status(state)["sources"]), 30,
+                 "the daemon to wait for the absent log")
+        w = subprocess.Popen([sys.executable, str(HERE / "daemon_writer.py"), str(log), str(n), "6000", plan, str(gate)],
                              stdout=subprocess.PIPE, text=True)
         for delay in (2.5, 3.5):  # SIGKILL twice while the writer is busy, restart each time
             time.sleep(delay)
@@ -65,6 +97,7 @@ def test_exactly_once_through_rotations_and_two_kill9(tmp_path):
             d.wait()
             d, _ = start_daemon(state, str(log))
         out, _ = w.communicate(timeout=120)
+        writing.clear()
         assert "5 rotations" in out
         wait_for(lambda: status(state)["traces"] >= n and all(s["lag_bytes"] == 0 for s in status(state)["sources"]), 90,
                  "the daemon to catch up")
@@ -72,9 +105,11 @@ def test_exactly_once_through_rotations_and_two_kill9(tmp_path):
         d.send_signal(signal.SIGTERM)
         assert d.wait(timeout=30) == 0
     finally:
+        writing.clear()
         for p in (d, w):
             if p is not None and p.poll() is None:
                 p.kill()
+        gatekeeper.join()
     traces = stored_traces(state)
     assert set(traces) == {f"chatcmpl-{i:016x}" for i in range(n)}  # zero lost, none extra
     dup = []
