@@ -20,11 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _editable_install() -> bool:
     """Whether `diag` is installed in editable mode (`pip install -e`), from its direct_url.json."""
-    try:
-        dist = metadata.distribution("diag")
-    except metadata.PackageNotFoundError:
+    # `pip install .` leaves a diag.egg-info in the checkout, and the checkout is on sys.path under
+    # `python -m pytest`: that build leftover is not an installation, so it is never the one asked.
+    dists = [d for d in metadata.distributions(name="diag") if Path(str(d.locate_file(""))).resolve() != ROOT]
+    if not dists:
         pytest.exit("diag is not installed in this environment: run `pip install '.[test]'` first", returncode=4)
-    info = json.loads(dist.read_text("direct_url.json") or "{}")
+    info = json.loads(dists[0].read_text("direct_url.json") or "{}")
     return bool(info.get("dir_info", {}).get("editable"))
 
 
