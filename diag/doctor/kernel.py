@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 WINDOW_S = 3600.0
 MAX_BYTES = 4 << 20
 RULE_IDS = ("kernel-oom-killer", "gpu-xid")
-_PID_NAME = re.compile(r"(?:Killed process|Kill process) (\d+) \(([^)]*)\)|task=([^,\s]+),pid=(\d+)|Xid \([^)]*\): \d+, pid=(\d+)(?:, name=([^,\s]+))?")
 
 
 @dataclass
@@ -98,7 +97,9 @@ def findings(log: KernelLog, pids: set[int], rules_dirs: list[str] | None = None
     pipe.finish()
     out = []
     for h in hits:
-        pid, name = _named(h.excerpt)
+        # the rules capture who was killed or faulted (kernel-oom-killer: pid, proc; gpu-xid: pid, name)
+        pid = int(h.fields["pid"]) if str(h.fields.get("pid", "")).isdigit() else None
+        name = h.fields.get("proc") or h.fields.get("name")
         # a killed engine process is gone by now, so its pid cannot be among the live ones: its name tells
         if pids and (pid is None or (pid not in pids and not (name and _SERVER_NAME.match(name)))):
             continue
@@ -110,14 +111,3 @@ def findings(log: KernelLog, pids: set[int], rules_dirs: list[str] | None = None
 # VLLM::Worker_TP0; Ray workers are ray::…; the rest run as python or llama-server.
 _SERVER_NAME = re.compile(r"(?:VLLM::|vllm|ray::|llama-serv|lmdeploy|python|pt_main_thread)", re.I)
 
-
-def _named(text: str) -> tuple[int | None, str | None]:
-    """The pid and process name an OOM-killer or Xid line names."""
-    m = _PID_NAME.search(text)
-    if m is None:
-        return None, None
-    if m.group(1):
-        return int(m.group(1)), m.group(2)
-    if m.group(4):
-        return int(m.group(4)), m.group(3)
-    return int(m.group(5)), m.group(6)
