@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -40,7 +39,7 @@ def api_trace(request: Request, tid: str) -> dict[str, Any]:
     store = _web(request).store()
     d = queries.trace_detail(store, tid)
     if d is None:
-        return JSONResponse({"detail": "no such trace", "prefix_matches": queries.prefix_matches(store, tid)}, status_code=404)
+        return JSONResponse({"detail": "no such trace", "prefix_matches": store.trace_candidates(tid)}, status_code=404)
     return d
 
 
@@ -95,8 +94,6 @@ async def api_events(request: Request):
                 rows = [r for r in batch.rows if flt.matches(r)]
                 if rows:
                     yield ServerSentEvent(event="traces", raw_data=json.dumps(rows, separators=(",", ":")))
-    except asyncio.CancelledError:
-        raise
     finally:
         live.unsubscribe(q)
 

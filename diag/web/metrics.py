@@ -93,12 +93,11 @@ class StoreCollector:
             "kv": GaugeMetricFamily("diag_engine_kv_cache_usage_ratio", "KV-cache usage (0-1), from the server's latest stats line.",
                                     labels=["path", "model_name"]),
         }
-        facts = meta.get("facts") or {}
         for srv in queries.servers(store, meta, series=False):
             latest = srv["latest"]
             if not latest:
                 continue
-            f = facts.get(srv["source"]) or {}
+            f = srv["facts"]
             lab = [srv["source"], str(f.get("served_model_name") or f.get("model") or "")]
             for key, name in (("running", "running"), ("waiting", "waiting")):
                 if latest.get(key) is not None:

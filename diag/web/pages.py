@@ -60,7 +60,7 @@ def trace_page(request: Request, tid: str) -> HTMLResponse:
     store = request.app.state.web.store()
     d = queries.trace_detail(store, tid)
     if d is None:
-        return _render(request, "notfound.html", status_code=404, tid=tid, matches=queries.prefix_matches(store, tid), nav="requests")
+        return _render(request, "notfound.html", status_code=404, tid=tid, matches=store.trace_candidates(tid), nav="requests")
     return _render(request, "trace.html", t=d, nav="requests")
 
 

@@ -173,15 +173,6 @@ def high_water(store: Store) -> tuple[float, int]:
     return (r[0] or 0.0, 1 << 62)
 
 
-def prefix_matches(store: Store, prefix: str, limit: int = 20) -> list[str]:
-    """Ids starting with `prefix`, through the primary key's index (a range, not LIKE)."""
-    if not prefix:
-        return []
-    rows = store.db.execute("SELECT id FROM traces WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-                            (prefix, prefix + "\U0010ffff", limit))
-    return [r[0] for r in rows]
-
-
 def resolve(store: Store, q: str) -> tuple[str | None, list[str]]:
     """A full id or a unique prefix → that id; otherwise (None, the candidates)."""
     q = q.strip()
@@ -189,7 +180,7 @@ def resolve(store: Store, q: str) -> tuple[str | None, list[str]]:
         return None, []
     if store.db.execute("SELECT 1 FROM traces WHERE id = ?", (q,)).fetchone():
         return q, [q]
-    cands = prefix_matches(store, q, 21)
+    cands = store.trace_candidates(q, 21)
     return (cands[0] if len(cands) == 1 else None), cands
 
 
