@@ -131,7 +131,8 @@ class RuleEngine:
         found = {id(r) for n, r in pairs if n in text}
         if not found:
             return always
-        return [r for r in rs if id(r) in found or (not r.needles or r.consecutive > 1 or r.state)]
+        found.update(map(id, always))
+        return [r for r in rs if id(r) in found]
 
     def _plan(self, ev: Event) -> tuple[list[Rule], list[Rule], list[tuple[str, Rule]], list[Rule]]:
         """Per (format, kind): the text rules that apply (all, those without a prefilter, needle → rule
@@ -142,7 +143,7 @@ class RuleEngine:
             applies = [r for r in self.event_rules if event_applies(r, ev)]
             rs = [r for r in applies if r.frames is None]
             always = [r for r in rs if not r.needles or r.consecutive > 1 or r.state]  # streak/state rules must see misses too
-            pairs = [(n, r) for r in rs if r.needles and r.consecutive == 1 for n in r.needles]
+            pairs = [(n, r) for r in rs if r.needles and r.consecutive == 1 and not r.state for n in r.needles]
             plan = self._by_kind[key] = (rs, always, pairs, [r for r in applies if r.frames is not None])
         return plan
 

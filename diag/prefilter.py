@@ -37,9 +37,7 @@ def literal_needle(pattern: str) -> str | None:
     while i < n:
         c = pattern[i]
         if c == "\\" and i + 1 < n:
-            nx = pattern[i + 1]
-            if nx in _LONG_ESCAPES:
-                return None
+            nx = pattern[i + 1]  # never a long escape: _unsafe() turned those away above
             if depth == 0 and not nx.isalnum():
                 cur.append(nx)
             else:

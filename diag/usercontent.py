@@ -56,15 +56,6 @@ def mask(text: str, start: int, end: int | None, what: str, fields: dict[str, An
     return text[:start] + placeholder(what, n) + text[end:]
 
 
-def host_of(url: str) -> str:
-    """`https://u:p@img.example:8443/a/b?c` → `https://img.example:8443` (credentials dropped)."""
-    m = _URL.match(url)
-    if m is None:
-        return ""
-    scheme, netloc = m.group(1), m.group(2)
-    return scheme + netloc.rsplit("@", 1)[-1]
-
-
 def _url_sub(m: re.Match) -> str:
     scheme, netloc, rest = m.group(1), m.group(2).rsplit("@", 1)[-1], m.group(3)
     if not rest:

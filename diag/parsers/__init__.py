@@ -212,13 +212,7 @@ class SourceParser:
             counts[ev.fmt] = counts.get(ev.fmt, 0) + 1
         if ctx.wrap_ts is not None and ev.ts is None:
             ev.ts = ctx.wrap_ts
-        if ev.ts is None:
-            # untimed lines (uvicorn, llama.cpp) take the time of the line before them; a live
-            # follower with nothing better stamps them on arrival
-            ev.ts = self.last_ts if self.last_ts is not None else (time.time() if self.stamp_now else None)
-            ev.ts_inferred = ev.ts is not None
-        else:
-            self.last_ts = ev.ts
+        self._stamp(ev)
         if line.truncated:
             ev.fields["truncated"] = True
         ev.repeated = repeated
@@ -249,6 +243,15 @@ class SourceParser:
         `holds(n)`: a line of `n` characters would be held itself, as a possible wrap."""
         return self._pending is None and self._held is None and not self.ctx.state.get("user_dump")
 
+    def _stamp(self, ev: Event) -> None:
+        """Untimed lines (uvicorn, llama.cpp) take the time of the line before them; a live follower
+        with nothing better stamps them on arrival. One place for `feed` and the fast path's `took`."""
+        if ev.ts is None:
+            ev.ts = self.last_ts if self.last_ts is not None else (time.time() if self.stamp_now else None)
+            ev.ts_inferred = ev.ts is not None
+        else:
+            self.last_ts = ev.ts
+
     def holds(self, n: int) -> bool:
         return n in self._unwrap.widths
 
@@ -270,11 +273,7 @@ class SourceParser:
         counts[ev.fmt] = counts.get(ev.fmt, 0) + 1
         ctx = self.ctx
         ctx.proc, ctx.pid, ctx.wrap_ts = ev.proc, ev.pid, None
-        if ev.ts is None:
-            ev.ts = self.last_ts if self.last_ts is not None else (time.time() if self.stamp_now else None)
-            ev.ts_inferred = ev.ts is not None
-        else:
-            self.last_ts = ev.ts
+        self._stamp(ev)
         ev.end_lineno = ev.lineno
         self._cr = False
         self._dropped = False
@@ -397,7 +396,7 @@ class SourceParser:
         if self._tb == _TB_BODY:
             return True  # inside a traceback everything up to the exception line belongs to it
         if self._tb == _TB_AFTER:
-            return (not text or text[0] in " \t" or text.startswith(("During handling", "The above exception", "Traceback"))
+            return (not text or text[0] in " \t" or text.startswith(_TB_CHAIN)
                     or (text and _EXC_LINE.match(text) is not None and self._lines < 50))
         if text.startswith("Traceback (most recent call last)"):
             return pend.severe or pend.text.rstrip().endswith(":") or pend.kind == E.RAW
