@@ -106,10 +106,11 @@ def _scan_to_store(state_dir: str, pipe, hits: list) -> None:
 
     try:
         store = Store(Path(state_dir) / "diag.sqlite3")
-        scanned = (store.meta().get("scanned") or [])[-50:]
+        meta = store.meta()
+        scanned = (meta.get("scanned") or [])[-50:]
         scanned.append({"at": time.time(), "sources": [s.to_dict() for s in pipe.sources], "traces": len(pipe.traces),
                         "findings": len(hits)})
-        facts = dict(store.meta().get("facts") or {})
+        facts = dict(meta.get("facts") or {})
         facts.update(pipe.facts.by_source)
         traces, step = pipe.traces, 20000
         store.commit(traces[:step], hits, [], {"facts": facts, "scanned": scanned}, pipe.samples)
@@ -226,13 +227,11 @@ def _daemon_config(args: argparse.Namespace):
     if getattr(args, "rules", None):
         cfg.rules_dirs.extend(args.rules)
     if getattr(args, "alert_webhook", None):  # quick start: webhook sinks without a config file
-        sinks = list(cfg.alerts_doc.get("sink", [])) + [{"name": f"webhook-cli-{i + 1}", "type": "webhook", "url": u}
-                                                          for i, u in enumerate(args.alert_webhook)]
-        cfg.alerts_doc = {**cfg.alerts_doc, "sink": sinks}
+        cfg.alert_webhooks = list(args.alert_webhook)
         from diag.alerts.config import AlertConfigError, parse as parse_alerts
 
         try:
-            parse_alerts(cfg.alerts_doc)
+            parse_alerts(cfg.alerts_doc, extra_webhooks=cfg.alert_webhooks)
         except AlertConfigError as exc:
             raise UsageError(f"--alert-webhook: {exc}") from None
     return cfg, extra
@@ -254,7 +253,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         print(f"config {cfg.source}: {len(cfg.logs)} log(s), state {cfg.db_path}, {len(rs.rules)} rules")
         from diag.alerts.config import parse as parse_alerts
 
-        sinks = parse_alerts(cfg.alerts_doc).sinks  # validated at load: types, URLs, secrets readable
+        sinks = parse_alerts(cfg.alerts_doc, extra_webhooks=cfg.alert_webhooks).sinks  # validated at load: types, URLs, secrets readable
         print(f"alerts: journal + {len(sinks)} sink(s)" + "".join(f"\n  {s.name}: {s.type} {s.url or ' '.join(s.command) or s.host}"
                                                                  for s in sinks))
         return 1 if rs.errors else 0
@@ -299,6 +298,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 def cmd_web(args: argparse.Namespace) -> int:
     """`diag web`: serve an existing store (one copied off a server, or a `diag scan --store`) read-only."""
+    from diag import config
     from diag.store import MIGRATIONS, Store, StoreError
     from diag.web.server import WebError, prepare
 
@@ -312,7 +312,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         if version < len(MIGRATIONS):  # an older diag wrote it: bring its schema up once, then read only
             Store(cfg.db_path).close()
             print(f"diag: upgraded {cfg.db_path} from schema {version} to {len(MIGRATIONS)}", file=sys.stderr)
-        web = prepare(cfg.db_path, args.listen or cfg.web_listen or "127.0.0.1:8765", cfg.web_token_file)
+        web = prepare(cfg.db_path, args.listen or cfg.web_listen or config.DEFAULT_WEB_LISTEN, cfg.web_token_file)
     except (StoreError, WebError, Exception) as exc:  # sqlite3.Error too
         raise UsageError(str(exc)) from None
     print(f"diag: serving {cfg.db_path} read-only on {web.url}" + (" (token required)" if web.token else ""), file=sys.stderr)

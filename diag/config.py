@@ -30,6 +30,11 @@ def default_state_dir() -> Path:
     return base / "diag"
 
 
+# The dashboard's default address: clear of 8000, 3001, 8080, 23333, 30000 (inference servers and
+# proxies). Alert links point here unless [alerts] external_url says otherwise.
+DEFAULT_WEB_LISTEN = "127.0.0.1:8765"
+
+
 @dataclass
 class LogSpec:
     path: str  # a file or a glob
@@ -70,8 +75,9 @@ class Config:
     doctor_proxy_url: str | None = None
     # [alerts] and [[alerts.sink]] (parsed by diag.alerts.config)
     alerts_doc: dict[str, Any] = field(default_factory=dict)
+    alert_webhooks: list[str] = field(default_factory=list)  # `--alert-webhook URL`: sinks webhook-cli-N beside [alerts]
     # [web]: the dashboard and /metrics served inside the daemon
-    web_listen: str | None = "127.0.0.1:8765"  # None: --no-web
+    web_listen: str | None = DEFAULT_WEB_LISTEN  # None: --no-web
     web_token_file: str | None = None
 
     @property
@@ -116,7 +122,7 @@ def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
     unknown = set(doc) - {"daemon", "log", "doctor", "alerts", "web"}
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
-    for section, want in (("daemon", dict), ("doctor", dict), ("log", list)):
+    for section, want in (("daemon", dict), ("doctor", dict), ("web", dict), ("log", list)):
         if section in doc and not isinstance(doc[section], want):
             shape = f"a [{section}] table" if want is dict else "[[log]] tables"
             raise ConfigError(f"{where}: `{section}` must be {shape}, not {type(doc[section]).__name__}")

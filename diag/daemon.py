@@ -67,8 +67,9 @@ class Daemon:
         self._commit_failing = False
         self._servers: dict[str, str] = {}
         self._web_listen = cfg.web_listen  # the dashboard alerts link to (a reload does not move it)
-        self.alerts = AlertRuntime(parse_alerts(cfg.alerts_doc, web_listen=self._web_listen), rs, self.store.db, cfg.db_path, self._describe)
-        self._cli_sinks = [s for s in cfg.alerts_doc.get("sink", []) if str(s.get("name", "")).startswith("webhook-cli-")]
+        self._cli_webhooks = list(cfg.alert_webhooks)  # --alert-webhook: kept across reloads of the config file
+        self.alerts = AlertRuntime(parse_alerts(cfg.alerts_doc, extra_webhooks=self._cli_webhooks, web_listen=self._web_listen),
+                                   rs, self.store.db, cfg.db_path, self._describe)
         self.pipe.engine.on_clear = lambda rule, path: self.alerts.cleared(rule.id, path)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -281,8 +282,7 @@ class Daemon:
         log.info("reload: %d rules", len(rs.rules))
         self.alerts.set_rules(rs)
         try:
-            self.alerts.reconfigure(parse_alerts({**cfg.alerts_doc, "sink": cfg.alerts_doc.get("sink", []) + self._cli_sinks},
-                                                web_listen=self._web_listen))
+            self.alerts.reconfigure(parse_alerts(cfg.alerts_doc, extra_webhooks=self._cli_webhooks, web_listen=self._web_listen))
         except ValueError as exc:
             log.error("reload: alerts: %s; keeping the running sinks", exc)
         self.follower.cfg.logs = cfg.logs

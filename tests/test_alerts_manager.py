@@ -178,6 +178,26 @@ def test_silence_storage(tmp_path):
     assert sil.expire(db, s.id, now=2002.0) is None
 
 
+def test_silence_id_prefixes_are_literal(tmp_path):
+    """`diag silence expire` takes a prefix as typed: no LIKE wildcards, no empty prefix, case kept."""
+    db = Store(tmp_path / "s.sqlite3").db
+    s = sil.add(db, [sil.Matcher.parse("alertname=cuda-oom")], 3600, "maintenance", "ops", now=1000.0)
+    for prefix in ("", "%", "_", s.id[:4].upper() if s.id[:4].upper() != s.id[:4] else "Z" + s.id[:3]):
+        assert sil.expire(db, prefix, now=2000.0) is None, prefix
+    assert sil.load(db, now=2000.0)[0].id == s.id  # still active
+
+
+def test_a_repeated_line_counts_as_often_as_it_repeated(ruleset):
+    """Ray's "[repeated 7x across cluster]" is seven OOMs, in the alert as in the findings."""
+    m = manager(ruleset, group_wait=0, group_interval=1, resolve_after=5)
+    h = hit(ruleset, "cuda-oom")
+    h.count = 7
+    m.hit(h, now=1.0, server="vllm")
+    m.hit(hit(ruleset, "cuda-oom"), now=1.0, server="vllm")
+    (a,) = m.alerts.values()
+    assert a.count == 8
+
+
 def test_truncate_on_utf8_boundary():
     text = "显存不足" * 2000
     for limit in range(10, 40):

@@ -219,6 +219,7 @@ def test_corrupt_gzip_exits_2_with_one_line(tmp_path):
 @pytest.mark.parametrize("body,why", [
     ("daemon = 1\n", "`daemon` must be a [daemon] table"),
     ("log = 'x'\n", "`log` must be [[log]] tables"),
+    ("web = 'off'\n", "`web` must be a [web] table"),
     ("[daemon]\npoll_interval = -1\n", "poll_interval must be greater than 0"),
     ("[daemon]\nrules_dirs = [1]\n", "rules_dirs must be a list of paths"),
 ])

@@ -171,7 +171,7 @@ def cmd_alerts_test(args: argparse.Namespace) -> int:
 
     cfg, _ = _daemon_config(args)
     try:
-        acfg = parse_alerts(cfg.alerts_doc, web_listen=cfg.web_listen)
+        acfg = parse_alerts(cfg.alerts_doc, extra_webhooks=cfg.alert_webhooks, web_listen=cfg.web_listen)
     except AlertConfigError as exc:
         raise UsageError(str(exc)) from None
     chosen = acfg.sinks

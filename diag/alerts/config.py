@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from diag.config import DEFAULT_WEB_LISTEN
 from diag.rules import CATEGORIES, SEVERITIES
 
 SINK_TYPES = ("webhook", "alertmanager", "feishu", "dingtalk", "wecom", "email", "exec")
 DEFAULT_URLS = {"feishu": "https://open.feishu.cn/open-apis/bot/v2/hook/", "dingtalk": "https://oapi.dingtalk.com/robot/send",
                 "wecom": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"}
 CHAT_TYPES = ("feishu", "dingtalk", "wecom")
-DEFAULT_LISTEN = "127.0.0.1:8765"  # the dashboard's default listen address ([web] listen)
 
 
 def dashboard_url(listen: str | None) -> str:
@@ -103,7 +103,7 @@ class AlertsConfig:
     max_age: float = 86400.0  # an undeliverable notification is given up (and logged) after this long
     backoff_max: float = 30.0
     resend_interval: float = 60.0  # alertmanager sinks: re-push firing alerts (below its resolve_timeout, 5 min)
-    external_url: str = field(default_factory=lambda: dashboard_url(DEFAULT_LISTEN))
+    external_url: str = field(default_factory=lambda: dashboard_url(DEFAULT_WEB_LISTEN))
     sinks: list[SinkConfig] = field(default_factory=list)
 
 
@@ -169,8 +169,6 @@ def parse_sink(item: Any, i: int) -> SinkConfig:
 def validate_sink(s: SinkConfig, where: str) -> None:
     """What can be checked without sending: URLs, files, commands, addresses."""
     if s.type in ("webhook", "alertmanager", *CHAT_TYPES):
-        if s.type == "wecom" and s.secret and "key=" not in s.url:
-            pass  # the key comes from `secret`
         for u in s.url.split(",") if s.type == "alertmanager" else [s.url]:
             parts = urlsplit(u.strip())
             if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -193,7 +191,7 @@ def validate_sink(s: SinkConfig, where: str) -> None:
             raise AlertConfigError(f"{where}: command {s.command[0]!r} not found or not executable")
 
 
-def parse(doc: Any, extra_webhooks: list[str] | None = None, web_listen: str | None = DEFAULT_LISTEN) -> AlertsConfig:
+def parse(doc: Any, extra_webhooks: list[str] | None = None, web_listen: str | None = DEFAULT_WEB_LISTEN) -> AlertsConfig:
     """The `[alerts]` table (may be empty) plus `--alert-webhook` URLs. Without `external_url` the
     links in alerts follow the dashboard's listen address `web_listen` (none when it is off)."""
     if not isinstance(doc, dict):

@@ -135,7 +135,7 @@ class AlertManager:
         elif a.ends_at is not None:
             a.ends_at = None  # it came back before the resolution went out: still the same alert
             a.am_sent_at = 0.0  # Alertmanager may have been told it ended: tell it again now
-        a.count += 1
+        a.count += hit.count  # a Ray "[repeated 7x]" line counts 7, as in the findings
         a.last_hit_at = now
         if hit.ts is not None:
             a.first_seen = hit.ts if a.first_seen is None else min(a.first_seen, hit.ts)

@@ -109,8 +109,11 @@ def load(db: sqlite3.Connection, include_expired: bool = False, now: float | Non
 def expire(db: sqlite3.Connection, sid: str, now: float | None = None) -> Silence | None:
     """End a silence now; a unique prefix of its id is enough. None if no such active silence."""
     now = time.time() if now is None else now
-    rows = db.execute("SELECT id, matchers, starts_at, ends_at, comment, created_by FROM silences WHERE id LIKE ? AND ends_at > ?",
-                      (sid + "%", now)).fetchall()
+    if not sid:
+        return None
+    # a prefix compared literally, as trace-id prefixes are (`_` and `%` are not wildcards)
+    rows = db.execute("SELECT id, matchers, starts_at, ends_at, comment, created_by FROM silences WHERE substr(id, 1, ?) = ? "
+                      "AND ends_at > ?", (len(sid), sid, now)).fetchall()
     if len(rows) != 1:
         return None
     db.execute("UPDATE silences SET ends_at = ? WHERE id = ?", (now, rows[0][0]))

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diag.config import DEFAULT_WEB_LISTEN
 from diag.web.auth import AuthError, check_bind, load_token
 
-DEFAULT_LISTEN = "127.0.0.1:8765"  # clear of 8000, 3001, 8080, 23333, 30000 (inference servers and proxies)
 log = logging.getLogger("diag")
 
 
@@ -38,7 +38,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     else:
         host, _, port = v.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise WebError(f"--web/listen {value!r}: expected HOST:PORT, for example {DEFAULT_LISTEN}")
+        raise WebError(f"--web/listen {value!r}: expected HOST:PORT, for example {DEFAULT_WEB_LISTEN}")
     return host, int(port)
 
 

@@ -19,7 +19,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per POST w
 
 
 def client(cfg: SinkConfig) -> httpx.Client:
-    verify: Any = cfg.ca_file if cfg.ca_file else cfg.verify_tls
+    verify: Any = cfg.verify_tls
     if cfg.ca_file:
         import ssl
 
