@@ -121,7 +121,7 @@ class RuleEngine:
         self._quiet_needles = {r.id: literal_needles(r.unless_after[0].pattern) for r in self.quieting}  # type: ignore[index]
         self._by_kind: dict[tuple[str, str], Any] = {}
 
-    def _rules_for(self, ev: Event) -> list[Rule]:
+    def rules_for(self, ev: Event) -> list[Rule]:
         """The rules worth trying on this event: those that apply to its format and kind, and
         whose literal prefilter (one needle per alternative) occurs in its text."""
         rs, always, pairs, _frames = self._plan(ev)
@@ -184,7 +184,7 @@ class RuleEngine:
                 continue
             if self._search(r, pat, text) is not None:
                 self._suppress_seen[(ev.path, r.id)] = ev.ts or 0.0
-        for r in self._rules_for(ev):
+        for r in self.rules_for(ev):
             self._guarded(r, ev, text)
         if ev.frames:  # only tracebacks have frames: every other event skips the frames rules
             for r, fm in self._frame_matches(ev):

@@ -22,55 +22,122 @@ _HARMLESS_LEAD = re.compile(r"\(\?[ms]+\)")
 _LONG_ESCAPES = frozenset("xuUNpPgk0123456789")
 
 
-def literal_needle(pattern: str) -> str | None:
-    """The longest literal run every match must contain, or None when there is no safe one.
+# Lines a healthy busy server writes all day (real lines from tests/data/corpus): a literal found in
+# them would send every such line to the rule's regex, so a needle is taken from these only when
+# the alternative has no other (`HTTP/` loses to `" 404`, `"POST /v1/` to `" 50`).
+_EVERYDAY = "\n".join((
+    "(APIServer pid=4638) INFO 11-22 17:58:03 [request_logger.py:65] Received request chatcmpl-a923ad8365229778: params: "
+    "SamplingParams(n=1, presence_penalty=0.0, frequency_penalty=0.0, repetition_penalty=1.0, temperature=1.0, "
+    "watermarking=None, top_p=1.0, top_k=0, min_p=0.0, seed=None, stop=[], stop_token_ids=[], bad_words=[], "
+    "thinking_token_budget=None, include_stop_str_in_output=False, ignore_eos=False, max_tokens=16, min_tokens=0, "
+    "logprobs=None, prompt_logprobs=None, skip_special_tokens=True, spaces_between_special_tokens=True, "
+    "structured_outputs=None, extra_args=None), lora_request: None.",
+    "(APIServer pid=4638) INFO 11-22 17:58:03 [async_llm.py:578] Added request chatcmpl-a923ad8365229778-b80d360a.",
+    "(APIServer pid=4638) INFO 11-22 17:58:05 [loggers.py:259] Engine 000: Avg prompt throughput: 402.6 tokens/s, "
+    "Avg generation throughput: 38.1 tokens/s, Running: 2 reqs, Waiting: 0 reqs, GPU KV cache usage: 0.4%, "
+    "Prefix cache hit rate: 12.5%, MM cache hit rate: 50.0%",
+    'INFO:     10.0.0.5:41234 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+    'INFO:     127.0.0.1:48268 - "GET /health HTTP/1.1" 200 OK',
+    'INFO:     127.0.0.1:48270 - "GET /v1/models HTTP/1.1" 200 OK',
+    '127.0.0.1 - - [22/Aug/2026:10:15:20 +0000] "POST /v1/completions HTTP/1.1" 200 1670 "-" "python-requests/2.32.3"',
+    "2026-08-22 10:15:02,114 - lmdeploy - INFO - async_engine.py:582 - session=0, input_tokens=38, max_new_tokens=512, prep=True",
+    "slot launch_slot_: id  3 | task 0 | processing task",
+    "srv  update_slots: all slots are idle",
+))
 
-    Only top-level text is considered: anything inside a group or after a top-level `|` makes
-    the pattern's literals optional, so such patterns get no needle (see `literal_needles`).
+
+def literal_needle(pattern: str) -> str | None:
+    """A literal run every match must contain, or None when there is no safe one.
+
+    Of the runs of at least 4 characters, one that everyday lines (`_EVERYDAY`) do not contain
+    is preferred, then the longest. Only top-level text is considered, plus the text of groups
+    that are neither repeated nor optional and hold no alternation (`" (?P<status>50[24])`
+    gives `" 50`): anything inside other groups or after a top-level `|` is optional, so such
+    patterns get no needle (see `literal_needles`).
     """
     if "|" in _top_level(pattern) or _unsafe(pattern):
         return None
-    best, cur = "", []
-    depth = 0
+    runs: list[str] = []
+    cur: list[str] = []
+    opaque = 0  # enclosing groups whose text a match need not contain
+    groups: list[bool] = []  # per open group: does it hide its text (True) or not
     i = 0
     n = len(pattern)
+
+    def cut() -> None:
+        if cur:
+            runs.append("".join(cur))
+            cur.clear()
+
     while i < n:
         c = pattern[i]
         if c == "\\" and i + 1 < n:
             nx = pattern[i + 1]  # never a long escape: _unsafe() turned those away above
-            if depth == 0 and not nx.isalnum():
+            if opaque == 0 and not nx.isalnum():
                 cur.append(nx)
             else:
-                best, cur = _keep(best, cur), []
+                cut()
             i += 2
             continue
-        if c in "([":
-            if c == "[":
-                i = _class_end(pattern, i)
-                best, cur = _keep(best, cur), []
+        if c == "[":
+            i = _class_end(pattern, i)
+            cut()
+            continue
+        if c == "(":
+            body = _transparent_body(pattern, i)
+            if opaque == 0 and body is not None:
+                groups.append(False)
+                i = body
                 continue
-            depth += 1
-            best, cur = _keep(best, cur), []
+            groups.append(True)
+            opaque += 1
+            cut()
         elif c == ")":
-            depth -= 1
-            best, cur = _keep(best, cur), []
+            if groups and groups.pop():
+                opaque -= 1
+                cut()
         elif c in "*?{":
             if cur:
                 cur.pop()  # the quantified character is optional
-            best, cur = _keep(best, cur), []
+            cut()
             if c == "{":
                 j = pattern.find("}", i)
                 i = (j + 1) if j > 0 else n
                 continue
-        elif c == "+":
-            best, cur = _keep(best, cur), []
-        elif c in ".^$":
-            best, cur = _keep(best, cur), []
-        elif depth == 0:
+        elif c == "+" or c in ".^$":
+            cut()
+        elif opaque == 0:
             cur.append(c)
         i += 1
-    best = _keep(best, cur)
-    return best if len(best) >= 4 else None
+    cut()
+    runs = [r for r in runs if len(r) >= 4]
+    if not runs:
+        return None
+    return max(runs, key=lambda r: (r not in _EVERYDAY, len(r)))
+
+
+def _transparent_body(pattern: str, i: int) -> int | None:
+    """Where the body of the group opening at `i` starts, when every match contains its text
+    (a plain, `(?:` or `(?P<name>` group with no alternation of its own, not followed by a
+    quantifier); None otherwise (lookarounds, backreferences, optional or repeated groups)."""
+    if pattern.startswith("(?:", i):
+        start = i + 3
+    elif pattern.startswith("(?P<", i):
+        gt = pattern.find(">", i)
+        if gt < 0:
+            return None
+        start = gt + 1
+    elif pattern.startswith("(?", i):
+        return None
+    else:
+        start = i + 1
+    for j, c, d in _structure(pattern[i:]):
+        if c == "|" and d == 1:
+            return None
+        if c == ")" and d == 0:
+            after = pattern[i + j + 1:i + j + 2]
+            return None if after and after in "*?+{" else start
+    return None
 
 
 def literal_needles(pattern: str) -> tuple[str, ...] | None:
@@ -148,11 +215,6 @@ def _unwrap(pattern: str) -> str | None:
     if body.startswith("?"):
         return None  # lookarounds, flags
     return body
-
-
-def _keep(best: str, cur: list[str]) -> str:
-    s = "".join(cur)
-    return s if len(s) > len(best) else best
 
 
 def _top_level(pattern: str) -> str:

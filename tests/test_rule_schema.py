@@ -126,7 +126,7 @@ def _lit(draw) -> tuple[str, str]:
 @st.composite
 def piece(draw, depth=0) -> tuple[str, str]:
     """(pattern, a string it matches)."""
-    kind = draw(st.integers(0, 9 if depth < 2 else 4))
+    kind = draw(st.integers(0, 11 if depth < 2 else 4))
     if kind <= 1:
         return _lit(draw)
     if kind == 2:  # escapes whose spelling is not what they match
@@ -152,6 +152,12 @@ def piece(draw, depth=0) -> tuple[str, str]:
     if kind == 8:
         p, s = draw(piece(depth + 1))
         return f"(?P<g{depth}>{p})", s
+    if kind == 9:  # a plain capturing group, whose text every match contains
+        p, s = draw(piece(depth + 1))
+        return f"({p})", s
+    if kind == 10:  # a repeated group: its text is there, but not necessarily next to its neighbours'
+        p, s = draw(piece(depth + 1))
+        return f"(?:{p})" + draw(st.sampled_from(["+", "{1,2}", "+?"])), draw(st.sampled_from([s, s + s]))
     p, s = draw(piece(depth + 1))
     return f"(?:{p})*", draw(st.sampled_from(["", s, s + s]))
 
@@ -188,6 +194,30 @@ def test_prefilter_never_drops_a_match(pm, before, after):
         return  # the generator's sample does not match (e.g. a \s class in verbose mode): nothing to check
     needles = prefilter.literal_needles(pat)
     assert needles is None or any(n in line for n in needles), (pat, line, needles)
+
+
+def test_needles_come_from_inside_plain_groups_and_avoid_everyday_text():
+    # `HTTP/` is in every access line; the status group's `" 50` is only in failures
+    assert prefilter.literal_needles(r'HTTP/[\d.]+" (?P<status>50[24]) ') == ('" 50',)
+    assert prefilter.literal_needles(r'"POST (?P<p>/v1/(?:chat|x))(?:\?\S*)? HTTP/[\d.]+" 404') == ('" 404',)
+    # a group that is optional, repeated or holds an alternation does not lend its text
+    assert prefilter.literal_needles(r"abcd(?:efgh)?") == ("abcd",)
+    assert prefilter.literal_needles(r"ab(?:cdef)+ghij") == ("ghij",)
+    assert prefilter.literal_needles(r"abcd(?:ef|gh)ij") == ("abcd",)
+    # with nothing else to go by, an everyday literal is still better than none
+    assert prefilter.literal_needles(r"HTTP/[\d.]+") == ("HTTP/",)
+
+
+def test_everyday_access_lines_try_no_rule():
+    from diag.events import ACCESS, Event
+    from diag.findings import RuleEngine
+
+    engine = RuleEngine(rules.load(), on_hit=lambda h: None)
+    for text in ('10.0.0.5:41234 - "POST /v1/chat/completions HTTP/1.1" 200 OK', '127.0.0.1:1 - "GET /health HTTP/1.1" 200 OK'):
+        ev = Event("p", 1, "uvicorn", ACCESS, "INFO", None, text)
+        assert engine.rules_for(ev) == [], text
+    ev = Event("p", 1, "uvicorn", ACCESS, "INFO", None, '10.0.0.5:41234 - "POST /v1/chat/completions HTTP/1.1" 502 Bad Gateway')
+    assert [r.id for r in engine.rules_for(ev)] == ["gateway-errors"]
 
 
 def test_builtin_rules_keep_their_prefilter_and_it_is_sound_on_their_examples():
