@@ -65,6 +65,9 @@ _INTS = frozenset({"max_model_len", "kv_cache_tokens", "kv_cache_blocks", "slots
 _FLOATS = frozenset({"max_concurrency", "kv_cache_gib", "weights_gib", "init_seconds", "gpu_memory_utilization"})
 
 
+FACT_KINDS = frozenset({E.LOG, E.RAW})  # the only events `FactCollector.feed` reads
+
+
 class FactCollector:
     def __init__(self, on_model: Callable[[str, str], None] | None = None, on_start: Callable[[str], None] | None = None):
         self.by_source: dict[str, dict[str, Any]] = {}
@@ -72,7 +75,7 @@ class FactCollector:
         self.on_start = on_start  # a server start: the trace assembler begins a new id epoch
 
     def feed(self, ev: Event) -> None:
-        if ev.kind not in (E.LOG, E.RAW) or ev.level in ("ERROR", "CRITICAL"):
+        if ev.kind not in FACT_KINDS or ev.level in ("ERROR", "CRITICAL"):
             return
         text = ev.text
         if len(text) > 20000:

@@ -172,6 +172,15 @@ class RuleEngine:
         self.quieting = [r for r in self.quieting if r is not rule]
         self._by_kind.clear()
 
+    def idle_for(self, ev: Event) -> bool:
+        """Would `feed(ev)` do nothing? True for the lifecycle lines of a busy server, which no rule
+        targets (no rule for its format and kind, no held hit counting events, no quieting line):
+        the pipeline then skips the call."""
+        if self._held or (self.quieting and ev.kind in (E.LOG, E.RAW)):
+            return False
+        plan = self._by_kind.get((ev.fmt, ev.kind))
+        return plan is not None and not plan[0] and not plan[3]
+
     # -- events -------------------------------------------------------------------------
     def feed(self, ev: Event) -> None:
         text = ev.text
@@ -338,11 +347,10 @@ class RuleEngine:
 
     # -- traces -------------------------------------------------------------------------
     def check_trace(self, t: Trace, final: bool) -> None:
+        status = t.status
         for r in self.trace_rules:
-            if r.id in t.findings or (r.final and not final):
-                continue
             want = r.when.get("status")
-            if isinstance(want, str) and want != t.status:
+            if (isinstance(want, str) and want != status) or (r.final and not final) or r.id in t.findings:
                 continue
             if condition_holds(r.when, lambda k: getattr(t, k, None)):
                 ts = t.failed_at or t.finished_at or t.aborted_at or t.received_at

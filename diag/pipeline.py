@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from diag.events import STATS, Event
-from diag.facts import FactCollector
+from diag.facts import FACT_KINDS, FactCollector
 from diag.findings import FindingSet, Hit, RuleEngine
 from diag.guard import InternalErrors
 from diag.parsers import SourceParser
@@ -94,26 +94,32 @@ class Pipeline:
 
     # -- events -------------------------------------------------------------------------
     def event(self, ev: Event) -> None:
-        if ev.ts is not None and ((self.since is not None and ev.ts < self.since) or (self.until is not None and ev.ts > self.until)):
-            return
+        ts = ev.ts
+        if ts is not None:
+            if (self.since is not None and ts < self.since) or (self.until is not None and ts > self.until):
+                return
+            if self.last_ts is None or ts > self.last_ts:
+                self.last_ts = ts
         self.stats.events += 1
-        if ev.ts is not None and (self.last_ts is None or ev.ts > self.last_ts):
-            self.last_ts = ev.ts
-        if ev.kind == STATS and ev.ts is not None and len(self.samples) < MAX_SAMPLES:
-            self.samples.append(dict(ev.fields, source=ev.path, ts=ev.ts))
+        kind = ev.kind
+        if kind == STATS and ts is not None and len(self.samples) < MAX_SAMPLES:
+            self.samples.append(dict(ev.fields, source=ev.path, ts=ts))
         # Each stage under its own guard: a bug met by one line costs that stage that line only.
         try:
             self.assembler.feed(ev)
         except Exception as exc:  # noqa: BLE001 - counted and logged by the guard
             self.internal.record("traces", ev.path, ev.lineno, exc)
-        try:
-            self.facts.feed(ev)
-        except Exception as exc:  # noqa: BLE001
-            self.internal.record("facts", ev.path, ev.lineno, exc)
-        try:
-            self.engine.feed(ev)
-        except Exception as exc:  # noqa: BLE001
-            self.internal.record("rules", ev.path, ev.lineno, exc)
+        if kind in FACT_KINDS:  # startup facts are told in log records, never in request or access lines
+            try:
+                self.facts.feed(ev)
+            except Exception as exc:  # noqa: BLE001
+                self.internal.record("facts", ev.path, ev.lineno, exc)
+        engine = self.engine
+        if not engine.idle_for(ev):
+            try:
+                engine.feed(ev)
+            except Exception as exc:  # noqa: BLE001
+                self.internal.record("rules", ev.path, ev.lineno, exc)
 
     def forget(self, path: str) -> None:
         """A followed file is gone for good: every stage drops what it keeps for it (held hits are released)."""

@@ -258,3 +258,14 @@ def test_streamed_json_equals_the_in_memory_document(tmp_path):
         got["stats"].pop("seconds")
         assert got == want
         assert len(got["traces"]) > 10
+
+
+def test_a_traces_public_shape_has_every_public_field_in_order():
+    from diag.traces import PUBLIC_FIELDS, Trace
+
+    t = Trace("chatcmpl-1", "vllm", "a.log", received_at=1.5, timeline=[{"kind": "request.received", "time": 1.5, "line": 3}],
+              http={"status": 200})
+    d = t.to_dict()
+    assert list(d) == list(PUBLIC_FIELDS)
+    assert d["timeline"] == [{"kind": "request.received", "time": d["received_at"], "path": "a.log", "line": 3}]
+    assert d["http"] == {"status": 200} and d["http"] is not t.http

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from diag import events as E
 from diag.events import Event
-from diag.usercontent import scrub
+from diag.usercontent import leaves_request_line, scrub
 from diag.fastpath import classify as C
 from diag.parsers import SourceParser, uvicorn, vllm
 from diag.reader import CHUNK, Line, LineSplitter, normalise, read_chunks
@@ -118,7 +118,10 @@ class FastSource:
             else:
                 mod, other = VLLM, UVI
             text, start = rec[7], rec[8]
-            scrubbed = scrub(text)
+            if kind == C.ACCESS and leaves_request_line(text, rec[4]):
+                scrubbed = text
+            else:
+                scrubbed = scrub(text)
             if (not parser.between_records or not (order[0] is mod or (order[1] is mod and order[0] is other))
                     or (scrubbed is not text and scrubbed != text) or parser.holds(start + len(text))):
                 # the full parser decides (a record being assembled may take this line; user content to take out)
@@ -135,7 +138,7 @@ class FastSource:
                     _, _, proc, pid, stamp, src, msg, _, _ = rec
                     ev = Event(path, lineno, "vllm", E.LOG, "INFO", stamp_time(stamp, ctx), msg, proc, pid, src)
                     classify_msg(ev, msg)
-                took(ev, offset, raw[:start].decode("ascii") + text if start else text)
+                took(ev, offset, raw)
             except Exception as exc:  # noqa: BLE001 - as the pipeline's parse guard: counted, the line skipped
                 pipe.internal.record("parse", path, lineno, exc)
                 parser.start_at(offset, lineno)

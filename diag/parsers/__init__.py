@@ -73,7 +73,7 @@ class SourceParser:
         # (first physical line, joined text, segments, last line number, last `Line`).
         self._unwrap = paste.Unwrap()
         self._held: tuple[Line, str, int, int, Line] | None = None
-        self._last_text = ""  # the previous physical line, paste marks off (to learn wrap widths)
+        self._last_text: str | bytes = ""  # the previous physical line, paste marks off (to learn wrap widths)
         self._dropped = False  # the last line appended to the record was a frame left out of its text
         self._scratch = Ctx(path, Clock(mtime))  # for prefix checks that must not touch self.ctx
 
@@ -153,6 +153,8 @@ class SourceParser:
         self._prev_end, self._prev_lineno = line.end_offset, last
         ctx = self.ctx
         prev_text, self._last_text = self._last_text, text
+        if prev_text.__class__ is bytes:  # a line the fast path took (an ASCII prefix, the rest as it decoded)
+            prev_text = prev_text.decode("utf-8", "replace")
         if mark != paste.LOG:
             if mark == paste.PROMPT:
                 return self.flush()  # what the user typed ends the record before it and is no log text
@@ -255,7 +257,7 @@ class SourceParser:
     def holds(self, n: int) -> bool:
         return n in self._unwrap.widths
 
-    def took(self, ev: Event, end_offset: int, line_text: str) -> None:
+    def took(self, ev: Event, end_offset: int, raw: bytes) -> None:
         """`diag.fastpath` turned one complete line into `ev` by itself: the bookkeeping `feed`
         does for such a line (position, format counts and order, time of untimed lines).
 
@@ -263,7 +265,7 @@ class SourceParser:
         `between_records`, and no parser tried before `ev`'s own one could have taken the line.
         """
         self._prev_end, self._prev_lineno = end_offset, ev.lineno
-        self._last_text = line_text  # the physical line (a wrap learner looks at it with the next one)
+        self._last_text = raw  # the physical line, decoded only if a wrap learner looks at it (`_feed_one`)
         mod = PARSERS[ev.fmt]
         order = self.order
         if order[0] is not mod:
