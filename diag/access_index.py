@@ -87,6 +87,20 @@ class AwaitingIndex:
             return [d for d in self.live.values() if d]
         return [d for k, d in self.live.items() if d and (k is None or k == fam)]
 
+    def sole(self, fam: str | None) -> tuple[int, "Trace | None"]:
+        """(how many live candidates for family `fam`, the trace when there is exactly one): the
+        question each access line asks, answered without building lists."""
+        n = 0
+        only = None
+        for k, d in self.live.items():
+            if d and (fam is None or k is None or k == fam):
+                n += len(d)
+                only = d
+        if n == 1:
+            for _, t in only.values():  # type: ignore[union-attr]
+                return 1, t
+        return n, None
+
     def count(self, fam: str | None) -> int:
         return sum(len(d) for d in self._families(fam))
 

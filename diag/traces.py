@@ -35,11 +35,13 @@ from diag.events import Event
 from diag.traceids import IdScopes
 
 STATUSES = ("ok", "aborted", "failed", "rejected", "in_flight", "unknown")
-GEN_ENDPOINTS = ("/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions", "/completion",
-                 "/v1/responses", "/generate", "/v1/messages")
+GEN_ENDPOINTS = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions", "/completion",
+                           "/v1/responses", "/generate", "/v1/messages"})
 NO_IMAGE_PHRASES = ("看不到图片", "看不到图像", "没有看到图片", "没有图片", "无法看到图片", "无法查看图片", "没有提供图片",
                     "can't see the image", "cannot see the image", "can't see any image", "no image was provided",
                     "don't see an image", "do not see an image", "unable to see the image")
+# the id family an endpoint's requests have (`chatcmpl-` ↔ chat, `cmpl-` ↔ completions), None: any
+_FAMILY = {p: "completions" if "completions" in p and "chat" not in p else ("chat" if "chat" in p else None) for p in GEN_ENDPOINTS}
 MAX_TIMELINE = 48
 MAX_OPEN = 20000
 RECENT = 512
@@ -369,6 +371,9 @@ class TraceAssembler:
 
     def _settle(self, t: Trace) -> None:
         """Recompute status and latency from what is known so far."""
+        if not (t._failed or t._aborted or t._completed or t._ended) and t.http_status is None:
+            t.status = "in_flight"  # nothing else can change for a request plainly in flight (the common case)
+            return
         if t._failed:
             t.status = "rejected" if (t.http_status is not None and 400 <= t.http_status < 500) else "failed"
         elif t._aborted:
@@ -410,7 +415,7 @@ class TraceAssembler:
         if ev.fmt in ("nginx", "proxy") or f.get("method") != "POST" or path not in GEN_ENDPOINTS:
             self._record(ev)
             return None
-        fam = "completions" if "completions" in path and "chat" not in path else ("chat" if "chat" in path else None)
+        fam = _FAMILY[path]
         adj = self._just_ended.pop(ev.path, None)
         if adj is not None and adj.http_status is None and not self._waiting.get(ev.path):
             self._attach(adj, ev, with_client=True)
@@ -422,16 +427,19 @@ class TraceAssembler:
         aw = self._awaiting.get(ev.path)
         if aw is not None:
             aw.prune()
-        n = aw.count(fam) if aw is not None else 0
-        waiting = self._waiting.setdefault(ev.path, [])
-        if n == 1 and not waiting:
-            t = aw.candidates(fam)[0]  # type: ignore[union-attr]
-            self._attach(t, ev, with_client=True)
-            return t
+            n, only = aw.sole(fam)
+        else:
+            n, only = 0, None
+        waiting = self._waiting.get(ev.path)
+        if only is not None and not waiting:
+            self._attach(only, ev, with_client=True)
+            return only
         if not n:
             self._flush_waiting(ev.path)
             self._record(ev)
             return None
+        if waiting is None:
+            waiting = self._waiting[ev.path] = []
         waiting.append(ev)
         if len(waiting) >= n:
             statuses = {w.fields.get("status") for w in waiting}

@@ -72,16 +72,18 @@ def _data_sub(m: re.Match) -> str:
     return f"data:{m.group(1) or ''}{placeholder('data', len(m.group(0)))}"
 
 
+_PLAIN_PATHS: dict[str, bool] = {}  # path -> is it an endpoint scrub keeps as it is (a cache)
+
+
 def endpoint(raw: str) -> str:
     """A request path as diag keeps it: a server endpoint as is, anything else (a file name, an id
     in the path) as a placeholder; the query string never."""
+    if _PLAIN_PATHS.get(raw):
+        return raw  # an endpoint seen before, with nothing to cut
     path = raw.split("?", 1)[0].split("#", 1)[0].split(OPEN, 1)[0]
     if _API_PATH.match(path):
         return path
     return placeholder("url-path", len(path))
-
-
-_PLAIN_PATHS: dict[str, bool] = {}  # path -> is it an endpoint scrub keeps as it is (a cache)
 
 
 def leaves_request_line(text: str, path: str) -> bool:

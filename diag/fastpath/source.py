@@ -37,7 +37,7 @@ class FastSource:
         self.path = parser.path
         self.lines = 0
         self._split_classify = split_classify
-        self._at = (0, 0)  # (line number, offset) just past the line being applied
+        self._at = (0, 0)  # (line number, offset) just past the last line applied
 
     def read(self, f: BinaryIO, progress: Callable[[int], None] | None = None, chunk: int = CHUNK) -> None:
         """The whole stream, then its unterminated last line and the record still being assembled."""
@@ -93,57 +93,56 @@ class FastSource:
         max_line = sp.max_line
         order = parser.order
         VLLM, UVI = vllm, uvicorn
+        ACCESS, LOG = C.ACCESS, E.LOG
         classify_msg, access_fields, stamp_time = vllm.classify, uvicorn.access_fields, vllm.stamp_time
         ctx = parser.ctx
-        self._at = (lineno, offset)
-        for rec in records:
-            lineno += 1
-            if rec.__class__ is bytes:
-                offset += len(rec) + 1
-                self._at = (lineno, offset)
-                truncated = len(rec) > max_line
-                if truncated:
-                    sp.truncated_lines += 1
-                    rec = rec[:max_line]
-                text, cr = normalise(rec)
-                for ev in parse(parser, Line(lineno, text, cr, truncated, offset)):
-                    event(ev)
-                continue
-            kind = rec[0]
-            raw = rec[1]
-            offset += len(raw) + 1
-            self._at = (lineno, offset)
-            if kind == C.ACCESS:
-                mod, other = UVI, VLLM
-            else:
-                mod, other = VLLM, UVI
-            text, start = rec[7], rec[8]
-            if kind == C.ACCESS and leaves_request_line(text, rec[4]):
-                scrubbed = text
-            else:
-                scrubbed = scrub(text)
-            if (not parser.between_records or not (order[0] is mod or (order[1] is mod and order[0] is other))
-                    or (scrubbed is not text and scrubbed != text) or parser.holds(start + len(text))):
-                # the full parser decides (a record being assembled may take this line; user content to take out)
-                text, cr = normalise(raw)
-                for ev in parse(parser, Line(lineno, text, cr, False, offset)):
-                    event(ev)
-                continue
-            try:
-                if kind == C.ACCESS:
-                    _, _, client, method, hpath, status, msg, _, _ = rec
-                    ev = Event(path, lineno, "uvicorn", E.LOG, "INFO", None, msg)
-                    access_fields(ev, client, method, hpath, status)
+        try:
+            for rec in records:
+                lineno += 1
+                if rec.__class__ is bytes:
+                    offset += len(rec) + 1
+                    truncated = len(rec) > max_line
+                    if truncated:
+                        sp.truncated_lines += 1
+                        rec = rec[:max_line]
+                    text, cr = normalise(rec)
+                    for ev in parse(parser, Line(lineno, text, cr, truncated, offset)):
+                        event(ev)
+                    continue
+                kind = rec[0]
+                raw = rec[1]
+                offset += len(raw) + 1
+                text, start = rec[7], rec[8]
+                if kind == ACCESS:
+                    mod, other = UVI, VLLM
+                    scrubbed = text if leaves_request_line(text, rec[4]) else scrub(text)
                 else:
-                    _, _, proc, pid, stamp, src, msg, _, _ = rec
-                    ev = Event(path, lineno, "vllm", E.LOG, "INFO", stamp_time(stamp, ctx), msg, proc, pid, src)
-                    classify_msg(ev, msg)
-                took(ev, offset, raw)
-            except Exception as exc:  # noqa: BLE001 - as the pipeline's parse guard: counted, the line skipped
-                pipe.internal.record("parse", path, lineno, exc)
-                parser.start_at(offset, lineno)
-                continue
-            event(ev)
+                    mod, other = VLLM, UVI
+                    scrubbed = scrub(text)
+                if (not parser.between_records or not (order[0] is mod or (order[1] is mod and order[0] is other))
+                        or (scrubbed is not text and scrubbed != text) or parser.holds(start + len(text))):
+                    # the full parser decides (a record being assembled may take this line; user content to take out)
+                    text, cr = normalise(raw)
+                    for ev in parse(parser, Line(lineno, text, cr, False, offset)):
+                        event(ev)
+                    continue
+                try:
+                    if kind == ACCESS:
+                        _, _, client, method, hpath, status, msg, _, _ = rec
+                        ev = Event(path, lineno, "uvicorn", LOG, "INFO", None, msg)
+                        access_fields(ev, client, method, hpath, status)
+                    else:
+                        _, _, proc, pid, stamp, src, msg, _, _ = rec
+                        ev = Event(path, lineno, "vllm", LOG, "INFO", stamp_time(stamp, ctx), msg, proc, pid, src)
+                        classify_msg(ev, msg)
+                    took(ev, offset, raw)
+                except Exception as exc:  # noqa: BLE001 - as the pipeline's parse guard: counted, the line skipped
+                    pipe.internal.record("parse", path, lineno, exc)
+                    parser.start_at(offset, lineno)
+                    continue
+                event(ev)
+        finally:
+            self._at = (lineno, offset)  # just past the last line applied (also if one of them raised)
 
     def _slow(self, lines) -> None:
         self.lines += self.pipe.feed_line_batch(self.parser, lines)
