@@ -8,7 +8,8 @@ hold), weights memory, the listen address. Per source, last start wins, starts a
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from diag import events as E
 from diag.events import Event
@@ -68,15 +69,25 @@ _FLOATS = frozenset({"max_concurrency", "kv_cache_gib", "weights_gib", "init_sec
 FACT_KINDS = frozenset({E.LOG, E.RAW})  # the only events `FactCollector.feed` reads
 
 
-class FactCollector:
-    def __init__(self, on_model: Callable[[str, str], None] | None = None, on_start: Callable[[str], None] | None = None):
-        self.by_source: dict[str, dict[str, Any]] = {}
-        self.on_model = on_model
-        self.on_start = on_start  # a server start: the trace assembler begins a new id epoch
+@dataclass(frozen=True, slots=True)
+class FactNews:
+    """What a log record told about its server that later stages act on: the pipeline passes it
+    to the trace assembler (a start begins a new id epoch; traces carry the served model name).
+    Facts never call into other stages themselves: the analysis flows one way."""
 
-    def feed(self, ev: Event) -> None:
+    started: bool = False
+    model: str | None = None
+
+
+class FactCollector:
+    def __init__(self) -> None:
+        self.by_source: dict[str, dict[str, Any]] = {}
+
+    def feed(self, ev: Event) -> FactNews | None:
+        """Collect the facts `ev` tells; None when it told nothing (almost every record)."""
         if ev.kind not in FACT_KINDS or ev.level in ("ERROR", "CRITICAL"):
-            return
+            return None
+        started = False
         text = ev.text
         if len(text) > 20000:
             text = text[:20000]
@@ -106,16 +117,14 @@ class FactCollector:
             facts = self.by_source.setdefault(ev.path, {"server": ev.fmt, "starts": 0})
             facts["starts"] += 1
             facts["last_start"] = ev.ts
-            if self.on_start is not None:
-                self.on_start(ev.path)
+            started = True
         if ev.text.startswith(_SHUTDOWN) or any(s in text for s in _SHUTDOWN):
             facts = self.by_source.setdefault(ev.path, {"server": ev.fmt, "starts": 0})
             facts["shutdowns"] = facts.get("shutdowns", 0) + 1
             facts["last_shutdown"] = ev.ts
-        if facts is not None and self.on_model is not None:
-            name = facts.get("served_model_name") or facts.get("model")
-            if name:
-                self.on_model(ev.path, name)
+        if facts is None:
+            return None
+        return FactNews(started, facts.get("served_model_name") or facts.get("model") or None)
 
     def forget(self, path: str) -> None:
         """A source that is gone for good: its facts are not needed any more (they were reported)."""

@@ -101,9 +101,11 @@ def render(template: str, fields: dict[str, Any], count: int = 1, ids: list[str]
 class RuleEngine:
     """Matches events and traces against a rule set; reports hits to `on_hit`."""
 
-    def __init__(self, ruleset: RuleSet, on_hit: Callable[[Hit], None], trace_lookup: Callable[[str], Trace | None] | None = None):
+    def __init__(self, ruleset: RuleSet, on_hit: Callable[[Hit], None], trace_lookup: Callable[[str], Trace | None] | None = None,
+                 on_trace_finding: Callable[[Trace, str], None] | None = None):
         self.on_hit = on_hit
-        self.trace_lookup = trace_lookup or (lambda rid, path=None: None)
+        self.trace_lookup = trace_lookup or (lambda rid, path=None: None)  # read only: rules never change a trace
+        self.on_trace_finding = on_trace_finding  # told which trace a hit is about (the pipeline records it)
         self.errors: list[str] = list(ruleset.errors)
         self.internal: Any = None  # diag.guard.InternalErrors, set by the pipeline
         self.set_rules(ruleset)
@@ -341,8 +343,8 @@ class RuleEngine:
     def _emit(self, hit: Hit, trace: Trace | None) -> None:
         if trace is None and hit.request_id:
             trace = self.trace_lookup(hit.request_id)
-        if trace is not None and hit.rule.id not in trace.findings:
-            trace.findings.append(hit.rule.id)
+        if trace is not None and self.on_trace_finding is not None:
+            self.on_trace_finding(trace, hit.rule.id)
         self.on_hit(hit)
 
     # -- traces -------------------------------------------------------------------------

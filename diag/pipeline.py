@@ -1,4 +1,4 @@
-"""One pipeline, one direction: source → line parser → event → traces / facts / rules → sinks.
+"""One pipeline, one direction: source → line parser → event → facts → traces → rules → sinks.
 
 `diag scan` feeds it files read to the end; `diag daemon` feeds it files followed live. Only
 the source differs; what happens to a line is the same.
@@ -61,8 +61,11 @@ class Pipeline:
         self.traces: list[Trace] = []
         # HTTP records (access lines no trace took) feed the report's summary; the daemon only counts them
         self.assembler = TraceAssembler(on_done=self._trace_done, keep_http=keep_traces if keep_http is None else keep_http)
-        self.facts = FactCollector(on_model=self.assembler.models.__setitem__, on_start=self.assembler.new_epoch)
-        self.engine = RuleEngine(ruleset, on_hit=self._hit, trace_lookup=self.assembler.get)
+        self.facts = FactCollector()
+        # Rules read traces (conditions on a request's fields); the findings they add to a trace go
+        # through here to the assembler, which owns the traces.
+        self.engine = RuleEngine(ruleset, on_hit=self._hit, trace_lookup=self.assembler.get,
+                                 on_trace_finding=self.assembler.add_finding)
         self.stats = Stats()
         self.internal = InternalErrors()
         self.engine.internal = self.internal
@@ -104,16 +107,19 @@ class Pipeline:
         kind = ev.kind
         if kind == STATS and ts is not None and len(self.samples) < MAX_SAMPLES:
             self.samples.append(dict(ev.fields, source=ev.path, ts=ts))
-        # Each stage under its own guard: a bug met by one line costs that stage that line only.
+        # One direction: facts → traces → rules, each stage under its own guard (a bug met by one
+        # line costs that stage that line only).
+        if kind in FACT_KINDS:  # startup facts are told in log records, never in request or access lines
+            try:
+                news = self.facts.feed(ev)
+                if news is not None:
+                    self.assembler.learn(ev.path, news.started, news.model)
+            except Exception as exc:  # noqa: BLE001
+                self.internal.record("facts", ev.path, ev.lineno, exc)
         try:
             self.assembler.feed(ev)
         except Exception as exc:  # noqa: BLE001 - counted and logged by the guard
             self.internal.record("traces", ev.path, ev.lineno, exc)
-        if kind in FACT_KINDS:  # startup facts are told in log records, never in request or access lines
-            try:
-                self.facts.feed(ev)
-            except Exception as exc:  # noqa: BLE001
-                self.internal.record("facts", ev.path, ev.lineno, exc)
         engine = self.engine
         if not engine.idle_for(ev):
             try:

@@ -181,9 +181,19 @@ class TraceAssembler:
         c = self._canonical(rid, path)
         return self.open.get(c) or self.recent.get(c)
 
-    def new_epoch(self, path: str) -> None:
-        """A server start in this source: ids logged from now on belong to a new run."""
-        self.ids.new_epoch(path)
+    def learn(self, path: str, started: bool, model: str | None) -> None:
+        """What the facts stage learnt from a record of `path`: a server start (ids logged from now
+        on belong to a new run) and the served model name (later traces carry it)."""
+        if started:
+            self.ids.new_epoch(path)
+        if model:
+            self.models[path] = model
+
+    def add_finding(self, t: Trace, rule_id: str) -> None:
+        """A rule found something about this request (the rules stage reports it; traces are only
+        changed here)."""
+        if rule_id not in t.findings:
+            t.findings.append(rule_id)
 
     def _trace(self, ev: Event, rid: str, create: bool = True) -> Trace | None:
         path = ev.path
