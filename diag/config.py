@@ -59,6 +59,9 @@ class Config:
     from_beginning: bool = False
     poll_interval: float = 0.5  # seconds between checks when no inotify event arrives
     flush_after: float = 2.0  # a last line without newline is taken after this long
+    # A record that may still go on (an ERROR line a traceback could follow, a possibly wrapped line)
+    # is complete once its file has been quiet this long: a logger writes a record's lines in one go.
+    record_quiet: float = 0.25
     rotate_wait: float = 5.0  # keep reading a rotated file this long after it went quiet
     stuck_after: float = 300.0  # a request in flight longer than this is stuck
     rescan_globs: float = 5.0
@@ -86,7 +89,7 @@ class Config:
 
 
 _DAEMON_KEYS = {"state_dir": str, "rules_dirs": list, "from_beginning": bool, "poll_interval": (int, float),
-                "flush_after": (int, float), "rotate_wait": (int, float), "stuck_after": (int, float),
+                "flush_after": (int, float), "record_quiet": (int, float), "rotate_wait": (int, float), "stuck_after": (int, float),
                 "rescan_globs": (int, float), "retention_days": (int, float), "retention_traces": int,
                 "retention_findings": int, "max_line_bytes": int, "max_open_traces": int, "use_inotify": bool}
 

@@ -100,7 +100,7 @@ class Daemon:
                 busy = self.step()
                 self.periodic()
                 if not busy:
-                    self.wake.wait(self.cfg.poll_interval)
+                    self.wake.wait(self._idle_wait())
                     self.wake.clear()
             self.shutdown()
         finally:
@@ -110,6 +110,15 @@ class Daemon:
             self.store.close()
         log.info("diag daemon stopped")
         return 0
+
+    def _idle_wait(self) -> float:
+        """How long to sleep with nothing to read: the poll interval, or less while a parser holds a
+        record that becomes complete when its file stays quiet (an OOM's ERROR line alerts then,
+        not a poll later)."""
+        wait = self.cfg.poll_interval
+        if any(r.parser.has_pending for r in self.follower.readers.values()):
+            wait = min(wait, self.cfg.record_quiet)
+        return wait
 
     def shutdown(self) -> None:
         systemd.notify("STOPPING=1")
@@ -145,7 +154,7 @@ class Daemon:
             if tail:
                 self._consume(r, tail, False)
                 busy = True
-            if r.parser.has_pending and time.monotonic() - r.last_data > self.cfg.flush_after:
+            if r.parser.has_pending and time.monotonic() - r.last_data > self.cfg.record_quiet:
                 for ev in r.parser.flush():
                     self.pipe.event(ev)
                 busy = True
