@@ -8,10 +8,10 @@ import time
 
 from conftest import VLLM
 
-from diag import config
-from diag.daemon import Daemon
-from diag.store import Store
-from diag.traces import Trace
+from diag.daemon import config
+from diag.daemon.service import Daemon
+from diag.store.db import Store
+from diag.analysis.traces import Trace
 
 
 def _file_body(i: int) -> str:
@@ -89,7 +89,7 @@ def test_trace_prefix_is_literal_and_an_ambiguous_one_lists_the_candidates(tmp_p
 def test_copytruncate_salvage_reads_at_most_its_budget(tmp_path, monkeypatch):
     """The bytes a copytruncate took are read back from the copy, up to a budget (memory: they are
     applied at once), and what is past it is reported, not silently dropped or read whole."""
-    from diag import tail
+    from diag.ingest import follow as tail
 
     monkeypatch.setattr(tail, "SALVAGE_BUDGET", 4096)
     log = tmp_path / "vllm.log"

@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from diag import prefilter, rules
+from diag.analysis.rules import prefilter, ruleset as rules
 from diag.pipeline import Pipeline
-from diag.ruletest import test_rule as run_rule_examples
+from diag.analysis.rules.examples import test_rule as run_rule_examples
 
 BUILTIN = rules.load()
 
@@ -74,9 +74,9 @@ def test_catastrophic_pattern_disables_only_its_rule(tmp_path, capsys):
     rs = rules.load([tmp_path])
     hits = []
     pipe = Pipeline(rs, on_hit=hits.append)
-    from diag.parsers import SourceParser
+    from diag.parsing.source import SourceParser
     from diag.pipeline import SourceResult
-    from diag.reader import iter_text_lines
+    from diag.ingest.reader import iter_text_lines
 
     text = "x" * 5000 + "\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
     pipe.feed_lines(SourceParser("<t>"), iter_text_lines(text), SourceResult("<t>"))

@@ -150,10 +150,10 @@ def test_no_canary_in_any_sink_of_the_daemon(canary_corpus, tmp_path, receiver):
 
 
 def test_captured_fields_and_reasons_are_bounded_and_redacted():
-    from diag import rules
-    from diag.parsers import SourceParser
+    from diag.analysis.rules import ruleset as rules
+    from diag.parsing.source import SourceParser
     from diag.pipeline import Pipeline, SourceResult
-    from diag.reader import iter_text_lines
+    from diag.ingest.reader import iter_text_lines
 
     hits = []
     pipe = Pipeline(rules.load(), on_hit=hits.append)

@@ -1,4 +1,4 @@
-"""`diag silence …` and `diag alerts …`: the commands, registered by diag/cli.py.
+"""`diag silence …` and `diag alerts …`: the commands, registered by diag/cli/.
 
 They mirror amtool: `diag silence add [--for 2h] [--comment TEXT] MATCHER…`, `diag silence list`,
 `diag silence expire ID`; `diag alerts` shows firing, recently resolved and silenced alerts and the
@@ -49,7 +49,7 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
 
 def _store(args: argparse.Namespace, write: bool):
     from diag.cli import UsageError, _daemon_config
-    from diag.store import Store, StoreError
+    from diag.store.db import Store, StoreError
 
     cfg, _ = _daemon_config(args)
     try:
