@@ -24,7 +24,8 @@ from diag.parsing.source import SourceParser
 from diag.parsing.base import to_float, to_int, to_number
 from diag.pipeline import Pipeline, SourceResult
 from diag.ingest.reader import LineSplitter, iter_text_lines, read_lines
-from diag.report.document import print_human, to_json
+from diag.report.document import to_json
+from diag.report.text import print_human
 
 _RULES = rules.load()
 

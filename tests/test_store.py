@@ -8,7 +8,8 @@ import pytest
 
 from diag.daemon import config
 from diag.daemon.service import Daemon
-from diag.store.db import MIGRATIONS, Store, StoreError
+from diag.store.db import Store, StoreError
+from diag.store.migrations import MIGRATIONS
 from diag.analysis.traces import Trace
 
 

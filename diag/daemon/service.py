@@ -27,7 +27,8 @@ from diag.ingest.fastpath import FastSource
 from diag.analysis.findings import Hit
 from diag.pipeline import Pipeline
 from diag.store.db import Store
-from diag.ingest.follow import FileReader, Follower
+from diag.ingest.filereader import FileReader
+from diag.ingest.follow import Follower
 from diag.analysis.traces import Trace
 
 log = logging.getLogger("diag")

@@ -1,4 +1,6 @@
-"""Reading the daemon's store without its help: `diag status`, `diag trace`, `diag findings`."""
+"""What the store says, as plain documents: the daemon's status and how far it got in each file
+(`diag status`, `/api/status`, the dashboard's overview, `/metrics`) and one request's trace with
+its findings (`diag trace`). Read without the daemon's help, from any process."""
 
 from __future__ import annotations
 
@@ -6,10 +8,6 @@ import os
 import time
 from collections import defaultdict
 from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from diag.parsing.clock import iso
 from diag.store.db import Store
@@ -79,26 +77,6 @@ def status_doc(store: Store) -> dict[str, Any]:
     }
 
 
-def print_status(doc: dict[str, Any], console: Console) -> None:
-    d = doc["daemon"]
-    state = f"running, pid {d['pid']}, up {d['uptime_s']:.0f} s" if d["running"] else f"not running (last pid {d['pid']})"
-    console.print(f"[bold]diag daemon[/]: {state}; store {escape(doc['state'])}; last commit {d['last_commit']}")
-    t = Table(show_edge=False, header_style="bold")
-    for c in ("path", "format", "offset", "size", "lag", "lines", "last line", "rotations", "error"):
-        t.add_column(c, overflow="fold")
-    for s in doc["sources"]:
-        t.add_row(escape(s["path"]), str(s["format"] or ""), str(s["offset"]), str(s["size"] if s["size"] is not None else ""),
-                  str(s["lag_bytes"] if s["lag_bytes"] is not None else ""), str(s["lines_read"]), str(s["last_line_time"] or ""),
-                  str(s["rotations"]), f"[red]{escape(s['last_error'])}[/]" if s["last_error"] else "")
-    console.print(t)
-    console.print(f"{doc['traces']} traces, {doc['findings']} findings stored")
-    for e in doc["rule_errors"]:
-        console.print(f"[red]rule error:[/] {escape(e)}")
-    for stage, e in doc.get("internal_errors", {}).items():
-        console.print(f"[red]internal errors in {escape(stage)}:[/] {e['count']}, last at {escape(e['last_location'])} "
-                      f"({escape(e['last_error'])})")
-
-
 def trace_doc(store: Store, tid: str) -> dict[str, Any] | None:
     from diag.analysis.traces import Trace
 
@@ -109,30 +87,3 @@ def trace_doc(store: Store, tid: str) -> dict[str, Any] | None:
     d["findings"] = [{k: f[k] for k in ("rule", "severity", "summary", "remedy", "path", "line")} | {"time": iso(f["ts"])}
                      for f in store.findings(request_id=d["id"])]
     return d
-
-
-def print_trace(d: dict[str, Any], console: Console) -> None:
-    console.print(f"[bold]{escape(d['id'])}[/] {d['status']}  server {d['server']}  model {escape(str(d['model']))}  "
-                  f"HTTP {d['http_status']}  client {escape(str(d['client']))}")
-    facts = ", ".join(f"{k} {d[k]}" for k in ("prompt_tokens", "output_tokens", "max_tokens", "images", "prompt_chars", "latency_s")
-                      if d.get(k) is not None)
-    if facts:
-        console.print(f"  {facts}")
-    if d.get("reason"):
-        console.print(f"  reason: {escape(d['reason'])}")
-    for e in d["timeline"]:
-        console.print(f"  {e['time'] or '?':32} {e['kind']:18} {escape(e['path'])}:{e['line']}")
-    for f in d["findings"]:
-        console.print(f"  [red]{f['severity']}[/] {f['rule']}: {escape(f['summary'] or '')}")
-
-
-def print_findings(rows: list[dict[str, Any]], console: Console) -> None:
-    if not rows:
-        console.print("No findings stored.")
-        return
-    for r in rows:
-        when = iso(r["ts"] or r["created_at"])
-        rid = f" [{escape(r['request_id'])}]" if r["request_id"] else ""
-        times = f" ×{r['count']}" if r.get("count", 1) > 1 else ""
-        console.print(f"{when} [bold]{r['severity']}[/] {r['rule']}{times}{rid}: {escape(r['summary'] or '')}  "
-                      f"[dim]{escape(str(r['path']))}:{r['line']}[/]")
