@@ -10,14 +10,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from diag.events import STATS, Event
-from diag.facts import FACT_KINDS, FactCollector
-from diag.findings import FindingSet, Hit, RuleEngine
-from diag.guard import InternalErrors
-from diag.parsers import SourceParser
-from diag.reader import DEFAULT_MAX_LINE, InputError, Line, LineSplitter, open_source, read_lines
-from diag.rules import RuleSet
-from diag.traces import Trace, TraceAssembler
+from diag.parsing.events import STATS, Event
+from diag.analysis.facts import FACT_KINDS, FactCollector
+from diag.analysis.findings import FindingSet, Hit, RuleEngine
+from diag.analysis.guard import InternalErrors
+from diag.parsing.source import SourceParser
+from diag.ingest.reader import DEFAULT_MAX_LINE, InputError, Line, LineSplitter, open_source, read_lines
+from diag.analysis.rules.ruleset import RuleSet
+from diag.analysis.traces import Trace, TraceAssembler
 
 
 MAX_SAMPLES = 200_000  # a week of 10 s stats lines from three servers; the daemon drains them at each commit
@@ -70,7 +70,7 @@ class Pipeline:
         self.internal = InternalErrors()
         self.engine.internal = self.internal
         self.max_line = max_line
-        self.fast = fast  # lifecycle lines through diag.fastpath (same events, less work)
+        self.fast = fast  # lifecycle lines through diag.ingest.fastpath (same events, less work)
         self.sources: list[SourceResult] = []
         self.last_ts: float | None = None  # the latest log time seen: "now" for a post-mortem
         self.samples: list[dict[str, Any]] = []  # engine stats lines (running, waiting, KV usage) for the store
@@ -182,7 +182,7 @@ class Pipeline:
                 if size > tail_bytes:
                     f.readline()  # a partial first line is not a line
             if self.fast:
-                from diag.fastpath import FastSource
+                from diag.ingest.fastpath import FastSource
 
                 src = FastSource(self, parser, splitter)
                 try:

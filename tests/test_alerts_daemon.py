@@ -298,8 +298,8 @@ def test_unreadable_log_is_a_state_like_alert(tmp_path, rec):
 
 
 def test_store_failing_alert_goes_out_without_the_store(tmp_path, rec):
-    from diag import config
-    from diag.daemon import Daemon as RealDaemon
+    from diag.daemon import config
+    from diag.daemon.service import Daemon as RealDaemon
 
     log = tmp_path / "vllm.log"
     log.write_text("")

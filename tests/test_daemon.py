@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from diag.store import Store, StoreError
+from diag.store.db import Store, StoreError
 
 HERE = Path(__file__).parent
 
@@ -228,7 +228,7 @@ def test_sighup_with_broken_rule_files_keeps_the_old_rules_and_never_exits(tmp_p
 
 
 def test_example_config_parses_and_check_config(tmp_path):
-    from diag import config
+    from diag.daemon import config
 
     cfg = config.Config()
     import tomllib
@@ -327,7 +327,7 @@ def test_a_held_hit_on_the_last_line_survives_kill9_and_is_stored_exactly_once(t
 
 INJECT = """
 import sys
-from diag.facts import FactCollector
+from diag.analysis.facts import FactCollector
 _real = FactCollector.feed
 def _broken(self, ev):
     if "SECRETWORD" in ev.text:

@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from diag import prefilter, rules
+from diag.analysis.rules import prefilter, ruleset as rules
 from diag.pipeline import Pipeline
-from diag.ruletest import test_rule as run_rule_examples
+from diag.analysis.rules.examples import test_rule as run_rule_examples
 
 BUILTIN = rules.load()
 
@@ -74,9 +74,9 @@ def test_catastrophic_pattern_disables_only_its_rule(tmp_path, capsys):
     rs = rules.load([tmp_path])
     hits = []
     pipe = Pipeline(rs, on_hit=hits.append)
-    from diag.parsers import SourceParser
+    from diag.parsing.source import SourceParser
     from diag.pipeline import SourceResult
-    from diag.reader import iter_text_lines
+    from diag.ingest.reader import iter_text_lines
 
     text = "x" * 5000 + "\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
     pipe.feed_lines(SourceParser("<t>"), iter_text_lines(text), SourceResult("<t>"))
@@ -118,8 +118,8 @@ def test_the_prefilter_skips_lines_that_cannot_match_and_keeps_those_that_can():
 def test_rules_report_trace_findings_without_changing_the_trace():
     """One direction: the rules stage reads a trace (for its conditions) and reports which trace a
     hit is about; only the pipeline, through the assembler, writes the finding into the trace."""
-    from diag.findings import RuleEngine
-    from diag.traces import Trace
+    from diag.analysis.findings import RuleEngine
+    from diag.analysis.traces import Trace
 
     t = Trace("chatcmpl-1", "vllm", "a.log", status="failed", reason="engine dead")
     hits, told = [], []
@@ -134,8 +134,8 @@ def test_rules_report_trace_findings_without_changing_the_trace():
 
 
 def test_a_start_seen_by_the_facts_stage_begins_a_new_id_epoch_and_names_the_model():
-    from diag.reader import iter_text_lines
-    from diag.parsers import SourceParser
+    from diag.ingest.reader import iter_text_lines
+    from diag.parsing.source import SourceParser
     from diag.pipeline import SourceResult
 
     pipe = Pipeline(rules.load())

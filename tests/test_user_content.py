@@ -150,10 +150,10 @@ def test_no_canary_in_any_sink_of_the_daemon(canary_corpus, tmp_path, receiver):
 
 
 def test_captured_fields_and_reasons_are_bounded_and_redacted():
-    from diag import rules
-    from diag.parsers import SourceParser
+    from diag.analysis.rules import ruleset as rules
+    from diag.parsing.source import SourceParser
     from diag.pipeline import Pipeline, SourceResult
-    from diag.reader import iter_text_lines
+    from diag.ingest.reader import iter_text_lines
 
     hits = []
     pipe = Pipeline(rules.load(), on_hit=hits.append)
@@ -179,7 +179,7 @@ from hypothesis import strategies as st  # noqa: E402
 def test_logged_prompt_repr_decodes_as_python_does(text):
     import ast
 
-    from diag.parsers.vllm import _literal
+    from diag.parsing.formats.vllm import _literal
 
     r = repr(text)
     assert _literal(r) == ast.literal_eval(r) == text
@@ -190,7 +190,7 @@ def test_logged_prompt_repr_decodes_as_python_does(text):
 def test_any_quoted_text_decodes_as_python_does_or_not_at_all(q, body):
     import ast
 
-    from diag.parsers.vllm import _literal
+    from diag.parsing.formats.vllm import _literal
 
     s = q + body + q
     try:

@@ -199,7 +199,7 @@ def lnav_cmd(path: Path) -> list[str] | None:
 
 
 def grep_pattern() -> str:
-    from diag import rules
+    from diag.analysis.rules import ruleset as rules
 
     rs = rules.load()
     needles = sorted({n for r in rs.rules for n in (r.needles or ())}
@@ -209,7 +209,7 @@ def grep_pattern() -> str:
 
 def naive_seconds(path: Path, sample: int = 50_000) -> tuple[float, int]:
     """CPU seconds for every rule pattern on every line of the first `sample` lines."""
-    from diag import rules
+    from diag.analysis.rules import ruleset as rules
 
     pats = [p for r in rules.load().rules for p in r.patterns]
     hits = 0
@@ -226,12 +226,12 @@ def naive_seconds(path: Path, sample: int = 50_000) -> tuple[float, int]:
 
 _BREAKDOWN = r"""
 import sys, time
-from diag import rules
-from diag.fastpath import FastSource, IMPLEMENTATION, split_classify
-from diag.jsondoc import TraceSpool
-from diag.parsers import SourceParser
+from diag.analysis.rules import ruleset as rules
+from diag.ingest.fastpath import FastSource, IMPLEMENTATION, split_classify
+from diag.report.jsonstream import TraceSpool
+from diag.parsing.source import SourceParser
 from diag.pipeline import Pipeline
-from diag.reader import LineSplitter, read_chunks
+from diag.ingest.reader import LineSplitter, read_chunks
 path = sys.argv[1]
 rs = rules.load()
 def cpu(fn):
