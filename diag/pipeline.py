@@ -127,6 +127,19 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001
                 self.internal.record("rules", ev.path, ev.lineno, exc)
 
+    def drain_changed(self) -> list[Trace]:
+        """The traces changed since the last call (the daemon stores them), once the trace rules
+        that need not wait for the end of input have looked at them: a request that failed because
+        the engine died is reported when it fails, not when it leaves the assembler (which, on a
+        server that just died, may be never)."""
+        changed = self.assembler.drain_changed()
+        for t in changed:
+            try:
+                self.engine.check_trace(t, final=False)
+            except Exception as exc:  # noqa: BLE001 - counted and logged by the guard
+                self.internal.record("rules", t.source, t.first_line, exc)
+        return changed
+
     def forget(self, path: str) -> None:
         """A followed file is gone for good: every stage drops what it keeps for it (held hits are released)."""
         for stage, obj in (("rules", self.engine), ("traces", self.assembler), ("facts", self.facts)):

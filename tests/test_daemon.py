@@ -374,3 +374,25 @@ def test_a_line_that_breaks_a_stage_costs_that_line_not_the_daemon_injected(tmp_
     finally:
         d.terminate()
         assert d.wait(timeout=30) == 0
+
+
+def test_trace_findings_are_reported_while_the_daemon_runs_not_when_it_stops(tmp_path):
+    """A request that failed because the engine died (real vLLM 0.32 log) is a finding as soon as
+    the daemon has read it: after the engine's death no request follows that would push its trace
+    out of the assembler, so waiting for that (or for shutdown) would never report it."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    state.mkdir()
+    shutil.copy(HERE / "data/corpus/vllm/real-0.32.0-cpu/kv-pressure-then-worker-sigkill.log", logs / "vllm.log")
+    d, err = start_daemon(state, str(logs / "vllm.log"), extra=("--from-beginning", "--no-web"))
+    try:
+        wait_for(lambda: status(state)["sources"], 20, "startup")
+        wait_for(lambda: _findings_of(state, "engine-dead"), 30, "the engine's death read")
+        wait_for(lambda: _findings_of(state, "request-failed-engine-dead"), 10, "the failed request's finding, daemon still running")
+        (f,) = _findings_of(state, "request-failed-engine-dead")
+        t = stored_traces(state)[f["request_id"]]
+        assert t["status"] == "failed" and "request-failed-engine-dead" in t["findings"]
+    finally:
+        d.terminate()
+        assert d.wait(timeout=30) == 0
+    assert len(_findings_of(state, "request-failed-engine-dead")) == 1  # not reported again when its trace left at shutdown

@@ -184,8 +184,7 @@ class Daemon:
         if now - self._last_stuck >= 1.0:
             self._last_stuck = now
             self.pipe.engine.release_due(now)
-            for t in self.pipe.assembler.mark_stuck(now, self.cfg.stuck_after):
-                self.pipe.engine.check_trace(t, final=False)
+            self.pipe.assembler.mark_stuck(now, self.cfg.stuck_after)  # marked as changed: the commit checks them
             if self.hits or self.pipe.assembler.changed:
                 self.commit()
         if self.alerts.due(now):
@@ -222,7 +221,7 @@ class Daemon:
     def commit(self, meta: dict[str, Any] | None = None, block: bool = False) -> bool:
         """One transaction: changed traces, new hits, read offsets. False (and kept for later) on failure."""
         if self._pending_commit is None:
-            traces = {t.id: t for t in self.pipe.assembler.drain_changed()}
+            traces = {t.id: t for t in self.pipe.drain_changed()}
             traces.update(self.done)
             self.done = {}
             states = {s.key: s for s in self.follower.states()}
