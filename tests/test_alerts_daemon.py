@@ -399,3 +399,33 @@ def test_engine_death_in_a_real_log_pages_once_for_the_cascade(tmp_path, rec):
     muted = {a["labels"]["alertname"]: a["inhibited_by"] for a in doc["silenced"]}
     assert sorted(muted) == ["request-failed-engine-dead", "upstream-refused"]
     assert all(by in ("engine-dead", "worker-killed") for by in muted.values())
+
+
+def test_a_stuck_request_pushed_out_of_the_assembler_does_not_keep_its_alert_firing(tmp_path, rec):
+    """With room for 3 open requests, a stuck one is pushed out by newer ones: it can never be seen
+    to end now, so diag reports it as never completed and the stuck-request alert resolves."""
+    d = Daemon(tmp_path, webhook(rec.url), timers="[daemon]\nstuck_after = 1\nmax_open_traces = 3\n"
+               "[alerts]\ngroup_wait = 0\ngroup_interval = 0.5\nresolve_after = 1\n")
+    d.start()
+
+    def received(rid: str) -> str:
+        return (f"(APIServer pid=1) INFO 01-24 10:00:00 [request_logger.py:65] Received request {rid}: params: "
+                f"SamplingParams(n=1, max_tokens=64), lora_request: None.\n"
+                f"(APIServer pid=1) INFO 01-24 10:00:00 [async_llm.py:578] Added request {rid}-0badf00d.\n")
+
+    ok = 'INFO:     127.0.0.1:39999 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n'
+    try:
+        d.write(received("chatcmpl-4b4b4b4b4b4b4b4b") + ok)  # this server logs request ends
+        stuck = "chatcmpl-5a5a5a5a5a5a5a5a"
+        d.write(received(stuck))
+        (b,) = rec.wait(1)
+        assert b["status"] == "firing" and stuck in b["alerts"][0]["annotations"]["request_ids"]
+        # three newer requests, all answered at once: the stuck one is pushed out of the open set
+        d.write("".join(received(f"chatcmpl-{c * 16}") for c in "cde") + ok * 3)
+        wait_for(lambda: any(b["status"] == "resolved" and b["alerts"][0]["labels"]["alertname"] == "stuck-request"
+                             for b in rec.json()), what="the stuck-request alert resolved", timeout=10)
+        gave_up = [a for b in rec.json() if b["status"] == "firing" for a in b["alerts"]
+                   if a["labels"]["alertname"] == "request-never-completed"]
+        assert gave_up and stuck in gave_up[0]["annotations"]["request_ids"]
+    finally:
+        d.stop()

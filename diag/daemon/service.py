@@ -222,11 +222,14 @@ class Daemon:
         """One transaction: changed traces, new hits, read offsets. False (and kept for later) on failure."""
         if self._pending_commit is None:
             traces = {t.id: t for t in self.pipe.drain_changed()}
-            traces.update(self.done)
-            self.done = {}
+            left, self.done = self.done, {}
+            traces.update(left)
             states = {s.key: s for s in self.follower.states()}
+            # A state alert (stuck request) waits for its requests to close; one that left the assembler
+            # still in flight (pushed out by newer ones, or its file gone) can never close: it stops waiting.
+            closed = (t.id for t in traces.values() if t.status != "in_flight" or t.id in left)
             # held hits go with the offsets past their lines: after a crash they are restored, not lost
-            changes = self.alerts.prepare(self.hits, (t.id for t in traces.values() if t.status != "in_flight"), self.follower.errors)
+            changes = self.alerts.prepare(self.hits, closed, self.follower.errors)
             self._pending_commit = (list(traces.values()), self.hits, list(states.values()), self.pipe.engine.held_state(), changes,
                                     self.pipe.samples)
             self.hits = []
