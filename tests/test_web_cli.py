@@ -168,3 +168,30 @@ def test_web_config_section():
     for bad in ({"web": {"port": 1}}, {"web": {"listen": 8765}}):
         with pytest.raises(config.ConfigError, match=r"\[web\]"):
             config.apply(config.Config(), bad)
+
+
+def test_scan_into_a_store_writes_in_batches_and_keeps_nothing_back(tmp_path, monkeypatch, capsys):
+    """`scan --store` streams traces and findings into the store a batch at a time (bounded memory
+    on a day of logs): with tiny batches the store holds exactly what one big batch writes."""
+    from diag.cli import main
+    from diag.cli import scan as scan_cli
+    from diag.store.db import Store
+
+    logs = [str(VLLM / "text.log"), str(VLLM / "oom-kv-no-blocks.log"), str(VLLM / "kv-pressure-then-worker-sigkill.log")]
+
+    def stored(d):
+        s = Store(d / "diag.sqlite3", readonly=True)
+        try:
+            return ({tid: s.trace(tid) for tid in s.trace_ids()},
+                    sorted((f["rule"], f["path"], f["line"]) for f in s.findings()))
+        finally:
+            s.close()
+
+    main(["scan", "--store", str(tmp_path / "one"), *logs])
+    monkeypatch.setattr(scan_cli._StoreWriter, "BATCH", 3)
+    main(["scan", "--store", str(tmp_path / "many"), *logs])
+    one, many = stored(tmp_path / "one"), stored(tmp_path / "many")
+    assert len(one[0]) > 10 and len(one[1]) > 3  # more than one batch of each
+    assert many == one
+    err = capsys.readouterr().err
+    assert err.count(f"stored {len(one[0])} traces and {len(one[1])} findings") == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from typing import Any
 
@@ -45,8 +46,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     rs = load_rules(args.rules)
-    hits: list = []
-    # Traces are streamed out as they settle (bounded memory); -v's request table and --store keep them.
+    # Traces are streamed out as they settle (bounded memory): into the JSON spool or the report's
+    # summary, and with --store into the store in batches. Only -v's request table keeps them.
     spool = summary = None
     if args.json:
         from diag.report.jsonstream import TraceSpool, stdout_writer, write_document
@@ -56,8 +57,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
     else:
         summary = TraceSummary()
         sink = summary.add_settled
-    pipe = Pipeline(rs, since=since, until=until, max_line=args.max_line_bytes, on_hit=hits.append if args.store else None,
-                    keep_traces=bool(args.store or (args.verbose and not args.json)), trace_sink=sink, keep_http=True)
+    store = _StoreWriter(args.store, sink) if args.store else None
+    pipe = Pipeline(rs, since=since, until=until, max_line=args.max_line_bytes, on_hit=store.hit if store else None,
+                    keep_traces=bool(args.verbose and not args.json), trace_sink=store.trace if store else sink, keep_http=True)
     progress = None
     total = sum(os.path.getsize(p) for p in args.paths if p != "-" and os.path.isfile(p))
     if not args.json and err.is_terminal and total > 8 << 20:
@@ -76,8 +78,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     bad = [s for s in pipe.sources if s.error]
     for s in bad:
         print(f"diag: {s.error}", file=sys.stderr)
-    if args.store:
-        _scan_to_store(args.store, pipe, hits)
+    if store is not None:
+        store.finish(pipe)
     if spool is not None:
         try:
             write_document(pipe, spool, stdout_writer(), indent=None if args.compact else 1)
@@ -90,27 +92,61 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 1 if pipe.findings.worst() in ("error", "critical") else 0
 
 
-def _scan_to_store(state_dir: str, pipe, hits: list) -> None:
-    """`diag scan --store DIR`: the same rows the daemon writes, so `diag web --state-dir DIR` shows a post-mortem."""
-    import sqlite3
-    import time
-    from pathlib import Path
+class _StoreWriter:
+    """`diag scan --store DIR`: the same rows the daemon writes, so `diag web --state-dir DIR` shows a
+    post-mortem. Traces and findings go in as they come, a batch per transaction: memory stays
+    bounded however long the logs are."""
 
-    from diag.store.db import Store, StoreError
+    BATCH = 20000
 
-    try:
-        store = Store(Path(state_dir) / "diag.sqlite3")
-        meta = store.meta()
+    def __init__(self, state_dir: str, sink: Any) -> None:
+        from pathlib import Path
+
+        from diag.store.db import Store, StoreError
+
+        self.path = Path(state_dir) / "diag.sqlite3"
+        self._errors = (StoreError, sqlite3.Error, OSError)
+        self._sink = sink
+        self.traces: list = []
+        self.hits: list = []
+        self.stored_traces = self.stored_hits = 0
+        try:
+            self.store = Store(self.path)
+        except self._errors as exc:
+            raise UsageError(f"cannot write the store in {state_dir}: {exc}") from None
+
+    def trace(self, t: Any) -> None:
+        self._sink(t)
+        self.traces.append(t)
+        if len(self.traces) >= self.BATCH:
+            self._commit()
+
+    def hit(self, h: Any) -> None:
+        self.hits.append(h)
+        if len(self.hits) >= self.BATCH:
+            self._commit()
+
+    def _commit(self, meta: dict[str, Any] | None = None, samples: Any = ()) -> None:
+        try:
+            self.store.commit(self.traces, self.hits, [], meta, samples)
+        except self._errors as exc:
+            raise UsageError(f"cannot write the store {self.path}: {exc}") from None
+        self.stored_traces += len(self.traces)
+        self.stored_hits += len(self.hits)
+        self.traces, self.hits = [], []
+
+    def finish(self, pipe: Any) -> None:
+        import time
+
+        try:
+            meta = self.store.meta()
+        except self._errors as exc:
+            raise UsageError(f"cannot read the store {self.path}: {exc}") from None
         scanned = (meta.get("scanned") or [])[-50:]
-        scanned.append({"at": time.time(), "sources": [s.to_dict() for s in pipe.sources], "traces": len(pipe.traces),
-                        "findings": len(hits)})
+        scanned.append({"at": time.time(), "sources": [s.to_dict() for s in pipe.sources],
+                        "traces": self.stored_traces + len(self.traces), "findings": self.stored_hits + len(self.hits)})
         facts = dict(meta.get("facts") or {})
         facts.update(pipe.facts.by_source)
-        traces, step = pipe.traces, 20000
-        store.commit(traces[:step], hits, [], {"facts": facts, "scanned": scanned}, pipe.samples)
-        for i in range(step, len(traces), step):
-            store.commit(traces[i:i + step], [], [])
-        store.close()
-    except (StoreError, sqlite3.Error, OSError) as exc:
-        raise UsageError(f"cannot write the store in {state_dir}: {exc}") from None
-    print(f"diag: stored {len(pipe.traces)} traces and {len(hits)} findings in {Path(state_dir) / 'diag.sqlite3'}", file=sys.stderr)
+        self._commit({"facts": facts, "scanned": scanned}, pipe.samples)
+        self.store.close()
+        print(f"diag: stored {self.stored_traces} traces and {self.stored_hits} findings in {self.path}", file=sys.stderr)
