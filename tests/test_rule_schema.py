@@ -126,7 +126,7 @@ def _lit(draw) -> tuple[str, str]:
 @st.composite
 def piece(draw, depth=0) -> tuple[str, str]:
     """(pattern, a string it matches)."""
-    kind = draw(st.integers(0, 11 if depth < 2 else 4))
+    kind = draw(st.integers(0, 14 if depth < 2 else 4))
     if kind <= 1:
         return _lit(draw)
     if kind == 2:  # escapes whose spelling is not what they match
@@ -158,6 +158,15 @@ def piece(draw, depth=0) -> tuple[str, str]:
     if kind == 10:  # a repeated group: its text is there, but not necessarily next to its neighbours'
         p, s = draw(piece(depth + 1))
         return f"(?:{p})" + draw(st.sampled_from(["+", "{1,2}", "+?"])), draw(st.sampled_from([s, s + s]))
+    if kind == 12:  # a comment between a group and the quantifier that makes it optional
+        p, s = draw(piece(depth + 1))
+        return f"(?:{p})(?#note)?", draw(st.sampled_from([s, ""]))
+    if kind == 13:  # a `{` that repeats nothing is a literal, and may hide a group opening after it
+        p, s = draw(piece(depth + 1))
+        return f"x{{({p})?", draw(st.sampled_from(["x{" + s, "x{"]))
+    if kind == 14:  # `[[:` that is no POSIX class
+        p, s = draw(piece(depth + 1))
+        return f"[[:](:]]{p})?", draw(st.sampled_from(["[", ":]" + s]))
     p, s = draw(piece(depth + 1))
     return f"(?:{p})*", draw(st.sampled_from(["", s, s + s]))
 

@@ -175,7 +175,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.text(max_size=60))
+@given(st.text(alphabet=st.characters(blacklist_categories=()), max_size=60))  # surrogates too
 def test_logged_prompt_repr_decodes_as_python_does(text):
     import ast
 
@@ -183,6 +183,35 @@ def test_logged_prompt_repr_decodes_as_python_does(text):
 
     r = repr(text)
     assert _literal(r) == ast.literal_eval(r) == text
+
+
+@pytest.mark.parametrize("text", ["{{}}", "[]", "'a\ud800b'", "'abc", "abc'", "", "'a' 'b'", "b'x'", "'\\N{DIGIT ONE}'"])
+def test_what_python_would_not_read_as_one_string_is_no_prompt(text):
+    import ast
+
+    from diag.parsing.formats.vllm import _literal
+
+    try:
+        want = ast.literal_eval(text)
+    except Exception:  # noqa: BLE001 - whatever it raises, there is no string
+        want = None
+    assert _literal(text) == (want if isinstance(want, str) else None)
+
+
+_ACCESS_TAILS = st.sampled_from(["OK", "Not Found", "", "OK data:x", "OK DATA:x", "OK {\"a\": 1}", "input_value=x", "OK ?x=1",
+                                 "GET /x?y", "http://h/p", "OK\t"])
+_PATHS = st.sampled_from(["/v1/chat/completions", "/v1/models", "/health", "//", "/v1/models#a", "/v1/models'", "/v1/x)",
+                          "/file.png", "/v1/chat/completions?k=1", "/«x»", "/v1/a\"b"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(_PATHS, _ACCESS_TAILS, st.sampled_from(["GET", "POST"]))
+def test_an_access_line_the_fast_path_keeps_is_one_scrub_would_keep(path, tail, method):
+    from diag.parsing.usercontent import leaves_request_line, scrub
+
+    text = f'10.0.0.5:41234 - "{method} {path} HTTP/1.1" 200 {tail}'.rstrip()
+    if leaves_request_line(text, path):
+        assert scrub(text) == text
 
 
 @settings(max_examples=800, deadline=None)

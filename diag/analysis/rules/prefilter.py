@@ -20,6 +20,10 @@ _HARMLESS_LEAD = re.compile(r"\(\?[ms]+\)")
 # Escapes longer than two characters (\x20, \u00e9, \N{...}, \p{L}, \g<1>, \k<n>, \1, \012):
 # what they match is not their spelling, so a pattern using them gets no needle.
 _LONG_ESCAPES = frozenset("xuUNpPgk0123456789")
+# `{m}`, `{m,}`, `{,n}`, `{m,n}` and the regex module's fuzzy constraints (`{e<=1}`): the only
+# spellings of `{` that repeat what comes before it.
+_QUANTIFIER = re.compile(r"\{(?:\d+(?:,\d*)?|,\d+|[eisd\d\s<=>+*,]*[<=>][eisd\d\s<=>+*,]*)\}")
+_POSIX_CLASS = re.compile(r"\[:\^?[A-Za-z]+:\]")
 
 
 # Lines a healthy busy server writes all day (real lines from tests/data/corpus): a literal found in
@@ -101,8 +105,10 @@ def literal_needle(pattern: str) -> str | None:
                 cur.pop()  # the quantified character is optional
             cut()
             if c == "{":
-                j = pattern.find("}", i)
-                i = (j + 1) if j > 0 else n
+                q = _QUANTIFIER.match(pattern, i)
+                if q is None:
+                    return None  # a `{` that repeats nothing, or a form this walk does not know: no needle
+                i = q.end()
                 continue
         elif c == "+" or c in ".^$":
             cut()
@@ -223,8 +229,9 @@ def _top_level(pattern: str) -> str:
 
 
 def _unsafe(pattern: str) -> bool:
-    """Inline flags or escapes that make a pattern's spelling differ from what it matches."""
-    if _INLINE_FLAGS.search(pattern):
+    """Inline flags, comments or escapes that make a pattern's spelling differ from what it matches
+    (a `(?#…)` comment may sit between a group and the quantifier that makes it optional)."""
+    if _INLINE_FLAGS.search(pattern) or "(?#" in pattern:
         return True
     i = pattern.find("\\")
     while i >= 0 and i + 1 < len(pattern):
@@ -247,10 +254,10 @@ def _class_end(pattern: str, i: int) -> int:
         if c == "\\":
             j += 2
             continue
-        if c == "[" and pattern.startswith("[:", j):  # POSIX class [:alpha:]
-            k = pattern.find(":]", j + 2)
-            if k > 0:
-                j = k + 2
+        if c == "[":  # a POSIX class [:alpha:] inside the set, only when it is spelt as one
+            m = _POSIX_CLASS.match(pattern, j)
+            if m is not None:
+                j = m.end()
                 continue
         if c == "]":
             return j + 1
