@@ -94,3 +94,16 @@ def test_rules_commands(tmp_path):
 def test_every_llamacpp_log_scans(log):
     r = diag("scan", "--json", str(CORPUS / "llamacpp" / "real-b0c1e57-cpu" / log))
     assert r.returncode in (0, 1) and json.loads(r.stdout)["files"][0]["format"] == "llamacpp"
+
+
+def test_one_duration_reader_for_since_and_silences():
+    from diag.alerts.silences import MatcherError, parse_duration
+    from diag.parsing.clock import duration_seconds, parse_user_time
+
+    assert duration_seconds("1d12h") == 129600 and duration_seconds("90s") == 90 and duration_seconds("1w") == 604800
+    assert duration_seconds("12") is None and duration_seconds("2026-11-22") is None and duration_seconds("h") is None
+    assert parse_user_time("1d12h", now=200000.0) == 200000.0 - 129600
+    assert parse_user_time("1.5h", now=10000.0) == 10000.0 - 5400
+    assert parse_duration("1d12h") == 129600 and parse_duration("30") == 30.0
+    with pytest.raises(MatcherError):
+        parse_duration("soon")

@@ -7,6 +7,7 @@ They mute notifications, never findings: a silenced alert is still tracked, list
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import time
@@ -14,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import json
+from diag.parsing.clock import duration_seconds
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
 
@@ -124,13 +125,11 @@ def expire(db: sqlite3.Connection, sid: str, now: float | None = None) -> Silenc
 
 def parse_duration(text: str) -> float:
     """`2h`, `30m`, `1d12h`, `90s`, or plain seconds."""
-    t = text.strip()
     try:
-        return float(t)
+        return float(text.strip())
     except ValueError:
         pass
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhdw])", t)
-    if not parts or "".join(n + u for n, u in parts) != t.replace(" ", ""):
+    d = duration_seconds(text)
+    if d is None:
         raise MatcherError(f"{text!r} is not a duration (e.g. 90s, 30m, 2h, 1d)")
-    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    return sum(float(n) * unit[u] for n, u in parts)
+    return d

@@ -8,6 +8,7 @@ carries a year forward across a December → January roll-over.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timezone
 
@@ -112,13 +113,27 @@ def _iso(ts: float) -> str:
     return parts[0] + parts[1]
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(text: str) -> float | None:
+    """`90s`, `15m`, `2h`, `7d`, `1w`, `1d12h` in seconds; None when `text` is no such duration.
+    One reader for every duration a person types (`--since 2h`, `diag silence add --for 1d12h`)."""
+    t = text.strip()
+    parts = _DURATION_PART.findall(t)
+    if not parts or "".join(n + u for n, u in parts) != t.replace(" ", ""):
+        return None
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
 def parse_user_time(value: str, now: float | None = None) -> float:
-    """`--since`/`--until`: ISO date/time, epoch seconds, or a duration back from now (90s, 15m, 2h, 7d)."""
+    """`--since`/`--until`: ISO date/time, epoch seconds, or a duration back from now (90s, 15m, 2h, 7d, 1d12h)."""
     v = value.strip()
     now = time.time() if now is None else now
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if v and v[-1] in units and v[:-1].replace(".", "", 1).isdigit():
-        return now - float(v[:-1]) * units[v[-1]]
+    back = duration_seconds(v)
+    if back is not None:
+        return now - back
     try:
         return float(v)
     except ValueError:
