@@ -9,7 +9,6 @@ through, so nothing is lost. SIGTERM/SIGINT flush and exit 0; SIGHUP reloads con
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import signal
@@ -27,6 +26,7 @@ from diag.pipeline import Pipeline
 from diag.store import Store
 from diag.tail import FileReader, Follower
 from diag.traces import Trace
+from diag.watch import DirWatch
 
 log = logging.getLogger("diag")
 COALESCE = 0.02  # seconds: lines arriving this soon after a commit wait to be committed with the next ones
@@ -58,7 +58,7 @@ class Daemon:
         self.stopping = False
         self.reload_requested = False
         self.started = time.time()
-        self._observer: Any = None
+        self._watch: DirWatch | None = None
         self._pending_commit: tuple[list, list, list, list, Any, list] | None = None
         self.on_commit: list[Any] = []  # called (no arguments) after each commit that went through: the web's live stream
         self._last_prune = 0.0
@@ -82,11 +82,16 @@ class Daemon:
 
     def _on_stop(self, signum, frame) -> None:
         self.stopping = True
-        self.wake.set()
+        self._signal_wake()
 
     def _on_hup(self, signum, frame) -> None:
         self.reload_requested = True
+        self._signal_wake()
+
+    def _signal_wake(self) -> None:
         self.wake.set()
+        if self._watch is not None:
+            self._watch.poke()
 
     def run(self) -> int:
         opened = self.follower.discover(force=True)
@@ -124,7 +129,11 @@ class Daemon:
             if pause > 0 and not self.stopping:
                 time.sleep(pause)
             return
-        self.wake.wait(self.cfg.poll_interval)
+        if self._watch is not None and not self.wake.is_set():
+            if self._watch.wait(self.cfg.poll_interval)[1]:
+                self.follower.dirty = True  # a file appeared or was renamed: expand globs now
+        else:
+            self.wake.wait(self.cfg.poll_interval)
         self.wake.clear()
 
     def shutdown(self) -> None:
@@ -311,53 +320,18 @@ class Daemon:
     def _start_watching(self) -> None:
         if not self.cfg.use_inotify:
             return
-        try:
-            from watchdog.events import FileSystemEventHandler
-            from watchdog.observers import Observer
-        except ImportError as exc:
-            log.warning("inotify unavailable (%s); polling every %.1f s", exc, self.cfg.poll_interval)
-            return
-        wake, follower = self.wake, self.follower
-        patterns = [os.path.abspath(s.path) for s in self.cfg.logs]
-
-        def relevant(path: str) -> bool:
-            # Only the configured logs matter: the state directory may share their directory,
-            # and waking on our own SQLite writes would make the daemon chase its own tail.
-            return any(path == p or fnmatch.fnmatch(path, p) for p in patterns)
-
-        class Wake(FileSystemEventHandler):
-            def on_any_event(self, event) -> None:
-                paths = [os.path.abspath(str(event.src_path))]
-                if getattr(event, "dest_path", None):
-                    paths.append(os.path.abspath(str(event.dest_path)))
-                if not any(relevant(p) for p in paths):
-                    return
-                if event.event_type in ("created", "moved"):
-                    follower.dirty = True
-                wake.set()
-
-        dirs = {os.path.dirname(os.path.abspath(s.path)) or "/" for s in self.cfg.logs}
-        obs = Observer()
-        watched = 0
-        for d in sorted(dirs):
+        dirs = set()
+        for spec in self.cfg.logs:
+            d = os.path.dirname(os.path.abspath(spec.path)) or "/"
             while not os.path.isdir(d) and d != os.path.dirname(d):
                 d = os.path.dirname(d)  # watch the nearest existing parent until the directory appears
-            try:
-                obs.schedule(Wake(), d, recursive=False)
-                watched += 1
-            except OSError as exc:
-                log.warning("inotify: cannot watch %s (%s); polling it every %.1f s", d, exc, self.cfg.poll_interval)
+            dirs.add(d)
         try:
-            obs.start()
-            self._observer = obs
-        except OSError as exc:  # e.g. fs.inotify.max_user_watches exhausted
-            log.warning("inotify failed (%s); polling every %.1f s", exc, self.cfg.poll_interval)
+            self._watch = DirWatch([os.path.abspath(s.path) for s in self.cfg.logs], sorted(dirs))
+        except (ImportError, AttributeError, OSError) as exc:  # no inotify here, or fs.inotify.max_user_instances exhausted
+            log.warning("inotify unavailable (%s); polling every %.1f s", exc, self.cfg.poll_interval)
 
     def _stop_watching(self) -> None:
-        if self._observer is not None:
-            try:
-                self._observer.stop()
-                self._observer.join(timeout=5)
-            except Exception:  # noqa: BLE001
-                pass
-            self._observer = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
