@@ -242,7 +242,7 @@ class Store:
         try:
             # A trace is counted once, when first stored with a final status: which of these were
             # counted by an earlier commit (or run) is asked before the upsert marks them counted.
-            final = [t for t in traces if t.status != "in_flight"]
+            final = list({t.id: t for t in traces if t.status != "in_flight"}.values())  # an id twice: counted once, as last written
             counted = _counted(db, [t.id for t in final]) if final else set()
             db.executemany(
                 "INSERT INTO traces (id, source, server, status, received_at, updated_at, data, t, model, http_status, latency_s, images, nfindings, "
