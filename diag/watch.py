@@ -2,7 +2,7 @@
 
 The daemon only needs to know *that* something happened to a followed path (new bytes, a new or
 renamed file), not each event. So there is no watcher thread: the main loop, when it has nothing
-to read, blocks in `select` on the inotify descriptor (and a pipe that signal handlers write to),
+to read, blocks in `poll` on the inotify descriptor (and a pipe that signal handlers write to),
 then reads every pending event in one system call. A server whose logging writes each line on its
 own produces an event per line; handled one by one in a watcher thread (watchdog) they cost more
 CPU than reading the lines. While the daemon is busy (catching up) it does not read events at
@@ -16,6 +16,7 @@ import fnmatch
 import logging
 import os
 import select
+import time
 from typing import Any
 
 log = logging.getLogger("diag")
@@ -37,6 +38,9 @@ class DirWatch:
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
+        self._poll = select.poll()  # not select(): a daemon following many files may hold descriptors past FD_SETSIZE
+        self._poll.register(self._ino.fileno(), select.POLLIN)
+        self._poll.register(self._r, select.POLLIN)
         for d in dirs:
             try:
                 self._dirs[self._ino.add_watch(d, self._mask)] = d
@@ -59,8 +63,9 @@ class DirWatch:
         """Block up to `timeout` s. (woken: a followed path changed or `poke` was called,
         created: a file appeared or was renamed there, so globs are expanded again)."""
         try:
-            ready, _, _ = select.select([self._ino.fileno(), self._r], [], [], timeout)
-        except (OSError, ValueError):
+            ready = {fd for fd, _ in self._poll.poll(timeout * 1000)}
+        except OSError:
+            time.sleep(timeout)  # never a busy loop
             return False, False
         woken = created = False
         if self._r in ready:

@@ -7,6 +7,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from diag.watch import DirWatch
 
 
@@ -60,3 +62,27 @@ def test_an_overflowing_event_queue_is_taken_as_look_everywhere(tmp_path):
         assert w.wait(1.0) == (True, True)
     finally:
         w.close()
+
+
+def test_descriptors_past_fd_setsize_still_wake(tmp_path):
+    """A daemon following many files holds many descriptors: its inotify descriptor may be past
+    select()'s limit of 1024, and waiting must still work (not fail at once and spin)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"RLIMIT_NOFILE is {soft}: cannot hold 1100 descriptors")
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    log = tmp_path / "vllm.log"
+    log.write_text("")
+    w = DirWatch([str(log)], [str(tmp_path)])
+    try:
+        t0 = time.monotonic()
+        assert w.wait(0.3) == (False, False)
+        assert time.monotonic() - t0 >= 0.25  # it waited
+        log.write_text("line\n")
+        assert w.wait(1.0) == (True, False)
+    finally:
+        w.close()
+        for fd in held:
+            os.close(fd)
