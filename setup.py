@@ -35,7 +35,7 @@ def _skip(exc: Exception) -> None:
 
 
 def _ext_modules() -> list:
-    """diag/fastpath/classify.py compiled by Cython as diag.fastpath._classify_c (its .pyx only
+    """diag/ingest/fastpath/classify.py compiled by Cython as diag.ingest.fastpath._classify_c (its .pyx only
     includes the .py: one source for both paths). DIAG_NO_EXT=1 at build time skips it."""
     if os.environ.get("DIAG_NO_EXT"):
         return []
@@ -45,7 +45,7 @@ def _ext_modules() -> list:
         _skip(exc)
         return []
     try:
-        return cythonize(["diag/fastpath/_classify_c.pyx"], language_level=3, quiet=True,
+        return cythonize(["diag/ingest/fastpath/_classify_c.pyx"], language_level=3, quiet=True,
                          compiler_directives={"binding": False})
     except Exception as exc:  # noqa: BLE001
         _skip(exc)

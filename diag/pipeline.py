@@ -1,4 +1,4 @@
-"""One pipeline, one direction: source → line parser → event → traces / facts / rules → sinks.
+"""One pipeline, one direction: source → line parser → event → facts → traces → rules → sinks.
 
 `diag scan` feeds it files read to the end; `diag daemon` feeds it files followed live. Only
 the source differs; what happens to a line is the same.
@@ -10,14 +10,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from diag.events import STATS, Event
-from diag.facts import FACT_KINDS, FactCollector
-from diag.findings import FindingSet, Hit, RuleEngine
-from diag.guard import InternalErrors
-from diag.parsers import SourceParser
-from diag.reader import DEFAULT_MAX_LINE, InputError, Line, LineSplitter, open_source, read_lines
-from diag.rules import RuleSet
-from diag.traces import Trace, TraceAssembler
+from diag.parsing.events import STATS, Event
+from diag.analysis.facts import FACT_KINDS, FactCollector
+from diag.analysis.findings import FindingSet, Hit, RuleEngine
+from diag.analysis.guard import InternalErrors
+from diag.parsing.source import SourceParser
+from diag.ingest.reader import DEFAULT_MAX_LINE, InputError, Line, LineSplitter, open_source, read_lines
+from diag.analysis.rules.ruleset import RuleSet
+from diag.analysis.traces import Trace, TraceAssembler
 
 
 MAX_SAMPLES = 200_000  # a week of 10 s stats lines from three servers; the daemon drains them at each commit
@@ -61,13 +61,16 @@ class Pipeline:
         self.traces: list[Trace] = []
         # HTTP records (access lines no trace took) feed the report's summary; the daemon only counts them
         self.assembler = TraceAssembler(on_done=self._trace_done, keep_http=keep_traces if keep_http is None else keep_http)
-        self.facts = FactCollector(on_model=self.assembler.models.__setitem__, on_start=self.assembler.new_epoch)
-        self.engine = RuleEngine(ruleset, on_hit=self._hit, trace_lookup=self.assembler.get)
+        self.facts = FactCollector()
+        # Rules read traces (conditions on a request's fields); the findings they add to a trace go
+        # through here to the assembler, which owns the traces.
+        self.engine = RuleEngine(ruleset, on_hit=self._hit, trace_lookup=self.assembler.get,
+                                 on_trace_finding=self.assembler.add_finding)
         self.stats = Stats()
         self.internal = InternalErrors()
         self.engine.internal = self.internal
         self.max_line = max_line
-        self.fast = fast  # lifecycle lines through diag.fastpath (same events, less work)
+        self.fast = fast  # lifecycle lines through diag.ingest.fastpath (same events, less work)
         self.sources: list[SourceResult] = []
         self.last_ts: float | None = None  # the latest log time seen: "now" for a post-mortem
         self.samples: list[dict[str, Any]] = []  # engine stats lines (running, waiting, KV usage) for the store
@@ -104,22 +107,38 @@ class Pipeline:
         kind = ev.kind
         if kind == STATS and ts is not None and len(self.samples) < MAX_SAMPLES:
             self.samples.append(dict(ev.fields, source=ev.path, ts=ts))
-        # Each stage under its own guard: a bug met by one line costs that stage that line only.
+        # One direction: facts → traces → rules, each stage under its own guard (a bug met by one
+        # line costs that stage that line only).
+        if kind in FACT_KINDS:  # startup facts are told in log records, never in request or access lines
+            try:
+                news = self.facts.feed(ev)
+                if news is not None:
+                    self.assembler.learn(ev.path, news.started, news.model)
+            except Exception as exc:  # noqa: BLE001
+                self.internal.record("facts", ev.path, ev.lineno, exc)
         try:
             self.assembler.feed(ev)
         except Exception as exc:  # noqa: BLE001 - counted and logged by the guard
             self.internal.record("traces", ev.path, ev.lineno, exc)
-        if kind in FACT_KINDS:  # startup facts are told in log records, never in request or access lines
-            try:
-                self.facts.feed(ev)
-            except Exception as exc:  # noqa: BLE001
-                self.internal.record("facts", ev.path, ev.lineno, exc)
         engine = self.engine
         if not engine.idle_for(ev):
             try:
                 engine.feed(ev)
             except Exception as exc:  # noqa: BLE001
                 self.internal.record("rules", ev.path, ev.lineno, exc)
+
+    def drain_changed(self) -> list[Trace]:
+        """The traces changed since the last call (the daemon stores them), once the trace rules
+        that need not wait for the end of input have looked at them: a request that failed because
+        the engine died is reported when it fails, not when it leaves the assembler (which, on a
+        server that just died, may be never)."""
+        changed = self.assembler.drain_changed()
+        for t in changed:
+            try:
+                self.engine.check_trace(t, final=False)
+            except Exception as exc:  # noqa: BLE001 - counted and logged by the guard
+                self.internal.record("rules", t.source, t.first_line, exc)
+        return changed
 
     def forget(self, path: str) -> None:
         """A followed file is gone for good: every stage drops what it keeps for it (held hits are released)."""
@@ -176,7 +195,7 @@ class Pipeline:
                 if size > tail_bytes:
                     f.readline()  # a partial first line is not a line
             if self.fast:
-                from diag.fastpath import FastSource
+                from diag.ingest.fastpath import FastSource
 
                 src = FastSource(self, parser, splitter)
                 try:

@@ -45,9 +45,9 @@ import diag  # noqa: E402
 if not EDITABLE and Path(diag.__file__).resolve().is_relative_to(ROOT / "diag"):
     pytest.exit(f"diag was imported from the checkout ({diag.__file__}), not from the installed package", returncode=4)
 
-from diag import rules  # noqa: E402
+from diag.analysis.rules import ruleset as rules  # noqa: E402
 from diag.pipeline import Pipeline
-from diag.report import to_json
+from diag.report.document import to_json
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 VLLM = CORPUS / "vllm" / "real-0.32.0-cpu"

@@ -1,12 +1,12 @@
-"""Access lines find their request through an index (diag.access_index), with the documented
-unambiguity rule of diag/traces.py: same source, matching endpoint family, no status yet, not
+"""Access lines find their request through an index (diag.analysis.access_index), with the documented
+unambiguity rule of diag/analysis/traces.py: same source, matching endpoint family, no status yet, not
 aborted; one candidate → attached; as many identical statuses as candidates → status to all."""
 
 from __future__ import annotations
 
-from diag import events as E
-from diag.events import Event
-from diag.traces import TraceAssembler
+from diag.parsing import events as E
+from diag.parsing.events import Event
+from diag.analysis.traces import TraceAssembler
 
 LOG = "/var/log/vllm.log"
 

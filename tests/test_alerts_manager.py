@@ -9,14 +9,14 @@ import tomllib
 
 import pytest
 
-from diag import config
+from diag.daemon import config
 from diag.alerts import silences as sil
 from diag.alerts.config import AlertConfigError, AlertsConfig, SinkConfig, parse
 from diag.alerts.manager import AlertManager
 from diag.alerts.model import fingerprint
 from diag.alerts.sinks.text import truncate_utf8
-from diag.findings import Hit
-from diag.store import Store
+from diag.analysis.findings import Hit
+from diag.store.db import Store
 
 
 def test_fingerprint_matches_alertmanager():

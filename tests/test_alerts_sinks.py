@@ -22,8 +22,8 @@ from diag.alerts.outbox import Sender
 from diag.alerts.sinks import DeliveryError, build
 from diag.alerts.sinks.chat import dingtalk_sign, feishu_sign
 from diag.alerts.sinks.http import signature
-from diag.findings import Hit
-from diag.store import Store
+from diag.analysis.findings import Hit
+from diag.store.db import Store
 
 
 # Fixed vectors, computed independently with `openssl dgst -sha256 -hmac … -binary | base64`.

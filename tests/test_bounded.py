@@ -8,10 +8,10 @@ import time
 
 from conftest import VLLM
 
-from diag import config
-from diag.daemon import Daemon
-from diag.store import Store
-from diag.traces import Trace
+from diag.daemon import config
+from diag.daemon.service import Daemon
+from diag.store.db import Store
+from diag.analysis.traces import Trace
 
 
 def _file_body(i: int) -> str:
@@ -89,15 +89,15 @@ def test_trace_prefix_is_literal_and_an_ambiguous_one_lists_the_candidates(tmp_p
 def test_copytruncate_salvage_reads_at_most_its_budget(tmp_path, monkeypatch):
     """The bytes a copytruncate took are read back from the copy, up to a budget (memory: they are
     applied at once), and what is past it is reported, not silently dropped or read whole."""
-    from diag import tail
+    from diag.ingest import follow
 
-    monkeypatch.setattr(tail, "SALVAGE_BUDGET", 4096)
+    monkeypatch.setattr(follow, "SALVAGE_BUDGET", 4096)
     log = tmp_path / "vllm.log"
     line = "(APIServer pid=1) INFO 01-24 10:00:00 [x.py:1] " + "y" * 50 + "\n"
     log.write_text(line * 10)
     got: list = []
     cfg = config.Config(logs=[config.LogSpec(str(log))], state_dir=tmp_path / "state", from_beginning=True, use_inotify=False)
-    f = tail.Follower(cfg, [], consume=lambda r, lines, flush: got.extend(lines))
+    f = follow.Follower(cfg, [], consume=lambda r, lines, flush: got.extend(lines))
     f.discover(force=True)
     f.poll()
     with open(log, "a") as fh:

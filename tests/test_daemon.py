@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from diag.store import Store, StoreError
+from diag.store.db import Store, StoreError
 
 HERE = Path(__file__).parent
 
@@ -228,7 +228,7 @@ def test_sighup_with_broken_rule_files_keeps_the_old_rules_and_never_exits(tmp_p
 
 
 def test_example_config_parses_and_check_config(tmp_path):
-    from diag import config
+    from diag.daemon import config
 
     cfg = config.Config()
     import tomllib
@@ -327,7 +327,7 @@ def test_a_held_hit_on_the_last_line_survives_kill9_and_is_stored_exactly_once(t
 
 INJECT = """
 import sys
-from diag.facts import FactCollector
+from diag.analysis.facts import FactCollector
 _real = FactCollector.feed
 def _broken(self, ev):
     if "SECRETWORD" in ev.text:
@@ -374,3 +374,25 @@ def test_a_line_that_breaks_a_stage_costs_that_line_not_the_daemon_injected(tmp_
     finally:
         d.terminate()
         assert d.wait(timeout=30) == 0
+
+
+def test_trace_findings_are_reported_while_the_daemon_runs_not_when_it_stops(tmp_path):
+    """A request that failed because the engine died (real vLLM 0.32 log) is a finding as soon as
+    the daemon has read it: after the engine's death no request follows that would push its trace
+    out of the assembler, so waiting for that (or for shutdown) would never report it."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    state.mkdir()
+    shutil.copy(HERE / "data/corpus/vllm/real-0.32.0-cpu/kv-pressure-then-worker-sigkill.log", logs / "vllm.log")
+    d, err = start_daemon(state, str(logs / "vllm.log"), extra=("--from-beginning", "--no-web"))
+    try:
+        wait_for(lambda: status(state)["sources"], 20, "startup")
+        wait_for(lambda: _findings_of(state, "engine-dead"), 30, "the engine's death read")
+        wait_for(lambda: _findings_of(state, "request-failed-engine-dead"), 10, "the failed request's finding, daemon still running")
+        (f,) = _findings_of(state, "request-failed-engine-dead")
+        t = stored_traces(state)[f["request_id"]]
+        assert t["status"] == "failed" and "request-failed-engine-dead" in t["findings"]
+    finally:
+        d.terminate()
+        assert d.wait(timeout=30) == 0
+    assert len(_findings_of(state, "request-failed-engine-dead")) == 1  # not reported again when its trace left at shutdown

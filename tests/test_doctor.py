@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from diag import doctor
-from diag.doctor import host
-from diag.doctor.probes import png
+from diag.doctor.checks import host
+from diag.doctor.checks.probes import png
 
 from conftest import free_port
 

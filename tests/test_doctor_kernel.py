@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from diag.doctor import SKIP, Context, kernel
-from diag.doctor.host import check_logs
+from diag.doctor import SKIP, Context
+from diag.doctor.checks import kernel
+from diag.doctor.checks.host import check_logs
 
 FIELD = Path(__file__).parent / "data" / "field"
 
@@ -46,7 +47,7 @@ def test_reading_the_kernel_log_never_raises_here():
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to an unprivileged user")
 def test_an_unprivileged_user_gets_a_clean_skip_or_the_log():
-    code = ("from diag.doctor import kernel; k = kernel.read(60); "
+    code = ("from diag.doctor.checks import kernel; k = kernel.read(60); "
             "print('OK' if (k.source is None) == bool(k.skipped) else 'BAD', k.source, k.skipped)")
 
     def drop():

@@ -1,4 +1,4 @@
-"""The hot path changes how fast, never what: `diag.fastpath` against the full parser, the
+"""The hot path changes how fast, never what: `diag.ingest.fastpath` against the full parser, the
 compiled classifier against the pure one, the streamed `--json` against the in-memory document.
 
 Inputs: every log of the recorded corpus and of the field corpus (pasted excerpts), and a fuzzed log (deterministic seed) built from real
@@ -25,20 +25,20 @@ import pytest
 
 from conftest import CORPUS
 
-from diag import rules
-from diag.fastpath import FastSource
-from diag.fastpath import classify as pure_classify
-from diag.parsers import FORMATS, SourceParser
+from diag.analysis.rules import ruleset as rules
+from diag.ingest.fastpath import FastSource
+from diag.ingest.fastpath import classify as pure_classify
+from diag.parsing.source import FORMATS, SourceParser
 from diag.pipeline import Pipeline
-from diag.reader import LineSplitter
-from diag.report import to_json
+from diag.ingest.reader import LineSplitter
+from diag.report.document import to_json
 
 FIELD = Path(__file__).parent / "data" / "field"  # excerpts users pasted into issue threads
 LOGS = sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix not in (".md", ".json", ".txt"))
 LOGS += sorted(p for p in FIELD.rglob("*") if p.is_file() and p.suffix not in (".md", ".json", ".toml"))
 
 try:
-    compiled = importlib.import_module("diag.fastpath._classify_c")
+    compiled = importlib.import_module("diag.ingest.fastpath._classify_c")
 except ImportError:
     compiled = None
 needs_compiled = pytest.mark.skipif(compiled is None, reason="the compiled classifier is not built here (no C compiler "
@@ -261,7 +261,7 @@ def test_streamed_json_equals_the_in_memory_document(tmp_path):
 
 
 def test_a_traces_public_shape_has_every_public_field_in_order():
-    from diag.traces import PUBLIC_FIELDS, Trace
+    from diag.analysis.traces import PUBLIC_FIELDS, Trace
 
     t = Trace("chatcmpl-1", "vllm", "a.log", received_at=1.5, timeline=[{"kind": "request.received", "time": 1.5, "line": 3}],
               http={"status": 200})

@@ -1,7 +1,7 @@
 """Traceback frames as rule input: code locations only, bounded, never from user content.
 
 A traceback record's `File "…", line N, in func` lines become `package/module.py:func` strings in
-`Event.frames` (diag.parsers.frames); the code lines under them stay out of the text and out of the
+`Event.frames` (diag.parsing.frames); the code lines under them stay out of the text and out of the
 frames, and a rule's `frames` pattern matches those locations (all its other conditions still apply).
 """
 
@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from conftest import CANARY
-from diag import rules
-from diag.findings import RuleEngine
-from diag.parsers import SourceParser, frames, parse_text
-from diag.reader import iter_text_lines
+from diag.analysis.rules import ruleset as rules
+from diag.analysis.findings import RuleEngine
+from diag.parsing.source import SourceParser, parse_text
+from diag.parsing import frames
+from diag.ingest.reader import iter_text_lines
 
 FIELD = Path(__file__).parent / "data" / "field"
 

@@ -71,7 +71,7 @@ def test_doctor_gpu_check_real_nvml(smi):
 def test_metrics_gpu_gauges_real_nvml(smi, tmp_path):
     from fastapi.testclient import TestClient
 
-    from diag.store import Store
+    from diag.store.db import Store
     from diag.web.app import create_app
 
     Store(tmp_path / "diag.sqlite3").close()

@@ -81,7 +81,7 @@ def test_every_source_package_and_data_file_is_installed(installed):
     for path in pkg.rglob("*"):
         rel = path.relative_to(pkg)
         if "__pycache__" in rel.parts or path.suffix in (".pyc", ".c"):
-            continue  # bytecode; the C that Cython generates for diag/fastpath is a build intermediate
+            continue  # bytecode; the C that Cython generates for diag/ingest/fastpath is a build intermediate
         if path.is_dir():
             if any(path.glob("*.py")):
                 wanted.add(rel)

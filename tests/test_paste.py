@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diag import rules, usercontent
-from diag.parsers import parse_text
+from diag.analysis.rules import ruleset as rules
+from diag.parsing import usercontent
+from diag.parsing.source import parse_text
 from diag.pipeline import Pipeline, SourceResult
-from diag.parsers import SourceParser
-from diag.reader import iter_text_lines
+from diag.parsing.source import SourceParser
+from diag.ingest.reader import iter_text_lines
 
 RS = rules.load()
 OOM = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.31 GiB. GPU 0 has a total capacity of 23.64 GiB of which 812.00 MiB is free."
@@ -184,7 +185,7 @@ def test_frames_wrapped_at_80_columns_are_whole_again():
     evs = parse_text(ODYSSEUS_500)
     texts = [e.text for e in evs]
     # the paste starts mid-traceback: from its first frame on it is one record, whose frames (code
-    # locations, diag.parsers.frames) are whole again although the terminal broke each at 80 columns
+    # locations, diag.parsing.frames) are whole again although the terminal broke each at 80 columns
     (tb,) = [e for e in evs if e.frames]
     assert tb.frames == ("vllm/model_executor/models/qwen2.py:__init__", "vllm/compilation/decorators.py:__init__",
                          "vllm/model_executor/models/qwen2.py:__init__", "vllm/model_executor/offloader/base.py:wrap_modules")

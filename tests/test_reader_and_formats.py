@@ -8,12 +8,12 @@ import io
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diag import events as E
-from diag.parsers import SourceParser, parse_text
-from diag.reader import LineSplitter, read_lines
+from diag.parsing import events as E
+from diag.parsing.source import SourceParser, parse_text
+from diag.ingest.reader import LineSplitter, read_lines
 
 from conftest import VLLM
-from diag import rules
+from diag.analysis.rules import ruleset as rules
 
 _RULES = rules.load()
 
@@ -125,7 +125,7 @@ def test_mutated_real_lines_never_crash(line, at, insert, cut):
     mutated = line[:at] + insert + line[at:]
     mutated = mutated[: max(1, len(mutated) - cut)]
     from diag.pipeline import Pipeline, SourceResult
-    from diag.reader import iter_text_lines
+    from diag.ingest.reader import iter_text_lines
 
     pipe = Pipeline(_RULES)
     pipe.feed_lines(SourceParser("<fuzz>"), iter_text_lines("\n".join([line, mutated, mutated[::-1]])), SourceResult("<fuzz>"))

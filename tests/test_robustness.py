@@ -19,12 +19,13 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from conftest import CORPUS, VLLM
-from diag import rules
-from diag.parsers import SourceParser
-from diag.parsers.base import to_float, to_int, to_number
+from diag.analysis.rules import ruleset as rules
+from diag.parsing.source import SourceParser
+from diag.parsing.base import to_float, to_int, to_number
 from diag.pipeline import Pipeline, SourceResult
-from diag.reader import LineSplitter, iter_text_lines, read_lines
-from diag.report import print_human, to_json
+from diag.ingest.reader import LineSplitter, iter_text_lines, read_lines
+from diag.report.document import to_json
+from diag.report.text import print_human
 
 _RULES = rules.load()
 
@@ -129,7 +130,7 @@ def test_mutated_corpus_lines_through_the_whole_pipeline(lines, seed):
 def test_a_failing_stage_costs_one_line_not_the_run_injected(monkeypatch, caplog):
     """Fault injection (the real stages have no known bug left to trigger): the facts stage raises
     on one line; the other stages and the other lines carry on, and the log names the place, not the text."""
-    from diag.facts import FactCollector
+    from diag.analysis.facts import FactCollector
 
     real = FactCollector.feed
 

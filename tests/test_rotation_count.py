@@ -12,10 +12,10 @@ import shutil
 from contextlib import closing
 from pathlib import Path
 
-from diag import config
-from diag.daemon import Daemon
-from diag.status import status_doc
-from diag.store import Store
+from diag.daemon import config
+from diag.daemon.service import Daemon
+from diag.store.views import status_doc
+from diag.store.db import Store
 
 
 def _lines(f: Path, start: int, n: int) -> None:

@@ -12,9 +12,9 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diag import prefilter, rules
-from diag.parsers import PARSERS
-from diag.ruleschema import known_formats
+from diag.analysis.rules import prefilter, ruleset as rules
+from diag.parsing.source import PARSERS
+from diag.analysis.rules.schema import known_formats
 
 RULE = '''
 [[rule]]
@@ -87,7 +87,7 @@ def test_alerting_keys_and_a_single_kind_string_are_accepted(tmp_path):
     assert rs.errors == []
     r = rs.rules[0]
     assert r.kinds == frozenset({"raw"}) and r.state is True and r.inhibits["window"] == 300
-    from diag.ruletest import test_rule
+    from diag.analysis.rules.examples import test_rule
 
     assert all(res.ok for res in test_rule(r))  # `kinds = "raw"` fires on raw lines (it was {'r','a','w'})
 
@@ -209,8 +209,8 @@ def test_needles_come_from_inside_plain_groups_and_avoid_everyday_text():
 
 
 def test_everyday_access_lines_try_no_rule():
-    from diag.events import ACCESS, Event
-    from diag.findings import RuleEngine
+    from diag.parsing.events import ACCESS, Event
+    from diag.analysis.findings import RuleEngine
 
     engine = RuleEngine(rules.load(), on_hit=lambda h: None)
     for text in ('10.0.0.5:41234 - "POST /v1/chat/completions HTTP/1.1" 200 OK', '127.0.0.1:1 - "GET /health HTTP/1.1" 200 OK'):
@@ -269,7 +269,7 @@ def test_bad_config_exits_2_with_one_line(tmp_path, body, why):
     (r"CUDA out of memory\. Tried to allocate (?P<size>[\d.]+ [KMGT]?i?B)", False),
 ])
 def test_catastrophic_patterns_are_found_by_structure(pattern, bad):
-    from diag.rulelint import catastrophic
+    from diag.analysis.rules.lint import catastrophic
 
     assert (catastrophic(pattern) is not None) == bad
 

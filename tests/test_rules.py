@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from diag import prefilter, rules
+from diag.analysis.rules import prefilter, ruleset as rules
 from diag.pipeline import Pipeline
-from diag.ruletest import test_rule as run_rule_examples
+from diag.analysis.rules.examples import test_rule as run_rule_examples
 
 BUILTIN = rules.load()
 
@@ -74,9 +74,9 @@ def test_catastrophic_pattern_disables_only_its_rule(tmp_path, capsys):
     rs = rules.load([tmp_path])
     hits = []
     pipe = Pipeline(rs, on_hit=hits.append)
-    from diag.parsers import SourceParser
+    from diag.parsing.source import SourceParser
     from diag.pipeline import SourceResult
-    from diag.reader import iter_text_lines
+    from diag.ingest.reader import iter_text_lines
 
     text = "x" * 5000 + "\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
     pipe.feed_lines(SourceParser("<t>"), iter_text_lines(text), SourceResult("<t>"))
@@ -113,3 +113,36 @@ def test_the_prefilter_skips_lines_that_cannot_match_and_keeps_those_that_can():
         assert prefilter.literal_needles(pat) is None, pat
     # every built-in rule but one (a path pattern with no required literal) keeps a prefilter
     assert [r.id for r in BUILTIN.rules if r.patterns and not r.needles] == ["model-path-invalid"]
+
+
+def test_rules_report_trace_findings_without_changing_the_trace():
+    """One direction: the rules stage reads a trace (for its conditions) and reports which trace a
+    hit is about; only the pipeline, through the assembler, writes the finding into the trace."""
+    from diag.analysis.findings import RuleEngine
+    from diag.analysis.traces import Trace
+
+    t = Trace("chatcmpl-1", "vllm", "a.log", status="failed", reason="engine dead")
+    hits, told = [], []
+    engine = RuleEngine(rules.load(), on_hit=hits.append, trace_lookup=lambda rid, path=None: t)
+    engine.check_trace(t, final=True)
+    assert "request-failed-engine-dead" in [h.rule.id for h in hits]
+    assert t.findings == []  # no sink: nothing written into the trace
+    engine = RuleEngine(rules.load(), on_hit=lambda h: None, trace_lookup=lambda rid, path=None: t,
+                        on_trace_finding=lambda tr, rid: told.append((tr.id, rid)))
+    engine.check_trace(t, final=True)
+    assert ("chatcmpl-1", "request-failed-engine-dead") in told and t.findings == []
+
+
+def test_a_start_seen_by_the_facts_stage_begins_a_new_id_epoch_and_names_the_model():
+    from diag.ingest.reader import iter_text_lines
+    from diag.parsing.source import SourceParser
+    from diag.pipeline import SourceResult
+
+    pipe = Pipeline(rules.load())
+    log = ("INFO 01-24 10:00:00 api_server.py:1] vLLM API server version 0.6.6, serving model /m/Qwen2-VL\n"
+           "INFO 01-24 10:00:01 engine.py:267] Added request chatcmpl-1.\n"
+           "INFO 01-24 10:05:00 api_server.py:1] vLLM API server version 0.6.6, serving model /m/Qwen2-VL-7B\n"
+           "INFO 01-24 10:05:01 engine.py:267] Added request chatcmpl-1.\n")
+    pipe.feed_lines(SourceParser("v.log"), iter_text_lines(log), SourceResult("v.log"))
+    traces = pipe.finish()
+    assert [(t.id, t.model) for t in traces] == [("chatcmpl-1", "/m/Qwen2-VL"), ("chatcmpl-1#2", "/m/Qwen2-VL-7B")]

@@ -6,10 +6,11 @@ import time
 
 import pytest
 
-from diag import config
-from diag.daemon import Daemon
-from diag.store import MIGRATIONS, Store, StoreError
-from diag.traces import Trace
+from diag.daemon import config
+from diag.daemon.service import Daemon
+from diag.store.db import Store, StoreError
+from diag.store.migrations import MIGRATIONS
+from diag.analysis.traces import Trace
 
 
 def test_schema_version_and_newer_store_refused(tmp_path):

@@ -11,10 +11,10 @@ import time
 
 from conftest import CORPUS, LLAMA, VLLM, findings, scan, statuses
 
-from diag import rules
-from diag.parsers import SourceParser
+from diag.analysis.rules import ruleset as rules
+from diag.parsing.source import SourceParser
 from diag.pipeline import Pipeline, SourceResult
-from diag.reader import iter_text_lines
+from diag.ingest.reader import iter_text_lines
 
 
 def _twice(tmp_path, src, name):
@@ -132,7 +132,7 @@ def test_ray_repeat_counts_are_counted(tmp_path):
 
 
 def test_ray_repeat_counts_are_stored(tmp_path):
-    from diag.store import Store
+    from diag.store.db import Store
 
     hits = []
     pipe = Pipeline(rules.load(), on_hit=hits.append)

@@ -150,10 +150,10 @@ def test_no_canary_in_any_sink_of_the_daemon(canary_corpus, tmp_path, receiver):
 
 
 def test_captured_fields_and_reasons_are_bounded_and_redacted():
-    from diag import rules
-    from diag.parsers import SourceParser
+    from diag.analysis.rules import ruleset as rules
+    from diag.parsing.source import SourceParser
     from diag.pipeline import Pipeline, SourceResult
-    from diag.reader import iter_text_lines
+    from diag.ingest.reader import iter_text_lines
 
     hits = []
     pipe = Pipeline(rules.load(), on_hit=hits.append)
@@ -167,3 +167,34 @@ def test_captured_fields_and_reasons_are_bounded_and_redacted():
     assert len(fatal.fields["what"]) <= 120 and "SECRETPROMPT" not in fatal.fields["what"]
     t = next(t for t in traces if t.id == "chatcmpl-1")
     assert t.reason is not None and len(t.reason) <= 200 and "SECRETPROMPT" not in t.reason
+
+
+# -- a logged prompt's repr is decoded as Python would, without compiling it --------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=60))
+def test_logged_prompt_repr_decodes_as_python_does(text):
+    import ast
+
+    from diag.parsing.formats.vllm import _literal
+
+    r = repr(text)
+    assert _literal(r) == ast.literal_eval(r) == text
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.sampled_from("'\""), st.text(alphabet="ab'\"\\nrtxuU0123456789afN{}\n\r\x00 é", max_size=24))
+def test_any_quoted_text_decodes_as_python_does_or_not_at_all(q, body):
+    import ast
+
+    from diag.parsing.formats.vllm import _literal
+
+    s = q + body + q
+    try:
+        want = ast.literal_eval(s)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        want = None
+    assert _literal(s) == (want if isinstance(want, str) else None), s

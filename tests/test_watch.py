@@ -1,4 +1,4 @@
-"""diag.watch: the daemon's inotify wait, on real files in a real directory."""
+"""diag.ingest.watch: the daemon's inotify wait, on real files in a real directory."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from diag.watch import DirWatch
+from diag.ingest.watch import DirWatch
 
 
 def test_wakes_for_followed_files_only_and_says_when_one_appears(tmp_path):

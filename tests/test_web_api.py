@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from markupsafe import escape
 
 from conftest import CORPUS, VLLM
-from diag.store import Store
-from diag.traces import Trace
+from diag.store.db import Store
+from diag.analysis.traces import Trace
 from diag.web.app import create_app
 
 HOSTILE_ID = 'chatcmpl-"><svg/onload=alert(1)>'
@@ -226,12 +226,12 @@ def alerted(state, tmp_path, receiver):
     hostile id), nccl-error is silenced, image-fetch-failed fired two hours ago and resolved; the
     sink `hook` delivers, `down` fails, and what is older than max_age expired."""
     from conftest import free_port
-    from diag import rules
+    from diag.analysis.rules import ruleset as rules
     from diag.alerts import silences as sil
     from diag.alerts.config import AlertsConfig, SinkConfig
     from diag.alerts.manager import AlertManager
     from diag.alerts.outbox import Sender
-    from diag.findings import Hit
+    from diag.analysis.findings import Hit
 
     shutil.copy(state / "diag.sqlite3", tmp_path / "diag.sqlite3")
     path = tmp_path / "diag.sqlite3"

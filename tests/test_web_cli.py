@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import VLLM, free_port
-from diag import config
+from diag.daemon import config
 
 
 def diag(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""`diag silence …` and `diag alerts …`: the commands, registered by diag/cli.py.
+"""`diag silence …` and `diag alerts …`: the commands, registered by `diag.cli`.
 
 They mirror amtool: `diag silence add [--for 2h] [--comment TEXT] MATCHER…`, `diag silence list`,
 `diag silence expire ID`; `diag alerts` shows firing, recently resolved and silenced alerts and the
@@ -11,7 +11,6 @@ import argparse
 import getpass
 import json
 import socket
-import sqlite3
 import sys
 import time
 from typing import Any, Callable
@@ -19,6 +18,9 @@ from typing import Any, Callable
 from diag.alerts import silences as sil
 from diag.alerts import view
 from diag.alerts.config import AlertConfigError, AlertsConfig, parse as parse_alerts
+from diag.cli.state import daemon_config, open_store
+from diag.cli.usage import UsageError, console
+
 
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     s = sub.add_parser("silence", help="mute alert notifications by label matchers (like amtool silence)")
@@ -47,23 +49,10 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     a.set_defaults(func=cmd_alerts, alerts_cmd=None)
 
 
-def _store(args: argparse.Namespace, write: bool):
-    from diag.cli import UsageError, _daemon_config
-    from diag.store import Store, StoreError
-
-    cfg, _ = _daemon_config(args)
-    try:
-        return cfg, Store(cfg.db_path, readonly=not write)
-    except (StoreError, sqlite3.Error, OSError) as exc:
-        raise UsageError(str(exc)) from None
-
-
 def cmd_silence(args: argparse.Namespace) -> int:
-    from diag.cli import UsageError, _console
-
     if args.silence_cmd is None:
         raise UsageError("silence: choose add, list or expire")
-    _, store = _store(args, write=args.silence_cmd != "list")
+    store = open_store(args, write=args.silence_cmd != "list")
     try:
         if args.silence_cmd == "add":
             try:
@@ -93,7 +82,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
             t.add_column(c)
         for r in rows:
             t.add_row(r["id"], escape(" ".join(r["matchers"])), r["ends_at"], r["state"], escape(r["created_by"]), escape(r["comment"]))
-        _console().print(t if rows else "no silences")
+        console().print(t if rows else "no silences")
         return 0
     finally:
         store.close()
@@ -104,11 +93,9 @@ def _silences(store: Any, include_expired: bool = False) -> list[sil.Silence]:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from diag.cli import _console
-
     if args.alerts_cmd == "test":
         return cmd_alerts_test(args)
-    _, store = _store(args, write=False)
+    store = open_store(args)
     try:
         doc = view.alerts_doc(store.db)
     finally:
@@ -119,7 +106,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    con = _console()
+    con = console()
     for title, key in (("Firing", "firing"), ("Silenced or inhibited", "silenced"), ("Resolved (last 24 h)", "resolved")):
         items = doc[key]
         con.print(f"[bold]{title}[/] ({len(items)})")
@@ -167,9 +154,8 @@ def test_document(cfg: AlertsConfig, now: float) -> dict[str, Any]:
 def cmd_alerts_test(args: argparse.Namespace) -> int:
     from diag.alerts.outbox import deliver
     from diag.alerts.sinks import build, journal
-    from diag.cli import UsageError, _daemon_config
 
-    cfg, _ = _daemon_config(args)
+    cfg, _ = daemon_config(args)
     try:
         acfg = parse_alerts(cfg.alerts_doc, extra_webhooks=cfg.alert_webhooks, web_listen=cfg.web_listen)
     except AlertConfigError as exc:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from diag.config import DEFAULT_WEB_LISTEN
-from diag.rules import CATEGORIES, SEVERITIES
+from diag.daemon.config import DEFAULT_WEB_LISTEN
+from diag.analysis.rules.ruleset import CATEGORIES, SEVERITIES
 
 SINK_TYPES = ("webhook", "alertmanager", "feishu", "dingtalk", "wecom", "email", "exec")
 DEFAULT_URLS = {"feishu": "https://open.feishu.cn/open-apis/bot/v2/hook/", "dingtalk": "https://oapi.dingtalk.com/robot/send",
@@ -84,7 +84,7 @@ class SinkConfig:
 
     def accepts(self, labels: dict[str, str]) -> bool:
         """Whether an alert with these labels goes to this sink (min_severity, categories, rules)."""
-        from diag.rules import SEVERITY_RANK
+        from diag.analysis.rules.ruleset import SEVERITY_RANK
 
         if SEVERITY_RANK.get(labels.get("severity", "info"), 0) < SEVERITY_RANK[self.min_severity]:
             return False

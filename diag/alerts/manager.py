@@ -20,8 +20,8 @@ from typing import Any, Iterable
 from diag.alerts.config import AlertsConfig, SinkConfig
 from diag.alerts.model import Alert, rfc3339
 from diag.alerts.silences import Silence
-from diag.findings import Hit
-from diag.rules import RuleSet
+from diag.analysis.findings import Hit
+from diag.analysis.rules.ruleset import RuleSet
 
 MAX_IDS = 200
 

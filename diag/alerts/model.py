@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from diag.clock import iso
+from diag.parsing.clock import iso
 
 MAX_IDS = 10  # request ids in an annotation
 SEVERITY_PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6}  # sd-daemon <N> per severity
@@ -74,7 +74,7 @@ class Alert:
 
     @property
     def summary(self) -> str:
-        from diag.findings import render
+        from diag.analysis.findings import render
 
         return render(self.template, self.fields, self.count, self.request_ids)
 
@@ -84,7 +84,7 @@ class Alert:
 
     def annotations(self, external_url: str) -> dict[str, str]:
         ids = self.request_ids[:MAX_IDS]
-        # summary and excerpt are made of log text the parsers already reduced (diag.usercontent: URLs to
+        # summary and excerpt are made of log text the parsers already reduced (diag.parsing.usercontent: URLs to
         # scheme://host:port, queries, bodies and prompts to placeholders), so every sink shows what the
         # store and the dashboard show; no second, different redaction here.
         a = {"title": self.title, "summary": self.summary, "remedy": self.remedy, "count": str(self.count),

@@ -20,8 +20,8 @@ from diag.alerts.config import AlertsConfig
 from diag.alerts.manager import AlertManager, Changes
 from diag.alerts.outbox import Sender
 from diag.alerts.sinks import journal
-from diag.findings import Hit
-from diag.rules import RuleSet
+from diag.analysis.findings import Hit
+from diag.analysis.rules.ruleset import RuleSet
 
 log = logging.getLogger("diag")
 

@@ -73,7 +73,7 @@ class Silence:
         return all(m.matches(labels) for m in self.matchers)
 
     def to_dict(self, now: float | None = None) -> dict[str, Any]:
-        from diag.clock import iso
+        from diag.parsing.clock import iso
 
         now = time.time() if now is None else now
         return {"id": self.id, "matchers": [str(m) for m in self.matchers], "starts_at": iso(self.starts_at),

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from diag.alerts import silences as sil
 from diag.alerts.model import MAX_IDS, Alert
-from diag.clock import iso
+from diag.parsing.clock import iso
 
 RECENT = 86400  # "recently resolved": the last day
 

@@ -81,7 +81,7 @@ Check = Callable[[Context], Result]
 
 def registry() -> dict[str, tuple[str, Check]]:
     """id -> (description, function), in the order they run."""
-    from diag.doctor import host, probes
+    from diag.doctor.checks import host, probes
 
     return {
         "server": ("server reachable, /health, /version, response time", probes.check_server),

@@ -11,7 +11,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from diag.alerts import view as alerts_view
-from diag.status import status_doc
+from diag.store.views import status_doc
 from diag.web import queries
 from diag.web.auth import require_api
 from diag.web.live import CLOSE, OVERFLOW

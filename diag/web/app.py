@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
 from diag import __version__
-from diag.store import Store
+from diag.store.db import Store
 from diag.web.gpu import GpuCache
 from diag.web.live import Live
 from diag.web.metrics import make_registry

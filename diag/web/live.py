@@ -14,7 +14,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from diag.store import Store
+from diag.store.db import Store
 from diag.web import queries
 
 log = logging.getLogger("diag")

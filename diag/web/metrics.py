@@ -1,6 +1,6 @@
 """Prometheus `/metrics`: a prometheus-client collector that reads the store at scrape time.
 
-Counters come from the store's cumulative `counters` table (see `diag.counters`), so they never
+Counters come from the store's cumulative `counters` table (see `diag.store.counters`), so they never
 go down when retention prunes traces; gauges are read fresh (latest stats line per server log,
 lag per followed file, NVML). Names follow Prometheus practice (`diag_` prefix, base units,
 `_total`), `model_name` is the label vLLM uses so Grafana can join on it, and no label ever holds
@@ -16,10 +16,10 @@ from typing import Any, Callable, Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from diag import counters
+from diag.store import counters
 from diag.alerts import view as alerts_view
-from diag.status import sources_doc
-from diag.store import Store
+from diag.store.views import sources_doc
+from diag.store.db import Store
 from diag.web import queries
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from diag.alerts import view as alerts_view
-from diag.status import status_doc
+from diag.store.views import status_doc
 from diag.web import queries
 from diag.web.auth import COOKIE, authorized, require_page, safe_next, session_value
 

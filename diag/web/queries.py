@@ -14,9 +14,9 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from diag.clock import iso, parse_user_time
-from diag.store import Store
-from diag.traces import STATUSES, Trace
+from diag.parsing.clock import iso, parse_user_time
+from diag.store.db import Store
+from diag.analysis.traces import STATUSES, Trace
 
 PAGE = 50
 MAX_PAGE = 500

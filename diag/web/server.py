@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diag.config import DEFAULT_WEB_LISTEN
+from diag.daemon.config import DEFAULT_WEB_LISTEN
 from diag.web.auth import AuthError, check_bind, load_token
 
 log = logging.getLogger("diag")

@@ -139,7 +139,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as t:
         bench_latency(Path(t), args.samples, LINES[3], "one-line WARNING record")
-        bench_latency(Path(t), max(10, args.samples // 10), LINES[0], "ERROR line: the parser holds it flush_after (2 s) for a traceback")
+        bench_latency(Path(t), max(10, args.samples // 10), LINES[0], "ERROR line: held until its file is quiet for record_quiet (0.25 s), a traceback may follow")
         bench_burst(Path(t), args.rate, args.seconds)
 
 

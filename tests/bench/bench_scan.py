@@ -199,7 +199,7 @@ def lnav_cmd(path: Path) -> list[str] | None:
 
 
 def grep_pattern() -> str:
-    from diag import rules
+    from diag.analysis.rules import ruleset as rules
 
     rs = rules.load()
     needles = sorted({n for r in rs.rules for n in (r.needles or ())}
@@ -209,7 +209,7 @@ def grep_pattern() -> str:
 
 def naive_seconds(path: Path, sample: int = 50_000) -> tuple[float, int]:
     """CPU seconds for every rule pattern on every line of the first `sample` lines."""
-    from diag import rules
+    from diag.analysis.rules import ruleset as rules
 
     pats = [p for r in rules.load().rules for p in r.patterns]
     hits = 0
@@ -226,12 +226,12 @@ def naive_seconds(path: Path, sample: int = 50_000) -> tuple[float, int]:
 
 _BREAKDOWN = r"""
 import sys, time
-from diag import rules
-from diag.fastpath import FastSource, IMPLEMENTATION, split_classify
-from diag.jsondoc import TraceSpool
-from diag.parsers import SourceParser
+from diag.analysis.rules import ruleset as rules
+from diag.ingest.fastpath import FastSource, IMPLEMENTATION, split_classify
+from diag.report.jsonstream import TraceSpool
+from diag.parsing.source import SourceParser
 from diag.pipeline import Pipeline
-from diag.reader import LineSplitter, read_chunks
+from diag.ingest.reader import LineSplitter, read_chunks
 path = sys.argv[1]
 rs = rules.load()
 def cpu(fn):
@@ -264,6 +264,73 @@ for name, fn in (("read + classify lines", classify_only), ("+ events (parse)", 
     n, dt = cpu(fn)
     print(f"  {name:<24}: {n / dt:12,.0f} lines/s  ({dt / n * 1e6:5.2f} us/line cumulative)")
 """
+
+
+# A lower bound for any design in CPython that keeps the document's shape: the same chunks and
+# classifier, then only what the 0.32 log's requests need (a Trace per request, its timeline, the
+# access line attached when it is the only one waiting, `to_dict`, orjson) and nothing else: no
+# rules, facts, user-content checks, id epochs, multi-line records, summary or output file.
+_FLOOR = r"""
+import re, sys, time
+import orjson
+from diag.analysis.traces import Trace
+from diag.ingest.fastpath import IMPLEMENTATION, split_classify
+from diag.ingest.reader import read_chunks
+from diag.parsing.clock import Clock
+path = sys.argv[1]
+RX = re.compile(r"Received request (\S+): ")
+MT = re.compile(r"max_tokens=(\d+)")
+def run():
+    n = 0
+    live, waiting, stamps, clock, out = {}, [], {}, Clock(), 0
+    with open(path, "rb") as f:
+        carry = b""
+        for data in read_chunks(f):
+            data = carry + data
+            last = data.rfind(b"\n")
+            carry = data[last + 1:]
+            for rec in split_classify(data[:last], 1 << 20):
+                n += 1
+                if rec.__class__ is bytes:
+                    continue
+                k = rec[0]
+                if k == 3:
+                    if len(waiting) == 1:
+                        t = waiting.pop()
+                        t.http_status, t.client, t.status = rec[5], rec[2], "ok"
+                        t.http = {"method": rec[3], "path": rec[4], "status": rec[5], "path_file": path, "line": n, "client": rec[2]}
+                        t.timeline.append({"kind": "http.access", "time": t.added_at, "line": n})
+                        del live[t.id]
+                        out += len(orjson.dumps(t.to_dict()))
+                    else:
+                        waiting.clear()
+                    continue
+                st = rec[4]
+                ts = stamps.get(st)
+                if ts is None:
+                    ts = stamps[st] = clock.yearless(int(st[0:2]), int(st[3:5]), int(st[6:8]), int(st[9:11]), int(st[12:14]))
+                if k == 1:
+                    m = RX.match(rec[6])
+                    mt = MT.search(rec[6], m.end())
+                    t = live[m.group(1)] = Trace(m.group(1), "vllm", path, received_at=ts, first_line=n,
+                                                 max_tokens=int(mt.group(1)) if mt else None)
+                    t.timeline.append({"kind": "request.received", "time": ts, "line": n})
+                    waiting.append(t)
+                else:
+                    rid = rec[6][14:-1]
+                    t = live.get(rid) or live.get(rid[:-9])
+                    if t is not None:
+                        t.added_at = ts
+                        t.timeline.append({"kind": "request.added", "time": ts, "line": n})
+    return n
+t = time.process_time(); n = run(); dt = time.process_time() - t
+print(f"  CPython floor ({IMPLEMENTATION} classifier): {n / dt:12,.0f} lines/s  ({dt / n * 1e6:5.2f} us/line)")
+"""
+
+
+def floor(path: Path, env: dict[str, str]) -> None:
+    r = subprocess.run(_pin() + [sys.executable, "-c", _FLOOR, str(path)], capture_output=True, text=True, env=env)
+    print(r.stdout.rstrip() or r.stderr[-2000:])
 
 
 def breakdown(path: Path, env: dict[str, str]) -> None:
@@ -335,6 +402,10 @@ def main() -> None:
                 for env in (base_env, pure_env):
                     print("where the time goes, diag", end=" ")
                     breakdown(path, env)
+                if gen is gen_v032:
+                    print("lower bound of a CPython design (classify + a Trace per request + its JSON, nothing else):")
+                    for env in (base_env, pure_env):
+                        floor(path, env)
             d = rows["diag (default)"]
             ratios = "  ".join(f"diag/{k.split(' ')[0]} = {v / d:.2f}x" for k, v in rows.items() if k != "diag (default)")
             print(f"ratios (speed of diag (default) relative to each): {ratios}")

@@ -36,10 +36,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import free_port, vllm_request_lines  # noqa: E402 - the tests' helpers
 
-from diag import rules  # noqa: E402
-from diag.findings import Hit  # noqa: E402
-from diag.store import Store  # noqa: E402
-from diag.traces import Trace  # noqa: E402
+from diag.analysis.rules import ruleset as rules  # noqa: E402
+from diag.analysis.findings import Hit  # noqa: E402
+from diag.store.db import Store  # noqa: E402
+from diag.analysis.traces import Trace  # noqa: E402
 
 MODELS = ("qwen3-vl-32b", "qwen2.5-vl-7b", "internvl3-8b")
 

@@ -1,0 +1,558 @@
+"""Per-request traces assembled from lifecycle events.
+
+One trace per request id joins every line that belongs to it: vLLM's Received / Added (with
+the 0.14+ `-<8hex>` engine suffix mapped back) / Aborted / failed / Generated response,
+LMDeploy sessions, llama.cpp tasks, the deployment guide's `req-…` lines.
+
+Access lines (uvicorn, nginx, http.server) carry no request id. They are attached to a trace
+only when that is unambiguous, by this rule:
+
+* only POSTs to a generation endpoint are candidates, and only for traces of the same source
+  file whose id family matches the endpoint (`chatcmpl-` ↔ chat, `cmpl-` ↔ completions);
+* a candidate trace has been received, has no HTTP status yet and was not aborted;
+* the line comes right after the explicit end of a candidate (LMDeploy's `session N finished`,
+  vLLM's `Request X failed`), with no other request line between them → attached to it;
+* exactly one candidate → the line is attached (status and client address);
+* several candidates → the lines wait; when as many lines wait as there are candidates and
+  all carry the same status, that status is attached to all of them (not the client, which
+  stays ambiguous);
+* otherwise the line stays an HTTP record of its own.
+
+Memory is bounded: open traces are capped, ended ones are handed over (`done`) and only a
+small window of recent ones is kept for late lines (a llama.cpp cancel after its release).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from diag.parsing import events as E
+from diag.analysis.access_index import AwaitingIndex
+from diag.parsing.clock import iso, iso_cached
+from diag.parsing.events import Event
+from diag.analysis.traceids import IdScopes
+
+STATUSES = ("ok", "aborted", "failed", "rejected", "in_flight", "unknown")
+GEN_ENDPOINTS = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions", "/completion",
+                           "/v1/responses", "/generate", "/v1/messages"})
+NO_IMAGE_PHRASES = ("看不到图片", "看不到图像", "没有看到图片", "没有图片", "无法看到图片", "无法查看图片", "没有提供图片",
+                    "can't see the image", "cannot see the image", "can't see any image", "no image was provided",
+                    "don't see an image", "do not see an image", "unable to see the image")
+# the id family an endpoint's requests have (`chatcmpl-` ↔ chat, `cmpl-` ↔ completions), None: any
+_FAMILY = {p: "completions" if "completions" in p and "chat" not in p else ("chat" if "chat" in p else None) for p in GEN_ENDPOINTS}
+MAX_TIMELINE = 48
+MAX_OPEN = 20000
+RECENT = 512
+
+
+@dataclass(slots=True)
+class Trace:
+    id: str
+    server: str
+    source: str
+    model: str | None = None
+    client: str | None = None
+    endpoint: str | None = None
+    received_at: float | None = None
+    added_at: float | None = None
+    first_output_at: float | None = None
+    finished_at: float | None = None
+    aborted_at: float | None = None
+    failed_at: float | None = None
+    status: str = "in_flight"
+    http_status: int | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    max_tokens: int | None = None
+    images: int | None = None
+    prompt_chars: int | None = None
+    latency_s: float | None = None
+    reason: str | None = None
+    says_no_image: bool = False
+    stuck: bool = False  # in flight for longer than stuck_after
+    findings: list[str] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    http: dict[str, Any] | None = None
+    first_line: int = 0
+    _text: str = ""  # transient: the first characters of the guide's generated tokens, never serialised
+    _ended: bool = False
+    _aborted: bool = False  # flags, not times: llama.cpp lines carry no wall-clock time
+    _failed: bool = False
+    _completed: bool = False  # an explicit success marker (Finished, timing, final output)
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to carry on assembling after a restart (raw times, flags), no text.
+
+        Shallow on purpose (serialised at once): dataclasses.asdict deep-copies and dominated the
+        daemon's CPU time."""
+        out = {}
+        for k in _STATE_FIELDS:
+            v = getattr(self, k)
+            if v is not None and v is not False and v != "" and v != []:  # defaults are left out (0 is kept)
+                out[k] = v
+        return out
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "Trace":
+        known = {f for f in cls.__dataclass_fields__}  # type: ignore[attr-defined]
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public shape (ISO times, no internal flags), in the documented key order.
+
+        Spelled out rather than built from the field list: a scan serialises every trace, and a
+        dict display is three times faster (tests/test_fastpath.py pins the keys to the fields)."""
+        source = self.source
+        http = self.http
+        c = iso_cached
+        r, a, o, f, ab, fa = self.received_at, self.added_at, self.first_output_at, self.finished_at, self.aborted_at, self.failed_at
+        return {
+            "id": self.id, "server": self.server, "source": source, "model": self.model, "client": self.client,
+            "endpoint": self.endpoint, "received_at": None if r is None else (c(r) or iso(r)),
+            "added_at": None if a is None else (c(a) or iso(a)),
+            "first_output_at": None if o is None else (c(o) or iso(o)), "finished_at": None if f is None else (c(f) or iso(f)),
+            "aborted_at": None if ab is None else (c(ab) or iso(ab)), "failed_at": None if fa is None else (c(fa) or iso(fa)),
+            "status": self.status, "http_status": self.http_status, "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens, "max_tokens": self.max_tokens, "images": self.images,
+            "prompt_chars": self.prompt_chars, "latency_s": self.latency_s, "reason": self.reason,
+            "says_no_image": self.says_no_image, "stuck": self.stuck, "findings": list(self.findings),
+            "timeline": [{"kind": e["kind"], "time": c(e["time"]) or iso(e["time"]), "path": e.get("path", source), "line": e["line"]}
+                         for e in self.timeline],
+            "http": dict(http) if http else None,
+        }
+
+
+_STATE_FIELDS = tuple(f for f in Trace.__dataclass_fields__ if f != "_text")  # type: ignore[attr-defined]
+PUBLIC_FIELDS = tuple(f for f in _STATE_FIELDS if not f.startswith("_") and f != "first_line")  # to_dict's keys
+
+
+class TraceAssembler:
+    def __init__(self, on_done: Callable[[Trace], None] | None = None, max_open: int = MAX_OPEN, keep_http: bool = True):
+        self.open: OrderedDict[str, Trace] = OrderedDict()
+        self.recent: OrderedDict[str, Trace] = OrderedDict()
+        self.alias: OrderedDict[str, str] = OrderedDict()
+        self.on_done = on_done
+        self.max_open = max_open
+        self.models: dict[str, str] = {}  # source path -> served model name (from startup facts)
+        self.http_records: list[dict[str, Any]] = []
+        self.http_count = 0
+        self._waiting: dict[str, list[Event]] = {}  # source -> access lines waiting for disambiguation
+        self._last_started: dict[str, str] = {}  # source -> last llama.cpp task (classic image lines)
+        self._just_ended: dict[str, Trace] = {}  # source -> trace whose end was the last request line
+        self._awaiting: dict[str, AwaitingIndex] = {}  # source -> traces without an access line yet
+        self.changed: set[str] = set()
+        self.dropped = 0
+        self.keep_http = keep_http  # `diag scan` reports HTTP records; the daemon only counts them
+        self.ids = IdScopes()
+        # Sources whose server logs explicit request ends (finish lines, timings, attached access lines):
+        # only there does a request without an end show that it should have ended (stuck, never completed).
+        self.ends_logged: set[str] = set()
+
+    # -- lookup -------------------------------------------------------------------------
+    def _canonical(self, rid: str, path: str | None, sfx: str | None = None) -> str:
+        """The trace id of request id `rid` as logged in `path` (`sfx`: that path's id suffix, when
+        the caller has it already)."""
+        if path is None:
+            key = rid
+        else:
+            key = rid + (self.ids.suffix(path) if sfx is None else sfx)
+        a = self.alias.get(key)
+        if a is not None:
+            return a
+        if key in self.open or key in self.recent or path is None:
+            return key
+        # vLLM 0.14+: the engine id is the external id plus "-<8 hex>".
+        if len(rid) > 9 and rid[-9] == "-":
+            base = rid[:-9] + (key[len(rid):])
+            if not rid[-8:].strip("0123456789abcdef") and (base in self.open or base in self.recent or "-" in rid[:-9]):
+                self._alias(key, base)
+                return base
+        return key
+
+    def _alias(self, rid: str, base: str) -> None:
+        self.alias[rid] = base
+        if len(self.alias) > self.max_open:
+            self.alias.popitem(last=False)
+
+    def get(self, rid: str, path: str | None = None) -> Trace | None:
+        """The trace of a request id as logged in `path`, or of a trace id (path None)."""
+        c = self._canonical(rid, path)
+        return self.open.get(c) or self.recent.get(c)
+
+    def learn(self, path: str, started: bool, model: str | None) -> None:
+        """What the facts stage learnt from a record of `path`: a server start (ids logged from now
+        on belong to a new run) and the served model name (later traces carry it)."""
+        if started:
+            self.ids.new_epoch(path)
+        if model:
+            self.models[path] = model
+
+    def add_finding(self, t: Trace, rule_id: str) -> None:
+        """A rule found something about this request (the rules stage reports it; traces are only
+        changed here)."""
+        if rule_id not in t.findings:
+            t.findings.append(rule_id)
+
+    def _trace(self, ev: Event, rid: str, create: bool = True) -> Trace | None:
+        path = ev.path
+        sfx = self.ids.suffix(path)
+        cid = self._canonical(rid, path, sfx)
+        t = self.open.get(cid)
+        if t is None:
+            t = self.recent.get(cid)
+            if t is not None and ev.kind in (E.RECEIVED, E.STARTED) and t._ended and ev.fmt in ("llamacpp", "lmdeploy"):
+                # an ended task/session number starting again: the server restarted without startup lines
+                self.ids.new_epoch(path)
+                sfx = self.ids.suffix(path)
+                t, cid = None, self._canonical(rid, path, sfx)
+            if t is None and not create:
+                return None
+        if t is None:
+            if len(self.open) >= self.max_open:
+                _, old = self.open.popitem(last=False)
+                self.dropped += 1
+                self._settle_final(old)
+                self._finish(old)
+            t = Trace(cid, ev.fmt if ev.fmt != "uvicorn" else "vllm", path, model=self.models.get(path), first_line=ev.lineno)
+            if rid.startswith(("chatcmpl-", "chat-")):
+                t.endpoint = "chat"
+            elif rid.startswith("cmpl-"):
+                t.endpoint = "completions"
+            self.open[cid] = t
+        key = rid + sfx
+        if key != cid and key not in self.alias:
+            self._alias(key, cid)
+        return t
+
+    # -- events -------------------------------------------------------------------------
+    def feed(self, ev: Event) -> Trace | None:
+        """Apply one event; returns the trace it touched, if any."""
+        k = ev.kind
+        if k == E.ACCESS:
+            return self._access(ev)
+        if k == E.STATS:
+            f = ev.fields
+            if f.get("running") == 0 and not f.get("waiting"):
+                self._idle(ev.path)
+            return None
+        if k not in E.REQUEST_KINDS:
+            if ev.fields.get("image_event") and ev.fmt == "llamacpp":
+                tid = self._last_started.get(ev.path)
+                t = self.open.get(tid) if tid else None
+                if t is not None:
+                    t.images = (t.images or 0) + 1
+                    return t
+            return None
+        f = ev.fields
+        rid = f.get("request_id")
+        if not rid:
+            return None
+        t = self._trace(ev, rid)
+        if t is None:
+            return None
+        ts = ev.ts
+        src = t.source
+        self.changed.add(t.id)
+        if (k == E.FAILED or (k == E.FINISHED and not f.get("released"))) and ev.fmt in ("vllm", "lmdeploy"):
+            self._just_ended[src] = t
+        else:
+            self._just_ended.pop(src, None)
+        self._timeline(t, ev)
+        if (k == E.RECEIVED or k == E.ADDED) and t.http_status is None and ev.fmt in ("vllm", "lmdeploy"):
+            aw = self._awaiting.get(src)
+            if self._waiting.get(src) and (aw is None or t.id not in aw):
+                self._give_up(src)
+                aw = None
+            if aw is None:
+                aw = self._awaiting[src] = AwaitingIndex()
+            aw.add(t)
+        if k == E.RECEIVED:
+            if t.received_at is None and not f.get("detail"):  # a DEBUG details line is not the arrival
+                t.received_at = ts
+            if t.added_at is None and f.get("added"):
+                t.added_at = ts
+            if len(f) > 1:  # more than the request id
+                get = f.get
+                v = get("prompt_tokens")
+                if v is not None:
+                    t.prompt_tokens = v
+                v = get("max_tokens")
+                if v is not None:
+                    t.max_tokens = v
+                v = get("images")
+                if v is not None:
+                    t.images = v
+                v = get("prompt_chars")
+                if v is not None:
+                    t.prompt_chars = v
+        elif k == E.ADDED:
+            t.added_at = t.added_at or ts
+            if t.received_at is None:
+                t.received_at = ts
+        elif k == E.STARTED:
+            if t.received_at is None:
+                t.received_at = ts
+            if ev.fmt == "llamacpp":
+                self._last_started[ev.path] = t.id
+        elif k == E.OUTPUT:
+            if t.first_output_at is None:
+                t.first_output_at = ts
+            if "token_index" in f:
+                t.output_tokens = max(t.output_tokens or 0, f["token_index"])
+                if len(t._text) < 64 and not t.says_no_image:
+                    t._text += f.get("token_text", "")[:64]
+                    low = t._text.lower()
+                    if any(p in low for p in NO_IMAGE_PHRASES):
+                        t.says_no_image = True
+                        t._text = ""
+            if f.get("output_tokens") is not None:
+                t.output_tokens = f["output_tokens"]
+            fr = f.get("finish_reason")
+            if fr and fr not in ("None", "null") and f.get("streaming") != "delta":
+                t._completed = True
+                t.finished_at = ts
+                if fr == "abort":
+                    t.aborted_at = ts
+                    t._aborted = True
+        elif k == E.TIMING:
+            for key in ("prompt_tokens", "output_tokens"):
+                if f.get(key) is not None:
+                    setattr(t, key, f[key])
+            if f.get("total_ms") is not None:
+                t.latency_s = round(f["total_ms"] / 1000.0, 6)
+                t._completed = True
+        elif k == E.FINISHED:
+            if f.get("released"):
+                # llama.cpp: the slot is free whatever happened; success only with timings.
+                t.finished_at = t.finished_at or ts
+                t._ended = True
+            else:
+                t.finished_at = ts
+                t._completed = True
+                t._ended = True
+                for key in ("prompt_tokens", "output_tokens"):
+                    if f.get(key) is not None:
+                        setattr(t, key, f[key])
+                if f.get("total_tokens") is not None and t.prompt_tokens is not None:
+                    t.output_tokens = f["total_tokens"] - t.prompt_tokens
+                if f.get("latency_s") is not None:
+                    t.latency_s = f["latency_s"]
+        elif k == E.ABORTED:
+            for other in f.get("request_ids", [])[1:]:
+                o = self._trace(ev, other)
+                if o is not None:
+                    o.aborted_at = o.aborted_at or ts
+                    o._aborted = o._ended = True
+                    self._settle(o)
+                    self.changed.add(o.id)
+            t.aborted_at = t.aborted_at or ts
+            t._aborted = True
+            t._ended = True
+        elif k == E.FAILED:
+            t.failed_at = t.failed_at or ts
+            t._failed = True
+            t.reason = f.get("reason") or t.reason
+            if f.get("http_status"):
+                t.http_status = f["http_status"]
+            t._ended = True
+        self._settle(t)
+        return t
+
+    def _timeline(self, t: Trace, ev: Event) -> None:
+        tl = t.timeline
+        if len(tl) < MAX_TIMELINE:
+            if ev.path == t.source:  # the trace's own source is implied (keeps the stored state small)
+                tl.append({"kind": ev.kind, "time": ev.ts, "line": ev.lineno})
+            else:
+                tl.append({"kind": ev.kind, "time": ev.ts, "line": ev.lineno, "path": ev.path})
+
+    def _idle(self, path: str) -> None:
+        """The engine says nothing is running or waiting. In a server that logs no request ends
+        (vLLM 0.11+ without access lines) its requests have ended, how is unknown: they leave the
+        open set as `unknown` (no stuck or never-completed finding, and bounded memory)."""
+        if path in self.ends_logged:
+            return
+        for t in [t for t in self.open.values() if t.source == path and t.status == "in_flight"]:
+            t._ended = True
+            self.changed.add(t.id)
+            self._settle(t)
+
+    def _settle(self, t: Trace) -> None:
+        """Recompute status and latency from what is known so far."""
+        if not (t._failed or t._aborted or t._completed or t._ended) and t.http_status is None:
+            t.status = "in_flight"  # nothing else can change for a request plainly in flight (the common case)
+            return
+        if t._failed:
+            t.status = "rejected" if (t.http_status is not None and 400 <= t.http_status < 500) else "failed"
+        elif t._aborted:
+            t.status = "aborted"
+        elif t._completed:
+            t.status = "ok"
+        elif t.http_status is not None:
+            t.status = "ok" if t.http_status < 400 else ("rejected" if t.http_status < 500 else "failed")
+        elif t._ended:
+            t.status = "unknown"
+        else:
+            t.status = "in_flight"
+        aw = self._awaiting.get(t.source)
+        if aw is not None:
+            aw.settled(t)
+        if t._completed or t.http_status is not None or (t._ended and not t._aborted and not t._failed and t.server == "llamacpp"):
+            self.ends_logged.add(t.source)
+        if t.latency_s is None and t.received_at is not None:
+            end = t.finished_at or t.failed_at or t.aborted_at
+            if end is not None and end >= t.received_at and t.status != "in_flight":
+                t.latency_s = round(end - t.received_at, 3)
+        if t.status != "in_flight" and t.id in self.open and (t._ended or t.http_status is not None or t._completed):
+            # Keep it reachable a little longer for late lines, but out of the open set.
+            self.open.pop(t.id, None)
+            self.recent[t.id] = t
+            while len(self.recent) > RECENT:
+                _, old = self.recent.popitem(last=False)
+                self._finish(old)
+
+    def _finish(self, t: Trace) -> None:
+        t._text = ""
+        if self.on_done is not None:
+            self.on_done(t)
+
+    # -- access lines -------------------------------------------------------------------
+    def _access(self, ev: Event) -> Trace | None:
+        f = ev.fields
+        path = f.get("path") or ""
+        if ev.fmt in ("nginx", "proxy") or f.get("method") != "POST" or path not in GEN_ENDPOINTS:
+            self._record(ev)
+            return None
+        fam = _FAMILY[path]
+        adj = self._just_ended.pop(ev.path, None)
+        if adj is not None and adj.http_status is None and not self._waiting.get(ev.path):
+            self._attach(adj, ev, with_client=True)
+            aw = self._awaiting.get(ev.path)
+            if aw is not None:
+                aw.remove(adj.id)
+            return adj
+        # Candidates: live, received, no status yet, same family (a rejected one has its status).
+        aw = self._awaiting.get(ev.path)
+        if aw is not None:
+            aw.prune()
+            n, only = aw.sole(fam)
+        else:
+            n, only = 0, None
+        waiting = self._waiting.get(ev.path)
+        if only is not None and not waiting:
+            self._attach(only, ev, with_client=True)
+            return only
+        if not n:
+            self._flush_waiting(ev.path)
+            self._record(ev)
+            return None
+        if waiting is None:
+            waiting = self._waiting[ev.path] = []
+        waiting.append(ev)
+        if len(waiting) >= n:
+            statuses = {w.fields.get("status") for w in waiting}
+            if len(waiting) == n and len(statuses) == 1:
+                for t in aw.candidates(fam):  # type: ignore[union-attr]
+                    self._attach(t, waiting[0], with_client=False)
+                waiting.clear()
+                return None
+            self._flush_waiting(ev.path)
+        return None
+
+    def _attach(self, t: Trace, ev: Event, with_client: bool) -> None:
+        f = ev.fields
+        t.http_status = f.get("status")
+        if with_client:
+            t.client = f.get("client")
+        t.http = {"method": f.get("method"), "path": f.get("path"), "status": f.get("status"),
+                  "path_file": ev.path, "line": ev.lineno, "client": f.get("client") if with_client else None}
+        self._timeline(t, ev)
+        self.changed.add(t.id)
+        self._settle(t)
+
+    def _give_up(self, path: str) -> None:
+        """Access lines still waiting when a new request arrives cannot be told apart any more:
+        their candidates end as `unknown` instead of staying in flight forever."""
+        for t in list(self._awaiting.pop(path, ())):
+            if t.http_status is None and not t._ended:
+                t._ended = True
+                self._settle(t)
+                self.changed.add(t.id)
+        self._flush_waiting(path)
+
+    def _flush_waiting(self, path: str) -> None:
+        for w in self._waiting.pop(path, []):
+            self._record(w)
+
+    def _record(self, ev: Event) -> None:
+        self.http_count += 1
+        f = ev.fields
+        if self.keep_http and len(self.http_records) < 100000:
+            self.http_records.append({"source": ev.path, "line": ev.lineno, "time": ev.ts, "server": ev.fmt,
+                                      "client": f.get("client"), "method": f.get("method"), "path": f.get("path"),
+                                      "status": f.get("status")})
+
+    # -- end ----------------------------------------------------------------------------
+    def finish(self) -> list[Trace]:
+        """End of input: everything still held, in first-seen order."""
+        for p in list(self._waiting):
+            self._flush_waiting(p)
+        rest = list(self.recent.values()) + list(self.open.values())
+        self.recent.clear()
+        self.open.clear()
+        for t in rest:
+            self._settle_final(t)
+            t._text = ""
+        rest.sort(key=lambda t: (t.source, t.first_line))
+        return rest
+
+    def _settle_final(self, t: Trace) -> None:
+        self._settle(t)
+        if t.status == "in_flight" and t.source not in self.ends_logged:
+            t.status = "unknown"  # this server logs no request ends: nothing shows it should have ended
+        self.open.pop(t.id, None)
+        self.recent.pop(t.id, None)
+
+    def forget(self, path: str) -> None:
+        """A source that is gone for good (a deleted, globbed file): drop what is kept per path, so
+        following thousands of short-lived files one after another does not grow memory."""
+        self._flush_waiting(path)
+        gone = [t for t in list(self.open.values()) + list(self.recent.values()) if t.source == path]
+        for t in gone:
+            self._settle_final(t)  # no line can follow: hand them over as they are
+            self._finish(t)
+        if gone:
+            ids = {t.id for t in gone}
+            self.alias = OrderedDict((k, v) for k, v in self.alias.items() if v not in ids)
+        self.ids.forget(path)
+        for d in (self.models, self._last_started, self._just_ended, self._awaiting):
+            d.pop(path, None)
+        self.ends_logged.discard(path)
+
+    def adopt(self, t: Trace) -> None:
+        """A trace still in flight when the daemon last stopped: carry on assembling it."""
+        self.open[t.id] = t
+        if t.server in ("vllm", "lmdeploy") and t.http_status is None:
+            self._awaiting.setdefault(t.source, AwaitingIndex()).add(t)
+
+    def mark_stuck(self, now: float, after: float) -> list[Trace]:
+        """Requests received more than `after` seconds before `now` and still in flight."""
+        out = []
+        for t in self.open.values():
+            if (t.status == "in_flight" and not t.stuck and t.received_at is not None and now - t.received_at > after
+                    and t.source in self.ends_logged):  # stuck only where the log shows it should have ended
+                t.stuck = True
+                self.changed.add(t.id)
+                out.append(t)
+        return out
+
+    def drain_changed(self) -> list[Trace]:
+        out = []
+        for tid in self.changed:
+            t = self.open.get(tid) or self.recent.get(tid)
+            if t is not None:
+                out.append(t)
+        self.changed.clear()
+        return out

@@ -1,0 +1,348 @@
+"""`diag daemon`: the scan pipeline over files followed live, committed to SQLite exactly once.
+
+The main loop is the only writer: it polls the follower (woken by inotify, or every
+`poll_interval`), feeds new lines through the same pipeline `diag scan` uses, and commits the
+traces and findings they produced together with the new read offsets in one transaction. A
+commit that fails (disk full, database locked) is retried, and reading pauses until it goes
+through, so nothing is lost. SIGTERM/SIGINT flush and exit 0; SIGHUP reloads config and rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import threading
+import time
+from typing import Any
+
+from diag import __version__
+from diag.daemon import config, systemd
+from diag.analysis.rules import ruleset as rules
+from diag.alerts.config import parse as parse_alerts
+from diag.alerts.runtime import AlertRuntime
+from diag.ingest.fastpath import FastSource
+from diag.analysis.findings import Hit
+from diag.pipeline import Pipeline
+from diag.store.db import Store
+from diag.ingest.filereader import FileReader
+from diag.ingest.follow import Follower
+from diag.analysis.traces import Trace
+from diag.ingest.watch import DirWatch
+
+log = logging.getLogger("diag")
+COALESCE = 0.02  # seconds: lines arriving this soon after a commit wait to be committed with the next ones
+
+
+class Daemon:
+    def __init__(self, cfg: config.Config, config_arg: str | None = None, extra_logs: list[config.LogSpec] | None = None):
+        self.cfg = cfg
+        self.config_arg = config_arg
+        self.extra_logs = list(extra_logs or [])
+        self.store = Store(cfg.db_path)
+        rs = rules.load(cfg.rules_dirs)
+        for e in rs.errors:
+            log.error("rules: %s", e)
+        self.hits: list[Hit] = []
+        self.done: dict[str, Trace] = {}
+        self.pipe = Pipeline(rs, on_hit=self._on_hit, on_trace=self._trace_done, keep_traces=False, max_line=cfg.max_line_bytes)
+        self.pipe.assembler.max_open = cfg.max_open_traces
+        stored_meta = self.store.meta()
+        self.pipe.internal.restore(stored_meta.get("internal_errors"))
+        self.pipe.engine.restore_held(stored_meta.get("held_hits"))
+        self.pipe.assembler.ids.restore(stored_meta.get("trace_ids"))
+        self.pipe.assembler.ends_logged.update(p for p in stored_meta.get("ends_logged") or [] if isinstance(p, str))
+        self.pipe.facts.by_source.update(stored_meta.get("facts") or {})  # startup facts outlive our restarts
+        for t in self.store.open_traces(cfg.max_open_traces):
+            self.pipe.assembler.adopt(t)
+        self.follower = Follower(cfg, self.store.sources(), self._consume, forget=self.pipe.forget, raw_chunks=True)
+        self.wake = threading.Event()
+        self.stopping = False
+        self.reload_requested = False
+        self.started = time.time()
+        self._watch: DirWatch | None = None
+        self._pending_commit: tuple[list, list, list, list, Any, list] | None = None
+        self.on_commit: list[Any] = []  # called (no arguments) after each commit that went through: the web's live stream
+        self._last_prune = 0.0
+        self._last_commit = 0.0  # monotonic time of the last commit that went through
+        self._last_stuck = 0.0
+        self._last_watchdog = 0.0
+        self._watchdog = systemd.watchdog_interval()
+        self._commit_failing = False
+        self._servers: dict[str, str] = {}
+        self._web_listen = cfg.web_listen  # the dashboard alerts link to (a reload does not move it)
+        self._cli_webhooks = list(cfg.alert_webhooks)  # --alert-webhook: kept across reloads of the config file
+        self.alerts = AlertRuntime(parse_alerts(cfg.alerts_doc, extra_webhooks=self._cli_webhooks, web_listen=self._web_listen),
+                                   rs, self.store.db, cfg.db_path, self._describe)
+        self.pipe.engine.on_clear = lambda rule, path: self.alerts.cleared(rule.id, path)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_stop(self, signum, frame) -> None:
+        self.stopping = True
+        self._signal_wake()
+
+    def _on_hup(self, signum, frame) -> None:
+        self.reload_requested = True
+        self._signal_wake()
+
+    def _signal_wake(self) -> None:
+        self.wake.set()
+        if self._watch is not None:
+            self._watch.poke()
+
+    def run(self) -> int:
+        opened = self.follower.discover(force=True)
+        self._start_watching()
+        self.commit(meta={"pid": os.getpid(), "started_at": self.started, "version": __version__, "config": self.cfg.source})
+        log.info("diag %s daemon: %d log(s) configured, %d open, state %s", __version__, len(self.cfg.logs), len(opened), self.cfg.db_path)
+        self.alerts.start()
+        systemd.notify("READY=1\nSTATUS=following %d file(s)" % len(self.follower.readers))
+        try:
+            while not self.stopping:
+                if self.reload_requested:
+                    self.reload()
+                busy = self.step()
+                self.periodic()
+                if not busy or not self.follower.behind:
+                    self._wait(busy)
+            self.shutdown()
+        finally:
+            self.alerts.close()
+            self._stop_watching()
+            self.follower.close()
+            self.store.close()
+        log.info("diag daemon stopped")
+        return 0
+
+    def _wait(self, busy: bool) -> None:
+        """Until there is more to read. A server whose logging flushes every line (Python's
+        StreamHandler with PYTHONUNBUFFERED, as many images set) wakes us once per line: after a
+        commit, the lines that arrive within `COALESCE` are read and committed together. That bounds
+        commits (and their CPU) at a busy server's rate and adds at most `COALESCE` to a line's
+        latency; a line after a quiet spell is read at once. Catching up (a read stopped at its size
+        limit) never comes here."""
+        if busy:
+            pause = self._last_commit + COALESCE - time.monotonic()
+            if pause > 0 and not self.stopping:
+                time.sleep(pause)
+            return
+        if self._watch is not None and not self.wake.is_set():
+            if self._watch.wait(self._idle_wait())[1]:
+                self.follower.dirty = True  # a file appeared or was renamed: expand globs now
+        else:
+            self.wake.wait(self._idle_wait())
+        self.wake.clear()
+
+    def _idle_wait(self) -> float:
+        """How long to sleep with nothing to read: the poll interval, or less while a parser holds a
+        record that becomes complete when its file stays quiet (an OOM's ERROR line alerts then,
+        not a poll later)."""
+        wait = self.cfg.poll_interval
+        if any(r.parser.has_pending for r in self.follower.readers.values()):
+            wait = min(wait, self.cfg.record_quiet)
+        return wait
+
+    def shutdown(self) -> None:
+        systemd.notify("STOPPING=1")
+        self.step()
+        for r in list(self.follower.readers.values()):
+            for ev in r.parser.flush():
+                self.pipe.event(ev)
+        self.pipe.engine.flush()
+        self.commit(meta={"stopped_at": time.time()}, block=True)
+
+    # -- the loop -------------------------------------------------------------------------
+    def step(self) -> bool:
+        """Read what is new everywhere, run it through the pipeline, commit. True if there was data."""
+        if self._pending_commit is not None:
+            if not self.commit():
+                return False  # the store is failing: do not read more until it takes what we have
+        busy = False
+        # Existing readers first: a rotated file's last lines come before its successor's first ones.
+        batch_items = self.follower.poll()
+        batch_items += [(r, r.read()) for r in self.follower.discover()]
+        touched: dict[str, FileReader] = {}
+        for r, lines in batch_items:
+            touched[r.key] = r
+            if lines or r.state.state != "active":
+                busy = busy or bool(lines)
+                # A rotated file's records end with it: hand over the last one now, before the
+                # successor's first lines (its access line must not wait behind them).
+                self._consume(r, lines, r.state.state != "active")
+        for r in list(self.follower.readers.values()):
+            if r.key in touched and busy:
+                continue
+            tail = self.follower.idle_flush(r)
+            if tail:
+                self._consume(r, tail, False)
+                busy = True
+            if r.parser.has_pending and time.monotonic() - r.last_data > self.cfg.record_quiet:
+                for ev in r.parser.flush():
+                    self.pipe.event(ev)
+                busy = True
+        if busy or touched:
+            self.commit()
+        return busy
+
+    def _consume(self, r: FileReader, lines: list, flush: bool) -> None:
+        """Lines, or raw chunks that the fast path splits and parses (the same events, less work)."""
+        n = 0
+        for item in lines:
+            if item.__class__ is bytes:
+                if r.fast is None:
+                    r.fast = FastSource(self.pipe, r.parser, r.splitter)
+                n += r.fast.feed(item)
+            else:
+                n += self.pipe.feed_line_batch(r.parser, (item,))
+        if flush:
+            self.pipe.feed_line_batch(r.parser, (), flush=True)
+        r.consumed += n
+
+    def periodic(self) -> None:
+        now = time.time()
+        if now - self._last_stuck >= 1.0:
+            self._last_stuck = now
+            self.pipe.engine.release_due(now)
+            self.pipe.assembler.mark_stuck(now, self.cfg.stuck_after)  # marked as changed: the commit checks them
+            if self.hits or self.pipe.assembler.changed:
+                self.commit()
+        if self.alerts.due(now):
+            self.commit()
+        if now - self._last_prune >= 60:
+            self._last_prune = now
+            try:
+                n = self.store.prune(now, self.cfg.retention_days, self.cfg.retention_traces, self.cfg.retention_findings)
+                if n:
+                    log.info("retention: pruned %d rows", n)
+                    self._last_prune = now - 55  # more to do: come back soon, in small batches
+            except sqlite3.Error as exc:
+                log.error("retention: %s", exc)
+        if self._watchdog and now - self._last_watchdog >= self._watchdog:
+            self._last_watchdog = now
+            systemd.notify("WATCHDOG=1")
+
+    def _on_hit(self, hit: Hit) -> None:
+        self.hits.append(hit)  # not a bound list.append: `self.hits` is swapped at each commit
+
+    def _describe(self, path: str) -> tuple[str, str | None]:
+        """A source's server (the format that wrote it) and served model, for alert labels."""
+        server = self._servers.get(path)
+        if server is None:
+            fmt = next((r.parser.detected for r in self.follower.readers.values() if r.state.path == path), "unknown")
+            server = {"uvicorn": "vllm"}.get(fmt, fmt)
+            if fmt != "unknown":
+                self._servers[path] = server
+        return server, self.pipe.assembler.models.get(path)
+
+    def _trace_done(self, t: Trace) -> None:
+        self.done[t.id] = t
+
+    def commit(self, meta: dict[str, Any] | None = None, block: bool = False) -> bool:
+        """One transaction: changed traces, new hits, read offsets. False (and kept for later) on failure."""
+        if self._pending_commit is None:
+            traces = {t.id: t for t in self.pipe.drain_changed()}
+            traces.update(self.done)
+            self.done = {}
+            states = {s.key: s for s in self.follower.states()}
+            # held hits go with the offsets past their lines: after a crash they are restored, not lost
+            changes = self.alerts.prepare(self.hits, (t.id for t in traces.values() if t.status != "in_flight"), self.follower.errors)
+            self._pending_commit = (list(traces.values()), self.hits, list(states.values()), self.pipe.engine.held_state(), changes,
+                                    self.pipe.samples)
+            self.hits = []
+            self.pipe.samples = []
+        traces, hits, states, held, changes, samples = self._pending_commit
+        m = dict(meta or {})
+        m["held_hits"] = held
+        m["trace_ids"] = self.pipe.assembler.ids.to_state()
+        m["ends_logged"] = sorted(self.pipe.assembler.ends_logged)
+        m["heartbeat"] = time.time()
+        m["errors"] = dict(self.follower.errors)
+        m["rule_errors"] = list(self.pipe.engine.errors)
+        m["internal_errors"] = self.pipe.internal.to_dict()
+        m["facts"] = self.pipe.facts.by_source
+        deadline = time.monotonic() + (30 if block else 0)
+        while True:
+            try:
+                self.store.commit(traces, hits, states, m, samples=samples, extra=changes.write)
+                self._last_commit = time.monotonic()
+                if self._commit_failing:
+                    log.info("store: commits go through again")
+                    self._commit_failing = False
+                    self.alerts.store_ok()
+                self._pending_commit = None
+                self.alerts.committed(changes)
+                for fn in self.on_commit:
+                    try:
+                        fn()
+                    except Exception as exc:  # noqa: BLE001 - a listener never stops the writer
+                        log.error("after commit: %s: %s", getattr(fn, "__qualname__", fn), exc)
+                return True
+            except sqlite3.Error as exc:
+                if not self._commit_failing:
+                    log.error("store: commit failed (%s); reading paused, nothing is dropped, retrying", exc)
+                    self._commit_failing = True
+                    self.alerts.store_failing(str(exc))
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(1)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read config and rules. Never exits: whatever is wrong is logged, and a rule
+        that no longer loads keeps its previous version (a broken file keeps all of its old rules)."""
+        self.reload_requested = False
+        try:
+            self._reload()
+        except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down
+            log.error("reload failed (%s); keeping the running configuration and rules", type(exc).__name__)
+
+    def _reload(self) -> None:
+        try:
+            cfg = config.load(self.config_arg)
+        except config.ConfigError as exc:
+            log.error("reload: %s; keeping the running configuration", exc)
+            return
+        cfg.logs.extend(self.extra_logs)
+        rs = rules.load(cfg.rules_dirs)
+        for e in rs.errors:
+            log.error("reload: %s", e)
+        kept = rules.keep_previous(rs, self.pipe.engine.rules)
+        if kept:
+            log.error("reload: kept the previous version of %d rule(s) that no longer load: %s", len(kept), ", ".join(kept))
+        self.pipe.engine.set_rules(rs)
+        self.pipe.engine.errors = list(rs.errors)
+        log.info("reload: %d rules", len(rs.rules))
+        self.alerts.set_rules(rs)
+        try:
+            self.alerts.reconfigure(parse_alerts(cfg.alerts_doc, extra_webhooks=self._cli_webhooks, web_listen=self._web_listen))
+        except ValueError as exc:
+            log.error("reload: alerts: %s; keeping the running sinks", exc)
+        self.follower.cfg.logs = cfg.logs
+        self.follower.discover(force=True)
+        self._stop_watching()
+        self._start_watching()
+
+    # -- inotify ----------------------------------------------------------------------------
+    def _start_watching(self) -> None:
+        if not self.cfg.use_inotify:
+            return
+        dirs = set()
+        for spec in self.cfg.logs:
+            d = os.path.dirname(os.path.abspath(spec.path)) or "/"
+            while not os.path.isdir(d) and d != os.path.dirname(d):
+                d = os.path.dirname(d)  # watch the nearest existing parent until the directory appears
+            dirs.add(d)
+        try:
+            self._watch = DirWatch([os.path.abspath(s.path) for s in self.cfg.logs], sorted(dirs))
+        except (ImportError, AttributeError, OSError) as exc:  # no inotify here, or fs.inotify.max_user_instances exhausted
+            log.warning("inotify unavailable (%s); polling every %.1f s", exc, self.cfg.poll_interval)
+
+    def _stop_watching(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None

@@ -1,0 +1,36 @@
+"""The hot path: lifecycle lines turned into events without the general machinery.
+
+A busy server's log is almost all request lifecycle lines (vLLM's Received / Added, uvicorn's
+access lines). `diag.ingest.fastpath.classify` recognises them in blocks of raw bytes with one regex per
+line kind; `FastSource` builds their events directly and hands every other line (errors,
+warnings, tracebacks, other formats) to the full `SourceParser` in order, so the pipeline after
+the parser — traces, facts, rules, sinks — sees exactly the events it would have seen.
+
+The classifier exists twice from one source file: compiled by Cython (`_classify_c`, built by
+`pip install .` when a C compiler is there) and as plain Python. `DIAG_NO_EXT=1` forces the plain
+one; `IMPLEMENTATION` says which is in use (`diag --version` prints it).
+"""
+
+from __future__ import annotations
+
+import os
+
+if os.environ.get("DIAG_NO_EXT"):
+    from diag.ingest.fastpath import classify as _impl
+
+    IMPLEMENTATION = "pure Python (DIAG_NO_EXT set)"
+else:
+    try:
+        from diag.ingest.fastpath import _classify_c as _impl  # type: ignore[attr-defined,no-redef]
+
+        IMPLEMENTATION = "compiled"
+    except ImportError:
+        from diag.ingest.fastpath import classify as _impl  # type: ignore[no-redef]
+
+        IMPLEMENTATION = "pure Python (no compiled classifier built)"
+
+split_classify = _impl.split_classify
+
+from diag.ingest.fastpath.source import FastSource  # noqa: E402
+
+__all__ = ["FastSource", "IMPLEMENTATION", "split_classify"]

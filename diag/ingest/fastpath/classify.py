@@ -1,0 +1,85 @@
+"""Chunk → lines → compact records: the part of the hot path that touches every byte.
+
+`split_classify` takes a block of complete lines (no trailing newline) and returns, per line,
+either a tuple for one of the lifecycle lines a busy server writes almost exclusively, or the
+line's raw bytes for the full parser:
+
+* `(RECEIVED|ADDED, raw, proc, pid, stamp, src, msg, text, start)`: a vLLM `INFO` record (0.6 –
+  0.33 prefix, with or without the `(APIServer pid=N) ` tag) whose message starts
+  `Received request ` or `Added request `;
+* `(ACCESS, raw, client, method, path, status, msg, text, 0)`: a uvicorn `INFO:` access line.
+
+`text` is the line as the format parsers would get it (wrappers off), `msg` its message part,
+`start` the length of the (ASCII) process tag taken off.
+
+A line is only given a tuple when the full path (wrappers, format parsers, multi-line records)
+would read it the same way: ASCII header, no carriage return, escape or NUL byte, no Ray repeat
+suffix, no trailing `:` that could open a multi-line record, no mark of a paste (a leading `>` or
+`$`, a closing ``` or `**`). Whoever changes what `SourceParser.feed` does to a line before the
+format parsers see it changes this list too; tests/test_fastpath.py compares both on fuzzed logs. Everything else — warnings, errors,
+tracebacks, other formats, anything unusual — goes to the full parser and the rules whole.
+
+This module is plain Python on purpose: it is the pure path, and setup.py compiles the very
+same file with Cython into `diag.ingest.fastpath._classify_c` when a compiler is there (see
+`diag.ingest.fastpath`). One source, two builds, identical records.
+"""
+
+import re
+
+RECEIVED = 1
+ADDED = 2
+ACCESS = 3
+
+_VLLM = re.compile(
+    rb"(?:\(([A-Za-z_][\x20-\x27\x2a-\x7e]*?) pid=([0-9]+)\) )?INFO "
+    rb"([0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]) \[?([\x21-\x5c\x5e-\x7e]+?:[0-9]+)\] "
+)
+_ACCESS = re.compile(rb'INFO: +([0-9][\x21-\x7e]*) - "([A-Z]+) ([\x21-\x7e]+) HTTP/[0-9.]+" ([0-9][0-9][0-9])(?: .*)?\Z', re.S)
+
+
+def split_classify(body: bytes, max_line: int) -> list:
+    """Records (tuples) or raw bytes, one per line of `body` (lines joined by `\\n`)."""
+    out = []
+    append = out.append
+    vllm_match = _VLLM.match
+    access_match = _ACCESS.match
+    for raw in body.split(b"\n"):
+        n = len(raw)
+        if (n > max_line or n < 24 or b"\r" in raw or b"\x1b" in raw or b"\x00" in raw or raw.endswith(b"cluster]")
+                or raw[-1] in b"*`"):  # a paste's closing ``` or ** (diag.parsing.paste) is taken off first
+            append(raw)
+            continue
+        c = raw[0]
+        if c == 40 or raw.startswith(b"INFO "):  # "(" : a process tag
+            m = vllm_match(raw)
+            if m is None:
+                append(raw)
+                continue
+            msg = raw[m.end():]
+            if msg.startswith(b"Received request "):
+                kind = RECEIVED
+            elif msg.startswith(b"Added request "):
+                kind = ADDED
+            else:
+                append(raw)
+                continue
+            if msg.endswith((b":", b": ", b":\t")):
+                append(raw)
+                continue
+            proc, pid, stamp, src = m.groups()
+            start = m.start(3) - 5  # "INFO ": where the text after the process tag begins
+            text = raw[start:].decode("utf-8", "replace")
+            append((kind, raw, None if proc is None else proc.decode("ascii"), None if pid is None else int(pid),
+                    stamp.decode("ascii"), src.decode("ascii"), text[m.end() - start:], text, start))
+        elif c == 73 and raw.startswith(b"INFO:"):  # "I"
+            m = access_match(raw)
+            if m is None or raw.endswith((b":", b": ", b":\t")):
+                append(raw)
+                continue
+            client, method, path, status = m.groups()
+            text = raw.decode("utf-8", "replace")
+            append((ACCESS, raw, client.decode("ascii"), method.decode("ascii"), path.decode("ascii"), int(status),
+                    text[m.start(1):], text, 0))
+        else:
+            append(raw)
+    return out

@@ -1,0 +1,149 @@
+"""Feeding one source's bytes through the pipeline: fast records first, the full parser for the rest."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, BinaryIO, Callable
+
+from diag.parsing import events as E
+from diag.parsing.events import Event
+from diag.parsing.usercontent import leaves_request_line, scrub
+from diag.ingest.fastpath import classify as C
+from diag.parsing.source import SourceParser
+from diag.parsing.formats import uvicorn, vllm
+from diag.ingest.reader import CHUNK, Line, LineSplitter, normalise, read_chunks
+
+if TYPE_CHECKING:
+    from diag.pipeline import Pipeline
+
+
+class FastSource:
+    """One source fed in chunks of bytes: read to the end (`diag scan`) or as it grows (the daemon).
+
+    Line numbers, byte offsets, truncation of over-long lines and the unterminated last line
+    follow `LineSplitter` exactly (it still handles every line that spans a chunk boundary).
+    A record from the classifier is applied directly only when the full parser would have read
+    the line the same way *now*: `SourceParser.between_records` (nothing being assembled or
+    held), the line is not as long as a believed terminal width (it would be held as a possible
+    wrap), no parser that comes before the line's own in the source parser's order could claim
+    it, and the user-content scrubber (URLs, queries, bodies) leaves its text as it is. Lines are parsed under
+    the pipeline's guard: one a parser chokes on is counted and skipped.
+    """
+
+    def __init__(self, pipe: "Pipeline", parser: SourceParser, splitter: LineSplitter):
+        from diag.ingest.fastpath import split_classify  # the selected implementation
+
+        self.pipe = pipe
+        self.parser = parser
+        self.splitter = splitter
+        self.path = parser.path
+        self.lines = 0
+        self._split_classify = split_classify
+        self._at = (0, 0)  # (line number, offset) just past the last line applied
+
+    def read(self, f: BinaryIO, progress: Callable[[int], None] | None = None, chunk: int = CHUNK) -> None:
+        """The whole stream, then its unterminated last line and the record still being assembled."""
+        for data in read_chunks(f, chunk):
+            self.feed(data)
+            if progress is not None:
+                progress(len(data))
+        self._slow(self.splitter.flush())
+        for ev in self.parser.flush():
+            self.pipe.event(ev)
+
+    def feed(self, data: bytes) -> int:
+        """One chunk: every line it completes goes through the pipeline. Returns how many."""
+        before = self.lines
+        self._feed(data)
+        return self.lines - before
+
+    def _feed(self, data: bytes) -> None:
+        sp = self.splitter
+        if not sp.idle:  # the end of a line begun in the previous chunk
+            nl = data.find(b"\n")
+            if nl < 0:
+                self._slow(sp.feed(data))
+                return
+            self._slow(sp.feed(data[:nl + 1]))
+            data = data[nl + 1:]
+        last = data.rfind(b"\n")
+        if last < 0:
+            self._slow(sp.feed(data))
+            return
+        self._block(data[:last])
+        if last + 1 < len(data):
+            self._slow(sp.feed(data[last + 1:]))
+
+    def _block(self, body: bytes) -> None:
+        sp = self.splitter
+        max_line = sp.max_line
+        lineno, offset = sp.lineno, sp.offset
+        records = self._split_classify(body, max_line)
+        first = lineno
+        try:
+            self._apply(records, lineno, offset)
+        finally:
+            # where LineSplitter would be if it had handed these lines out (also if one of them raised)
+            lineno, offset = self._at
+            self.lines += lineno - first
+            sp.lineno, sp.offset = lineno, offset
+
+    def _apply(self, records: list, lineno: int, offset: int) -> None:
+        sp, parser, pipe = self.splitter, self.parser, self.pipe
+        event, parse, took = pipe.event, pipe.parse, parser.took
+        path = self.path
+        max_line = sp.max_line
+        order = parser.order
+        VLLM, UVI = vllm, uvicorn
+        ACCESS, LOG = C.ACCESS, E.LOG
+        classify_msg, access_fields, stamp_time = vllm.classify, uvicorn.access_fields, vllm.stamp_time
+        ctx = parser.ctx
+        try:
+            for rec in records:
+                lineno += 1
+                if rec.__class__ is bytes:
+                    offset += len(rec) + 1
+                    truncated = len(rec) > max_line
+                    if truncated:
+                        sp.truncated_lines += 1
+                        rec = rec[:max_line]
+                    text, cr = normalise(rec)
+                    for ev in parse(parser, Line(lineno, text, cr, truncated, offset)):
+                        event(ev)
+                    continue
+                kind = rec[0]
+                raw = rec[1]
+                offset += len(raw) + 1
+                text, start = rec[7], rec[8]
+                if kind == ACCESS:
+                    mod, other = UVI, VLLM
+                    scrubbed = text if leaves_request_line(text, rec[4]) else scrub(text)
+                else:
+                    mod, other = VLLM, UVI
+                    scrubbed = scrub(text)
+                if (not parser.between_records or not (order[0] is mod or (order[1] is mod and order[0] is other))
+                        or (scrubbed is not text and scrubbed != text) or parser.holds(start + len(text))):
+                    # the full parser decides (a record being assembled may take this line; user content to take out)
+                    text, cr = normalise(raw)
+                    for ev in parse(parser, Line(lineno, text, cr, False, offset)):
+                        event(ev)
+                    continue
+                try:
+                    if kind == ACCESS:
+                        _, _, client, method, hpath, status, msg, _, _ = rec
+                        ev = Event(path, lineno, "uvicorn", LOG, "INFO", None, msg)
+                        access_fields(ev, client, method, hpath, status)
+                    else:
+                        _, _, proc, pid, stamp, src, msg, _, _ = rec
+                        ev = Event(path, lineno, "vllm", LOG, "INFO", stamp_time(stamp, ctx), msg, proc, pid, src)
+                        classify_msg(ev, msg)
+                    took(ev, offset, raw)
+                except Exception as exc:  # noqa: BLE001 - as the pipeline's parse guard: counted, the line skipped
+                    pipe.internal.record("parse", path, lineno, exc)
+                    parser.start_at(offset, lineno)
+                    continue
+                event(ev)
+        finally:
+            self._at = (lineno, offset)  # just past the last line applied (also if one of them raised)
+
+    def _slow(self, lines) -> None:
+        self.lines += self.pipe.feed_line_batch(self.parser, lines)

@@ -1,0 +1,113 @@
+"""One log file being read: its identity and the reader that takes its new bytes.
+
+A file is known by device/inode (`file_key`) plus a fingerprint of its first bytes
+(`fingerprint_of`), never by name, so a rename or a copytruncate can be told from new content.
+A `FileReader` holds the open descriptor, the line splitter and the source parser of one inode,
+and turns what it reads into the state the store commits (`sync_state`): the offset up to which
+every line is done, not what was merely read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from diag.ingest.reader import Line, LineSplitter
+from diag.parsing.source import SourceParser
+from diag.store.db import SourceState
+
+FP_BYTES = 256
+READ_CHUNK = 1 << 20
+
+
+def fingerprint_of(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def file_key(st: os.stat_result) -> str:
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+@dataclass
+class FileReader:
+    """One inode being read: where we are, and the parser its lines go to."""
+
+    state: SourceState
+    f: object
+    splitter: LineSplitter
+    parser: SourceParser
+    last_data: float = field(default_factory=time.monotonic)
+    rotated_at: float | None = None
+    pending_lines: list[Line] = field(default_factory=list)  # salvaged from a copy, fed before new reads
+    raw: bool = False  # hand new data over as raw chunks (bytes) for the consumer to split (diag.ingest.fastpath)
+    fast: Any = None  # the consumer's per-reader state for raw chunks
+    consumed: int = -1  # lines fed to the parser, including any it still holds
+    behind: bool = False  # the last read stopped at its size limit, not at the end of the file: more is waiting
+
+    def __post_init__(self) -> None:
+        if self.consumed < 0:
+            self.consumed = self.state.lines_read
+
+    @property
+    def key(self) -> str:
+        return self.state.key
+
+    def fileno(self) -> int:
+        return self.f.fileno()  # type: ignore[attr-defined]
+
+    def read(self, limit: int = READ_CHUNK) -> list[Line | bytes]:
+        """New complete lines (or, `raw`, the chunk they are in), at most about `limit` bytes of them."""
+        out: list[Line | bytes] = list(self.pending_lines)
+        self.pending_lines = []
+        data = os.read(self.fileno(), limit)
+        self.behind = len(data) >= limit
+        if not data:
+            return out
+        self.last_data = time.monotonic()
+        self._take(out, data)
+        return out
+
+    def read_to_eof(self, budget: int = 64 * READ_CHUNK) -> list[Line | bytes]:
+        out: list[Line | bytes] = []
+        self.behind = False
+        while budget > 0:
+            data = os.read(self.fileno(), READ_CHUNK)
+            if not data:
+                return out
+            self.last_data = time.monotonic()
+            self._take(out, data)
+            budget -= len(data)
+        self.behind = True
+        return out
+
+    def _take(self, out: list[Line | bytes], data: bytes) -> None:
+        if self.raw:
+            out.append(data)  # the consumer runs it through this reader's splitter, in order
+        else:
+            out.extend(self.splitter.feed(data))
+
+    def close(self) -> None:
+        try:
+            self.f.close()  # type: ignore[attr-defined]
+        except OSError:
+            pass
+
+    def sync_state(self) -> SourceState:
+        """The state to commit: the safe offset (a record being assembled is not done yet)."""
+        s = self.state
+        s.offset, s.lineno = self.parser.safe_offset
+        held = self.parser._prev_lineno - s.lineno  # lines of a record still being assembled: read again after a crash
+        s.lines_read = self.consumed - max(0, held)
+        s.truncated_lines = self.splitter.truncated_lines
+        try:
+            s.size = os.fstat(self.fileno()).st_size
+        except OSError:
+            pass
+        if self.parser.last_ts is not None:
+            s.last_line_time = self.parser.last_ts
+        s.format = self.parser.detected
+        s.updated_at = time.time()
+        return s

@@ -1,0 +1,362 @@
+"""Following log files live: rotation, truncation, absence, permissions, partial lines.
+
+A file is identified by device/inode plus a fingerprint of its first bytes, never by name: a
+renamed file is read to its end before its successor is opened (and kept open for
+`rotate_wait` in case the writer still appends), a truncated one (copytruncate) is read from
+the start again after the bytes it lost are taken from the copy that carries its fingerprint,
+and a rotation that happened while the daemon was down is found again in the directory by
+inode. Each open file is a `FileReader` (`diag.ingest.filereader`) with its own line splitter
+and source parser, so a multi-line record never spans two files.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from typing import Callable
+from pathlib import Path
+
+from diag.daemon.config import Config, LogSpec
+from diag.ingest.filereader import FP_BYTES, READ_CHUNK, FileReader, file_key, fingerprint_of
+from diag.ingest.reader import Line, LineSplitter
+from diag.parsing.source import PARSERS, SourceParser
+from diag.store.db import SourceState
+
+log = logging.getLogger("diag")
+SALVAGE_BUDGET = 64 * READ_CHUNK  # at most this much is read back from a copytruncate copy (memory: its lines are applied at once)
+
+
+class Follower:
+    def __init__(self, cfg: Config, stored: list[SourceState],
+                 consume: Callable[[FileReader, list[Line], bool], None] | None = None,
+                 forget: Callable[[str], None] | None = None, raw_chunks: bool = False):
+        """`consume(reader, lines, flush)` runs lines through the reader's parser at once; the
+        follower needs it when lines come from a copy and must be applied before the file restarts.
+        `forget(path)` is told when a path is gone for good (a deleted file no configured path names).
+        With `raw_chunks`, readers hand new data over as bytes (see `FileReader.raw`)."""
+        self.raw_chunks = raw_chunks
+        self.consume = consume or (lambda r, lines, flush: r.pending_lines.extend(lines))
+        self.forget = forget or (lambda path: None)
+        self.cfg = cfg
+        self.readers: dict[str, FileReader] = {}  # key -> reader (active and rotated)
+        self.by_path: dict[str, str] = {}  # configured path -> key of its active reader
+        self.stored = {s.key: s for s in stored}
+        self.errors: dict[str, str] = {}  # path -> last error
+        self.started = False
+        self._last_glob = 0.0
+        self._retired: list[SourceState] = []
+        self.dirty = False  # inotify saw a file created or moved: expand globs now
+        self.rotations: dict[str, int] = {}
+        for s in stored:
+            self.rotations[s.path] = max(self.rotations.get(s.path, 0), s.rotations)
+
+    # -- discovery ------------------------------------------------------------------------
+    def expand(self, globs: bool = True) -> list[tuple[str, LogSpec]]:
+        out: list[tuple[str, LogSpec]] = []
+        for spec in self.cfg.logs:
+            if glob.has_magic(spec.path):
+                if not globs:
+                    continue
+                out.extend((p, spec) for p in sorted(glob.glob(spec.path)) if os.path.isfile(p))
+            else:
+                out.append((spec.path, spec))
+        return out
+
+    def discover(self, force: bool = False) -> list[FileReader]:
+        """Open configured files not followed yet; on the first call, resume from the store.
+
+        Plain paths are checked on every call (a stat each: a file that appears is read from its
+        first byte); globs are expanded every `rescan_globs` seconds, or at once when inotify
+        reported a new file (`dirty`).
+        """
+        now = time.monotonic()
+        globs_due = force or not self.started or self.dirty or now - self._last_glob >= self.cfg.rescan_globs
+        if globs_due:
+            self._last_glob = now
+            self.dirty = False
+        pending: list = []
+        if not self.started:
+            pending.extend(self._resume_rotated())
+        for path, spec in self.expand(globs=globs_due):
+            if path in self.by_path:
+                continue
+            r = self._open(path, spec, successor=self.started)
+            if r is not None:
+                pending.append(r)
+        self.started = True
+        return pending
+
+    def _resume_rotated(self) -> list[FileReader]:
+        """Rotated-away files the daemon had not finished when it stopped: find them by inode."""
+        out = []
+        for s in self.stored.values():
+            if s.state not in ("rotated", "active"):
+                continue
+            try:
+                st = os.stat(s.path)
+                if file_key(st) == s.key:
+                    continue  # still at its path: opened normally
+            except OSError:
+                pass
+            counted = s.state == "active"
+            if counted:
+                # It was the path's current file when last committed and is not any more: rotated (or
+                # deleted) while diag was down, or just before a kill -9 ended the run that saw it. The
+                # committed count does not include it yet; it is counted here, once, and committed with
+                # the states that record the rotation (this one as rotated/done, its successor as active).
+                s.rotations = self._count_rotation(s.path)
+            found = self._find_by_key(Path(s.path).parent, s.key, s.fingerprint, s.fp_len)
+            if found is None:
+                if counted:
+                    self.errors[s.path] = f"the file read before the restart ({s.key}) is gone; bytes after offset {s.offset} are lost"
+                    log.warning("%s: %s", s.path, self.errors[s.path])
+                s.state = "done"
+                s.updated_at = time.time()
+                self._retired.append(s)  # committed as done: the next start neither looks for it nor counts it again
+                continue
+            # "unknown" (committed by a run that read no line of it) names no parser: detect again
+            r = self._reader_for(found, s.path, s.format if s.format in PARSERS else None, s, rotated=True)
+            if r is not None:
+                out.append(r)
+                log.info("%s: finishing %s (rotated while diag was down) from byte %d", s.path, found, s.offset)
+            elif counted:  # cannot be opened now: committed as rotated (with its count), so it is not counted again
+                s.state = "rotated"
+                self._retired.append(s)
+        return out
+
+    def _find_by_key(self, directory: Path, key: str, fp: str, fp_len: int) -> str | None:
+        """The file in `directory` with this device/inode (and first bytes): a rotated-away file."""
+        return self._find(directory, fp, fp_len, lambda e, st: file_key(st) == key)
+
+    def _find(self, directory: Path, fp: str, fp_len: int, accept: Callable[[os.DirEntry, os.stat_result], bool]) -> str | None:
+        """The first regular file in `directory` that `accept`s and starts with the fingerprinted bytes."""
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return None
+        for e in entries:
+            try:
+                if not e.is_file() or not accept(e, e.stat()):
+                    continue
+                if not fp_len or self._fingerprint(e.path, fp_len)[0] == fp:
+                    return e.path
+            except OSError:
+                continue
+        return None
+
+    def _fingerprint(self, path: str, n: int = FP_BYTES) -> tuple[str, int]:
+        with open(path, "rb") as f:
+            data = f.read(n)
+        return fingerprint_of(data), len(data)
+
+    def _open(self, path: str, spec: LogSpec, successor: bool) -> FileReader | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self._error(path, "waiting for the file to appear")
+            return None
+        except OSError as exc:
+            self._error(path, f"cannot stat: {exc.strerror}")
+            return None
+        key = file_key(st)
+        stored = self.stored.get(key)
+        if stored is not None and stored.path == path:
+            state = stored  # resume where the last run committed
+        else:
+            state = SourceState(key, path, format=spec.format, rotations=self.rotations.get(path, 0))
+            if not successor and not self._known_path(path) and not self.cfg.from_beginning:
+                # A file diag has never seen, present at start: only what is written from now on.
+                state.offset = st.st_size
+                state.lineno = -1  # the lines skipped were not counted
+        return self._reader_for(path, path, spec.format, state, rotated=False)
+
+    def _known_path(self, path: str) -> bool:
+        return any(s.path == path for s in self.stored.values())
+
+    def _reader_for(self, real_path: str, path: str, fmt: str | None, state: SourceState, rotated: bool) -> FileReader | None:
+        try:
+            f = open(real_path, "rb", buffering=0)
+        except PermissionError:
+            self._error(path, "permission denied (diag will retry)")
+            return None
+        except OSError as exc:
+            self._error(path, f"cannot open: {exc.strerror}")
+            return None
+        st = os.fstat(f.fileno())
+        head = os.pread(f.fileno(), FP_BYTES, 0)
+        changed = bool(state.fp_len) and fingerprint_of(head[: state.fp_len]) != state.fingerprint
+        restart_at_zero = changed or state.offset > st.st_size  # truncated (and maybe regrown) while diag was down
+        os.lseek(f.fileno(), state.offset if not restart_at_zero else 0, os.SEEK_SET)
+        parser = SourceParser(path, st.st_mtime, fmt, stamp_now=True)
+        parser.start_at(state.offset, max(state.lineno, 0))
+        splitter = LineSplitter(self.cfg.max_line_bytes, state.offset, max(state.lineno, 0))
+        splitter.truncated_lines = state.truncated_lines
+        was_current = state.state == "active"  # as last committed: the path's file (a new state is "active" too)
+        state.state = "rotated" if rotated else "active"
+        r = FileReader(state, f, splitter, parser, raw=self.raw_chunks)
+        if restart_at_zero:
+            log.info("%s: truncated or rewritten while diag was down; resuming from the start", path)
+            if was_current:
+                # copytruncate while diag was down (or seen by a run killed before it committed), maybe
+                # followed by a rename (then both count): the committed state still has the old
+                # fingerprint, so this is counted exactly once, and committed with the offsets that restart at 0.
+                state.rotations = self._count_rotation(path)
+            self._salvage(path, r, state.offset)
+        state.fingerprint, state.fp_len = fingerprint_of(head), len(head)
+        if rotated:
+            r.rotated_at = time.monotonic()
+        else:
+            self.by_path[path] = state.key
+        self.readers[state.key] = r
+        self.errors.pop(path, None)
+        state.last_error = None
+        return r
+
+    def _error(self, path: str, msg: str) -> None:
+        if self.errors.get(path) != msg:
+            log.warning("%s: %s", path, msg)
+        self.errors[path] = msg
+
+    # -- following ------------------------------------------------------------------------
+    def poll(self) -> list[tuple[FileReader, list[Line]]]:
+        """One round over every reader: detect rotation/truncation, read what is new."""
+        out: list[tuple[FileReader, list[Line]]] = []
+        for path, key in list(self.by_path.items()):
+            r = self.readers.get(key)
+            if r is None:
+                continue
+            out.extend(self._check(path, r))
+        for r in list(self.readers.values()):
+            if r.state.state == "rotated":
+                lines = r.read_to_eof()
+                out.append((r, lines))  # even empty: its parser may still hold the file's last record
+                if not lines and time.monotonic() - r.last_data > self.cfg.rotate_wait:
+                    self._retire(r)
+            elif self.by_path.get(r.state.path) == r.key:
+                lines = r.read()
+                if lines:
+                    out.append((r, lines))
+        return out
+
+    def _check(self, path: str, r: FileReader) -> list[tuple[FileReader, list[Line]]]:
+        out = []
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            # deleted or renamed away: keep reading what we have; the path may come back
+            if r.rotated_at is None:
+                self._rotate(path, r)
+            return out
+        except OSError as exc:
+            self._error(path, f"cannot stat: {exc.strerror}")
+            return out
+        if file_key(st) != r.key:
+            self._rotate(path, r)
+            spec = next((s for p, s in self.expand() if p == path), LogSpec(path))
+            self._open(path, spec, successor=True)
+            return out
+        fd = r.fileno()
+        pos = os.lseek(fd, 0, os.SEEK_CUR)
+        truncated = st.st_size < pos
+        if not truncated and r.state.fp_len and st.st_size >= r.state.fp_len:
+            head = os.pread(fd, FP_BYTES, 0)
+            truncated = fingerprint_of(head[: r.state.fp_len]) != r.state.fingerprint
+            if not truncated and len(head) > r.state.fp_len:
+                r.state.fingerprint, r.state.fp_len = fingerprint_of(head), len(head)  # the file grew: fingerprint more of it
+        elif not truncated and not r.state.fp_len and st.st_size:
+            head = os.pread(fd, FP_BYTES, 0)
+            r.state.fingerprint, r.state.fp_len = fingerprint_of(head), len(head)
+        if truncated:
+            self._salvage(path, r, pos)
+            r.state.rotations = self._count_rotation(path)
+        return out
+
+    def _count_rotation(self, path: str) -> int:
+        """One more rotation of `path`. The caller stores the new count in the state that records the
+        rotation (new fingerprint and offset, or state rotated), so the count and the offsets reflecting
+        it are committed in one transaction: a kill -9 loses both or neither."""
+        self.rotations[path] = self.rotations.get(path, 0) + 1
+        return self.rotations[path]
+
+    def _rotate(self, path: str, r: FileReader) -> None:
+        r.state.state = "rotated"
+        r.rotated_at = time.monotonic()
+        r.last_data = time.monotonic()
+        self.by_path.pop(path, None)
+        r.state.rotations = self._count_rotation(path)  # committed with state=rotated even if no successor is open yet
+        log.info("%s: rotated (rename or delete); finishing the old file", path)
+
+    def _salvage(self, path: str, r: FileReader, pos: int) -> None:
+        """copytruncate: take the bytes not read yet from the copy that has our first bytes, then restart at 0."""
+        out: list[Line] = []
+        copy = self._find_copy(Path(path).parent, r.state.fingerprint, r.state.fp_len, r.key, pos) if r.state.fp_len else None
+        if copy is not None:
+            budget = SALVAGE_BUDGET
+            with open(copy, "rb") as f:
+                f.seek(pos)
+                while budget > 0:
+                    data = f.read(min(READ_CHUNK, budget))
+                    if not data:
+                        break
+                    budget -= len(data)
+                    out.extend(r.splitter.feed(data))
+                left = os.fstat(f.fileno()).st_size - f.tell()
+            log.info("%s: truncated (copytruncate); read bytes %d.. from the copy %s", path, pos, copy)
+            if left > 0:
+                self._error(path, f"copytruncate: {left} bytes of the copy past the {SALVAGE_BUDGET >> 20} MiB salvage budget were skipped")
+        elif pos > 0:
+            log.warning("%s: truncated at byte %d; no copy with the same first bytes found, lines written just before "
+                        "the truncation may be missing", path, pos)
+        out.extend(r.splitter.flush())
+        self.consume(r, out, True)  # applied now: these bytes belong to the content before the truncation
+        os.lseek(r.fileno(), 0, os.SEEK_SET)
+        r.splitter.offset = 0
+        r.splitter.lineno = 0
+        r.parser.start_at(0, 0)
+        head = os.pread(r.fileno(), FP_BYTES, 0)
+        r.state.fingerprint, r.state.fp_len = fingerprint_of(head), len(head)
+
+    def _find_copy(self, directory: Path, fp: str, fp_len: int, key: str, min_size: int) -> str | None:
+        """copytruncate's copy: another (uncompressed) file with our first bytes, at least as long as what we read."""
+        return self._find(directory, fp, fp_len,
+                          lambda e, st: file_key(st) != key and st.st_size >= min_size and not e.name.endswith(".gz"))
+
+    def _retire(self, r: FileReader) -> None:
+        r.state.state = "done"
+        self._retired.append(r.sync_state())
+        self.readers.pop(r.key, None)
+        r.close()
+        path = r.state.path
+        if path not in self.by_path and not any(x.state.path == path for x in self.readers.values()) \
+                and not os.path.exists(path) and not any(s.path == path for s in self.cfg.logs):
+            # a globbed file that is gone (date-stamped logs deleted by rotation): nothing keeps its path
+            self.rotations.pop(path, None)
+            self.errors.pop(path, None)
+            self.stored = {k: s for k, s in self.stored.items() if s.path != path}
+            self.forget(path)
+
+    def idle_flush(self, r: FileReader) -> list[Line]:
+        """A last line the writer has not terminated for `flush_after` seconds is taken as is."""
+        if r.splitter.pending and time.monotonic() - r.last_data > self.cfg.flush_after:
+            return list(r.splitter.flush())
+        return []
+
+    def states(self) -> list[SourceState]:
+        out, self._retired = self._retired, []
+        for r in self.readers.values():
+            s = r.sync_state()
+            if r.state.state == "active":
+                s.rotations = self.rotations.get(s.path, s.rotations)
+            out.append(s)
+        return out
+
+    @property
+    def behind(self) -> bool:
+        """Some file has more to read than the last poll took (catching up, not following)."""
+        return any(r.behind for r in self.readers.values())
+
+    def close(self) -> None:
+        for r in self.readers.values():
+            r.close()

@@ -1,0 +1,66 @@
+"""What every format parser shares: the per-source context and the parse contract.
+
+A parser is a module with `NAME` and `parse(text, ctx) -> Parsed | None`. It receives one
+physical line that wrappers (docker, journald, process tags) were already stripped from and
+returns a typed event plus a continuation key, or None when the line is not in its format.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from diag.parsing.clock import Clock
+from diag.parsing.events import Event
+
+
+@dataclass(slots=True)
+class Ctx:
+    path: str
+    clock: Clock
+    proc: str | None = None  # set by the process-tag wrapper for the current line
+    pid: int | None = None
+    wrap_ts: float | None = None  # a time supplied by a wrapper (docker --timestamps, journald)
+    state: dict[str, Any] = field(default_factory=dict)  # per-parser scratch, bounded by the parser
+
+
+# (event, continuation key). Consecutive lines with the same non-None key whose previous line
+# ended in \r (or that look like a continuation) are one record.
+Parsed = tuple[Event, Any]
+
+
+MAX_DIGITS = 30  # a count, size or time in a log never needs more; longer is garbage (and int() of 4300+ digits raises)
+
+
+def to_int(value: str | None) -> int | None:
+    """A logged integer, or None: parsing a number from a log is total (`1,234` is allowed)."""
+    if value is None:
+        return None
+    s = value.replace(",", "").strip()
+    if not s or len(s) > MAX_DIGITS:
+        return None
+    try:
+        return int(s)
+    except ValueError:
+        return None
+
+
+def to_float(value: str | None) -> float | None:
+    """A logged finite number, or None: `1.2.3`, `nan`, `inf` and `1e999999` are unknown, not errors."""
+    if value is None:
+        return None
+    s = value.replace(",", "").strip()
+    if not s or len(s) > MAX_DIGITS + 10:
+        return None
+    try:
+        f = float(s)
+    except ValueError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def to_number(value: str | None) -> int | float | None:
+    """An int when the text is one (`4096`, `1,024`), else a finite float, else None."""
+    i = to_int(value)
+    return i if i is not None else to_float(value)

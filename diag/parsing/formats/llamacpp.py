@@ -1,0 +1,191 @@
+"""llama.cpp's llama-server: the `M.SS.mmm.uuu L` prefix, prefix-less `srv`/`slot` lines, JSON lines.
+
+A request is a task on a slot (`slot launch_slot_: id  3 | task 0 | processing task`); the
+OpenAI id is never logged, so traces are keyed `task-<N>`. Times are relative to the start of
+the process; only durations (print_timing) are real.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from diag.parsing import events as E
+from diag.parsing import usercontent
+from diag.parsing.events import Event
+from diag.parsing.base import Ctx, Parsed, to_float, to_int
+
+NAME = "llamacpp"
+
+PREFIX = re.compile(r"(\d+)\.(\d\d)\.(\d{3})\.(\d{3}) ([IWEDT]) (.*)\Z", re.S)
+SLOT = re.compile(r"slot (.{12}): id +(\d+) \| task (-?\d+) \| ?(.*)\Z", re.S)
+SRV = re.compile(r"(srv|cmn|que|res) {1,2}(.{12}): (.*)\Z", re.S)
+_LEVEL = {"I": "INFO", "W": "WARNING", "E": "ERROR", "D": "DEBUG", "T": "DEBUG",
+          "info": "INFO", "warn": "WARNING", "error": "ERROR", "debug": "DEBUG"}
+
+_PROMPT_EVAL = re.compile(r"prompt eval time = +([\d.]+) ms / +(\d+) tokens")
+_EVAL = re.compile(r"(?<!prompt )eval time = +([\d.]+) ms / +(\d+) tokens")
+_TOTAL = re.compile(r"total time = +([\d.]+) ms / +(\d+) tokens")
+_RELEASE = re.compile(r"stop processing: n_tokens = (\d+), truncated = (\d+)")
+_SEND_ERROR = re.compile(r"task id = (\d+), error: (.*)\Z", re.S)
+_CANCEL = re.compile(r"cancel task, id_task = (\d+)")
+_HTTP = re.compile(r"(?:done )?request: ([A-Z]+) (\S+) (\S+) (\d{3})\Z")
+_EXC_CODE = re.compile(r'got exception: \{"error":\{"code":(\d{3})')
+
+
+def parse(text: str, ctx: Ctx) -> Parsed | None:
+    rel = None
+    level = None
+    body = text
+    c = text[:1]
+    if c.isdigit():
+        m = PREFIX.match(text)
+        if m is None:
+            return None
+        mi, ss, ms, us, lv, body = m.groups()
+        rel = (to_int(mi) or 0) * 60 + int(ss) + int(ms) / 1e3 + int(us) / 1e6
+        level = _LEVEL[lv]
+    elif c == "{":
+        if not text.startswith('{"type":'):
+            return None
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(obj, dict):
+            return None
+        body = str(obj.get("msg", "")).rstrip("\n")
+        level = _LEVEL.get(str(obj.get("level", "")), None)
+        t = obj.get("time")
+        rel = t / 1e6 if isinstance(t, (int, float)) else None
+        if obj.get("type") != "log":
+            ev = Event(ctx.path, 0, NAME, E.LOG, level, None, str(obj.get("type")), ctx.proc, ctx.pid)
+            return ev, None
+    ev = Event(ctx.path, 0, NAME, E.LOG, level, None, body, ctx.proc, ctx.pid)
+    if rel is not None:
+        ev.fields["t_rel"] = rel
+    if _DUMP_HINT in body or "'" in body:
+        _mask_user(ev, ctx)
+    b = body[:1]
+    if b == "s":
+        m = SLOT.match(body)
+        if m:
+            func, slot, task, msg = m.groups()
+            ev.src = "slot " + func.strip()
+            ev.proc = "slot"
+            ev.fields["slot"] = to_int(slot)
+            tid = to_int(task)
+            if tid is not None and tid >= 0:
+                ev.fields["task"] = tid
+            classify_slot(ev, func.strip(), msg)
+            return ev, None
+        m = SRV.match(body)
+        if m:
+            mod, func, msg = m.groups()
+            ev.src = f"{mod} {func.strip()}"
+            ev.proc = mod
+            classify_srv(ev, func.strip(), msg)
+            return ev, None
+    elif b in "cqr":
+        m = SRV.match(body)
+        if m:
+            ev.src = f"{m.group(1)} {m.group(2).strip()}"
+            ev.proc = m.group(1)
+            return ev, None
+    if rel is None:
+        return None  # an unprefixed line of some other program
+    if body.startswith("image decoded") or body.startswith("processing image"):
+        ev.fields["image_event"] = True
+    return ev, None
+
+
+# Where llama-server -v writes user content: the prompt pieces of a multimodal request (`add_text:`),
+# the chat template's example and generation prompt, the generated parser. What follows such a line
+# on lines without a prefix belongs to it (`SourceParser` keeps those lines out as a whole).
+_DUMP_HINT = "_"  # cheap guard: every marker below contains an underscore or a quote
+_DUMP_START = re.compile(r"add_text: |generation_prompt='|example_format: '|generated parser:|formatted_chat|prompt_text")
+
+
+def _mask_user(ev: Event, ctx: Ctx) -> None:
+    m = _DUMP_START.search(ev.text)
+    if m is None:
+        return
+    t = ev.text
+    start = m.end()
+    q = t[start - 1] if t[start - 1] == "'" else None
+    end = None
+    if q is not None:
+        close = t.find("'", start)
+        end = close if close >= 0 else None
+    ev.text = usercontent.mask(t, start, end, "prompt", ev.fields)
+    if end is None:
+        ctx.state["user_dump"] = True  # the dump goes on on the next, unprefixed lines
+
+
+def classify_slot(ev: Event, func: str, msg: str) -> None:
+    f = ev.fields
+    task = f.get("task")
+    if task is None:
+        return
+    f["request_id"] = f"task-{task}"
+    if func == "launch_slot_" and msg.startswith("processing task"):
+        ev.kind = E.STARTED
+    elif func == "print_timing":
+        ev.kind = E.TIMING
+        reclassify(ev)
+    elif func == "release":
+        m = _RELEASE.search(msg)
+        if m:
+            ev.kind = E.FINISHED
+            f["released"] = True
+            f["n_tokens"] = to_int(m.group(1))
+            f["truncated"] = m.group(2) != "0"
+
+
+def reclassify(ev: Event) -> None:
+    """Timings: one line each in new builds, one 4-line record in classic ones (merged)."""
+    if ev.kind != E.TIMING:
+        return
+    f = ev.fields
+    t = ev.text
+    m = _PROMPT_EVAL.search(t)
+    if m:
+        f["prompt_ms"], f["prompt_tokens"] = to_float(m.group(1)), to_int(m.group(2))
+    m = _EVAL.search(t)
+    if m:
+        f["eval_ms"], f["output_tokens"] = to_float(m.group(1)), to_int(m.group(2))
+    m = _TOTAL.search(t)
+    if m:
+        f["total_ms"] = to_float(m.group(1))
+
+
+def classify_srv(ev: Event, func: str, msg: str) -> None:
+    f = ev.fields
+    if func == "send_error":
+        m = _SEND_ERROR.match(msg)
+        if m:
+            ev.kind = E.FAILED
+            f["request_id"] = f"task-{m.group(1)}"
+            reason = m.group(2)
+            f["reason"] = usercontent.clean(reason, 200)
+            f["http_status"] = 400 if "exceeds the available context size" in reason or "larger than the max context" in reason else 500
+            if f["http_status"] == 400:
+                f["rejected"] = True
+    elif func == "stop":
+        m = _CANCEL.search(msg)
+        if m:
+            ev.kind = E.ABORTED
+            f["request_id"] = f"task-{m.group(1)}"
+            f["cancel"] = True
+    elif func == "log_server_r" or msg.startswith("request: ") or msg.startswith("done request: "):
+        m = _HTTP.match(msg)
+        if m:
+            from diag.parsing.formats.uvicorn import access_fields
+
+            access_fields(ev, m.group(3), m.group(1), m.group(2), to_int(m.group(4)))
+    elif func == "process_chun" and msg.startswith("processing image"):
+        f["image_event"] = True
+    elif "got exception" in msg:
+        m = _EXC_CODE.search(msg)
+        if m:
+            f["http_status"] = to_int(m.group(1))

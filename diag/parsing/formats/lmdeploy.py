@@ -1,0 +1,119 @@
+"""LMDeploy's api_server: the `lmdeploy` Python logger, TurboMind `[TM][LEVEL]` lines, stats lines.
+
+Requests are integer sessions (`session 5`), so traces are keyed `session-<N>`; TurboMind's
+`ID 5` is the same number.
+"""
+
+from __future__ import annotations
+
+import re
+
+from diag.parsing import events as E
+from diag.parsing import usercontent
+from diag.parsing.events import Event
+from diag.parsing.base import Ctx, Parsed, to_float, to_int
+
+NAME = "lmdeploy"
+
+PY = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d),(\d{3}) - (\S+) - ([A-Z]+) - (?:\[pid=(\d+) ppid=\d+\] - )?([^:\s]+:\d+) - (.*)\Z",
+    re.S,
+)
+TM = re.compile(r"\[TM\]\[(TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL)\](?:\[(\d\d)(\d\d)\.(\d\d):(\d\d):(\d\d)\.(\d{6})\])?(?:\[([^:\]]+:\d+)\])?(?:\[\d+\])? ?(.*)\Z", re.S)
+STATS = re.compile(r"\[(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d) DP(\d+)\] (.*)\Z", re.S)
+_LEVEL = {"TRACE": "DEBUG", "WARN": "WARNING", "FATAL": "CRITICAL", "REQUEST": "DEBUG"}
+
+_SESSION_IN = re.compile(r"session=(\d+), (?:history_tokens=\d+, )?input_tokens=(\d+), max_new_tokens=(\d+)")
+_SESSION_PROMPT = re.compile(r"session=(?:Session\(id=)?(\d+)\)?, (?:adapter_name=[^,]*, input_tokens=(\d+), gen_config=.*?, )?prompt=(.*)\Z", re.S)
+_START = re.compile(r"\[async_stream_infer\] session (\d+) start")
+_FINISHED = re.compile(r'session (\d+) finished, reason "(\w+)", input_tokens (\d+), output_tokens (\d+)')
+_FAILED = re.compile(r'session (\d+) finished, (?:(\S+), )?reason "error"')
+_CANCELLED = re.compile(r"session (\d+) (?:cancelled|got aborted)")
+_TM_ID = re.compile(r"\bID (\d+):")
+_STATS = re.compile(r"Engine \(running/waiting\): (\d+) / (\d+), KV cache: ([\d.]+)%")
+_STATS_OLD = re.compile(r"Running: (\d+) reqs, Waiting: (\d+) reqs, GPU KV cache usage: ([\d.]+)%")
+
+
+def parse(text: str, ctx: Ctx) -> Parsed | None:
+    c = text[:1]
+    if c.isdigit():
+        m = PY.match(text)
+        if m is None:
+            return None
+        y, mo, d, hh, mi, ss, ms, _logger, level, pid, src, msg = m.groups()
+        ts = ctx.clock.local(int(y), int(mo), int(d), int(hh), int(mi), int(ss))
+        if ts is not None:
+            ts += int(ms) / 1000
+        ev = Event(ctx.path, 0, NAME, E.LOG, _LEVEL.get(level, level), ts, msg, ctx.proc, to_int(pid) if pid else ctx.pid, src)
+        if "session" in msg:
+            classify(ev, msg)
+        return ev, None
+    if c != "[":
+        return None
+    if text.startswith("[TM]"):
+        m = TM.match(text)
+        if m is None:
+            return None
+        lv, mo, d, hh, mi, ss, us, src, msg = m.groups()
+        ts = ctx.clock.yearless(int(mo), int(d), int(hh), int(mi), int(ss)) if mo else None
+        if ts is not None:
+            ts += int(us) / 1e6
+        ev = Event(ctx.path, 0, NAME, E.LOG, _LEVEL.get(lv, lv), ts, msg, "TurboMind", ctx.pid, src)
+        t = _TM_ID.search(msg)
+        if t:
+            ev.fields["session"] = to_int(t.group(1))
+        return ev, None
+    m = STATS.match(text)
+    if m is None:
+        return None
+    y, mo, d, hh, mi, ss, dp, msg = m.groups()
+    ts = ctx.clock.local(int(y), int(mo), int(d), int(hh), int(mi), int(ss))
+    ev = Event(ctx.path, 0, NAME, E.STATS, "INFO", ts, msg, f"DP{dp}", ctx.pid)
+    s = _STATS.search(msg) or _STATS_OLD.search(msg)
+    if s:
+        ev.fields.update(running=to_int(s.group(1)), waiting=to_int(s.group(2)), kv_usage=to_float(s.group(3)))
+    return ev, None
+
+
+def classify(ev: Event, msg: str) -> None:
+    f = ev.fields
+    m = _SESSION_IN.search(msg)
+    if m:
+        ev.kind = E.RECEIVED
+        f["request_id"] = f"session-{m.group(1)}"
+        f["prompt_tokens"] = to_int(m.group(2))
+        f["max_tokens"] = to_int(m.group(3))
+        return
+    m = _START.search(msg)
+    if m:
+        ev.kind = E.STARTED
+        f["request_id"] = f"session-{m.group(1)}"
+        return
+    m = _FINISHED.search(msg)
+    if m:
+        ev.kind = E.ABORTED if m.group(2) == "abort" else E.FINISHED
+        f["request_id"] = f"session-{m.group(1)}"
+        f["finish_reason"] = m.group(2)
+        f["prompt_tokens"] = to_int(m.group(3))
+        f["output_tokens"] = to_int(m.group(4))
+        return
+    m = _FAILED.search(msg)
+    if m:
+        ev.kind = E.FAILED
+        f["request_id"] = f"session-{m.group(1)}"
+        f["reason"] = usercontent.clean((m.group(2) or "error").replace("ResponseType.", ""), 200)
+        return
+    m = _CANCELLED.search(msg)
+    if m:
+        ev.kind = E.ABORTED
+        f["request_id"] = f"session-{m.group(1)}"
+        return
+    m = _SESSION_PROMPT.match(msg)
+    if m:
+        ev.kind = E.RECEIVED
+        f["request_id"] = f"session-{m.group(1)}"
+        f["prompt_chars"] = max(0, len(m.group(3)) - 2)
+        f["detail"] = True
+        g = ev.text.find("gen_config=")
+        start = g if 0 <= g < m.start(3) else m.start(3)
+        ev.text = usercontent.mask(ev.text, start, None, "request", f)  # stop words, prompt

@@ -1,0 +1,44 @@
+"""uvicorn's default formatters, as vLLM and LMDeploy run them: `LEVEL:     message`.
+
+uvicorn lines carry no time (the source parser lends them the previous line's) and the access
+line carries no request id; it is written when the response *starts*.
+"""
+
+from __future__ import annotations
+
+import re
+
+from diag.parsing import events as E
+from diag.parsing.events import Event
+from diag.parsing.usercontent import endpoint
+from diag.parsing.base import Ctx, Parsed, to_int
+
+NAME = "uvicorn"
+
+RX = re.compile(r"(INFO|WARNING|ERROR|CRITICAL|DEBUG|TRACE):\s+(.*)\Z", re.S)
+ACCESS = re.compile(r'(\S*) - "([A-Z]+) (\S+) HTTP/([\d.]+)" (\d{3})(?: (.*))?\Z')
+
+
+def parse(text: str, ctx: Ctx) -> Parsed | None:
+    if ":" not in text[:9]:
+        return None
+    m = RX.match(text)
+    if m is None:
+        return None
+    level, msg = m.groups()
+    ev = Event(ctx.path, 0, NAME, E.LOG, "DEBUG" if level == "TRACE" else level, None, msg, ctx.proc, ctx.pid)
+    if msg[:1].isdigit() or msg.startswith("[") or msg.startswith(" -"):
+        a = ACCESS.match(msg)
+        if a:
+            access_fields(ev, a.group(1), a.group(2), a.group(3), int(a.group(5)))
+    return ev, None
+
+
+def access_fields(ev: Event, client: str, method: str, path: str, status: int) -> None:
+    """The shape every access-line parser (uvicorn, nginx, http.server, llama.cpp) fills in."""
+    ev.kind = E.ACCESS
+    f = ev.fields
+    f["client"] = client or None
+    f["method"] = method
+    f["path"] = endpoint(path)[:512]
+    f["status"] = status

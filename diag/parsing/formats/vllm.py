@@ -1,0 +1,303 @@
+"""vLLM 0.6 → 0.33 records, and the deployment guide's look-alike lines.
+
+Prefix: `LEVEL MM-DD HH:MM:SS [file:line] msg` (brackets from 0.8; DEBUG mode shortens paths;
+the guide adds `,mmm`). The `(Proc pid=N) ` tag is stripped before this parser by
+`diag.parsing.wrappers`. Message classification turns request lifecycle lines into typed
+events; prompt text is only ever measured (characters, image placeholders), never kept.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from diag.parsing import events as E
+from diag.parsing import usercontent
+from diag.parsing.usercontent import clean
+from diag.parsing.events import Event
+from diag.parsing.base import Ctx, Parsed, to_float, to_int
+
+NAME = "vllm"
+
+RX = re.compile(
+    r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) (\d\d-\d\d \d\d:\d\d:\d\d)(?:,(\d{3}))? \[?([^\]\s]+?:\d+)\] ?(.*)\Z",
+    re.S,
+)
+
+# Placeholders one image leaves in a rendered prompt (vllm-log-formats.md §8).
+IMAGE_PLACEHOLDERS = (
+    "<|vision_start|><|image_pad|>",  # Qwen2-VL, Qwen2.5-VL, Qwen3-VL
+    "<|image|>",  # mllama
+    "(<image>./</image>)",  # minicpmv
+    "<image>",  # llava, internvl, idefics3 (counted only when none of the above is present)
+)
+
+_RECEIVED = re.compile(r"Received request (\S+?): (.*)\Z", re.S)
+_DETAILS = re.compile(r"Request (\S+?) details: (.*)\Z", re.S)
+_ADDED = re.compile(r"Added request (\S+?)\.\Z")
+_GUIDE_ADDED = re.compile(r"Added request '([^']+)' with prompt length (\d+) tokens, multi-modal data count (\d+)")
+_GUIDE_FINISHED = re.compile(r"Finished request '([^']+)', total tokens: (\d+), latency: ([\d.]+)s")
+_GUIDE_TOKEN = re.compile(r"Generated token (\d+) for request '([^']+)': (.*)\Z", re.S)
+_GUIDE_FORWARD = re.compile(r"Running model forward pass for request '([^']+)'")
+_GUIDE_FWD_ERR = re.compile(r"Error in model forward pass for request '([^']+)'")
+_ABORTED = re.compile(r"Aborted request(?:\(s\))? (.+?)\.\Z")
+_REQ_STATE = re.compile(r"Request (\S+?) (aborted|failed)(?: \(([^)]*)\))?(?:(?::| due to) (.*))?\.\Z", re.S)
+_FINISHED = re.compile(r"Finished request (\S+?)\.\Z")
+_GENERATED = re.compile(r"Generated response (\S+?)( \(streaming (?:delta|complete)\))?(?: details)?: (.*)\Z", re.S)
+_FINISH_REASON = re.compile(r"finish_reason: (\w+)\s*\Z")
+_MAX_TOKENS = re.compile(r"max_tokens=(\d+)")
+_ERROR_WITH_MODEL = re.compile(r"The model `([^`]*)` does not exist")
+_TOKEN_IDS = re.compile(r"prompt_token_ids: \[([^\]]*)\]")
+_STATS_V0 = re.compile(
+    r"Avg prompt throughput: ([\d.]+) tokens/s, Avg generation throughput: ([\d.]+) tokens/s, "
+    r"Running: (\d+) reqs, Swapped: (\d+) reqs, Pending: (\d+) reqs, GPU KV cache usage: ([\d.]+)%"
+)
+_STATS_PART = re.compile(r"([A-Za-z][\w +/]*?): ([\d.]+)(?: reqs| tokens/s|%)?\Z")
+
+
+def parse(text: str, ctx: Ctx) -> Parsed | None:
+    m = RX.match(text)
+    if m is None:
+        return None
+    level, stamp, ms, src, msg = m.groups()
+    ts = stamp_time(stamp, ctx)
+    if ts is not None and ms:
+        ts += int(ms) / 1000.0
+    ev = Event(ctx.path, 0, NAME, E.LOG, level, ts, msg, ctx.proc, ctx.pid, src)
+    if msg:
+        classify(ev, msg)
+    return ev, (ctx.proc, ctx.pid, level, stamp, src)
+
+
+def stamp_time(stamp: str, ctx: Ctx) -> float | None:
+    """Epoch seconds of an `MM-DD HH:MM:SS` stamp, computed once per distinct second."""
+    st = ctx.state
+    if st.get("vllm_stamp") == stamp:  # lines come in bursts within one second
+        return st["vllm_ts"]
+    ts = ctx.clock.yearless(int(stamp[0:2]), int(stamp[3:5]), int(stamp[6:8]), int(stamp[9:11]), int(stamp[12:14]))
+    st["vllm_stamp"], st["vllm_ts"] = stamp, ts
+    return ts
+
+
+def classify(ev: Event, msg: str) -> None:
+    """Set kind and fields from the message; dispatch on the first word keeps this cheap."""
+    c = msg[0]
+    f = ev.fields
+    if c == "R":
+        if msg.startswith("Received request "):
+            m = _RECEIVED.match(msg)
+            if m:
+                ev.kind = E.RECEIVED
+                f["request_id"] = m.group(1)
+                _measure_received(m.group(2), f)
+                ev.text = usercontent.mask(msg, m.start(2), None, "request", f)  # prompt, params (stop strings…)
+            return
+        if msg.startswith("Request "):
+            m = _REQ_STATE.match(msg)
+            if m:
+                ev.kind = E.ABORTED if m.group(2) == "aborted" else E.FAILED
+                f["request_id"] = m.group(1)
+                if m.group(3):
+                    f["reason"] = clean(m.group(3), 200)
+                elif m.group(4) and m.group(2) == "failed":
+                    f["reason"] = clean(m.group(4), 200)  # an error message may echo the input
+                return
+            m = _DETAILS.match(msg)
+            if m:
+                ev.kind = E.RECEIVED
+                f["request_id"] = m.group(1)
+                f["detail"] = True
+                _measure_received(m.group(2), f)
+                ev.text = usercontent.mask(msg, m.start(2), None, "request", f)
+            return
+        if msg.startswith("Running model forward pass for request "):
+            m = _GUIDE_FORWARD.match(msg)
+            if m:
+                ev.kind = E.STARTED
+                f["request_id"] = m.group(1)
+    elif c == "A":
+        if msg.startswith("Added request "):
+            m = _ADDED.match(msg)
+            if m:
+                ev.kind = E.ADDED
+                f["request_id"] = m.group(1)
+                return
+            m = _GUIDE_ADDED.match(msg)
+            if m:
+                ev.kind = E.RECEIVED
+                f["request_id"] = m.group(1)
+                f["prompt_tokens"] = to_int(m.group(2))
+                f["images"] = to_int(m.group(3))
+                f["added"] = True
+        elif msg.startswith("Aborted request"):
+            m = _ABORTED.match(msg)
+            if m:
+                ev.kind = E.ABORTED
+                ids = [i.strip() for i in m.group(1).split(",") if i.strip()]
+                f["request_id"] = ids[0] if ids else ""
+                if len(ids) > 1:
+                    f["request_ids"] = ids
+        elif msg.startswith("Avg prompt throughput"):
+            _stats(ev, msg)
+    elif c == "E":
+        if msg.startswith("Engine ") and ": Avg" in msg[:24]:
+            _stats(ev, msg)
+        elif msg.startswith("Error with model"):
+            m = _ERROR_WITH_MODEL.search(msg)
+            if m:
+                f["model_requested"] = clean(m.group(1))
+        elif msg.startswith("Error in model forward pass for request "):
+            m = _GUIDE_FWD_ERR.match(msg)
+            if m:
+                ev.kind = E.FAILED
+                f["request_id"] = m.group(1)
+                f["reason"] = "model forward pass error"
+    elif c == "G":
+        if msg.startswith("Generated response "):
+            m = _GENERATED.match(msg)
+            if m:
+                ev.kind = E.OUTPUT
+                f["request_id"] = m.group(1)
+                mode = m.group(2) or ""
+                f["streaming"] = "delta" in mode and "delta" or ("complete" in mode and "complete") or None
+                r = _FINISH_REASON.search(m.group(3)[-80:])
+                if r:
+                    f["finish_reason"] = r.group(1)
+                ids = re.search(r"output_token_ids: \[([^\]]*)\]", m.group(3)[-200000:]) if "output_token_ids" in m.group(3) else None
+                if ids is not None:
+                    f["output_tokens"] = ids.group(1).count(",") + 1 if ids.group(1).strip() else 0
+                ev.text = usercontent.mask(msg, m.start(3), None, "output", f)
+        elif msg.startswith("Generated token "):
+            m = _GUIDE_TOKEN.match(msg)
+            if m:
+                ev.kind = E.OUTPUT
+                f["request_id"] = m.group(2)
+                f["token_index"] = to_int(m.group(1))
+                f["token_text"] = _literal(m.group(3)[:200]) or ""  # transient: read once by the trace assembler, never kept
+                ev.text = usercontent.mask(msg, m.start(3), None, "output", f)
+    elif c == "F":
+        if msg.startswith("Finished request "):
+            m = _FINISHED.match(msg)
+            if m:
+                ev.kind = E.FINISHED
+                f["request_id"] = m.group(1)
+                return
+            m = _GUIDE_FINISHED.match(msg)
+            if m:
+                ev.kind = E.FINISHED
+                f["request_id"] = m.group(1)
+                f["total_tokens"] = to_int(m.group(2))
+                f["latency_s"] = to_float(m.group(3))
+    elif c == "S" and msg.startswith("Sequence group ") and "preempted" in msg:
+        f["request_id_preempted"] = msg.split(" ", 3)[2]
+
+
+def _measure_received(rest: str, f: dict) -> None:
+    """Count images and characters of a logged prompt without keeping it."""
+    mt = _MAX_TOKENS.search(rest)
+    if mt:
+        f["max_tokens"] = int(mt.group(1))
+    if rest.startswith("prompt: ") and len(rest) > 9 and rest[8] in "'\"":
+        q = rest[8]
+        end = _repr_end(rest, 8, q)
+        if end > 0:
+            prompt = _literal(rest[8:end])
+            if prompt is not None:
+                f["prompt_chars"] = len(prompt)
+                f["images"] = count_images(prompt)
+            rest = rest[end:]
+    ids = _TOKEN_IDS.search(rest)
+    if ids is not None:
+        body = ids.group(1).strip()
+        f["prompt_tokens"] = body.count(",") + 1 if body else 0
+
+
+def count_images(prompt: str) -> int:
+    for ph in IMAGE_PLACEHOLDERS:
+        n = prompt.count(ph)
+        if n:
+            return n
+    return 0
+
+
+def _repr_end(s: str, start: int, q: str) -> int:
+    """Index just past the closing quote of the Python repr starting at `start`."""
+    i = start + 1
+    n = len(s)
+    while i < n:
+        j = s.find(q, i)
+        if j < 0:
+            return -1
+        k = j - 1
+        bs = 0
+        while k > start and s[k] == "\\":
+            bs += 1
+            k -= 1
+        if bs % 2 == 0:
+            return j + 1
+        i = j + 1
+    return -1
+
+
+# The body of a str repr as Python writes it: plain characters and the escapes repr() uses.
+_REPR_BODY = re.compile(r"""(?:[^\\\n\r\x00]+|\\[\\'"nrt]|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\U[0-9a-fA-F]{8})*\Z""")
+_REPR_ESCAPE = re.compile(r"""\\([\\'"nrt]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})""")
+_SIMPLE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", "'": "'", '"': '"'}
+
+
+def _unescape(m: re.Match) -> str:
+    e = m.group(1)
+    return _SIMPLE_ESCAPES.get(e) or chr(int(e[1:], 16))
+
+
+def _literal(s: str) -> str | None:
+    """The string a logged Python str repr stands for (its length and image placeholders are
+    counted, never kept). What repr() writes is decoded directly (compiling every prompt with
+    `ast` cost most of a prompt line's time); anything else goes to `ast.literal_eval`."""
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
+        q, body = s[0], s[1:-1]
+        if "\\" not in body:
+            if q not in body and "\n" not in body and "\r" not in body and "\x00" not in body:
+                return body
+        elif _REPR_BODY.match(body) is not None:
+            try:
+                text = _REPR_ESCAPE.sub(_unescape, body)
+            except ValueError:  # \U beyond the last code point: literal_eval decides
+                text = None
+            if text is not None and _REPR_ESCAPE.sub("", body).count(q) == 0:
+                return text
+    try:
+        v = ast.literal_eval(s)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return v if isinstance(v, str) else None
+
+
+def _stats(ev: Event, msg: str) -> None:
+    ev.kind = E.STATS
+    f = ev.fields
+    m = _STATS_V0.search(msg)
+    if m:
+        f.update(
+            prompt_tps=to_float(m.group(1)), gen_tps=to_float(m.group(2)), running=to_int(m.group(3)),
+            swapped=to_int(m.group(4)), waiting=to_int(m.group(5)), kv_usage=to_float(m.group(6)),
+        )
+        return
+    body = msg.split(": ", 1)[1] if msg.startswith("Engine") else msg
+    for part in body.rstrip(".").replace(" reqs GPU", " reqs, GPU").split(", "):
+        pm = _STATS_PART.match(part.strip())
+        if not pm:
+            continue
+        key, val = pm.group(1).lower(), pm.group(2)
+        if key == "avg prompt throughput":
+            f["prompt_tps"] = to_float(val)
+        elif key == "avg generation throughput":
+            f["gen_tps"] = to_float(val)
+        elif key in ("running", "waiting", "preemptions", "deferred", "swapped", "pending"):
+            f[key] = to_int(val)
+        elif key.endswith("kv cache usage"):
+            f["kv_usage"] = to_float(val)
+        elif key == "prefix cache hit rate":
+            f["prefix_hit"] = to_float(val)
+        elif key == "mm cache hit rate":
+            f["mm_hit"] = to_float(val)

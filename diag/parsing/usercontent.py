@@ -1,0 +1,156 @@
+"""User content in logs: found by the parsers, replaced before anything else can read it.
+
+Servers log what users send and receive in some modes: vLLM's prompt and output, LMDeploy's
+prompt, llama-server's `-v` prompt dumps and JSON bodies, image URLs and query strings. None of
+that is ours. A parser marks each such span by replacing it in the event's text with a
+placeholder that says only what it was and how long (`«prompt: 1234 chars»`), and counts the
+characters in `fields["user_chars"]`. Rules, facts, traces, excerpts and every sink downstream
+see the placeholder, so a prompt that quotes `CUDA out of memory` can raise no alarm, and no
+store or report can leak it, whatever a rule's pattern captures.
+
+URLs keep `scheme://host:port` (which server was called is diagnostic); their path and query
+are user content unless the path is one of the servers' own API endpoints. `data:` URIs (inline
+images) are reduced to their media type.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+OPEN, CLOSE = "«", "»"
+# API paths the servers themselves define: an endpoint is not user content, and rules need it
+# (a proxy forwarding to /chat/completions without /v1).
+_API_PATH = re.compile(
+    r"/(?:v1/)?(?:chat/completions|completions?|embeddings|models|responses|messages|generate|health|metrics|"
+    r"tokenize|detokenize|infill|props|slots|rerank|score|pooling|audio/\w+|v1|version|ping|chat\.html)?/?\Z"
+)
+_URL = re.compile(r"\b((?:https?|wss?|ftp|s3|gs|file)://)([^/\s?#\"'<>\\)\]]*)([^\s\"'<>\\)\]]*)", re.I)
+_DATA_URI = re.compile(r"\bdata:([\w.+-]+/[\w.+-]+)?[;,][^\s\"'<>)\]]*", re.I)
+# a request line's path with a query: "GET /v1/x?q=1 HTTP/1.1", request: "GET /a?b"
+_QUERY = re.compile(r"(?<=[\s\"])(/[^\s?\"]*)\?(?!«)[^\s\"]*")
+# a request line: `GET /v1/models?x HTTP/1.1` (access logs, nginx's `request: "..."`)
+_REQUEST_LINE = re.compile(r"\b(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH) (/[^\s\"')]*)")
+# a body (JSON or a Python repr) with a user-content key: masked from its outermost opening brace to
+# the end of the line; a validation error's echo of the input (pydantic `input_value=...`) likewise
+_BODY_KEY = re.compile(r"""["'](?:messages|prompt|content|input|text|image_url|generated|input_value|prompt_text)["']\s*:|\binput_value=""")
+
+
+def placeholder(what: str, n: int) -> str:
+    """`«prompt:1234-chars»`: no spaces, so a pattern's `\\S+` around it still ends where it did."""
+    return f"{OPEN}{what.replace(' ', '-')}:{n}-chars{CLOSE}"
+
+
+def count(fields: dict[str, Any], n: int) -> None:
+    fields["user_chars"] = fields.get("user_chars", 0) + n
+
+
+def mask(text: str, start: int, end: int | None, what: str, fields: dict[str, Any] | None = None) -> str:
+    """`text` with [start:end] replaced by a placeholder (to the end when `end` is None)."""
+    end = len(text) if end is None else end
+    n = end - start
+    if n <= 0:
+        return text
+    if fields is not None:
+        count(fields, n)
+    return text[:start] + placeholder(what, n) + text[end:]
+
+
+def _url_sub(m: re.Match) -> str:
+    scheme, netloc, rest = m.group(1), m.group(2).rsplit("@", 1)[-1], m.group(3)
+    if not rest:
+        return scheme + netloc
+    path = rest.split("?", 1)[0].split("#", 1)[0]
+    if _API_PATH.match(path) and len(path) == len(rest):
+        return scheme + netloc + path  # a server endpoint: kept
+    if _API_PATH.match(path):
+        return scheme + netloc + path + _query(rest[len(path):])
+    return scheme + netloc + placeholder("url path", len(rest))
+
+
+def _data_sub(m: re.Match) -> str:
+    return f"data:{m.group(1) or ''}{placeholder('data', len(m.group(0)))}"
+
+
+_PLAIN_PATHS: dict[str, bool] = {}  # path -> is it an endpoint scrub keeps as it is (a cache)
+
+
+def endpoint(raw: str) -> str:
+    """A request path as diag keeps it: a server endpoint as is, anything else (a file name, an id
+    in the path) as a placeholder; the query string never."""
+    if _PLAIN_PATHS.get(raw):
+        return raw  # an endpoint seen before, with nothing to cut
+    path = raw.split("?", 1)[0].split("#", 1)[0].split(OPEN, 1)[0]
+    if _API_PATH.match(path):
+        return path
+    return placeholder("url-path", len(path))
+
+
+def leaves_request_line(text: str, path: str) -> bool:
+    """Would `scrub` return `text` (an access line whose one request path is `path`) unchanged?
+    True for the access lines of a busy server: an API endpoint, no query, no URL, body or data
+    URI anywhere in the line. The fast path asks this instead of running the substitutions."""
+    plain = _PLAIN_PATHS.get(path)
+    if plain is None:
+        plain = (_API_PATH.match(path) is not None and OPEN not in path and "#" not in path and '"' not in path
+                 and "'" not in path and ")" not in path)
+        if len(_PLAIN_PATHS) >= 1024:
+            _PLAIN_PATHS.clear()
+        _PLAIN_PATHS[path] = plain
+    return (plain and text.count(" /") == 1 and "?" not in text and "://" not in text and "data:" not in text
+            and "{" not in text and "input_value=" not in text)
+
+
+def _request_sub(m: re.Match) -> str:
+    raw = m.group(2)
+    path = raw.split("?", 1)[0]
+    kept = endpoint(path)
+    rest = raw[len(path):]
+    return f"{m.group(1)} {kept}" + _query(rest)
+
+
+def _query(rest: str) -> str:
+    """A query string (or fragment) as a placeholder that keeps its `?`/`#`, so a pattern that
+    allows an optional query after a path (`(?:\\?\\S*)?`) still matches the line."""
+    if not rest:
+        return ""
+    return rest[0] + placeholder("query", len(rest) - 1)
+
+
+def _query_sub(m: re.Match) -> str:
+    return m.group(1) + _query(m.group(0)[len(m.group(1)):])
+
+
+def scrub(text: str) -> str:
+    """URLs, data URIs and request-line query strings in any log text, reduced (see module doc).
+
+    Cheap for the common line: each regex runs only when its marker character is present."""
+    if "://" in text:
+        text = _URL.sub(_url_sub, text)
+    if "data:" in text:
+        text = _DATA_URI.sub(_data_sub, text)
+    if " /" in text:
+        text = _REQUEST_LINE.sub(_request_sub, text)
+    if "?" in text and "/" in text:
+        text = _QUERY.sub(_query_sub, text)
+    if ("{" in text and ":" in text) or "input_value=" in text:
+        m = _BODY_KEY.search(text)
+        if m is not None:
+            b = text.find("{", 0, m.start())
+            start = b if b >= 0 else m.start()
+            text = text[:start] + placeholder("body", len(text) - start)
+    return text
+
+
+def clean(value: Any, limit: int = 120) -> Any:
+    """A value a rule captured or a parser kept (a reason, a name): scrubbed, redacted, bounded.
+
+    Numbers pass; strings lose URLs' paths, anything after a user-content marker, and are cut."""
+    if not isinstance(value, str):
+        return value
+    from diag.parsing.redact import redact
+
+    v = redact(scrub(value))
+    if len(v) > limit:
+        v = v[: limit - 1] + "…"
+    return v

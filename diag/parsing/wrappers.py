@@ -1,0 +1,126 @@
+"""Prefixes that other programs put in front of a server's own line.
+
+Containers multiplex streams and collectors add their own prefix: docker compose
+(`vllm-1  | `), `docker logs --timestamps` (RFC 3339 first), journald (`Nov 22 18:27:00 host
+unit[pid]: `), vLLM's and Ray's process tags (`(APIServer pid=1) `, `(WorkerDict pid=7,
+ip=10.0.0.2) `) and Ray's de-duplication suffix. They are peeled off, outermost first, before
+the format parsers see the line; what they tell (a time, a process) is kept.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from diag.parsing.clock import month_number
+from diag.parsing.base import Ctx, to_int
+
+COMPOSE = re.compile(r"[A-Za-z0-9][\w.-]*\s+\| ")
+DOCKER_TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) ")
+JOURNAL = re.compile(r"([A-Z][a-z]{2}) ([ \d]\d) (\d\d):(\d\d):(\d\d) (\S+) ([^\s\[:]+)(?:\[(\d+)\])?: ")
+JOURNAL_ISO_TAIL = re.compile(r"(\S+) ([^\s\[:]+)\[(\d+)\]: ")
+PROC = re.compile(r"\(([A-Za-z_][^()]*?) pid=(\d+)(?:, ip=[^)]*)?\) ")
+RAY_REPEAT = re.compile(r" \[repeated (\d+)x across cluster\]\Z")
+# A time some other program put first: a process manager or log viewer (`2024-05-09 07:00:03 `,
+# FastChat's `2024-04-27 10:13:05 | ERROR | stderr | `), dmesg (`[ 1836.276684] `, `[Sun Mar 30
+# 08:24:00 2025] `, `--time-format iso` with a comma), CI runners (`[2026-04-22 21:34:20] `).
+STAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?:? (?:\| [A-Z]+ +\| [\w.-]+ +\| )?(?!- )")
+BRACKET_STAMP = re.compile(r"\[(?: *\d+\.\d+|[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}|\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?)\] ")
+# torch.distributed's rank tag: `[rank0]: `
+RANK = re.compile(r"\[rank\d+\]: ?")
+# What is left of vLLM's prefix when a user cut the level and time: `[serving_chat.py:885] msg`.
+SRC_ONLY = re.compile(r"\[[\w./-]+\.py:\d+\] ")
+_MONTHS = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
+
+
+def strip(text: str, ctx: Ctx) -> tuple[str, int]:
+    """Remove wrappers; set ctx.proc/pid/wrap_ts. Returns the inner text and Ray's repeat count."""
+    ctx.proc = ctx.pid = ctx.wrap_ts = None
+    c = text[:1]
+    if c == " " and ctx.state.get("wrap_indent") and text.startswith(" " * ctx.state["wrap_indent"]):
+        # journalctl indents a multi-line message's continuation lines to the message's column
+        text = text[ctx.state["wrap_indent"]:]
+        c = text[:1]
+    if c == "[" and text[-1:] != "]" and ".py:" in text[:80]:
+        m = SRC_ONLY.match(text)
+        if m:
+            text = text[m.end():]
+            c = text[:1]
+    if c != "(" and c != "[" and not c.isdigit() and text[3:4] != " " and "| " not in text[:48]:
+        # the common case: no wrapper at all
+        if text.endswith("cluster]"):
+            m = RAY_REPEAT.search(text)
+            if m:
+                return text[: m.start()], to_int(m.group(1)) or 1
+        return text, 1
+    repeated = 1
+    for _ in range(4):  # wrappers nest (compose + timestamps + process tag), never deeply
+        c = text[:1]
+        if c == "(":
+            m = PROC.match(text)
+            if m:
+                ctx.proc, ctx.pid = m.group(1), to_int(m.group(2))
+                text = text[m.end():]
+                continue
+            break
+        if c.isdigit():
+            m = DOCKER_TS.match(text)
+            if m:
+                ctx.wrap_ts = _rfc3339(m.group(1))
+            else:
+                m = STAMP.match(text)  # a time we do not take: its zone and format are the writer's
+            if m:
+                text = text[m.end():]
+                j = JOURNAL_ISO_TAIL.match(text)
+                if j and not text.startswith(("INFO", "WARN", "ERROR", "DEBUG")):
+                    ctx.pid = to_int(j.group(3))
+                    text = text[j.end():]
+                continue
+            break
+        if c == "[":
+            m = BRACKET_STAMP.match(text) or RANK.match(text)
+            if m:
+                text = text[m.end():]
+                continue
+            break
+        if text[3:4] == " " and text[:3] in _MONTHS:
+            m = JOURNAL.match(text)
+            if m:
+                mon, day, hh, mi, ss = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5))
+                ctx.wrap_ts = ctx.clock.yearless(month_number(mon), day, hh, mi, ss)
+                if m.group(8):
+                    ctx.pid = to_int(m.group(8))
+                ctx.state["wrap_indent"] = m.end()
+                text = text[m.end():]
+                continue
+            break
+        if "| " in text[:48]:
+            m = COMPOSE.match(text)
+            if m:
+                text = text[m.end():]
+                continue
+        break
+    if text[:1] == "[" and ".py:" in text[:80]:
+        m = SRC_ONLY.match(text)
+        if m:
+            text = text[m.end():]
+    if text.endswith("cluster]"):
+        m = RAY_REPEAT.search(text)
+        if m:
+            repeated = to_int(m.group(1)) or 1
+            text = text[: m.start()]
+    return text, repeated
+
+
+def _rfc3339(s: str) -> float | None:
+    try:
+        if s.endswith("Z"):
+            s = s[:-1] + "+00:00"
+        if "." in s:  # docker writes nanoseconds; Python takes at most microseconds
+            head, _, rest = s.partition(".")
+            frac = "".join(ch for ch in rest if ch.isdigit())
+            tz = rest[len(frac):]
+            s = f"{head}.{frac[:6]}{tz}"
+        return datetime.fromisoformat(s).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,2 @@
+"""What `diag scan` prints: the JSON document and its request summary (`document`), that document
+written streamed for `--json` (`jsonstream`), and the report for people (`text`)."""

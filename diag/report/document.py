@@ -1,0 +1,124 @@
+"""What `diag scan` reports, as a stable JSON document (`to_json`) and its request summary.
+
+The JSON shape is documented in the README and versioned by `diag_version`; it holds derived
+facts only (counts, sizes, timings, ids, a redacted excerpt per finding), never prompt text.
+`diag.report.jsonstream` writes the same document streamed; `diag.report.text` prints it for people.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from typing import Any
+
+from diag import __version__
+from diag.parsing.clock import iso
+from diag.pipeline import Pipeline
+from diag.analysis.traces import Trace
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def _host(client: str) -> str:
+    """`10.0.0.5:51234` → `10.0.0.5` (ports change per connection; hosts are what people recognise)."""
+    return client.rsplit(":", 1)[0] if client.count(":") == 1 else client
+
+
+class TraceSummary:
+    """The `summary` section, accumulated trace by trace: `diag scan` streams traces out and
+    keeps only this (counts, and one float per request for the latency percentiles).
+
+    `add` takes each trace's place in the document (`order`), because the top clients list
+    breaks ties by where a client first appears among the sorted traces."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.by_status: Counter[str] = Counter()
+        self.latencies = array("d")
+        self.images_known = 0
+        self.images_total = 0
+        self.images_max: int | None = None
+        self.http: Counter[str] = Counter()
+        self.hosts: Counter[str] = Counter()
+        self._host_first: dict[str, Any] = {}
+
+    def add(self, t: Trace, order: Any) -> None:
+        self.count += 1
+        self.by_status[t.status] += 1
+        if t.latency_s is not None:
+            self.latencies.append(t.latency_s)
+        if t.images is not None:
+            self.images_known += 1
+            self.images_total += t.images
+            if self.images_max is None or t.images > self.images_max:
+                self.images_max = t.images
+        if t.http is not None:  # an access line attached to the trace
+            self.http[str(t.http_status)] += 1
+        if t.client:
+            h = _host(t.client)
+            self.hosts[h] += 1
+            first = self._host_first.get(h)
+            if first is None or order < first:
+                self._host_first[h] = order
+
+    def add_settled(self, t: Trace) -> None:
+        """A trace streamed out as it settled: its place is (source, first line, arrival)."""
+        self.add(t, (t.source, t.first_line, self.count))
+
+    def to_dict(self, http_records: list[dict[str, Any]]) -> dict[str, Any]:
+        """The section, with the access lines that stayed records of their own (no trace took them)."""
+        http = self.http.copy()
+        clients: Counter[str] = Counter()
+        for h in sorted(self._host_first, key=self._host_first.__getitem__):
+            clients[h] = self.hosts[h]
+        for r in http_records:
+            http[str(r.get("status"))] += 1
+            c = r.get("client")
+            if c:
+                clients[_host(c)] += 1
+        lat = list(self.latencies)
+        return {
+            "count": self.count,
+            "by_status": dict(sorted(self.by_status.items())),
+            "latency_s": {"p50": percentile(lat, 50), "p95": percentile(lat, 95), "max": max(lat) if lat else None, "known": len(lat)},
+            "images": {"requests_with_count": self.images_known, "total": self.images_total, "max_per_request": self.images_max},
+            "http_status": dict(sorted(http.items())),
+            "top_clients": [{"client": c, "requests": n} for c, n in clients.most_common(5)],
+        }
+
+
+def trace_summary(pipe: Pipeline, summary: TraceSummary | None = None) -> dict[str, Any]:
+    """The summary of a pipeline that kept its traces, or of the traces `summary` saw stream by."""
+    if summary is None:
+        summary = TraceSummary()
+        for i, t in enumerate(pipe.traces):
+            summary.add(t, i)
+    return summary.to_dict(pipe.assembler.http_records)
+
+
+def to_json(pipe: Pipeline, summary: TraceSummary | None = None) -> dict[str, Any]:
+    """The document as a dict (the traces the pipeline kept; `summary` when they were streamed)."""
+    facts = {}
+    for path, f in pipe.facts.by_source.items():
+        d = dict(f)
+        for k in ("last_start", "last_shutdown"):
+            if k in d:
+                d[k] = iso(d[k])
+        facts[path] = d
+    return {
+        "diag_version": __version__,
+        "files": [s.to_dict() for s in pipe.sources],
+        "findings": [f.to_dict() for f in pipe.findings.sorted()],
+        "traces": [t.to_dict() for t in pipe.traces],
+        "summary": trace_summary(pipe, summary),
+        "facts": facts,
+        "rule_errors": pipe.engine.errors,
+        "internal_errors": pipe.internal.to_dict(),
+        "stats": {"lines": pipe.stats.lines, "events": pipe.stats.events, "seconds": round(pipe.stats.seconds, 4)},
+    }

@@ -1,0 +1,265 @@
+"""The daemon's SQLite store: read offsets, traces and findings, committed together.
+
+One writer (the daemon's main loop), WAL mode so `diag status`/`trace`/`findings` read without
+blocking it. Each batch of bytes read is committed in one transaction with the traces and
+findings derived from it and the new read offsets, so after `kill -9` the daemon resumes at the
+last committed offset and every line is processed exactly once. Schema changes are migrations
+keyed by `PRAGMA user_version` (`diag.store.migrations`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from diag.store.counters import count_new, keep_lines_read
+from diag.analysis.findings import Hit
+from diag.analysis.traces import Trace
+from diag.store.migrations import MIGRATIONS
+
+
+class StoreError(Exception):
+    pass
+
+
+@dataclass
+class SourceState:
+    key: str
+    path: str
+    fingerprint: str = ""
+    fp_len: int = 0
+    format: str | None = None
+    offset: int = 0
+    lineno: int = 0
+    size: int = 0
+    lines_read: int = 0
+    truncated_lines: int = 0
+    last_line_time: float | None = None
+    rotations: int = 0
+    last_error: str | None = None
+    state: str = "active"
+    updated_at: float = field(default_factory=time.time)
+
+    COLUMNS = ("key", "path", "fingerprint", "fp_len", "format", "offset", "lineno", "size", "lines_read", "truncated_lines",
+               "last_line_time", "rotations", "last_error", "state", "updated_at")
+
+    def row(self) -> tuple:
+        return tuple(getattr(self, c) for c in self.COLUMNS)
+
+
+class Store:
+    def __init__(self, path: Path | str, readonly: bool = False):
+        self.path = Path(path)
+        self._meta_written: dict[str, str] = {}  # meta as this connection last committed it: unchanged values are not rewritten
+        if readonly:
+            if not self.path.exists():
+                raise StoreError(f"{self.path}: no diag store here (has the daemon run with this state dir?)")
+            uri = f"file:{self.path}?mode=ro"
+            self.db = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
+            if self.schema_version == 0:  # created this instant, its first migration not committed yet
+                self.db.close()
+                raise StoreError(f"{self.path}: no diag store here yet (the daemon is creating it)")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes; WAL fsyncs at checkpoints
+            self.migrate()
+        self.db.row_factory = sqlite3.Row
+
+    def migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path}: schema version {version} is newer than this diag ({len(MIGRATIONS)}); upgrade diag")
+        for i in range(version, len(MIGRATIONS)):
+            # one script, one transaction: a migration is applied whole or not at all
+            try:
+                self.db.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[i]}\nPRAGMA user_version = {i + 1};\nCOMMIT;")
+            except sqlite3.Error:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- the one write path ---------------------------------------------------------------
+    def commit(self, traces: Iterable[Trace], hits: Iterable[Hit], sources: Iterable[SourceState], meta: dict[str, Any] | None = None,
+               samples: Iterable[dict[str, Any]] = (), extra: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """`samples` are engine stats lines for the dashboard's chart; `extra` writes more rows in the same
+        transaction (the alert outbox: a notification is durable exactly when the findings and offsets
+        that caused it are)."""
+        now = time.time()
+        db = self.db
+        # First insert fixes a trace's rowid, which breaks ties in the dashboard's newest-first order
+        # (logs with one-second times): insert in arrival order, not the daemon's set order.
+        traces = sorted(traces, key=_arrival)
+        hits = list(hits)
+        meta_rows = [(k, v) for k, v in ((k, json.dumps(v)) for k, v in (meta or {}).items()) if self._meta_written.get(k) != v]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # A trace is counted once, when first stored with a final status: which of these were
+            # counted by an earlier commit (or run) is asked before the upsert marks them counted.
+            final = list({t.id: t for t in traces if t.status != "in_flight"}.values())  # an id twice: counted once, as last written
+            counted = _counted(db, [t.id for t in final]) if final else set()
+            db.executemany(
+                "INSERT INTO traces (id, source, server, status, received_at, updated_at, data, t, model, http_status, latency_s, images, nfindings, "
+                "counted) VALUES (?,?,?,?,?,?,?,coalesce(?, ?),?,?,?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET source=excluded.source, server=excluded.server, status=excluded.status, "
+                "received_at=excluded.received_at, updated_at=excluded.updated_at, data=excluded.data, "
+                "t=coalesce(excluded.received_at, traces.t), model=excluded.model, http_status=excluded.http_status, "
+                "latency_s=excluded.latency_s, images=excluded.images, nfindings=excluded.nfindings, "
+                "counted=max(traces.counted, excluded.counted)",
+                [(t.id, t.source, t.server, t.status, t.received_at, now, _state_json(t), t.received_at, now, t.model, t.http_status,
+                  t.latency_s, t.images, len(t.findings), t.status != "in_flight") for t in traces])
+            count_new(db, [t for t in final if t.id not in counted] if counted else final, hits)
+            if samples:
+                db.executemany("INSERT INTO engine_stats (source, ts, running, waiting, kv_usage, prompt_tps, gen_tps) VALUES (?,?,?,?,?,?,?)",
+                               [(s["source"], s["ts"], s.get("running"), s.get("waiting"), s.get("kv_usage"), s.get("prompt_tps"),
+                                 s.get("gen_tps")) for s in samples])
+            db.executemany(
+                "INSERT INTO findings (rule, severity, category, title, ts, created_at, path, line, request_id, summary, remedy, fields, excerpt, "
+                "count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(h.rule.id, h.rule.severity, h.rule.category, h.rule.title, h.ts, now, h.path, h.line, h.request_id,
+                  _summary(h), h.rule.remedy, json.dumps(h.fields, ensure_ascii=False, default=str), h.excerpt, h.count) for h in hits])
+            db.executemany(f"INSERT OR REPLACE INTO sources ({', '.join(SourceState.COLUMNS)}) VALUES ({', '.join('?' * len(SourceState.COLUMNS))})",
+                           [s.row() for s in sources])
+            if meta_rows:
+                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta_rows)
+            if extra is not None:
+                extra(db)
+            db.execute("COMMIT")
+            self._meta_written.update(meta_rows)
+        except BaseException:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+
+    def prune(self, now: float, days: float, max_traces: int, max_findings: int, batch: int = 5000) -> int:
+        """Delete a bounded batch of old rows; called repeatedly in the background of the main loop."""
+        cutoff = now - days * 86400
+        n = 0
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            n += db.execute("DELETE FROM traces WHERE rowid IN (SELECT rowid FROM traces WHERE updated_at < ? LIMIT ?)", (cutoff, batch)).rowcount
+            n += db.execute("DELETE FROM findings WHERE rowid IN (SELECT rowid FROM findings WHERE created_at < ? LIMIT ?)", (cutoff, batch)).rowcount
+            n += db.execute("DELETE FROM engine_stats WHERE id IN (SELECT id FROM engine_stats WHERE ts < ? LIMIT ?)", (cutoff, batch)).rowcount
+            for table, limit, col in (("traces", max_traces, "updated_at"), ("findings", max_findings, "created_at")):
+                count = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                if count > limit:
+                    n += db.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} ORDER BY {col} LIMIT ?)",
+                                    (min(batch, count - limit),)).rowcount
+            keep_lines_read(db, cutoff)
+            db.execute("DELETE FROM sources WHERE state = 'done' AND updated_at < ?", (cutoff,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return n
+
+    # -- reads ----------------------------------------------------------------------------
+    def sources(self) -> list[SourceState]:
+        return [SourceState(**{k: r[k] for k in SourceState.COLUMNS}) for r in self.db.execute("SELECT * FROM sources ORDER BY path, updated_at")]
+
+    def open_traces(self, limit: int) -> list[Trace]:
+        rows = self.db.execute("SELECT data FROM traces WHERE status = 'in_flight' ORDER BY updated_at DESC LIMIT ?", (limit,))
+        return [Trace.from_state(json.loads(r[0])) for r in rows]
+
+    def trace(self, tid: str) -> dict[str, Any] | None:
+        """The trace with this id, or the only one whose id starts with it (see `trace_candidates`)."""
+        r = self.db.execute("SELECT data FROM traces WHERE id = ?", (tid,)).fetchone()
+        if r is None:
+            ids = self.trace_candidates(tid, 2)
+            if len(ids) == 1:
+                r = self.db.execute("SELECT data FROM traces WHERE id = ?", (ids[0],)).fetchone()
+        return json.loads(r[0]) if r else None
+
+    def trace_candidates(self, prefix: str, limit: int = 20) -> list[str]:
+        """Ids starting with `prefix`, compared literally and case-sensitively (no LIKE wildcards).
+
+        A range on the primary key's index finds them without scanning the table (the dashboard's
+        search box and 404 page ask this of a store with a million traces); the substr keeps the
+        comparison exact."""
+        if not prefix:
+            return []
+        return [r[0] for r in self.db.execute("SELECT id FROM traces WHERE id >= ? AND id < ? AND substr(id, 1, ?) = ? "
+                                              "ORDER BY id LIMIT ?", (prefix, prefix + "\U0010ffff", len(prefix), prefix, limit))]
+
+    def load_trace(self, tid: str) -> Trace | None:
+        r = self.db.execute("SELECT data FROM traces WHERE id = ?", (tid,)).fetchone()
+        return Trace.from_state(json.loads(r[0])) if r else None
+
+    def findings(self, since: float | None = None, request_id: str | None = None, limit: int = 10000) -> list[dict[str, Any]]:
+        q, args = "SELECT * FROM findings WHERE 1=1", []
+        if since is not None:
+            q += " AND coalesce(ts, created_at) >= ?"
+            args.append(since)
+        if request_id is not None:
+            q += " AND request_id = ?"
+            args.append(request_id)
+        q += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        out = []
+        for r in self.db.execute(q, args):
+            d = dict(r)
+            d["fields"] = json.loads(d["fields"] or "{}")
+            out.append(d)
+        return out[::-1]
+
+    def counts(self) -> dict[str, int]:
+        return {"traces": self.db.execute("SELECT count(*) FROM traces").fetchone()[0],
+                "findings": self.db.execute("SELECT count(*) FROM findings").fetchone()[0]}
+
+    def meta(self) -> dict[str, Any]:
+        return {r[0]: json.loads(r[1]) for r in self.db.execute("SELECT key, value FROM meta")}
+
+    def trace_ids(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT id FROM traces")]
+
+
+def _arrival(t: Trace) -> tuple[float, int]:
+    return (t.received_at or 0.0, t.first_line)
+
+
+def _counted(db: sqlite3.Connection, ids: list[str]) -> set[str]:
+    """Which of these trace ids are stored already counted (one index probe each, in SQLite)."""
+    rows = db.execute("SELECT id FROM traces WHERE id IN (SELECT value FROM json_each(?)) AND counted",
+                      (_json_text(ids),))
+    return {r[0] for r in rows}
+
+
+_JSON_TEXT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder, not one per call
+
+try:  # a dependency (see pyproject.toml): a trace's state encodes ~8x faster than with the json module
+    import orjson
+
+    def _json_text(obj: Any) -> str:
+        """Compact JSON text. orjson refuses a few things the json module writes (integers past 64
+        bits from a malformed log number, lone surrogates): those go through json, as before."""
+        try:
+            return orjson.dumps(obj).decode("utf-8")
+        except orjson.JSONEncodeError:
+            return _JSON_TEXT(obj)
+except ImportError:  # pragma: no cover - exercised where orjson is not installed
+    _json_text = _JSON_TEXT
+
+
+def _state_json(t: Trace) -> str:
+    return _json_text(t.to_state())
+
+
+def _summary(h: Hit) -> str:
+    from diag.analysis.findings import render
+
+    return render(h.rule.summary, h.fields, 1, [h.request_id] if h.request_id else [])
