@@ -99,3 +99,32 @@ def test_trace_and_findings_commands_and_no_prompt_text_in_the_store(tmp_path):
     raw = b"".join(p.read_bytes() for p in (tmp_path / "state").iterdir())
     leaked = [s for s in corpus_user_text() if s.encode() in raw]
     assert leaked == []  # the store holds derived facts only
+
+
+def test_state_past_orjson_range_is_stored_and_counted_once(tmp_path):
+    """A malformed log number (an integer past 64 bits) cannot go through the fast encoder: the trace
+    is still stored, readable, and counted once however often it is committed."""
+    s = Store(tmp_path / "d.sqlite3")
+    big = Trace("chatcmpl-big", "vllm", "/l", model="m", received_at=time.time(), status="ok", http_status=200,
+                max_tokens=10 ** 30)
+    s.commit([big], [], [])
+    s.commit([big], [], [])
+    back = s.load_trace("chatcmpl-big")
+    assert back is not None and back.max_tokens == 10 ** 30
+    rows = s.db.execute("SELECT value FROM counters WHERE name = 'requests'").fetchall()
+    assert [r[0] for r in rows] == [1]
+
+
+def test_meta_not_written_by_a_failed_commit_is_written_by_the_next(tmp_path):
+    """Unchanged meta values are not rewritten; one whose commit rolled back is not taken as written."""
+    s = Store(tmp_path / "d.sqlite3")
+    s.commit([], [], [], {"facts": {"a": 1}})
+
+    def fail(db):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        s.commit([], [], [], {"facts": {"a": 2}}, extra=fail)
+    assert s.meta()["facts"] == {"a": 1}
+    s.commit([], [], [], {"facts": {"a": 2}})
+    assert Store(tmp_path / "d.sqlite3", readonly=True).meta()["facts"] == {"a": 2}

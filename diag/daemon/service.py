@@ -9,7 +9,6 @@ through, so nothing is lost. SIGTERM/SIGINT flush and exit 0; SIGHUP reloads con
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import signal
@@ -30,8 +29,10 @@ from diag.store.db import Store
 from diag.ingest.filereader import FileReader
 from diag.ingest.follow import Follower
 from diag.analysis.traces import Trace
+from diag.ingest.watch import DirWatch
 
 log = logging.getLogger("diag")
+COALESCE = 0.02  # seconds: lines arriving this soon after a commit wait to be committed with the next ones
 
 
 class Daemon:
@@ -60,10 +61,11 @@ class Daemon:
         self.stopping = False
         self.reload_requested = False
         self.started = time.time()
-        self._observer: Any = None
+        self._watch: DirWatch | None = None
         self._pending_commit: tuple[list, list, list, list, Any, list] | None = None
         self.on_commit: list[Any] = []  # called (no arguments) after each commit that went through: the web's live stream
         self._last_prune = 0.0
+        self._last_commit = 0.0  # monotonic time of the last commit that went through
         self._last_stuck = 0.0
         self._last_watchdog = 0.0
         self._watchdog = systemd.watchdog_interval()
@@ -83,11 +85,16 @@ class Daemon:
 
     def _on_stop(self, signum, frame) -> None:
         self.stopping = True
-        self.wake.set()
+        self._signal_wake()
 
     def _on_hup(self, signum, frame) -> None:
         self.reload_requested = True
+        self._signal_wake()
+
+    def _signal_wake(self) -> None:
         self.wake.set()
+        if self._watch is not None:
+            self._watch.poke()
 
     def run(self) -> int:
         opened = self.follower.discover(force=True)
@@ -102,9 +109,8 @@ class Daemon:
                     self.reload()
                 busy = self.step()
                 self.periodic()
-                if not busy:
-                    self.wake.wait(self._idle_wait())
-                    self.wake.clear()
+                if not busy or not self.follower.behind:
+                    self._wait(busy)
             self.shutdown()
         finally:
             self.alerts.close()
@@ -113,6 +119,25 @@ class Daemon:
             self.store.close()
         log.info("diag daemon stopped")
         return 0
+
+    def _wait(self, busy: bool) -> None:
+        """Until there is more to read. A server whose logging flushes every line (Python's
+        StreamHandler with PYTHONUNBUFFERED, as many images set) wakes us once per line: after a
+        commit, the lines that arrive within `COALESCE` are read and committed together. That bounds
+        commits (and their CPU) at a busy server's rate and adds at most `COALESCE` to a line's
+        latency; a line after a quiet spell is read at once. Catching up (a read stopped at its size
+        limit) never comes here."""
+        if busy:
+            pause = self._last_commit + COALESCE - time.monotonic()
+            if pause > 0 and not self.stopping:
+                time.sleep(pause)
+            return
+        if self._watch is not None and not self.wake.is_set():
+            if self._watch.wait(self._idle_wait())[1]:
+                self.follower.dirty = True  # a file appeared or was renamed: expand globs now
+        else:
+            self.wake.wait(self._idle_wait())
+        self.wake.clear()
 
     def _idle_wait(self) -> float:
         """How long to sleep with nothing to read: the poll interval, or less while a parser holds a
@@ -248,6 +273,7 @@ class Daemon:
         while True:
             try:
                 self.store.commit(traces, hits, states, m, samples=samples, extra=changes.write)
+                self._last_commit = time.monotonic()
                 if self._commit_failing:
                     log.info("store: commits go through again")
                     self._commit_failing = False
@@ -308,53 +334,18 @@ class Daemon:
     def _start_watching(self) -> None:
         if not self.cfg.use_inotify:
             return
-        try:
-            from watchdog.events import FileSystemEventHandler
-            from watchdog.observers import Observer
-        except ImportError as exc:
-            log.warning("inotify unavailable (%s); polling every %.1f s", exc, self.cfg.poll_interval)
-            return
-        wake, follower = self.wake, self.follower
-        patterns = [os.path.abspath(s.path) for s in self.cfg.logs]
-
-        def relevant(path: str) -> bool:
-            # Only the configured logs matter: the state directory may share their directory,
-            # and waking on our own SQLite writes would make the daemon chase its own tail.
-            return any(path == p or fnmatch.fnmatch(path, p) for p in patterns)
-
-        class Wake(FileSystemEventHandler):
-            def on_any_event(self, event) -> None:
-                paths = [os.path.abspath(str(event.src_path))]
-                if getattr(event, "dest_path", None):
-                    paths.append(os.path.abspath(str(event.dest_path)))
-                if not any(relevant(p) for p in paths):
-                    return
-                if event.event_type in ("created", "moved"):
-                    follower.dirty = True
-                wake.set()
-
-        dirs = {os.path.dirname(os.path.abspath(s.path)) or "/" for s in self.cfg.logs}
-        obs = Observer()
-        watched = 0
-        for d in sorted(dirs):
+        dirs = set()
+        for spec in self.cfg.logs:
+            d = os.path.dirname(os.path.abspath(spec.path)) or "/"
             while not os.path.isdir(d) and d != os.path.dirname(d):
                 d = os.path.dirname(d)  # watch the nearest existing parent until the directory appears
-            try:
-                obs.schedule(Wake(), d, recursive=False)
-                watched += 1
-            except OSError as exc:
-                log.warning("inotify: cannot watch %s (%s); polling it every %.1f s", d, exc, self.cfg.poll_interval)
+            dirs.add(d)
         try:
-            obs.start()
-            self._observer = obs
-        except OSError as exc:  # e.g. fs.inotify.max_user_watches exhausted
-            log.warning("inotify failed (%s); polling every %.1f s", exc, self.cfg.poll_interval)
+            self._watch = DirWatch([os.path.abspath(s.path) for s in self.cfg.logs], sorted(dirs))
+        except (ImportError, AttributeError, OSError) as exc:  # no inotify here, or fs.inotify.max_user_instances exhausted
+            log.warning("inotify unavailable (%s); polling every %.1f s", exc, self.cfg.poll_interval)
 
     def _stop_watching(self) -> None:
-        if self._observer is not None:
-            try:
-                self._observer.stop()
-                self._observer.join(timeout=5)
-            except Exception:  # noqa: BLE001
-                pass
-            self._observer = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None

@@ -45,6 +45,7 @@ class FileReader:
     raw: bool = False  # hand new data over as raw chunks (bytes) for the consumer to split (diag.ingest.fastpath)
     fast: Any = None  # the consumer's per-reader state for raw chunks
     consumed: int = -1  # lines fed to the parser, including any it still holds
+    behind: bool = False  # the last read stopped at its size limit, not at the end of the file: more is waiting
 
     def __post_init__(self) -> None:
         if self.consumed < 0:
@@ -62,6 +63,7 @@ class FileReader:
         out: list[Line | bytes] = list(self.pending_lines)
         self.pending_lines = []
         data = os.read(self.fileno(), limit)
+        self.behind = len(data) >= limit
         if not data:
             return out
         self.last_data = time.monotonic()
@@ -70,13 +72,15 @@ class FileReader:
 
     def read_to_eof(self, budget: int = 64 * READ_CHUNK) -> list[Line | bytes]:
         out: list[Line | bytes] = []
+        self.behind = False
         while budget > 0:
             data = os.read(self.fileno(), READ_CHUNK)
             if not data:
-                break
+                return out
             self.last_data = time.monotonic()
             self._take(out, data)
             budget -= len(data)
+        self.behind = True
         return out
 
     def _take(self, out: list[Line | bytes], data: bytes) -> None:

@@ -352,6 +352,11 @@ class Follower:
             out.append(s)
         return out
 
+    @property
+    def behind(self) -> bool:
+        """Some file has more to read than the last poll took (catching up, not following)."""
+        return any(r.behind for r in self.readers.values())
+
     def close(self) -> None:
         for r in self.readers.values():
             r.close()

@@ -31,19 +31,29 @@ def bucket_of(value: float) -> str:
     return "+Inf"
 
 
-def count_new(db: sqlite3.Connection, final_ids: list[str], hits: Iterable[Any]) -> None:
-    """Inside the writer's transaction: count traces reaching a final status for the first time, and hits."""
+def count_new(db: sqlite3.Connection, final: Iterable[Any], hits: Iterable[Any]) -> None:
+    """Inside the writer's transaction: add `final` (traces reaching a final status for the first
+    time, as `Store.commit` found them) and `hits` to the counters.
+
+    Label keys are built once per distinct label set, not per trace: a catch-up counts 100,000s of
+    traces that share a handful of (model, status, HTTP status) combinations."""
+    per: Counter[tuple[Any, str, Any]] = Counter()
+    lat: dict[Any, list[float]] = {}
+    for t in final:
+        model = t.model
+        per[model, t.status, t.http_status] += 1
+        latency = t.latency_s
+        if latency is not None and latency >= 0:
+            lat.setdefault(model, []).append(latency)
     add: Counter[tuple[str, str]] = Counter()
-    if final_ids:
-        rows = db.execute(
-            "UPDATE traces SET counted = 1 WHERE counted = 0 AND status != 'in_flight' AND id IN (SELECT value FROM json_each(?)) "
-            "RETURNING model, status, http_status, latency_s", (json.dumps(final_ids, ensure_ascii=False),)).fetchall()
-        for model, status, http_status, latency in rows:
-            add["requests", labels_key(model_name=model, status=status, http_status=http_status)] += 1
-            if latency is not None and latency >= 0:
-                add["latency_bucket", labels_key(model_name=model, le=bucket_of(latency))] += 1
-                add["latency_sum", labels_key(model_name=model)] += latency
-                add["latency_count", labels_key(model_name=model)] += 1
+    for (model, status, http_status), n in per.items():
+        add["requests", labels_key(model_name=model, status=status, http_status=http_status)] += n
+    for model, values in lat.items():
+        buckets: Counter[str] = Counter(bucket_of(v) for v in values)
+        for le, n in buckets.items():
+            add["latency_bucket", labels_key(model_name=model, le=le)] += n
+        add["latency_sum", labels_key(model_name=model)] += sum(values)
+        add["latency_count", labels_key(model_name=model)] += len(values)
     for h in hits:
         add["findings", labels_key(rule=h.rule.id, severity=h.rule.severity, category=h.rule.category)] += 1
     if add:
