@@ -153,3 +153,19 @@ def test_a_failing_stage_costs_one_line_not_the_run_injected(monkeypatch, caplog
     assert errs["facts"]["last_error"].startswith("ValueError at ")
     assert "SECRETWORD" not in caplog.text and len([r for r in caplog.records if "internal error" in r.message]) == 1
     assert {f.rule.id for f in pipe.findings.by_rule.values()} >= {"kv-cache-no-blocks"}
+
+
+def test_a_huge_max_tokens_is_written_or_unknown_never_a_crash(tmp_path):
+    """An integer past 64 bits is fine for Python and JSON but not for orjson: the streamed
+    document falls back to the json encoder for it; past 30 digits the number is unknown."""
+    log = tmp_path / "big.log"
+    line = ("(APIServer pid=1) INFO 11-22 18:27:00 [request_logger.py:65] Received request chatcmpl-{rid}: params: "
+            "SamplingParams(n=1, max_tokens={n}), lora_request: None.\n"
+            "(APIServer pid=1) INFO 11-22 18:27:00 [async_llm.py:578] Added request chatcmpl-{rid}-0badf00d.\n"
+            'INFO:     127.0.0.1:1 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n')
+    log.write_text(line.format(rid="a", n="9" * 23) + line.format(rid="b", n="9" * 5000) + line.format(rid="c", n="64"))
+    r = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", str(log)], capture_output=True, text=True)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    doc = json.loads(r.stdout)
+    assert [t["max_tokens"] for t in doc["traces"]] == [int("9" * 23), None, 64]
+    assert doc["internal_errors"] == {}

@@ -196,7 +196,7 @@ def _measure_received(rest: str, f: dict) -> None:
     """Count images and characters of a logged prompt without keeping it."""
     mt = _MAX_TOKENS.search(rest)
     if mt:
-        f["max_tokens"] = int(mt.group(1))
+        f["max_tokens"] = to_int(mt.group(1))  # bounded: 30 digits at most, else unknown
     if rest.startswith("prompt: ") and len(rest) > 9 and rest[8] in "'\"":
         q = rest[8]
         end = _repr_end(rest, 8, q)
