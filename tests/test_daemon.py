@@ -396,3 +396,29 @@ def test_trace_findings_are_reported_while_the_daemon_runs_not_when_it_stops(tmp
         d.terminate()
         assert d.wait(timeout=30) == 0
     assert len(_findings_of(state, "request-failed-engine-dead")) == 1  # not reported again when its trace left at shutdown
+
+
+def test_a_storm_of_signals_never_wedges_the_daemon(tmp_path):
+    """Signal handlers run on the main thread between two bytecodes, possibly while it holds a lock:
+    a handler that takes one (threading.Event.set) could deadlock the daemon, which then neither
+    reloads nor stops. Hundreds of SIGHUPs while it follows a growing log, then SIGTERM: it reloads,
+    keeps following and exits cleanly."""
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    state.mkdir()
+    log = logs / "vllm.log"
+    log.write_text("")
+    d, err = start_daemon(state, str(log), extra=("--no-web",))
+    try:
+        wait_for(lambda: status(state)["sources"], 20, "startup")
+        with open(log, "a") as f:
+            for i in range(400):
+                f.write(f"(APIServer pid=1) INFO 01-24 10:00:00 [loggers.py:1] line {i}\n")
+                f.flush()
+                d.send_signal(signal.SIGHUP)
+                time.sleep(0.002)
+        wait_for(lambda: all(s["lines_read"] == 400 for s in status(state)["sources"]), 30, "every line read")
+    finally:
+        d.send_signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+    assert "reload:" in Path(err).read_text()

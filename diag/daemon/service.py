@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sqlite3
-import threading
 import time
 from typing import Any
 
@@ -29,7 +28,7 @@ from diag.store.db import Store
 from diag.ingest.filereader import FileReader
 from diag.ingest.follow import Follower
 from diag.analysis.traces import Trace
-from diag.ingest.watch import DirWatch
+from diag.ingest.watch import DirWatch, Waker
 
 log = logging.getLogger("diag")
 COALESCE = 0.02  # seconds: lines arriving this soon after a commit wait to be committed with the next ones
@@ -57,7 +56,7 @@ class Daemon:
         for t in self.store.open_traces(cfg.max_open_traces):
             self.pipe.assembler.adopt(t)
         self.follower = Follower(cfg, self.store.sources(), self._consume, forget=self.pipe.forget, raw_chunks=True)
-        self.wake = threading.Event()
+        self._waker = Waker()  # signal handlers end the main loop's wait through it (no lock taken)
         self.stopping = False
         self.reload_requested = False
         self.started = time.time()
@@ -92,9 +91,7 @@ class Daemon:
         self._signal_wake()
 
     def _signal_wake(self) -> None:
-        self.wake.set()
-        if self._watch is not None:
-            self._watch.poke()
+        self._waker.poke()
 
     def run(self) -> int:
         opened = self.follower.discover(force=True)
@@ -115,6 +112,7 @@ class Daemon:
         finally:
             self.alerts.close()
             self._stop_watching()
+            self._waker.close()
             self.follower.close()
             self.store.close()
         log.info("diag daemon stopped")
@@ -132,12 +130,13 @@ class Daemon:
             if pause > 0 and not self.stopping:
                 time.sleep(pause)
             return
-        if self._watch is not None and not self.wake.is_set():
+        if self.stopping or self.reload_requested:
+            return  # a signal came while this iteration ran: its byte in the pipe is drained by the next wait
+        if self._watch is not None:
             if self._watch.wait(self._idle_wait())[1]:
                 self.follower.dirty = True  # a file appeared or was renamed: expand globs now
         else:
-            self.wake.wait(self._idle_wait())
-        self.wake.clear()
+            self._waker.wait(self._idle_wait())
 
     def _idle_wait(self) -> float:
         """How long to sleep with nothing to read: the poll interval, or less while a parser holds a
@@ -341,11 +340,11 @@ class Daemon:
                 d = os.path.dirname(d)  # watch the nearest existing parent until the directory appears
             dirs.add(d)
         try:
-            self._watch = DirWatch([os.path.abspath(s.path) for s in self.cfg.logs], sorted(dirs))
+            self._watch = DirWatch([os.path.abspath(s.path) for s in self.cfg.logs], sorted(dirs), self._waker)
         except (ImportError, AttributeError, OSError) as exc:  # no inotify here, or fs.inotify.max_user_instances exhausted
             log.warning("inotify unavailable (%s); polling every %.1f s", exc, self.cfg.poll_interval)
 
     def _stop_watching(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()

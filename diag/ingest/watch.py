@@ -22,10 +22,63 @@ from typing import Any
 log = logging.getLogger("diag")
 
 
+class Waker:
+    """A pipe a signal handler writes one byte to, to end the main loop's wait at once.
+
+    Signal handlers run on the main thread between two bytecodes, possibly while it holds a lock
+    (inside `threading.Event.clear`, say): a handler that takes a lock itself can deadlock the
+    daemon, which then neither reloads nor stops. A write to a non-blocking pipe takes none."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        self._poll = select.poll()
+        self._poll.register(self._r, select.POLLIN)
+
+    def fileno(self) -> int:
+        return self._r
+
+    def poke(self) -> None:
+        """From a signal handler: one non-blocking write, no lock."""
+        try:
+            os.write(self._w, b"\0")
+        except OSError:
+            pass  # the pipe is full (a wake is pending anyway) or closed (shutting down)
+
+    def drain(self) -> None:
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except OSError:  # BlockingIOError: empty
+            pass
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to `timeout` s, or until poked; True if poked."""
+        try:
+            poked = bool(self._poll.poll(timeout * 1000))
+        except OSError:
+            time.sleep(timeout)  # never a busy loop
+            return False
+        if poked:
+            self.drain()
+        return poked
+
+    def close(self) -> None:
+        # The write end is forgotten before it is closed: a handler that runs now writes to nothing,
+        # never to a descriptor number something else has just been given.
+        r, w, self._r, self._w = self._r, self._w, -1, -1
+        for fd in (w, r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 class DirWatch:
     """inotify watches on the directories of the followed paths; `wait` says what changed."""
 
-    def __init__(self, patterns: list[str], dirs: list[str]):
+    def __init__(self, patterns: list[str], dirs: list[str], waker: Waker | None = None):
         from inotify_simple import INotify, flags  # a dependency; ImportError/OSError: the caller polls
 
         self._flags = flags
@@ -35,12 +88,11 @@ class DirWatch:
         self._ino: Any = INotify(nonblocking=True)
         self._patterns = patterns
         self._dirs: dict[int, str] = {}
-        self._r, self._w = os.pipe()
-        os.set_blocking(self._r, False)
-        os.set_blocking(self._w, False)
+        self._own_waker = waker is None
+        self._waker = Waker() if waker is None else waker
         self._poll = select.poll()  # not select(): a daemon following many files may hold descriptors past FD_SETSIZE
         self._poll.register(self._ino.fileno(), select.POLLIN)
-        self._poll.register(self._r, select.POLLIN)
+        self._poll.register(self._waker.fileno(), select.POLLIN)
         for d in dirs:
             try:
                 self._dirs[self._ino.add_watch(d, self._mask)] = d
@@ -54,10 +106,7 @@ class DirWatch:
 
     def poke(self) -> None:
         """Wake `wait` now (from a signal handler: one non-blocking write)."""
-        try:
-            os.write(self._w, b"\0")
-        except OSError:
-            pass  # the pipe is full: a wake is pending anyway
+        self._waker.poke()
 
     def wait(self, timeout: float) -> tuple[bool, bool]:
         """Block up to `timeout` s. (woken: a followed path changed or `poke` was called,
@@ -68,13 +117,9 @@ class DirWatch:
             time.sleep(timeout)  # never a busy loop
             return False, False
         woken = created = False
-        if self._r in ready:
+        if self._waker.fileno() in ready:
             woken = True
-            try:
-                while os.read(self._r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+            self._waker.drain()
         if self._ino.fileno() in ready:
             try:
                 events = self._ino.read(timeout=0)
@@ -95,11 +140,8 @@ class DirWatch:
         return woken, created
 
     def close(self) -> None:
-        for fd in (self._r, self._w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        if self._own_waker:
+            self._waker.close()
         try:
             self._ino.close()
         except OSError:
