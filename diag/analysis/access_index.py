@@ -82,31 +82,26 @@ class AwaitingIndex:
                 del self.entries[t.id]
         self.died.clear()
 
-    def _families(self, fam: str | None) -> list[dict[str, tuple[int, Trace]]]:
-        if fam is None:
-            return [d for d in self.live.values() if d]
-        return [d for k, d in self.live.items() if d and (k is None or k == fam)]
+    def _families(self, fam: str | None) -> Iterator[dict[str, tuple[int, Trace]]]:
+        """The non-empty live entries an access line of family `fam` may belong to."""
+        return (d for k, d in self.live.items() if d and (fam is None or k is None or k == fam))
 
     def sole(self, fam: str | None) -> tuple[int, "Trace | None"]:
         """(how many live candidates for family `fam`, the trace when there is exactly one): the
         question each access line asks, answered without building lists."""
         n = 0
         only = None
-        for k, d in self.live.items():
-            if d and (fam is None or k is None or k == fam):
-                n += len(d)
-                only = d
+        for d in self._families(fam):
+            n += len(d)
+            only = d
         if n == 1:
             for _, t in only.values():  # type: ignore[union-attr]
                 return 1, t
         return n, None
 
-    def count(self, fam: str | None) -> int:
-        return sum(len(d) for d in self._families(fam))
-
     def candidates(self, fam: str | None) -> list["Trace"]:
         """Live candidates for an access line of family `fam`, in arrival order."""
-        ds = self._families(fam)
+        ds = list(self._families(fam))
         if len(ds) == 1:
             return [t for _, t in sorted(ds[0].values(), key=_seq)] if len(ds[0]) > 1 else [t for _, t in ds[0].values()]
         return [t for _, t in sorted((e for d in ds for e in d.values()), key=_seq)]

@@ -180,8 +180,8 @@ class RuleEngine:
         the pipeline then skips the call."""
         if self._held or (self.quieting and ev.kind in (E.LOG, E.RAW)):
             return False
-        plan = self._by_kind.get((ev.fmt, ev.kind))
-        return plan is not None and not plan[0] and not plan[3]
+        text_rules, _always, _pairs, frame_rules = self._plan(ev)
+        return not text_rules and not frame_rules
 
     # -- events -------------------------------------------------------------------------
     def feed(self, ev: Event) -> None:

@@ -20,6 +20,7 @@ from diag.store.counters import count_new, keep_lines_read
 from diag.analysis.findings import Hit
 from diag.analysis.traces import Trace
 from diag.store.migrations import MIGRATIONS
+from diag.compactjson import dumps_text
 
 
 class StoreError(Exception):
@@ -235,28 +236,12 @@ def _arrival(t: Trace) -> tuple[float, int]:
 def _counted(db: sqlite3.Connection, ids: list[str]) -> set[str]:
     """Which of these trace ids are stored already counted (one index probe each, in SQLite)."""
     rows = db.execute("SELECT id FROM traces WHERE id IN (SELECT value FROM json_each(?)) AND counted",
-                      (_json_text(ids),))
+                      (dumps_text(ids),))
     return {r[0] for r in rows}
 
 
-_JSON_TEXT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder, not one per call
-
-try:  # a dependency (see pyproject.toml): a trace's state encodes ~8x faster than with the json module
-    import orjson
-
-    def _json_text(obj: Any) -> str:
-        """Compact JSON text. orjson refuses a few things the json module writes (integers past 64
-        bits from a malformed log number, lone surrogates): those go through json, as before."""
-        try:
-            return orjson.dumps(obj).decode("utf-8")
-        except orjson.JSONEncodeError:
-            return _JSON_TEXT(obj)
-except ImportError:  # pragma: no cover - exercised where orjson is not installed
-    _json_text = _JSON_TEXT
-
-
 def _state_json(t: Trace) -> str:
-    return _json_text(t.to_state())
+    return dumps_text(t.to_state())
 
 
 def _summary(h: Hit) -> str:

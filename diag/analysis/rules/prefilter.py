@@ -126,17 +126,9 @@ def _transparent_body(pattern: str, i: int) -> int | None:
     """Where the body of the group opening at `i` starts, when every match contains its text
     (a plain, `(?:` or `(?P<name>` group with no alternation of its own, not followed by a
     quantifier); None otherwise (lookarounds, backreferences, optional or repeated groups)."""
-    if pattern.startswith("(?:", i):
-        start = i + 3
-    elif pattern.startswith("(?P<", i):
-        gt = pattern.find(">", i)
-        if gt < 0:
-            return None
-        start = gt + 1
-    elif pattern.startswith("(?", i):
+    start = _body_start(pattern, i)
+    if start is None:
         return None
-    else:
-        start = i + 1
     for j, c, d in _structure(pattern[i:]):
         if c == "|" and d == 1:
             return None
@@ -213,14 +205,21 @@ def _unwrap(pattern: str) -> str | None:
     for i, c, depth in _structure(pattern):
         if c == ")" and depth == 0 and i != len(pattern) - 1:
             return None  # the first group closes before the end: `(a)b(c)`
-    body = pattern[1:-1]
-    if body.startswith("?:"):
-        return body[2:]
-    if body.startswith("?P<"):
-        return body[body.index(">") + 1:]
-    if body.startswith("?"):
-        return None  # lookarounds, flags
-    return body
+    start = _body_start(pattern, 0)
+    return None if start is None else pattern[start:-1]
+
+
+def _body_start(pattern: str, i: int) -> int | None:
+    """Where the text of the group opening at `i` begins: after `(`, `(?:` or `(?P<name>`; None for
+    the groups whose spelling is not text a match contains (lookarounds, backreferences, flags)."""
+    if pattern.startswith("(?:", i):
+        return i + 3
+    if pattern.startswith("(?P<", i):
+        gt = pattern.find(">", i)
+        return None if gt < 0 else gt + 1
+    if pattern.startswith("(?", i):
+        return None
+    return i + 1
 
 
 def _top_level(pattern: str) -> str:
