@@ -16,7 +16,7 @@ pieces, and a request that spans the cut must keep one id.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 _TAG_CHARS = re.compile(r"[^\w.-]+")
@@ -43,7 +43,6 @@ class Scope:
     epoch: int = 1
     tag: str = ""
     used: bool = False  # a request was seen in this epoch (several startup lines of one start bump once)
-    text: str | None = field(default=None, compare=False, repr=False)  # `suffix`, kept until the epoch changes
 
     @property
     def suffix(self) -> str:
@@ -70,14 +69,9 @@ class IdScopes:
         return s
 
     def suffix(self, path: str) -> str:
-        """The suffix of ids logged in `path` now (asked for every request line: the scope is
-        looked up through the cached family, and its suffix text made once per epoch)."""
         s = self.scope(path)
         s.used = True
-        sfx = s.text
-        if sfx is None:
-            sfx = s.text = s.suffix
-        return sfx
+        return s.suffix
 
     def forget(self, path: str) -> None:
         """A file that is gone: its family's scope stays (the family may go on in the next file)."""
@@ -91,7 +85,6 @@ class IdScopes:
             return False
         s.epoch += 1
         s.used = False
-        s.text = None
         return True
 
     def _new_tag(self, path: str) -> str:

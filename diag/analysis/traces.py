@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from diag.parsing import events as E
 from diag.analysis.access_index import AwaitingIndex
-from diag.parsing.clock import iso, iso_cached
+from diag.parsing.clock import iso
 from diag.parsing.events import Event
 from diag.analysis.traceids import IdScopes
 
@@ -106,19 +106,16 @@ class Trace:
         dict display is three times faster (tests/test_fastpath.py pins the keys to the fields)."""
         source = self.source
         http = self.http
-        c = iso_cached
-        r, a, o, f, ab, fa = self.received_at, self.added_at, self.first_output_at, self.finished_at, self.aborted_at, self.failed_at
         return {
             "id": self.id, "server": self.server, "source": source, "model": self.model, "client": self.client,
-            "endpoint": self.endpoint, "received_at": None if r is None else (c(r) or iso(r)),
-            "added_at": None if a is None else (c(a) or iso(a)),
-            "first_output_at": None if o is None else (c(o) or iso(o)), "finished_at": None if f is None else (c(f) or iso(f)),
-            "aborted_at": None if ab is None else (c(ab) or iso(ab)), "failed_at": None if fa is None else (c(fa) or iso(fa)),
-            "status": self.status, "http_status": self.http_status, "prompt_tokens": self.prompt_tokens,
-            "output_tokens": self.output_tokens, "max_tokens": self.max_tokens, "images": self.images,
-            "prompt_chars": self.prompt_chars, "latency_s": self.latency_s, "reason": self.reason,
-            "says_no_image": self.says_no_image, "stuck": self.stuck, "findings": list(self.findings),
-            "timeline": [{"kind": e["kind"], "time": c(e["time"]) or iso(e["time"]), "path": e.get("path", source), "line": e["line"]}
+            "endpoint": self.endpoint, "received_at": iso(self.received_at), "added_at": iso(self.added_at),
+            "first_output_at": iso(self.first_output_at), "finished_at": iso(self.finished_at),
+            "aborted_at": iso(self.aborted_at), "failed_at": iso(self.failed_at), "status": self.status,
+            "http_status": self.http_status, "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens,
+            "max_tokens": self.max_tokens, "images": self.images, "prompt_chars": self.prompt_chars,
+            "latency_s": self.latency_s, "reason": self.reason, "says_no_image": self.says_no_image, "stuck": self.stuck,
+            "findings": list(self.findings),
+            "timeline": [{"kind": e["kind"], "time": iso(e["time"]), "path": e.get("path", source), "line": e["line"]}
                          for e in self.timeline],
             "http": dict(http) if http else None,
         }
@@ -273,20 +270,10 @@ class TraceAssembler:
                 t.received_at = ts
             if t.added_at is None and f.get("added"):
                 t.added_at = ts
-            if len(f) > 1:  # more than the request id
-                get = f.get
-                v = get("prompt_tokens")
+            for key in ("prompt_tokens", "max_tokens", "images", "prompt_chars"):
+                v = f.get(key)
                 if v is not None:
-                    t.prompt_tokens = v
-                v = get("max_tokens")
-                if v is not None:
-                    t.max_tokens = v
-                v = get("images")
-                if v is not None:
-                    t.images = v
-                v = get("prompt_chars")
-                if v is not None:
-                    t.prompt_chars = v
+                    setattr(t, key, v)
         elif k == E.ADDED:
             t.added_at = t.added_at or ts
             if t.received_at is None:

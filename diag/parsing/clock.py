@@ -89,11 +89,6 @@ def iso(ts: float | None, utc: bool = False) -> str | None:
     return text
 
 
-# `iso(ts)` of a value iso() has already formatted, else None: for the loops that format hundreds of
-# thousands of times (a call costs more than the lookup). The cache dict is only ever cleared, never replaced.
-iso_cached = _ISO_TEXT.get
-
-
 def _iso(ts: float) -> str:
     sec = int(ts)
     us = 0

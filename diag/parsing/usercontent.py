@@ -72,33 +72,29 @@ def _data_sub(m: re.Match) -> str:
     return f"data:{m.group(1) or ''}{placeholder('data', len(m.group(0)))}"
 
 
-_PLAIN_PATHS: dict[str, bool] = {}  # path -> is it an endpoint scrub keeps as it is (a cache)
+_KEPT: dict[str, bool] = {}  # request path -> is it a server endpoint, kept as it is (a bounded cache)
+
+
+def _kept_path(raw: str) -> bool:
+    """Is `raw` a server endpoint with nothing to cut (no query, fragment or marker)? Asked for every
+    access line, so the answer is remembered per distinct path."""
+    kept = _KEPT.get(raw)
+    if kept is None:
+        if len(_KEPT) >= 1024:
+            _KEPT.clear()
+        kept = _KEPT[raw] = _API_PATH.match(raw) is not None
+    return kept
 
 
 def endpoint(raw: str) -> str:
     """A request path as diag keeps it: a server endpoint as is, anything else (a file name, an id
     in the path) as a placeholder; the query string never."""
-    if _PLAIN_PATHS.get(raw):
-        return raw  # an endpoint seen before, with nothing to cut
+    if _kept_path(raw):
+        return raw
     path = raw.split("?", 1)[0].split("#", 1)[0].split(OPEN, 1)[0]
     if _API_PATH.match(path):
         return path
     return placeholder("url-path", len(path))
-
-
-def leaves_request_line(text: str, path: str) -> bool:
-    """Would `scrub` return `text` (an access line whose one request path is `path`) unchanged?
-    True for the access lines of a busy server: an API endpoint, no query, no URL, body or data
-    URI anywhere in the line. The fast path asks this instead of running the substitutions."""
-    plain = _PLAIN_PATHS.get(path)
-    if plain is None:
-        plain = (_API_PATH.match(path) is not None and OPEN not in path and "#" not in path and '"' not in path
-                 and "'" not in path and ")" not in path)
-        if len(_PLAIN_PATHS) >= 1024:
-            _PLAIN_PATHS.clear()
-        _PLAIN_PATHS[path] = plain
-    return (plain and text.count(" /") == 1 and "?" not in text and "://" not in text and "data:" not in text
-            and "{" not in text and "input_value=" not in text)
 
 
 def _request_sub(m: re.Match) -> str:
@@ -130,7 +126,12 @@ def scrub(text: str) -> str:
     if "data:" in text:
         text = _DATA_URI.sub(_data_sub, text)
     if " /" in text:
-        text = _REQUEST_LINE.sub(_request_sub, text)
+        # A busy server's access line names one endpoint: the substitution would change nothing,
+        # and finding that out costs one search, not a new string per line. (Every request line
+        # contains " /", so one occurrence means at most one match.)
+        m = _REQUEST_LINE.search(text)
+        if m is not None and (not _kept_path(m.group(2)) or text.count(" /") > 1):
+            text = _REQUEST_LINE.sub(_request_sub, text)
     if "?" in text and "/" in text:
         text = _QUERY.sub(_query_sub, text)
     if ("{" in text and ":" in text) or "input_value=" in text:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from diag.parsing import events as E
 from diag.parsing.events import Event
-from diag.parsing.usercontent import leaves_request_line, scrub
+from diag.parsing.usercontent import scrub
 from diag.ingest.fastpath import classify as C
 from diag.parsing.source import SourceParser
 from diag.parsing.formats import uvicorn, vllm
@@ -116,10 +116,9 @@ class FastSource:
                 text, start = rec[7], rec[8]
                 if kind == ACCESS:
                     mod, other = UVI, VLLM
-                    scrubbed = text if leaves_request_line(text, rec[4]) else scrub(text)
                 else:
                     mod, other = VLLM, UVI
-                    scrubbed = scrub(text)
+                scrubbed = scrub(text)
                 if (not parser.between_records or not (order[0] is mod or (order[1] is mod and order[0] is other))
                         or (scrubbed is not text and scrubbed != text) or parser.holds(start + len(text))):
                     # the full parser decides (a record being assembled may take this line; user content to take out)

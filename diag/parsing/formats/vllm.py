@@ -239,36 +239,7 @@ def _repr_end(s: str, start: int, q: str) -> int:
     return -1
 
 
-# The body of a str repr as Python writes it: plain characters and the escapes repr() uses.
-_REPR_BODY = re.compile(r"""(?:[^\\\n\r\x00]+|\\[\\'"nrt]|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\U[0-9a-fA-F]{8})*\Z""")
-_REPR_ESCAPE = re.compile(r"""\\([\\'"nrt]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})""")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_SIMPLE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", "'": "'", '"': '"'}
-
-
-def _unescape(m: re.Match) -> str:
-    e = m.group(1)
-    return _SIMPLE_ESCAPES.get(e) or chr(int(e[1:], 16))
-
-
 def _literal(s: str) -> str | None:
-    """The string a logged Python str repr stands for (its length and image placeholders are
-    counted, never kept). What repr() writes is decoded directly (compiling every prompt with
-    `ast` cost most of a prompt line's time); anything else goes to `ast.literal_eval`."""
-    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
-        q, body = s[0], s[1:-1]
-        if _SURROGATE.search(body) is not None:
-            pass  # Python source cannot hold one: literal_eval refuses it (and so does this)
-        elif "\\" not in body:
-            if q not in body and "\n" not in body and "\r" not in body and "\x00" not in body:
-                return body
-        elif _REPR_BODY.match(body) is not None:
-            try:
-                text = _REPR_ESCAPE.sub(_unescape, body)
-            except ValueError:  # \U beyond the last code point: literal_eval decides
-                text = None
-            if text is not None and _REPR_ESCAPE.sub("", body).count(q) == 0:
-                return text
     try:
         v = ast.literal_eval(s)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: `{{}}`
