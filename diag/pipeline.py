@@ -17,7 +17,8 @@ from diag.analysis.guard import InternalErrors
 from diag.parsing.source import SourceParser
 from diag.ingest.reader import DEFAULT_MAX_LINE, InputError, Line, LineSplitter, open_source, read_lines
 from diag.analysis.rules.ruleset import RuleSet
-from diag.analysis.traces import Trace, TraceAssembler
+from diag.analysis.trace import Trace
+from diag.analysis.traces import TraceAssembler
 
 
 MAX_SAMPLES = 200_000  # a week of 10 s stats lines from three servers; the daemon drains them at each commit

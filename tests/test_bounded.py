@@ -11,7 +11,7 @@ from conftest import VLLM
 from diag.daemon import config
 from diag.daemon.service import Daemon
 from diag.store.db import Store
-from diag.analysis.traces import Trace
+from diag.analysis.trace import Trace
 
 
 def _file_body(i: int) -> str:

@@ -261,7 +261,7 @@ def test_streamed_json_equals_the_in_memory_document(tmp_path):
 
 
 def test_a_traces_public_shape_has_every_public_field_in_order():
-    from diag.analysis.traces import PUBLIC_FIELDS, Trace
+    from diag.analysis.trace import PUBLIC_FIELDS, Trace
 
     t = Trace("chatcmpl-1", "vllm", "a.log", received_at=1.5, timeline=[{"kind": "request.received", "time": 1.5, "line": 3}],
               http={"status": 200})

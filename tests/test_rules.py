@@ -119,7 +119,7 @@ def test_rules_report_trace_findings_without_changing_the_trace():
     """One direction: the rules stage reads a trace (for its conditions) and reports which trace a
     hit is about; only the pipeline, through the assembler, writes the finding into the trace."""
     from diag.analysis.findings import RuleEngine
-    from diag.analysis.traces import Trace
+    from diag.analysis.trace import Trace
 
     t = Trace("chatcmpl-1", "vllm", "a.log", status="failed", reason="engine dead")
     hits, told = [], []

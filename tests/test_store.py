@@ -10,7 +10,7 @@ from diag.daemon import config
 from diag.daemon.service import Daemon
 from diag.store.db import Store, StoreError
 from diag.store.migrations import MIGRATIONS
-from diag.analysis.traces import Trace
+from diag.analysis.trace import Trace
 
 
 def test_schema_version_and_newer_store_refused(tmp_path):

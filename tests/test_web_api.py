@@ -21,7 +21,7 @@ from markupsafe import escape
 
 from conftest import CORPUS, VLLM
 from diag.store.db import Store
-from diag.analysis.traces import Trace
+from diag.analysis.trace import Trace
 from diag.web.app import create_app
 
 HOSTILE_ID = 'chatcmpl-"><svg/onload=alert(1)>'

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
-    from diag.analysis.traces import Trace
+    from diag.analysis.trace import Trace
 
 CAP = 1024
 

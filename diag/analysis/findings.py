@@ -21,7 +21,7 @@ from diag.analysis.rules.prefilter import literal_needles
 from diag.parsing.redact import excerpt as make_excerpt
 from diag.parsing.usercontent import clean
 from diag.analysis.rules.ruleset import MATCH_TIMEOUT, SEVERITY_RANK, Rule, RuleSet, condition_holds, event_applies
-from diag.analysis.traces import Trace
+from diag.analysis.trace import Trace
 
 log = logging.getLogger("diag")
 

@@ -27,7 +27,7 @@ from diag.pipeline import Pipeline
 from diag.store.db import Store
 from diag.ingest.filereader import FileReader
 from diag.ingest.follow import Follower
-from diag.analysis.traces import Trace
+from diag.analysis.trace import Trace
 from diag.ingest.watch import DirWatch, Waker
 
 log = logging.getLogger("diag")

@@ -14,7 +14,7 @@ from typing import Any
 from diag import __version__
 from diag.parsing.clock import iso
 from diag.pipeline import Pipeline
-from diag.analysis.traces import Trace
+from diag.analysis.trace import Trace
 
 
 def percentile(values: list[float], p: float) -> float | None:

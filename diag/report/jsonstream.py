@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from diag.pipeline import Pipeline
 from diag.report.document import TraceSummary, to_json
-from diag.analysis.traces import Trace
+from diag.analysis.trace import Trace
 from diag.compactjson import dumps as _dumps
 
 _PLACEHOLDER = "\x00diag-traces\x00"

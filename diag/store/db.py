@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 from diag.store.counters import count_new, keep_lines_read
 from diag.analysis.findings import Hit
-from diag.analysis.traces import Trace
+from diag.analysis.trace import Trace
 from diag.store.migrations import MIGRATIONS
 from diag.compactjson import dumps_text
 

@@ -78,7 +78,7 @@ def status_doc(store: Store) -> dict[str, Any]:
 
 
 def trace_doc(store: Store, tid: str) -> dict[str, Any] | None:
-    from diag.analysis.traces import Trace
+    from diag.analysis.trace import Trace
 
     state = store.trace(tid)
     if state is None:

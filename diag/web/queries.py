@@ -16,7 +16,7 @@ from typing import Any
 
 from diag.parsing.clock import iso, parse_user_time
 from diag.store.db import Store
-from diag.analysis.traces import STATUSES, Trace
+from diag.analysis.trace import STATUSES, Trace
 
 PAGE = 50
 MAX_PAGE = 500

@@ -273,7 +273,7 @@ for name, fn in (("read + classify lines", classify_only), ("+ events (parse)", 
 _FLOOR = r"""
 import re, sys, time
 import orjson
-from diag.analysis.traces import Trace
+from diag.analysis.trace import Trace
 from diag.ingest.fastpath import IMPLEMENTATION, split_classify
 from diag.ingest.reader import read_chunks
 from diag.parsing.clock import Clock

@@ -39,7 +39,7 @@ from conftest import free_port, vllm_request_lines  # noqa: E402 - the tests' he
 from diag.analysis.rules import ruleset as rules  # noqa: E402
 from diag.analysis.findings import Hit  # noqa: E402
 from diag.store.db import Store  # noqa: E402
-from diag.analysis.traces import Trace  # noqa: E402
+from diag.analysis.trace import Trace  # noqa: E402
 
 MODELS = ("qwen3-vl-32b", "qwen2.5-vl-7b", "internvl3-8b")
 

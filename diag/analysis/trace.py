@@ -1,0 +1,94 @@
+"""One request's trace: the record the assembler (`diag.analysis.traces`) builds from lifecycle
+lines and every sink reads — the report, the store (as its state), rules (`when` on its fields).
+
+Times are epoch seconds inside; `to_dict` gives the public, documented shape with ISO times.
+Fields starting with `_` are the assembler's working flags: kept in the stored state (so the
+daemon can carry on after a restart), never in the public shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from diag.parsing.clock import iso
+
+STATUSES = ("ok", "aborted", "failed", "rejected", "in_flight", "unknown")
+
+
+@dataclass(slots=True)
+class Trace:
+    id: str
+    server: str
+    source: str
+    model: str | None = None
+    client: str | None = None
+    endpoint: str | None = None
+    received_at: float | None = None
+    added_at: float | None = None
+    first_output_at: float | None = None
+    finished_at: float | None = None
+    aborted_at: float | None = None
+    failed_at: float | None = None
+    status: str = "in_flight"
+    http_status: int | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    max_tokens: int | None = None
+    images: int | None = None
+    prompt_chars: int | None = None
+    latency_s: float | None = None
+    reason: str | None = None
+    says_no_image: bool = False
+    stuck: bool = False  # in flight for longer than stuck_after
+    findings: list[str] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    http: dict[str, Any] | None = None
+    first_line: int = 0
+    _text: str = ""  # transient: the first characters of the guide's generated tokens, never serialised
+    _ended: bool = False
+    _aborted: bool = False  # flags, not times: llama.cpp lines carry no wall-clock time
+    _failed: bool = False
+    _completed: bool = False  # an explicit success marker (Finished, timing, final output)
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to carry on assembling after a restart (raw times, flags), no text.
+
+        Shallow on purpose (serialised at once): dataclasses.asdict deep-copies and dominated the
+        daemon's CPU time."""
+        out = {}
+        for k in _STATE_FIELDS:
+            v = getattr(self, k)
+            if v is not None and v is not False and v != "" and v != []:  # defaults are left out (0 is kept)
+                out[k] = v
+        return out
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> "Trace":
+        known = {f for f in cls.__dataclass_fields__}  # type: ignore[attr-defined]
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public shape (ISO times, no internal flags), in the documented key order.
+
+        Spelled out rather than built from the field list: a scan serialises every trace, and a
+        dict display is three times faster (tests/test_fastpath.py pins the keys to the fields)."""
+        source = self.source
+        http = self.http
+        return {
+            "id": self.id, "server": self.server, "source": source, "model": self.model, "client": self.client,
+            "endpoint": self.endpoint, "received_at": iso(self.received_at), "added_at": iso(self.added_at),
+            "first_output_at": iso(self.first_output_at), "finished_at": iso(self.finished_at),
+            "aborted_at": iso(self.aborted_at), "failed_at": iso(self.failed_at), "status": self.status,
+            "http_status": self.http_status, "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens,
+            "max_tokens": self.max_tokens, "images": self.images, "prompt_chars": self.prompt_chars,
+            "latency_s": self.latency_s, "reason": self.reason, "says_no_image": self.says_no_image, "stuck": self.stuck,
+            "findings": list(self.findings),
+            "timeline": [{"kind": e["kind"], "time": iso(e["time"]), "path": e.get("path", source), "line": e["line"]}
+                         for e in self.timeline],
+            "http": dict(http) if http else None,
+        }
+
+
+_STATE_FIELDS = tuple(f for f in Trace.__dataclass_fields__ if f != "_text")  # type: ignore[attr-defined]
+PUBLIC_FIELDS = tuple(f for f in _STATE_FIELDS if not f.startswith("_") and f != "first_line")  # to_dict's keys
