@@ -128,6 +128,19 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001
                 self.internal.record("rules", ev.path, ev.lineno, exc)
 
+    def lifecycle_open(self, fmt: str, kind: str, text: str | None = None) -> bool:
+        """May a lifecycle line of this format and kind go straight to the assembler, without an
+        event (`TraceAssembler.apply_*`)? Only when the assembler is the one stage that would look
+        at it: no time window to filter by, and no rule that would try its event's `text` (None:
+        whatever the text; facts never read these kinds)."""
+        return self.since is None and self.until is None and self.engine.idle_for_line(fmt, kind, text)
+
+    def lifecycle_seen(self, ts: float | None) -> None:
+        """What `event` counts for a line applied without an event."""
+        if ts is not None and (self.last_ts is None or ts > self.last_ts):
+            self.last_ts = ts
+        self.stats.events += 1
+
     def drain_changed(self) -> list[Trace]:
         """The traces changed since the last call (the daemon stores them), once the trace rules
         that need not wait for the end of input have looked at them: a request that failed because

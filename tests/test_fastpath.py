@@ -213,6 +213,97 @@ def test_fast_path_takes_most_lifecycle_lines():
     assert len(kinds) == want and {pure_classify.RECEIVED, pure_classify.ADDED, pure_classify.ACCESS} <= set(kinds)
 
 
+def _fast_source(log: Path, ruleset=None) -> tuple[Pipeline, FastSource]:
+    pipe = Pipeline(ruleset or rules.load())
+    src = FastSource(pipe, SourceParser(str(log), log.stat().st_mtime), LineSplitter())
+    with open(log, "rb") as f:
+        src.read(f)
+    pipe.finish()
+    return pipe, src
+
+
+def test_plain_requests_go_straight_to_the_trace_assembler():
+    """A real server's plain requests (Received, Added, their access line) are applied without an
+    event; its health checks and the startup lines are not."""
+    log = CORPUS / "vllm" / "real-0.32.0-cpu" / "text.log"
+    data = log.read_bytes()
+    requests = data.count(b"] Received request ")
+    assert requests >= 10
+    pipe, src = _fast_source(log)
+    answered = [t for t in pipe.traces if t.http_status == 200]
+    assert len(answered) >= requests - 2  # two were aborted
+    # The Received and Added lines (also an Added after its streamed response's access line) and
+    # the access lines that answer the only request waiting, but not all: four requests in flight
+    # at once wait for their four access lines to be told apart, which the event's way does.
+    assert 2 * requests + 4 <= src.plain <= 3 * requests - 4
+    assert _same_doc(pipe, _scan([log], fast=False))  # the same document, event counts included
+
+
+def test_an_access_line_a_rule_looks_for_takes_the_events_way(tmp_path):
+    """Rules keep their power over lifecycle lines: an access line whose text a rule's needle is in
+    (a gateway's 504, a 404 for the route without /v1) is an event the rules see; the plain ones
+    around it are not."""
+    real = (CORPUS / "vllm" / "real-0.32.0-cpu" / "text.log").read_text().splitlines()
+    rec = next(i for i, line in enumerate(real) if "] Received request " in line)
+    request = real[rec:rec + 3]
+    assert '"POST /v1/chat/completions HTTP/1.1" 200 OK' in request[2]
+    lines = request + [line.replace("chatcmpl-", "chatcmpl-d") for line in request]
+    lines += [request[0].replace("chatcmpl-", "chatcmpl-e"), request[1].replace("chatcmpl-", "chatcmpl-e"),
+              request[2].replace('" 200 OK', '" 504 Gateway Timeout')]
+    lines += [request[0].replace("chatcmpl-", "chatcmpl-f"), request[1].replace("chatcmpl-", "chatcmpl-f"),
+              request[2].replace("/v1/chat/completions", "/chat/completions").replace('" 200 OK', '" 404 Not Found')]
+    log = tmp_path / "vllm.log"
+    log.write_text("\n".join(lines) + "\n")
+    pipe, src = _fast_source(log)
+    assert {"gateway-errors", "missing-v1-prefix"} <= {f.rule.id for f in pipe.findings.sorted()}
+    # Plain: the Received and Added lines, and the second request's access line (the first one's
+    # goes the full way: it is the first uvicorn line, which a new source's parser must learn).
+    assert src.plain == 2 + 3 + 2 + 2
+    assert _same_doc(pipe, _scan([log], fast=False))
+
+
+def test_a_rule_for_received_lines_closes_the_plain_way(tmp_path):
+    """A user's rule on `request.received` events sees every one of them (the fast path then
+    builds their events), and finds what it looks for."""
+    log = CORPUS / "vllm" / "real-0.32.0-cpu" / "text.log"
+    real = log.read_text().splitlines()
+    received = next(line for line in real if "] Received request " in line)
+    added = next(line for line in real if "] Added request " in line)
+    (tmp_path / "mine.toml").write_text(f"""
+[[rule]]
+id = "max-tokens-set"
+title = "A request sets max_tokens"
+severity = "info"
+category = "other"
+kinds = ["request.received"]
+match = '^Received request '
+when = {{ max_tokens = {{ gt = 0 }} }}
+summary = "max_tokens is {{max_tokens}}"
+remedy = "Nothing to do."
+examples = ['''{received}''']
+counter_examples = ['''{added}''']
+""")
+    ruleset = rules.load([tmp_path])
+    assert "max-tokens-set" in {r.id for r in ruleset.rules}, ruleset.errors
+    pipe, src = _fast_source(log, ruleset)
+    requests = log.read_bytes().count(b"] Received request ")
+    assert src.plain <= 2 * requests  # Added and access lines only
+    found = {f.rule.id: f for f in pipe.findings.sorted()}
+    assert found["max-tokens-set"].count == requests
+    full = Pipeline(ruleset, fast=False)
+    full.scan_path(str(log))
+    full.finish()
+    assert _same_doc(pipe, _doc(full))
+
+
+def _same_doc(pipe: Pipeline, want: dict) -> bool:
+    """`pipe` (fed through a FastSource, not `scan_path`: no file list, no line count) gave `want`."""
+    got = _doc(pipe)
+    for d in (got, want):
+        del d["files"], d["stats"]["lines"]
+    return got == want
+
+
 # -- compiled == pure ---------------------------------------------------------------------------
 @needs_compiled
 @pytest.mark.parametrize("max_line", (512, 1 << 20))

@@ -139,10 +139,13 @@ class RuleEngine:
     def _plan(self, ev: Event) -> tuple[list[Rule], list[Rule], list[tuple[str, Rule]], list[Rule]]:
         """Per (format, kind): the text rules that apply (all, those without a prefilter, needle → rule
         pairs) and the rules that match frames (tried only on events that have frames)."""
-        key = (ev.fmt, ev.kind)
+        return self._plan_for(ev.fmt, ev.kind)
+
+    def _plan_for(self, fmt: str, kind: str) -> tuple[list[Rule], list[Rule], list[tuple[str, Rule]], list[Rule]]:
+        key = (fmt, kind)
         plan = self._by_kind.get(key)
         if plan is None:
-            applies = [r for r in self.event_rules if event_applies(r, ev)]
+            applies = [r for r in self.event_rules if event_applies(r, fmt, kind)]
             rs = [r for r in applies if r.frames is None]
             always = [r for r in rs if not r.needles or r.consecutive > 1 or r.state]  # streak/state rules must see misses too
             pairs = [(n, r) for r in rs if r.needles and r.consecutive == 1 and not r.state for n in r.needles]
@@ -176,12 +179,26 @@ class RuleEngine:
 
     def idle_for(self, ev: Event) -> bool:
         """Would `feed(ev)` do nothing? True for the lifecycle lines of a busy server, which no rule
-        targets (no rule for its format and kind, no held hit counting events, no quieting line):
-        the pipeline then skips the call."""
-        if self._held or (self.quieting and ev.kind in (E.LOG, E.RAW)):
+        targets or whose text has none of the needles of the rules that do (no held hit counting
+        events, no quieting line): the pipeline then skips the call."""
+        return self.idle_for_line(ev.fmt, ev.kind, ev.text, bool(ev.frames))
+
+    def idle_for_line(self, fmt: str, kind: str, text: str | None, frames: bool = False) -> bool:
+        """`idle_for` an event of this format, kind and text (None: whatever its text); the fast path
+        asks before it builds no event at all."""
+        if self._held or (self.quieting and kind in (E.LOG, E.RAW)):
             return False
-        text_rules, _always, _pairs, frame_rules = self._plan(ev)
-        return not text_rules and not frame_rules
+        text_rules, always, pairs, frame_rules = self._plan_for(fmt, kind)
+        if frame_rules and (frames or text is None):
+            return False
+        if text is None:
+            return not text_rules
+        if always:
+            return False
+        for n, _ in pairs:
+            if n in text:
+                return False
+        return True
 
     # -- events -------------------------------------------------------------------------
     def feed(self, ev: Event) -> None:

@@ -43,7 +43,16 @@ _FAMILY = {p: "completions" if "completions" in p and "chat" not in p else ("cha
 MAX_TIMELINE = 48
 MAX_OPEN = 20000
 RECENT = 512
+_HEX = "0123456789abcdef"
 
+
+
+def _measured(t: Trace, f: dict[str, Any]) -> None:
+    """What a request line measured of the request (never its text)."""
+    for key in ("prompt_tokens", "max_tokens", "images", "prompt_chars"):
+        v = f.get(key)
+        if v is not None:
+            setattr(t, key, v)
 
 
 class TraceAssembler:
@@ -133,12 +142,7 @@ class TraceAssembler:
                 self.dropped += 1
                 self._settle_final(old)
                 self._finish(old)
-            t = Trace(cid, ev.fmt if ev.fmt != "uvicorn" else "vllm", path, model=self.models.get(path), first_line=ev.lineno)
-            if rid.startswith(("chatcmpl-", "chat-")):
-                t.endpoint = "chat"
-            elif rid.startswith("cmpl-"):
-                t.endpoint = "completions"
-            self.open[cid] = t
+            t = self._open(cid, rid, ev.fmt if ev.fmt != "uvicorn" else "vllm", path, ev.lineno)
         key = rid + sfx
         if key != cid and key not in self.alias:
             self._alias(key, cid)
@@ -177,24 +181,19 @@ class TraceAssembler:
             self._just_ended[src] = t
         else:
             self._just_ended.pop(src, None)
-        self._timeline(t, ev)
+        self._timeline(t, k, ts, ev.lineno, ev.path)
         if (k == E.RECEIVED or k == E.ADDED) and t.http_status is None and ev.fmt in ("vllm", "lmdeploy"):
             aw = self._awaiting.get(src)
             if self._waiting.get(src) and (aw is None or t.id not in aw):
                 self._give_up(src)
                 aw = None
-            if aw is None:
-                aw = self._awaiting[src] = AwaitingIndex()
-            aw.add(t)
+            self._await(t, aw)
         if k == E.RECEIVED:
             if t.received_at is None and not f.get("detail"):  # a DEBUG details line is not the arrival
                 t.received_at = ts
             if t.added_at is None and f.get("added"):
                 t.added_at = ts
-            for key in ("prompt_tokens", "max_tokens", "images", "prompt_chars"):
-                v = f.get(key)
-                if v is not None:
-                    setattr(t, key, v)
+            _measured(t, f)
         elif k == E.ADDED:
             t.added_at = t.added_at or ts
             if t.received_at is None:
@@ -268,13 +267,104 @@ class TraceAssembler:
         self._settle(t)
         return t
 
-    def _timeline(self, t: Trace, ev: Event) -> None:
+    # -- the plain lifecycle, without events ---------------------------------------------
+    # A busy server's log is almost all of this: a request arrives (vLLM's `Received request`),
+    # the engine takes it (`Added request`, the id with the engine's `-<8 hex>`), and one access
+    # line answers it while it is the only request waiting. `diag.ingest.fastpath` asks `plain_*`
+    # whether a line is that plain case — a question that changes nothing — and then applies it
+    # with `apply_*`, which does exactly what `feed` does with the line's event; anything else
+    # (a repeated id, another source's trace, access lines waiting to be told apart, a full open
+    # set) goes the full way. tests/test_fastpath.py holds both ways equal on every corpus log
+    # and on fuzzed ones.
+
+    def plain_received(self, path: str, rid: str) -> str | None:
+        """The trace id a vLLM `Received request` line would open, when it opens a new trace plainly."""
+        cid = rid + self.ids.suffix(path)
+        if (cid in self.alias or cid in self.open or cid in self.recent or (len(rid) > 9 and rid[-9] == "-")
+                or len(self.open) >= self.max_open or self._waiting.get(path)):
+            return None
+        return cid
+
+    def apply_received(self, cid: str, rid: str, path: str, lineno: int, ts: float | None, f: dict[str, Any]) -> None:
+        t = self._open(cid, rid, "vllm", path, lineno)
+        self.changed.add(cid)
+        self._just_ended.pop(path, None)
+        self._timeline(t, E.RECEIVED, ts, lineno, path)
+        self._await(t, self._awaiting.get(path))
+        t.received_at = ts
+        _measured(t, f)
+
+    def plain_added(self, path: str, rid: str) -> tuple[Trace, str | None] | None:
+        """(the trace a vLLM `Added request` line belongs to, the engine id to alias to it or None
+        when known already), when the line plainly continues a trace of this source: one still
+        open, or one its access line answered already (a streamed response's comes first)."""
+        key = rid + self.ids.suffix(path)
+        cid = self.alias.get(key)
+        alias = None
+        if cid is None:
+            if key in self.open or key in self.recent or len(rid) <= 9 or rid[-9] != "-" or rid[-8:].strip(_HEX):
+                return None
+            cid = rid[:-9] + key[len(rid):]
+            alias = key
+        t = self.open.get(cid) or self.recent.get(cid)
+        if t is None or t.source != path:
+            return None
+        if t.http_status is None and self._waiting.get(path):
+            aw = self._awaiting.get(path)
+            if aw is None or cid not in aw:
+                return None
+        return t, alias
+
+    def apply_added(self, t: Trace, alias: str | None, path: str, lineno: int, ts: float | None) -> None:
+        if alias is not None:
+            self._alias(alias, t.id)
+        self.changed.add(t.id)
+        self._just_ended.pop(path, None)
+        self._timeline(t, E.ADDED, ts, lineno, path)
+        if t.http_status is None:
+            self._await(t, self._awaiting.get(path))
+        t.added_at = t.added_at or ts
+        if t.received_at is None:
+            t.received_at = ts
+        self._settle(t)
+
+    def plain_access(self, path: str, method: str, hpath: str) -> Trace | None:
+        """The trace an access line is attached to, when it is the only request of the source that
+        waits for one and no line before it makes that less plain."""
+        if method != "POST" or hpath not in GEN_ENDPOINTS or path in self._just_ended or self._waiting.get(path):
+            return None
+        aw = self._awaiting.get(path)
+        if aw is None:
+            return None
+        aw.prune()  # what `_access` does first: forgetting dead entries changes no answer
+        return aw.sole(_FAMILY[hpath])[1]
+
+    def apply_access(self, t: Trace, path: str, lineno: int, ts: float | None, client: str | None, method: str,
+                     hpath: str, status: int) -> None:
+        self._attach(t, path, lineno, ts, client, method, hpath, status, True)
+
+    def _open(self, cid: str, rid: str, server: str, path: str, lineno: int) -> Trace:
+        """A new open trace (the open set has room)."""
+        t = self.open[cid] = Trace(cid, server, path, model=self.models.get(path), first_line=lineno)
+        if rid.startswith(("chatcmpl-", "chat-")):
+            t.endpoint = "chat"
+        elif rid.startswith("cmpl-"):
+            t.endpoint = "completions"
+        return t
+
+    def _await(self, t: Trace, aw: AwaitingIndex | None) -> None:
+        """`t` waits for its access line (`aw`: its source's index, when there is one yet)."""
+        if aw is None:
+            aw = self._awaiting[t.source] = AwaitingIndex()
+        aw.add(t)
+
+    def _timeline(self, t: Trace, kind: str, ts: float | None, lineno: int, path: str) -> None:
         tl = t.timeline
         if len(tl) < MAX_TIMELINE:
-            if ev.path == t.source:  # the trace's own source is implied (keeps the stored state small)
-                tl.append({"kind": ev.kind, "time": ev.ts, "line": ev.lineno})
+            if path == t.source:  # the trace's own source is implied (keeps the stored state small)
+                tl.append({"kind": kind, "time": ts, "line": lineno})
             else:
-                tl.append({"kind": ev.kind, "time": ev.ts, "line": ev.lineno, "path": ev.path})
+                tl.append({"kind": kind, "time": ts, "line": lineno, "path": path})
 
     def _idle(self, path: str) -> None:
         """The engine says nothing is running or waiting. In a server that logs no request ends
@@ -336,7 +426,7 @@ class TraceAssembler:
         fam = _FAMILY[path]
         adj = self._just_ended.pop(ev.path, None)
         if adj is not None and adj.http_status is None and not self._waiting.get(ev.path):
-            self._attach(adj, ev, with_client=True)
+            self._attach_line(adj, ev, with_client=True)
             aw = self._awaiting.get(ev.path)
             if aw is not None:
                 aw.remove(adj.id)
@@ -350,7 +440,7 @@ class TraceAssembler:
             n, only = 0, None
         waiting = self._waiting.get(ev.path)
         if only is not None and not waiting:
-            self._attach(only, ev, with_client=True)
+            self._attach_line(only, ev, with_client=True)
             return only
         if not n:
             self._flush_waiting(ev.path)
@@ -363,20 +453,24 @@ class TraceAssembler:
             statuses = {w.fields.get("status") for w in waiting}
             if len(waiting) == n and len(statuses) == 1:
                 for t in aw.candidates(fam):  # type: ignore[union-attr]
-                    self._attach(t, waiting[0], with_client=False)
+                    self._attach_line(t, waiting[0], with_client=False)
                 waiting.clear()
                 return None
             self._flush_waiting(ev.path)
         return None
 
-    def _attach(self, t: Trace, ev: Event, with_client: bool) -> None:
+    def _attach_line(self, t: Trace, ev: Event, with_client: bool) -> None:
         f = ev.fields
-        t.http_status = f.get("status")
+        self._attach(t, ev.path, ev.lineno, ev.ts, f.get("client"), f.get("method"), f.get("path"), f.get("status"), with_client)
+
+    def _attach(self, t: Trace, path: str, lineno: int, ts: float | None, client: str | None, method: str | None,
+                hpath: str | None, status: int | None, with_client: bool) -> None:
+        t.http_status = status
         if with_client:
-            t.client = f.get("client")
-        t.http = {"method": f.get("method"), "path": f.get("path"), "status": f.get("status"),
-                  "path_file": ev.path, "line": ev.lineno, "client": f.get("client") if with_client else None}
-        self._timeline(t, ev)
+            t.client = client
+        t.http = {"method": method, "path": hpath, "status": status, "path_file": path, "line": lineno,
+                  "client": client if with_client else None}
+        self._timeline(t, E.ACCESS, ts, lineno, path)
         self.changed.add(t.id)
         self._settle(t)
 
@@ -443,7 +537,7 @@ class TraceAssembler:
         """A trace still in flight when the daemon last stopped: carry on assembling it."""
         self.open[t.id] = t
         if t.server in ("vllm", "lmdeploy") and t.http_status is None:
-            self._awaiting.setdefault(t.source, AwaitingIndex()).add(t)
+            self._await(t, self._awaiting.get(t.source))
 
     def mark_stuck(self, now: float, after: float) -> list[Trace]:
         """Requests received more than `after` seconds before `now` and still in flight."""

@@ -247,13 +247,20 @@ class SourceParser:
         return self._pending is None and self._held is None and not self.ctx.state.get("user_dump")
 
     def _stamp(self, ev: Event) -> None:
-        """Untimed lines (uvicorn, llama.cpp) take the time of the line before them; a live follower
-        with nothing better stamps them on arrival. One place for `feed` and the fast path's `took`."""
         if ev.ts is None:
-            ev.ts = self.last_ts if self.last_ts is not None else (time.time() if self.stamp_now else None)
+            ev.ts = self._stamped(None)
             ev.ts_inferred = ev.ts is not None
         else:
-            self.last_ts = ev.ts
+            self._stamped(ev.ts)
+
+    def _stamped(self, ts: float | None) -> float | None:
+        """A line's time: its own, kept for the untimed lines after it (uvicorn, llama.cpp), or for
+        an untimed line the one before it; a live follower with nothing better stamps it on arrival.
+        One place for `feed` and the fast path."""
+        if ts is None:
+            return self.last_ts if self.last_ts is not None else (time.time() if self.stamp_now else None)
+        self.last_ts = ts
+        return ts
 
     def holds(self, n: int) -> bool:
         return n in self._unwrap.widths
@@ -265,21 +272,30 @@ class SourceParser:
         Only for a line `feed` would have parsed into the same event and handed over at once:
         `between_records`, and no parser tried before `ev`'s own one could have taken the line.
         """
-        self._prev_end, self._prev_lineno = end_offset, ev.lineno
+        ts = self.took_line(ev.fmt, ev.lineno, ev.proc, ev.pid, ev.ts, end_offset, raw)
+        if ev.ts is None:
+            ev.ts = ts
+            ev.ts_inferred = ts is not None
+        ev.end_lineno = ev.lineno
+
+    def took_line(self, fmt: str, lineno: int, proc: str | None, pid: int | None, ts: float | None, end_offset: int,
+                  raw: bytes) -> float | None:
+        """`took` for a line the fast path applied without an event (`TraceAssembler.apply_*`):
+        returns the line's time, its own or, for an untimed line, the one `feed` would give it."""
+        self._prev_end, self._prev_lineno = end_offset, lineno
         self._last_text = raw  # the physical line, decoded only if a wrap learner looks at it (`_feed_one`)
-        mod = PARSERS[ev.fmt]
+        mod = PARSERS[fmt]
         order = self.order
         if order[0] is not mod:
             order.remove(mod)
             order.insert(0, mod)
         counts = self.counts
-        counts[ev.fmt] = counts.get(ev.fmt, 0) + 1
+        counts[fmt] = counts.get(fmt, 0) + 1
         ctx = self.ctx
-        ctx.proc, ctx.pid, ctx.wrap_ts = ev.proc, ev.pid, None
-        self._stamp(ev)
-        ev.end_lineno = ev.lineno
+        ctx.proc, ctx.pid, ctx.wrap_ts = proc, pid, None
         self._cr = False
         self._dropped = False
+        return self._stamped(ts)
 
     def _may_continue(self) -> bool:
         """Can the next line still belong to the record being assembled?

@@ -18,7 +18,6 @@ from typing import Any, Iterable
 import regex
 
 from diag.parsing import events as E
-from diag.parsing.events import Event
 from diag.analysis.rules import schema as ruleschema
 from diag.analysis.rules.prefilter import literal_needles
 
@@ -289,7 +288,8 @@ def _op(op: str, have: Any, arg: Any) -> bool:
     return False
 
 
-def event_applies(rule: Rule, ev: Event) -> bool:
-    if rule.formats is not None and ev.fmt not in rule.formats:
+def event_applies(rule: Rule, fmt: str, kind: str) -> bool:
+    """Does the rule look at events of this format and kind at all?"""
+    if rule.formats is not None and fmt not in rule.formats:
         return False
-    return ev.kind in rule.kinds
+    return kind in rule.kinds

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from diag.parsing import events as E
 from diag.parsing.events import Event
-from diag.parsing.usercontent import scrub
+from diag.parsing.usercontent import endpoint, scrub
 from diag.ingest.fastpath import classify as C
 from diag.parsing.source import SourceParser
 from diag.parsing.formats import uvicorn, vllm
@@ -37,6 +37,7 @@ class FastSource:
         self.splitter = splitter
         self.path = parser.path
         self.lines = 0
+        self.plain = 0  # lines applied straight to the trace assembler, without an event (`_plain`)
         self._split_classify = split_classify
         self._at = (0, 0)  # (line number, offset) just past the last line applied
 
@@ -126,6 +127,9 @@ class FastSource:
                     for ev in parse(parser, Line(lineno, text, cr, False, offset)):
                         event(ev)
                     continue
+                if self._plain(rec, lineno, offset):
+                    self.plain += 1
+                    continue
                 try:
                     if kind == ACCESS:
                         _, _, client, method, hpath, status, msg, _, _ = rec
@@ -143,6 +147,61 @@ class FastSource:
                 event(ev)
         finally:
             self._at = (lineno, offset)  # just past the last line applied (also if one of them raised)
+
+    def _plain(self, rec: tuple, lineno: int, offset: int) -> bool:
+        """Apply a lifecycle line straight to the trace assembler, without an event, when that is the
+        plain case (`TraceAssembler.plain_*`) and nothing but the assembler would look at the event
+        (`Pipeline.lifecycle_open`). False: nothing was done, the line takes the event's way."""
+        pipe = self.pipe
+        asm = pipe.assembler
+        kind = rec[0]
+        path = self.path
+        if kind == C.ACCESS:
+            _, raw, client, method, hpath, status, msg, _, _ = rec
+            if not pipe.lifecycle_open("uvicorn", E.ACCESS, msg):
+                return False
+            hpath = endpoint(hpath)[:512]
+            t = asm.plain_access(path, method, hpath)
+            if t is None:
+                return False
+            ts = self.parser.took_line("uvicorn", lineno, None, None, None, offset, raw)
+            pipe.lifecycle_seen(ts)
+            try:
+                asm.apply_access(t, path, lineno, ts, client or None, method, hpath, status)
+            except Exception as exc:  # noqa: BLE001 - as the pipeline's guard around the assembler
+                pipe.internal.record("traces", path, lineno, exc)
+            return True
+        _, raw, proc, pid, stamp, _, msg, _, _ = rec
+        if kind == C.RECEIVED:
+            if not pipe.lifecycle_open("vllm", E.RECEIVED):
+                return False
+            f: dict = {}
+            if vllm.received(msg, f) is None:
+                return False
+            rid = f["request_id"]
+            cid = asm.plain_received(path, rid)
+            if cid is None:
+                return False
+            ts = self.parser.took_line("vllm", lineno, proc, pid, vllm.stamp_time(stamp, self.parser.ctx), offset, raw)
+            pipe.lifecycle_seen(ts)
+            try:
+                asm.apply_received(cid, rid, path, lineno, ts, f)
+            except Exception as exc:  # noqa: BLE001
+                pipe.internal.record("traces", path, lineno, exc)
+            return True
+        if not pipe.lifecycle_open("vllm", E.ADDED):
+            return False
+        rid = vllm.added_id(msg)
+        found = asm.plain_added(path, rid) if rid else None
+        if found is None:
+            return False
+        ts = self.parser.took_line("vllm", lineno, proc, pid, vllm.stamp_time(stamp, self.parser.ctx), offset, raw)
+        pipe.lifecycle_seen(ts)
+        try:
+            asm.apply_added(found[0], found[1], path, lineno, ts)
+        except Exception as exc:  # noqa: BLE001
+            pipe.internal.record("traces", path, lineno, exc)
+        return True
 
     def _slow(self, lines) -> None:
         self.lines += self.pipe.feed_line_batch(self.parser, lines)

@@ -85,11 +85,9 @@ def classify(ev: Event, msg: str) -> None:
     f = ev.fields
     if c == "R":
         if msg.startswith("Received request "):
-            m = _RECEIVED.match(msg)
+            m = received(msg, f)
             if m:
                 ev.kind = E.RECEIVED
-                f["request_id"] = m.group(1)
-                _measure_received(m.group(2), f)
                 ev.text = usercontent.mask(msg, m.start(2), None, "request", f)  # prompt, params (stop strings…)
             return
         if msg.startswith("Request "):
@@ -117,10 +115,10 @@ def classify(ev: Event, msg: str) -> None:
                 f["request_id"] = m.group(1)
     elif c == "A":
         if msg.startswith("Added request "):
-            m = _ADDED.match(msg)
-            if m:
+            rid = added_id(msg)
+            if rid is not None:
                 ev.kind = E.ADDED
-                f["request_id"] = m.group(1)
+                f["request_id"] = rid
                 return
             m = _GUIDE_ADDED.match(msg)
             if m:
@@ -190,6 +188,22 @@ def classify(ev: Event, msg: str) -> None:
                 f["latency_s"] = to_float(m.group(3))
     elif c == "S" and msg.startswith("Sequence group ") and "preempted" in msg:
         f["request_id_preempted"] = msg.split(" ", 3)[2]
+
+
+def received(msg: str, f: dict) -> re.Match | None:
+    """`Received request ID: …`: the request id and what can be measured of the request (never
+    its text) into `f`; the match says where the request's part of the message starts."""
+    m = _RECEIVED.match(msg)
+    if m:
+        f["request_id"] = m.group(1)
+        _measure_received(m.group(2), f)
+    return m
+
+
+def added_id(msg: str) -> str | None:
+    """The engine's request id of an `Added request ID.` message."""
+    m = _ADDED.match(msg)
+    return None if m is None else m.group(1)
 
 
 def _measure_received(rest: str, f: dict) -> None:
