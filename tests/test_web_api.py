@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -471,3 +473,47 @@ def test_no_prompt_or_output_text_on_any_page_or_api(tmp_path):
     assert len(user) > 20
     leaked = [t for t in user if t in blob or str(escape(t)) in blob or json.dumps(t)[1:-1] in blob]
     assert leaked == []
+
+
+# -- times ---------------------------------------------------------------------------------------
+READABLE = re.compile(r"\b\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\b")
+ISO_TEXT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
+
+
+def shown(page: str) -> str:
+    """What a person reads on a page: no script data, no log excerpts (log text is not ours to format), no tags."""
+    page = re.sub(r"<(script|pre)\b.*?</\1>", " ", page, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def local(value: float | str) -> str:
+    t = datetime.fromtimestamp(value) if isinstance(value, float) else datetime.fromisoformat(value).astimezone()
+    return t.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def test_every_page_shows_times_in_one_form_and_the_api_keeps_iso(client, state, alerted):
+    """Pages show `2026-11-22 18:27:00` (this server's local time, as the footer says) wherever a
+    time appears: request rows, a trace's received time and timeline, engine rows, finding groups,
+    alerts, silences, the outbox. The JSON API keeps ISO 8601 with the offset."""
+    conn = db(state)
+    tid, received = conn.execute(
+        "SELECT id, received_at FROM traces t WHERE received_at IS NOT NULL AND json_array_length(data, '$.timeline') > 1 AND "
+        "EXISTS (SELECT 1 FROM engine_stats e WHERE e.ts BETWEEN t.received_at - 30 AND t.received_at + 30) LIMIT 1").fetchone()
+    pages = {p: client.get(p).text for p in ("/", "/requests", "/findings", f"/trace/{quote(tid, safe='')}")}
+    with TestClient(create_app(alerted["path"])) as c:
+        pages["/alerts"] = c.get("/alerts").text
+        doc = c.get("/api/alerts").json()
+    least = {"/": 3, "/requests": 20, "/findings": 2, f"/trace/{quote(tid, safe='')}": 3, "/alerts": 5}
+    for path, page in pages.items():
+        text = shown(page)
+        assert not ISO_TEXT.search(text), (path, ISO_TEXT.search(text)[0])
+        assert len(READABLE.findall(text)) >= least[path], path
+    trace = shown(pages[f"/trace/{quote(tid, safe='')}"])
+    assert f"received {local(received)}" in " ".join(trace.split())
+    api = client.get(f"/api/traces/{quote(tid, safe='')}").json()
+    assert ISO_TEXT.match(api["received_at"]) and local(api["received_at"]) == local(received)
+    assert [local(e["time"]) for e in api["timeline"] if e["time"]] == \
+        [m for m in READABLE.findall(trace.split("Timeline")[1].split("Findings")[0])]
+    (resolved,) = doc["resolved"]
+    alerts = " ".join(shown(pages["/alerts"]).split())
+    assert f"(resolved {local(resolved['ends_at'])})" in alerts and local(doc["silences"][0]["ends_at"]) in alerts

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -23,6 +25,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                                 reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)")
 
 HOSTILE = 'chatcmpl-"><svg/onload=alert(1)>'
+BROWSER_TZ = "Pacific/Chatham"  # UTC+12:45 or +13:45: no server's zone by accident
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1300,900"]
 
@@ -50,7 +53,8 @@ def browser(tmp_path):
     for f in FLAGS + [f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}"]:
         opts.add_argument(f)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(options=opts, service=Service(executable_path=CHROMEDRIVER))
+    # the browser in another time zone than the server: pages show the server's local time either way
+    drv = webdriver.Chrome(options=opts, service=Service(executable_path=CHROMEDRIVER, env={**os.environ, "TZ": BROWSER_TZ}))
     drv.implicitly_wait(0)
     yield drv
     drv.quit()
@@ -58,6 +62,7 @@ def browser(tmp_path):
 
 def test_dashboard_live_requests_trace_page_and_hostile_id_in_chromium(tmp_path, browser):
     from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -76,6 +81,11 @@ def test_dashboard_live_requests_trace_page_and_hostile_id_in_chromium(tmp_path,
         assert browser.title == "Overview · diag"
         assert browser.find_element(By.CSS_SELECTOR, "nav a.on").text == "Overview"
         assert str(log) in browser.find_element(By.TAG_NAME, "main").text  # the followed file, its lag and errors
+        over = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "[data-chart=traffic] .u-over"))
+        ActionChains(browser).move_to_element(over).perform()  # the legend shows the minute under the cursor
+        legend = browser.find_element(By.CSS_SELECTOR, "[data-chart=traffic] .u-legend .u-series .u-value").text
+        shown = datetime.strptime(legend, "%Y-%m-%d %H:%M:%S")  # the pages' one form, on the server's clock
+        assert abs(shown - datetime.now()) < timedelta(minutes=62), legend  # within the chart's last hour
 
         browser.get(base + "/requests")
         wait.until(lambda b: "live" in b.find_element(By.ID, "live-state").text)  # the event stream is open
@@ -89,6 +99,17 @@ def test_dashboard_live_requests_trace_page_and_hostile_id_in_chromium(tmp_path,
         ids = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#requests tbody a.rid")]
         assert ids[:2] == [HOSTILE, "chatcmpl-bbbb000000000003"]  # newest first, the hostile id as plain text
         assert browser.execute_script("return document.querySelectorAll('main svg').length;") == 0
+
+        def times() -> dict[str, str]:
+            rows = browser.find_elements(By.CSS_SELECTOR, "#requests tbody tr")
+            return {r.find_element(By.CSS_SELECTOR, "a.rid").text: r.find_element(By.CSS_SELECTOR, "td.time").text for r in rows}
+
+        live = times()
+        assert browser.execute_script("return Intl.DateTimeFormat().resolvedOptions().timeZone;") == BROWSER_TZ
+        browser.refresh()
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#requests tbody a.rid")) == 4)
+        assert times() == live  # live rows show the time as the server renders it, in one form
+        assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", t) for t in live.values()), live
 
         browser.find_element(By.LINK_TEXT, "chatcmpl-bbbb000000000003").click()
         wait.until(lambda b: b.current_url.endswith("/trace/chatcmpl-bbbb000000000003"))

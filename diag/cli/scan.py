@@ -57,7 +57,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     else:
         summary = TraceSummary()
         sink = summary.add_settled
-    store = _StoreWriter(args.store, sink) if args.store else None
+    store = _StoreWriter(args.store, sink, args.paths) if args.store else None
     pipe = Pipeline(rs, since=since, until=until, max_line=args.max_line_bytes, on_hit=store.hit if store else None,
                     keep_traces=bool(args.verbose and not args.json), trace_sink=store.trace if store else sink, keep_http=True)
     progress = None
@@ -95,14 +95,16 @@ def cmd_scan(args: argparse.Namespace) -> int:
 class _StoreWriter:
     """`diag scan --store DIR`: the same rows the daemon writes, so `diag web --state-dir DIR` shows a
     post-mortem. Traces and findings go in as they come, a batch per transaction: memory stays
-    bounded however long the logs are."""
+    bounded however long the logs are. Scanning a file again replaces what the earlier scan of it
+    stored, in the last transaction (`diag.store.rescan`)."""
 
     BATCH = 20000
 
-    def __init__(self, state_dir: str, sink: Any) -> None:
+    def __init__(self, state_dir: str, sink: Any, paths: list[str]) -> None:
         from pathlib import Path
 
         from diag.store.db import Store, StoreError
+        from diag.store.rescan import ScanRun
 
         self.path = Path(state_dir) / "diag.sqlite3"
         self._errors = (StoreError, sqlite3.Error, OSError)
@@ -112,6 +114,7 @@ class _StoreWriter:
         self.stored_traces = self.stored_hits = 0
         try:
             self.store = Store(self.path)
+            self.run = ScanRun.begin(self.store.db, paths)
         except self._errors as exc:
             raise UsageError(f"cannot write the store in {state_dir}: {exc}") from None
 
@@ -126,9 +129,9 @@ class _StoreWriter:
         if len(self.hits) >= self.BATCH:
             self._commit()
 
-    def _commit(self, meta: dict[str, Any] | None = None, samples: Any = ()) -> None:
+    def _commit(self, meta: dict[str, Any] | None = None, samples: Any = (), extra: Any = None) -> None:
         try:
-            self.store.commit(self.traces, self.hits, [], meta, samples)
+            self.store.commit(self.traces, self.hits, [], meta, samples, extra, scan=self.run)
         except self._errors as exc:
             raise UsageError(f"cannot write the store {self.path}: {exc}") from None
         self.stored_traces += len(self.traces)
@@ -147,6 +150,8 @@ class _StoreWriter:
                         "traces": self.stored_traces + len(self.traces), "findings": self.stored_hits + len(self.hits)})
         facts = dict(meta.get("facts") or {})
         facts.update(pipe.facts.by_source)
-        self._commit({"facts": facts, "scanned": scanned}, pipe.samples)
+        # A file this run could not open keeps what an earlier scan stored for it.
+        read = [s.path for s in pipe.sources if s.lines or not s.error]
+        self._commit({"facts": facts, "scanned": scanned}, pipe.samples, lambda db: self.run.forget_earlier(db, read))
         self.store.close()
         print(f"diag: stored {self.stored_traces} traces and {self.stored_hits} findings in {self.path}", file=sys.stderr)

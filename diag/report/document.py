@@ -14,15 +14,8 @@ from typing import Any
 from diag import __version__
 from diag.parsing.clock import iso
 from diag.pipeline import Pipeline
+from diag.report.percentile import percentile
 from diag.analysis.trace import Trace
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
-    return s[k]
 
 
 def _host(client: str) -> str:

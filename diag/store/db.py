@@ -20,6 +20,7 @@ from diag.store.counters import count_new, keep_lines_read
 from diag.analysis.findings import Hit
 from diag.analysis.trace import Trace
 from diag.store.migrations import MIGRATIONS
+from diag.store.rescan import ScanRun
 from diag.compactjson import dumps_text
 
 
@@ -94,10 +95,11 @@ class Store:
 
     # -- the one write path ---------------------------------------------------------------
     def commit(self, traces: Iterable[Trace], hits: Iterable[Hit], sources: Iterable[SourceState], meta: dict[str, Any] | None = None,
-               samples: Iterable[dict[str, Any]] = (), extra: Callable[[sqlite3.Connection], None] | None = None) -> None:
+               samples: Iterable[dict[str, Any]] = (), extra: Callable[[sqlite3.Connection], None] | None = None,
+               scan: ScanRun | None = None) -> None:
         """`samples` are engine stats lines for the dashboard's chart; `extra` writes more rows in the same
         transaction (the alert outbox: a notification is durable exactly when the findings and offsets
-        that caused it are)."""
+        that caused it are). `scan`: the `diag scan --store` run these rows come from (`diag.store.rescan`)."""
         now = time.time()
         db = self.db
         # First insert fixes a trace's rowid, which breaks ties in the dashboard's newest-first order
@@ -111,26 +113,33 @@ class Store:
             # counted by an earlier commit (or run) is asked before the upsert marks them counted.
             final = list({t.id: t for t in traces if t.status != "in_flight"}.values())  # an id twice: counted once, as last written
             counted = _counted(db, [t.id for t in final]) if final else set()
+            origin = scan.scanned_path if scan else _live
+            run = scan.id if scan else None
             db.executemany(
                 "INSERT INTO traces (id, source, server, status, received_at, updated_at, data, t, model, http_status, latency_s, images, nfindings, "
-                "counted) VALUES (?,?,?,?,?,?,?,coalesce(?, ?),?,?,?,?,?,?) "
+                "counted, scanned_path, scan_run) VALUES (?,?,?,?,?,?,?,coalesce(?, ?),?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(id) DO UPDATE SET source=excluded.source, server=excluded.server, status=excluded.status, "
                 "received_at=excluded.received_at, updated_at=excluded.updated_at, data=excluded.data, "
                 "t=coalesce(excluded.received_at, traces.t), model=excluded.model, http_status=excluded.http_status, "
                 "latency_s=excluded.latency_s, images=excluded.images, nfindings=excluded.nfindings, "
-                "counted=max(traces.counted, excluded.counted)",
+                "counted=max(traces.counted, excluded.counted), scanned_path=excluded.scanned_path, scan_run=excluded.scan_run",
                 [(t.id, t.source, t.server, t.status, t.received_at, now, _state_json(t), t.received_at, now, t.model, t.http_status,
-                  t.latency_s, t.images, len(t.findings), t.status != "in_flight") for t in traces])
-            count_new(db, [t for t in final if t.id not in counted] if counted else final, hits)
+                  t.latency_s, t.images, len(t.findings), t.status != "in_flight", origin(t.source), run) for t in traces])
+            if scan is not None:
+                count_new(db, scan.traces_to_count(final, counted), scan.to_count(hits))
+            else:
+                count_new(db, [t for t in final if t.id not in counted] if counted else final, hits)
             if samples:
-                db.executemany("INSERT INTO engine_stats (source, ts, running, waiting, kv_usage, prompt_tps, gen_tps) VALUES (?,?,?,?,?,?,?)",
+                db.executemany("INSERT INTO engine_stats (source, ts, running, waiting, kv_usage, prompt_tps, gen_tps, scanned_path, scan_run) "
+                               "VALUES (?,?,?,?,?,?,?,?,?)",
                                [(s["source"], s["ts"], s.get("running"), s.get("waiting"), s.get("kv_usage"), s.get("prompt_tps"),
-                                 s.get("gen_tps")) for s in samples])
+                                 s.get("gen_tps"), origin(s["source"]), run) for s in samples])
             db.executemany(
                 "INSERT INTO findings (rule, severity, category, title, ts, created_at, path, line, request_id, summary, remedy, fields, excerpt, "
-                "count) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "count, scanned_path, scan_run) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(h.rule.id, h.rule.severity, h.rule.category, h.rule.title, h.ts, now, h.path, h.line, h.request_id,
-                  _summary(h), h.rule.remedy, json.dumps(h.fields, ensure_ascii=False, default=str), h.excerpt, h.count) for h in hits])
+                  _summary(h), h.rule.remedy, json.dumps(h.fields, ensure_ascii=False, default=str), h.excerpt, h.count,
+                  origin(h.path), run) for h in hits])
             db.executemany(f"INSERT OR REPLACE INTO sources ({', '.join(SourceState.COLUMNS)}) VALUES ({', '.join('?' * len(SourceState.COLUMNS))})",
                            [s.row() for s in sources])
             if meta_rows:
@@ -227,6 +236,11 @@ class Store:
 
     def trace_ids(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT id FROM traces")]
+
+
+def _live(path: str) -> None:
+    """The daemon's rows name no scanned file (`diag.store.rescan`)."""
+    return None
 
 
 def _arrival(t: Trace) -> tuple[float, int]:

@@ -138,4 +138,18 @@ MIGRATIONS = [
     CREATE INDEX engine_stats_ts ON engine_stats(ts);
     CREATE INDEX engine_stats_source_ts ON engine_stats(source, ts);
     """,
+    # 5: which `diag scan --store` run wrote a trace, a finding or an engine stats row, and for which file
+    # (by its absolute path), so scanning that file again replaces them; NULL for what the daemon
+    # stored while following a log live, which a scan never touches (diag.store.rescan)
+    """
+    ALTER TABLE traces ADD COLUMN scanned_path TEXT;
+    ALTER TABLE traces ADD COLUMN scan_run TEXT;
+    ALTER TABLE findings ADD COLUMN scanned_path TEXT;
+    ALTER TABLE findings ADD COLUMN scan_run TEXT;
+    ALTER TABLE engine_stats ADD COLUMN scanned_path TEXT;
+    ALTER TABLE engine_stats ADD COLUMN scan_run TEXT;
+    CREATE INDEX traces_scanned ON traces(scanned_path) WHERE scanned_path IS NOT NULL;
+    CREATE INDEX findings_scanned ON findings(scanned_path) WHERE scanned_path IS NOT NULL;
+    CREATE INDEX engine_stats_scanned ON engine_stats(scanned_path) WHERE scanned_path IS NOT NULL;
+    """,
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
 from diag import __version__
+from diag.parsing.clock import iso
 from diag.store.db import Store
 from diag.web.gpu import GpuCache
 from diag.web.live import Live
@@ -76,10 +78,30 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _when(ts: Any) -> str:
-    if not isinstance(ts, (int, float)):
+def when(value: Any) -> str:
+    """The one form the pages show a time in: `2026-11-22 18:27:00`, this server's local time (the
+    footer says so), to the second. Takes epoch seconds or the ISO text the JSON documents carry
+    (`diag.parsing.clock.iso`, which the API keeps); anything else shows as it is, nothing as nothing.
+    The live rows' script cuts the same form out of the same ISO text (`diag.js`)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            value = iso(value)
+        except (OverflowError, OSError, ValueError):
+            return ""
+    if not isinstance(value, str) or not value:
         return ""
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if t.tzinfo is not None:
+        t = t.astimezone()  # a UTC `Z` time (Alertmanager's form) in local time like the rest
+    return t.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def utc_offset() -> int:
+    """This server's UTC offset now, in seconds: the page's charts draw times on its clock (`diag.js`)."""
+    return time.localtime().tm_gmtoff
 
 
 def _num(v: Any, digits: int = 3) -> str:
@@ -92,7 +114,8 @@ def _num(v: Any, digits: int = 3) -> str:
 
 def templates() -> Jinja2Templates:
     env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters["when"] = _when
+    env.filters["when"] = when
+    env.globals["utc_offset"] = utc_offset
     env.filters["num"] = _num
     env.globals["version"] = __version__
     return Jinja2Templates(env=env)

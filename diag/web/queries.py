@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from diag.parsing.clock import iso, parse_user_time
+from diag.report.percentile import percentile
 from diag.store.db import Store
 from diag.analysis.trace import STATUSES, Trace
 
@@ -284,14 +285,10 @@ def traffic(store: Store, window: float = 3600.0) -> dict[str, Any]:
         per.setdefault(status, {})[minute] = n
     first = int(lo // 60) + 1
     minutes = list(range(first, int(ref // 60) + 1))
-    lat = sorted(r[0] for r in store.db.execute("SELECT latency_s FROM traces WHERE t >= ? AND latency_s IS NOT NULL "
-                                                "ORDER BY t DESC LIMIT 20000", (lo,)))
-
-    def pct(p: float) -> float | None:
-        return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else None
-
+    lat = [r[0] for r in store.db.execute("SELECT latency_s FROM traces WHERE t >= ? AND latency_s IS NOT NULL "
+                                          "ORDER BY t DESC LIMIT 20000", (lo,))]
     return {"minutes": [m * 60 for m in minutes], "by_status": {s: [v.get(m, 0) for m in minutes] for s, v in sorted(per.items())},
-            "p50": pct(0.5), "p95": pct(0.95), "count": sum(sum(v.values()) for v in per.values()), "until": iso(ref)}
+            "p50": percentile(lat, 50), "p95": percentile(lat, 95), "count": sum(sum(v.values()) for v in per.values()), "until": iso(ref)}
 
 
 def models(store: Store) -> list[str]:

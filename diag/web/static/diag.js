@@ -11,10 +11,22 @@
     return e;
   }
   function num(v) { return v === null || v === undefined ? "" : String(Math.round(v * 1000) / 1000); }
+  /* The server's `when` filter: its local time as the row's ISO text says it (2026-11-22T18:27:00+08:00
+     → 2026-11-22 18:27:00), not this browser's time zone, so live rows read like the rendered ones. */
+  function when(iso) {
+    return typeof iso === "string" && iso.length >= 19 ? iso.slice(0, 10) + " " + iso.slice(11, 19) : "";
+  }
+  /* The charts' times on the server's clock too: a Date whose local fields read the server's wall time
+     (the page carries the server's UTC offset), for uPlot's ticks and the legend in the pages' form. */
+  var OFFSET = Number(document.body.getAttribute("data-utc-offset")) || 0;
   function pad(n) { return (n < 10 ? "0" : "") + n; }
-  function when(t) {
-    if (typeof t !== "number") return "";
-    var d = new Date(t * 1000);
+  function serverClock(ts) {
+    var d = new Date(ts * 1000);
+    return new Date(d.getTime() + OFFSET * 1000 + d.getTimezoneOffset() * 60000);
+  }
+  function clockText(ts) {
+    if (typeof ts !== "number") return "";
+    var d = serverClock(ts);
     return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + pad(d.getHours()) + ":" +
       pad(d.getMinutes()) + ":" + pad(d.getSeconds());
   }
@@ -23,7 +35,7 @@
   /* One row, the same cells as the server's trace_row macro. */
   function traceRow(r) {
     var tr = el("tr");
-    tr.appendChild(el("td", when(r.t), "time"));
+    tr.appendChild(el("td", when(r.time), "time"));
     var td = el("td"), a = el("a", r.id, "rid");
     a.setAttribute("href", "/trace/" + encodeURIComponent(r.id));
     td.appendChild(a); tr.appendChild(td);
@@ -72,7 +84,7 @@
     var src = document.getElementById(div.getAttribute("data-src"));
     if (!src) return;
     var data = JSON.parse(src.textContent), kind = div.getAttribute("data-chart");
-    var width = Math.max(300, div.clientWidth || 600), series = [{}], cols = [data.ts];
+    var width = Math.max(300, div.clientWidth || 600), series = [{ value: function (u, ts) { return clockText(ts); } }], cols = [data.ts];
     if (kind === "engine") {
       series.push({ label: "running", stroke: "#2557d6", width: 1.5 });
       series.push({ label: "waiting", stroke: "#c62828", width: 1.5 });
@@ -84,9 +96,10 @@
         cols.push(data.by_status[st]);
       });
     }
-    var axes = [{}, { label: kind === "engine" ? "requests" : "requests/min" }];
+    var hhmm = function (u, splits) { return splits.map(function (ts) { return clockText(ts).slice(11, 16); }); };
+    var axes = [{ values: hhmm }, { label: kind === "engine" ? "requests" : "requests/min" }];
     if (kind === "engine") axes.push({ scale: "%", side: 1, grid: { show: false } });
-    new window.uPlot({ width: width, height: 160, series: series, axes: axes,
+    new window.uPlot({ width: width, height: 160, series: series, axes: axes, tzDate: serverClock,
                        scales: { "%": { range: [0, 100] } } }, cols, div);
   }
 
