@@ -119,6 +119,7 @@ class RuleEngine:
         self.rules = [r for r in ruleset.rules if not r.disabled]
         self.event_rules = [r for r in self.rules if r.scope == "event"]
         self.trace_rules = [r for r in self.rules if r.scope == "trace"]
+        self._by_status: dict[str, list[Rule]] = {}  # trace status -> the trace rules that may hold for it
         self.quieting = [r for r in self.event_rules if r.unless_after is not None]
         self._quiet_needles = {r.id: literal_needles(r.unless_after[0].pattern) for r in self.quieting}  # type: ignore[index]
         self._by_kind: dict[tuple[str, str], Any] = {}
@@ -174,6 +175,7 @@ class RuleEngine:
         log.error(msg)
         self.event_rules = [r for r in self.event_rules if r is not rule]
         self.trace_rules = [r for r in self.trace_rules if r is not rule]
+        self._by_status.clear()
         self.quieting = [r for r in self.quieting if r is not rule]
         self._by_kind.clear()
 
@@ -367,9 +369,12 @@ class RuleEngine:
     # -- traces -------------------------------------------------------------------------
     def check_trace(self, t: Trace, final: bool) -> None:
         status = t.status
-        for r in self.trace_rules:
-            want = r.when.get("status")
-            if (isinstance(want, str) and want != status) or (r.final and not final) or r.id in t.findings:
+        rules = self._by_status.get(status)
+        if rules is None:  # every trace is checked as it leaves: the rules for another status are left out once
+            rules = self._by_status[status] = [r for r in self.trace_rules
+                                               if not isinstance(r.when.get("status"), str) or r.when["status"] == status]
+        for r in rules:
+            if (r.final and not final) or r.id in t.findings:
                 continue
             if condition_holds(r.when, lambda k: getattr(t, k, None)):
                 ts = t.failed_at or t.finished_at or t.aborted_at or t.received_at
