@@ -28,7 +28,7 @@ RULES = ROOT / "rules"
 DATA = ROOT / "tests" / "data"
 # Captured from running servers or pasted by users (tests/data/corpus/README.md: REAL; field/README.md).
 REAL_DIRS = (DATA / "corpus" / "vllm" / "real-0.32.0-cpu", DATA / "corpus" / "llamacpp" / "real-b0c1e57-cpu",
-             DATA / "corpus" / "shell", DATA / "field")
+             DATA / "corpus" / "nginx" / "real-1.22.1", DATA / "corpus" / "shell", DATA / "field")
 
 # (rule id, "examples" | "counter_examples", index in that list): examples no real line was found for.
 # Each says why in its comment. Shrink this list when a real line turns up; never grow it silently.
@@ -41,7 +41,6 @@ NOT_REAL: dict[tuple[str, str, int], str] = {
     ("zero-image-request", "counter_examples", 1): "GUIDE-STYLE corpus (the guide's own example request)",
     ("video-frames-failed", "examples", 0): "raise statement in vLLM's OpenCV loader; no paste found",
     ("upstream-refused", "examples", 1): "GUIDE-STYLE corpus (the guide's proxy_server.py)",
-    ("gateway-errors", "counter_examples", 0): "SYNTHESIZED corpus line (nginx combined format)",
     ("lmdeploy-turbomind-kv-oom", "examples", 0): "SYNTHESIZED corpus line (TurboMind format string)",
     ("lmdeploy-pytorch-oom", "examples", 0): "raise statement in LMDeploy's PyTorch engine; no paste found",
     ("kv-cache-preemption", "examples", 1): "V1 'Preemptions: N' stats field; no real non-zero line found",
