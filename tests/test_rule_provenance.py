@@ -39,7 +39,6 @@ NOT_REAL: dict[tuple[str, str, int], str] = {
     ("zero-image-request", "examples", 0): "only the guide's format logs generated tokens (GUIDE-STYLE corpus)",
     ("zero-image-request", "counter_examples", 0): "GUIDE-STYLE corpus",
     ("zero-image-request", "counter_examples", 1): "GUIDE-STYLE corpus (the guide's own example request)",
-    ("video-frames-failed", "examples", 0): "raise statement in vLLM's OpenCV loader; no paste found",
     ("upstream-refused", "examples", 1): "GUIDE-STYLE corpus (the guide's proxy_server.py)",
     ("lmdeploy-turbomind-kv-oom", "examples", 0): "SYNTHESIZED corpus line (TurboMind format string)",
     ("lmdeploy-pytorch-oom", "examples", 0): "raise statement in LMDeploy's PyTorch engine; no paste found",
@@ -150,7 +149,7 @@ def _real_files() -> dict[Path, list[str]]:
     if not _REAL_FILES:
         for d in REAL_DIRS:
             for p in sorted(d.rglob("*")):
-                if p.is_file() and p.suffix not in (".md", ".toml", ".json"):
+                if p.is_file() and p.suffix not in (".md", ".toml"):  # .md files describe and quote; the rest is captured
                     _REAL_FILES[p] = _lines(p)
     return _REAL_FILES
 
