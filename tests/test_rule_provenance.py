@@ -34,7 +34,7 @@ REAL_DIRS = (DATA / "corpus" / "vllm" / "real-0.32.0-cpu", DATA / "corpus" / "ll
 # Each says why in its comment. Shrink this list when a real line turns up; never grow it silently.
 NOT_REAL: dict[tuple[str, str, int], str] = {
     ("lmdeploy-out-of-tokens", "examples", 1): "LMDeploy answers 400 without logging; no paste of the wording",
-    ("llamacpp-context-shift-disabled", "examples", 0): "format string only; no paste of the log line",
+    ("llamacpp-context-shift-disabled", "examples", 0): "format string only; unreachable in the corpus build; no paste",
     ("image-decode-failed", "examples", 1): "SYNTHESIZED corpus line (classic llama-server)",
     ("zero-image-request", "examples", 0): "only the guide's format logs generated tokens (GUIDE-STYLE corpus)",
     ("zero-image-request", "counter_examples", 0): "GUIDE-STYLE corpus",
@@ -42,7 +42,7 @@ NOT_REAL: dict[tuple[str, str, int], str] = {
     ("upstream-refused", "examples", 1): "GUIDE-STYLE corpus (the guide's proxy_server.py)",
     ("lmdeploy-turbomind-kv-oom", "examples", 0): "SYNTHESIZED corpus line (TurboMind format string)",
     ("lmdeploy-pytorch-oom", "examples", 0): "raise statement in LMDeploy's PyTorch engine; no paste found",
-    ("kv-cache-preemption", "examples", 1): "V1 'Preemptions: N' stats field; no real non-zero line found",
+    ("kv-cache-preemption", "examples", 1): "V1 'Preemptions: N' field; vLLM 0.32 never prints it; no paste found",
     ("engine-stalled", "examples", 0): "timeline in vLLM 0.32's line formats; no real log has the stall",
     ("engine-stalled", "counter_examples", 0): "timeline in vLLM 0.32's line formats",
 }
@@ -193,6 +193,9 @@ def test_example_is_real_or_says_where_it_comes_from(ex: Provenance):
         pytest.fail(f"{ex.where} is marked {note[0]!r}: replace it with a real line, or list it in NOT_REAL "
                     f"with the reason no real line exists")
     if note and note[0] == "real" and note[1]:
+        named = (ROOT / note[1].split(":")[0]).resolve()
+        assert any(named.is_relative_to(d.resolve()) for d in REAL_DIRS), (
+            f"{ex.where} calls {note[1]} real, but it is not a REAL corpus file or field excerpt (see REAL_DIRS)")
         _assert_in_named_file(ex, note[1])
         return
     if note and note[0] == "real" and note[2]:
