@@ -360,3 +360,49 @@ def test_a_traces_public_shape_has_every_public_field_in_order():
     assert list(d) == list(PUBLIC_FIELDS)
     assert d["timeline"] == [{"kind": "request.received", "time": d["received_at"], "path": "a.log", "line": 3}]
     assert d["http"] == {"status": 200} and d["http"] is not t.http
+
+
+def test_a_bug_met_on_the_plain_way_costs_that_line_only_injected(tmp_path, monkeypatch):
+    """Fault injection (no known bug left to trigger): measuring one Received line raises, and the
+    assembler raises on one plain access line. The first is counted as the event's way counts it (a
+    parse error: the line is skipped, its request never opens), the second as a traces error; the
+    other requests are assembled, and the fast and full paths still agree on the first fault (the
+    request of the skipped line is opened by its Added line, without what the Received line said)."""
+    from diag.analysis.traces import TraceAssembler
+    from diag.parsing.formats import vllm
+
+    real = (CORPUS / "vllm" / "real-0.32.0-cpu" / "text.log").read_text().splitlines()
+    rec = next(i for i, line in enumerate(real) if "] Received request " in line)
+    request = real[rec:rec + 3]
+    lines = [line.replace("chatcmpl-", f"chatcmpl-{i}") for i in range(6) for line in request]
+    lines[6] = lines[6].replace("SamplingParams(", "SamplingParams(SECRETWORD, ")
+    log = tmp_path / "vllm.log"
+    log.write_text("\n".join(lines) + "\n")
+    measure = vllm._measure_received
+
+    def broken_measure(rest, f):
+        if "SECRETWORD" in rest:
+            raise ValueError("injected")
+        return measure(rest, f)
+
+    monkeypatch.setattr(vllm, "_measure_received", broken_measure)
+    fast, full = _scan([log], fast=True), _scan([log], fast=False)
+    assert fast == full
+    assert fast["internal_errors"]["parse"]["count"] == 1 and set(fast["internal_errors"]) == {"parse"}
+    assert len(fast["traces"]) == 6 and all(t["http_status"] == 200 for t in fast["traces"])
+    assert [t["max_tokens"] is None for t in fast["traces"]] == [False, False, True, False, False, False]
+
+    attach = TraceAssembler.apply_access
+
+    def broken_attach(self, t, path, lineno, *rest):
+        if lineno == 12:
+            raise ValueError("injected")
+        return attach(self, t, path, lineno, *rest)
+
+    monkeypatch.setattr(TraceAssembler, "apply_access", broken_attach)
+    pipe, src = _fast_source(log)
+    errs = pipe.internal.to_dict()
+    assert errs["traces"]["count"] == 1 and errs["traces"]["last_location"].endswith(":12")
+    assert errs["parse"]["count"] == 1
+    # as if the line were not there: the next access line cannot tell the two waiting requests apart
+    assert [t.http_status for t in pipe.traces] == [200, 200, 200, None, None, 200]

@@ -285,7 +285,7 @@ class TraceAssembler:
             return None
         return cid
 
-    def apply_received(self, cid: str, rid: str, path: str, lineno: int, ts: float | None, f: dict[str, Any]) -> None:
+    def apply_received(self, cid: str, rid: str, path: str, lineno: int, f: dict[str, Any], ts: float | None) -> None:
         t = self._open(cid, rid, "vllm", path, lineno)
         self.changed.add(cid)
         self._just_ended.pop(path, None)
@@ -339,8 +339,8 @@ class TraceAssembler:
         aw.prune()  # what `_access` does first: forgetting dead entries changes no answer
         return aw.sole(_FAMILY[hpath])[1]
 
-    def apply_access(self, t: Trace, path: str, lineno: int, ts: float | None, client: str | None, method: str,
-                     hpath: str, status: int) -> None:
+    def apply_access(self, t: Trace, path: str, lineno: int, client: str | None, method: str, hpath: str, status: int,
+                     ts: float | None) -> None:
         self._attach(t, path, lineno, ts, client, method, hpath, status, True)
 
     def _open(self, cid: str, rid: str, server: str, path: str, lineno: int) -> Trace:

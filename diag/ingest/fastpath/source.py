@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from diag.pipeline import Pipeline
 
 
+_NOT_PLAIN = (None, None, None, None, None, None)
+
+
 class FastSource:
     """One source fed in chunks of bytes: read to the end (`diag scan`) or as it grows (the daemon).
 
@@ -151,57 +154,57 @@ class FastSource:
     def _plain(self, rec: tuple, lineno: int, offset: int) -> bool:
         """Apply a lifecycle line straight to the trace assembler, without an event, when that is the
         plain case (`TraceAssembler.plain_*`) and nothing but the assembler would look at the event
-        (`Pipeline.lifecycle_open`). False: nothing was done, the line takes the event's way."""
+        (`Pipeline.lifecycle_open`). False: nothing was done, the line takes the event's way (also
+        when finding that out raised: the event's way meets it again, under its guards)."""
         pipe = self.pipe
         asm = pipe.assembler
-        kind = rec[0]
         path = self.path
+        try:
+            apply, args, ts, fmt, proc, pid = self._plain_case(rec, pipe, asm, path, lineno)
+        except Exception:  # noqa: BLE001 - the event's way parses the line again and records what it meets
+            return False
+        if apply is None:
+            return False
+        ts = self.parser.took_line(fmt, lineno, proc, pid, ts, offset, rec[1])
+        pipe.lifecycle_seen(ts)
+        try:
+            apply(*args, ts)
+        except Exception as exc:  # noqa: BLE001 - as the pipeline's guard around the assembler
+            pipe.internal.record("traces", path, lineno, exc)
+        return True
+
+    def _plain_case(self, rec: tuple, pipe: "Pipeline", asm, path: str, lineno: int) -> tuple:
+        """(the assembler's apply_* and its arguments but the time, the line's own time, format,
+        process tag, pid), or Nones when the line is not the plain case. Changes nothing."""
+        kind = rec[0]
         if kind == C.ACCESS:
-            _, raw, client, method, hpath, status, msg, _, _ = rec
+            _, _, client, method, hpath, status, msg, _, _ = rec
             if not pipe.lifecycle_open("uvicorn", E.ACCESS, msg):
-                return False
+                return _NOT_PLAIN
             hpath = endpoint(hpath)[:512]
             t = asm.plain_access(path, method, hpath)
             if t is None:
-                return False
-            ts = self.parser.took_line("uvicorn", lineno, None, None, None, offset, raw)
-            pipe.lifecycle_seen(ts)
-            try:
-                asm.apply_access(t, path, lineno, ts, client or None, method, hpath, status)
-            except Exception as exc:  # noqa: BLE001 - as the pipeline's guard around the assembler
-                pipe.internal.record("traces", path, lineno, exc)
-            return True
-        _, raw, proc, pid, stamp, _, msg, _, _ = rec
+                return _NOT_PLAIN
+            return asm.apply_access, (t, path, lineno, client or None, method, hpath, status), None, "uvicorn", None, None
+        _, _, proc, pid, stamp, _, msg, _, _ = rec
         if kind == C.RECEIVED:
             if not pipe.lifecycle_open("vllm", E.RECEIVED):
-                return False
+                return _NOT_PLAIN
             f: dict = {}
             if vllm.received(msg, f) is None:
-                return False
+                return _NOT_PLAIN
             rid = f["request_id"]
             cid = asm.plain_received(path, rid)
             if cid is None:
-                return False
-            ts = self.parser.took_line("vllm", lineno, proc, pid, vllm.stamp_time(stamp, self.parser.ctx), offset, raw)
-            pipe.lifecycle_seen(ts)
-            try:
-                asm.apply_received(cid, rid, path, lineno, ts, f)
-            except Exception as exc:  # noqa: BLE001
-                pipe.internal.record("traces", path, lineno, exc)
-            return True
+                return _NOT_PLAIN
+            return asm.apply_received, (cid, rid, path, lineno, f), vllm.stamp_time(stamp, self.parser.ctx), "vllm", proc, pid
         if not pipe.lifecycle_open("vllm", E.ADDED):
-            return False
+            return _NOT_PLAIN
         rid = vllm.added_id(msg)
         found = asm.plain_added(path, rid) if rid else None
         if found is None:
-            return False
-        ts = self.parser.took_line("vllm", lineno, proc, pid, vllm.stamp_time(stamp, self.parser.ctx), offset, raw)
-        pipe.lifecycle_seen(ts)
-        try:
-            asm.apply_added(found[0], found[1], path, lineno, ts)
-        except Exception as exc:  # noqa: BLE001
-            pipe.internal.record("traces", path, lineno, exc)
-        return True
+            return _NOT_PLAIN
+        return asm.apply_added, (found[0], found[1], path, lineno), vllm.stamp_time(stamp, self.parser.ctx), "vllm", proc, pid
 
     def _slow(self, lines) -> None:
         self.lines += self.pipe.feed_line_batch(self.parser, lines)
