@@ -35,8 +35,8 @@ def _skip(exc: Exception) -> None:
 
 
 def _ext_modules() -> list:
-    """diag/ingest/fastpath/classify.py compiled by Cython as diag.ingest.fastpath._classify_c (its .pyx only
-    includes the .py: one source for both paths). DIAG_NO_EXT=1 at build time skips it."""
+    """diag/ingest/fastpath/_classify_c.pyx, the typed twin of classify.py, compiled by Cython as
+    diag.ingest.fastpath._classify_c. DIAG_NO_EXT=1 at build time skips it."""
     if os.environ.get("DIAG_NO_EXT"):
         return []
     try:

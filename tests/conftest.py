@@ -10,7 +10,7 @@ import socket
 import sys
 from collections import Counter
 from dataclasses import dataclass
-from importlib import metadata
+from importlib import import_module, metadata
 from pathlib import Path
 
 import pytest
@@ -52,6 +52,13 @@ from diag.report.document import to_json
 CORPUS = Path(__file__).parent / "data" / "corpus"
 VLLM = CORPUS / "vllm" / "real-0.32.0-cpu"
 LLAMA = CORPUS / "llamacpp" / "real-b0c1e57-cpu"
+
+try:  # the typed twin of diag.ingest.fastpath.classify, where the install could compile it
+    COMPILED_CLASSIFIER = import_module("diag.ingest.fastpath._classify_c")
+except ImportError:
+    COMPILED_CLASSIFIER = None
+needs_compiled = pytest.mark.skipif(COMPILED_CLASSIFIER is None, reason="the compiled classifier is not built here (no C "
+                                    "compiler or Cython at install time): only the pure path exists")
 
 
 @pytest.fixture(scope="session")

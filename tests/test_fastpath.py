@@ -12,7 +12,6 @@ fuzzed log is fed in random chunk sizes so that lines straddle chunk boundaries.
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS
+from conftest import COMPILED_CLASSIFIER, CORPUS, needs_compiled
 
 from diag.analysis.rules import ruleset as rules
 from diag.ingest.fastpath import FastSource
@@ -37,12 +36,7 @@ FIELD = Path(__file__).parent / "data" / "field"  # excerpts users pasted into i
 LOGS = sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix not in (".md", ".json", ".txt"))
 LOGS += sorted(p for p in FIELD.rglob("*") if p.is_file() and p.suffix not in (".md", ".json", ".toml"))
 
-try:
-    compiled = importlib.import_module("diag.ingest.fastpath._classify_c")
-except ImportError:
-    compiled = None
-needs_compiled = pytest.mark.skipif(compiled is None, reason="the compiled classifier is not built here (no C compiler "
-                                    "or Cython at install time): only the pure path exists")
+compiled = COMPILED_CLASSIFIER
 
 
 def _doc(pipe: Pipeline) -> dict:

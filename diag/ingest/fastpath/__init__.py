@@ -6,9 +6,10 @@ line kind; `FastSource` builds their events directly and hands every other line 
 warnings, tracebacks, other formats) to the full `SourceParser` in order, so the pipeline after
 the parser — traces, facts, rules, sinks — sees exactly the events it would have seen.
 
-The classifier exists twice from one source file: compiled by Cython (`_classify_c`, built by
-`pip install .` when a C compiler is there) and as plain Python. `DIAG_NO_EXT=1` forces the plain
-one; `IMPLEMENTATION` says which is in use (`diag --version` prints it).
+The classifier exists twice: `classify.py`, plain Python (the reference), and its typed twin
+`_classify_c.pyx` (C pointers, `memchr`, no `re`; built by `pip install .` when a C compiler is
+there), tested to give the same records on the corpus, fuzzed logs and generated near misses.
+`DIAG_NO_EXT=1` forces the plain one; `IMPLEMENTATION` says which is in use (`diag --version` prints it).
 """
 
 from __future__ import annotations

@@ -19,12 +19,16 @@ suffix, no trailing `:` that could open a multi-line record, no mark of a paste 
 format parsers see it changes this list too; tests/test_fastpath.py compares both on fuzzed logs. Everything else — warnings, errors,
 tracebacks, other formats, anything unusual — goes to the full parser and the rules whole.
 
-This module is plain Python on purpose: it is the pure path, and setup.py compiles the very
-same file with Cython into `diag.ingest.fastpath._classify_c` when a compiler is there (see
-`diag.ingest.fastpath`). One source, two builds, identical records.
+This module is plain Python on purpose: it is the pure path, and the reference. Its typed twin,
+`_classify_c.pyx` (built by setup.py with Cython when a compiler is there; see
+`diag.ingest.fastpath`), checks the same conditions in C without `re`; whoever changes a pattern
+or a condition here changes it there too. tests/test_classify_twins.py holds the two to the same
+records on generated near-miss lines, tests/test_fastpath.py on the corpus and fuzzed logs.
 """
 
 import re
+
+from diag.parsing.base import MAX_DIGITS
 
 RECEIVED = 1
 ADDED = 2
@@ -67,6 +71,9 @@ def split_classify(body: bytes, max_line: int) -> list:
                 append(raw)
                 continue
             proc, pid, stamp, src = m.groups()
+            if pid is not None and len(pid) > MAX_DIGITS:  # the full parser's to_int gives None (int() would raise past 4300)
+                append(raw)
+                continue
             start = m.start(3) - 5  # "INFO ": where the text after the process tag begins
             text = raw[start:].decode("utf-8", "replace")
             append((kind, raw, None if proc is None else proc.decode("ascii"), None if pid is None else int(pid),

@@ -1,0 +1,259 @@
+"""The typed classifier (`_classify_c.pyx`) and the pure one (`classify.py`) are two programs
+that must give the same records: same tuples with the same field types, the same bytes for
+every line they leave to the full parser.
+
+The typed one re-implements the pure one's two regexes by hand, so these tests go after what a
+hand-written matcher gets wrong: lines built from the real prefixes with their pieces swapped for
+near misses (odd characters in the process tag, `]` and `:` where the source's lazy group must
+backtrack, a `[` that belongs to the source, non-ASCII and invalid UTF-8 bytes, pids of any
+length), cut or with a byte changed anywhere, at exactly `max_line` and one past it, empty lines
+and runs of newlines. tests/test_fastpath.py compares the two on the corpus and fuzzed logs.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import COMPILED_CLASSIFIER, needs_compiled
+
+from diag.analysis.rules import ruleset as rules
+from diag.ingest.fastpath import classify as pure
+from diag.pipeline import Pipeline
+from diag.report.document import to_json
+
+typed = COMPILED_CLASSIFIER
+
+_REAL = [
+    b"(APIServer pid=16263) INFO 11-22 18:27:00 [request_logger.py:65] Received request chatcmpl-d66b: params: "
+    b"SamplingParams(n=1, max_tokens=1904), lora_request: None.",
+    b"(APIServer pid=16263) INFO 11-22 18:27:00 [async_llm.py:578] Added request chatcmpl-d66b-a46d6753.",
+    b'INFO:     10.0.1.8:30008 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
+    b"INFO 01-24 09:05:48 logger.py:37] Received request chatcmpl-1: prompt: '\xe6\x8f\x8f\xe8\xbf\xb0', "
+    b"params: SamplingParams(n=1, max_tokens=9), lora_request: None.",
+    b"INFO 01-24 09:05:48 engine.py:267] Added request chatcmpl-1.",
+]
+
+
+def typed_records(recs: list) -> list:
+    """Records with each value's type beside it: 200 == 200.0 and 1 == True must not pass."""
+    return [tuple((type(v), v) for v in r) if isinstance(r, tuple) else (type(r), r) for r in recs]
+
+
+def assert_twins(body: bytes, max_line: int) -> list:
+    want = pure.split_classify(body, max_line)
+    assert typed_records(typed.split_classify(body, max_line)) == typed_records(want)
+    return want
+
+
+# -- edges, each a construct of the regexes -------------------------------------------------------
+_EDGES = {
+    # the source group: "\[?" gives its "[" back when nothing but ":N" would be left after it
+    b"INFO 11-22 18:27:00 [:12] Added request x.": "[:12",
+    b"INFO 11-22 18:27:00 [[a:1] Added request x.": "[a:1",
+    b"INFO 11-22 18:27:00 a:b:1] Added request x.": "a:b:1",
+    b"INFO 11-22 18:27:00 :12] Added request x.": None,
+    b"INFO 11-22 18:27:00 [a.py:1]x] Added request x.": None,
+    b"INFO 11-22 18:27:00 [a.py:1] ] Added request x.": None,
+    b"INFO 11-22 18:27:00 [a.py:x1] Added request x.": None,
+    b"INFO 11-22 18:27:00 [a.py:] Added request x.": None,
+    b"INFO 11-22 18:27:00 [a\xc3\xa9.py:1] Added request x.": None,
+    # the lazy process name: it may hold " pid=" that is not followed by digits and ") "
+    b"(A pid=x pid=5) INFO 11-22 18:27:00 [a.py:1] Added request x.": "a.py:1",
+    b"(_ b' pid=5) INFO 11-22 18:27:00 [a.py:1] Added request x.": "a.py:1",
+    b"(A) pid=5) INFO 11-22 18:27:00 [a.py:1] Added request x.": None,
+    b"(A( pid=5) INFO 11-22 18:27:00 [a.py:1] Added request x.": None,
+    b"(1A pid=5) INFO 11-22 18:27:00 [a.py:1] Added request x.": None,
+    b"( A pid=5) INFO 11-22 18:27:00 [a.py:1] Added request x.": None,
+    b"(A pid=) INFO 11-22 18:27:00 [a.py:1] Added request x.": None,
+    b"(A pid=5)  INFO 11-22 18:27:00 [a.py:1] Added request x.": None,
+    b"(A\tB pid=5) INFO 11-22 18:27:00 [a.py:1] Added request x.": None,
+    b"(A pid=" + b"9" * 30 + b") INFO 11-22 18:27:00 [a.py:1] Added request x.": "a.py:1",
+    # longer pids: the full parser's to_int reads them as None, int() would raise past 4300 digits
+    b"(A pid=" + b"9" * 31 + b") INFO 11-22 18:27:00 [a.py:1] Added request x.": None,
+    b"(A pid=" + b"9" * 5000 + b") INFO 11-22 18:27:00 [a.py:1] Added request x.": None,
+    # the message
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x:": None,
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x:\t": None,
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x: ": None,
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x:  ": "a.py:1",
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x*": None,
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x [repeated 2x across cluster]": None,
+    b"INFO 11-22 18:27:00 [a.py:1] Added request \xff\xfe\xe4\xb8.": "a.py:1",
+    b"INFO 11-22 18:27:00 [a.py:1] Added requestx.": None,
+    b"INFO 11-22 18:27:0x [a.py:1] Added request x.": None,
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x.\x00": None,
+    # uvicorn: (?: .*)?\Z after the status
+    b'INFO:     1.2.3.4:5 - "GET /x HTTP/1.1" 200': "/x",
+    b'INFO:     1.2.3.4:5 - "GET /x HTTP/1.1" 200 \xff\x00': None,
+    b'INFO:     1.2.3.4:5 - "GET /x HTTP/1.1" 200 \xff\xfe': "/x",
+    b'INFO:     1.2.3.4:5 - "GET /x HTTP/1.1" 2000': None,
+    b'INFO:     1.2.3.4:5 - "GET /x HTTP/1.1" 200 OK:': None,
+    b'INFO:1.2.3.4:5 - "GET /x HTTP/1.1" 200 OK': None,
+    b'INFO:     a1.2.3.4:5 - "GET /x HTTP/1.1" 200 OK': None,
+    b'INFO:     1.2.3.4:5 - "get /x HTTP/1.1" 200 OK': None,
+    b'INFO:     1.2.3.4:5 - "GET /x HTTP/." 200 OK': "/x",
+    b'INFO:     1.2.3.4:5 - "GET /\xc3\xa9 HTTP/1.1" 200 OK': None,
+}
+
+
+@needs_compiled
+@pytest.mark.parametrize("line", list(_EDGES), ids=lambda b: b[:60].decode("ascii", "replace"))
+def test_typed_classifier_agrees_on_an_edge_of_the_patterns(line):
+    """Each line once alone and once among real lines; what the pure one makes of it is pinned too,
+    so that an edge the typed one gets right by accident of the pure one's change is noticed."""
+    for body in (line, b"\n".join([_REAL[0], line, _REAL[2], b"", line])):
+        assert_twins(body, 1 << 20)
+    (rec,) = pure.split_classify(line, 1 << 20)
+    field = None if not isinstance(rec, tuple) else rec[4] if rec[0] == pure.ACCESS else rec[5]
+    assert field == _EDGES[line]
+
+
+@needs_compiled
+def test_typed_classifier_agrees_at_the_length_cap():
+    """24 bytes is the shortest line considered, max_line the longest."""
+    for line in _REAL:
+        for cap in (len(line) - 1, len(line), len(line) + 1):
+            recs = assert_twins(b"\n".join((line, line[:24], line[:23], b"", b"")), cap)
+            assert isinstance(recs[0], tuple) == (cap >= len(line))
+    assert assert_twins(b"", 100) == [b""]
+    assert assert_twins(b"\n\n", 100) == [b"", b"", b""]
+    assert assert_twins(_REAL[1], 10**30)[0][0] == pure.ADDED
+    assert assert_twins(_REAL[1], -5) == [_REAL[1]]
+
+
+@needs_compiled
+def test_typed_classifier_hands_what_is_not_bytes_to_the_pure_one():
+    body = b"\n".join(_REAL)
+    assert typed_records(typed.split_classify(bytearray(body), 1 << 20)) == typed_records(pure.split_classify(bytearray(body), 1 << 20))
+    assert typed.split_classify(body, 1 << 20) == typed.split_classify(body, float(1 << 20))
+    assert [r[0] for r in typed.split_classify(body, 1 << 20)] == [pure.RECEIVED, pure.ADDED, pure.ACCESS,
+                                                                    pure.RECEIVED, pure.ADDED]
+    assert (typed.RECEIVED, typed.ADDED, typed.ACCESS) == (pure.RECEIVED, pure.ADDED, pure.ACCESS)
+
+
+def test_a_pid_of_thousands_of_digits_takes_nothing_down(tmp_path):
+    """int() of more than 4300 digits raises: a pid past MAX_DIGITS is left to the full parser
+    (whose to_int reads it as no pid), by both classifiers, and the request is still traced."""
+    log = tmp_path / "vllm.log"
+    log.write_bytes(b"(APIServer pid=" + b"7" * 5000 + b") INFO 11-22 18:28:01 [async_llm.py:578] Added request chatcmpl-1.\n"
+                    + _REAL[2] + b"\n")
+    docs = []
+    for fast in (True, False):
+        pipe = Pipeline(rules.load(), fast=fast)
+        pipe.scan_path(str(log))
+        pipe.finish()
+        doc = to_json(pipe)
+        doc["stats"].pop("seconds")
+        docs.append(doc)
+    assert docs[0] == docs[1]
+    assert [t["id"] for t in docs[0]["traces"]] == ["chatcmpl-1"]
+
+
+# -- generated lines ------------------------------------------------------------------------------
+# Each line is built piece by piece from these tables, mostly with one piece a near miss (one is
+# what shows a matcher's mistake; two usually hide it), now and then cut, a byte changed or bytes
+# put in. The pieces are drawn with the Random hypothesis gives the test: hypothesis's own
+# strategies repeat a few hundred lines across a run, while plain random choices give tens of
+# thousands of different ones in the same time.
+def _run(chars: bytes, lo: int, hi: int):
+    return lambda r: bytes(r.choice(chars) for _ in range(r.randint(lo, hi)))
+
+
+def _one(r: random.Random, options: list):
+    o = r.choice(options)
+    return o(r) if callable(o) else o
+
+
+def _cat(*parts: list):
+    return lambda r: b"".join(_one(r, p) for p in parts)
+
+
+def _enc(*pieces: str) -> list[bytes]:
+    return [p.encode() for p in pieces]
+
+
+_CLEAN = bytes(c for c in range(256) if c not in b"\r\n\x1b\x00")  # what may be anywhere in a claimed line
+_GRAPH = bytes(range(0x21, 0x7f))
+_PROC = bytes(c for c in range(0x20, 0x7f) if c not in b"()")
+_SRC = bytes(c for c in _GRAPH if c != 0x5d)
+_DIGITS = [lambda r: str(r.randint(0, 10**6)).encode(), _run(b"0123456789", 1, 30), b"9" * 30]
+_NAME = _enc("APIServer", "EngineCore_DP0", "A pid=x", "_ b' pid=5") + [_cat([b"A", b"z", b"_"], [_run(_PROC, 0, 10)])]
+_TAIL = [_cat(*[_enc("chatcmpl-1a2b.", ": params: SamplingParams(n=1, max_tokens=9), lora_request: None.", "é中 ", " luster]",
+                     "] ", ": x", "[", "\t", "\x7f", "", "") + [b"\xff\xfe", b"\xe4\xb8", _run(_CLEAN, 0, 4)]] * 4)]
+_BAD_END = _enc(":", ": ", ":\t", "*", "`", "```", "**", " [repeated 2x across cluster]", "\r", "\x1b[0m", "\x00")
+
+_VLLM = [  # (what the regex takes, near misses) for each piece, in order
+    ([b"", b"", _cat([b"("], _NAME, [b" pid="], _DIGITS, [b") "])],
+     [_cat(_enc("(", "((", "", " ("), _NAME + _enc("1A", " A", "A)", "A(", "Aé", "A\tB", ""),
+           _enc(" pid=", "pid=", " pid= ", " PID="), _DIGITS + [b"", b"x", b"9" * 31, b"7" * 4400],
+           _enc(") ", ")", ")  ", "), ", ") )", " ) "))]),
+    ([b"INFO "], _enc("INFO", "INFO  ", "WARNING ", "INFO:", "info ", "")),
+    ([lambda r: b"%02d-%02d %02d:%02d:%02d" % tuple(r.randint(0, 99) for _ in range(5))], [_run(b"0123456789-: x", 12, 16)]),
+    ([b" "], _enc("", "  ", ",", ",123 ")),
+    ([_cat([b"[", b""], [_run(_SRC, 1, 10)], [b":"], _DIGITS, [b"] "])] + _enc("[:12] ", "[[a:1] ", "a:b:1] ", "[a::1] ", "[a:1:2] "),
+     _enc("[a.py:1]x] ", "[a.py:] ", "[a.py:x] ", "[:] ", "[] ", ":12] ", "[:12]] ", "[a.py:1]", "a.py:1 ] ", "[a.py 1] ",
+          "[é:1] ", "[a.py:1]] ") + [_cat(_enc("[", "", "[["), [_run(_SRC + b" ]\xc3", 0, 6)], _enc(":", "", "::"),
+                                          [_run(b"0123456789x", 0, 3)], _enc("] ", "]", "  ", "]x"))]),
+    (_enc("Received request ", "Added request "), _enc("Received request", "Added  request ", "Aborted request ", "added request ", "")),
+    (_TAIL, [_cat(_TAIL, _BAD_END)]),
+]
+_ACCESS = [
+    ([_cat([b"INFO:"], [_run(b" ", 1, 6)])], _enc("INFO:", "INFO:\t", "INFO ", " INFO: ", "INFO:  \t")),
+    ([_cat([_run(b"0123456789", 1, 1)], [_run(_GRAPH, 0, 20)])] + _enc("10.0.0.1:5000", "127.0.0.1:1"),
+     _enc("a.b", "1é", " 1", "1\x7f", '1 - "x', "")),
+    ([b' - "'], _enc(' -"', " - ", '  - "', ' - "')),
+    ([_run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 1, 7), b"POST", b"GET"], _enc("", "get", "P0ST", "G ET")),
+    ([b" "], _enc("", "  ")),
+    ([_run(_GRAPH, 1, 20), b"/v1/chat/completions"], _enc("", "/a b", "/é", "/\x7f")),
+    ([b" HTTP/"], _enc("HTTP/", " HTTP", " http/", "  HTTP/")),
+    ([_run(b"0123456789.", 1, 4), b"1.1"], _enc("", "x", "1x")),
+    ([b'" '], _enc('"', '"  ', "' ", '""')),
+    ([_run(b"0123456789", 3, 3)], _enc("20", "2000", "abc", "2x0", "200x")),
+    (_enc("", " OK", " Not Found") + [_cat([b" "], _TAIL)], _enc(":", " OK:", " OK: ", " OK:\t", " \x00", " \r", "\t", "x", " OK*", " OK`")),
+]
+
+
+def _random_line(r: random.Random) -> bytes:
+    pieces = r.choice((_VLLM, _VLLM, _ACCESS, _ACCESS, None))
+    if pieces is None:
+        line = r.choice(_REAL) if r.random() < 0.5 else r.randbytes(r.randint(0, 40))
+    else:
+        odd = r.sample(range(len(pieces)), r.choice((0, 0, 1, 1, 1, 2)))
+        line = b"".join(_one(r, near if i in odd else good) for i, (good, near) in enumerate(pieces))
+    how = r.choice(("as is",) * 9 + ("cut", "byte", "insert"))
+    if how != "as is" and line:
+        i = r.randrange(len(line))
+        if how == "cut":
+            line = line[:i]
+        elif how == "byte":
+            line = line[:i] + bytes([r.randrange(256)]) + line[i + 1:]
+        else:
+            line = line[:i] + r.randbytes(r.randint(1, 3)) + line[i:]
+    return line.replace(b"\n", b"")
+
+
+@needs_compiled
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.randoms(use_true_random=True),
+       st.one_of(st.just(1 << 20), st.integers(-1, 400), st.tuples(st.integers(0, 1000), st.integers(-1, 1))))
+def test_typed_classifier_agrees_on_generated_lines(rnd, cap):
+    lines = [_random_line(rnd) for _ in range(rnd.randint(0, 30))]
+    body = b"".join(line + rnd.choice((b"\n", b"\n", b"\n\n", b"\n\n\n")) for line in lines)[:-1] if lines else b""
+    if isinstance(cap, tuple):  # exactly one line's length, or one byte either side of it
+        cap = len(lines[cap[0] % len(lines)]) + cap[1] if lines else 0
+    recs = assert_twins(body, cap)
+    assert len(recs) == body.count(b"\n") + 1
+
+
+def test_generated_lines_are_mostly_near_misses_and_often_claimed():
+    """The generator is worth something only if it makes lines of every kind the classifier claims,
+    and as many that it must not."""
+    r = random.Random(11)
+    recs = pure.split_classify(b"\n".join(_random_line(r) for _ in range(20000)), 1 << 20)
+    kinds = [rec[0] if isinstance(rec, tuple) else 0 for rec in recs]
+    for kind in (0, pure.RECEIVED, pure.ADDED, pure.ACCESS):
+        assert kinds.count(kind) > 1500, (kind, kinds.count(kind))
