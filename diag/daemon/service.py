@@ -134,8 +134,7 @@ class Daemon:
         daemon's CPU. One request's lines written now and then (a handful per turn) keep the short
         window. Catching up (a read stopped at its size limit) never comes here."""
         if busy:
-            window = COALESCE_STEADY if self._step_lines >= STEADY_LINES else COALESCE
-            pause = self._last_commit + window - time.monotonic()
+            pause = self._last_commit + self._window() - time.monotonic()
             if pause > 0 and not self.stopping:
                 time.sleep(pause)
             return
@@ -146,6 +145,10 @@ class Daemon:
                 self.follower.dirty = True  # a file appeared or was renamed: expand globs now
         else:
             self._waker.wait(self._idle_wait())
+
+    def _window(self) -> float:
+        """How long after a commit the lines that follow wait to be committed together."""
+        return COALESCE_STEADY if self._step_lines >= STEADY_LINES else COALESCE
 
     def _idle_wait(self) -> float:
         """How long to sleep with nothing to read: the poll interval, or less while a parser holds a
