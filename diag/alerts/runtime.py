@@ -26,6 +26,7 @@ from diag.analysis.rules.ruleset import RuleSet
 log = logging.getLogger("diag")
 
 LOG_UNREADABLE = "diag-log-unreadable"
+SILENCES_EVERY = 0.25  # seconds between checks for silences added by another process
 STORE_FAILING = "diag-store-failing"
 
 
@@ -39,6 +40,7 @@ class AlertRuntime:
         self.manager.load(db)
         self.sender = Sender(db_path, cfg)
         self._data_version = -1
+        self._silences_checked = -SILENCES_EVERY  # monotonic time of the last data_version check
 
     def start(self) -> None:
         if self.cfg.sinks:  # the journal alone needs no sender thread
@@ -68,7 +70,15 @@ class AlertRuntime:
 
     def _refresh_silences(self) -> bool:
         """Silences are added by `diag silence` from another process: reload when another
-        connection changed the file (`PRAGMA data_version`, a cheap check). True if reloaded."""
+        connection changed the file (`PRAGMA data_version`, a cheap check). True if reloaded.
+
+        Asked by every turn of the main loop and every commit (tens a second for a server that
+        writes each line on its own), checked at most every `SILENCES_EVERY`: a silence applies
+        within a quarter of a second."""
+        mono = time.monotonic()
+        if mono - self._silences_checked < SILENCES_EVERY:
+            return False
+        self._silences_checked = mono
         try:
             v = self.db.execute("PRAGMA data_version").fetchone()[0]
             if v == self._data_version:

@@ -9,6 +9,7 @@ lines read from a file that retention forgets. The collector (`diag.web.metrics`
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections import Counter
@@ -21,7 +22,14 @@ LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.
 
 def labels_key(**labels: Any) -> str:
     """The counters table's key for a label set: JSON with sorted keys, values as strings."""
-    return json.dumps({k: "" if v is None else str(v) for k, v in labels.items()}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _encoded(tuple(sorted((k, "" if v is None else str(v)) for k, v in labels.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded(items: tuple[tuple[str, str], ...]) -> str:
+    """The same few label sets come back at every commit (tens a second when a server writes each
+    line on its own): each is encoded once."""
+    return json.dumps(dict(items), ensure_ascii=False, separators=(",", ":"))
 
 
 def bucket_of(value: float) -> str:

@@ -53,10 +53,24 @@ class SourceState:
         return tuple(getattr(self, c) for c in self.COLUMNS)
 
 
+_PATH = SourceState.COLUMNS.index("path")
+_STATE = SourceState.COLUMNS.index("state")
+_UPDATED = SourceState.COLUMNS.index("updated_at")
+assert _UPDATED == len(SourceState.COLUMNS) - 1  # compared without it: the row up to it
+_SOURCE_REPLACE = (f"INSERT OR REPLACE INTO sources ({', '.join(SourceState.COLUMNS)}) "
+                   f"VALUES ({', '.join('?' * len(SourceState.COLUMNS))})")
+# For a row this connection wrote under the same path. The path is not in the SET list: SQLite
+# rewrites an index whose column is set, even to the same value (a page more per commit); INSERT OR
+# REPLACE, a delete and an insert, rewrote both indexes. A row that is not there is inserted whole.
+_SOURCE_UPSERT = (_SOURCE_REPLACE.replace("INSERT OR REPLACE", "INSERT") + " ON CONFLICT(key) DO UPDATE SET "
+                  + ", ".join(f"{c} = excluded.{c}" for c in SourceState.COLUMNS if c not in ("key", "path")))
+
+
 class Store:
     def __init__(self, path: Path | str, readonly: bool = False):
         self.path = Path(path)
-        self._meta_written: dict[str, str] = {}  # meta as this connection last committed it: unchanged values are not rewritten
+        self._meta_written: dict[str, tuple[Any, str]] = {}  # key -> (value read back, JSON) as this connection last committed it
+        self._sources_written: dict[str, tuple] = {}  # key -> row as last committed, updated_at left out: unchanged rows are skipped
         if readonly:
             if not self.path.exists():
                 raise StoreError(f"{self.path}: no diag store here (has the daemon run with this state dir?)")
@@ -106,7 +120,8 @@ class Store:
         # (logs with one-second times): insert in arrival order, not the daemon's set order.
         traces = sorted(traces, key=_arrival)
         hits = list(hits)
-        meta_rows = [(k, v) for k, v in ((k, json.dumps(v)) for k, v in (meta or {}).items()) if self._meta_written.get(k) != v]
+        meta_rows = self._changed_meta(meta or {})
+        source_rows, moved, written = self._changed_sources(sources)
         db.execute("BEGIN IMMEDIATE")
         try:
             # A trace is counted once, when first stored with a final status: which of these were
@@ -140,20 +155,62 @@ class Store:
                 [(h.rule.id, h.rule.severity, h.rule.category, h.rule.title, h.ts, now, h.path, h.line, h.request_id,
                   _summary(h), h.rule.remedy, json.dumps(h.fields, ensure_ascii=False, default=str), h.excerpt, h.count,
                   origin(h.path), run) for h in hits])
-            db.executemany(f"INSERT OR REPLACE INTO sources ({', '.join(SourceState.COLUMNS)}) VALUES ({', '.join('?' * len(SourceState.COLUMNS))})",
-                           [s.row() for s in sources])
+            if source_rows:
+                db.executemany(_SOURCE_UPSERT, source_rows)
+            if moved:
+                db.executemany(_SOURCE_REPLACE, moved)
             if meta_rows:
-                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta_rows)
+                db.executemany("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", meta_rows)
             if extra is not None:
                 extra(db)
             db.execute("COMMIT")
-            self._meta_written.update(meta_rows)
+            self._meta_written.update((k, (json.loads(v), v)) for k, v in meta_rows)
+            self._sources_written.update(written)
+            for key, row in written.items():
+                if row[_STATE] == "done":  # a finished file is not written again: forget it
+                    del self._sources_written[key]
         except BaseException:
             try:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             raise
+
+    def _changed_meta(self, meta: dict[str, Any]) -> list[tuple[str, str]]:
+        """The meta rows to write: values that differ from what this connection last committed.
+
+        The daemon passes every value at every commit and they rarely change: a value equal to the
+        one committed is not even encoded. It is compared with the committed JSON read back, never
+        with the object passed then, which the caller may have changed in place since; a value equal
+        in Python but spelled otherwise in JSON (1 and 1.0) keeps its first spelling."""
+        rows = []
+        for k, v in meta.items():
+            before = self._meta_written.get(k)
+            if before is not None and before[0] == v:
+                continue
+            text = json.dumps(v)
+            if before is None or before[1] != text:
+                rows.append((k, text))
+        return rows
+
+    def _changed_sources(self, sources: Iterable[SourceState]) -> tuple[list[tuple], list[tuple], dict[str, tuple]]:
+        """The source rows to write: those that changed since this connection last committed them.
+
+        A followed file that got no new line since the last commit is not rewritten (its
+        `updated_at` stays at its last change). A row whose path is the one committed before is
+        updated in place without touching the path index (`_SOURCE_UPSERT`); a new row, or one
+        under another path, is written whole (`_SOURCE_REPLACE`). Returns (upserts, replaces,
+        key -> row to remember once the transaction is durable)."""
+        upserts, replaces, written = [], [], {}
+        for s in sources:
+            row = s.row()
+            same = row[:_UPDATED]
+            before = self._sources_written.get(s.key)
+            if before == same:
+                continue
+            written[s.key] = same
+            (upserts if before is not None and before[_PATH] == row[_PATH] else replaces).append(row)
+        return upserts, replaces, written
 
     def prune(self, now: float, days: float, max_traces: int, max_findings: int, batch: int = 5000) -> int:
         """Delete a bounded batch of old rows; called repeatedly in the background of the main loop."""
