@@ -302,10 +302,13 @@ class TraceAssembler:
         cid = self.alias.get(key)
         alias = None
         if cid is None:
-            if key in self.open or key in self.recent or len(rid) <= 9 or rid[-9] != "-" or rid[-8:].strip(_HEX):
+            if key in self.open or key in self.recent:
+                cid = key  # the id Received had (vLLM before 0.14)
+            elif len(rid) <= 9 or rid[-9] != "-" or rid[-8:].strip(_HEX):
                 return None
-            cid = rid[:-9] + key[len(rid):]
-            alias = key
+            else:
+                cid = rid[:-9] + key[len(rid):]  # the engine's id: Received's and "-<8 hex>"
+                alias = key
         t = self.open.get(cid) or self.recent.get(cid)
         if t is None or t.source != path:
             return None
