@@ -400,3 +400,16 @@ def test_a_bug_met_on_the_plain_way_costs_that_line_only_injected(tmp_path, monk
     assert errs["parse"]["count"] == 1
     # as if the line were not there: the next access line cannot tell the two waiting requests apart
     assert [t.http_status for t in pipe.traces] == [200, 200, 200, None, None, 200]
+
+
+def test_an_added_line_with_the_received_id_is_plain_too():
+    """vLLM before 0.14 logs `Added request` with the very id `Received request` had (no engine
+    suffix): those lines are plain as well, and the document is the full path's."""
+    log = CORPUS / "vllm" / "synthetic-0.6.6-qwen2vl.log"
+    data = log.read_bytes()
+    ids = {kind: {line.split(kind)[1].split(b":")[0].rstrip(b".") for line in data.splitlines() if kind in line}
+           for kind in (b"] Received request ", b"] Added request ")}
+    assert ids[b"] Added request "] and ids[b"] Added request "] <= ids[b"] Received request "]
+    pipe, src = _fast_source(log)
+    assert src.plain >= 2 * data.count(b"] Received request ")
+    assert _same_doc(pipe, _scan([log], fast=False))
