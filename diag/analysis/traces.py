@@ -269,7 +269,7 @@ class TraceAssembler:
 
     # -- the plain lifecycle, without events ---------------------------------------------
     # A busy server's log is almost all of this: a request arrives (vLLM's `Received request`),
-    # the engine takes it (`Added request`, the id with the engine's `-<8 hex>`), and one access
+    # the engine takes it (`Added request`, the same id or, since 0.14, it and `-<8 hex>`), and one access
     # line answers it while it is the only request waiting. `diag.ingest.fastpath` asks `plain_*`
     # whether a line is that plain case — a question that changes nothing — and then applies it
     # with `apply_*`, which does exactly what `feed` does with the line's event; anything else
