@@ -23,6 +23,18 @@ def test_schema_version_and_newer_store_refused(tmp_path):
         Store(tmp_path / "d.sqlite3")
 
 
+def test_every_trace_index_is_one_the_readers_need(tmp_path):
+    """Each index costs every trace write: the status filter of the request list and /metrics is
+    answered by traces(status, t), so no index of its own is kept for status."""
+    s = Store(tmp_path / "d.sqlite3")
+    names = {r[0] for r in s.db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'traces' "
+                                        "AND sql IS NOT NULL")}
+    assert "traces_status" not in names and "traces_status_t" in names
+    plan = " ".join(r[-1] for r in s.db.execute("EXPLAIN QUERY PLAN SELECT count(*) FROM traces WHERE status = 'failed'"))
+    assert "traces_status_t" in plan, plan
+    s.close()
+
+
 def test_retention_by_age_and_by_count(tmp_path):
     s = Store(tmp_path / "d.sqlite3")
     s.commit([Trace(f"t{i}", "vllm", "/x") for i in range(50)], [], [])
