@@ -256,7 +256,7 @@ def events_only():
     return src.lines
 def pipeline(json):
     spool = TraceSpool() if json else None
-    p = Pipeline(rs, keep_traces=False, trace_sink=spool.add if spool else None)
+    p = Pipeline(rs, keep_traces=False, trace_sink=spool.add if spool is not None else None)
     p.scan_path(path); p.finish()
     return p.stats.lines
 print(IMPLEMENTATION)
