@@ -127,7 +127,7 @@ class RuleEngine:
     def rules_for(self, ev: Event) -> list[Rule]:
         """The rules worth trying on this event: those that apply to its format and kind, and
         whose literal prefilter (one needle per alternative) occurs in its text."""
-        rs, always, pairs, _frames = self._plan(ev)
+        rs, always, pairs, _frames = self._plan(ev.fmt, ev.kind)
         if not pairs:
             return always
         text = ev.text
@@ -137,12 +137,9 @@ class RuleEngine:
         found.update(map(id, always))
         return [r for r in rs if id(r) in found]
 
-    def _plan(self, ev: Event) -> tuple[list[Rule], list[Rule], list[tuple[str, Rule]], list[Rule]]:
+    def _plan(self, fmt: str, kind: str) -> tuple[list[Rule], list[Rule], list[tuple[str, Rule]], list[Rule]]:
         """Per (format, kind): the text rules that apply (all, those without a prefilter, needle → rule
         pairs) and the rules that match frames (tried only on events that have frames)."""
-        return self._plan_for(ev.fmt, ev.kind)
-
-    def _plan_for(self, fmt: str, kind: str) -> tuple[list[Rule], list[Rule], list[tuple[str, Rule]], list[Rule]]:
         key = (fmt, kind)
         plan = self._by_kind.get(key)
         if plan is None:
@@ -155,7 +152,7 @@ class RuleEngine:
 
     def _frame_matches(self, ev: Event) -> list[tuple[Rule, Any]]:
         """The frames rules whose `frames` pattern matches this traceback's code locations (one per line)."""
-        rules = self._plan(ev)[3]
+        rules = self._plan(ev.fmt, ev.kind)[3]
         if not rules:
             return []
         joined = "\n".join(ev.frames or ())
@@ -190,7 +187,7 @@ class RuleEngine:
         asks before it builds no event at all."""
         if self._held or (self.quieting and kind in (E.LOG, E.RAW)):
             return False
-        text_rules, always, pairs, frame_rules = self._plan_for(fmt, kind)
+        text_rules, always, pairs, frame_rules = self._plan(fmt, kind)
         if frame_rules and (frames or text is None):
             return False
         if text is None:

@@ -43,8 +43,13 @@ _FAMILY = {p: "completions" if "completions" in p and "chat" not in p else ("cha
 MAX_TIMELINE = 48
 MAX_OPEN = 20000
 RECENT = 512
-_HEX = "0123456789abcdef"
 
+
+def _engine_base(rid: str) -> str | None:
+    """vLLM 0.14+: the engine's id is the request's id and "-<8 hex>"; that request id, or None."""
+    if len(rid) > 9 and rid[-9] == "-" and not rid[-8:].strip("0123456789abcdef"):
+        return rid[:-9]
+    return None
 
 
 def _measured(t: Trace, f: dict[str, Any]) -> None:
@@ -90,12 +95,12 @@ class TraceAssembler:
             return a
         if key in self.open or key in self.recent or path is None:
             return key
-        # vLLM 0.14+: the engine id is the external id plus "-<8 hex>".
-        if len(rid) > 9 and rid[-9] == "-":
-            base = rid[:-9] + (key[len(rid):])
-            if not rid[-8:].strip("0123456789abcdef") and (base in self.open or base in self.recent or "-" in rid[:-9]):
-                self._alias(key, base)
-                return base
+        base = _engine_base(rid)
+        if base is not None:
+            bkey = base + key[len(rid):]
+            if bkey in self.open or bkey in self.recent or "-" in base:
+                self._alias(key, bkey)
+                return bkey
         return key
 
     def _alias(self, rid: str, base: str) -> None:
@@ -184,7 +189,7 @@ class TraceAssembler:
         self._timeline(t, k, ts, ev.lineno, ev.path)
         if (k == E.RECEIVED or k == E.ADDED) and t.http_status is None and ev.fmt in ("vllm", "lmdeploy"):
             aw = self._awaiting.get(src)
-            if self._waiting.get(src) and (aw is None or t.id not in aw):
+            if self._waits_apart(src, t.id):
                 self._give_up(src)
                 aw = None
             self._await(t, aw)
@@ -280,7 +285,7 @@ class TraceAssembler:
     def plain_received(self, path: str, rid: str) -> str | None:
         """The trace id a vLLM `Received request` line would open, when it opens a new trace plainly."""
         cid = rid + self.ids.suffix(path)
-        if (cid in self.alias or cid in self.open or cid in self.recent or (len(rid) > 9 and rid[-9] == "-")
+        if (cid in self.alias or cid in self.open or cid in self.recent or _engine_base(rid) is not None
                 or len(self.open) >= self.max_open or self._waiting.get(path)):
             return None
         return cid
@@ -302,20 +307,19 @@ class TraceAssembler:
         cid = self.alias.get(key)
         alias = None
         if cid is None:
+            base = _engine_base(rid)
             if key in self.open or key in self.recent:
                 cid = key  # the id Received had (vLLM before 0.14)
-            elif len(rid) <= 9 or rid[-9] != "-" or rid[-8:].strip(_HEX):
+            elif base is None:
                 return None
             else:
-                cid = rid[:-9] + key[len(rid):]  # the engine's id: Received's and "-<8 hex>"
+                cid = base + key[len(rid):]  # the engine's id: Received's and "-<8 hex>"
                 alias = key
         t = self.open.get(cid) or self.recent.get(cid)
         if t is None or t.source != path:
             return None
-        if t.http_status is None and self._waiting.get(path):
-            aw = self._awaiting.get(path)
-            if aw is None or cid not in aw:
-                return None
+        if t.http_status is None and self._waits_apart(path, cid):
+            return None
         return t, alias
 
     def apply_added(self, t: Trace, alias: str | None, path: str, lineno: int, ts: float | None) -> None:
@@ -345,6 +349,14 @@ class TraceAssembler:
     def apply_access(self, t: Trace, path: str, lineno: int, client: str | None, method: str, hpath: str, status: int,
                      ts: float | None) -> None:
         self._attach(t, path, lineno, ts, client, method, hpath, status, True)
+
+    def _waits_apart(self, path: str, tid: str) -> bool:
+        """Do access lines of `path` wait to be told apart among requests that `tid` is not one of?
+        A request line for it then gives them up (`_give_up`)."""
+        if not self._waiting.get(path):
+            return False
+        aw = self._awaiting.get(path)
+        return aw is None or tid not in aw
 
     def _open(self, cid: str, rid: str, server: str, path: str, lineno: int) -> Trace:
         """A new open trace (the open set has room)."""

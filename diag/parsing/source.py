@@ -215,7 +215,7 @@ class SourceParser:
             counts[ev.fmt] = counts.get(ev.fmt, 0) + 1
         if ctx.wrap_ts is not None and ev.ts is None:
             ev.ts = ctx.wrap_ts
-        self._stamp(ev)
+        self._date(ev, self._stamped(ev.ts))
         if line.truncated:
             ev.fields["truncated"] = True
         ev.repeated = repeated
@@ -246,12 +246,12 @@ class SourceParser:
         `holds(n)`: a line of `n` characters would be held itself, as a possible wrap."""
         return self._pending is None and self._held is None and not self.ctx.state.get("user_dump")
 
-    def _stamp(self, ev: Event) -> None:
+    @staticmethod
+    def _date(ev: Event, ts: float | None) -> None:
+        """An untimed event takes the time `_stamped` gave its line."""
         if ev.ts is None:
-            ev.ts = self._stamped(None)
-            ev.ts_inferred = ev.ts is not None
-        else:
-            self._stamped(ev.ts)
+            ev.ts = ts
+            ev.ts_inferred = ts is not None
 
     def _stamped(self, ts: float | None) -> float | None:
         """A line's time: its own, kept for the untimed lines after it (uvicorn, llama.cpp), or for
@@ -272,10 +272,7 @@ class SourceParser:
         Only for a line `feed` would have parsed into the same event and handed over at once:
         `between_records`, and no parser tried before `ev`'s own one could have taken the line.
         """
-        ts = self.took_line(ev.fmt, ev.lineno, ev.proc, ev.pid, ev.ts, end_offset, raw)
-        if ev.ts is None:
-            ev.ts = ts
-            ev.ts_inferred = ts is not None
+        self._date(ev, self.took_line(ev.fmt, ev.lineno, ev.proc, ev.pid, ev.ts, end_offset, raw))
         ev.end_lineno = ev.lineno
 
     def took_line(self, fmt: str, lineno: int, proc: str | None, pid: int | None, ts: float | None, end_offset: int,

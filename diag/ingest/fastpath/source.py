@@ -16,9 +16,6 @@ if TYPE_CHECKING:
     from diag.pipeline import Pipeline
 
 
-_NOT_PLAIN = (None, None, None, None, None, None)
-
-
 class FastSource:
     """One source fed in chunks of bytes: read to the end (`diag scan`) or as it grows (the daemon).
 
@@ -160,11 +157,12 @@ class FastSource:
         asm = pipe.assembler
         path = self.path
         try:
-            apply, args, ts, fmt, proc, pid = self._plain_case(rec, pipe, asm, path, lineno)
+            case = self._plain_case(rec, pipe, asm, path, lineno)
         except Exception:  # noqa: BLE001 - the event's way parses the line again and records what it meets
             return False
-        if apply is None:
+        if case is None:
             return False
+        apply, args, ts, fmt, proc, pid = case
         ts = self.parser.took_line(fmt, lineno, proc, pid, ts, offset, rec[1])
         pipe.lifecycle_seen(ts)
         try:
@@ -173,37 +171,37 @@ class FastSource:
             pipe.internal.record("traces", path, lineno, exc)
         return True
 
-    def _plain_case(self, rec: tuple, pipe: "Pipeline", asm, path: str, lineno: int) -> tuple:
+    def _plain_case(self, rec: tuple, pipe: "Pipeline", asm, path: str, lineno: int) -> tuple | None:
         """(the assembler's apply_* and its arguments but the time, the line's own time, format,
-        process tag, pid), or Nones when the line is not the plain case. Changes nothing."""
+        process tag, pid), or None when the line is not the plain case. Changes nothing."""
         kind = rec[0]
         if kind == C.ACCESS:
             _, _, client, method, hpath, status, msg, _, _ = rec
             if not pipe.lifecycle_open("uvicorn", E.ACCESS, msg):
-                return _NOT_PLAIN
+                return None
             hpath = endpoint(hpath)[:512]
             t = asm.plain_access(path, method, hpath)
             if t is None:
-                return _NOT_PLAIN
+                return None
             return asm.apply_access, (t, path, lineno, client or None, method, hpath, status), None, "uvicorn", None, None
         _, _, proc, pid, stamp, _, msg, _, _ = rec
         if kind == C.RECEIVED:
             if not pipe.lifecycle_open("vllm", E.RECEIVED):
-                return _NOT_PLAIN
+                return None
             f: dict = {}
             if vllm.received(msg, f) is None:
-                return _NOT_PLAIN
+                return None
             rid = f["request_id"]
             cid = asm.plain_received(path, rid)
             if cid is None:
-                return _NOT_PLAIN
+                return None
             return asm.apply_received, (cid, rid, path, lineno, f), vllm.stamp_time(stamp, self.parser.ctx), "vllm", proc, pid
         if not pipe.lifecycle_open("vllm", E.ADDED):
-            return _NOT_PLAIN
+            return None
         rid = vllm.added_id(msg)
         found = asm.plain_added(path, rid) if rid else None
         if found is None:
-            return _NOT_PLAIN
+            return None
         return asm.apply_added, (found[0], found[1], path, lineno), vllm.stamp_time(stamp, self.parser.ctx), "vllm", proc, pid
 
     def _slow(self, lines) -> None:
