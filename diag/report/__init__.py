@@ -1,3 +1,3 @@
 """What `diag scan` prints: the JSON document and its request summary (`document`), that document
 written streamed for `--json` (`jsonstream`), and the report for people (`text`); the latency
-percentile both the summary and the dashboard's overview use (`percentile`)."""
+percentiles both the summary and the dashboard's overview use (`percentile`)."""

@@ -14,7 +14,7 @@ from typing import Any
 from diag import __version__
 from diag.parsing.clock import iso
 from diag.pipeline import Pipeline
-from diag.report.percentile import percentile
+from diag.report.percentile import percentiles
 from diag.analysis.trace import Trace
 
 
@@ -76,10 +76,11 @@ class TraceSummary:
             if c:
                 clients[_host(c)] += 1
         lat = list(self.latencies)
+        p50, p95 = percentiles(lat, 50, 95)
         return {
             "count": self.count,
             "by_status": dict(sorted(self.by_status.items())),
-            "latency_s": {"p50": percentile(lat, 50), "p95": percentile(lat, 95), "max": max(lat) if lat else None, "known": len(lat)},
+            "latency_s": {"p50": p50, "p95": p95, "max": max(lat) if lat else None, "known": len(lat)},
             "images": {"requests_with_count": self.images_known, "total": self.images_total, "max_per_request": self.images_max},
             "http_status": dict(sorted(http.items())),
             "top_clients": [{"client": c, "requests": n} for c, n in clients.most_common(5)],

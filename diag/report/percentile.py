@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Iterable
 
 
-def percentile(values: Iterable[float], p: float) -> float | None:
-    """The value at percent `p` (0–100) of `values`, nearest rank on the sorted values; None for none."""
+def percentiles(values: Iterable[float], *ps: float) -> list[float | None]:
+    """The values at percents `ps` (0–100) of `values`, nearest rank on the values sorted once;
+    None for each when there are none."""
     s = sorted(values)
     if not s:
-        return None
-    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
-    return s[k]
+        return [None] * len(ps)
+    last = len(s) - 1
+    return [s[min(last, max(0, round(p / 100 * last)))] for p in ps]

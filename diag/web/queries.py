@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from diag.parsing.clock import iso, parse_user_time
-from diag.report.percentile import percentile
+from diag.report.percentile import percentiles
 from diag.store.db import Store
 from diag.analysis.trace import STATUSES, Trace
 
@@ -287,8 +287,9 @@ def traffic(store: Store, window: float = 3600.0) -> dict[str, Any]:
     minutes = list(range(first, int(ref // 60) + 1))
     lat = [r[0] for r in store.db.execute("SELECT latency_s FROM traces WHERE t >= ? AND latency_s IS NOT NULL "
                                           "ORDER BY t DESC LIMIT 20000", (lo,))]
+    p50, p95 = percentiles(lat, 50, 95)
     return {"minutes": [m * 60 for m in minutes], "by_status": {s: [v.get(m, 0) for m in minutes] for s, v in sorted(per.items())},
-            "p50": percentile(lat, 50), "p95": percentile(lat, 95), "count": sum(sum(v.values()) for v in per.values()), "until": iso(ref)}
+            "p50": p50, "p95": p95, "count": sum(sum(v.values()) for v in per.values()), "until": iso(ref)}
 
 
 def models(store: Store) -> list[str]:
