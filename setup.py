@@ -6,6 +6,7 @@ directory (where users and reviewers look for them) and are installed as `diag.r
 """
 
 import os
+import runpy
 import sys
 
 from setuptools import find_packages, setup
@@ -36,7 +37,8 @@ def _skip(exc: Exception) -> None:
 
 def _ext_modules() -> list:
     """diag/ingest/fastpath/_classify_c.pyx, the typed twin of classify.py, compiled by Cython as
-    diag.ingest.fastpath._classify_c. DIAG_NO_EXT=1 at build time skips it."""
+    diag.ingest.fastpath._classify_c; and the pipeline's hot modules (diag/compiled.py lists them)
+    compiled unchanged. DIAG_NO_EXT=1 at build time skips both."""
     if os.environ.get("DIAG_NO_EXT"):
         return []
     try:
@@ -45,8 +47,14 @@ def _ext_modules() -> list:
         _skip(exc)
         return []
     try:
-        return cythonize(["diag/ingest/fastpath/_classify_c.pyx"], language_level=3, quiet=True,
-                         compiler_directives={"binding": False})
+        typed = cythonize(["diag/ingest/fastpath/_classify_c.pyx"], language_level=3, quiet=True,
+                          compiler_directives={"binding": False})
+        # The same source as the pure package, so the same behaviour: type annotations stay hints
+        # (annotation_typing off), functions stay introspectable Python functions (binding).
+        unchanged = cythonize(runpy.run_path("diag/compiled.py")["sources"](), language_level=3, quiet=True,
+                              nthreads=os.cpu_count() or 1,
+                              compiler_directives={"binding": True, "annotation_typing": False})
+        return typed + unchanged
     except Exception as exc:  # noqa: BLE001
         _skip(exc)
         return []

@@ -319,7 +319,8 @@ def test_scan_json_is_identical_with_and_without_the_compiled_classifier(tmp_pat
         if mode == "pure":
             env["DIAG_NO_EXT"] = "1"
         ver = subprocess.run([sys.executable, "-m", "diag", "--version"], capture_output=True, text=True, env=env, check=True)
-        assert ("classifier: compiled)" in ver.stdout) == (mode == "compiled"), ver.stdout
+        assert ("classifier: compiled;" in ver.stdout) == (mode == "compiled"), ver.stdout
+        assert ("pipeline modules: compiled)" in ver.stdout) == (mode == "compiled"), ver.stdout
         r = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", *paths], capture_output=True, env=env, timeout=300)
         assert r.returncode in (0, 1), r.stderr
         doc = json.loads(r.stdout)

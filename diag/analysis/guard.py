@@ -76,7 +76,8 @@ def describe(exc: BaseException) -> str:
     """`ValueError at diag/analysis/facts.py:87`: the type and diag's innermost frame, no message."""
     where = ""
     for fr in reversed(traceback.extract_tb(exc.__traceback__)):
-        parts = fr.filename.replace(os.sep, "/").rsplit("/diag/", 1)
+        # "/…/site-packages/diag/x.py", or "diag/x.py" as a compiled module (diag.compiled) names its frames
+        parts = ("/" + fr.filename.replace(os.sep, "/")).rsplit("/diag/", 1)
         if len(parts) == 2:
             where = f" at diag/{parts[1]}:{fr.lineno}"
             break

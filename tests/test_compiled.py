@@ -1,0 +1,78 @@
+"""The pipeline's hot modules compiled unchanged (diag.compiled): built ones are used, DIAG_NO_EXT=1
+runs their source instead, and a compiled module's errors are still located in diag's source.
+
+That both give the same `diag scan --json` is tests/test_fastpath.py's
+test_scan_json_is_identical_with_and_without_the_compiled_classifier (it checks both parts); the
+suite as a whole runs on whichever this install has, and `.ci/run` reruns the pipeline suites pure.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diag import compiled
+from diag.analysis.guard import describe
+
+_PROBE = """
+import json, sys
+import diag.cli, diag.pipeline, diag.ingest.fastpath
+from diag import compiled
+print(json.dumps({"status": compiled.status(),
+                  "files": {m: sys.modules[m].__file__ for m in compiled.MODULES if m in sys.modules}}))
+"""
+
+
+def _probe(no_ext: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "DIAG_NO_EXT"}
+    if no_ext:
+        env["DIAG_NO_EXT"] = "1"
+    r = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, timeout=60, check=True)
+    return json.loads(r.stdout)
+
+
+def _built() -> bool:
+    spec = importlib.util.find_spec("diag.analysis.traces")
+    return bool(spec and spec.origin and spec.origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)))
+
+
+def test_every_listed_module_is_a_source_file_of_the_package():
+    root = Path(compiled.__file__).parent.parent
+    for rel in compiled.sources():
+        assert (root / rel).is_file(), rel
+    assert len(set(compiled.MODULES)) == len(compiled.MODULES)
+
+
+def test_no_ext_runs_every_listed_module_from_its_source():
+    got = _probe(no_ext=True)
+    assert got["status"] == "pure Python (DIAG_NO_EXT set)"
+    assert len(got["files"]) > 20  # the probe's imports reach most of them
+    assert all(f.endswith(".py") for f in got["files"].values()), got["files"]
+
+
+@pytest.mark.skipif(not _built(), reason="the pipeline modules are not compiled here (no C compiler or Cython at "
+                                         "install time): only the pure package exists")
+def test_a_built_install_runs_every_listed_module_compiled():
+    got = _probe(no_ext=False)
+    assert got["status"] == "compiled"
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    assert got["files"] and all(f.endswith(suffixes) for f in got["files"].values()), got["files"]
+
+
+def test_an_error_in_a_compiled_frame_is_located_in_diags_source():
+    """A compiled module names its frames by the path it was compiled from ("diag/pipeline.py"),
+    an installed source module by its full path: both read `at diag/…:line` in `diag status`."""
+    for filename in ("diag/pipeline.py", "/usr/lib/python3/site-packages/diag/pipeline.py"):
+        ns: dict = {}
+        exec(compile("def stage():\n    x = 1\n    raise ValueError('a line said SECRET')\n", filename, "exec"), ns)
+        try:
+            ns["stage"]()
+        except ValueError as exc:
+            assert describe(exc) == "ValueError at diag/pipeline.py:3"
