@@ -210,9 +210,12 @@ def test_scrub_keeps_a_plain_endpoint_line_and_cuts_every_other_path_remembered_
             assert secret not in first, (text, first)
 
 
-@settings(max_examples=800, deadline=None)
-@given(st.sampled_from("'\""), st.text(alphabet="ab'\"\\nrtxuU0123456789afN{}\n\r\x00 é", max_size=24))
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from("'\""), st.text(alphabet="ab'\"\\nrtxuU0123456789afN{}\n\r\x00 é\x0b\x0c\x1c\x85\u2028\ud800\t",
+                                          max_size=24))
 def test_any_quoted_text_decodes_as_python_does_or_not_at_all(q, body):
+    """The common escapes are decoded without Python's parser (vllm._unescape), the rest by it:
+    either way exactly what Python reads, or None."""
     import ast
 
     from diag.parsing.formats.vllm import _literal

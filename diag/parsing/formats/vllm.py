@@ -253,7 +253,42 @@ def _repr_end(s: str, start: int, q: str) -> int:
     return -1
 
 
+# The escapes repr() writes for printable text, newlines and tabs: a logged prompt almost never has
+# others, and decoding these is ten times cheaper than a parse (ast.literal_eval, kept for the rest).
+_ESCAPES = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "r": "\r", "t": "\t"}
+_UNREADABLE = re.compile("[\n\r\x00\ud800-\udfff]")  # a raw line end or NUL, a lone surrogate: no literal
+
+
+def _unescape(body: str) -> str | None:
+    """The value of a quoted literal's `body` when it has no escape but `_ESCAPES`' and nothing that
+    makes it unreadable; None: let Python's parser decide."""
+    if _UNREADABLE.search(body) is not None:
+        return None
+    if "\\" not in body:
+        return body
+    parts = body.split("\\\\")  # escaped backslashes first, left to right as the tokenizer pairs them
+    for i, part in enumerate(parts):
+        if "\\" in part:
+            pieces = part.split("\\")
+            for j in range(1, len(pieces)):
+                p = pieces[j]
+                c = _ESCAPES.get(p[:1]) if p else None
+                if c is None:
+                    return None
+                pieces[j] = c + p[1:]
+            parts[i] = "".join(pieces)
+    return "\\".join(parts)
+
+
 def _literal(s: str) -> str | None:
+    """The string a quoted Python literal (a repr, quotes included) stands for, or None."""
+    q = s[:1]
+    if len(s) >= 2 and q in ("'", '"') and s[-1] == q:
+        body = s[1:-1]
+        if q not in body.replace("\\\\", "").replace("\\" + q, ""):  # no quote ends it early
+            v = _unescape(body)
+            if v is not None:
+                return v
     try:
         v = ast.literal_eval(s)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: `{{}}`
