@@ -45,6 +45,23 @@ import diag  # noqa: E402
 if not EDITABLE and Path(diag.__file__).resolve().is_relative_to(ROOT / "diag"):
     pytest.exit(f"diag was imported from the checkout ({diag.__file__}), not from the installed package", returncode=4)
 
+if EDITABLE and not os.environ.get("DIAG_NO_EXT"):
+    # An editable checkout with its modules compiled in place (setup.py build_ext --inplace) runs the
+    # compiled copies (diag.compiled): a source edited since would go untested, silently.
+    import importlib.machinery
+    import importlib.util
+
+    from diag import compiled as _compiled
+
+    for _name in _compiled.MODULES:
+        _spec = importlib.util.find_spec(_name)
+        _origin = Path(_spec.origin) if _spec and _spec.origin else None
+        if _origin and _origin.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+            _src = _origin.parent / (_name.rpartition(".")[2] + ".py")
+            if _src.exists() and _src.stat().st_mtime > _origin.stat().st_mtime:
+                pytest.exit(f"{_src} changed after it was compiled: rebuild (python setup.py build_ext --inplace) "
+                            "or run with DIAG_NO_EXT=1", returncode=4)
+
 from diag.analysis.rules import ruleset as rules  # noqa: E402
 from diag.pipeline import Pipeline
 from diag.report.document import to_json
