@@ -17,6 +17,11 @@ class OptionalBuildExt(build_ext):
     """The compiled classifier is an optimisation, never a requirement (markupsafe's pattern):
     without a C compiler, headers or Cython the build says why and installs the pure package."""
 
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if self.parallel is None:  # some thirty modules: compile them on every core
+            self.parallel = os.cpu_count() or 1
+
     def run(self) -> None:
         try:
             super().run()
@@ -54,6 +59,9 @@ def _ext_modules() -> list:
         unchanged = cythonize(runpy.run_path("diag/compiled.py")["sources"](), language_level=3, quiet=True,
                               nthreads=os.cpu_count() or 1,
                               compiler_directives={"binding": True, "annotation_typing": False})
+        if sys.platform != "win32":
+            for ext in unchanged:  # no debug information: it would triple the installed size (26 MB)
+                ext.extra_compile_args.append("-g0")
         return typed + unchanged
     except Exception as exc:  # noqa: BLE001
         _skip(exc)

@@ -3,7 +3,7 @@
 The pipeline's hot modules (reading, parsing, traces, rules, the report) are plain Python. When
 `pip install .` finds a C compiler, setup.py also compiles them with Cython, *unchanged* — the
 pattern black and mypy ship with mypyc: the same source, no second implementation to keep in
-step, about a fifth less CPU per line (tests/bench/bench_scan.py prints both). Python imports an
+step, about a quarter less CPU per line (tests/bench/bench_scan.py prints both). Python imports an
 extension module before a source file of the same name, so a built package uses them without a
 switch; `DIAG_NO_EXT=1` puts a finder in front that loads these modules' `.py` source instead
 (and `diag.ingest.fastpath` picks its pure classifier), which is how the suite checks that the
