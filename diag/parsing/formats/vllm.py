@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 
 from diag.parsing import events as E
 from diag.parsing import usercontent
@@ -290,7 +291,9 @@ def _literal(s: str) -> str | None:
             if v is not None:
                 return v
     try:
-        v = ast.literal_eval(s)
+        with warnings.catch_warnings():  # `\d` in a prompt: a SyntaxWarning on stderr since Python 3.12
+            warnings.simplefilter("ignore")
+            v = ast.literal_eval(s)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: `{{}}`
         return None
     return v if isinstance(v, str) else None
