@@ -408,7 +408,7 @@ def main() -> None:
                     for env in (base_env, pure_env):
                         floor(path, env)
             d = rows["diag (default)"]
-            ratios = "  ".join(f"diag/{k.split(' ')[0]} = {v / d:.2f}x" for k, v in rows.items() if k != "diag (default)")
+            ratios = "  ".join(f"vs {k}: {v / d:.2f}x" for k, v in rows.items() if k != "diag (default)")
             print(f"ratios (speed of diag (default) relative to each): {ratios}")
     finally:
         OUT.unlink(missing_ok=True)
