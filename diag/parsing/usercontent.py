@@ -120,19 +120,22 @@ def _query_sub(m: re.Match) -> str:
 def scrub(text: str) -> str:
     """URLs, data URIs and request-line query strings in any log text, reduced (see module doc).
 
-    Cheap for the common line: each regex runs only when its marker character is present."""
-    if "://" in text:
+    Cheap for the common line: each regex runs only when its marker is present. A URL, a request
+    line and a query path all need a slash, which one memchr finds or rules out (a vLLM request
+    line with its sampling parameters has none); no substitution adds one."""
+    slash = "/" in text
+    if slash and "://" in text:
         text = _URL.sub(_url_sub, text)
     if "data:" in text:
         text = _DATA_URI.sub(_data_sub, text)
-    if " /" in text:
+    if slash and " /" in text:
         # A busy server's access line names one endpoint: the substitution would change nothing,
         # and finding that out costs one search, not a new string per line. (Every request line
         # contains " /", so one occurrence means at most one match.)
         m = _REQUEST_LINE.search(text)
         if m is not None and (not _kept_path(m.group(2)) or text.count(" /") > 1):
             text = _REQUEST_LINE.sub(_request_sub, text)
-    if "?" in text and "/" in text:
+    if slash and "?" in text and "/" in text:
         text = _QUERY.sub(_query_sub, text)
     if ("{" in text and ":" in text) or "input_value=" in text:
         m = _BODY_KEY.search(text)
