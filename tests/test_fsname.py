@@ -237,3 +237,13 @@ def test_display_and_stored_forms(raw):
     else:
         assert blob == b"/logs/" + raw and text == "/logs/" + "".join(f"\\x{b:02x}" for b in raw)
         assert fsname.ident(name) != fsname.ident(text)  # the look-alike is another key
+
+
+def test_other_arguments_with_bytes_that_are_not_utf8_get_a_one_line_answer(tmp_path):
+    state = tmp_path / "state"
+    diag("scan", "--store", str(state), copy_corpus(tmp_path, b"vllm.log"))
+    r = diag("trace", "--state-dir", str(state), os.fsdecode(b"chatcmpl-\xff"), check=False)
+    assert (r.returncode, r.stderr.decode("utf-8")) == (1, f"diag: no trace 'chatcmpl-\\\\xff' in {state}/diag.sqlite3\n")
+    r = diag("daemon", "--check-config", "--state-dir", str(state), "--alert-webhook", os.fsdecode(b"http://127.0.0.1:9/\xff"), check=False)
+    assert r.returncode == 2 and r.stderr.decode("utf-8").splitlines() == [
+        "diag: --alert-webhook: [[alerts.sink]] webhook-cli-1: url 'http://127.0.0.1:9/\\\\xff' has bytes that are not UTF-8"]
