@@ -1,4 +1,5 @@
-"""A log file (or rule file, or config file) whose name is not valid UTF-8 (Linux allows any bytes).
+"""A log file (or rule file, or config file) whose name is not valid UTF-8 (Linux allows any bytes),
+and log text that JSON decodes to a lone surrogate.
 
 Python hands such a name over as a str with lone surrogates; every place diag writes text (UTF-8
 JSON, SQLite, HTML, metrics labels, alerts, a terminal whose encoding is strict) refused it and
@@ -247,3 +248,18 @@ def test_other_arguments_with_bytes_that_are_not_utf8_get_a_one_line_answer(tmp_
     r = diag("daemon", "--check-config", "--state-dir", str(state), "--alert-webhook", os.fsdecode(b"http://127.0.0.1:9/\xff"), check=False)
     assert r.returncode == 2 and r.stderr.decode("utf-8").splitlines() == [
         "diag: --alert-webhook: [[alerts.sink]] webhook-cli-1: url 'http://127.0.0.1:9/\\\\xff' has bytes that are not UTF-8"]
+
+
+def test_a_json_log_line_escaping_a_lone_surrogate_is_text_like_any_invalid_byte(tmp_path):
+    """The log text side: raw bytes are decoded with errors='replace', but llama-server's JSON lines
+    are decoded by json.loads, which returns an escaped lone surrogate as is."""
+    log = tmp_path / "llama.log"
+    log.write_text('{"type":"log","level":"ERR","time":1000,"msg":"ggml_cuda_compute_forward: cudaMalloc failed: '
+                   'out of memory \\udcff \\ud83d\\ude00"}\n{"type":"\\ud800","level":"ERR","time":1001,"msg":"x"}\n')
+    doc = json.loads(diag("scan", "--json", "--format", "llamacpp", str(log)).stdout.decode("utf-8"))
+    assert [f["rule"] for f in doc["findings"]] == ["llamacpp-alloc-failed"]
+    out = diag("scan", "--format", "llamacpp", str(log)).stdout.decode("utf-8")
+    assert "cudaMalloc failed: out of memory \ufffd \U0001f600" in out  # the escaped pair is one character
+    diag("scan", "--store", str(tmp_path / "state"), "--format", "llamacpp", str(log))
+    with closing(sqlite3.connect(tmp_path / "state" / "diag.sqlite3")) as db:
+        assert db.execute("SELECT excerpt FROM findings").fetchall() == [("ggml_cuda_compute_forward: cudaMalloc failed: out of memory \ufffd \U0001f600",)]
