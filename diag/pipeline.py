@@ -19,6 +19,7 @@ from diag.ingest.reader import DEFAULT_MAX_LINE, InputError, Line, LineSplitter,
 from diag.analysis.rules.ruleset import RuleSet
 from diag.analysis.trace import Trace
 from diag.analysis.traces import TraceAssembler
+from diag.fsname import display
 
 
 MAX_SAMPLES = 200_000  # a week of 10 s stats lines from three servers; the daemon drains them at each commit
@@ -192,15 +193,17 @@ class Pipeline:
                   tail_bytes: int | None = None) -> SourceResult:
         """Read one file (or `-`) to the end through the pipeline; with `tail_bytes`, only its last
         part, from the first line boundary in it (a big log is not read whole; line numbers then
-        count from there)."""
-        res = SourceResult(path)
+        count from there). The source is named by its display name (`diag.fsname`): whatever the
+        bytes of a file's name, what comes out of the pipeline is text."""
+        name = display(path)
+        res = SourceResult(name)
         self.sources.append(res)
         try:
             f, mtime = open_source(path)
         except InputError as exc:
             res.error = str(exc)
             return res
-        parser = SourceParser(path, mtime, fmt)
+        parser = SourceParser(name, mtime, fmt)
         splitter = LineSplitter(self.max_line)
         try:
             if tail_bytes is not None and path != "-" and f.seekable():
@@ -223,7 +226,7 @@ class Pipeline:
                     lines = _with_progress(lines, progress)
                 self.feed_lines(parser, lines, res)
         except InputError as exc:
-            res.error = f"{path}: {exc}"
+            res.error = f"{name}: {exc}"
         finally:
             if f is not None and path != "-":
                 f.close()

@@ -39,6 +39,7 @@ BAD_NUMBER_LINES = [
     "(APIServer pid=1) INFO 11-22 18:23:09 [loggers.py:123] Engine 000: Avg prompt throughput: 1.2.3 tokens/s, Running: "
     + "9" * 5000 + " reqs, Waiting: 0 reqs, GPU KV cache usage: nan%",
     "0.00.256.568 I slot   operator(): id  " + "9" * 5000 + " | task " + "7" * 5000 + " | new prompt",
+    "INFO 01-24 00:13:46,380 [model_runner.py:821] Generated token " + "9" * 60 + " for request 'req-abc123': 'x'",
 ]
 
 

@@ -212,7 +212,8 @@ class TraceAssembler:
             if t.first_output_at is None:
                 t.first_output_at = ts
             if "token_index" in f:
-                t.output_tokens = max(t.output_tokens or 0, f["token_index"])
+                if f["token_index"] is not None:  # None: a malformed (60-digit) index, unknown
+                    t.output_tokens = max(t.output_tokens or 0, f["token_index"])
                 if len(t._text) < 64 and not t.says_no_image:
                     t._text += f.get("token_text", "")[:64]
                     low = t._text.lower()

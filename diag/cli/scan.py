@@ -103,10 +103,12 @@ class _StoreWriter:
     def __init__(self, state_dir: str, sink: Any, paths: list[str]) -> None:
         from pathlib import Path
 
+        from diag.fsname import display
         from diag.store.db import Store, StoreError
         from diag.store.rescan import ScanRun
 
         self.path = Path(state_dir) / "diag.sqlite3"
+        self.name = display(self.path)  # in messages (diag.fsname)
         self._errors = (StoreError, sqlite3.Error, OSError)
         self._sink = sink
         self.traces: list = []
@@ -116,7 +118,7 @@ class _StoreWriter:
             self.store = Store(self.path)
             self.run = ScanRun.begin(self.store.db, paths)
         except self._errors as exc:
-            raise UsageError(f"cannot write the store in {state_dir}: {exc}") from None
+            raise UsageError(f"cannot write the store in {display(state_dir)}: {exc}") from None
 
     def trace(self, t: Any) -> None:
         self._sink(t)
@@ -133,7 +135,7 @@ class _StoreWriter:
         try:
             self.store.commit(self.traces, self.hits, [], meta, samples, extra, scan=self.run)
         except self._errors as exc:
-            raise UsageError(f"cannot write the store {self.path}: {exc}") from None
+            raise UsageError(f"cannot write the store {self.name}: {exc}") from None
         self.stored_traces += len(self.traces)
         self.stored_hits += len(self.hits)
         self.traces, self.hits = [], []
@@ -144,7 +146,7 @@ class _StoreWriter:
         try:
             meta = self.store.meta()
         except self._errors as exc:
-            raise UsageError(f"cannot read the store {self.path}: {exc}") from None
+            raise UsageError(f"cannot read the store {self.name}: {exc}") from None
         scanned = (meta.get("scanned") or [])[-50:]
         scanned.append({"at": time.time(), "sources": [s.to_dict() for s in pipe.sources],
                         "traces": self.stored_traces + len(self.traces), "findings": self.stored_hits + len(self.hits)})
@@ -154,4 +156,4 @@ class _StoreWriter:
         read = [s.path for s in pipe.sources if s.lines or not s.error]
         self._commit({"facts": facts, "scanned": scanned}, pipe.samples, lambda db: self.run.forget_earlier(db, read))
         self.store.close()
-        print(f"diag: stored {self.stored_traces} traces and {self.stored_hits} findings in {self.path}", file=sys.stderr)
+        print(f"diag: stored {self.stored_traces} traces and {self.stored_hits} findings in {self.name}", file=sys.stderr)

@@ -42,17 +42,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from diag.fsname import display
     from diag.store.views import trace_doc
 
     store = open_store(args)
-    doc = trace_doc(store, args.id)
+    tid = display(args.id)  # an argument's bytes that are not UTF-8: no stored id has them (ids are text), none is found
+    doc = trace_doc(store, tid)
     if doc is None:
-        cands = store.trace_candidates(args.id, 21)
+        cands = store.trace_candidates(tid, 21)
         if len(cands) > 1:
             more = " …" if len(cands) > 20 else ""
-            raise UsageError(f"{args.id!r} is ambiguous: {len(cands) if not more else 'more than 20'} traces start with it "
+            raise UsageError(f"{tid!r} is ambiguous: {len(cands) if not more else 'more than 20'} traces start with it "
                              f"({', '.join(cands[:20])}{more})")
-        print(f"diag: no trace {args.id!r} in {store.path}", file=sys.stderr)
+        print(f"diag: no trace {tid!r} in {store.path}", file=sys.stderr)
         return 1
     return _show(doc, args.json, print_trace)
 

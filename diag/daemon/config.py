@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diag.fsname import display
+
 SYSTEM_CONFIG = Path("/etc/diag/diag.toml")
 
 
@@ -108,16 +110,17 @@ def load(explicit: str | None = None) -> Config:
     cfg = Config()
     if path is None:
         return cfg
+    name = display(path)  # the file's name in messages and in `diag status` (diag.fsname)
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{name}: no such config file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+        raise ConfigError(f"{name}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    apply(cfg, doc, str(path))
-    cfg.source = str(path)
+        raise ConfigError(f"{name}: invalid TOML: {exc}") from None
+    apply(cfg, doc, name)
+    cfg.source = name
     return cfg
 
 

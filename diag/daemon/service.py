@@ -247,7 +247,7 @@ class Daemon:
         """A source's server (the format that wrote it) and served model, for alert labels."""
         server = self._servers.get(path)
         if server is None:
-            fmt = next((r.parser.detected for r in self.follower.readers.values() if r.state.path == path), "unknown")
+            fmt = next((r.parser.detected for r in self.follower.readers.values() if r.parser.path == path), "unknown")
             server = {"uvicorn": "vllm"}.get(fmt, fmt)
             if fmt != "unknown":
                 self._servers[path] = server

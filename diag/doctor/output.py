@@ -8,6 +8,7 @@ import sys
 from typing import TextIO
 
 from diag.doctor import Result, verdict
+from diag.fsname import display
 
 GLYPHS = {"ok": "✓", "warn": "!", "fail": "✗", "skip": "-", "error": "☠"}
 ASCII = {"ok": "ok", "warn": "!!", "fail": "XX", "skip": "--", "error": "EE"}
@@ -20,7 +21,12 @@ def fancy(stream: TextIO) -> bool:
 
 def render(results: list[Result], verbose: bool = False, stream: TextIO = sys.stdout) -> None:
     rich = fancy(stream)
-    w = stream.write
+
+    def w(text: str) -> None:
+        # Checks quote file names and other processes' command lines, which may hold bytes that are
+        # not UTF-8 (lone surrogates in Python): shown as \xHH (diag.fsname), never an encoding error.
+        stream.write(display(text))
+
     w("Doctor summary (to see all details, run diag doctor -v):\n")
     for r in results:
         mark = GLYPHS[r.status] if rich else ASCII[r.status]
@@ -43,4 +49,6 @@ def render(results: list[Result], verbose: bool = False, stream: TextIO = sys.st
 
 
 def to_json(results: list[Result]) -> str:
-    return json.dumps({"checks": [r.to_dict() for r in results], "verdict": verdict(results)}, ensure_ascii=False, indent=1)
+    checks = [{k: [display(x) for x in v] if isinstance(v, list) else display(v) if isinstance(v, str) else v
+               for k, v in r.to_dict().items()} for r in results]  # text only, as `render` writes it
+    return json.dumps({"checks": checks, "verdict": verdict(results)}, ensure_ascii=False, indent=1)

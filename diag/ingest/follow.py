@@ -19,6 +19,7 @@ from typing import Callable
 from pathlib import Path
 
 from diag.daemon.config import Config, LogSpec
+from diag.fsname import display
 from diag.ingest.filereader import FP_BYTES, READ_CHUNK, FileReader, file_key, fingerprint_of
 from diag.ingest.reader import Line, LineSplitter
 from diag.parsing.source import PARSERS, SourceParser
@@ -35,6 +36,9 @@ class Follower:
         """`consume(reader, lines, flush)` runs lines through the reader's parser at once; the
         follower needs it when lines come from a copy and must be applied before the file restarts.
         `forget(path)` is told when a path is gone for good (a deleted file no configured path names).
+        Paths are the real names (they open files); what leaves the follower for the pipeline, the
+        store's meta and the log (`errors`, `forget`, parsers, messages) is their display name
+        (`diag.fsname`: text, whatever the name's bytes).
         With `raw_chunks`, readers hand new data over as bytes (see `FileReader.raw`)."""
         self.raw_chunks = raw_chunks
         self.consume = consume or (lambda r, lines, flush: r.pending_lines.extend(lines))
@@ -43,7 +47,7 @@ class Follower:
         self.readers: dict[str, FileReader] = {}  # key -> reader (active and rotated)
         self.by_path: dict[str, str] = {}  # configured path -> key of its active reader
         self.stored = {s.key: s for s in stored}
-        self.errors: dict[str, str] = {}  # path -> last error
+        self.errors: dict[str, str] = {}  # display name of the path -> last error
         self.started = False
         self._last_glob = 0.0
         self._retired: list[SourceState] = []
@@ -110,8 +114,7 @@ class Follower:
             found = self._find_by_key(Path(s.path).parent, s.key, s.fingerprint, s.fp_len)
             if found is None:
                 if counted:
-                    self.errors[s.path] = f"the file read before the restart ({s.key}) is gone; bytes after offset {s.offset} are lost"
-                    log.warning("%s: %s", s.path, self.errors[s.path])
+                    self._error(s.path, f"the file read before the restart ({s.key}) is gone; bytes after offset {s.offset} are lost")
                 s.state = "done"
                 s.updated_at = time.time()
                 self._retired.append(s)  # committed as done: the next start neither looks for it nor counts it again
@@ -120,7 +123,7 @@ class Follower:
             r = self._reader_for(found, s.path, s.format if s.format in PARSERS else None, s, rotated=True)
             if r is not None:
                 out.append(r)
-                log.info("%s: finishing %s (rotated while diag was down) from byte %d", s.path, found, s.offset)
+                log.info("%s: finishing %s (rotated while diag was down) from byte %d", display(s.path), display(found), s.offset)
             elif counted:  # cannot be opened now: committed as rotated (with its count), so it is not counted again
                 s.state = "rotated"
                 self._retired.append(s)
@@ -189,7 +192,7 @@ class Follower:
         changed = bool(state.fp_len) and fingerprint_of(head[: state.fp_len]) != state.fingerprint
         restart_at_zero = changed or state.offset > st.st_size  # truncated (and maybe regrown) while diag was down
         os.lseek(f.fileno(), state.offset if not restart_at_zero else 0, os.SEEK_SET)
-        parser = SourceParser(path, st.st_mtime, fmt, stamp_now=True)
+        parser = SourceParser(display(path), st.st_mtime, fmt, stamp_now=True)
         parser.start_at(state.offset, max(state.lineno, 0))
         splitter = LineSplitter(self.cfg.max_line_bytes, state.offset, max(state.lineno, 0))
         splitter.truncated_lines = state.truncated_lines
@@ -197,7 +200,7 @@ class Follower:
         state.state = "rotated" if rotated else "active"
         r = FileReader(state, f, splitter, parser, raw=self.raw_chunks)
         if restart_at_zero:
-            log.info("%s: truncated or rewritten while diag was down; resuming from the start", path)
+            log.info("%s: truncated or rewritten while diag was down; resuming from the start", display(path))
             if was_current:
                 # copytruncate while diag was down (or seen by a run killed before it committed), maybe
                 # followed by a rename (then both count): the committed state still has the old
@@ -210,14 +213,15 @@ class Follower:
         else:
             self.by_path[path] = state.key
         self.readers[state.key] = r
-        self.errors.pop(path, None)
+        self.errors.pop(display(path), None)
         state.last_error = None
         return r
 
     def _error(self, path: str, msg: str) -> None:
-        if self.errors.get(path) != msg:
-            log.warning("%s: %s", path, msg)
-        self.errors[path] = msg
+        name = display(path)
+        if self.errors.get(name) != msg:
+            log.warning("%s: %s", name, msg)
+        self.errors[name] = msg
 
     # -- following ------------------------------------------------------------------------
     def poll(self) -> list[tuple[FileReader, list[Line]]]:
@@ -286,7 +290,7 @@ class Follower:
         r.last_data = time.monotonic()
         self.by_path.pop(path, None)
         r.state.rotations = self._count_rotation(path)  # committed with state=rotated even if no successor is open yet
-        log.info("%s: rotated (rename or delete); finishing the old file", path)
+        log.info("%s: rotated (rename or delete); finishing the old file", display(path))
 
     def _salvage(self, path: str, r: FileReader, pos: int) -> None:
         """copytruncate: take the bytes not read yet from the copy that has our first bytes, then restart at 0."""
@@ -303,12 +307,12 @@ class Follower:
                     budget -= len(data)
                     out.extend(r.splitter.feed(data))
                 left = os.fstat(f.fileno()).st_size - f.tell()
-            log.info("%s: truncated (copytruncate); read bytes %d.. from the copy %s", path, pos, copy)
+            log.info("%s: truncated (copytruncate); read bytes %d.. from the copy %s", display(path), pos, display(copy))
             if left > 0:
                 self._error(path, f"copytruncate: {left} bytes of the copy past the {SALVAGE_BUDGET >> 20} MiB salvage budget were skipped")
         elif pos > 0:
             log.warning("%s: truncated at byte %d; no copy with the same first bytes found, lines written just before "
-                        "the truncation may be missing", path, pos)
+                        "the truncation may be missing", display(path), pos)
         out.extend(r.splitter.flush())
         self.consume(r, out, True)  # applied now: these bytes belong to the content before the truncation
         os.lseek(r.fileno(), 0, os.SEEK_SET)
@@ -333,9 +337,9 @@ class Follower:
                 and not os.path.exists(path) and not any(s.path == path for s in self.cfg.logs):
             # a globbed file that is gone (date-stamped logs deleted by rotation): nothing keeps its path
             self.rotations.pop(path, None)
-            self.errors.pop(path, None)
+            self.errors.pop(display(path), None)
             self.stored = {k: s for k, s in self.stored.items() if s.path != path}
-            self.forget(path)
+            self.forget(display(path))
 
     def idle_flush(self, r: FileReader) -> list[Line]:
         """A last line the writer has not terminated for `flush_after` seconds is taken as is."""

@@ -18,6 +18,8 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
+from diag.fsname import display
+
 DEFAULT_MAX_LINE = 1024 * 1024
 CHUNK = 1 << 20
 
@@ -156,19 +158,20 @@ def open_source(path: str) -> tuple[BinaryIO, float | None]:
     """
     if path == "-":
         return sys.stdin.buffer, None
+    name = display(path)  # for the messages: text whatever the name's bytes (diag.fsname)
     try:
         st = os.stat(path)
         if not os.path.isfile(path):
-            raise InputError(f"{path}: not a regular file")
+            raise InputError(f"{name}: not a regular file")
         f: BinaryIO = open(path, "rb")
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError(f"{name}: no such file") from None
     except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
+        raise InputError(f"{name}: permission denied") from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a directory") from None
+        raise InputError(f"{name}: is a directory") from None
     except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror or exc}") from None
+        raise InputError(f"{name}: {exc.strerror or exc}") from None
     magic = f.read(2)
     f.seek(0)
     if magic == b"\x1f\x8b":

@@ -8,6 +8,7 @@ returns a typed event plus a continuation key, or None when the line is not in i
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,3 +65,14 @@ def to_number(value: str | None) -> int | float | None:
     """An int when the text is one (`4096`, `1,024`), else a finite float, else None."""
     i = to_int(value)
     return i if i is not None else to_float(value)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_text(value: Any) -> str:
+    """A value from a JSON log line as log text. JSON may escape a lone surrogate (`"\\udcff"`), which
+    json.loads returns as is and no UTF-8 sink (the store, `scan --json`, a terminal) takes: it
+    becomes U+FFFD, as an invalid byte in a line does (a pair is one character, kept)."""
+    s = value if isinstance(value, str) else str(value)
+    return _LONE_SURROGATE.sub("\ufffd", s) if _LONE_SURROGATE.search(s) is not None else s

@@ -22,6 +22,7 @@ from diag.analysis.trace import Trace
 from diag.store.migrations import MIGRATIONS
 from diag.store.rescan import ScanRun
 from diag.compactjson import dumps_text
+from diag import fsname
 
 
 class StoreError(Exception):
@@ -46,14 +47,23 @@ class SourceState:
     state: str = "active"
     updated_at: float = field(default_factory=time.time)
 
-    COLUMNS = ("key", "path", "fingerprint", "fp_len", "format", "offset", "lineno", "size", "lines_read", "truncated_lines",
-               "last_line_time", "rotations", "last_error", "state", "updated_at")
+    COLUMNS = ("key", "path", "path_bytes", "fingerprint", "fp_len", "format", "offset", "lineno", "size", "lines_read",
+               "truncated_lines", "last_line_time", "rotations", "last_error", "state", "updated_at")
 
     def row(self) -> tuple:
-        return tuple(getattr(self, c) for c in self.COLUMNS)
+        # `path` is the real name (it opens the file); SQLite gets text, and the bytes of a name that
+        # is not UTF-8 beside it (diag.fsname)
+        return (self.key, *fsname.stored(self.path), *(getattr(self, c) for c in self.COLUMNS[3:]))
+
+    @classmethod
+    def from_row(cls, r: sqlite3.Row) -> "SourceState":
+        d = {k: r[k] for k in cls.COLUMNS[3:]}
+        raw = r["path_bytes"] if "path_bytes" in r.keys() else None  # a read-only look at a store not migrated yet
+        return cls(r["key"], fsname.restored(r["path"], raw), **d)
 
 
 _PATH = SourceState.COLUMNS.index("path")
+assert SourceState.COLUMNS[:3] == ("key", "path", "path_bytes")  # `row`: the name as the pair diag.fsname.stored makes
 _STATE = SourceState.COLUMNS.index("state")
 _UPDATED = SourceState.COLUMNS.index("updated_at")
 assert _UPDATED == len(SourceState.COLUMNS) - 1  # compared without it: the row up to it
@@ -63,7 +73,7 @@ _SOURCE_REPLACE = (f"INSERT OR REPLACE INTO sources ({', '.join(SourceState.COLU
 # rewrites an index whose column is set, even to the same value (a page more per commit); INSERT OR
 # REPLACE, a delete and an insert, rewrote both indexes. A row that is not there is inserted whole.
 _SOURCE_UPSERT = (_SOURCE_REPLACE.replace("INSERT OR REPLACE", "INSERT") + " ON CONFLICT(key) DO UPDATE SET "
-                  + ", ".join(f"{c} = excluded.{c}" for c in SourceState.COLUMNS if c not in ("key", "path")))
+                  + ", ".join(f"{c} = excluded.{c}" for c in SourceState.COLUMNS if c not in ("key", "path", "path_bytes")))
 
 
 class Store:
@@ -209,7 +219,7 @@ class Store:
             if before == same:
                 continue
             written[s.key] = same
-            (upserts if before is not None and before[_PATH] == row[_PATH] else replaces).append(row)
+            (upserts if before is not None and before[_PATH:_PATH + 2] == row[_PATH:_PATH + 2] else replaces).append(row)
         return upserts, replaces, written
 
     def prune(self, now: float, days: float, max_traces: int, max_findings: int, batch: int = 5000) -> int:
@@ -237,7 +247,7 @@ class Store:
 
     # -- reads ----------------------------------------------------------------------------
     def sources(self) -> list[SourceState]:
-        return [SourceState(**{k: r[k] for k in SourceState.COLUMNS}) for r in self.db.execute("SELECT * FROM sources ORDER BY path, updated_at")]
+        return [SourceState.from_row(r) for r in self.db.execute("SELECT * FROM sources ORDER BY path, updated_at")]
 
     def open_traces(self, limit: int) -> list[Trace]:
         rows = self.db.execute("SELECT data FROM traces WHERE status = 'in_flight' ORDER BY updated_at DESC LIMIT ?", (limit,))

@@ -157,4 +157,10 @@ MIGRATIONS = [
     """
     DROP INDEX IF EXISTS traces_status;
     """,
+    # 7: a followed file whose name is not valid UTF-8: `path` holds its display name (text, for people
+    # and SQL), `path_bytes` the name's exact bytes, which a restart opens it by (diag.fsname); NULL
+    # when the name is valid UTF-8 (then `path` is the name itself)
+    """
+    ALTER TABLE sources ADD COLUMN path_bytes BLOB;
+    """,
 ]

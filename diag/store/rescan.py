@@ -28,13 +28,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from diag import fsname
 from diag.store.counters import labels_key
 
 STDIN = "-"  # what a scan of stdin stores as its scanned_path: never the same file twice, never replaced
 
 
 def _absolute(path: str) -> str:
-    return path if path == STDIN else os.path.realpath(path)
+    """The file's absolute path as a key: a name that is not UTF-8 as its bytes in hex (`diag.fsname.ident`)."""
+    return path if path == STDIN else fsname.ident(os.path.realpath(path))
 
 
 def _in(values: Iterable[str]) -> str:
@@ -47,14 +49,14 @@ class ScanRun:
     """One `diag scan --store` run: its id, the files it reads, what earlier scans of them counted."""
 
     id: str
-    paths: dict[str, str] = field(default_factory=dict)  # a path as given → the file's absolute path
+    paths: dict[str, str] = field(default_factory=dict)  # a path as the pipeline names it → the file's absolute path
     credit: Counter[str] = field(default_factory=Counter)  # counter label key → rows earlier scans counted
 
     @classmethod
     def begin(cls, db: sqlite3.Connection, paths: Iterable[str]) -> "ScanRun":
         run = cls(uuid.uuid4().hex)
-        for p in paths:
-            run.scanned_path(p)
+        for p in paths:  # the real names: the pipeline names their sources by their display names
+            run.paths[fsname.display(p)] = _absolute(p)
         rows = db.execute("SELECT rule, severity, category, count(*) FROM findings "
                           "WHERE scanned_path IN (SELECT value FROM json_each(?)) GROUP BY 1, 2, 3",
                           (_in(v for v in run.paths.values() if v != STDIN),))

@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from diag.fsname import display
 from diag.parsing.clock import iso
 from diag.store.db import Store
 
@@ -30,28 +31,32 @@ def _alive(pid: Any) -> bool:
 
 
 def sources_doc(store: Store, meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per configured path: how far the daemon got (lag against the file's size now), lines read, errors."""
+    """Per configured path: how far the daemon got (lag against the file's size now), lines read, errors.
+    Paths are shown by their display names (`diag.fsname`), as the daemon keys its errors."""
     by_path: dict[str, list] = defaultdict(list)
     for s in store.sources():
         by_path[s.path].append(s)
     sources = []
     errors = meta.get("errors") or {}
+    shown = set()
     for path, rows in by_path.items():
         active = next((r for r in reversed(rows) if r.state == "active"), rows[-1])
+        name = display(path)
+        shown.add(name)
         try:
             size = os.stat(path).st_size
         except OSError:
             size = active.size
         sources.append({
-            "path": path, "format": active.format, "offset": active.offset, "size": size,
+            "path": name, "format": active.format, "offset": active.offset, "size": size,
             "lag_bytes": max(0, size - active.offset) if active.state == "active" else 0,
             "lines_read": sum(r.lines_read for r in rows), "truncated_lines": sum(r.truncated_lines for r in rows),
             "last_line_time": iso(max((r.last_line_time for r in rows if r.last_line_time), default=None)),
             "rotations": max(r.rotations for r in rows), "files": len(rows),
-            "last_error": errors.get(path) or active.last_error,
+            "last_error": errors.get(name) or active.last_error,
         })
     for path, err in errors.items():
-        if path not in by_path:
+        if path not in shown:
             sources.append({"path": path, "format": None, "offset": 0, "size": None, "lag_bytes": None, "lines_read": 0,
                             "truncated_lines": 0, "last_line_time": None, "rotations": 0, "files": 0, "last_error": err})
     return sources
@@ -64,7 +69,7 @@ def status_doc(store: Store) -> dict[str, Any]:
     running = _alive(pid) and not meta.get("stopped_at") or (_alive(pid) and meta.get("stopped_at", 0) < meta.get("started_at", 0))
     counts = store.counts()
     return {
-        "state": str(store.path),
+        "state": display(store.path),
         "schema_version": store.schema_version,
         "daemon": {"pid": pid, "running": bool(running), "started_at": iso(meta.get("started_at")),
                    "uptime_s": round(time.time() - meta["started_at"], 1) if running and meta.get("started_at") else None,

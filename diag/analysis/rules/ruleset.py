@@ -20,6 +20,7 @@ import regex
 from diag.parsing import events as E
 from diag.analysis.rules import schema as ruleschema
 from diag.analysis.rules.prefilter import literal_needles
+from diag.fsname import display
 
 from diag.analysis.rules.schema import CATEGORIES, SCOPES, SEVERITIES  # noqa: F401 - re-exported: the rule vocabulary
 
@@ -130,7 +131,7 @@ def load(dirs: Iterable[str | os.PathLike] = (), builtin: bool = True) -> RuleSe
         elif p.is_file():
             sources.append(p)
         else:
-            errors.append(f"{p}: no such rule file or directory")
+            errors.append(f"{display(p)}: no such rule file or directory")
     for path in sources:
         rules, errs = load_file(path, failed)
         errors.extend(errs)
@@ -143,38 +144,39 @@ def load_file(path: Path, failed: list[tuple[str, str | None]] | None = None) ->
     """The valid rules of one file and what is wrong with the others; `failed` collects
     (file, id) of each rule not loaded (id None: the whole file), so a reload can keep their old versions."""
     failed = failed if failed is not None else []
+    name = display(path)  # in messages and a rule's `file`: text, whatever the name's bytes (diag.fsname)
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        failed.append((str(path), None))
-        return [], [f"{path}: cannot read: {exc.strerror or exc}"]
+        failed.append((name, None))
+        return [], [f"{name}: cannot read: {exc.strerror or exc}"]
     try:
         text = raw.decode("utf-8")
         doc = tomllib.loads(text)
     except UnicodeDecodeError:
-        failed.append((str(path), None))
-        return [], [f"{path}: not UTF-8 text"]
+        failed.append((name, None))
+        return [], [f"{name}: not UTF-8 text"]
     except tomllib.TOMLDecodeError as exc:
-        failed.append((str(path), None))
-        return [], [f"{path}: invalid TOML: {exc}"]
+        failed.append((name, None))
+        return [], [f"{name}: invalid TOML: {exc}"]
     items = doc.get("rule", [])
     if not isinstance(items, list):
-        failed.append((str(path), None))
-        return [], [f"{path}: `rule` must be an array of tables ([[rule]])"]
+        failed.append((name, None))
+        return [], [f"{name}: `rule` must be an array of tables ([[rule]])"]
     rules, errors = [], []
     seen: set[str] = set()
     for item in items:
         rid = item.get("id") if isinstance(item, dict) else None
         line = _line_of(text, rid)
         try:
-            r = build(item, str(path), line)
+            r = build(item, name, line)
         except Exception as exc:  # noqa: BLE001 - a rule file is input: never raise out of loading
             why = str(exc) if isinstance(exc, RuleError) else f"cannot be loaded ({type(exc).__name__})"
-            errors.append(f"{path}:{line}: rule {rid if isinstance(rid, str) else '?'}: {why}")
-            failed.append((str(path), rid if isinstance(rid, str) else None))
+            errors.append(f"{name}:{line}: rule {rid if isinstance(rid, str) else '?'}: {why}")
+            failed.append((name, rid if isinstance(rid, str) else None))
             continue
         if r.id in seen:
-            errors.append(f"{path}:{line}: duplicate rule id {r.id!r} in the same file")
+            errors.append(f"{name}:{line}: duplicate rule id {r.id!r} in the same file")
             continue
         seen.add(r.id)
         rules.append(r)

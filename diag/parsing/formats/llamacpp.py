@@ -13,7 +13,7 @@ import re
 from diag.parsing import events as E
 from diag.parsing import usercontent
 from diag.parsing.events import Event
-from diag.parsing.base import Ctx, Parsed, to_float, to_int
+from diag.parsing.base import Ctx, Parsed, json_text, to_float, to_int
 
 NAME = "llamacpp"
 
@@ -54,12 +54,12 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
             return None
         if not isinstance(obj, dict):
             return None
-        body = str(obj.get("msg", "")).rstrip("\n")
+        body = json_text(obj.get("msg", "")).rstrip("\n")
         level = _LEVEL.get(str(obj.get("level", "")), None)
         t = obj.get("time")
         rel = t / 1e6 if isinstance(t, (int, float)) else None
         if obj.get("type") != "log":
-            ev = Event(ctx.path, 0, NAME, E.LOG, level, None, str(obj.get("type")), ctx.proc, ctx.pid)
+            ev = Event(ctx.path, 0, NAME, E.LOG, level, None, json_text(obj.get("type")), ctx.proc, ctx.pid)
             return ev, None
     ev = Event(ctx.path, 0, NAME, E.LOG, level, None, body, ctx.proc, ctx.pid)
     if rel is not None:

@@ -1,0 +1,265 @@
+"""A log file (or rule file, or config file) whose name is not valid UTF-8 (Linux allows any bytes),
+and log text that JSON decodes to a lone surrogate.
+
+Python hands such a name over as a str with lone surrogates; every place diag writes text (UTF-8
+JSON, SQLite, HTML, metrics labels, alerts, a terminal whose encoding is strict) refused it and
+diag died with a traceback. Now the name is shown as its display form (the undecodable bytes as
+`\\xHH`, diag.fsname) and the daemon finds the file again after a restart by the name's bytes.
+The commands run as users run them, over real files with such names, a real store and the real
+daemon; `PYTHONIOENCODING=utf-8` gives them the strict standard output of a UTF-8 locale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from conftest import VLLM, Receiver, free_port, vllm_request_lines, wait_for
+from diag.store.db import Store
+
+RAW = b"vllm-\xff.log"  # 0xff never occurs in UTF-8
+NAME = os.fsdecode(RAW)  # 'vllm-\udcff.log', as os.listdir and glob give it
+SHOWN = "vllm-\\xff.log"  # what diag prints: the byte spelled out
+# stdout that refuses surrogates, as under en_US.UTF-8; wide enough that report tables keep a path on one line
+STRICT = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "400"}
+CORPUS_LOG = VLLM / "text-logoutputs.log"
+OOM = ("(APIServer pid=1) ERROR 01-24 10:03:33 [serving_chat.py:1012] Error in chat completion stream generator: CUDA out of memory. "
+       "Tried to allocate 11.72 GiB. GPU 0 has a total capacity of 79.19 GiB of which 7.04 GiB is free.\n")
+
+
+def diag(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "diag", *args], capture_output=True, env=STRICT, timeout=120)
+    assert b"Traceback" not in r.stderr, r.stderr.decode("utf-8", "replace")
+    if check:
+        assert r.returncode in (0, 1), r.stderr.decode("utf-8", "replace")  # 1: the corpus has an error finding
+    return r
+
+
+def copy_corpus(directory: Path, raw_name: bytes = RAW) -> str:
+    path = os.path.join(os.fsencode(directory), raw_name)
+    shutil.copyfile(CORPUS_LOG, path)
+    return os.fsdecode(path)
+
+
+def test_scan_json_names_the_file_by_its_display_name(tmp_path):
+    log = copy_corpus(tmp_path)
+    doc = json.loads(diag("scan", "--json", log).stdout.decode("utf-8"))
+    shown = f"{tmp_path}/{SHOWN}"
+    assert [f["path"] for f in doc["files"]] == [shown]
+    assert doc["files"][0]["lines"] > 200
+    assert doc["traces"] and {t["source"] for t in doc["traces"]} == {shown}
+    assert {loc["path"] for f in doc["findings"] for loc in f.get("locations", [])} <= {shown}
+    # the same scan of the file under a UTF-8 name finds the same (only the name differs)
+    plain = json.loads(diag("scan", "--json", copy_corpus(tmp_path, b"vllm-plain.log")).stdout.decode("utf-8"))
+    assert len(plain["traces"]) == len(doc["traces"]) and [f["rule"] for f in plain["findings"]] == [f["rule"] for f in doc["findings"]]
+
+
+def test_scan_report_on_a_strict_utf8_terminal(tmp_path):
+    log = copy_corpus(tmp_path)
+    out = diag("scan", log).stdout.decode("utf-8")
+    assert f" {tmp_path}/{SHOWN} " in out  # the table of files
+    assert f"{SHOWN}:144" in out
+    # a file that cannot be read: one line naming it, no traceback
+    missing = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"gone-\xfe.log"))
+    r = diag("scan", missing, check=False)
+    assert r.returncode == 2 and r.stderr.decode("utf-8").strip() == f"diag: {tmp_path}/gone-\\xfe.log: no such file"
+
+
+def test_scan_store_keeps_the_name_apart_from_its_look_alike_and_rescans_replace(tmp_path):
+    log = copy_corpus(tmp_path)
+    # a valid UTF-8 name that displays the same: its own file, whose rows a rescan of the other must keep
+    look_alike = copy_corpus(tmp_path, SHOWN.encode())
+    state = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"state-\xfe")))
+    r = diag("scan", "--store", str(state), log)
+    assert r.stderr.decode("utf-8").endswith(f"findings in {tmp_path}/state-\\xfe/diag.sqlite3\n")
+    diag("scan", "--store", str(state), look_alike)
+
+    def rows() -> tuple[Counter, int]:
+        with closing(sqlite3.connect(state / "diag.sqlite3")) as db:
+            return (Counter(r[0] for r in db.execute("SELECT source FROM traces")),
+                    db.execute("SELECT count(*) FROM findings").fetchone()[0])
+
+    traces, findings = rows()
+    n = traces[f"{tmp_path}/{SHOWN}"]
+    assert n > 0 and findings == 4  # both files' traces (under one display name) and findings
+    diag("scan", "--store", str(state), log)  # scanning it again replaces what its first scan stored
+    assert rows() == (traces, findings)
+    with closing(Store(state / "diag.sqlite3", readonly=True)) as s:
+        assert [[f["path"] for f in sc["sources"]] for sc in s.meta()["scanned"]] == [[f"{tmp_path}/{SHOWN}"]] * 3
+    st = json.loads(diag("status", "--json", "--state-dir", str(state)).stdout.decode("utf-8"))
+    assert st["state"] == f"{tmp_path}/state-\\xfe/diag.sqlite3" and st["traces"] == sum(traces.values())
+
+
+def test_doctor_log_check_names_the_files(tmp_path):
+    log = copy_corpus(tmp_path)
+    missing = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"gone-\xfe.log"))
+    r = diag("doctor", "--check", "logs", "--log", log, "--log", missing, "--json", check=False)
+    (check,) = json.loads(r.stdout.decode("utf-8"))["checks"]
+    assert check["status"] == "fail" and check["summary"].startswith(f"{tmp_path}/gone-\\xfe.log does not exist")
+    assert any(d.startswith(f"{tmp_path}/{SHOWN}: 43735 bytes") for d in check["details"])
+    r = diag("doctor", "--check", "logs", "--log", missing, check=False)
+    assert f"logs: {tmp_path}/gone-\\xfe.log does not exist" in r.stdout.decode("utf-8")
+
+
+def test_rule_files_and_config_named_in_bytes(tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    good = (b'[[rule]]\nid = "fsname-probe"\ntitle = "probe"\ncategory = "other"\nseverity = "info"\nmatch = "does not exist"\n'
+            b'summary = "probe"\nremedy = "none"\nexamples = [{ text = "The model `x` does not exist." }]\n'
+            b'counter_examples = ["fine"]\n')
+    for raw, text in ((b"good-\xff.toml", good), (b"broken-\xfe.toml", b"[[rule]\n")):
+        Path(os.fsdecode(os.path.join(os.fsencode(rules), raw))).write_bytes(text)
+    log = copy_corpus(tmp_path, b"vllm.log")  # only the rule files' names are not UTF-8 here
+    r = diag("scan", "--json", "--rules", str(rules), log)
+    doc = json.loads(r.stdout.decode("utf-8"))
+    assert [e.split(": ")[0] for e in doc["rule_errors"]] == [f"{rules}/broken-\\xfe.toml"]
+    assert f"diag: rule error: {rules}/broken-\\xfe.toml: invalid TOML" in r.stderr.decode("utf-8")
+    listed = json.loads(diag("rules", "list", "--json", "--rules", str(rules)).stdout.decode("utf-8"))
+    (probe,) = [x for x in listed if x["id"] == "fsname-probe"]
+    assert probe["file"] == f"{rules}/good-\\xff.toml"
+    config = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"diag-\xfd.toml"))
+    Path(config).write_text("[daemon]\n")
+    r = diag("daemon", "--check-config", "--config", config, "--state-dir", str(tmp_path / "state"), check=False)
+    assert r.returncode == 0 and f"config {tmp_path}/diag-\\xfd.toml:" in r.stdout.decode("utf-8")
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.read().decode("utf-8")
+
+
+def _requests(first: int, n: int) -> str:
+    return "".join(vllm_request_lines(f"chatcmpl-{i:016x}", 40000 + i % 1000) for i in range(first, first + n))
+
+
+def test_daemon_follows_restarts_and_shows_a_file_named_in_bytes(tmp_path):
+    """Through a glob, with the dashboard, /metrics and a webhook; killed (-9), the file renamed away
+    (logrotate) and a new one written while it is down: after the restart every request is stored
+    exactly once, the old file finished from its committed offset, found by the name's bytes."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    state = tmp_path / "state"
+    log = os.fsdecode(os.path.join(os.fsencode(logs), RAW))
+    shown = f"{logs}/{SHOWN}"
+    n1, n2, n3 = 40, 30, 20
+    Path(log).write_text(_requests(0, n1) + OOM)
+    rec = Receiver()
+    port = free_port()
+    config = tmp_path / "diag.toml"
+    config.write_text(f'[alerts]\ngroup_wait = 0\n[[alerts.sink]]\nname = "hook"\ntype = "webhook"\nurl = "{rec.url}"\n')
+    absent = os.fsdecode(os.path.join(os.fsencode(logs), b"later-\xfe.log"))  # a plain --log not there yet
+    args = [sys.executable, "-m", "diag", "daemon", "--config", str(config), "--state-dir", str(state), "--log", str(logs / "vllm-*.log"),
+            "--log", absent, "--from-beginning", "--web", f"127.0.0.1:{port}"]
+    errs = [tmp_path / "d0.err", tmp_path / "d1.err"]
+
+    def status() -> dict:
+        r = diag("status", "--json", "--state-dir", str(state), check=False)
+        return json.loads(r.stdout) if r.returncode == 0 else {"sources": [], "traces": 0}
+
+    d = subprocess.Popen(args, stderr=open(errs[0], "w"), stdout=subprocess.DEVNULL, env=STRICT)
+    try:
+        wait_for(lambda: status()["traces"] == n1 and status()["findings"], 30, "the first file's requests and the OOM")
+        st = status()
+        assert [(s["path"], s["lines_read"], s["last_error"]) for s in st["sources"]] == [
+            (shown, 3 * n1 + 1, None), (f"{logs}/later-\\xfe.log", 0, "waiting for the file to appear")]
+        human = diag("status", "--state-dir", str(state)).stdout.decode("utf-8")
+        # the path column, folded over lines by the table
+        assert "".join(ln.split("│")[0].strip() for ln in human.splitlines() if "│" in ln) == shown + f"{logs}/later-\\xfe.log"
+        # the dashboard's pages and APIs, /metrics
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _get(base + "/api/status") and True, 20, "the dashboard")
+        assert [s["path"] for s in json.loads(_get(base + "/api/status"))["sources"]] == [shown, f"{logs}/later-\\xfe.log"]
+        assert shown in _get(base + "/")
+        tid = f"chatcmpl-{0:016x}"
+        assert json.loads(_get(f"{base}/api/traces/{tid}"))["source"] == shown
+        assert shown in _get(f"{base}/trace/{tid}")
+        assert f"{shown}:{3 * n1 + 1}" in _get(base + "/findings")  # where the OOM line is
+        metrics = _get(base + "/metrics")
+        assert f'diag_lines_read_total{{path="{logs}/vllm-\\\\xff.log"}} {3 * n1 + 1}.0' in metrics  # the label escapes "\"
+        # the OOM alert names the file
+        (body,) = rec.wait(1)
+        assert {a["labels"]["source"] for a in body["alerts"]} == {shown}
+        assert shown in _get(base + "/alerts")
+        d.send_signal(signal.SIGKILL)
+        d.wait(timeout=30)
+        # while diag is down: more lines, then logrotate renames the file away and a new one is written
+        with open(log, "a") as f:
+            f.write(_requests(n1, n2))
+        os.rename(log, log + ".1")
+        Path(log).write_text(_requests(n1 + n2, n3))
+        d = subprocess.Popen(args, stderr=open(errs[1], "w"), stdout=subprocess.DEVNULL, env=STRICT)
+        wait_for(lambda: status()["traces"] == n1 + n2 + n3 and all(s["lag_bytes"] in (0, None) for s in status()["sources"]), 30,
+                 "the restarted daemon to catch up")
+        time.sleep(0.5)
+        d.send_signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+    finally:
+        if d.poll() is None:
+            d.kill()
+        rec.close()
+    stderr = "".join(e.read_text(encoding="utf-8") for e in errs)
+    assert "Traceback" not in stderr and "rotated while diag was down" in stderr, stderr
+    with closing(Store(state / "diag.sqlite3", readonly=True)) as s:
+        traces = {tid: s.trace(tid) for tid in s.trace_ids()}
+    assert set(traces) == {f"chatcmpl-{i:016x}" for i in range(n1 + n2 + n3)}  # none lost, none extra
+    once = Counter({"request.received": 1, "request.added": 1, "http.access": 1})
+    assert [tid for tid, t in traces.items() if Counter(e["kind"] for e in t["timeline"]) != once] == []  # none repeated
+    assert {t["source"] for t in traces.values()} == {shown}
+    src = status()["sources"][0]
+    assert (src["path"], src["rotations"], src["lines_read"]) == (shown, 1, 3 * (n1 + n2 + n3) + 1)
+    with closing(sqlite3.connect(state / "diag.sqlite3")) as db:
+        stored = sorted(db.execute("SELECT path, path_bytes, state FROM sources"))
+    assert [row[:2] for row in stored] == [(shown, os.fsencode(log))] * 2  # the new file and the one rotated away
+    assert sorted(row[2] for row in stored) in (["active", "done"], ["active", "rotated"])
+
+
+@pytest.mark.parametrize("raw", [b"\xff", b"\xed\xa0\x80", b"a\\xff"])
+def test_display_and_stored_forms(raw):
+    from diag import fsname
+
+    name = os.fsdecode(b"/logs/" + raw)
+    text, blob = fsname.stored(name)
+    text.encode("utf-8")  # text any UTF-8 sink takes
+    assert fsname.restored(text, blob) == name and text == fsname.display(name)
+    if blob is None:  # a valid UTF-8 name is its own display form and key
+        assert text == name == fsname.ident(name)
+    else:
+        assert blob == b"/logs/" + raw and text == "/logs/" + "".join(f"\\x{b:02x}" for b in raw)
+        assert fsname.ident(name) != fsname.ident(text)  # the look-alike is another key
+
+
+def test_other_arguments_with_bytes_that_are_not_utf8_get_a_one_line_answer(tmp_path):
+    state = tmp_path / "state"
+    diag("scan", "--store", str(state), copy_corpus(tmp_path, b"vllm.log"))
+    r = diag("trace", "--state-dir", str(state), os.fsdecode(b"chatcmpl-\xff"), check=False)
+    assert (r.returncode, r.stderr.decode("utf-8")) == (1, f"diag: no trace 'chatcmpl-\\\\xff' in {state}/diag.sqlite3\n")
+    r = diag("daemon", "--check-config", "--state-dir", str(state), "--alert-webhook", os.fsdecode(b"http://127.0.0.1:9/\xff"), check=False)
+    assert r.returncode == 2 and r.stderr.decode("utf-8").splitlines() == [
+        "diag: --alert-webhook: [[alerts.sink]] webhook-cli-1: url 'http://127.0.0.1:9/\\\\xff' has bytes that are not UTF-8"]
+
+
+def test_a_json_log_line_escaping_a_lone_surrogate_is_text_like_any_invalid_byte(tmp_path):
+    """The log text side: raw bytes are decoded with errors='replace', but llama-server's JSON lines
+    are decoded by json.loads, which returns an escaped lone surrogate as is."""
+    log = tmp_path / "llama.log"
+    log.write_text('{"type":"log","level":"ERR","time":1000,"msg":"ggml_cuda_compute_forward: cudaMalloc failed: '
+                   'out of memory \\udcff \\ud83d\\ude00"}\n{"type":"\\ud800","level":"ERR","time":1001,"msg":"x"}\n')
+    doc = json.loads(diag("scan", "--json", "--format", "llamacpp", str(log)).stdout.decode("utf-8"))
+    assert [f["rule"] for f in doc["findings"]] == ["llamacpp-alloc-failed"]
+    out = diag("scan", "--format", "llamacpp", str(log)).stdout.decode("utf-8")
+    assert "cudaMalloc failed: out of memory \ufffd \U0001f600" in out  # the escaped pair is one character
+    diag("scan", "--store", str(tmp_path / "state"), "--format", "llamacpp", str(log))
+    with closing(sqlite3.connect(tmp_path / "state" / "diag.sqlite3")) as db:
+        assert db.execute("SELECT excerpt FROM findings").fetchall() == [("ggml_cuda_compute_forward: cudaMalloc failed: out of memory \ufffd \U0001f600",)]
