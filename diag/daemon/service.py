@@ -32,7 +32,7 @@ from diag.ingest.watch import DirWatch, Waker
 
 log = logging.getLogger("diag")
 COALESCE = 0.02  # seconds: lines arriving this soon after a commit wait to be committed with the next ones
-COALESCE_STEADY = 0.03  # the same while a steady stream comes in (see `_wait`): a line waits at most this long
+COALESCE_STEADY = 0.04  # the same while a steady stream comes in (see `_wait`): a line waits at most this long
 STEADY_LINES = 8  # lines read in one turn that mark a steady stream (400 lines/s over a `COALESCE` window)
 HEARTBEAT_EVERY = 1.0  # seconds: `heartbeat` (the last commit's time) is rewritten at most this often
 
