@@ -133,9 +133,11 @@ class Daemon:
         as much as reading 40 lines, and at 1,000 lines/s a commit every 20 ms was half of the
         daemon's CPU. A turn after a 40 ms sleep runs on cold caches (~1.2 ms where the same turn
         back to back takes ~0.6), so the turns, not the lines, are most of what a steady stream
-        costs: 40 ms holds it under 3 % of a core with a line's p99 about 42 ms, inside the 50 ms
-        budget. One request's lines written now and then (a handful per turn) keep the short
-        window. Catching up (a read stopped at its size limit) never comes here."""
+        costs (tests/bench/bench_daemon.py, a noisy 2-core machine): 30 ms cost 3.5-3.8 % of a
+        core, 40 ms 2.8-3.3 % with a line's p99 at 41.5 ms (the window plus one turn). 45 ms saved
+        little more (2.8-3.0 %) for a p99 of 46 ms and a max near 60: too close to the 50 ms budget.
+        One request's lines written now and then (a handful per turn) keep the short window.
+        Catching up (a read stopped at its size limit) never comes here."""
         if busy:
             pause = self._last_commit + self._window() - time.monotonic()
             if pause > 0 and not self.stopping:
