@@ -32,7 +32,7 @@ from diag.ingest.watch import DirWatch, Waker
 
 log = logging.getLogger("diag")
 COALESCE = 0.02  # seconds: lines arriving this soon after a commit wait to be committed with the next ones
-COALESCE_STEADY = 0.03  # the same while a steady stream comes in (see `_wait`): a line waits at most this long
+COALESCE_STEADY = 0.04  # the same while a steady stream comes in (see `_wait`): a line waits at most this long
 STEADY_LINES = 8  # lines read in one turn that mark a steady stream (400 lines/s over a `COALESCE` window)
 HEARTBEAT_EVERY = 1.0  # seconds: `heartbeat` (the last commit's time) is rewritten at most this often
 
@@ -131,8 +131,13 @@ class Daemon:
         latency; a line after a quiet spell is read at once. While the lines keep coming (the last
         turn read `STEADY_LINES` or more) the window is `COALESCE_STEADY`: each commit costs about
         as much as reading 40 lines, and at 1,000 lines/s a commit every 20 ms was half of the
-        daemon's CPU. One request's lines written now and then (a handful per turn) keep the short
-        window. Catching up (a read stopped at its size limit) never comes here."""
+        daemon's CPU. A turn after a 40 ms sleep runs on cold caches (~1.2 ms where the same turn
+        back to back takes ~0.6), so the turns, not the lines, are most of what a steady stream
+        costs (tests/bench/bench_daemon.py, a noisy 2-core machine): 30 ms cost 3.5-3.8 % of a
+        core, 40 ms 2.8-3.3 % with a line's p99 at 41.5 ms (the window plus one turn). 45 ms saved
+        little more (2.8-3.0 %) for a p99 of 46 ms and a max near 60: too close to the 50 ms budget.
+        One request's lines written now and then (a handful per turn) keep the short window.
+        Catching up (a read stopped at its size limit) never comes here."""
         if busy:
             pause = self._last_commit + self._window() - time.monotonic()
             if pause > 0 and not self.stopping:

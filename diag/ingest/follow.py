@@ -266,7 +266,7 @@ class Follower:
         truncated = st.st_size < pos
         if not truncated and r.state.fp_len and st.st_size >= r.state.fp_len:
             head = os.pread(fd, FP_BYTES, 0)
-            truncated = fingerprint_of(head[: r.state.fp_len]) != r.state.fingerprint
+            truncated = not r.head_matches(head)
             if not truncated and len(head) > r.state.fp_len:
                 r.state.fingerprint, r.state.fp_len = fingerprint_of(head), len(head)  # the file grew: fingerprint more of it
         elif not truncated and not r.state.fp_len and st.st_size:
