@@ -1,9 +1,10 @@
 """Which of diag's own modules are also built as C extensions, and how to run without them.
 
-The pipeline's hot modules (reading, parsing, traces, rules, the report) are plain Python. When
-`pip install .` finds a C compiler, setup.py also compiles them with Cython, *unchanged* — the
-pattern black and mypy ship with mypyc: the same source, no second implementation to keep in
-step, about a quarter less CPU per line (tests/bench/bench_scan.py prints both). Python imports an
+The pipeline's hot modules (reading, parsing, traces, rules, the report; the daemon's follow and
+commit turn) are plain Python. When `pip install .` finds a C compiler, setup.py also compiles
+them with Cython, *unchanged* — the pattern black and mypy ship with mypyc: the same source, no
+second implementation to keep in step, about a quarter less CPU per line
+(tests/bench/bench_scan.py prints both). Python imports an
 extension module before a source file of the same name, so a built package uses them without a
 switch; `DIAG_NO_EXT=1` puts a finder in front that loads these modules' `.py` source instead
 (and `diag.ingest.fastpath` picks its pure classifier), which is how the suite checks that the
@@ -53,6 +54,14 @@ MODULES = (
     "diag.report.document",
     "diag.report.jsonstream",
     "diag.report.percentile",
+    # the daemon's turn: follow the files, commit to the store
+    "diag.fsname",
+    "diag.ingest.filereader",
+    "diag.ingest.follow",
+    "diag.ingest.watch",
+    "diag.store.counters",
+    "diag.store.db",
+    "diag.daemon.service",
 )
 
 
