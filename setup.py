@@ -14,8 +14,9 @@ from setuptools.command.build_ext import build_ext
 
 
 class OptionalBuildExt(build_ext):
-    """The compiled classifier is an optimisation, never a requirement (markupsafe's pattern):
-    without a C compiler, headers or Cython the build says why and installs the pure package."""
+    """The compiled code (the classifier, the listed modules) is an optimisation, never a
+    requirement (markupsafe's pattern): without a C compiler, headers or Cython the build says why
+    (shown by `pip install -v`) and installs the pure package."""
 
     def finalize_options(self) -> None:
         super().finalize_options()
@@ -36,7 +37,7 @@ class OptionalBuildExt(build_ext):
 
 
 def _skip(exc: Exception) -> None:
-    print(f"diag: compiled classifier not built ({exc.__class__.__name__}: {exc}); the pure-Python path will be used",
+    print(f"diag: compiled code not built ({exc.__class__.__name__}: {exc}); the pure-Python package will be used",
           file=sys.stderr)
 
 

@@ -263,3 +263,19 @@ def test_a_json_log_line_escaping_a_lone_surrogate_is_text_like_any_invalid_byte
     diag("scan", "--store", str(tmp_path / "state"), "--format", "llamacpp", str(log))
     with closing(sqlite3.connect(tmp_path / "state" / "diag.sqlite3")) as db:
         assert db.execute("SELECT excerpt FROM findings").fetchall() == [("ggml_cuda_compute_forward: cudaMalloc failed: out of memory \ufffd \U0001f600",)]
+
+
+@pytest.mark.parametrize("name", [b"state?mode=rw#x", b"st\xffate"])
+def test_a_store_whose_path_has_uri_characters_or_undecodable_bytes_opens_read_only(tmp_path, name):
+    """`diag status` and the dashboard open the store read-only through an SQLite URI: a `?` or
+    `#` in the state dir's path, or bytes that are not UTF-8, must still name that file."""
+    path = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), name, b"diag.sqlite3")))
+    with closing(Store(path).db):
+        pass
+    ro = Store(path, readonly=True)
+    try:
+        assert ro.schema_version > 0
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            ro.db.execute("CREATE TABLE t (x)")
+    finally:
+        ro.db.close()

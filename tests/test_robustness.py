@@ -63,6 +63,20 @@ def test_bad_numbers_make_facts_unknown_not_a_crash(tmp_path):
     assert doc["internal_errors"] == {}
 
 
+def test_a_llama_server_json_line_with_a_huge_time_is_read_without_it(tmp_path):
+    """llama-server's --log-jsonl `time` is an integer of microseconds: one of 400 digits made the
+    division overflow and cost the line (an internal error in the parse stage)."""
+    real = (CORPUS / "llamacpp" / "real-b0c1e57-cpu" / "jsonl-stdout.log").read_text().splitlines()
+    bad = re.sub(r'"time":\s*\d+', '"time":' + "9" * 400, real[3], count=1)
+    assert bad != real[3] and '"type":"log"' in bad
+    log = tmp_path / "llama.log"
+    log.write_text("\n".join(real[:3] + [bad] + real[4:40]) + "\n")
+    r = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", str(log)], capture_output=True, text=True)
+    assert r.returncode in (0, 1), r.stderr
+    assert "internal error" not in r.stderr
+    assert json.loads(r.stdout)["internal_errors"] == {}
+
+
 def _whole_pipeline(text: str | bytes) -> Pipeline:
     """Parsers, traces, facts, rules, then both reports: every stage the daemon runs."""
     data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text

@@ -54,7 +54,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
             more = " …" if len(cands) > 20 else ""
             raise UsageError(f"{tid!r} is ambiguous: {len(cands) if not more else 'more than 20'} traces start with it "
                              f"({', '.join(cands[:20])}{more})")
-        print(f"diag: no trace {tid!r} in {store.path}", file=sys.stderr)
+        print(f"diag: no trace {tid!r} in {display(store.path)}", file=sys.stderr)
         return 1
     return _show(doc, args.json, print_trace)
 

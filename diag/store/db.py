@@ -10,11 +10,13 @@ keyed by `PRAGMA user_version` (`diag.store.migrations`).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
+from urllib.parse import quote
 
 from diag.store.counters import count_new, keep_lines_read
 from diag.analysis.findings import Hit
@@ -83,12 +85,13 @@ class Store:
         self._sources_written: dict[str, tuple] = {}  # key -> row as last committed, updated_at left out: unchanged rows are skipped
         if readonly:
             if not self.path.exists():
-                raise StoreError(f"{self.path}: no diag store here (has the daemon run with this state dir?)")
-            uri = f"file:{self.path}?mode=ro"
+                raise StoreError(f"{fsname.display(self.path)}: no diag store here (has the daemon run with this state dir?)")
+            # percent-encoded bytes: a `?` or `#` in the path, or a name that is not UTF-8, stays the path
+            uri = f"file:{quote(os.fsencode(self.path))}?mode=ro"
             self.db = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
             if self.schema_version == 0:  # created this instant, its first migration not committed yet
                 self.db.close()
-                raise StoreError(f"{self.path}: no diag store here yet (the daemon is creating it)")
+                raise StoreError(f"{fsname.display(self.path)}: no diag store here yet (the daemon is creating it)")
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)

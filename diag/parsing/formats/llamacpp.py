@@ -57,7 +57,10 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         body = json_text(obj.get("msg", "")).rstrip("\n")
         level = _LEVEL.get(str(obj.get("level", "")), None)
         t = obj.get("time")
-        rel = t / 1e6 if isinstance(t, (int, float)) else None
+        try:
+            rel = t / 1e6 if isinstance(t, (int, float)) else None
+        except OverflowError:  # an integer past a float's range: no time, not a lost line
+            rel = None
         if obj.get("type") != "log":
             ev = Event(ctx.path, 0, NAME, E.LOG, level, None, json_text(obj.get("type")), ctx.proc, ctx.pid)
             return ev, None

@@ -291,7 +291,10 @@ def _literal(s: str) -> str | None:
             if v is not None:
                 return v
     try:
-        with warnings.catch_warnings():  # `\d` in a prompt: a SyntaxWarning on stderr since Python 3.12
+        # `\d` in a prompt: a SyntaxWarning on stderr since Python 3.12. catch_warnings swaps the
+        # process's filters for a moment (not thread-safe: a warning another thread raises just
+        # then may go unshown); this path is rare: a repr with an escape `_unescape` leaves to Python.
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             v = ast.literal_eval(s)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: `{{}}`
