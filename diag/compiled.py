@@ -4,11 +4,13 @@ The pipeline's hot modules (reading, parsing, traces, rules, the report; the dae
 commit turn) are plain Python. When `pip install .` finds a C compiler, setup.py also compiles
 them with Cython, *unchanged* — the pattern black and mypy ship with mypyc: the same source, no
 second implementation to keep in step, about a quarter less CPU per line
-(tests/bench/bench_scan.py prints both). Python imports an
-extension module before a source file of the same name, so a built package uses them without a
-switch; `DIAG_NO_EXT=1` puts a finder in front that loads these modules' `.py` source instead
-(and `diag.ingest.fastpath` picks its pure classifier), which is how the suite checks that the
-pure package behaves the same (tests/test_compiled.py, and `.ci/run`'s second pass).
+(tests/bench/bench_scan.py prints both).
+
+Python imports an extension module before a source file of the same name, so a built package
+uses them without a switch. `DIAG_NO_EXT=1` puts a finder in front that loads these modules'
+`.py` source instead (and `diag.ingest.fastpath` picks its pure classifier): that is how the suite
+checks that the pure package behaves the same (tests/test_compiled.py, and `.ci/run`'s second
+pass).
 
 This module imports nothing of diag's: setup.py reads `MODULES` from it before diag is installed.
 """
