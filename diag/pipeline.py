@@ -100,12 +100,9 @@ class Pipeline:
     # -- events -------------------------------------------------------------------------
     def event(self, ev: Event) -> None:
         ts = ev.ts
-        if ts is not None:
-            if (self.since is not None and ts < self.since) or (self.until is not None and ts > self.until):
-                return
-            if self.last_ts is None or ts > self.last_ts:
-                self.last_ts = ts
-        self.stats.events += 1
+        if ts is not None and ((self.since is not None and ts < self.since) or (self.until is not None and ts > self.until)):
+            return
+        self.seen(ts)
         kind = ev.kind
         if kind == STATS and ts is not None and len(self.samples) < MAX_SAMPLES:
             self.samples.append(dict(ev.fields, source=ev.path, ts=ts))
@@ -136,8 +133,9 @@ class Pipeline:
         whatever the text; facts never read these kinds)."""
         return self.since is None and self.until is None and self.engine.idle_for_line(fmt, kind, text)
 
-    def lifecycle_seen(self, ts: float | None) -> None:
-        """What `event` counts for a line applied without an event."""
+    def seen(self, ts: float | None) -> None:
+        """What the pipeline counts of every event it takes, and of a line the fast path applies
+        without one: its time (the latest so far) and one event."""
         if ts is not None and (self.last_ts is None or ts > self.last_ts):
             self.last_ts = ts
         self.stats.events += 1

@@ -174,8 +174,9 @@ def validate_sink(s: SinkConfig, where: str) -> None:
             parts = urlsplit(u.strip())
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise AlertConfigError(f"{where}: url {u!r} is not an http(s) URL")
-            if display(u) != u:  # bytes that are not UTF-8 (a command-line argument): no URL, and no text to print
-                raise AlertConfigError(f"{where}: url {display(u)!r} has bytes that are not UTF-8")
+            shown = display(u)
+            if shown != u:  # bytes that are not UTF-8 (a command-line argument): no URL, and no text to print
+                raise AlertConfigError(f"{where}: url {shown!r} has bytes that are not UTF-8")
         if s.type == "wecom" and "key=" not in s.url and not s.secret:
             raise AlertConfigError(f"{where}: a WeCom robot needs its key (in the url as ?key=, or as secret/secret_file/secret_env)")
         if s.type == "dingtalk" and "access_token=" not in s.url:

@@ -75,4 +75,4 @@ def json_text(value: Any) -> str:
     json.loads returns as is and no UTF-8 sink (the store, `scan --json`, a terminal) takes: it
     becomes U+FFFD, as an invalid byte in a line does (a pair is one character, kept)."""
     s = value if isinstance(value, str) else str(value)
-    return _LONE_SURROGATE.sub("\ufffd", s) if _LONE_SURROGATE.search(s) is not None else s
+    return _LONE_SURROGATE.sub("\ufffd", s)  # the same str when there is none

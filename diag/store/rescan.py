@@ -57,14 +57,13 @@ class ScanRun:
         run = cls(uuid.uuid4().hex)
         for p in paths:  # the real names: the pipeline names their sources by their display names
             run.paths[fsname.display(p)] = _absolute(p)
+        files = _in(v for v in run.paths.values() if v != STDIN)
         rows = db.execute("SELECT rule, severity, category, count(*) FROM findings "
-                          "WHERE scanned_path IN (SELECT value FROM json_each(?)) GROUP BY 1, 2, 3",
-                          (_in(v for v in run.paths.values() if v != STDIN),))
+                          "WHERE scanned_path IN (SELECT value FROM json_each(?)) GROUP BY 1, 2, 3", (files,))
         for rule, severity, category, n in rows:
             run.credit[labels_key(rule=rule, severity=severity, category=category)] += n
         rows = db.execute("SELECT model, status, http_status, count(*) FROM traces "
-                          "WHERE scanned_path IN (SELECT value FROM json_each(?)) AND counted GROUP BY 1, 2, 3",
-                          (_in(v for v in run.paths.values() if v != STDIN),))
+                          "WHERE scanned_path IN (SELECT value FROM json_each(?)) AND counted GROUP BY 1, 2, 3", (files,))
         for model, status, http_status, n in rows:
             run.credit[labels_key(model_name=model, status=status, http_status=http_status)] += n
         return run

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from diag.parsing import events as E
 from diag.parsing.events import Event
-from diag.parsing.usercontent import endpoint, scrub
+from diag.parsing.usercontent import scrub
 from diag.ingest.fastpath import classify as C
 from diag.parsing.source import SourceParser
 from diag.parsing.formats import uvicorn, vllm
@@ -164,7 +164,7 @@ class FastSource:
             return False
         apply, args, ts, fmt, proc, pid = case
         ts = self.parser.took_line(fmt, lineno, proc, pid, ts, offset, rec[1])
-        pipe.lifecycle_seen(ts)
+        pipe.seen(ts)
         try:
             apply(*args, ts)
         except Exception as exc:  # noqa: BLE001 - as the pipeline's guard around the assembler
@@ -179,7 +179,7 @@ class FastSource:
             _, _, client, method, hpath, status, msg, _, _ = rec
             if not pipe.lifecycle_open("uvicorn", E.ACCESS, msg):
                 return None
-            hpath = endpoint(hpath)[:512]
+            hpath = uvicorn.access_path(hpath)
             t = asm.plain_access(path, method, hpath)
             if t is None:
                 return None

@@ -34,11 +34,16 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
     return ev, None
 
 
+def access_path(path: str) -> str:
+    """A request path as an access record keeps it: the endpoint only (no query, no user id in it), bounded."""
+    return endpoint(path)[:512]
+
+
 def access_fields(ev: Event, client: str, method: str, path: str, status: int) -> None:
     """The shape every access-line parser (uvicorn, nginx, http.server, llama.cpp) fills in."""
     ev.kind = E.ACCESS
     f = ev.fields
     f["client"] = client or None
     f["method"] = method
-    f["path"] = endpoint(path)[:512]
+    f["path"] = access_path(path)
     f["status"] = status
