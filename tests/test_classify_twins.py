@@ -22,6 +22,8 @@ from conftest import COMPILED_CLASSIFIER, needs_compiled
 
 from diag.analysis.rules import ruleset as rules
 from diag.ingest.fastpath import classify as pure
+from diag.parsing.formats import vllm
+from diag.parsing.usercontent import kept_path, scrub
 from diag.pipeline import Pipeline
 from diag.report.document import to_json
 
@@ -182,8 +184,9 @@ _PROC = bytes(c for c in range(0x20, 0x7f) if c not in b"()")
 _SRC = bytes(c for c in _GRAPH if c != 0x5d)
 _DIGITS = [lambda r: str(r.randint(0, 10**6)).encode(), _run(b"0123456789", 1, 30), b"9" * 30]
 _NAME = _enc("APIServer", "EngineCore_DP0", "A pid=x", "_ b' pid=5") + [_cat([b"A", b"z", b"_"], [_run(_PROC, 0, 10)])]
+_MARKS = _enc("?", "://", "data:", "{", "input_value=", " /", "GET /v1/models", " /x?y", '"/x?y', "\t/x?y", "data", "input_value", ":/", "=")
 _TAIL = [_cat(*[_enc("chatcmpl-1a2b.", ": params: SamplingParams(n=1, max_tokens=9), lora_request: None.", "é中 ", " luster]",
-                     "] ", ": x", "[", "\t", "\x7f", "", "") + [b"\xff\xfe", b"\xe4\xb8", _run(_CLEAN, 0, 4)]] * 4)]
+                     "] ", ": x", "[", "\t", "\x7f", "", "") + [b"\xff\xfe", b"\xe4\xb8", _run(_CLEAN, 0, 4)] + _MARKS] * 4)]
 _BAD_END = _enc(":", ": ", ":\t", "*", "`", "```", "**", " [repeated 2x across cluster]", "\r", "\x1b[0m", "\x00")
 
 _VLLM = [  # (what the regex takes, near misses) for each piece, in order
@@ -206,9 +209,11 @@ _ACCESS = [
     ([_cat([_run(b"0123456789", 1, 1)], [_run(_GRAPH, 0, 20)])] + _enc("10.0.0.1:5000", "127.0.0.1:1"),
      _enc("a.b", "1é", " 1", "1\x7f", '1 - "x', "")),
     ([b' - "'], _enc(' -"', " - ", '  - "', ' - "')),
-    ([_run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 1, 7), b"POST", b"GET"], _enc("", "get", "P0ST", "G ET")),
+    ([_run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 1, 7)] + _enc("POST", "GET", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "XPOST"),
+     _enc("", "get", "P0ST", "G ET")),
     ([b" "], _enc("", "  ")),
-    ([_run(_GRAPH, 1, 20), b"/v1/chat/completions"], _enc("", "/a b", "/é", "/\x7f")),
+    ([_run(_GRAPH, 1, 20)] + _enc("/v1/chat/completions", "/health", "/v1/models?x=1", "/v1/x", "v1/models", "/v1//a",
+                                  '/v1/models"x', "/metrics/"), _enc("", "/a b", "/é", "/\x7f")),
     ([b" HTTP/"], _enc("HTTP/", " HTTP", " http/", "  HTTP/")),
     ([_run(b"0123456789.", 1, 4), b"1.1"], _enc("", "x", "1x")),
     ([b'" '], _enc('"', '"  ', "' ", '""')),
@@ -247,6 +252,51 @@ def test_typed_classifier_agrees_on_generated_lines(rnd, cap):
         cap = len(lines[cap[0] % len(lines)]) + cap[1] if lines else 0
     recs = assert_twins(body, cap)
     assert len(recs) == body.count(b"\n") + 1
+
+
+def test_what_the_classifier_reads_for_the_fast_path_is_what_the_parsers_would():
+    """A record's request id is what vllm's own patterns read from its message, and a line the
+    classifier calls free of user content (an access line: once its path is a kept endpoint) is one
+    `scrub` leaves as it is — on generated lines built to be near misses of both (markers, their
+    pieces, request lines, ids with spaces or non-ASCII bytes)."""
+    r = random.Random(12)
+    recs = pure.split_classify(b"\n".join(_random_line(r) for _ in range(30000)), 1 << 20)
+    seen = {"rid": 0, "no rid": 0, "plain": 0, "not plain": 0}
+    for rec in recs:
+        if not isinstance(rec, tuple):
+            continue
+        kind, msg, text, rid, plain = rec[0], rec[6], rec[7], rec[9], rec[10]
+        if kind == pure.RECEIVED:
+            f: dict = {}
+            m = vllm.received(msg, f)
+            if rid is not None:
+                g: dict = {}
+                vllm.received_known(msg, rid, g)
+                assert m is not None and f == g, rec
+        elif kind == pure.ADDED:
+            assert rid is None or vllm.added_id(msg) == rid, rec
+        else:
+            assert rid is None
+            plain = plain and kept_path(rec[4])
+        if kind != pure.ACCESS:
+            seen["rid" if rid is not None else "no rid"] += 1
+        seen["plain" if plain else "not plain"] += 1
+        if plain:
+            assert scrub(text) == text, rec
+    assert min(seen.values()) > 1000, seen
+
+
+@needs_compiled
+def test_typed_classifier_agrees_on_the_markers_it_reads():
+    """The typed twin finds scrub's markers with memchr around one byte of each: put each marker,
+    and each one's pieces, at the start, middle and end of a claimed line's text."""
+    pieces = _enc("?", "://", ":/", "//", "data:", "data", "ata:", "{", "input_value=", "input_value", "nput_value=",
+                  " /", "/", " ", ":", "=")
+    for line in _REAL[:3]:
+        head, _, tail = line.rpartition(b" ")
+        for p in pieces:
+            for variant in (head + b" " + p + tail, head + p + b" " + tail, line + b" " + p, line + p + b"x"):
+                assert_twins(variant, 1 << 20)
 
 
 def test_generated_lines_are_mostly_near_misses_and_often_claimed():

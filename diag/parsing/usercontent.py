@@ -75,7 +75,7 @@ def _data_sub(m: re.Match) -> str:
 _KEPT: dict[str, bool] = {}  # request path -> is it a server endpoint, kept as it is (a bounded cache)
 
 
-def _kept_path(raw: str) -> bool:
+def kept_path(raw: str) -> bool:
     """Is `raw` a server endpoint with nothing to cut (no query, fragment or marker)? Asked for every
     access line, so the answer is remembered per distinct path."""
     kept = _KEPT.get(raw)
@@ -89,7 +89,7 @@ def _kept_path(raw: str) -> bool:
 def endpoint(raw: str) -> str:
     """A request path as diag keeps it: a server endpoint as is, anything else (a file name, an id
     in the path) as a placeholder; the query string never."""
-    if _kept_path(raw):
+    if kept_path(raw):
         return raw
     path = raw.split("?", 1)[0].split("#", 1)[0].split(OPEN, 1)[0]
     if _API_PATH.match(path):
@@ -133,7 +133,7 @@ def scrub(text: str) -> str:
         # and finding that out costs one search, not a new string per line. (Every request line
         # contains " /", so one occurrence means at most one match.)
         m = _REQUEST_LINE.search(text)
-        if m is not None and (not _kept_path(m.group(2)) or text.count(" /") > 1):
+        if m is not None and (not kept_path(m.group(2)) or text.count(" /") > 1):
             text = _REQUEST_LINE.sub(_request_sub, text)
     if slash and "?" in text and "/" in text:
         text = _QUERY.sub(_query_sub, text)

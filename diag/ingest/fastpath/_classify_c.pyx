@@ -203,6 +203,73 @@ cdef Py_ssize_t _access(const unsigned char *s, Py_ssize_t n, Py_ssize_t *f) noe
     return st
 
 
+cdef bint _no_markers(const unsigned char *t, Py_ssize_t n) noexcept nogil:
+    """classify._no_markers: no `?`, `://`, `data:`, `{` with `:`, `input_value=`. Each marker has
+    a byte to look for with memchr (`?`, `:`, `{`, `=`); the rest is compared around each hit."""
+    cdef const unsigned char *p
+    cdef const unsigned char *end = t + n
+    cdef bint colon = False
+    if memchr(t, 63, n) != NULL:  # "?"
+        return False
+    p = <const unsigned char *>memchr(t, 58, n)  # ":"
+    while p != NULL:
+        colon = True
+        if (end - p >= 3 and p[1] == 47 and p[2] == 47) or (p - t >= 4 and memcmp(p - 4, b"data", 4) == 0):
+            return False
+        p = <const unsigned char *>memchr(p + 1, 58, end - p - 1)
+    if colon and memchr(t, 123, n) != NULL:  # "{"
+        return False
+    p = <const unsigned char *>memchr(t, 61, n)  # "="
+    while p != NULL:
+        if p - t >= 11 and memcmp(p - 11, b"input_value", 11) == 0:
+            return False
+        p = <const unsigned char *>memchr(p + 1, 61, end - p - 1)
+    return True
+
+
+cdef Py_ssize_t _request_lines(const unsigned char *t, Py_ssize_t n) noexcept nogil:
+    """t.count(b" /")"""
+    cdef Py_ssize_t k = 0
+    cdef const unsigned char *p = <const unsigned char *>memchr(t, 47, n)
+    while p != NULL:
+        if p > t and (p - 1)[0] == 32:
+            k += 1
+        p = <const unsigned char *>memchr(p + 1, 47, t + n - p - 1)
+    return k
+
+
+cdef bint _method(const unsigned char *m, Py_ssize_t n) noexcept nogil:
+    """classify._METHODS"""
+    if n == 3:
+        return memcmp(m, b"GET", 3) == 0 or memcmp(m, b"PUT", 3) == 0
+    if n == 4:
+        return memcmp(m, b"POST", 4) == 0 or memcmp(m, b"HEAD", 4) == 0
+    if n == 5:
+        return memcmp(m, b"PATCH", 5) == 0
+    if n == 6:
+        return memcmp(m, b"DELETE", 6) == 0
+    return n == 7 and memcmp(m, b"OPTIONS", 7) == 0
+
+
+cdef object _rid(const unsigned char *s, Py_ssize_t n, Py_ssize_t a, int kind, const char *line):
+    """classify's _RECEIVED_ID / _ADDED_ID from `a` (just past the message's prefix): the id, or None."""
+    cdef Py_ssize_t i = a
+    if kind == 1:  # ([\x21-\x7e]+?): : the first ": " after at least one byte, all printable before it
+        while i + 1 < n and _graph(s[i]):
+            if i > a and s[i] == 58 and s[i + 1] == 32:
+                return PyUnicode_DecodeASCII(line + a, i - a, NULL)
+            i += 1
+        return None
+    # ([\x21-\x7e]+)\.\Z: everything up to a final ".", all printable
+    if n - a < 2 or s[n - 1] != 46:
+        return None
+    while i < n - 1:
+        if not _graph(s[i]):
+            return None
+        i += 1
+    return PyUnicode_DecodeASCII(line + a, n - 1 - a, NULL)
+
+
 cdef inline Py_ssize_t _find(const char *base, Py_ssize_t total, Py_ssize_t frm, int c) noexcept nogil:
     cdef const char *hit = <const char *>memchr(base + frm, c, total - frm)
     return total if hit == NULL else hit - base
@@ -289,7 +356,9 @@ def split_classify(body, max_line):
                         text = PyUnicode_DecodeUTF8(base + pos + m.start, n - m.start, b"replace")
                         rec = (kind, raw, proc, pid, stamps.get(base + pos + m.stamp, 14),
                                srcs.get(base + pos + m.src, m.src_end - m.src),
-                               PyUnicode_Substring(text, e - m.start, PyUnicode_GET_LENGTH(text)), text, m.start)
+                               PyUnicode_Substring(text, e - m.start, PyUnicode_GET_LENGTH(text)), text, m.start,
+                               _rid(s, n, e + (17 if kind == 1 else 14), kind, base + pos),
+                               _request_lines(s + m.start, n - m.start) == 0 and _no_markers(s + m.start, n - m.start))
                         PyObject_GC_UnTrack(rec)  # str, bytes, int, None: it can be in no cycle (gc would untrack it too)
                         out.append(rec)
             elif c == 73 and s[4] == 58 and memcmp(s, b"INFO:", 5) == 0:  # "I"
@@ -300,7 +369,9 @@ def split_classify(body, max_line):
                     text = PyUnicode_DecodeUTF8(base + pos, n, b"replace")
                     rec = (3, raw, PyUnicode_DecodeASCII(base + pos + f[0], f[1] - f[0], NULL),
                            methods.get(base + pos + f[2], f[3] - f[2]), paths.get(base + pos + f[4], f[5] - f[4]),
-                           st, PyUnicode_Substring(text, f[0], PyUnicode_GET_LENGTH(text)), text, 0)
+                           st, PyUnicode_Substring(text, f[0], PyUnicode_GET_LENGTH(text)), text, 0, None,
+                           _method(s + f[2], f[3] - f[2]) and s[f[4]] == 47 and _request_lines(s, n) == 1
+                           and _no_markers(s, n))
                     PyObject_GC_UnTrack(rec)
                     out.append(rec)
             else:

@@ -4,13 +4,20 @@
 either a tuple for one of the lifecycle lines a busy server writes almost exclusively, or the
 line's raw bytes for the full parser:
 
-* `(RECEIVED|ADDED, raw, proc, pid, stamp, src, msg, text, start)`: a vLLM `INFO` record (0.6 –
-  0.33 prefix, with or without the `(APIServer pid=N) ` tag) whose message starts
+* `(RECEIVED|ADDED, raw, proc, pid, stamp, src, msg, text, start, rid, plain)`: a vLLM `INFO`
+  record (0.6 – 0.33 prefix, with or without the `(APIServer pid=N) ` tag) whose message starts
   `Received request ` or `Added request `;
-* `(ACCESS, raw, client, method, path, status, msg, text, 0)`: a uvicorn `INFO:` access line.
+* `(ACCESS, raw, client, method, path, status, msg, text, 0, None, plain)`: a uvicorn `INFO:`
+  access line.
 
 `text` is the line as the format parsers would get it (wrappers off), `msg` its message part,
-`start` the length of the (ASCII) process tag taken off.
+`start` the length of the (ASCII) process tag taken off. `rid` is the request id when it is
+printable ASCII (what `vllm.received` / `vllm.added_id` would read; None: let them read it).
+`plain` is True when the line certainly holds nothing `usercontent.scrub` would take out: none of
+its markers (`?`, `://`, `data:`, `{` with `:`, `input_value=`) and no request line — except, on an
+access line, its own one, which is then left to the caller to check (`usercontent.kept_path` of
+its path: the one thing the bytes cannot say). False: ask `scrub`. Finding the markers here, in
+the pass that has the bytes at hand, spares the fast path a scrub per line.
 
 A line is only given a tuple when the full path (wrappers, format parsers, multi-line records)
 would read it the same way: ASCII header, no carriage return, escape or NUL byte, no Ray repeat
@@ -39,6 +46,17 @@ _VLLM = re.compile(
     rb"([0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]) \[?([\x21-\x5c\x5e-\x7e]+?:[0-9]+)\] "
 )
 _ACCESS = re.compile(rb'INFO: +([0-9][\x21-\x7e]*) - "([A-Z]+) ([\x21-\x7e]+) HTTP/[0-9.]+" ([0-9][0-9][0-9])(?: .*)?\Z', re.S)
+# the request id, when it is printable ASCII (`\S+?` of vllm's own patterns then reads the same)
+_RECEIVED_ID = re.compile(rb"Received request ([\x21-\x7e]+?): ")
+_ADDED_ID = re.compile(rb"Added request ([\x21-\x7e]+)\.\Z")
+# the request lines `usercontent.scrub` looks at
+_METHODS = frozenset((b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH"))
+
+
+def _no_markers(t: bytes) -> bool:
+    """Has the text (as bytes: the markers are ASCII, so decoding cannot make or break one) none
+    of `usercontent.scrub`'s markers but request lines?"""
+    return not (b"?" in t or b"://" in t or b"data:" in t or (b"{" in t and b":" in t) or b"input_value=" in t)
 
 
 def split_classify(body: bytes, max_line: int) -> list:
@@ -76,8 +94,11 @@ def split_classify(body: bytes, max_line: int) -> list:
                 continue
             start = m.start(3) - 5  # "INFO ": where the text after the process tag begins
             text = raw[start:].decode("utf-8", "replace")
+            r = (_RECEIVED_ID.match if kind == RECEIVED else _ADDED_ID.match)(raw, m.end())
+            t = raw[start:]
             append((kind, raw, None if proc is None else proc.decode("ascii"), None if pid is None else int(pid),
-                    stamp.decode("ascii"), src.decode("ascii"), text[m.end() - start:], text, start))
+                    stamp.decode("ascii"), src.decode("ascii"), text[m.end() - start:], text, start,
+                    None if r is None else r.group(1).decode("ascii"), b" /" not in t and _no_markers(t)))
         elif c == 73 and raw.startswith(b"INFO:"):  # "I"
             m = access_match(raw)
             if m is None or raw.endswith((b":", b": ", b":\t")):
@@ -85,8 +106,9 @@ def split_classify(body: bytes, max_line: int) -> list:
                 continue
             client, method, path, status = m.groups()
             text = raw.decode("utf-8", "replace")
+            plain = method in _METHODS and path[0] == 47 and raw.count(b" /") == 1 and _no_markers(raw)  # 47: "/"
             append((ACCESS, raw, client.decode("ascii"), method.decode("ascii"), path.decode("ascii"), int(status),
-                    text[m.start(1):], text, 0))
+                    text[m.start(1):], text, 0, None, plain))
         else:
             append(raw)
     return out

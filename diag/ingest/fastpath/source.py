@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from diag.parsing import events as E
 from diag.parsing.events import Event
-from diag.parsing.usercontent import scrub
+from diag.parsing.usercontent import kept_path, scrub
 from diag.ingest.fastpath import classify as C
 from diag.parsing.source import SourceParser
 from diag.parsing.formats import uvicorn, vllm
@@ -117,11 +117,15 @@ class FastSource:
                 text, start = rec[7], rec[8]
                 if kind == ACCESS:
                     mod, other = UVI, VLLM
+                    as_is = rec[10] and kept_path(rec[4])
                 else:
                     mod, other = VLLM, UVI
-                scrubbed = scrub(text)
-                if (not parser.between_records or not (order[0] is mod or (order[1] is mod and order[0] is other))
-                        or (scrubbed is not text and scrubbed != text) or parser.holds(start + len(text))):
+                    as_is = rec[10]
+                if not as_is:  # the classifier could not rule out user content: scrub says
+                    scrubbed = scrub(text)
+                    as_is = scrubbed is text or scrubbed == text
+                if (not as_is or not parser.between_records or not (order[0] is mod or (order[1] is mod and order[0] is other))
+                        or parser.holds(start + len(text))):
                     # the full parser decides (a record being assembled may take this line; user content to take out)
                     text, cr = normalise(raw)
                     for ev in parse(parser, Line(lineno, text, cr, False, offset)):
@@ -132,11 +136,11 @@ class FastSource:
                     continue
                 try:
                     if kind == ACCESS:
-                        _, _, client, method, hpath, status, msg, _, _ = rec
+                        _, _, client, method, hpath, status, msg, _, _, _, _ = rec
                         ev = Event(path, lineno, "uvicorn", LOG, "INFO", None, msg)
                         access_fields(ev, client, method, hpath, status)
                     else:
-                        _, _, proc, pid, stamp, src, msg, _, _ = rec
+                        _, _, proc, pid, stamp, src, msg, _, _, _, _ = rec
                         ev = Event(path, lineno, "vllm", LOG, "INFO", stamp_time(stamp, ctx), msg, proc, pid, src)
                         classify_msg(ev, msg)
                     took(ev, offset, raw)
@@ -176,7 +180,7 @@ class FastSource:
         process tag, pid), or None when the line is not the plain case. Changes nothing."""
         kind = rec[0]
         if kind == C.ACCESS:
-            _, _, client, method, hpath, status, msg, _, _ = rec
+            _, _, client, method, hpath, status, msg, _, _, _, _ = rec
             if not pipe.lifecycle_open("uvicorn", E.ACCESS, msg):
                 return None
             hpath = uvicorn.access_path(hpath)
@@ -184,12 +188,14 @@ class FastSource:
             if t is None:
                 return None
             return asm.apply_access, (t, path, lineno, client or None, method, hpath, status), None, "uvicorn", None, None
-        _, _, proc, pid, stamp, _, msg, _, _ = rec
+        _, _, proc, pid, stamp, _, msg, _, _, rid, _ = rec
         if kind == C.RECEIVED:
             if not pipe.lifecycle_open("vllm", E.RECEIVED):
                 return None
             f: dict = {}
-            if vllm.received(msg, f) is None:
+            if rid is not None:  # the classifier read the id: what `received` would
+                vllm.received_known(msg, rid, f)
+            elif vllm.received(msg, f) is None:
                 return None
             rid = f["request_id"]
             cid = asm.plain_received(path, rid)
@@ -198,7 +204,8 @@ class FastSource:
             return asm.apply_received, (cid, rid, path, lineno, f), vllm.stamp_time(stamp, self.parser.ctx), "vllm", proc, pid
         if not pipe.lifecycle_open("vllm", E.ADDED):
             return None
-        rid = vllm.added_id(msg)
+        if rid is None:
+            rid = vllm.added_id(msg)
         found = asm.plain_added(path, rid) if rid else None
         if found is None:
             return None
