@@ -232,3 +232,34 @@ def test_any_quoted_text_decodes_as_python_does_or_not_at_all(q, body):
         warnings.simplefilter("error")
         got = _literal(s)
     assert got == (want if isinstance(want, str) else None), s
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(["max_tokens=", "max_tokens=x", "max_tokens=12", "max_tokens=٣", "max_tokens=1,5",
+                                 "prompt_token_ids: [", "prompt_token_ids: [1, 2]", "]", "[", ", ", "prompt: '", "'", "x",
+                                 "max_tokens=" + "9" * 40, "prompt_token_ids: []", "\n"]), max_size=12))
+def test_a_request_is_measured_as_the_patterns_searched_it(pieces):
+    """`_measure_received` finds `max_tokens=` and `prompt_token_ids: [` with str.find before the
+    pattern: the same fields as searching the whole message with the patterns, whatever comes
+    first (a `max_tokens=` without digits before one with, a list without its `]`)."""
+    from diag.parsing.base import to_int
+    from diag.parsing.formats import vllm
+
+    rest = "".join(pieces)
+    got: dict = {}
+    vllm._measure_received(rest, got)
+    want: dict = {}
+    mt = re.search(r"max_tokens=(\d+)", rest)
+    if mt:
+        want["max_tokens"] = to_int(mt.group(1))
+    if not rest.startswith("prompt: "):
+        ids = re.search(r"prompt_token_ids: \[([^\]]*)\]", rest)
+        if ids is not None:
+            body = ids.group(1).strip()
+            want["prompt_token_ids"] = body.count(",") + 1 if body else 0
+    got.pop("prompt_chars", None), got.pop("images", None)
+    if "prompt_tokens" in got:
+        got["prompt_token_ids"] = got.pop("prompt_tokens")
+    if rest.startswith("prompt: "):
+        got.pop("prompt_token_ids", None)
+    assert got == want

@@ -61,6 +61,8 @@ def _measured(t: Trace, f: dict[str, Any]) -> None:
 
 
 class TraceAssembler:
+    __slots__ = ('_awaiting', '_just_ended', '_last_started', '_waiting', 'alias', 'changed', 'dropped', 'ends_logged', 'http_count', 'http_records', 'ids', 'keep_http', 'max_open', 'models', 'on_done', 'open', 'recent')
+
     def __init__(self, on_done: Callable[[Trace], None] | None = None, max_open: int = MAX_OPEN, keep_http: bool = True):
         self.open: OrderedDict[str, Trace] = OrderedDict()
         self.recent: OrderedDict[str, Trace] = OrderedDict()

@@ -45,6 +45,8 @@ _TB_NONE, _TB_BODY, _TB_AFTER = 0, 1, 2
 class SourceParser:
     """Stateful parser of one source (a file, stdin, a followed log)."""
 
+    __slots__ = ('_chars', '_cr', '_dropped', '_held', '_key', '_last_text', '_lines', '_pending', '_pending_lineno', '_pending_start', '_prev_end', '_prev_lineno', '_scratch', '_tb', '_unwrap', 'counts', 'ctx', 'forced', 'last_ts', 'order', 'path', 'stamp_now', 'user_chars', 'user_lines')
+
     def __init__(self, path: str, mtime: float | None = None, fmt: str | None = None, stamp_now: bool = False):
         if fmt is not None and fmt not in PARSERS:
             raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")

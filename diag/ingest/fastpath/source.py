@@ -95,9 +95,10 @@ class FastSource:
         max_line = sp.max_line
         order = parser.order
         VLLM, UVI = vllm, uvicorn
-        ACCESS, LOG = C.ACCESS, E.LOG
+        ACCESS, RECEIVED, LOG = C.ACCESS, C.RECEIVED, E.LOG
         classify_msg, access_fields, stamp_time = vllm.classify, uvicorn.access_fields, vllm.stamp_time
         ctx = parser.ctx
+        plain = None  # made when first needed, and again after an event went to the rules (`_plain_way`)
         try:
             for rec in records:
                 lineno += 1
@@ -110,6 +111,7 @@ class FastSource:
                     text, cr = normalise(rec)
                     for ev in parse(parser, Line(lineno, text, cr, truncated, offset)):
                         event(ev)
+                        plain = None
                     continue
                 kind = rec[0]
                 raw = rec[1]
@@ -130,8 +132,11 @@ class FastSource:
                     text, cr = normalise(raw)
                     for ev in parse(parser, Line(lineno, text, cr, False, offset)):
                         event(ev)
+                        plain = None
                     continue
-                if self._plain(rec, lineno, offset):
+                if plain is None:
+                    plain = self._plain_way(pipe, parser, path)
+                if plain(rec, kind == ACCESS, kind == RECEIVED, lineno, offset):
                     self.plain += 1
                     continue
                 try:
@@ -149,67 +154,84 @@ class FastSource:
                     parser.start_at(offset, lineno)
                     continue
                 event(ev)
+                plain = None
         finally:
             self._at = (lineno, offset)  # just past the last line applied (also if one of them raised)
 
-    def _plain(self, rec: tuple, lineno: int, offset: int) -> bool:
-        """Apply a lifecycle line straight to the trace assembler, without an event, when that is the
-        plain case (`TraceAssembler.plain_*`) and nothing but the assembler would look at the event
-        (`Pipeline.lifecycle_open`). False: nothing was done, the line takes the event's way (also
-        when finding that out raised: the event's way meets it again, under its guards)."""
-        pipe = self.pipe
-        asm = pipe.assembler
-        path = self.path
-        try:
-            case = self._plain_case(rec, pipe, asm, path, lineno)
-        except Exception:  # noqa: BLE001 - the event's way parses the line again and records what it meets
-            return False
-        if case is None:
-            return False
-        apply, args, ts, fmt, proc, pid = case
-        ts = self.parser.took_line(fmt, lineno, proc, pid, ts, offset, rec[1])
-        pipe.seen(ts)
-        try:
-            apply(*args, ts)
-        except Exception as exc:  # noqa: BLE001 - as the pipeline's guard around the assembler
-            pipe.internal.record("traces", path, lineno, exc)
-        return True
+    def _plain_way(self, pipe: "Pipeline", parser: SourceParser, path: str) -> Callable[[tuple, bool, bool, int, int], bool]:
+        """The function that applies one lifecycle record straight to the trace assembler, without
+        an event, when that is the plain case (`TraceAssembler.plain_*`) and nothing but the
+        assembler would look at the event (`Pipeline.lifecycle_open`); False: nothing was done, the
+        line takes the event's way (also when finding that out raised: the event's way meets it
+        again, under its guards).
 
-    def _plain_case(self, rec: tuple, pipe: "Pipeline", asm, path: str, lineno: int) -> tuple | None:
-        """(the assembler's apply_* and its arguments but the time, the line's own time, format,
-        process tag, pid), or None when the line is not the plain case. Changes nothing."""
-        kind = rec[0]
-        if kind == C.ACCESS:
-            _, _, client, method, hpath, status, msg, _, _, _, _ = rec
-            if not pipe.lifecycle_open("uvicorn", E.ACCESS, msg):
-                return None
-            hpath = uvicorn.access_path(hpath)
-            t = asm.plain_access(path, method, hpath)
-            if t is None:
-                return None
-            return asm.apply_access, (t, path, lineno, client or None, method, hpath, status), None, "uvicorn", None, None
-        _, _, proc, pid, stamp, _, msg, _, _, rid, _ = rec
-        if kind == C.RECEIVED:
-            if not pipe.lifecycle_open("vllm", E.RECEIVED):
-                return None
-            f: dict = {}
-            if rid is not None:  # the classifier read the id: what `received` would
-                vllm.received_known(msg, rid, f)
-            elif vllm.received(msg, f) is None:
-                return None
-            rid = f["request_id"]
-            cid = asm.plain_received(path, rid)
-            if cid is None:
-                return None
-            return asm.apply_received, (cid, rid, path, lineno, f), vllm.stamp_time(stamp, self.parser.ctx), "vllm", proc, pid
-        if not pipe.lifecycle_open("vllm", E.ADDED):
-            return None
-        if rid is None:
-            rid = vllm.added_id(msg)
-        found = asm.plain_added(path, rid) if rid else None
-        if found is None:
-            return None
-        return asm.apply_added, (found[0], found[1], path, lineno), vllm.stamp_time(stamp, self.parser.ctx), "vllm", proc, pid
+        A closure, made again after each event the rules saw: a busy log is nearly all such lines,
+        and each of the objects and methods it uses would otherwise be looked up again on every one
+        of them. So is whether the rules would look at a Received or Added line at all
+        (`Pipeline.lifecycle_open`), which only an event fed to them can change (a hit they hold
+        until a later line; a rule switched off only makes them look at less)."""
+        asm = pipe.assembler
+        lifecycle_open, seen, internal = pipe.lifecycle_open, pipe.seen, pipe.internal
+        open_received = lifecycle_open("vllm", E.RECEIVED)
+        open_added = lifecycle_open("vllm", E.ADDED)
+        open_access = lifecycle_open("uvicorn", E.ACCESS)  # whatever its text: then also for this one's
+        took_line, ctx = parser.took_line, parser.ctx
+        plain_access, plain_received, plain_added = asm.plain_access, asm.plain_received, asm.plain_added
+        apply_access, apply_received, apply_added = asm.apply_access, asm.apply_received, asm.apply_added
+        access_path, received, received_known, added_id, stamp_time = (
+            uvicorn.access_path, vllm.received, vllm.received_known, vllm.added_id, vllm.stamp_time)
+        ACCESS = E.ACCESS
+
+        def plain(rec: tuple, access: bool, is_received: bool, lineno: int, offset: int) -> bool:
+            try:  # is it the plain case? (changes nothing)
+                if access:
+                    _, raw, client, method, hpath, status, msg, _, _, _, _ = rec
+                    if not (open_access or lifecycle_open("uvicorn", ACCESS, msg)):
+                        return False
+                    hpath = access_path(hpath)
+                    t = plain_access(path, method, hpath)
+                    if t is None:
+                        return False
+                    fmt, proc, pid, ts = "uvicorn", None, None, None
+                else:
+                    _, raw, proc, pid, stamp, _, msg, _, _, rid, _ = rec
+                    if is_received:
+                        if not open_received:
+                            return False
+                        f: dict = {}
+                        if rid is not None:  # the classifier read the id: what `received` would
+                            received_known(msg, rid, f)
+                        elif received(msg, f) is None:
+                            return False
+                        rid = f["request_id"]
+                        cid = plain_received(path, rid)
+                        if cid is None:
+                            return False
+                    else:
+                        if not open_added:
+                            return False
+                        if rid is None:
+                            rid = added_id(msg)
+                        found = plain_added(path, rid) if rid else None
+                        if found is None:
+                            return False
+                    fmt, ts = "vllm", stamp_time(stamp, ctx)
+            except Exception:  # noqa: BLE001 - the event's way parses the line again and records what it meets
+                return False
+            ts = took_line(fmt, lineno, proc, pid, ts, offset, raw)
+            seen(ts)
+            try:
+                if access:
+                    apply_access(t, path, lineno, client or None, method, hpath, status, ts)
+                elif is_received:
+                    apply_received(cid, rid, path, lineno, f, ts)
+                else:
+                    apply_added(found[0], found[1], path, lineno, ts)
+            except Exception as exc:  # noqa: BLE001 - as the pipeline's guard around the assembler
+                internal.record("traces", path, lineno, exc)
+            return True
+
+        return plain
 
     def _slow(self, lines) -> None:
         self.lines += self.pipe.feed_line_batch(self.parser, lines)

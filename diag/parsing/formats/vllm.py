@@ -216,9 +216,15 @@ def added_id(msg: str) -> str | None:
 
 def _measure_received(rest: str, f: dict) -> None:
     """Count images and characters of a logged prompt without keeping it."""
-    mt = _MAX_TOKENS.search(rest)
-    if mt:
-        f["max_tokens"] = to_int(mt.group(1))  # bounded: 30 digits at most, else unknown
+    # str.find, then the pattern where it points: what .search would find, without running the
+    # regex engine along the whole line (a sampling-parameters line is hundreds of characters)
+    i = rest.find("max_tokens=")
+    while i >= 0:
+        mt = _MAX_TOKENS.match(rest, i)
+        if mt:
+            f["max_tokens"] = to_int(mt.group(1))  # bounded: 30 digits at most, else unknown
+            break
+        i = rest.find("max_tokens=", i + 1)
     if rest.startswith("prompt: ") and len(rest) > 9 and rest[8] in "'\"":
         q = rest[8]
         end = _repr_end(rest, 8, q)
@@ -228,7 +234,8 @@ def _measure_received(rest: str, f: dict) -> None:
                 f["prompt_chars"] = len(prompt)
                 f["images"] = count_images(prompt)
             rest = rest[end:]
-    ids = _TOKEN_IDS.search(rest)
+    i = rest.find("prompt_token_ids: [")  # when the first has no "]" after it, no later one has
+    ids = None if i < 0 else _TOKEN_IDS.match(rest, i)
     if ids is not None:
         body = ids.group(1).strip()
         f["prompt_tokens"] = body.count(",") + 1 if body else 0
