@@ -414,3 +414,41 @@ def test_an_added_line_with_the_received_id_is_plain_too():
     pipe, src = _fast_source(log)
     assert src.plain >= 2 * data.count(b"] Received request ")
     assert _same_doc(pipe, _scan([log], fast=False))
+
+
+def test_a_hit_held_for_a_later_line_reopens_the_event_way_within_a_block(tmp_path):
+    """The fast path asks once per run of lines whether the rules look at Received lines at all,
+    and again after any event reached them: a warning whose rule holds its hit until a later line
+    (`unless_followed_by`) makes the next Received line an event, which here clears the hit — as
+    the full path does. All lines are one block (one read), so a stale answer would apply that
+    line plainly, the rule would never see it, and the warning would be reported."""
+    log = CORPUS / "vllm" / "real-0.32.0-cpu" / "text.log"
+    real = log.read_text().splitlines()
+    rec = next(i for i, line in enumerate(real) if "] Received request " in line)
+    request = real[rec:rec + 3]
+    warning = request[0].split(" INFO ")[0] + " WARNING " + request[0].split(" INFO ")[1].split("]")[0] + "] canary-held warning"
+    lines = request + [warning] + [line.replace("chatcmpl-", "chatcmpl-second") for line in request]
+    (tmp_path / "held.toml").write_text(f"""
+[[rule]]
+id = "held-warning"
+title = "A warning no request follows"
+severity = "warning"
+category = "other"
+match = 'canary-held warning'
+unless_followed_by = {{ pattern = 'Received request chatcmpl-second', within_events = 3 }}
+summary = "held"
+remedy = "Nothing to do."
+examples = ['''{warning}''']
+counter_examples = ['''{request[0]}''']
+""")
+    ruleset = rules.load([tmp_path])
+    assert "held-warning" in {r.id for r in ruleset.rules}, ruleset.errors
+    path = tmp_path / "vllm.log"
+    path.write_text("\n".join(lines) + "\n")
+    pipe, src = _fast_source(path, ruleset)
+    full = Pipeline(ruleset, fast=False)
+    full.scan_path(str(path))
+    full.finish()
+    assert "held-warning" not in {f.rule.id for f in full.findings.sorted()}
+    assert _same_doc(pipe, _doc(full))
+    assert src.plain >= 3  # the first request's lines still went the plain way
