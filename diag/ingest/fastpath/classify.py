@@ -53,10 +53,11 @@ _ADDED_ID = re.compile(rb"Added request ([\x21-\x7e]+)\.\Z")
 _METHODS = frozenset((b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH"))
 
 
-def _no_markers(t: bytes) -> bool:
-    """Has the text (as bytes: the markers are ASCII, so decoding cannot make or break one) none
-    of `usercontent.scrub`'s markers but request lines?"""
-    return not (b"?" in t or b"://" in t or b"data:" in t or (b"{" in t and b":" in t) or b"input_value=" in t)
+def _no_markers(t: str) -> bool:
+    """Has the text none of `usercontent.scrub`'s markers but request lines? (Asked of the decoded
+    text: `bytes in bytes` first tries its operand as an int and raises and clears a TypeError,
+    which costs more than the search. The markers are ASCII: decoding makes or breaks none.)"""
+    return not ("?" in t or "://" in t or "data:" in t or ("{" in t and ":" in t) or "input_value=" in t)
 
 
 def split_classify(body: bytes, max_line: int) -> list:
@@ -67,7 +68,7 @@ def split_classify(body: bytes, max_line: int) -> list:
     access_match = _ACCESS.match
     for raw in body.split(b"\n"):
         n = len(raw)
-        if (n > max_line or n < 24 or b"\r" in raw or b"\x1b" in raw or b"\x00" in raw or raw.endswith(b"cluster]")
+        if (n > max_line or n < 24 or 13 in raw or 27 in raw or 0 in raw or raw.endswith(b"cluster]")  # \r ESC NUL, as ints (see _no_markers)
                 or raw[-1] in b"*`"):  # a paste's closing ``` or ** (diag.parsing.paste) is taken off first
             append(raw)
             continue
@@ -95,10 +96,9 @@ def split_classify(body: bytes, max_line: int) -> list:
             start = m.start(3) - 5  # "INFO ": where the text after the process tag begins
             text = raw[start:].decode("utf-8", "replace")
             r = (_RECEIVED_ID.match if kind == RECEIVED else _ADDED_ID.match)(raw, m.end())
-            t = raw[start:]
             append((kind, raw, None if proc is None else proc.decode("ascii"), None if pid is None else int(pid),
                     stamp.decode("ascii"), src.decode("ascii"), text[m.end() - start:], text, start,
-                    None if r is None else r.group(1).decode("ascii"), b" /" not in t and _no_markers(t)))
+                    None if r is None else r.group(1).decode("ascii"), " /" not in text and _no_markers(text)))
         elif c == 73 and raw.startswith(b"INFO:"):  # "I"
             m = access_match(raw)
             if m is None or raw.endswith((b":", b": ", b":\t")):
@@ -106,7 +106,7 @@ def split_classify(body: bytes, max_line: int) -> list:
                 continue
             client, method, path, status = m.groups()
             text = raw.decode("utf-8", "replace")
-            plain = method in _METHODS and path[0] == 47 and raw.count(b" /") == 1 and _no_markers(raw)  # 47: "/"
+            plain = method in _METHODS and path[0] == 47 and text.count(" /") == 1 and _no_markers(text)  # 47: "/"
             append((ACCESS, raw, client.decode("ascii"), method.decode("ascii"), path.decode("ascii"), int(status),
                     text[m.start(1):], text, 0, None, plain))
         else:
