@@ -32,6 +32,8 @@ from diag.store.db import Store
 RAW = b"vllm-\xff.log"  # 0xff never occurs in UTF-8
 NAME = os.fsdecode(RAW)  # 'vllm-\udcff.log', as os.listdir and glob give it
 SHOWN = "vllm-\\xff.log"  # what diag prints: the byte spelled out
+LOOK_ALIKE = b"vllm-\\xff.log"  # a valid UTF-8 name spelling the byte's display form: backslash, x, f, f
+LOOK_ALIKE_SHOWN = "vllm-\\\\xff.log"  # its backslash doubled: never the same display name as RAW's
 # stdout that refuses surrogates, as under en_US.UTF-8; wide enough that report tables keep a path on one line
 STRICT = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "400"}
 CORPUS_LOG = VLLM / "text-logoutputs.log"
@@ -79,8 +81,10 @@ def test_scan_report_on_a_strict_utf8_terminal(tmp_path):
 
 def test_scan_store_keeps_the_name_apart_from_its_look_alike_and_rescans_replace(tmp_path):
     log = copy_corpus(tmp_path)
-    # a valid UTF-8 name that displays the same: its own file, whose rows a rescan of the other must keep
-    look_alike = copy_corpus(tmp_path, SHOWN.encode())
+    # a valid UTF-8 name spelling the other's display form: its own file (its own requests: a trace's id
+    # is its key in the store), whose rows a rescan of the other must keep
+    look_alike = os.path.join(str(tmp_path), LOOK_ALIKE.decode())
+    Path(look_alike).write_bytes(CORPUS_LOG.read_bytes().replace(b"cmpl-", b"cmpl-look-"))
     state = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"state-\xfe")))
     r = diag("scan", "--store", str(state), log)
     assert r.stderr.decode("utf-8").endswith(f"findings in {tmp_path}/state-\\xfe/diag.sqlite3\n")
@@ -93,11 +97,12 @@ def test_scan_store_keeps_the_name_apart_from_its_look_alike_and_rescans_replace
 
     traces, findings = rows()
     n = traces[f"{tmp_path}/{SHOWN}"]
-    assert n > 0 and findings == 4  # both files' traces (under one display name) and findings
+    assert n > 0 and traces == {f"{tmp_path}/{SHOWN}": n, f"{tmp_path}/{LOOK_ALIKE_SHOWN}": n} and findings == 4  # each its own
     diag("scan", "--store", str(state), log)  # scanning it again replaces what its first scan stored
     assert rows() == (traces, findings)
     with closing(Store(state / "diag.sqlite3", readonly=True)) as s:
-        assert [[f["path"] for f in sc["sources"]] for sc in s.meta()["scanned"]] == [[f"{tmp_path}/{SHOWN}"]] * 3
+        assert [[f["path"] for f in sc["sources"]] for sc in s.meta()["scanned"]] == [
+            [f"{tmp_path}/{SHOWN}"], [f"{tmp_path}/{LOOK_ALIKE_SHOWN}"], [f"{tmp_path}/{SHOWN}"]]
     st = json.loads(diag("status", "--json", "--state-dir", str(state)).stdout.decode("utf-8"))
     assert st["state"] == f"{tmp_path}/state-\\xfe/diag.sqlite3" and st["traces"] == sum(traces.values())
 
@@ -225,19 +230,44 @@ def test_daemon_follows_restarts_and_shows_a_file_named_in_bytes(tmp_path):
     assert sorted(row[2] for row in stored) in (["active", "done"], ["active", "rotated"])
 
 
-@pytest.mark.parametrize("raw", [b"\xff", b"\xed\xa0\x80", b"a\\xff"])
-def test_display_and_stored_forms(raw):
+TRICKY = [  # (a name's last part, its display form): each byte that is not part of a printable character as \\xHH
+    (b"\xff", "\\xff"),  # never UTF-8
+    (b"\xed\xa0\x80", "\\xed\\xa0\\x80"),  # UTF-8's form of a surrogate: not valid UTF-8
+    (b"a\\xff", "a\\\\xff"),  # valid UTF-8 spelling the first one's display form: the backslash doubled
+    (b"e\x1b[31m\r\n\x07\x7f", "e\\x1b[31m\\x0d\\x0a\\x07\\x7f"),  # control characters: ESC, CR, LF, BEL, DEL
+    ("csi\u009b31m".encode(), "csi\\xc2\\x9b31m"),  # C1's CSI, valid UTF-8: its two bytes
+    ("caf\u00e9 \u65e5\u5fd7".encode(), "caf\u00e9 \u65e5\u5fd7"),  # printable text is itself
+]
+
+
+@pytest.mark.parametrize("raw,shown", TRICKY)
+def test_display_and_stored_forms(raw, shown):
     from diag import fsname
 
     name = os.fsdecode(b"/logs/" + raw)
     text, blob = fsname.stored(name)
     text.encode("utf-8")  # text any UTF-8 sink takes
-    assert fsname.restored(text, blob) == name and text == fsname.display(name)
-    if blob is None:  # a valid UTF-8 name is its own display form and key
+    assert text == fsname.display(name) == fsname.display(os.fsencode(name)) == "/logs/" + shown
+    assert fsname.restored(text, blob) == name
+    if blob is None:  # a name that is its own display form is its own key
         assert text == name == fsname.ident(name)
     else:
-        assert blob == b"/logs/" + raw and text == "/logs/" + "".join(f"\\x{b:02x}" for b in raw)
+        assert blob == b"/logs/" + raw
         assert fsname.ident(name) != fsname.ident(text)  # the look-alike is another key
+
+
+def test_display_names_tell_every_name_apart_and_carry_no_control_character():
+    """Within a run the display name keys a source (traces, facts, counts): two files must never
+    share one, and none may hold a character a terminal acts on."""
+    import re
+
+    from diag import fsname
+
+    names = [raw for raw, _ in TRICKY] + [shown.encode() for _, shown in TRICKY] + [bytes([b]) for b in range(1, 256)] + [
+        b"\\", b"\\\\", b"\\x", b"\\x5c", b"\x5c", "\u0085\u2028".encode(), b"\xc2", b"\xc2\x9b\x9b"]
+    shown = [fsname.display(os.fsdecode(n)) for n in names]
+    assert len(set(shown)) == len(set(names))
+    assert [s for s in shown if re.search("[\x00-\x1f\x7f-\x9f\ud800-\udfff]", s)] == []
 
 
 def test_other_arguments_with_bytes_that_are_not_utf8_get_a_one_line_answer(tmp_path):
