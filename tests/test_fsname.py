@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -309,3 +310,165 @@ def test_a_store_whose_path_has_uri_characters_or_undecodable_bytes_opens_read_o
             ro.db.execute("CREATE TABLE t (x)")
     finally:
         ro.db.close()
+
+
+# -- control characters, look-alikes, a file named twice ---------------------------------------------
+EVIL = b"evil-\x1b[31mred\x1b[0m-\r\n\x07-\xc2\x9b-<i>.log"  # ESC sequences, CR, LF, BEL, C1's CSI, markup
+EVIL_SHOWN = "evil-\\x1b[31mred\\x1b[0m-\\x0d\\x0a\\x07-\\xc2\\x9b-<i>.log"
+RAW_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")  # what a terminal acts on (tab, newline aside)
+
+
+def clean(r: subprocess.CompletedProcess) -> str:
+    """A command's output for a terminal: no control character but newline and tab (and no undecodable byte)."""
+    for out in (r.stdout, r.stderr):
+        assert not RAW_CONTROL.search(out), out
+    return r.stdout.decode("utf-8") + r.stderr.decode("utf-8")
+
+
+def test_control_characters_in_a_file_name_never_reach_the_terminal(tmp_path):
+    """A log directory anyone can write to: a file named with escape sequences must not recolour,
+    clear or rewrite the terminal of whoever reads diag's report; it shows as its display form."""
+    log = copy_corpus(tmp_path, EVIL)
+    shown = f"{tmp_path}/{EVIL_SHOWN}"
+    out = clean(diag("scan", log))
+    assert f" {shown} " in out and f"{shown}:144" in out and f"Startup facts {shown}:" in out
+    assert json.loads(diag("scan", "--json", log).stdout)["files"][0]["path"] == shown
+    gone = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"gone-\x1b[2J\x1b]0;owned\x07.log"))
+    r = diag("scan", gone, check=False)
+    clean(r)
+    assert r.returncode == 2 and r.stderr.decode("utf-8") == f"diag: {tmp_path}/gone-\\x1b[2J\\x1b]0;owned\\x07.log: no such file\n"
+    state = str(tmp_path / "state")
+    diag("scan", "--store", state, log)
+    assert f"{shown}:144" in clean(diag("findings", "--state-dir", state))
+    assert f"{shown}:" in clean(diag("trace", "--state-dir", state, "chatcmpl-bd32fde27c4a734b"))  # its timeline
+    r = diag("doctor", "--check", "logs", "-v", "--log", log, "--log", gone, check=False)
+    out = clean(r)
+    assert f"- {shown}: 43735 bytes" in out and f"{tmp_path}/gone-\\x1b[2J\\x1b]0;owned\\x07.log does not exist" in out
+
+
+def test_a_name_and_its_look_alike_are_two_sources_in_one_scan(tmp_path):
+    """The byte 0xff displays as `\\xff`; a name spelling those four characters must not merge with it
+    (one source's traces, facts and counts would be the other's)."""
+    log, look_alike = copy_corpus(tmp_path), copy_corpus(tmp_path, LOOK_ALIKE)
+    shown, look_shown = f"{tmp_path}/{SHOWN}", f"{tmp_path}/{LOOK_ALIKE_SHOWN}"
+    doc = json.loads(diag("scan", "--json", log, look_alike).stdout)
+    one = json.loads(diag("scan", "--json", log).stdout)
+    n = len(one["traces"])
+    assert [f["path"] for f in doc["files"]] == [shown, look_shown]
+    assert Counter(t["source"] for t in doc["traces"]) == {shown: n, look_shown: n}
+    assert sorted(doc["facts"]) == sorted([shown, look_shown])
+    out = diag("scan", log, look_alike).stdout.decode("utf-8")
+    assert f"Startup facts {shown}:" in out and f"Startup facts {look_shown}:" in out
+
+
+def test_state_and_rule_directories_are_named_by_their_display_form(tmp_path):
+    """Names from the command line: a state dir with a byte that is not UTF-8 or an escape sequence
+    gets the same display form in every message, never a traceback or a raw escape."""
+    state = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"st-\xff"))
+    r = diag("daemon", "--check-config", "--state-dir", state, check=False)
+    assert r.returncode == 0 and f"state {tmp_path}/st-\\xff/diag.sqlite3," in clean(r)
+    r = diag("web", "--state-dir", state, check=False)
+    assert r.returncode == 2 and clean(r).startswith(f"diag: {tmp_path}/st-\\xff/diag.sqlite3: no diag store here")
+    escaped = str(tmp_path / "st-\x1b[2J")
+    r = diag("daemon", "--check-config", "--state-dir", escaped, check=False)
+    assert r.returncode == 0 and f"state {tmp_path}/st-\\x1b[2J/diag.sqlite3," in clean(r)
+    rules = tmp_path / "rules-\x1b[31m"
+    rules.mkdir()
+    assert f" and {tmp_path}/rules-\\x1b[31m" in clean(diag("rules", "list", "--rules", str(rules))).replace("\n", "")
+
+
+def test_a_file_named_twice_is_read_once(tmp_path):
+    """`diag scan a.log ./a.log`, a glob and a name, a symlink: the same device and inode, read once
+    (twice would double every request and finding), with one line for each name left out."""
+    log = copy_corpus(tmp_path, b"vllm.log")
+    (tmp_path / "link.log").symlink_to("vllm.log")
+    names = [log, f"{tmp_path}/./vllm.log", str(tmp_path / "link.log"), log]
+    once = json.loads(diag("scan", "--json", log).stdout)
+    r = diag("scan", "--json", *names)
+    doc = json.loads(r.stdout)
+    assert [f["path"] for f in doc["files"]] == [log]
+    assert len(doc["traces"]) == len(once["traces"]) and doc["findings"] == once["findings"]
+    assert r.stderr.decode("utf-8").splitlines() == [
+        f"diag: {tmp_path}/./vllm.log: the same file as {log}; read once",
+        f"diag: {tmp_path}/link.log: the same file as {log}; read once",
+        f"diag: {log}: given twice; read once"]
+    state = tmp_path / "state"
+    r = diag("scan", "--store", str(state), *names)
+    assert r.stderr.decode("utf-8").splitlines()[-1] == (
+        f"diag: stored {len(once['traces'])} traces and {len(once['findings'])} findings in {state}/diag.sqlite3")
+
+
+def test_daemon_follows_a_file_named_twice_once(tmp_path):
+    """A glob, a symlink it also matches and a plain path all name one file that appears after the
+    daemon started: its lines are read once (each OOM line one finding), the other names say why
+    they are idle, and a restart resumes the file without losing or repeating a line."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    state = tmp_path / "state"
+    log = logs / "vllm.log"
+    args = [sys.executable, "-m", "diag", "daemon", "--no-web", "--state-dir", str(state), "--log", str(logs / "*.log"),
+            "--log", f"{logs}/./vllm.log", "--from-beginning"]
+    ooms = "".join(OOM.replace("10:03:33", f"10:03:3{i}") for i in range(3))
+
+    def status() -> dict:
+        r = diag("status", "--json", "--state-dir", str(state), check=False)
+        return json.loads(r.stdout) if r.returncode == 0 else {"sources": [], "traces": 0, "findings": 0}
+
+    err = tmp_path / "d.err"
+    d = subprocess.Popen(args, stderr=open(err, "w"), stdout=subprocess.DEVNULL, env=STRICT)
+    try:
+        wait_for(lambda: any(s["last_error"] for s in status()["sources"]), 30, "the daemon to start")
+        log.write_text(_requests(0, 20) + ooms)
+        (logs / "a-link.log").symlink_to("vllm.log")
+        wait_for(lambda: status()["traces"] == 20 and status()["findings"] == 3, 30, "the file's requests and OOMs")
+        time.sleep(1.5)  # a second reader would have caught up by now
+        st = status()
+        assert (st["traces"], st["findings"]) == (20, 3)
+        read = [s for s in st["sources"] if s["lines_read"]]
+        idle = {s["path"]: s["last_error"] for s in st["sources"] if not s["lines_read"]}
+        assert len(read) == 1 and read[0]["lines_read"] == 3 * 20 + 3
+        assert len(idle) == 2 and set(idle.values()) == {f"the same file as {read[0]['path']}; read once"}
+        d.send_signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+        with open(log, "a") as f:
+            f.write(_requests(20, 10))
+        d = subprocess.Popen(args, stderr=open(err, "a"), stdout=subprocess.DEVNULL, env=STRICT)
+        wait_for(lambda: status()["traces"] == 30, 30, "the restarted daemon to catch up")
+        time.sleep(1.5)
+        d.send_signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+    finally:
+        if d.poll() is None:
+            d.kill()
+    with closing(Store(state / "diag.sqlite3", readonly=True)) as s:
+        traces = {tid: s.trace(tid) for tid in s.trace_ids()}
+    assert set(traces) == {f"chatcmpl-{i:016x}" for i in range(30)}
+    once = Counter({"request.received": 1, "request.added": 1, "http.access": 1})
+    assert [tid for tid, t in traces.items() if Counter(e["kind"] for e in t["timeline"]) != once] == []
+    assert status()["findings"] == 3 and "Traceback" not in err.read_text()
+
+
+def test_follower_resumes_a_file_named_twice_by_the_name_the_store_knows(tmp_path):
+    """Of two configured names of one file, the one the store committed an offset for is followed:
+    the other, first in the config, would start a new file at its end and lose what was written
+    while diag was down."""
+    from diag.daemon.config import Config, LogSpec
+    from diag.ingest.filereader import file_key
+    from diag.ingest.follow import Follower
+    from diag.store.db import SourceState
+
+    log = tmp_path / "vllm.log"
+    first = _requests(0, 5)
+    log.write_text(first + _requests(5, 5))
+    cfg = Config()
+    cfg.logs = [LogSpec(str(tmp_path / "*.log")), LogSpec(f"{tmp_path}/./vllm.log")]
+    n = len(first.encode())
+    stored = SourceState(file_key(os.stat(log)), f"{tmp_path}/./vllm.log", offset=n, lineno=15, format="vllm")
+    f = Follower(cfg, [stored])
+    try:
+        (r,) = f.discover(force=True)
+        lines = r.read()
+        assert r.state.path == f"{tmp_path}/./vllm.log" and len(lines) == 15 and lines[0].lineno == 16
+        assert f.errors == {str(log): f"the same file as {tmp_path}/./vllm.log; read once"}
+    finally:
+        f.close()
