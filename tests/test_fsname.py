@@ -401,10 +401,11 @@ def test_a_file_named_twice_is_read_once(tmp_path):
 def test_daemon_follows_a_file_named_twice_once(tmp_path):
     """A glob, a symlink it also matches and a plain path all name one file that appears after the
     daemon started: its lines are read once (each OOM line one finding), the other names say why
-    they are idle, and a restart resumes the file without losing or repeating a line."""
+    they are idle, and a restart resumes the file without losing or repeating a line. Its state dir's
+    name holds an escape sequence, which its log shows spelled out."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    state = tmp_path / "state"
+    state = tmp_path / "state-\x1b[2J"
     log = logs / "vllm.log"
     args = [sys.executable, "-m", "diag", "daemon", "--no-web", "--state-dir", str(state), "--log", str(logs / "*.log"),
             "--log", f"{logs}/./vllm.log", "--from-beginning"]
@@ -446,6 +447,7 @@ def test_daemon_follows_a_file_named_twice_once(tmp_path):
     once = Counter({"request.received": 1, "request.added": 1, "http.access": 1})
     assert [tid for tid, t in traces.items() if Counter(e["kind"] for e in t["timeline"]) != once] == []
     assert status()["findings"] == 3 and "Traceback" not in err.read_text()
+    assert not RAW_CONTROL.search(err.read_bytes()) and f"state {tmp_path}/state-\\x1b[2J/diag.sqlite3" in err.read_text()
 
 
 def test_follower_resumes_a_file_named_twice_by_the_name_the_store_knows(tmp_path):
