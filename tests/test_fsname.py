@@ -23,6 +23,7 @@ import time
 import urllib.request
 from collections import Counter
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,22 @@ def _requests(first: int, n: int) -> str:
     return "".join(vllm_request_lines(f"chatcmpl-{i:016x}", 40000 + i % 1000) for i in range(first, first + n))
 
 
+def daemon_status(state: Path) -> dict:
+    """`diag status --json`, or an empty one before the daemon has created its store."""
+    r = diag("status", "--json", "--state-dir", str(state), check=False)
+    return json.loads(r.stdout) if r.returncode == 0 else {"sources": [], "traces": 0, "findings": 0}
+
+
+def stored_once(state: Path, n: int) -> dict:
+    """The traces the daemon stored: requests 0..n-1 (`_requests`), none lost, none extra, none with a line twice."""
+    with closing(Store(state / "diag.sqlite3", readonly=True)) as s:
+        traces = {tid: s.trace(tid) for tid in s.trace_ids()}
+    assert set(traces) == {f"chatcmpl-{i:016x}" for i in range(n)}
+    once = Counter({"request.received": 1, "request.added": 1, "http.access": 1})
+    assert [tid for tid, t in traces.items() if Counter(e["kind"] for e in t["timeline"]) != once] == []
+    return traces
+
+
 def test_daemon_follows_restarts_and_shows_a_file_named_in_bytes(tmp_path):
     """Through a glob, with the dashboard, /metrics and a webhook; killed (-9), the file renamed away
     (logrotate) and a new one written while it is down: after the restart every request is stored
@@ -170,10 +187,7 @@ def test_daemon_follows_restarts_and_shows_a_file_named_in_bytes(tmp_path):
             "--log", absent, "--from-beginning", "--web", f"127.0.0.1:{port}"]
     errs = [tmp_path / "d0.err", tmp_path / "d1.err"]
 
-    def status() -> dict:
-        r = diag("status", "--json", "--state-dir", str(state), check=False)
-        return json.loads(r.stdout) if r.returncode == 0 else {"sources": [], "traces": 0}
-
+    status = partial(daemon_status, state)
     d = subprocess.Popen(args, stderr=open(errs[0], "w"), stdout=subprocess.DEVNULL, env=STRICT)
     try:
         wait_for(lambda: status()["traces"] == n1 and status()["findings"], 30, "the first file's requests and the OOM")
@@ -217,11 +231,7 @@ def test_daemon_follows_restarts_and_shows_a_file_named_in_bytes(tmp_path):
         rec.close()
     stderr = "".join(e.read_text(encoding="utf-8") for e in errs)
     assert "Traceback" not in stderr and "rotated while diag was down" in stderr, stderr
-    with closing(Store(state / "diag.sqlite3", readonly=True)) as s:
-        traces = {tid: s.trace(tid) for tid in s.trace_ids()}
-    assert set(traces) == {f"chatcmpl-{i:016x}" for i in range(n1 + n2 + n3)}  # none lost, none extra
-    once = Counter({"request.received": 1, "request.added": 1, "http.access": 1})
-    assert [tid for tid, t in traces.items() if Counter(e["kind"] for e in t["timeline"]) != once] == []  # none repeated
+    traces = stored_once(state, n1 + n2 + n3)
     assert {t["source"] for t in traces.values()} == {shown}
     src = status()["sources"][0]
     assert (src["path"], src["rotations"], src["lines_read"]) == (shown, 1, 3 * (n1 + n2 + n3) + 1)
@@ -411,10 +421,7 @@ def test_daemon_follows_a_file_named_twice_once(tmp_path):
             "--log", f"{logs}/./vllm.log", "--from-beginning"]
     ooms = "".join(OOM.replace("10:03:33", f"10:03:3{i}") for i in range(3))
 
-    def status() -> dict:
-        r = diag("status", "--json", "--state-dir", str(state), check=False)
-        return json.loads(r.stdout) if r.returncode == 0 else {"sources": [], "traces": 0, "findings": 0}
-
+    status = partial(daemon_status, state)
     err = tmp_path / "d.err"
     d = subprocess.Popen(args, stderr=open(err, "w"), stdout=subprocess.DEVNULL, env=STRICT)
     try:
@@ -441,11 +448,7 @@ def test_daemon_follows_a_file_named_twice_once(tmp_path):
     finally:
         if d.poll() is None:
             d.kill()
-    with closing(Store(state / "diag.sqlite3", readonly=True)) as s:
-        traces = {tid: s.trace(tid) for tid in s.trace_ids()}
-    assert set(traces) == {f"chatcmpl-{i:016x}" for i in range(30)}
-    once = Counter({"request.received": 1, "request.added": 1, "http.access": 1})
-    assert [tid for tid, t in traces.items() if Counter(e["kind"] for e in t["timeline"]) != once] == []
+    stored_once(state, 30)
     assert status()["findings"] == 3 and "Traceback" not in err.read_text()
     assert not RAW_CONTROL.search(err.read_bytes()) and f"state {tmp_path}/state-\\x1b[2J/diag.sqlite3" in err.read_text()
 
