@@ -3,44 +3,69 @@
 Linux allows any bytes but NUL in a file name, and Python hands a name that is not valid UTF-8
 over as a str with lone surrogates ('vllm-\\udcff.log' for the byte 0xff). Such a str opens the
 file, but every place diag writes text refuses it: UTF-8 JSON, SQLite, an HTML page, a metrics
-label, an alert, a terminal whose encoding is strict. So the name crosses into those as its
-*display* form, the bytes decoded as UTF-8 with each byte that is not spelled `\\xHH` (Python's
-`backslashreplace`: what `ls --quoting-style=escape`-like tools show and a user can read back).
-A name that is valid UTF-8, almost every name, is its own display form: nothing changes for it,
-and stores written before keep matching.
+label, an alert, a terminal whose encoding is strict. A name may also hold control characters (ESC,
+CR, LF, BEL; C1's CSI U+009B): printed as they are, a file named by whoever can write in a log
+directory would drive the terminal of whoever runs `diag scan` or `diag status`. So the name crosses
+into all of those as its *display* form: the name's bytes as UTF-8 text, with each byte that is not
+part of a printable character (undecodable, a control character) spelled `\\xHH`, and a backslash
+doubled, as `ls --quoting-style=escape` shows names. `\\xHH` always means the byte HH, so the form
+is unambiguous: two names never display the same (the byte 0xff is `\\xff`, a name spelling the
+four characters backslash, x, f, f is `\\\\xff`), and within one run a display name can key what is
+kept per file. A name that is valid UTF-8 without control characters or backslashes, almost every
+name, is its own display form: nothing changes for it, and stores written before keep matching.
 
-The display form is for people: a name that really contains the four characters `\\xff` looks the
-same as one with the byte 0xff. What must find the file again, or must tell two files apart,
-uses the exact bytes: the daemon's stored per-source state keeps them beside the display name
-(`stored`/`restored`), and a text key (`ident`) spells them in hex.
+What must find the file again uses the exact bytes: the daemon's stored per-source state keeps them
+beside the display name (`stored`/`restored`), and a text key (`ident`) spells them in hex.
 
 The pipeline names a source by `display(path)` where it opens it (`Pipeline.scan_path`, the
 daemon's follower), so traces, findings, facts and alerts carry text only; the real name stays
-with whatever opens the file.
+with whatever opens the file. `text` is the gentler form for free text that quotes names or
+command lines (doctor's lines, an argument echoed back): only what a terminal would act on or a
+strict encoder refuses is escaped.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Union
 
 PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 _HEX_PREFIX = "fsbytes:"  # never the start of an absolute path, "-" (stdin) or a valid name's ident
 
 
+# What a name's display form spells out: control characters (C0, DEL, C1), the backslash that
+# starts every escape, and surrogates (undecodable bytes as os.fsdecode gives them; others from JSON).
+_SPECIAL = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\\\\\ud800-\\udfff]")
+# In free text (`text`): the same less the backslash, which is no escape there (it keys nothing).
+_TEXT_SPECIAL = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
+
+
+def _spell(m: "re.Match[str]") -> str:
+    c = m.group()
+    o = ord(c)
+    if c == "\\":
+        return "\\\\"
+    if 0xDC80 <= o <= 0xDCFF:  # an undecodable byte (surrogateescape)
+        return f"\\x{o - 0xDC00:02x}"
+    if o >= 0xD800:  # a surrogate no file system produced (e.g. from JSON): spelled as Python does
+        return f"\\u{o:04x}"
+    return "".join(f"\\x{b:02x}" for b in c.encode("utf-8"))  # a control character: its byte(s)
+
+
 def display(path: PathLike) -> str:
-    """The name as text: itself when it is valid UTF-8, else each undecodable byte as `\\xHH`."""
+    """The name as text to show and to key by within a run: itself unless it holds an undecodable
+    byte, a control character or a backslash; those spelled `\\xHH` (a byte) and `\\\\`."""
     p = os.fspath(path)
-    if isinstance(p, str):
-        try:
-            p.encode("utf-8")
-            return p
-        except UnicodeEncodeError:
-            try:
-                p = p.encode("utf-8", "surrogateescape")
-            except UnicodeEncodeError:  # a surrogate no file system produced (e.g. from JSON): spelled as Python does
-                return p.encode("utf-8", "backslashreplace").decode("utf-8")
-    return p.decode("utf-8", "backslashreplace")
+    if isinstance(p, bytes):
+        p = p.decode("utf-8", "surrogateescape")
+    return _SPECIAL.sub(_spell, p) if _SPECIAL.search(p) else p
+
+
+def text(s: str) -> str:
+    """Free text that may quote a name or a command line, one line safe for a terminal and any UTF-8
+    sink: undecodable bytes and control characters spelled as in `display`, a backslash as itself."""
+    return _TEXT_SPECIAL.sub(_spell, s) if _TEXT_SPECIAL.search(s) else s
 
 
 def stored(path: str) -> tuple[str, bytes | None]:
@@ -56,8 +81,11 @@ def restored(name: str, raw: bytes | None) -> str:
 
 def ident(path: str) -> str:
     """A text key that tells any two names apart: the name when it is valid UTF-8, else its bytes in hex."""
-    name = display(path)
-    return name if name == path else _HEX_PREFIX + _bytes(path).hex()
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return _HEX_PREFIX + _bytes(path).hex()
 
 
 def _bytes(path: str) -> bytes:

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from diag.daemon.config import DEFAULT_WEB_LISTEN
-from diag.fsname import display
+from diag.fsname import display, text
 from diag.analysis.rules.ruleset import CATEGORIES, SEVERITIES
 
 SINK_TYPES = ("webhook", "alertmanager", "feishu", "dingtalk", "wecom", "email", "exec")
@@ -117,7 +117,7 @@ def _secret(item: dict[str, Any], key: str, where: str) -> str:
         try:
             return Path(path).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise AlertConfigError(f"{where}: cannot read {key}_file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise AlertConfigError(f"{where}: cannot read {key}_file {display(path)}: {getattr(exc, 'strerror', None) or exc}") from None
     env = item.get(f"{key}_env")
     if env:
         val = os.environ.get(env)
@@ -174,15 +174,16 @@ def validate_sink(s: SinkConfig, where: str) -> None:
             parts = urlsplit(u.strip())
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise AlertConfigError(f"{where}: url {u!r} is not an http(s) URL")
-            shown = display(u)
-            if shown != u:  # bytes that are not UTF-8 (a command-line argument): no URL, and no text to print
-                raise AlertConfigError(f"{where}: url {shown!r} has bytes that are not UTF-8")
+            try:
+                u.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that are not UTF-8 (a command-line argument): no URL, and no text to print
+                raise AlertConfigError(f"{where}: url {text(u)!r} has bytes that are not UTF-8") from None
         if s.type == "wecom" and "key=" not in s.url and not s.secret:
             raise AlertConfigError(f"{where}: a WeCom robot needs its key (in the url as ?key=, or as secret/secret_file/secret_env)")
         if s.type == "dingtalk" and "access_token=" not in s.url:
             raise AlertConfigError(f"{where}: a DingTalk robot url carries ?access_token=…")
     if s.ca_file and not os.access(s.ca_file, os.R_OK):
-        raise AlertConfigError(f"{where}: ca_file {s.ca_file} is not readable")
+        raise AlertConfigError(f"{where}: ca_file {display(s.ca_file)} is not readable")
     if s.type == "email":
         if not s.host or not s.to or not s.sender:
             raise AlertConfigError(f"{where}: email needs host, from and to")

@@ -36,10 +36,12 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     if args.example_config:
         sys.stdout.write(config.example_path().read_text(encoding="utf-8"))
         return 0
+    from diag.fsname import display
+
     cfg, extra = daemon_config(args)
     if args.check_config:
         rs = load_rules(cfg.rules_dirs)
-        print(f"config {cfg.source}: {len(cfg.logs)} log(s), state {cfg.db_path}, {len(rs.rules)} rules")
+        print(f"config {cfg.source}: {len(cfg.logs)} log(s), state {display(cfg.db_path)}, {len(rs.rules)} rules")
         from diag.alerts.config import parse as parse_alerts
 
         sinks = parse_alerts(cfg.alerts_doc, extra_webhooks=cfg.alert_webhooks).sinks  # validated at load: types, URLs, secrets readable
@@ -71,7 +73,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     except (StoreError, OSError) as exc:
         if web is not None:
             web.stop()
-        raise UsageError(f"cannot open the store in {cfg.state_dir}: {exc}") from None
+        raise UsageError(f"cannot open the store in {display(cfg.state_dir)}: {exc}") from None
     d.install_signals()
     if web is not None:
         d.on_commit.append(web.app.state.web.live.poke)

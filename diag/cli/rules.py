@@ -42,6 +42,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from diag.analysis.rules import ruleset as rules
+    from diag.fsname import display
 
     out = console()
     if args.rules_cmd == "list":
@@ -56,7 +57,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
         for r in sorted(rs.rules, key=lambda r: (r.category, r.id)):
             t.add_row(r.id, r.severity, r.category, r.scope, escape(r.title))
         out.print(t)
-        out.print(f"{len(rs.rules)} rules from {rules.builtin_dir()}" + (f" and {', '.join(args.rules)}" if args.rules else ""))
+        out.print(escape(f"{len(rs.rules)} rules from {display(rules.builtin_dir())}" + (f" and {', '.join(map(display, args.rules))}" if args.rules else "")))
         return 0 if not rs.errors else 1
     if args.rules_cmd == "test":
         from diag.analysis.rules.examples import test_ruleset

@@ -46,6 +46,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     rs = load_rules(args.rules)
+    args.paths = _each_file_once(args.paths)
     # Traces are streamed out as they settle (bounded memory): into the JSON spool or the report's
     # summary, and with --store into the store in batches. Only -v's request table keeps them.
     spool = summary = None
@@ -90,6 +91,30 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if bad:
         return 2
     return 1 if pipe.findings.worst() in ("error", "critical") else 0
+
+
+def _each_file_once(paths: list[str]) -> list[str]:
+    """The paths less those naming a file named before (`a.log ./a.log`, a glob and a name, a
+    symlink: the same device and inode), each left out with one line: a file read twice would count
+    its requests and findings twice."""
+    from diag.fsname import display
+
+    first: dict[tuple[int, int], str] = {}
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p) if p != "-" else None
+        except OSError:  # not there or not readable: opening it says what is wrong
+            st = None
+        if st is not None:
+            key = (st.st_dev, st.st_ino)
+            if key in first:
+                same = "given twice" if p == first[key] else f"the same file as {display(first[key])}"
+                print(f"diag: {display(p)}: {same}; read once", file=sys.stderr)
+                continue
+            first[key] = p
+        out.append(p)
+    return out
 
 
 class _StoreWriter:

@@ -42,11 +42,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from diag.fsname import display
+    from diag.fsname import display, text
     from diag.store.views import trace_doc
 
     store = open_store(args)
-    tid = display(args.id)  # an argument's bytes that are not UTF-8: no stored id has them (ids are text), none is found
+    tid = text(args.id)  # an argument's bytes that are not UTF-8: no stored id has them (ids are text), none is found
     doc = trace_doc(store, tid)
     if doc is None:
         cands = store.trace_candidates(tid, 21)

@@ -167,7 +167,7 @@ def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
         from diag.parsing.source import FORMATS
 
         if fmt is not None and fmt not in FORMATS:
-            raise ConfigError(f"{where}: [[log]] {item['path']}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+            raise ConfigError(f"{where}: [[log]] {display(item['path'])}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
         cfg.logs.append(LogSpec(item["path"], fmt))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from diag import __version__
 from diag.daemon import config, systemd
+from diag.fsname import display
 from diag.analysis.rules import ruleset as rules
 from diag.alerts.config import parse as parse_alerts
 from diag.alerts.runtime import AlertRuntime
@@ -102,7 +103,7 @@ class Daemon:
         opened = self.follower.discover(force=True)
         self._start_watching()
         self.commit(meta={"pid": os.getpid(), "started_at": self.started, "version": __version__, "config": self.cfg.source})
-        log.info("diag %s daemon: %d log(s) configured, %d open, state %s", __version__, len(self.cfg.logs), len(opened), self.cfg.db_path)
+        log.info("diag %s daemon: %d log(s) configured, %d open, state %s", __version__, len(self.cfg.logs), len(opened), display(self.cfg.db_path))
         self.alerts.start()
         systemd.notify("READY=1\nSTATUS=following %d file(s)" % len(self.follower.readers))
         try:

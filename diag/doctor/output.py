@@ -8,7 +8,7 @@ import sys
 from typing import TextIO
 
 from diag.doctor import Result, verdict
-from diag.fsname import display
+from diag.fsname import text
 
 GLYPHS = {"ok": "✓", "warn": "!", "fail": "✗", "skip": "-", "error": "☠"}
 ASCII = {"ok": "ok", "warn": "!!", "fail": "XX", "skip": "--", "error": "EE"}
@@ -22,10 +22,10 @@ def fancy(stream: TextIO) -> bool:
 def render(results: list[Result], verbose: bool = False, stream: TextIO = sys.stdout) -> None:
     rich = fancy(stream)
 
-    def w(text: str) -> None:
-        # Checks quote file names and other processes' command lines, which may hold bytes that are
-        # not UTF-8 (lone surrogates in Python): shown as \xHH (diag.fsname), never an encoding error.
-        stream.write(display(text))
+    # Checks quote file names and other processes' command lines, which may hold bytes that are not
+    # UTF-8 (lone surrogates in Python) or control characters: shown as \xHH (diag.fsname.text),
+    # never an encoding error or an escape sequence the terminal acts on. Only our own colours are raw.
+    w = stream.write
 
     w("Doctor summary (to see all details, run diag doctor -v):\n")
     for r in results:
@@ -33,12 +33,12 @@ def render(results: list[Result], verbose: bool = False, stream: TextIO = sys.st
         box = f"[{mark}]"
         if rich:
             box = f"\x1b[{COLORS[r.status]}m{box}\x1b[0m"
-        w(f"{box} {r.id}: {r.summary}  ({r.duration_ms:.0f} ms)\n")
+        w(f"{box} {r.id}: {text(r.summary)}  ({r.duration_ms:.0f} ms)\n")
         if verbose:
             for d in r.details:
-                w(f"    • {d}\n" if rich else f"    - {d}\n")
+                w(f"    • {text(d)}\n" if rich else f"    - {text(d)}\n")
         if r.remedy and r.status in ("fail", "warn", "error"):
-            w(f"    {'→' if rich else '->'} fix: {r.remedy}\n")
+            w(f"    {'→' if rich else '->'} fix: {text(r.remedy)}\n")
     v = verdict(results)
     n_bad = sum(r.status in ("fail", "error") for r in results)
     n_warn = sum(r.status == "warn" for r in results)
@@ -49,6 +49,6 @@ def render(results: list[Result], verbose: bool = False, stream: TextIO = sys.st
 
 
 def to_json(results: list[Result]) -> str:
-    checks = [{k: [display(x) for x in v] if isinstance(v, list) else display(v) if isinstance(v, str) else v
+    checks = [{k: [text(x) for x in v] if isinstance(v, list) else text(v) if isinstance(v, str) else v
                for k, v in r.to_dict().items()} for r in results]  # text only, as `render` writes it
     return json.dumps({"checks": checks, "verdict": verdict(results)}, ensure_ascii=False, indent=1)

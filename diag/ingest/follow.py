@@ -83,9 +83,10 @@ class Follower:
         pending: list = []
         if not self.started:
             pending.extend(self._resume_rotated())
-        for path, spec in self.expand(globs=globs_due):
-            if path in self.by_path:
-                continue
+        todo = [(path, spec) for path, spec in self.expand(globs=globs_due) if path not in self.by_path]
+        if len(todo) > 1:  # of two paths naming one file (`_open` follows it once), the one the store resumes by first
+            todo.sort(key=lambda ps: not self._known_path(ps[0]))
+        for path, spec in todo:
             r = self._open(path, spec, successor=self.started)
             if r is not None:
                 pending.append(r)
@@ -164,6 +165,10 @@ class Follower:
             self._error(path, f"cannot stat: {exc.strerror}")
             return None
         key = file_key(st)
+        twin = next((p for p, k in self.by_path.items() if k == key), None)
+        if twin is not None:  # a symlink, `./a.log` beside `a.log`, a glob and a name: read once
+            self._error(path, f"the same file as {display(twin)}; read once")
+            return None
         stored = self.stored.get(key)
         if stored is not None and stored.path == path:
             state = stored  # resume where the last run committed

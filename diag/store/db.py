@@ -103,7 +103,7 @@ class Store:
     def migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path}: schema version {version} is newer than this diag ({len(MIGRATIONS)}); upgrade diag")
+            raise StoreError(f"{fsname.display(self.path)}: schema version {version} is newer than this diag ({len(MIGRATIONS)}); upgrade diag")
         for i in range(version, len(MIGRATIONS)):
             # one script, one transaction: a migration is applied whole or not at all
             try:

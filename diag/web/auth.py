@@ -17,6 +17,8 @@ from urllib.parse import quote
 
 from fastapi import HTTPException, Request
 
+from diag.fsname import display
+
 COOKIE = "diag_session"
 
 
@@ -32,9 +34,9 @@ def load_token(token_file: str | None) -> str | None:
         try:
             tok = Path(token_file).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise AuthError(f"web token_file {token_file}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+            raise AuthError(f"web token_file {display(token_file)}: cannot read it ({exc.__class__.__name__}: {exc})") from None
         if not tok:
-            raise AuthError(f"web token_file {token_file} is empty")
+            raise AuthError(f"web token_file {display(token_file)} is empty")
         return tok
     return None
 

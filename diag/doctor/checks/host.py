@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from diag.doctor import ERROR, FAIL, OK, SKIP, WARN, Context, Result
+from diag.fsname import display
 from diag.gpu import read_gpus
 
 FLAGS = ("--max-model-len", "--gpu-memory-utilization", "--kv-cache-dtype", "--limit-mm-per-prompt", "--served-model-name",
@@ -267,18 +268,19 @@ def check_logs(ctx: Context) -> Result:
                          "Xid 79/74/48 point at the hardware."))
     now = time.time()
     for path in ctx.logs:
+        name = display(path)  # diag.fsname: no control character or undecodable byte reaches the report
         if not os.path.exists(path):
-            problems.append((FAIL, f"{path} does not exist", "Point --log at the file the server writes (its stdout/stderr "
+            problems.append((FAIL, f"{name} does not exist", "Point --log at the file the server writes (its stdout/stderr "
                                                              "redirect, or journalctl -u UNIT -o cat > file)."))
             continue
         if not os.access(path, os.R_OK):
-            problems.append((FAIL, f"{path} is not readable", "Run as a user that can read it (group adm/systemd-journal) "
+            problems.append((FAIL, f"{name} is not readable", "Run as a user that can read it (group adm/systemd-journal) "
                                                              "or adjust its permissions."))
             continue
         age = (now - os.path.getmtime(path)) / 60
-        details.append(f"{path}: {os.path.getsize(path)} bytes, last written {age:.0f} min ago")
+        details.append(f"{name}: {os.path.getsize(path)} bytes, last written {age:.0f} min ago")
         if age > ctx.log_minutes:
-            problems.append((WARN, f"{path} has not been written for {age:.0f} minutes",
+            problems.append((WARN, f"{name} has not been written for {age:.0f} minutes",
                              "Is the server still logging to this file (log rotation, a restarted container)?"))
     pipe = scan_logs(ctx)
     bad = []
