@@ -90,18 +90,18 @@ class _Cycle:
         self.me = self
 
 
-def _daemon(tmp_path) -> tuple[Daemon, str]:
+def _daemon(tmp_path) -> Daemon:
     log = tmp_path / "vllm.log"
     log.write_text("")
     conf = tmp_path / "diag.toml"
     conf.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\nuse_inotify = false\n[web]\nlisten = "off"\n'
                     f'[[log]]\npath = "{log}"\n')
     cfg = config.load(str(conf))
-    return Daemon(cfg, str(conf)), str(conf)
+    return Daemon(cfg, str(conf))  # reload reads this file again
 
 
 def test_the_daemon_freezes_its_start_up_objects(tmp_path, thawed):
-    d, _ = _daemon(tmp_path)
+    d = _daemon(tmp_path)
     d.stopping = True  # start up, then stop at once
     assert gc.get_freeze_count() == 0
     assert d.run() == 0
@@ -109,7 +109,7 @@ def test_the_daemon_freezes_its_start_up_objects(tmp_path, thawed):
 
 
 def test_a_reload_lets_go_of_frozen_objects_it_no_longer_holds(tmp_path, thawed):
-    d, _ = _daemon(tmp_path)
+    d = _daemon(tmp_path)
     gone = _Cycle()
     ref = weakref.ref(gone)
     heap.freeze_startup()
