@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from diag import __version__
-from diag.daemon import config, systemd
+from diag.daemon import config, heap, systemd
 from diag.fsname import display
 from diag.analysis.rules import ruleset as rules
 from diag.alerts.config import parse as parse_alerts
@@ -105,6 +105,7 @@ class Daemon:
         self.commit(meta={"pid": os.getpid(), "started_at": self.started, "version": __version__, "config": self.cfg.source})
         log.info("diag %s daemon: %d log(s) configured, %d open, state %s", __version__, len(self.cfg.logs), len(opened), display(self.cfg.db_path))
         self.alerts.start()
+        heap.freeze_startup()  # start-up's objects out of the garbage collector's full passes (diag.daemon.heap)
         systemd.notify("READY=1\nSTATUS=following %d file(s)" % len(self.follower.readers))
         try:
             while not self.stopping:
@@ -355,6 +356,7 @@ class Daemon:
         self.follower.discover(force=True)
         self._stop_watching()
         self._start_watching()
+        heap.refreeze()  # the replaced rules and sinks can be collected
 
     # -- inotify ----------------------------------------------------------------------------
     def _start_watching(self) -> None:
