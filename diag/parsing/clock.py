@@ -26,6 +26,8 @@ class Clock:
         self.year = time.localtime(self.ref).tm_year
         self._cache_key: tuple | None = None
         self._cache_val: float | None = None
+        self._minute: tuple | None = None  # (year, month, day, hh, mm) whose seconds are _minute_base + ss
+        self._minute_base: float | None = None
         self._last: float | None = None
 
     def local(self, year: int, month: int, day: int, hh: int, mm: int, ss: int) -> float | None:
@@ -33,14 +35,28 @@ class Clock:
         key = (year, month, day, hh, mm, ss)
         if key == self._cache_key:
             return self._cache_val
-        try:
-            val = time.mktime((year, month, day, hh, mm, ss, 0, 0, -1))
-        except (OverflowError, ValueError):
-            val = None
         if not (1 <= month <= 12 and 1 <= day <= 31 and hh < 24 and mm < 60 and ss < 62):
             val = None
+        elif 0 <= ss <= 59 and self._minute == key[:5]:
+            val = self._minute_base + ss  # type: ignore[operator]
+        else:
+            val = self._mktime(year, month, day, hh, mm, ss)
+            if val is not None and 0 <= ss <= 59:
+                # A server that logs a request a second asks for each second of a minute: one
+                # mktime per minute, when its seconds are plain offsets from its first (no clock
+                # change inside it: its :00 and :59 are 59 s apart)
+                base = self._mktime(year, month, day, hh, mm, 0)
+                if base is not None and base + ss == val and self._mktime(year, month, day, hh, mm, 59) == base + 59:
+                    self._minute, self._minute_base = key[:5], base
         self._cache_key, self._cache_val = key, val
         return val
+
+    @staticmethod
+    def _mktime(year: int, month: int, day: int, hh: int, mm: int, ss: int) -> float | None:
+        try:
+            return time.mktime((year, month, day, hh, mm, ss, 0, 0, -1))
+        except (OverflowError, ValueError):
+            return None
 
     def yearless(self, month: int, day: int, hh: int, mm: int, ss: int) -> float | None:
         """A time without a year: take the file's year, but never land in its future."""
@@ -101,11 +117,45 @@ def _iso(ts: float) -> str:
     if parts is None:
         if len(_ISO_CACHE) >= 4096:
             _ISO_CACHE.clear()
-        text = datetime.fromtimestamp(sec).astimezone().isoformat(timespec="seconds")
-        parts = _ISO_CACHE[sec] = (text[:19], text[19:])
+        parts = _ISO_CACHE[sec] = _second_parts(sec)
     if ts != int(ts):
         return f"{parts[0]}.{us // 1000:03d}{parts[1]}"
     return parts[0] + parts[1]
+
+
+def _second_parts(sec: int) -> tuple[str, str]:
+    """(date and time, UTC offset) of a local second, from its minute's when that minute is
+    uniform (a log that writes a line a second has a new second on nearly every line)."""
+    minute = sec // 60
+    parts = _ISO_MINUTE.get(minute, _UNKNOWN)
+    if parts is _UNKNOWN:
+        if len(_ISO_MINUTE) >= 4096:
+            _ISO_MINUTE.clear()
+        parts = _ISO_MINUTE[minute] = _minute_parts(minute * 60)
+    if parts is None:
+        text = datetime.fromtimestamp(sec).astimezone().isoformat(timespec="seconds")
+        return text[:19], text[19:]
+    return f"{parts[0]}{sec - minute * 60:02d}", parts[1]
+
+
+def _minute_parts(start: int) -> tuple[str, str] | None:
+    """("YYYY-MM-DDTHH:MM:", offset) of the minute from `start` (a UTC minute), or None when its
+    seconds cannot be told from it: the offset changes inside it or is not whole minutes (zones'
+    local mean time before 1972), or the time is out of range."""
+    try:
+        first = datetime.fromtimestamp(start).astimezone()
+        last = datetime.fromtimestamp(start + 59).astimezone()
+    except (OverflowError, OSError, ValueError):
+        return None
+    offset = first.utcoffset()
+    if offset != last.utcoffset() or offset is None or offset.total_seconds() % 60 or first.second:
+        return None
+    text = first.isoformat(timespec="seconds")
+    return text[:17], text[19:]
+
+
+_ISO_MINUTE: dict[int, tuple[str, str] | None] = {}
+_UNKNOWN = ("", "")
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
