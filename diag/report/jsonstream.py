@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from diag.pipeline import Pipeline
 from diag.report.document import TraceSummary, to_json
 from diag.analysis.trace import Trace
-from diag.compactjson import dumps as _dumps
+from diag.report.tracejson import trace_json
 
 _PLACEHOLDER = "\x00diag-traces\x00"
 BUFFER = 1 << 20
@@ -46,7 +46,7 @@ class TraceSpool:
     def add(self, t: Trace) -> None:
         sid = self._sources.setdefault(t.source, len(self._sources))
         self.summary.add_settled(t)
-        data = _dumps(t.to_dict())
+        data = trace_json(t)
         self._size += len(data)
         self._src.append(sid)
         self._line.append(t.first_line)
