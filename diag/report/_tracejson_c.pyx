@@ -54,10 +54,8 @@ cdef extern from "Python.h":
     bint PyList_CheckExact(object o)
     bint PyTuple_CheckExact(object o)
     bint PyDict_CheckExact(object o)
-    Py_ssize_t PyList_GET_SIZE(object o)
-    PyObject *PyList_GET_ITEM(object o, Py_ssize_t i)
-    Py_ssize_t PyTuple_GET_SIZE(object o)
-    PyObject *PyTuple_GET_ITEM(object o, Py_ssize_t i)
+    Py_ssize_t PySequence_Fast_GET_SIZE(object o)  # a list or a tuple
+    PyObject *PySequence_Fast_GET_ITEM(object o, Py_ssize_t i)
     Py_ssize_t PyDict_GET_SIZE(object o)
     bint PyDict_Next(object d, Py_ssize_t *pos, PyObject **key, PyObject **value)
     PyObject *PyDict_GetItemWithError(object d, object key) except? NULL
@@ -266,23 +264,13 @@ cdef int _value(Buf *b, object v, int depth) except -1:
         return _float(b, PyFloat_AS_DOUBLE(v))
     if depth >= MAX_DEPTH:
         return FALLBACK
-    if PyList_CheckExact(v):
+    if PyList_CheckExact(v) or PyTuple_CheckExact(v):
         _byte(b, 91)
-        n = PyList_GET_SIZE(v)
+        n = PySequence_Fast_GET_SIZE(v)
         for i in range(n):
             if i:
                 _byte(b, 44)
-            r = _value(b, <object>PyList_GET_ITEM(v, i), depth + 1)
-            if r:
-                return r
-        return _byte(b, 93)
-    if PyTuple_CheckExact(v):
-        _byte(b, 91)
-        n = PyTuple_GET_SIZE(v)
-        for i in range(n):
-            if i:
-                _byte(b, 44)
-            r = _value(b, <object>PyTuple_GET_ITEM(v, i), depth + 1)
+            r = _value(b, <object>PySequence_Fast_GET_ITEM(v, i), depth + 1)
             if r:
                 return r
         return _byte(b, 93)
@@ -460,15 +448,12 @@ cdef int _trace(Buf *b, object t) except -1:
     if _put(b, b',"findings":', 12) or _value(b, e, 1):
         return FALLBACK
     tl = _get(t, F_TIMELINE)
-    if PyList_CheckExact(tl):
-        n = PyList_GET_SIZE(tl)
-    elif PyTuple_CheckExact(tl):
-        n = PyTuple_GET_SIZE(tl)
-    else:
+    if not (PyList_CheckExact(tl) or PyTuple_CheckExact(tl)):
         return FALLBACK
+    n = PySequence_Fast_GET_SIZE(tl)
     _put(b, b',"timeline":[', 13)
     for i in range(n):
-        e = <object>(PyList_GET_ITEM(tl, i) if PyList_CheckExact(tl) else PyTuple_GET_ITEM(tl, i))
+        e = <object>PySequence_Fast_GET_ITEM(tl, i)
         if not PyDict_CheckExact(e):
             return FALLBACK
         # {"kind": e["kind"], "time": iso(e["time"]), "path": e.get("path", source), "line": e["line"]}

@@ -12,10 +12,9 @@ which one is in use (`diag --version` prints it).
 
 from __future__ import annotations
 
-import os
-
 from diag.analysis.trace import Trace
 from diag.compactjson import dumps
+from diag.compiled import typed_twin
 
 
 def pure_trace_json(t: Trace) -> bytes:
@@ -23,15 +22,7 @@ def pure_trace_json(t: Trace) -> bytes:
     return dumps(t.to_dict())
 
 
-trace_json = pure_trace_json
-if os.environ.get("DIAG_NO_EXT"):
-    IMPLEMENTATION = "pure Python (DIAG_NO_EXT set)"
-else:
-    try:
-        from diag.report._tracejson_c import trace_json  # type: ignore[no-redef]
-
-        IMPLEMENTATION = "compiled"
-    except ImportError:
-        IMPLEMENTATION = "pure Python (not built)"
+_typed, IMPLEMENTATION = typed_twin("diag.report._tracejson_c", "pure Python (not built)")
+trace_json = pure_trace_json if _typed is None else _typed.trace_json
 
 __all__ = ["IMPLEMENTATION", "pure_trace_json", "trace_json"]
