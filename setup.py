@@ -43,7 +43,8 @@ def _skip(exc: Exception) -> None:
 
 def _ext_modules() -> list:
     """diag/ingest/fastpath/_classify_c.pyx, the typed twin of classify.py, compiled by Cython as
-    diag.ingest.fastpath._classify_c; and the pipeline's hot modules (diag/compiled.py lists them)
+    diag.ingest.fastpath._classify_c, and diag/report/_tracejson_c.pyx, the twin of
+    diag.report.tracejson's trace encoder; and the pipeline's hot modules (diag/compiled.py lists them)
     compiled unchanged. DIAG_NO_EXT=1 at build time skips both."""
     if os.environ.get("DIAG_NO_EXT"):
         return []
@@ -53,7 +54,7 @@ def _ext_modules() -> list:
         _skip(exc)
         return []
     try:
-        typed = cythonize(["diag/ingest/fastpath/_classify_c.pyx"], language_level=3, quiet=True,
+        typed = cythonize(["diag/ingest/fastpath/_classify_c.pyx", "diag/report/_tracejson_c.pyx"], language_level=3, quiet=True,
                           compiler_directives={"binding": False})
         # The same source as the pure package, so the same behaviour: type annotations stay hints
         # (annotation_typing off), functions stay introspectable Python functions (binding).

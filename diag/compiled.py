@@ -22,6 +22,7 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
+from typing import Any
 
 # Compiled unchanged when a compiler is there (the classifier's typed twin is built separately).
 MODULES = (
@@ -93,6 +94,18 @@ def use_source() -> None:
     """From now on, import the listed modules from their source (DIAG_NO_EXT=1; idempotent)."""
     if not any(isinstance(f, _SourceFirst) for f in sys.meta_path):
         sys.meta_path.insert(0, _SourceFirst())
+
+
+def typed_twin(name: str, not_built: str) -> tuple[Any, str]:
+    """A typed twin (a `.pyx` built beside its pure reference) and the words `diag --version`
+    uses for it: (module, "compiled"), or (None, why the reference is used: DIAG_NO_EXT set, or
+    `not_built`)."""
+    if os.environ.get("DIAG_NO_EXT"):
+        return None, "pure Python (DIAG_NO_EXT set)"
+    try:
+        return importlib.import_module(name), "compiled"
+    except ImportError:
+        return None, not_built
 
 
 def status() -> str:

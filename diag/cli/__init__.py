@@ -15,14 +15,15 @@ from diag.cli.usage import UsageError
 
 
 class _Version(argparse.Action):
-    """`diag --version`: also says whether the compiled log classifier and the compiled pipeline
-    modules (diag.compiled) are in use (imported only here)."""
+    """`diag --version`: also says whether the compiled trace encoder, the compiled log classifier
+    and the compiled pipeline modules (diag.compiled) are in use (imported only here)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         from diag.compiled import status
         from diag.ingest.fastpath import IMPLEMENTATION
+        from diag.report.tracejson import IMPLEMENTATION as TRACE_JSON
 
-        print(f"diag {__version__} (log classifier: {IMPLEMENTATION}; pipeline modules: {status()})")
+        print(f"diag {__version__} (trace encoder: {TRACE_JSON}; log classifier: {IMPLEMENTATION}; pipeline modules: {status()})")
         parser.exit()
 
 
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     from diag.alerts.cli import add_parsers as add_alert_parsers
 
     p = argparse.ArgumentParser(prog="diag", description="Diagnostics for self-hosted LLM inference servers (vLLM, LMDeploy, llama.cpp).")
-    p.add_argument("--version", action=_Version, nargs=0, help="show the version and whether the compiled classifier and pipeline modules are in use, and exit")
+    p.add_argument("--version", action=_Version, nargs=0, help="show the version and whether the compiled classifier, trace encoder and pipeline modules are in use, and exit")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     scan.add_parsers(sub)
     doctor.add_parsers(sub)

@@ -53,7 +53,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if args.json:
         from diag.report.jsonstream import TraceSpool, stdout_writer, write_document
 
-        spool = TraceSpool()
+        spool = TraceSpool(indent=None if args.compact else 1)
         sink = spool.add
     else:
         summary = TraceSummary()

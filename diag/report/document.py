@@ -19,8 +19,10 @@ from diag.analysis.trace import Trace
 
 
 def _host(client: str) -> str:
-    """`10.0.0.5:51234` → `10.0.0.5` (ports change per connection; hosts are what people recognise)."""
-    return client.rsplit(":", 1)[0] if client.count(":") == 1 else client
+    """`10.0.0.5:51234` → `10.0.0.5` (ports change per connection; hosts are what people recognise);
+    a client with no colon or several (an IPv6 address) stays whole."""
+    i = client.find(":")
+    return client[:i] if i >= 0 and client.find(":", i + 1) < 0 else client
 
 
 class TraceSummary:
@@ -29,6 +31,9 @@ class TraceSummary:
 
     `add` takes each trace's place in the document (`order`), because the top clients list
     breaks ties by where a client first appears among the sorted traces."""
+
+    __slots__ = ("count", "by_status", "latencies", "images_known", "images_total", "images_max", "http", "hosts",
+                 "_host_first")
 
     def __init__(self) -> None:
         self.count = 0
@@ -41,28 +46,37 @@ class TraceSummary:
         self.hosts: Counter[str] = Counter()
         self._host_first: dict[str, Any] = {}
 
-    def add(self, t: Trace, order: Any) -> None:
-        self.count += 1
+    def add(self, t: Trace, order: Any = None) -> None:
+        """`order`: the trace's place in the document; None for a trace streamed out as it settled,
+        whose place is (source, first line, arrival) — made only for a trace with a client, as this
+        runs once per request."""
+        n = self.count
+        self.count = n + 1
         self.by_status[t.status] += 1
-        if t.latency_s is not None:
-            self.latencies.append(t.latency_s)
-        if t.images is not None:
+        v = t.latency_s
+        if v is not None:
+            self.latencies.append(v)
+        v = t.images
+        if v is not None:
             self.images_known += 1
-            self.images_total += t.images
-            if self.images_max is None or t.images > self.images_max:
-                self.images_max = t.images
+            self.images_total += v
+            if self.images_max is None or v > self.images_max:
+                self.images_max = v
         if t.http is not None:  # an access line attached to the trace
             self.http[str(t.http_status)] += 1
-        if t.client:
-            h = _host(t.client)
+        client = t.client
+        if client:
+            h = _host(client)
             self.hosts[h] += 1
+            if order is None:
+                order = (t.source, t.first_line, n)
             first = self._host_first.get(h)
             if first is None or order < first:
                 self._host_first[h] = order
 
     def add_settled(self, t: Trace) -> None:
         """A trace streamed out as it settled: its place is (source, first line, arrival)."""
-        self.add(t, (t.source, t.first_line, self.count))
+        self.add(t)
 
     def to_dict(self, http_records: list[dict[str, Any]]) -> dict[str, Any]:
         """The section, with the access lines that stayed records of their own (no trace took them)."""

@@ -14,21 +14,11 @@ there), tested to give the same records on the corpus, fuzzed logs and generated
 
 from __future__ import annotations
 
-import os
+from diag.compiled import typed_twin
+from diag.ingest.fastpath import classify as _pure
 
-if os.environ.get("DIAG_NO_EXT"):
-    from diag.ingest.fastpath import classify as _impl
-
-    IMPLEMENTATION = "pure Python (DIAG_NO_EXT set)"
-else:
-    try:
-        from diag.ingest.fastpath import _classify_c as _impl  # type: ignore[attr-defined,no-redef]
-
-        IMPLEMENTATION = "compiled"
-    except ImportError:
-        from diag.ingest.fastpath import classify as _impl  # type: ignore[no-redef]
-
-        IMPLEMENTATION = "pure Python (no compiled classifier built)"
+_typed, IMPLEMENTATION = typed_twin("diag.ingest.fastpath._classify_c", "pure Python (no compiled classifier built)")
+_impl = _pure if _typed is None else _typed
 
 split_classify = _impl.split_classify
 
