@@ -95,13 +95,8 @@ class AlertRuntime:
 
     def prepare(self, hits: Iterable[Hit], closed_traces: Iterable[str], errors: dict[str, str], now: float | None = None) -> Changes:
         """Everything the coming commit must carry for alerts."""
-        m = self.manager
-        if not hits and not errors and m.empty:
-            # The common turn of a healthy server (tens a second when it writes each line on its own):
-            # no alert exists to time out, resolve, mute or flush, so there is nothing to write.
-            self._refresh_silences()
-            return Changes()
         now = time.time() if now is None else now
+        m = self.manager
         describe = self.describe
         for h in hits:
             server, model = describe(h.path)
