@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from conftest import free_port
+from conftest import free_port, vllm_request_lines
 from diag.daemon import config
 from diag.daemon.service import Daemon
 from diag.web import server as web_server
@@ -25,11 +25,7 @@ OOM = ("(APIServer pid=1) ERROR 01-24 10:03:33 [serving_chat.py:1012] Error in c
 
 
 def _request(i: int) -> list[str]:
-    rid = f"chatcmpl-{i:016x}"
-    return [f"(APIServer pid=1) INFO 01-24 10:00:00 [request_logger.py:65] Received request {rid}: params: SamplingParams(n=1, "
-            f"max_tokens=8), lora_request: None.\n",
-            f"(APIServer pid=1) INFO 01-24 10:00:00 [async_llm.py:578] Added request {rid}-0000abcd.\n",
-            f'INFO:     127.0.0.1:{20000 + i} - "POST /v1/chat/completions HTTP/1.1" 200 OK\n']
+    return vllm_request_lines(f"chatcmpl-{i:016x}", 20000 + i).splitlines(keepends=True)
 
 
 def _daemon(tmp_path, *logs: str) -> Daemon:
