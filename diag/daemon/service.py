@@ -297,7 +297,7 @@ class Daemon:
         deadline = time.monotonic() + (30 if block else 0)
         while True:
             try:
-                self.store.commit(traces, hits, states, m, samples=samples, extra=changes.write)
+                self.store.commit(traces, hits, states, m, samples=samples, extra=changes.write if changes else None)
                 self._last_commit = time.monotonic()
                 if beat:
                     self._heartbeat_at = self._last_commit

@@ -7,6 +7,7 @@ left out (`log_config=None`): the daemon's log format stays the only one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -18,6 +19,10 @@ from diag.daemon.config import DEFAULT_WEB_LISTEN
 from diag.web.auth import AuthError, check_bind, load_token
 
 log = logging.getLogger("diag")
+# Inside the daemon the server's housekeeping (its Date header, "should I exit") runs this often, not
+# uvicorn's 10 times a second: those wake-ups took the GIL from the daemon's follow loop ten times a second
+# for nothing (0.1-0.2 % of a core, tests/bench/bench_daemon.py). `stop` wakes it at once.
+DAEMON_TICK = 1.0
 
 
 class WebError(Exception):
@@ -57,15 +62,38 @@ class WebServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
-    def _uvicorn(self) -> Any:
+    def _uvicorn(self, tick: float | None = None) -> Any:
+        """`tick`: seconds between housekeeping wake-ups (None: uvicorn's own loop, which a signal ends)."""
         import uvicorn
 
         live = self.app.state.web.live
 
         class Server(uvicorn.Server):
+            _wake: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
             def handle_exit(self, sig: int, frame: Any) -> None:  # SIGINT/SIGTERM under `diag web`
                 live.close_streams()  # open event streams end now: a clean, immediate shutdown
                 super().handle_exit(sig, frame)
+
+            async def main_loop(self) -> None:
+                if tick is None:
+                    return await super().main_loop()
+                stop = asyncio.Event()
+                self._wake = (asyncio.get_running_loop(), stop)
+                while not await self.on_tick(0):  # tick 0: the Date header is refreshed each time
+                    try:
+                        await asyncio.wait_for(stop.wait(), tick)
+                    except asyncio.TimeoutError:
+                        pass
+
+            def wake(self) -> None:
+                """From another thread: run the housekeeping now (it sees `should_exit`)."""
+                if self._wake is not None:
+                    loop, stop = self._wake
+                    try:
+                        loop.call_soon_threadsafe(stop.set)
+                    except RuntimeError:  # its loop is closed: the server has stopped
+                        pass
 
         cfg = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2,
                              proxy_headers=False, server_header=False)
@@ -74,7 +102,7 @@ class WebServer:
 
     def start_thread(self) -> None:
         """Serve from a daemon thread (inside `diag daemon`)."""
-        server = self._uvicorn()
+        server = self._uvicorn(tick=DAEMON_TICK)
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [self.sock]}, name="diag-web", daemon=True)
         self._thread.start()
 
@@ -86,6 +114,7 @@ class WebServer:
         self.app.state.web.live.close_streams()
         if self._server is not None:
             self._server.should_exit = True
+            self._server.wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.app.state.web.live.close()
