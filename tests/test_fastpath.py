@@ -263,22 +263,14 @@ def test_a_rule_for_received_lines_closes_the_plain_way(tmp_path):
     real = log.read_text().splitlines()
     received = next(line for line in real if "] Received request " in line)
     added = next(line for line in real if "] Added request " in line)
-    (tmp_path / "mine.toml").write_text(f"""
-[[rule]]
-id = "max-tokens-set"
+    ruleset = _user_rule(tmp_path, "max-tokens-set", """
 title = "A request sets max_tokens"
 severity = "info"
-category = "other"
 kinds = ["request.received"]
 match = '^Received request '
-when = {{ max_tokens = {{ gt = 0 }} }}
-summary = "max_tokens is {{max_tokens}}"
-remedy = "Nothing to do."
-examples = ['''{received}''']
-counter_examples = ['''{added}''']
-""")
-    ruleset = rules.load([tmp_path])
-    assert "max-tokens-set" in {r.id for r in ruleset.rules}, ruleset.errors
+when = { max_tokens = { gt = 0 } }
+summary = "max_tokens is {max_tokens}"
+""", received, added)
     pipe, src = _fast_source(log, ruleset)
     requests = log.read_bytes().count(b"] Received request ")
     assert src.plain <= 2 * requests  # Added and access lines only
@@ -288,6 +280,22 @@ counter_examples = ['''{added}''']
     full.scan_path(str(log))
     full.finish()
     assert _same_doc(pipe, _doc(full))
+
+
+def _user_rule(tmp_path: Path, rule_id: str, fields: str, example: str, counter_example: str):
+    """The built-in rules and one of the user's (`fields` in TOML; its category, remedy and two
+    real example lines filled in), loaded as `--rules DIR` would."""
+    (tmp_path / f"{rule_id}.toml").write_text(f"""
+[[rule]]
+id = "{rule_id}"
+category = "other"
+remedy = "Nothing to do."
+examples = ['''{example}''']
+counter_examples = ['''{counter_example}''']
+{fields}""")
+    ruleset = rules.load([tmp_path])
+    assert rule_id in {r.id for r in ruleset.rules}, ruleset.errors
+    return ruleset
 
 
 def _same_doc(pipe: Pipeline, want: dict) -> bool:
@@ -428,21 +436,13 @@ def test_a_hit_held_for_a_later_line_reopens_the_event_way_within_a_block(tmp_pa
     request = real[rec:rec + 3]
     warning = request[0].split(" INFO ")[0] + " WARNING " + request[0].split(" INFO ")[1].split("]")[0] + "] canary-held warning"
     lines = request + [warning] + [line.replace("chatcmpl-", "chatcmpl-second") for line in request]
-    (tmp_path / "held.toml").write_text(f"""
-[[rule]]
-id = "held-warning"
+    ruleset = _user_rule(tmp_path, "held-warning", """
 title = "A warning no request follows"
 severity = "warning"
-category = "other"
 match = 'canary-held warning'
-unless_followed_by = {{ pattern = 'Received request chatcmpl-second', within_events = 3 }}
+unless_followed_by = { pattern = 'Received request chatcmpl-second', within_events = 3 }
 summary = "held"
-remedy = "Nothing to do."
-examples = ['''{warning}''']
-counter_examples = ['''{request[0]}''']
-""")
-    ruleset = rules.load([tmp_path])
-    assert "held-warning" in {r.id for r in ruleset.rules}, ruleset.errors
+""", warning, request[0])
     path = tmp_path / "vllm.log"
     path.write_text("\n".join(lines) + "\n")
     pipe, src = _fast_source(path, ruleset)
