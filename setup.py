@@ -42,10 +42,10 @@ def _skip(exc: Exception) -> None:
 
 
 def _ext_modules() -> list:
-    """diag/ingest/fastpath/_classify_c.pyx, the typed twin of classify.py, compiled by Cython as
-    diag.ingest.fastpath._classify_c, and diag/report/_tracejson_c.pyx, the twin of
-    diag.report.tracejson's trace encoder; and the pipeline's hot modules (diag/compiled.py lists them)
-    compiled unchanged. DIAG_NO_EXT=1 at build time skips both."""
+    """The typed twins (diag/ingest/fastpath/_classify_c.pyx, the twin of classify.py, and
+    diag/report/_tracejson_c.pyx, the twin of diag.report.tracejson's trace encoder) and the
+    pipeline's hot modules compiled unchanged; diag/compiled.py lists both. DIAG_NO_EXT=1 at build
+    time skips them."""
     if os.environ.get("DIAG_NO_EXT"):
         return []
     try:
@@ -54,11 +54,11 @@ def _ext_modules() -> list:
         _skip(exc)
         return []
     try:
-        typed = cythonize(["diag/ingest/fastpath/_classify_c.pyx", "diag/report/_tracejson_c.pyx"], language_level=3, quiet=True,
-                          compiler_directives={"binding": False})
+        listed = runpy.run_path("diag/compiled.py")
+        typed = cythonize(listed["twin_sources"](), language_level=3, quiet=True, compiler_directives={"binding": False})
         # The same source as the pure package, so the same behaviour: type annotations stay hints
         # (annotation_typing off), functions stay introspectable Python functions (binding).
-        unchanged = cythonize(runpy.run_path("diag/compiled.py")["sources"](), language_level=3, quiet=True,
+        unchanged = cythonize(listed["sources"](), language_level=3, quiet=True,
                               nthreads=os.cpu_count() or 1,
                               compiler_directives={"binding": True, "annotation_typing": False})
         if sys.platform != "win32":

@@ -68,9 +68,18 @@ MODULES = (
 )
 
 
+# Typed twins: `.pyx` modules with a pure reference beside them (`typed_twin` picks one).
+TWINS = ("diag.ingest.fastpath._classify_c", "diag.report._tracejson_c")
+
+
 def sources() -> list[str]:
     """The modules' source paths, relative to the project root (for setup.py)."""
     return [m.replace(".", "/") + ".py" for m in MODULES]
+
+
+def twin_sources() -> list[str]:
+    """The typed twins' `.pyx` paths, relative to the project root (for setup.py)."""
+    return [m.replace(".", "/") + ".pyx" for m in TWINS]
 
 
 class _SourceFirst(importlib.abc.MetaPathFinder):

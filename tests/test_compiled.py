@@ -49,6 +49,9 @@ def test_every_listed_module_is_a_source_file_of_the_package():
     for rel in compiled.sources():
         assert (root / rel).is_file(), rel
     assert len(set(compiled.MODULES)) == len(compiled.MODULES)
+    checkout = Path(__file__).resolve().parent.parent  # the twins' .pyx: what setup.py compiles
+    for rel in compiled.twin_sources():
+        assert (checkout / rel).is_file(), rel
 
 
 def test_no_ext_runs_every_listed_module_from_its_source():
