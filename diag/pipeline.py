@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from diag.parsing.events import STATS, Event
+from diag.parsing.events import LOG, RAW, STATS, Event
 from diag.analysis.facts import FACT_KINDS, FactCollector
 from diag.analysis.findings import FindingSet, Hit, RuleEngine
 from diag.analysis.guard import InternalErrors
@@ -132,6 +132,14 @@ class Pipeline:
         at it: no time window to filter by, and no rule that would try its event's `text` (None:
         whatever the text; facts never read these kinds)."""
         return self.since is None and self.until is None and self.engine.idle_for_line(fmt, kind, text)
+
+    def lifecycle_needles(self, fmt: str, kind: str) -> tuple[str, ...] | None:
+        """`lifecycle_open(fmt, kind, text)` for a lifecycle kind, as a question about the text, valid
+        until the next event reaches the rules: open unless one of these is in the text; None:
+        closed whatever the text."""
+        if self.since is not None or self.until is not None or self.engine.holding or kind in (LOG, RAW):
+            return None
+        return self.engine.needles_for(fmt, kind)
 
     def seen(self, ts: float | None) -> None:
         """What the pipeline counts of every event it takes, and of a line the fast path applies

@@ -176,6 +176,19 @@ class RuleEngine:
         self.quieting = [r for r in self.quieting if r is not rule]
         self._by_kind.clear()
 
+    @property
+    def holding(self) -> bool:
+        """Is a hit held until a later line says whether it stands (`unless_followed_by`)? Only
+        feeding an event makes one."""
+        return bool(self._held)
+
+    def needles_for(self, fmt: str, kind: str) -> tuple[str, ...] | None:
+        """What `idle_for_line` asks of the text of an event of this format and a kind no quieting
+        rule reads, without frames, while no hit is held: idle unless one of these is in it; None:
+        never idle (a rule reads every such text)."""
+        _, always, pairs, _ = self._plan(fmt, kind)
+        return None if always else tuple(dict.fromkeys(n for n, _ in pairs))
+
     def idle_for(self, ev: Event) -> bool:
         """Would `feed(ev)` do nothing? True for the lifecycle lines of a busy server, which no rule
         targets or whose text has none of the needles of the rules that do (no held hit counting

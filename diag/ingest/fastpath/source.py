@@ -168,26 +168,29 @@ class FastSource:
         A closure, made again after each event the rules saw: a busy log is nearly all such lines,
         and each of the objects and methods it uses would otherwise be looked up again on every one
         of them. So is whether the rules would look at a Received or Added line at all
-        (`Pipeline.lifecycle_open`), which only an event fed to them can change (a hit they hold
+        (`Pipeline.lifecycle_open`), and which texts make them look at an access line
+        (`Pipeline.lifecycle_needles`): only an event fed to them can change that (a hit they hold
         until a later line; a rule switched off only makes them look at less)."""
         asm = pipe.assembler
         lifecycle_open, seen, internal = pipe.lifecycle_open, pipe.seen, pipe.internal
         open_received = lifecycle_open("vllm", E.RECEIVED)
         open_added = lifecycle_open("vllm", E.ADDED)
-        open_access = lifecycle_open("uvicorn", E.ACCESS)  # whatever its text: then also for this one's
+        access_needles = pipe.lifecycle_needles("uvicorn", E.ACCESS)  # an access line's text asked of once
         took_line, ctx = parser.took_line, parser.ctx
         plain_access, plain_received, plain_added = asm.plain_access, asm.plain_received, asm.plain_added
         apply_access, apply_received, apply_added = asm.apply_access, asm.apply_received, asm.apply_added
         access_path, received, received_known, added_id, stamp_time = (
             uvicorn.access_path, vllm.received, vllm.received_known, vllm.added_id, vllm.stamp_time)
-        ACCESS = E.ACCESS
 
         def plain(rec: tuple, access: bool, is_received: bool, lineno: int, offset: int) -> bool:
             try:  # is it the plain case? (changes nothing)
                 if access:
                     _, raw, client, method, hpath, status, msg, _, _, _, _ = rec
-                    if not (open_access or lifecycle_open("uvicorn", ACCESS, msg)):
+                    if access_needles is None:
                         return False
+                    for n in access_needles:
+                        if n in msg:
+                            return False
                     hpath = access_path(hpath)
                     t = plain_access(path, method, hpath)
                     if t is None:
