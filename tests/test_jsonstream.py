@@ -51,8 +51,22 @@ def test_spooled_traces_come_out_sorted_with_the_separator_between(monkeypatch, 
     assert [d["id"] for d in got] == [traces[i].id for i in order]
 
 
-def test_the_document_is_written_for_the_indent_the_traces_were_spooled_for():
-    spool = TraceSpool(indent=None)
-    with pytest.raises(ValueError, match="spooled for indent None"):
-        jsonstream.write_document(None, spool, io.BytesIO(), 1)  # type: ignore[arg-type]
+@pytest.mark.parametrize("indent", [None, 1])
+def test_the_document_is_written_for_the_indent_the_traces_were_spooled_for(indent):
+    """The document takes its indentation from the spool, so its own lines and the separators the
+    traces were spooled with cannot disagree."""
+    from diag.analysis.rules import ruleset as rules
+    from diag.pipeline import Pipeline
+
+    traces = _traces(5)
+    spool = TraceSpool(indent=indent)
+    for t in traces:
+        spool.add(t)
+    out = io.BytesIO()
+    jsonstream.write_document(Pipeline(rules.load()), spool, out)
     spool.close()
+    text = out.getvalue()
+    sep = b", " if indent is None else b",\n  "
+    assert text.startswith(b'{"diag_version"' if indent is None else b'{\n "diag_version"')
+    assert text.count(b"}" + sep + b'{"id"') == len(traces) - 1
+    assert len(json.loads(text)["traces"]) == len(traces)

@@ -57,7 +57,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         sink = spool.add
     else:
         summary = TraceSummary()
-        sink = summary.add_settled
+        sink = summary.add  # each trace as it settles: its place is (source, first line, arrival)
     store = _StoreWriter(args.store, sink, args.paths) if args.store else None
     pipe = Pipeline(rs, since=since, until=until, max_line=args.max_line_bytes, on_hit=store.hit if store else None,
                     keep_traces=bool(args.verbose and not args.json), trace_sink=store.trace if store else sink, keep_http=True)
@@ -83,7 +83,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         store.finish(pipe)
     if spool is not None:
         try:
-            write_document(pipe, spool, stdout_writer(), indent=None if args.compact else 1)
+            write_document(pipe, spool, stdout_writer())
         finally:
             spool.close()
     else:

@@ -74,10 +74,6 @@ class TraceSummary:
             if first is None or order < first:
                 self._host_first[h] = order
 
-    def add_settled(self, t: Trace) -> None:
-        """A trace streamed out as it settled: its place is (source, first line, arrival)."""
-        self.add(t)
-
     def to_dict(self, http_records: list[dict[str, Any]]) -> dict[str, Any]:
         """The section, with the access lines that stayed records of their own (no trace took them)."""
         http = self.http.copy()

@@ -56,7 +56,7 @@ class TraceSpool:
         sid = self._sources.get(source)
         if sid is None:
             sid = self._sources[source] = len(self._sources)
-        self.summary.add(t)  # its place: (source, first line, arrival), as add_settled says
+        self.summary.add(t)  # its place: (source, first line, arrival)
         data = trace_json(t)
         size = self._size = self._size + len(self._sep) + len(data)
         self._src.append(sid)
@@ -114,10 +114,10 @@ def stdout_writer() -> BinaryIO:
     return open(sys.stdout.fileno(), "wb", buffering=BUFFER, closefd=False)
 
 
-def write_document(pipe: Pipeline, spool: TraceSpool, out: BinaryIO, indent: int | None) -> None:
-    """The whole document, the traces taken from `spool` (the pipeline kept none; made for this `indent`)."""
-    if indent != spool.indent:
-        raise ValueError(f"the traces were spooled for indent {spool.indent!r}, not {indent!r}")
+def write_document(pipe: Pipeline, spool: TraceSpool, out: BinaryIO) -> None:
+    """The whole document, the traces taken from `spool` (the pipeline kept none), indented as the
+    spool's traces were spooled for (`TraceSpool(indent=…)`)."""
+    indent = spool.indent
     doc = to_json(pipe, summary=spool.summary)
     doc["traces"] = _PLACEHOLDER
     text = json.dumps(doc, ensure_ascii=False, indent=indent)
