@@ -53,7 +53,6 @@ class Follower:
         self._retired: list[SourceState] = []
         self.dirty = False  # inotify saw a file created or moved: expand globs now
         self.rotations: dict[str, int] = {}
-        self._plain: tuple[list, int, tuple[str, ...]] | None = None  # see `_plain_paths`
         for s in stored:
             self.rotations[s.path] = max(self.rotations.get(s.path, 0), s.rotations)
 
@@ -81,7 +80,7 @@ class Follower:
         if globs_due:
             self._last_glob = now
             self.dirty = False
-        elif all(p in self.by_path for p in self._plain_paths()):
+        elif all(s.path in self.by_path for s in self.cfg.logs if not glob.has_magic(s.path)):
             return []  # every turn of a steady stream asks: every plain path is followed, no glob is due
         pending: list = []
         if not self.started:
@@ -95,13 +94,6 @@ class Follower:
                 pending.append(r)
         self.started = True
         return pending
-
-    def _plain_paths(self) -> tuple[str, ...]:
-        """The configured paths that are not globs (worked out again when the configured list changes)."""
-        logs = self.cfg.logs
-        if self._plain is None or self._plain[0] is not logs or self._plain[1] != len(logs):
-            self._plain = (logs, len(logs), tuple(s.path for s in logs if not glob.has_magic(s.path)))
-        return self._plain[2]
 
     def _resume_rotated(self) -> list[FileReader]:
         """Rotated-away files the daemon had not finished when it stopped: find them by inode."""
