@@ -167,6 +167,20 @@ def stored_once(state: Path, n: int) -> dict:
     return traces
 
 
+def run_until(args: list[str], stderr, cond, what: str, settle: float) -> None:
+    """Start the daemon, wait until `cond()`, give it `settle` seconds (to show a line read twice or
+    late), and stop it with SIGTERM: it must exit 0."""
+    d = subprocess.Popen(args, stderr=stderr, stdout=subprocess.DEVNULL, env=STRICT)
+    try:
+        wait_for(cond, 30, what)
+        time.sleep(settle)
+        d.send_signal(signal.SIGTERM)
+        assert d.wait(timeout=30) == 0
+    finally:
+        if d.poll() is None:
+            d.kill()
+
+
 def test_daemon_follows_restarts_and_shows_a_file_named_in_bytes(tmp_path):
     """Through a glob, with the dashboard, /metrics and a webhook; killed (-9), the file renamed away
     (logrotate) and a new one written while it is down: after the restart every request is stored
@@ -219,12 +233,9 @@ def test_daemon_follows_restarts_and_shows_a_file_named_in_bytes(tmp_path):
             f.write(_requests(n1, n2))
         os.rename(log, log + ".1")
         Path(log).write_text(_requests(n1 + n2, n3))
-        d = subprocess.Popen(args, stderr=open(errs[1], "w"), stdout=subprocess.DEVNULL, env=STRICT)
-        wait_for(lambda: status()["traces"] == n1 + n2 + n3 and all(s["lag_bytes"] in (0, None) for s in status()["sources"]), 30,
-                 "the restarted daemon to catch up")
-        time.sleep(0.5)
-        d.send_signal(signal.SIGTERM)
-        assert d.wait(timeout=30) == 0
+        run_until(args, open(errs[1], "w"),
+                  lambda: status()["traces"] == n1 + n2 + n3 and all(s["lag_bytes"] in (0, None) for s in status()["sources"]),
+                  "the restarted daemon to catch up", settle=0.5)
     finally:
         if d.poll() is None:
             d.kill()
@@ -440,11 +451,7 @@ def test_daemon_follows_a_file_named_twice_once(tmp_path):
         assert d.wait(timeout=30) == 0
         with open(log, "a") as f:
             f.write(_requests(20, 10))
-        d = subprocess.Popen(args, stderr=open(err, "a"), stdout=subprocess.DEVNULL, env=STRICT)
-        wait_for(lambda: status()["traces"] == 30, 30, "the restarted daemon to catch up")
-        time.sleep(1.5)
-        d.send_signal(signal.SIGTERM)
-        assert d.wait(timeout=30) == 0
+        run_until(args, open(err, "a"), lambda: status()["traces"] == 30, "the restarted daemon to catch up", settle=1.5)
     finally:
         if d.poll() is None:
             d.kill()
