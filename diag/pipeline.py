@@ -41,7 +41,7 @@ class SourceResult:
         return d
 
 
-@dataclass
+@dataclass(slots=True)
 class Stats:
     lines: int = 0
     events: int = 0

@@ -57,10 +57,12 @@ if EDITABLE and not os.environ.get("DIAG_NO_EXT"):
         _spec = importlib.util.find_spec(_name)
         _origin = Path(_spec.origin) if _spec and _spec.origin else None
         if _origin and _origin.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
-            _src = _origin.parent / (_name.rpartition(".")[2] + (".pyx" if _name in _compiled.TWINS else ".py"))
-            if _src.exists() and _src.stat().st_mtime > _origin.stat().st_mtime:
-                pytest.exit(f"{_src} changed after it was compiled: rebuild (python setup.py build_ext --inplace) "
-                            "or run with DIAG_NO_EXT=1", returncode=4)
+            _leaf = _name.rpartition(".")[2]
+            for _src in (_origin.parent / (_leaf + (".pyx" if _name in _compiled.TWINS else ".py")),
+                         _origin.parent / (_leaf + ".pxd")):  # its C layout (a .pxd beside the module)
+                if _src.exists() and _src.stat().st_mtime > _origin.stat().st_mtime:
+                    pytest.exit(f"{_src} changed after it was compiled: rebuild (python setup.py build_ext --inplace) "
+                                "or run with DIAG_NO_EXT=1", returncode=4)
 
 from diag.analysis.rules import ruleset as rules  # noqa: E402
 from diag.pipeline import Pipeline

@@ -8,7 +8,6 @@ daemon can carry on after a restart), never in the public shape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from diag.parsing.clock import iso
@@ -16,40 +15,77 @@ from diag.parsing.clock import iso
 STATUSES = ("ok", "aborted", "failed", "rejected", "in_flight", "unknown")
 
 
-@dataclass(slots=True)
+# The fields, in order (positional arguments follow it); the defaults are in `__init__`.
+FIELDS = ("id", "server", "source", "model", "client", "endpoint", "received_at", "added_at", "first_output_at",
+          "finished_at", "aborted_at", "failed_at", "status", "http_status", "prompt_tokens", "output_tokens",
+          "max_tokens", "images", "prompt_chars", "latency_s", "reason", "says_no_image", "stuck", "findings",
+          "timeline", "http", "first_line", "_text", "_ended", "_aborted", "_failed", "_completed")
+
+
 class Trace:
-    id: str
-    server: str
-    source: str
-    model: str | None = None
-    client: str | None = None
-    endpoint: str | None = None
-    received_at: float | None = None
-    added_at: float | None = None
-    first_output_at: float | None = None
-    finished_at: float | None = None
-    aborted_at: float | None = None
-    failed_at: float | None = None
-    status: str = "in_flight"
-    http_status: int | None = None
-    prompt_tokens: int | None = None
-    output_tokens: int | None = None
-    max_tokens: int | None = None
-    images: int | None = None
-    prompt_chars: int | None = None
-    latency_s: float | None = None
-    reason: str | None = None
-    says_no_image: bool = False
-    stuck: bool = False  # in flight for longer than stuck_after
-    findings: list[str] = field(default_factory=list)
-    timeline: list[dict[str, Any]] = field(default_factory=list)
-    http: dict[str, Any] | None = None
-    first_line: int = 0
-    _text: str = ""  # transient: the first characters of the guide's generated tokens, never serialised
-    _ended: bool = False
-    _aborted: bool = False  # flags, not times: llama.cpp lines carry no wall-clock time
-    _failed: bool = False
-    _completed: bool = False  # an explicit success marker (Finished, timing, final output)
+    """A dataclass by hand: a built package compiles this class to a C type with the same fields
+    (trace.pxd), so the assembler reads and writes them as struct members instead of through the
+    type's attribute lookup — a dataclass decorator would replace that type with a Python class.
+
+    `stuck`: in flight for longer than stuck_after. `_text`: transient, the first characters of
+    the guide's generated tokens, never serialised. `_aborted`, `_failed`: flags, not times
+    (llama.cpp lines carry no wall-clock time). `_completed`: an explicit success marker
+    (Finished, timing, final output)."""
+
+    __slots__ = FIELDS
+
+    def __init__(self, id: str, server: str, source: str, model: str | None = None, client: str | None = None,
+                 endpoint: str | None = None, received_at: float | None = None, added_at: float | None = None,
+                 first_output_at: float | None = None, finished_at: float | None = None,
+                 aborted_at: float | None = None, failed_at: float | None = None, status: str = "in_flight",
+                 http_status: int | None = None, prompt_tokens: int | None = None, output_tokens: int | None = None,
+                 max_tokens: int | None = None, images: int | None = None, prompt_chars: int | None = None,
+                 latency_s: float | None = None, reason: str | None = None, says_no_image: bool = False,
+                 stuck: bool = False, findings: list[str] | None = None, timeline: list[dict[str, Any]] | None = None,
+                 http: dict[str, Any] | None = None, first_line: int = 0, _text: str = "", _ended: bool = False,
+                 _aborted: bool = False, _failed: bool = False, _completed: bool = False) -> None:
+        self.id = id
+        self.server = server
+        self.source = source
+        self.model = model
+        self.client = client
+        self.endpoint = endpoint
+        self.received_at = received_at
+        self.added_at = added_at
+        self.first_output_at = first_output_at
+        self.finished_at = finished_at
+        self.aborted_at = aborted_at
+        self.failed_at = failed_at
+        self.status = status
+        self.http_status = http_status
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        self.max_tokens = max_tokens
+        self.images = images
+        self.prompt_chars = prompt_chars
+        self.latency_s = latency_s
+        self.reason = reason
+        self.says_no_image = says_no_image
+        self.stuck = stuck
+        self.findings = [] if findings is None else findings
+        self.timeline = [] if timeline is None else timeline
+        self.http = http
+        self.first_line = first_line
+        self._text = _text
+        self._ended = _ended
+        self._aborted = _aborted
+        self._failed = _failed
+        self._completed = _completed
+
+    def __repr__(self) -> str:
+        return "Trace(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in FIELDS) + ")"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return tuple(getattr(self, k) for k in FIELDS) == tuple(getattr(other, k) for k in FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value (as a dataclass)
 
     def to_state(self) -> dict[str, Any]:
         """Everything needed to carry on assembling after a restart (raw times, flags), no text.
@@ -65,8 +101,7 @@ class Trace:
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "Trace":
-        known = {f for f in cls.__dataclass_fields__}  # type: ignore[attr-defined]
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{k: v for k, v in d.items() if k in _KNOWN})
 
     def to_dict(self) -> dict[str, Any]:
         """The public shape (ISO times, no internal flags), in the documented key order.
@@ -90,5 +125,6 @@ class Trace:
         }
 
 
-_STATE_FIELDS = tuple(f for f in Trace.__dataclass_fields__ if f != "_text")  # type: ignore[attr-defined]
+_KNOWN = frozenset(FIELDS)
+_STATE_FIELDS = tuple(f for f in FIELDS if f != "_text")
 PUBLIC_FIELDS = tuple(f for f in _STATE_FIELDS if not f.startswith("_") and f != "first_line")  # to_dict's keys

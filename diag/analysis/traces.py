@@ -52,6 +52,11 @@ def _engine_base(rid: str) -> str | None:
     return None
 
 
+def _says_no_image(low: str) -> bool:
+    """Do the first generated characters say the model saw no image?"""
+    return any(p in low for p in NO_IMAGE_PHRASES)
+
+
 def _measured(t: Trace, f: dict[str, Any]) -> None:
     """What a request line measured of the request (never its text)."""
     for key in ("prompt_tokens", "max_tokens", "images", "prompt_chars"):
@@ -218,8 +223,7 @@ class TraceAssembler:
                     t.output_tokens = max(t.output_tokens or 0, f["token_index"])
                 if len(t._text) < 64 and not t.says_no_image:
                     t._text += f.get("token_text", "")[:64]
-                    low = t._text.lower()
-                    if any(p in low for p in NO_IMAGE_PHRASES):
+                    if _says_no_image(t._text.lower()):
                         t.says_no_image = True
                         t._text = ""
             if f.get("output_tokens") is not None:

@@ -26,6 +26,7 @@ to the same output on adversarial traces.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free
+from cpython.object cimport PyTypeObject
 from cpython.ref cimport PyObject
 from libc.math cimport isfinite, rint
 from libc.stdint cimport uint64_t
@@ -59,16 +60,6 @@ cdef extern from "Python.h":
     Py_ssize_t PyDict_GET_SIZE(object o)
     bint PyDict_Next(object d, Py_ssize_t *pos, PyObject **key, PyObject **value)
     PyObject *PyDict_GetItemWithError(object d, object key) except? NULL
-
-cdef extern from "structmember.h":
-    ctypedef struct PyMemberDef:
-        int type
-        Py_ssize_t offset
-    int T_OBJECT_EX
-
-cdef extern from "Python.h":
-    ctypedef struct PyMemberDescrObject:
-        PyMemberDef *d_member
 
 cdef enum:
     MAX_DEPTH = 200  # nesting orjson refuses (its limit is 255 levels; the reference then goes its json way)
@@ -357,11 +348,13 @@ cdef int _time(Buf *b, object ts) except -1:
     return _value(b, _iso(ts), 0)
 
 
-# The trace's fields by where its slots keep them. `t.model` from C goes through the type's
-# attribute lookup and the slot's descriptor each time (a fifth of this module's time for some
-# thirty fields); the descriptors' offsets are read once here, checked against getattr, and used
-# only for an object of exactly this class. Where the class is not laid out like that (another
-# Python, a class without slots), fields are read with getattr.
+# The trace's fields by where the object keeps them. `t.model` from C goes through the type's
+# attribute lookup and the field's descriptor each time (a fifth of this module's time for some
+# thirty fields); each field's place in the object is found once here (a fresh object stored in
+# it is looked for among the object's words), checked against getattr, and used only for an
+# object of exactly this class. That holds for the pure class (slots) and the compiled one (C
+# members, trace.pxd) alike. Where the class is not laid out like that (another Python, a class
+# with a dict), fields are read with getattr.
 _FIELDS = ("id", "server", "source", "model", "client", "endpoint", "received_at", "added_at",
            "first_output_at", "finished_at", "aborted_at", "failed_at", "status", "http_status",
            "prompt_tokens", "output_tokens", "max_tokens", "images", "prompt_chars", "latency_s",
@@ -376,16 +369,27 @@ cdef bint _by_offset = False
 
 
 def _find_offsets() -> bool:
-    """Whether every field is a plain object slot of Trace (and reads back as getattr says)."""
-    member = type(Trace.__dict__.get("id"))
-    if len(_FIELDS) != N_FIELDS or member.__name__ != "member_descriptor":
+    """Whether every field has a place of its own in a Trace object (and reads back as getattr says)."""
+    cdef Py_ssize_t size = (<PyTypeObject *>Trace).tp_basicsize
+    cdef Py_ssize_t i, at, found
+    cdef PyObject **words
+    if len(_FIELDS) != N_FIELDS or (<PyTypeObject *>Trace).tp_dictoffset != 0 or size <= <Py_ssize_t>sizeof(PyObject):
         return False
+    probe = Trace("", "", "")
+    marks = [object() for _ in _FIELDS]
     for i, name in enumerate(_FIELDS):
-        d = Trace.__dict__.get(name)
-        if type(d) is not member or (<PyMemberDescrObject *>d).d_member.type != T_OBJECT_EX:
+        setattr(probe, name, marks[i])
+    words = <PyObject **><PyObject *>probe
+    for i in range(N_FIELDS):
+        found = -1
+        for at in range(<Py_ssize_t>(sizeof(PyObject) // sizeof(PyObject *)), size // <Py_ssize_t>sizeof(PyObject *)):
+            if words[at] == <PyObject *>marks[i]:
+                if found >= 0:
+                    return False
+                found = at
+        if found < 0:
             return False
-        _offset[i] = (<PyMemberDescrObject *>d).d_member.offset
-    probe = Trace(*[object() for _ in range(3)])
+        _offset[i] = found * <Py_ssize_t>sizeof(PyObject *)
     for i, name in enumerate(_FIELDS):
         setattr(probe, name, object())
         if (<object>(<PyObject **>(<char *><PyObject *>probe + _offset[i]))[0]) is not getattr(probe, name):

@@ -98,7 +98,7 @@ class FastSource:
         ACCESS, RECEIVED, LOG = C.ACCESS, C.RECEIVED, E.LOG
         classify_msg, access_fields, stamp_time = vllm.classify, uvicorn.access_fields, vllm.stamp_time
         ctx = parser.ctx
-        plain = None  # made when first needed, and again after an event went to the rules (`_plain_way`)
+        plain = None  # made when first needed, and again after an event went to the rules (`PlainWay`)
         try:
             for rec in records:
                 lineno += 1
@@ -135,8 +135,8 @@ class FastSource:
                         plain = None
                     continue
                 if plain is None:
-                    plain = self._plain_way(pipe, parser, path)
-                if plain(rec, kind == ACCESS, kind == RECEIVED, lineno, offset):
+                    plain = PlainWay(pipe, parser, path)
+                if plain.apply(rec, kind == ACCESS, kind == RECEIVED, lineno, offset):
                     self.plain += 1
                     continue
                 try:
@@ -158,83 +158,90 @@ class FastSource:
         finally:
             self._at = (lineno, offset)  # just past the last line applied (also if one of them raised)
 
-    def _plain_way(self, pipe: "Pipeline", parser: SourceParser, path: str) -> Callable[[tuple, bool, bool, int, int], bool]:
-        """The function that applies one lifecycle record straight to the trace assembler, without
-        an event, when that is the plain case (`TraceAssembler.plain_*`) and nothing but the
-        assembler would look at the event (`Pipeline.lifecycle_open`); False: nothing was done, the
-        line takes the event's way (also when finding that out raised: the event's way meets it
-        again, under its guards).
-
-        A closure, made again after each event the rules saw: a busy log is nearly all such lines,
-        and each of the objects and methods it uses would otherwise be looked up again on every one
-        of them. So is whether the rules would look at a Received or Added line at all
-        (`Pipeline.lifecycle_open`), and which texts make them look at an access line
-        (`Pipeline.lifecycle_needles`): only an event fed to them can change that (a hit they hold
-        until a later line; a rule switched off only makes them look at less)."""
-        asm = pipe.assembler
-        lifecycle_open, seen, internal = pipe.lifecycle_open, pipe.seen, pipe.internal
-        open_received = lifecycle_open("vllm", E.RECEIVED)
-        open_added = lifecycle_open("vllm", E.ADDED)
-        access_needles = pipe.lifecycle_needles("uvicorn", E.ACCESS)  # an access line's text asked of once
-        took_line, ctx = parser.took_line, parser.ctx
-        plain_access, plain_received, plain_added = asm.plain_access, asm.plain_received, asm.plain_added
-        apply_access, apply_received, apply_added = asm.apply_access, asm.apply_received, asm.apply_added
-        access_path, received, received_known, added_id, stamp_time = (
-            uvicorn.access_path, vllm.received, vllm.received_known, vllm.added_id, vllm.stamp_time)
-
-        def plain(rec: tuple, access: bool, is_received: bool, lineno: int, offset: int) -> bool:
-            try:  # is it the plain case? (changes nothing)
-                if access:
-                    _, raw, client, method, hpath, status, msg, _, _, _, _ = rec
-                    if access_needles is None:
-                        return False
-                    for n in access_needles:
-                        if n in msg:
-                            return False
-                    hpath = access_path(hpath)
-                    t = plain_access(path, method, hpath)
-                    if t is None:
-                        return False
-                    fmt, proc, pid, ts = "uvicorn", None, None, None
-                else:
-                    _, raw, proc, pid, stamp, _, msg, _, _, rid, _ = rec
-                    if is_received:
-                        if not open_received:
-                            return False
-                        f: dict = {}
-                        if rid is not None:  # the classifier read the id: what `received` would
-                            received_known(msg, rid, f)
-                        elif received(msg, f) is None:
-                            return False
-                        rid = f["request_id"]
-                        cid = plain_received(path, rid)
-                        if cid is None:
-                            return False
-                    else:
-                        if not open_added:
-                            return False
-                        if rid is None:
-                            rid = added_id(msg)
-                        found = plain_added(path, rid) if rid else None
-                        if found is None:
-                            return False
-                    fmt, ts = "vllm", stamp_time(stamp, ctx)
-            except Exception:  # noqa: BLE001 - the event's way parses the line again and records what it meets
-                return False
-            ts = took_line(fmt, lineno, proc, pid, ts, offset, raw)
-            seen(ts)
-            try:
-                if access:
-                    apply_access(t, path, lineno, client or None, method, hpath, status, ts)
-                elif is_received:
-                    apply_received(cid, rid, path, lineno, f, ts)
-                else:
-                    apply_added(found[0], found[1], path, lineno, ts)
-            except Exception as exc:  # noqa: BLE001 - as the pipeline's guard around the assembler
-                internal.record("traces", path, lineno, exc)
-            return True
-
-        return plain
-
     def _slow(self, lines) -> None:
         self.lines += self.pipe.feed_line_batch(self.parser, lines)
+
+
+class PlainWay:
+    """Applies one lifecycle record straight to the trace assembler, without an event, when that is
+    the plain case (`TraceAssembler.plain_*`) and nothing but the assembler would look at the event
+    (`Pipeline.lifecycle_open`); False: nothing was done, the line takes the event's way (also when
+    finding that out raised: the event's way meets it again, under its guards).
+
+    Made again after each event the rules saw: a busy log is nearly all such lines, and each of the
+    objects and functions used here would otherwise be looked up again on every one of them. So is
+    whether the rules would look at a Received or Added line at all (`Pipeline.lifecycle_open`),
+    and which texts make them look at an access line (`Pipeline.lifecycle_needles`): only an event
+    fed to them can change that (a hit they hold until a later line; a rule switched off only makes
+    them look at less). An object rather than a closure: a built package compiles it to a C type
+    (source.pxd) whose calls to the assembler, the parser and the pipeline are C calls."""
+
+    __slots__ = ("pipe", "asm", "parser", "path", "ctx", "open_received", "open_added", "access_needles",
+                 "access_path", "received", "received_known", "added_id", "stamp_time")
+
+    def __init__(self, pipe: "Pipeline", parser: SourceParser, path: str) -> None:
+        self.pipe = pipe
+        self.asm = pipe.assembler
+        self.parser = parser
+        self.path = path
+        self.ctx = parser.ctx
+        self.open_received = pipe.lifecycle_open("vllm", E.RECEIVED)
+        self.open_added = pipe.lifecycle_open("vllm", E.ADDED)
+        self.access_needles = pipe.lifecycle_needles("uvicorn", E.ACCESS)  # an access line's text asked of once
+        self.access_path, self.received, self.received_known, self.added_id, self.stamp_time = (
+            uvicorn.access_path, vllm.received, vllm.received_known, vllm.added_id, vllm.stamp_time)
+
+    def apply(self, rec: tuple, access: bool, is_received: bool, lineno: int, offset: int) -> bool:
+        asm = self.asm
+        path = self.path
+        try:  # is it the plain case? (changes nothing)
+            if access:
+                _, raw, client, method, hpath, status, msg, _, _, _, _ = rec
+                needles = self.access_needles
+                if needles is None:
+                    return False
+                for n in needles:
+                    if n in msg:
+                        return False
+                hpath = self.access_path(hpath)
+                t = asm.plain_access(path, method, hpath)
+                if t is None:
+                    return False
+                fmt, proc, pid, ts = "uvicorn", None, None, None
+            else:
+                _, raw, proc, pid, stamp, _, msg, _, _, rid, _ = rec
+                if is_received:
+                    if not self.open_received:
+                        return False
+                    f: dict = {}
+                    if rid is not None:  # the classifier read the id: what `received` would
+                        self.received_known(msg, rid, f)
+                    elif self.received(msg, f) is None:
+                        return False
+                    rid = f["request_id"]
+                    cid = asm.plain_received(path, rid)
+                    if cid is None:
+                        return False
+                else:
+                    if not self.open_added:
+                        return False
+                    if rid is None:
+                        rid = self.added_id(msg)
+                    found = asm.plain_added(path, rid) if rid else None
+                    if found is None:
+                        return False
+                fmt, ts = "vllm", self.stamp_time(stamp, self.ctx)
+        except Exception:  # noqa: BLE001 - the event's way parses the line again and records what it meets
+            return False
+        ts = self.parser.took_line(fmt, lineno, proc, pid, ts, offset, raw)
+        self.pipe.seen(ts)
+        try:
+            if access:
+                asm.apply_access(t, path, lineno, client or None, method, hpath, status, ts)
+            elif is_received:
+                asm.apply_received(cid, rid, path, lineno, f, ts)
+            else:
+                asm.apply_added(found[0], found[1], path, lineno, ts)
+        except Exception as exc:  # noqa: BLE001 - as the pipeline's guard around the assembler
+            self.pipe.internal.record("traces", path, lineno, exc)
+        return True
