@@ -37,13 +37,14 @@ class TraceSummary:
 
     def __init__(self) -> None:
         self.count = 0
-        self.by_status: Counter[str] = Counter()
+        # plain dicts counted with get: a Counter's `+=` goes through its Python-level item slots
+        self.by_status: dict[str, int] = {}
         self.latencies = array("d")
         self.images_known = 0
         self.images_total = 0
         self.images_max: int | None = None
-        self.http: Counter[str] = Counter()
-        self.hosts: Counter[str] = Counter()
+        self.http: dict[str, int] = {}
+        self.hosts: dict[str, int] = {}
         self._host_first: dict[str, Any] = {}
 
     def add(self, t: Trace, order: Any = None) -> None:
@@ -52,7 +53,9 @@ class TraceSummary:
         runs once per request."""
         n = self.count
         self.count = n + 1
-        self.by_status[t.status] += 1
+        by_status = self.by_status
+        k = t.status
+        by_status[k] = by_status.get(k, 0) + 1
         v = t.latency_s
         if v is not None:
             self.latencies.append(v)
@@ -63,11 +66,14 @@ class TraceSummary:
             if self.images_max is None or v > self.images_max:
                 self.images_max = v
         if t.http is not None:  # an access line attached to the trace
-            self.http[str(t.http_status)] += 1
+            http = self.http
+            k = str(t.http_status)
+            http[k] = http.get(k, 0) + 1
         client = t.client
         if client:
             h = _host(client)
-            self.hosts[h] += 1
+            hosts = self.hosts
+            hosts[h] = hosts.get(h, 0) + 1
             if order is None:
                 order = (t.source, t.first_line, n)
             first = self._host_first.get(h)
@@ -76,7 +82,7 @@ class TraceSummary:
 
     def to_dict(self, http_records: list[dict[str, Any]]) -> dict[str, Any]:
         """The section, with the access lines that stayed records of their own (no trace took them)."""
-        http = self.http.copy()
+        http = Counter(self.http)
         clients: Counter[str] = Counter()
         for h in sorted(self._host_first, key=self._host_first.__getitem__):
             clients[h] = self.hosts[h]
