@@ -12,6 +12,7 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,42 @@ def test_a_built_install_runs_every_listed_module_compiled():
     assert got["status"] == "compiled"
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     assert got["files"] and all(f.endswith(suffixes) for f in got["files"].values()), got["files"]
+
+
+_PXD_CLASS = re.compile(r"^cdef class (\w+)", re.M)
+
+
+def _pxd_classes() -> list[tuple[str, str]]:
+    """(module, class) for every class a .pxd beside a listed module lays out in C."""
+    root = Path(compiled.__file__).parent.parent
+    out = []
+    for mod, rel in zip(compiled.MODULES, compiled.sources()):
+        pxd = (root / rel).with_suffix(".pxd")
+        if pxd.exists():
+            out += [(mod, name) for name in _PXD_CLASS.findall(pxd.read_text())]
+    return out
+
+
+def test_the_hot_classes_have_a_c_layout_to_be_compiled_with():
+    """The trace, its assembler and the fast path are laid out in .pxd files; that list is what the
+    built check below holds against."""
+    assert {"Trace", "TraceAssembler", "AwaitingIndex", "Pipeline", "FastSource", "PlainWay"} <= {c for _, c in _pxd_classes()}
+
+
+@pytest.mark.skipif(not _built(), reason="the pipeline modules are not compiled here (no C compiler or Cython at "
+                                         "install time): only the pure package exists")
+def test_a_built_install_compiles_each_laid_out_class_to_a_c_type():
+    """A .pxd that Cython did not see (not shipped to the build, misnamed) leaves its class a plain
+    Python class, silently slower: each one must be a static C type, its fields the .pxd's."""
+    code = ("import importlib, json, sys; from diag.analysis.trace import FIELDS, Trace; "
+            "print(json.dumps([bool(getattr(importlib.import_module(m), c).__flags__ & (1 << 9)) for m, c in "
+            f"{_pxd_classes()!r}] + [sorted(k for k, v in vars(Trace).items() if type(v).__name__ == 'getset_descriptor') "
+            "== sorted(FIELDS)]))")
+    env = {k: v for k, v in os.environ.items() if k != "DIAG_NO_EXT"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
+    *heap, fields_in_c = json.loads(r.stdout)
+    assert not any(heap), [c for (_, c), h in zip(_pxd_classes(), heap) if h]  # Py_TPFLAGS_HEAPTYPE: a Python class
+    assert fields_in_c
 
 
 def test_an_error_in_a_compiled_frame_is_located_in_diags_source():

@@ -1,9 +1,20 @@
 # The C layout of the id scopes in a built package (see trace.pxd).
+cimport cython
+
+
+cdef class Scope:
+    cdef public object epoch, tag, used, suffix
+
+    cpdef next_epoch(self)
+
+
 cdef class IdScopes:
     cdef public dict by_path
     cdef public set _tags
     cdef public object _first_taken
     cdef public dict _family
 
+    @cython.locals(s=Scope)
     cpdef scope(self, path)
+    @cython.locals(s=Scope)
     cpdef suffix(self, path)

@@ -16,7 +16,6 @@ pieces, and a request that spans the cut must keep one id.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 _TAG_CHARS = re.compile(r"[^\w.-]+")
@@ -38,15 +37,23 @@ def family(path: str) -> str:
     return f"{d}/{name or 'log'}"
 
 
-@dataclass
 class Scope:
-    epoch: int = 1
-    tag: str = ""
-    used: bool = False  # a request was seen in this epoch (several startup lines of one start bump once)
+    """One log family's run (`epoch`, counted from 1) and `tag`; `suffix`, what its ids get, is
+    kept with them (asked once per request line). `used`: a request was seen in this epoch
+    (several startup lines of one start bump once)."""
 
-    @property
-    def suffix(self) -> str:
-        return self.tag + (f"#{self.epoch}" if self.epoch > 1 else "")
+    __slots__ = ("epoch", "tag", "used", "suffix")
+
+    def __init__(self, epoch: int = 1, tag: str = "", used: bool = False) -> None:
+        self.epoch = epoch
+        self.tag = tag
+        self.used = used
+        self.suffix = tag + (f"#{epoch}" if epoch > 1 else "")
+
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.used = False
+        self.suffix = self.tag + f"#{self.epoch}"
 
 
 class IdScopes:
@@ -83,8 +90,7 @@ class IdScopes:
         s = self.scope(path)
         if not s.used:
             return False
-        s.epoch += 1
-        s.used = False
+        s.next_epoch()
         return True
 
     def _new_tag(self, path: str) -> str:

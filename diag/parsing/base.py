@@ -38,6 +38,8 @@ def to_int(value: str | None) -> int | None:
     """A logged integer, or None: parsing a number from a log is total (`1,234` is allowed)."""
     if value is None:
         return None
+    if len(value) <= MAX_DIGITS and value.isdigit() and value.isascii():  # the common case, at once
+        return int(value)
     s = value.replace(",", "").strip()
     if not s or len(s) > MAX_DIGITS:
         return None
