@@ -378,17 +378,18 @@ def test_a_bug_met_on_the_plain_way_costs_that_line_only_injected(tmp_path, monk
     rec = next(i for i, line in enumerate(real) if "] Received request " in line)
     request = real[rec:rec + 3]
     lines = [line.replace("chatcmpl-", f"chatcmpl-{i}") for i in range(6) for line in request]
-    lines[6] = lines[6].replace("SamplingParams(", "SamplingParams(SECRETWORD, ")
+    assert "max_tokens=16," in lines[6]
+    lines[6] = lines[6].replace("max_tokens=16,", "max_tokens=424242,")
     log = tmp_path / "vllm.log"
     log.write_text("\n".join(lines) + "\n")
-    measure = vllm._measure_received
+    to_int = vllm.to_int
 
-    def broken_measure(rest, f):
-        if "SECRETWORD" in rest:
+    def broken_to_int(value):  # what measuring a Received line calls (a module global: patched for both builds)
+        if value == "424242":
             raise ValueError("injected")
-        return measure(rest, f)
+        return to_int(value)
 
-    monkeypatch.setattr(vllm, "_measure_received", broken_measure)
+    monkeypatch.setattr(vllm, "to_int", broken_to_int)
     fast, full = _scan([log], fast=True), _scan([log], fast=False)
     assert fast == full
     assert fast["internal_errors"]["parse"]["count"] == 1 and set(fast["internal_errors"]) == {"parse"}

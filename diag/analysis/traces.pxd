@@ -7,7 +7,8 @@ from diag.analysis.trace cimport Trace
 from diag.analysis.access_index cimport AwaitingIndex
 from diag.analysis.traceids cimport IdScopes
 
-cpdef _engine_base(rid)
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t)
+cpdef _engine_base(str rid)
 cpdef _measured(Trace t, dict f)
 
 

@@ -47,9 +47,13 @@ RECENT = 512
 
 def _engine_base(rid: str) -> str | None:
     """vLLM 0.14+: the engine's id is the request's id and "-<8 hex>"; that request id, or None."""
-    if len(rid) > 9 and rid[-9] == "-" and not rid[-8:].strip("0123456789abcdef"):
-        return rid[:-9]
-    return None
+    n = len(rid)
+    if n <= 9 or rid[n - 9] != "-":
+        return None
+    for i in range(n - 8, n):  # a loop of characters: a built package compiles it to C (traces.pxd)
+        if rid[i] not in "0123456789abcdef":
+            return None
+    return rid[:-9]
 
 
 def _says_no_image(low: str) -> bool:

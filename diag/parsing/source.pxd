@@ -7,6 +7,7 @@ cdef class SourceParser:
     cdef public list order
     cdef public object ctx, forced, last_ts, path, stamp_now, user_chars, user_lines
 
+    cpdef between_records(self)
     cpdef took_line(self, fmt, lineno, proc, pid, ts, end_offset, raw)
     cpdef _stamped(self, ts)
     cpdef holds(self, n)

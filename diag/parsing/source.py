@@ -239,7 +239,6 @@ class SourceParser:
             out.extend(self.flush())  # nothing can follow it: hand it over now (a follower's latency)
         return out
 
-    @property
     def between_records(self) -> bool:
         """Would the next complete line of a known format be parsed on its own? No record is being
         assembled that could take it. `diag.ingest.fastpath` builds events itself only while this holds:

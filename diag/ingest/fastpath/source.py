@@ -22,7 +22,7 @@ class FastSource:
     Line numbers, byte offsets, truncation of over-long lines and the unterminated last line
     follow `LineSplitter` exactly (it still handles every line that spans a chunk boundary).
     A record from the classifier is applied directly only when the full parser would have read
-    the line the same way *now*: `SourceParser.between_records` (nothing being assembled or
+    the line the same way *now*: `SourceParser.between_records()` (nothing being assembled or
     held), the line is not as long as a believed terminal width (it would be held as a possible
     wrap), no parser that comes before the line's own in the source parser's order could claim
     it, and the user-content scrubber (URLs, queries, bodies) leaves its text as it is. Lines are parsed under
@@ -126,7 +126,7 @@ class FastSource:
                 if not as_is:  # the classifier could not rule out user content: scrub says
                     scrubbed = scrub(text)
                     as_is = scrubbed is text or scrubbed == text
-                if (not as_is or not parser.between_records or not (order[0] is mod or (order[1] is mod and order[0] is other))
+                if (not as_is or not parser.between_records() or not (order[0] is mod or (order[1] is mod and order[0] is other))
                         or parser.holds(start + len(text))):
                     # the full parser decides (a record being assembled may take this line; user content to take out)
                     text, cr = normalise(raw)
