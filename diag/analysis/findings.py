@@ -383,14 +383,22 @@ class RuleEngine:
         if rules is None:  # every trace is checked as it leaves: the rules for another status are left out once
             rules = self._by_status[status] = [r for r in self.trace_rules
                                                if not isinstance(r.when.get("status"), str) or r.when["status"] == status]
+        get = None
         for r in rules:
             if (r.final and not final) or r.id in t.findings:
                 continue
-            if condition_holds(r.when, lambda k: getattr(t, k, None)):
+            if get is None:
+                get = _reader(t)
+            if condition_holds(r.when, get):
                 ts = t.failed_at or t.finished_at or t.aborted_at or t.received_at
                 fields = {"request_id": t.id, "images": t.images, "latency_s": t.latency_s, "status": t.status,
                           "prompt_tokens": t.prompt_tokens, "http_status": t.http_status}
                 self._emit(Hit(r, ts, t.source, t.first_line, fields, t.id, ""), t)
+
+
+def _reader(t: Trace):
+    """A trace's fields by name, for `condition_holds` (None for a name it has not)."""
+    return lambda k: getattr(t, k, None)
 
 
 def _lookup(groups: dict, evf: dict, trace: Trace | None):

@@ -39,7 +39,7 @@ cdef class TraceAssembler:
     @cython.locals(aw=AwaitingIndex)
     cpdef _waits_apart(self, path, tid)
     @cython.locals(t=Trace)
-    cpdef _open(self, cid, rid, server, path, lineno)
+    cpdef _open(self, cid, str rid, server, path, lineno)
     cpdef _await(self, Trace t, AwaitingIndex aw)
     @cython.locals(tl=list)
     cpdef _timeline(self, Trace t, kind, ts, lineno, path)

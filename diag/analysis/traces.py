@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Callable
 
-from diag.parsing import events as E
+from diag.parsing.events import ABORTED, ACCESS, ADDED, FAILED, FINISHED, OUTPUT, RECEIVED, REQUEST_KINDS, STARTED, STATS, TIMING
 from diag.analysis.access_index import AwaitingIndex
 from diag.analysis.trace import Trace
 from diag.parsing.events import Event
@@ -145,7 +145,7 @@ class TraceAssembler:
         t = self.open.get(cid)
         if t is None:
             t = self.recent.get(cid)
-            if t is not None and ev.kind in (E.RECEIVED, E.STARTED) and t._ended and ev.fmt in ("llamacpp", "lmdeploy"):
+            if t is not None and ev.kind in (RECEIVED, STARTED) and t._ended and ev.fmt in ("llamacpp", "lmdeploy"):
                 # an ended task/session number starting again: the server restarted without startup lines
                 self.ids.new_epoch(path)
                 sfx = self.ids.suffix(path)
@@ -168,14 +168,14 @@ class TraceAssembler:
     def feed(self, ev: Event) -> Trace | None:
         """Apply one event; returns the trace it touched, if any."""
         k = ev.kind
-        if k == E.ACCESS:
+        if k == ACCESS:
             return self._access(ev)
-        if k == E.STATS:
+        if k == STATS:
             f = ev.fields
             if f.get("running") == 0 and not f.get("waiting"):
                 self._idle(ev.path)
             return None
-        if k not in E.REQUEST_KINDS:
+        if k not in REQUEST_KINDS:
             if ev.fields.get("image_event") and ev.fmt == "llamacpp":
                 tid = self._last_started.get(ev.path)
                 t = self.open.get(tid) if tid else None
@@ -193,33 +193,33 @@ class TraceAssembler:
         ts = ev.ts
         src = t.source
         self.changed.add(t.id)
-        if (k == E.FAILED or (k == E.FINISHED and not f.get("released"))) and ev.fmt in ("vllm", "lmdeploy"):
+        if (k == FAILED or (k == FINISHED and not f.get("released"))) and ev.fmt in ("vllm", "lmdeploy"):
             self._just_ended[src] = t
         else:
             self._just_ended.pop(src, None)
         self._timeline(t, k, ts, ev.lineno, ev.path)
-        if (k == E.RECEIVED or k == E.ADDED) and t.http_status is None and ev.fmt in ("vllm", "lmdeploy"):
+        if (k == RECEIVED or k == ADDED) and t.http_status is None and ev.fmt in ("vllm", "lmdeploy"):
             aw = self._awaiting.get(src)
             if self._waits_apart(src, t.id):
                 self._give_up(src)
                 aw = None
             self._await(t, aw)
-        if k == E.RECEIVED:
+        if k == RECEIVED:
             if t.received_at is None and not f.get("detail"):  # a DEBUG details line is not the arrival
                 t.received_at = ts
             if t.added_at is None and f.get("added"):
                 t.added_at = ts
             _measured(t, f)
-        elif k == E.ADDED:
+        elif k == ADDED:
             t.added_at = t.added_at or ts
             if t.received_at is None:
                 t.received_at = ts
-        elif k == E.STARTED:
+        elif k == STARTED:
             if t.received_at is None:
                 t.received_at = ts
             if ev.fmt == "llamacpp":
                 self._last_started[ev.path] = t.id
-        elif k == E.OUTPUT:
+        elif k == OUTPUT:
             if t.first_output_at is None:
                 t.first_output_at = ts
             if "token_index" in f:
@@ -239,14 +239,14 @@ class TraceAssembler:
                 if fr == "abort":
                     t.aborted_at = ts
                     t._aborted = True
-        elif k == E.TIMING:
+        elif k == TIMING:
             for key in ("prompt_tokens", "output_tokens"):
                 if f.get(key) is not None:
                     setattr(t, key, f[key])
             if f.get("total_ms") is not None:
                 t.latency_s = round(f["total_ms"] / 1000.0, 6)
                 t._completed = True
-        elif k == E.FINISHED:
+        elif k == FINISHED:
             if f.get("released"):
                 # llama.cpp: the slot is free whatever happened; success only with timings.
                 t.finished_at = t.finished_at or ts
@@ -262,7 +262,7 @@ class TraceAssembler:
                     t.output_tokens = f["total_tokens"] - t.prompt_tokens
                 if f.get("latency_s") is not None:
                     t.latency_s = f["latency_s"]
-        elif k == E.ABORTED:
+        elif k == ABORTED:
             for other in f.get("request_ids", [])[1:]:
                 o = self._trace(ev, other)
                 if o is not None:
@@ -273,7 +273,7 @@ class TraceAssembler:
             t.aborted_at = t.aborted_at or ts
             t._aborted = True
             t._ended = True
-        elif k == E.FAILED:
+        elif k == FAILED:
             t.failed_at = t.failed_at or ts
             t._failed = True
             t.reason = f.get("reason") or t.reason
@@ -305,7 +305,7 @@ class TraceAssembler:
         t = self._open(cid, rid, "vllm", path, lineno)
         self.changed.add(cid)
         self._just_ended.pop(path, None)
-        self._timeline(t, E.RECEIVED, ts, lineno, path)
+        self._timeline(t, RECEIVED, ts, lineno, path)
         self._await(t, self._awaiting.get(path))
         t.received_at = ts
         _measured(t, f)
@@ -338,7 +338,7 @@ class TraceAssembler:
             self._alias(alias, t.id)
         self.changed.add(t.id)
         self._just_ended.pop(path, None)
-        self._timeline(t, E.ADDED, ts, lineno, path)
+        self._timeline(t, ADDED, ts, lineno, path)
         if t.http_status is None:
             self._await(t, self._awaiting.get(path))
         t.added_at = t.added_at or ts
@@ -371,7 +371,8 @@ class TraceAssembler:
 
     def _open(self, cid: str, rid: str, server: str, path: str, lineno: int) -> Trace:
         """A new open trace (the open set has room)."""
-        t = self.open[cid] = Trace(cid, server, path, model=self.models.get(path), first_line=lineno)
+        t = self.open[cid] = Trace(cid, server, path, self.models.get(path))
+        t.first_line = lineno
         if rid.startswith(("chatcmpl-", "chat-")):
             t.endpoint = "chat"
         elif rid.startswith("cmpl-"):
@@ -496,7 +497,7 @@ class TraceAssembler:
             t.client = client
         t.http = {"method": method, "path": hpath, "status": status, "path_file": path, "line": lineno,
                   "client": client if with_client else None}
-        self._timeline(t, E.ACCESS, ts, lineno, path)
+        self._timeline(t, ACCESS, ts, lineno, path)
         self.changed.add(t.id)
         self._settle(t)
 

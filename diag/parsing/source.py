@@ -285,8 +285,12 @@ class SourceParser:
         mod = PARSERS[fmt]
         order = self.order
         if order[0] is not mod:
-            order.remove(mod)
-            order.insert(0, mod)
+            if order[1] is mod:  # two formats taking turns (vLLM and its access lines): a swap
+                order[1] = order[0]
+                order[0] = mod
+            else:
+                order.remove(mod)
+                order.insert(0, mod)
         counts = self.counts
         counts[fmt] = counts.get(fmt, 0) + 1
         ctx = self.ctx
