@@ -271,16 +271,20 @@ def _repr_end(s: str, start: int, q: str) -> int:
 # The escapes repr() writes for printable text, newlines and tabs: a logged prompt almost never has
 # others, and decoding these is ten times cheaper than a parse (ast.literal_eval, kept for the rest).
 _ESCAPES = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "r": "\r", "t": "\t"}
-_UNREADABLE = re.compile("[\n\r\x00\ud800-\udfff]")  # a raw line end or NUL, a lone surrogate: no literal
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate makes no literal (nor does a raw line end or NUL)
 
 
 def _unescape(body: str) -> str | None:
     """The value of a quoted literal's `body` when it has no escape but `_ESCAPES`' and nothing that
     makes it unreadable; None: let Python's parser decide."""
-    if _UNREADABLE.search(body) is not None:
-        return None
+    if "\n" in body or "\r" in body or "\x00" in body or (not body.isascii() and _SURROGATE.search(body) is not None):
+        return None  # (isascii is a flag the string keeps: the pattern runs only on other text)
     if "\\" not in body:
         return body
+    if "\\\\" not in body:  # no escaped backslash: when every backslash escapes an n (a prompt's lines), at once
+        n = body.count("\\")
+        if n == body.count("\\n"):
+            return body.replace("\\n", "\n")
     parts = body.split("\\\\")  # escaped backslashes first, left to right as the tokenizer pairs them
     for i, part in enumerate(parts):
         if "\\" in part:
@@ -300,7 +304,7 @@ def _literal(s: str) -> str | None:
     q = s[:1]
     if len(s) >= 2 and q in ("'", '"') and s[-1] == q:
         body = s[1:-1]
-        if q not in body.replace("\\\\", "").replace("\\" + q, ""):  # no quote ends it early
+        if q not in body or q not in body.replace("\\\\", "").replace("\\" + q, ""):  # no quote ends it early
             v = _unescape(body)
             if v is not None:
                 return v
