@@ -263,3 +263,13 @@ def test_a_request_is_measured_as_the_patterns_searched_it(pieces):
     if rest.startswith("prompt: "):
         got.pop("prompt_token_ids", None)
     assert got == want
+
+
+@pytest.mark.parametrize("placeholder", __import__("diag.parsing.formats.vllm", fromlist=["x"]).IMAGE_PLACEHOLDERS)
+def test_images_are_counted_by_each_placeholder(placeholder):
+    """count_images looks for "image" before it counts placeholders: each one must spell it, or the
+    images of a model whose placeholder does not would go uncounted."""
+    from diag.parsing.formats.vllm import count_images
+
+    assert count_images(f"<|im_start|>user\n{placeholder}{placeholder}What is this?") == 2
+    assert count_images("<|im_start|>user\nWhat is this?") == 0

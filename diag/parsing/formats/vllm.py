@@ -25,7 +25,7 @@ RX = re.compile(
     re.S,
 )
 
-# Placeholders one image leaves in a rendered prompt (vllm-log-formats.md §8).
+# Placeholders one image leaves in a rendered prompt (vllm-log-formats.md §8); each contains "image".
 IMAGE_PLACEHOLDERS = (
     "<|vision_start|><|image_pad|>",  # Qwen2-VL, Qwen2.5-VL, Qwen3-VL
     "<|image|>",  # mllama
@@ -242,6 +242,8 @@ def _measure_received(rest: str, f: dict) -> None:
 
 
 def count_images(prompt: str) -> int:
+    if "image" not in prompt:  # each placeholder spells it: one search for a prompt without one
+        return 0
     for ph in IMAGE_PLACEHOLDERS:
         n = prompt.count(ph)
         if n:
@@ -281,10 +283,9 @@ def _unescape(body: str) -> str | None:
         return None  # (isascii is a flag the string keeps: the pattern runs only on other text)
     if "\\" not in body:
         return body
-    if "\\\\" not in body:  # no escaped backslash: when every backslash escapes an n (a prompt's lines), at once
-        n = body.count("\\")
-        if n == body.count("\\n"):
-            return body.replace("\\n", "\n")
+    v = body.replace("\\n", "\n")  # a prompt's lines: when no backslash is left, each escaped an n
+    if "\\" not in v:  # (the first of an escaped backslash is never followed by an n: it stays)
+        return v
     parts = body.split("\\\\")  # escaped backslashes first, left to right as the tokenizer pairs them
     for i, part in enumerate(parts):
         if "\\" in part:
