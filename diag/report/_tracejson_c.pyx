@@ -27,7 +27,7 @@ to the same output on adversarial traces.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free
 from cpython.object cimport PyTypeObject
-from cpython.ref cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from libc.math cimport isfinite, rint
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc, realloc
@@ -170,14 +170,38 @@ cdef int _utf8(Buf *b, const unsigned char *s, Py_ssize_t n) except -1:
     return 0
 
 
+# Strings written lately, by identity: most of a trace's strings are the very objects the traces
+# before it had (its source path, model, server, status, the timeline's kinds, the method and
+# endpoint), so their JSON is copied instead of escaped again. A slot holds a reference to its
+# string (whose address cannot be reused while it lives) and at most STR_MAX bytes of its JSON.
+cdef enum:
+    STR_SLOTS = 256
+    STR_MAX = 96
+cdef PyObject *_str_key[STR_SLOTS]
+cdef char _str_val[STR_SLOTS][STR_MAX]
+cdef Py_ssize_t _str_len[STR_SLOTS]
+
+
 cdef int _str(Buf *b, object s) except -1:
     """An exact str; a lone surrogate raises (UnicodeEncodeError), as orjson refuses it."""
-    cdef Py_ssize_t n
+    cdef Py_ssize_t n, start = b.n
     cdef const char *p
+    cdef Py_ssize_t h = (<Py_ssize_t><PyObject *>s >> 4) & (STR_SLOTS - 1)
+    if _str_key[h] == <PyObject *>s:
+        return _put(b, _str_val[h], _str_len[h])
     if PyUnicode_IS_ASCII(s):
-        return _utf8(b, <const unsigned char *>PyUnicode_DATA(s), PyUnicode_GET_LENGTH(s))
-    p = PyUnicode_AsUTF8AndSize(s, &n)
-    return _utf8(b, <const unsigned char *>p, n)
+        _utf8(b, <const unsigned char *>PyUnicode_DATA(s), PyUnicode_GET_LENGTH(s))
+    else:
+        p = PyUnicode_AsUTF8AndSize(s, &n)
+        _utf8(b, <const unsigned char *>p, n)
+    n = b.n - start
+    if n <= STR_MAX:
+        Py_XDECREF(_str_key[h])
+        Py_INCREF(s)
+        _str_key[h] = <PyObject *>s
+        memcpy(_str_val[h], b.p + start, n)
+        _str_len[h] = n
+    return 0
 
 
 cdef int _ulong(Buf *b, unsigned long long v, bint neg) except -1:
