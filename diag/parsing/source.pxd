@@ -1,13 +1,18 @@
 # The C layout of the source parser in a built package (see diag/analysis/trace.pxd): the fast
 # path calls `took_line` and `holds` once per line it applies.
+cimport cython
+from diag.parsing.base cimport Ctx
+
 cdef class SourceParser:
     cdef public object _chars, _cr, _dropped, _held, _key, _last_text, _lines, _pending, _pending_lineno
     cdef public object _pending_start, _prev_end, _prev_lineno, _scratch, _tb, _unwrap
     cdef public dict counts
     cdef public list order
-    cdef public object ctx, forced, last_ts, path, stamp_now, user_chars, user_lines
+    cdef public Ctx ctx
+    cdef public object forced, last_ts, path, stamp_now, user_chars, user_lines
 
     cpdef between_records(self)
+    @cython.locals(ctx=Ctx, order=list, counts=dict)
     cpdef took_line(self, fmt, lineno, proc, pid, ts, end_offset, raw)
     cpdef _stamped(self, ts)
     cpdef holds(self, n)
