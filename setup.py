@@ -57,10 +57,12 @@ def _ext_modules() -> list:
         listed = runpy.run_path("diag/compiled.py")
         typed = cythonize(listed["twin_sources"](), language_level=3, quiet=True, compiler_directives={"binding": False})
         # The same source as the pure package, so the same behaviour: type annotations stay hints
-        # (annotation_typing off), functions stay introspectable Python functions (binding).
+        # (annotation_typing off), functions stay introspectable Python functions (binding), and
+        # a field read through None, where a .pxd types the variable, raises AttributeError as in
+        # Python instead of crashing the process (nonecheck).
         unchanged = cythonize(listed["sources"](), language_level=3, quiet=True,
                               nthreads=os.cpu_count() or 1,
-                              compiler_directives={"binding": True, "annotation_typing": False})
+                              compiler_directives={"binding": True, "annotation_typing": False, "nonecheck": True})
         if sys.platform != "win32":
             for ext in unchanged:  # no debug information: it would triple the installed size (26 MB)
                 ext.extra_compile_args.append("-g0")

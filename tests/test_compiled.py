@@ -107,6 +107,20 @@ def test_a_built_install_compiles_each_laid_out_class_to_a_c_type():
     assert fields_in_c
 
 
+@pytest.mark.parametrize("no_ext", [False, True])
+def test_a_none_where_a_trace_belongs_raises_as_in_python(no_ext):
+    """A .pxd types the assembler's traces: a None reaching one (a bug) must raise AttributeError,
+    which the pipeline's guard counts, as the pure package does, not crash the daemon."""
+    code = ("from diag.analysis.traces import TraceAssembler\n"
+            "for call in (lambda a: a._settle(None), lambda a: a.apply_added(None, None, 'x', 1, 0.0)):\n"
+            "    try:\n        call(TraceAssembler())\n    except AttributeError:\n        print('raised')")
+    env = {k: v for k, v in os.environ.items() if k != "DIAG_NO_EXT"}
+    if no_ext:
+        env["DIAG_NO_EXT"] = "1"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert (r.returncode, r.stdout.split()) == (0, ["raised", "raised"]), r.stderr[-2000:]
+
+
 def test_an_error_in_a_compiled_frame_is_located_in_diags_source():
     """A compiled module names its frames by the path it was compiled from ("diag/pipeline.py"),
     an installed source module by its full path: both read `at diag/…:line` in `diag status`."""
