@@ -12,6 +12,7 @@ cdef class AwaitingIndex:
     cdef public list died
     cdef public object _seq
 
+    cpdef dict _live(self, family)
     cpdef add(self, Trace t)
     @cython.locals(t=Trace)
     cpdef remove(self, tid)
@@ -19,5 +20,5 @@ cdef class AwaitingIndex:
     cpdef settled(self, Trace t)
     @cython.locals(t=Trace)
     cpdef prune(self)
-    @cython.locals(t=Trace)
+    @cython.locals(t=Trace, n=Py_ssize_t, d=dict)
     cpdef sole(self, fam)

@@ -51,7 +51,7 @@ class AwaitingIndex:
         self._seq += 1
         e = (self._seq, t)
         self.entries[t.id] = e
-        self.live.setdefault(t.endpoint, {})[t.id] = e
+        self._live(t.endpoint)[t.id] = e
         if len(self.entries) > CAP:
             tid, (_, old) = self.entries.popitem(last=False)
             self.live.get(old.endpoint, {}).pop(tid, None)
@@ -77,10 +77,18 @@ class AwaitingIndex:
             if e is None or e[1] is not t:
                 continue
             if is_candidate(t):
-                self.live.setdefault(t.endpoint, {})[t.id] = e
+                self._live(t.endpoint)[t.id] = e
             else:
                 del self.entries[t.id]
         self.died.clear()
+
+    def _live(self, family: str | None) -> dict[str, tuple[int, Trace]]:
+        """The live entries of an endpoint family, made when first needed (setdefault would make an
+        empty dict on every call)."""
+        d = self.live.get(family)
+        if d is None:
+            d = self.live[family] = {}
+        return d
 
     def _families(self, fam: str | None) -> Iterator[dict[str, tuple[int, Trace]]]:
         """The non-empty live entries an access line of family `fam` may belong to."""
@@ -91,9 +99,10 @@ class AwaitingIndex:
         question each access line asks, answered without building lists."""
         n = 0
         only = None
-        for d in self._families(fam):
-            n += len(d)
-            only = d
+        for k, d in self.live.items():  # `_families`, without a generator per access line
+            if d and (fam is None or k is None or k == fam):
+                n += len(d)
+                only = d
         if n == 1:
             for _, t in only.values():  # type: ignore[union-attr]
                 return 1, t
