@@ -27,10 +27,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Callable
 
-from diag.parsing.events import ABORTED, ACCESS, ADDED, FAILED, FINISHED, OUTPUT, RECEIVED, REQUEST_KINDS, STARTED, STATS, TIMING
+from diag.parsing.events import (ABORTED, ACCESS, ADDED, FAILED, FINISHED, OUTPUT, RECEIVED, REQUEST_KINDS, STARTED, STATS,
+                                 TIMING, Event)
 from diag.analysis.access_index import AwaitingIndex
 from diag.analysis.trace import Trace
-from diag.parsing.events import Event
 from diag.analysis.traceids import IdScopes
 
 GEN_ENDPOINTS = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions", "/completion",
