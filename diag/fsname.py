@@ -79,6 +79,12 @@ def restored(name: str, raw: bytes | None) -> str:
     return name if raw is None else os.fsdecode(raw)
 
 
+def file_key(st: os.stat_result) -> str:
+    """A file's identity, whatever names it (a symlink, `./a.log` beside `a.log`, a glob and a name):
+    its device and inode."""
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 def ident(path: str) -> str:
     """A text key that tells any two names apart: the name when it is valid UTF-8, else its bytes in hex."""
     try:

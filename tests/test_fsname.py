@@ -465,7 +465,7 @@ def test_follower_resumes_a_file_named_twice_by_the_name_the_store_knows(tmp_pat
     the other, first in the config, would start a new file at its end and lose what was written
     while diag was down."""
     from diag.daemon.config import Config, LogSpec
-    from diag.ingest.filereader import file_key
+    from diag.fsname import file_key
     from diag.ingest.follow import Follower
     from diag.store.db import SourceState
 

@@ -97,9 +97,9 @@ def _each_file_once(paths: list[str]) -> list[str]:
     """The paths less those naming a file named before (`a.log ./a.log`, a glob and a name, a
     symlink: the same device and inode), each left out with one line: a file read twice would count
     its requests and findings twice."""
-    from diag.fsname import display
+    from diag.fsname import display, file_key
 
-    first: dict[tuple[int, int], str] = {}
+    first: dict[str, str] = {}
     out = []
     for p in paths:
         try:
@@ -107,7 +107,7 @@ def _each_file_once(paths: list[str]) -> list[str]:
         except OSError:  # not there or not readable: opening it says what is wrong
             st = None
         if st is not None:
-            key = (st.st_dev, st.st_ino)
+            key = file_key(st)
             if key in first:
                 same = "given twice" if p == first[key] else f"the same file as {display(first[key])}"
                 print(f"diag: {display(p)}: {same}; read once", file=sys.stderr)

@@ -1,6 +1,6 @@
 """One log file being read: its identity and the reader that takes its new bytes.
 
-A file is known by device/inode (`file_key`) plus a fingerprint of its first bytes
+A file is known by device/inode (`diag.fsname.file_key`) plus a fingerprint of its first bytes
 (`fingerprint_of`), never by name, so a rename or a copytruncate can be told from new content.
 A `FileReader` holds the open descriptor, the line splitter and the source parser of one inode,
 and turns what it reads into the state the store commits (`sync_state`): the offset up to which
@@ -29,10 +29,6 @@ FOLLOW_READ = 64 << 10
 
 def fingerprint_of(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
-
-
-def file_key(st: os.stat_result) -> str:
-    return f"{st.st_dev}:{st.st_ino}"
 
 
 @dataclass

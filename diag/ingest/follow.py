@@ -19,8 +19,8 @@ from typing import Callable
 from pathlib import Path
 
 from diag.daemon.config import Config, LogSpec
-from diag.fsname import display
-from diag.ingest.filereader import FP_BYTES, READ_CHUNK, FileReader, file_key, fingerprint_of
+from diag.fsname import display, file_key
+from diag.ingest.filereader import FP_BYTES, READ_CHUNK, FileReader, fingerprint_of
 from diag.ingest.reader import Line, LineSplitter
 from diag.parsing.source import PARSERS, SourceParser
 from diag.store.db import SourceState
