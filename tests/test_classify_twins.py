@@ -23,7 +23,7 @@ from conftest import COMPILED_CLASSIFIER, needs_compiled
 from diag.analysis.rules import ruleset as rules
 from diag.ingest.fastpath import classify as pure
 from diag.parsing.formats import vllm
-from diag.parsing.usercontent import kept_path, scrub
+from diag.parsing.usercontent import REQUEST_METHODS, kept_path, scrub
 from diag.pipeline import Pipeline
 from diag.report.document import to_json
 
@@ -209,7 +209,7 @@ _ACCESS = [
     ([_cat([_run(b"0123456789", 1, 1)], [_run(_GRAPH, 0, 20)])] + _enc("10.0.0.1:5000", "127.0.0.1:1"),
      _enc("a.b", "1é", " 1", "1\x7f", '1 - "x', "")),
     ([b' - "'], _enc(' -"', " - ", '  - "', ' - "')),
-    ([_run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 1, 7)] + _enc("POST", "GET", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "XPOST"),
+    ([_run(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", 1, 7)] + _enc(*REQUEST_METHODS, "XPOST"),
      _enc("", "get", "P0ST", "G ET")),
     ([b" "], _enc("", "  ")),
     ([_run(_GRAPH, 1, 20)] + _enc("/v1/chat/completions", "/health", "/v1/models?x=1", "/v1/x", "v1/models", "/v1//a",

@@ -30,7 +30,8 @@ _DATA_URI = re.compile(r"\bdata:([\w.+-]+/[\w.+-]+)?[;,][^\s\"'<>)\]]*", re.I)
 # a request line's path with a query: "GET /v1/x?q=1 HTTP/1.1", request: "GET /a?b"
 _QUERY = re.compile(r"(?<=[\s\"])(/[^\s?\"]*)\?(?!«)[^\s\"]*")
 # a request line: `GET /v1/models?x HTTP/1.1` (access logs, nginx's `request: "..."`)
-_REQUEST_LINE = re.compile(r"\b(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH) (/[^\s\"')]*)")
+REQUEST_METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")
+_REQUEST_LINE = re.compile(rf"\b({'|'.join(REQUEST_METHODS)}) (/[^\s\"')]*)")
 # a body (JSON or a Python repr) with a user-content key: masked from its outermost opening brace to
 # the end of the line; a validation error's echo of the input (pydantic `input_value=...`) likewise
 _BODY_KEY = re.compile(r"""["'](?:messages|prompt|content|input|text|image_url|generated|input_value|prompt_text)["']\s*:|\binput_value=""")

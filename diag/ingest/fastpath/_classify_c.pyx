@@ -239,7 +239,7 @@ cdef Py_ssize_t _request_lines(const unsigned char *t, Py_ssize_t n) noexcept no
 
 
 cdef bint _method(const unsigned char *m, Py_ssize_t n) noexcept nogil:
-    """classify._METHODS"""
+    """classify._METHODS (usercontent.REQUEST_METHODS: tests/test_classify_twins.py generates each)"""
     if n == 3:
         return memcmp(m, b"GET", 3) == 0 or memcmp(m, b"PUT", 3) == 0
     if n == 4:

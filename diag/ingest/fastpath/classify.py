@@ -36,6 +36,7 @@ records on generated near-miss lines, tests/test_fastpath.py on the corpus and f
 import re
 
 from diag.parsing.base import MAX_DIGITS
+from diag.parsing.usercontent import REQUEST_METHODS
 
 RECEIVED = 1
 ADDED = 2
@@ -50,7 +51,7 @@ _ACCESS = re.compile(rb'INFO: +([0-9][\x21-\x7e]*) - "([A-Z]+) ([\x21-\x7e]+) HT
 _RECEIVED_ID = re.compile(rb"Received request ([\x21-\x7e]+?): ")
 _ADDED_ID = re.compile(rb"Added request ([\x21-\x7e]+)\.\Z")
 # the request lines `usercontent.scrub` looks at
-_METHODS = frozenset((b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH"))
+_METHODS = frozenset(m.encode("ascii") for m in REQUEST_METHODS)
 
 
 def _no_markers(t: str) -> bool:
