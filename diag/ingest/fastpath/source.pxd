@@ -19,8 +19,8 @@ cdef class PlainWay:
     cdef public Pipeline pipe
     cdef public TraceAssembler asm
     cdef public SourceParser parser
-    cdef public object path, ctx, open_received, open_added, access_needles
+    cdef public object open_received, open_added, access_needles
     cdef public object access_path, received, received_known, added_id, stamp_time
 
-    @cython.locals(asm=TraceAssembler)
+    @cython.locals(asm=TraceAssembler, parser=SourceParser)
     cpdef bint apply(self, rec, access, is_received, lineno, offset) except -1

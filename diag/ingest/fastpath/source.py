@@ -135,7 +135,7 @@ class FastSource:
                         plain = None
                     continue
                 if plain is None:
-                    plain = PlainWay(pipe, parser, path)
+                    plain = PlainWay(pipe, parser)
                 if plain.apply(rec, kind == ACCESS, kind == RECEIVED, lineno, offset):
                     self.plain += 1
                     continue
@@ -176,15 +176,13 @@ class PlainWay:
     them look at less). An object rather than a closure: a built package compiles it to a C type
     (source.pxd) whose calls to the assembler, the parser and the pipeline are C calls."""
 
-    __slots__ = ("pipe", "asm", "parser", "path", "ctx", "open_received", "open_added", "access_needles",
+    __slots__ = ("pipe", "asm", "parser", "open_received", "open_added", "access_needles",
                  "access_path", "received", "received_known", "added_id", "stamp_time")
 
-    def __init__(self, pipe: "Pipeline", parser: SourceParser, path: str) -> None:
+    def __init__(self, pipe: "Pipeline", parser: SourceParser) -> None:
         self.pipe = pipe
         self.asm = pipe.assembler
         self.parser = parser
-        self.path = path
-        self.ctx = parser.ctx
         self.open_received = pipe.lifecycle_open("vllm", E.RECEIVED)
         self.open_added = pipe.lifecycle_open("vllm", E.ADDED)
         self.access_needles = pipe.lifecycle_needles("uvicorn", E.ACCESS)  # an access line's text asked of once
@@ -193,7 +191,8 @@ class PlainWay:
 
     def apply(self, rec: tuple, access: bool, is_received: bool, lineno: int, offset: int) -> bool:
         asm = self.asm
-        path = self.path
+        parser = self.parser
+        path = parser.path
         try:  # is it the plain case? (changes nothing)
             if access:
                 _, raw, client, method, hpath, status, msg, _, _, _, _ = rec
@@ -230,10 +229,10 @@ class PlainWay:
                     found = asm.plain_added(path, rid) if rid else None
                     if found is None:
                         return False
-                fmt, ts = "vllm", self.stamp_time(stamp, self.ctx)
+                fmt, ts = "vllm", self.stamp_time(stamp, parser.ctx)
         except Exception:  # noqa: BLE001 - the event's way parses the line again and records what it meets
             return False
-        ts = self.parser.took_line(fmt, lineno, proc, pid, ts, offset, raw)
+        ts = parser.took_line(fmt, lineno, proc, pid, ts, offset, raw)
         self.pipe.seen(ts)
         try:
             if access:
