@@ -31,11 +31,16 @@ print(json.dumps({"status": compiled.status(),
 """
 
 
-def _probe(no_ext: bool) -> dict:
+def _env(no_ext: bool) -> dict[str, str]:
+    """This environment, with DIAG_NO_EXT set or not whatever the suite runs with."""
     env = {k: v for k, v in os.environ.items() if k != "DIAG_NO_EXT"}
     if no_ext:
         env["DIAG_NO_EXT"] = "1"
-    r = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=env, timeout=60, check=True)
+    return env
+
+
+def _probe(no_ext: bool) -> dict:
+    r = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, env=_env(no_ext), timeout=60, check=True)
     return json.loads(r.stdout)
 
 
@@ -100,8 +105,7 @@ def test_a_built_install_compiles_each_laid_out_class_to_a_c_type():
             "print(json.dumps([bool(getattr(importlib.import_module(m), c).__flags__ & (1 << 9)) for m, c in "
             f"{_pxd_classes()!r}] + [sorted(k for k, v in vars(Trace).items() if type(v).__name__ == 'getset_descriptor') "
             "== sorted(FIELDS)]))")
-    env = {k: v for k, v in os.environ.items() if k != "DIAG_NO_EXT"}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(False), timeout=60, check=True)
     *heap, fields_in_c = json.loads(r.stdout)
     assert not any(heap), [c for (_, c), h in zip(_pxd_classes(), heap) if h]  # Py_TPFLAGS_HEAPTYPE: a Python class
     assert fields_in_c
@@ -114,10 +118,7 @@ def test_a_none_where_a_trace_belongs_raises_as_in_python(no_ext):
     code = ("from diag.analysis.traces import TraceAssembler\n"
             "for call in (lambda a: a._settle(None), lambda a: a.apply_added(None, None, 'x', 1, 0.0)):\n"
             "    try:\n        call(TraceAssembler())\n    except AttributeError:\n        print('raised')")
-    env = {k: v for k, v in os.environ.items() if k != "DIAG_NO_EXT"}
-    if no_ext:
-        env["DIAG_NO_EXT"] = "1"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(no_ext), timeout=60)
     assert (r.returncode, r.stdout.split()) == (0, ["raised", "raised"]), r.stderr[-2000:]
 
 
