@@ -107,3 +107,14 @@ def test_one_duration_reader_for_since_and_silences():
     assert parse_duration("1d12h") == 129600 and parse_duration("30") == 30.0
     with pytest.raises(MatcherError):
         parse_duration("soon")
+
+
+def test_findings_since_says_what_it_left_out(tmp_path):
+    """A post-mortem store holds findings from the log's own (past) times: `diag findings --since 1h`
+    finding none must say that none is that recent, not that none is stored."""
+    state = str(tmp_path / "state")
+    assert diag("scan", "--store", state, str(VLLM / "text.log")).returncode == 1  # the log's 404 error finding
+    everything = diag("findings", "--state-dir", state)
+    assert "unknown-model" in everything.stdout
+    recent = diag("findings", "--since", "1h", "--state-dir", state)
+    assert recent.returncode == 0 and recent.stdout.strip() == "No findings stored since 1h (without --since: all of them)."

@@ -68,7 +68,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     rows = store.findings(since=since)
-    return _show(rows, args.json, print_findings)
+    return _show(rows, args.json, lambda rows, out: print_findings(rows, out, args.since))
 
 
 def _show(doc: Any, as_json: bool, printer: Callable[[Any, Console], None]) -> int:
@@ -115,9 +115,10 @@ def print_trace(d: dict[str, Any], out: Console) -> None:
         out.print(f"  [red]{f['severity']}[/] {f['rule']}: {escape(f['summary'] or '')}")
 
 
-def print_findings(rows: list[dict[str, Any]], out: Console) -> None:
+def print_findings(rows: list[dict[str, Any]], out: Console, since: str | None = None) -> None:
+    """`since`: the --since the rows were asked with (a post-mortem store's findings are often older)."""
     if not rows:
-        out.print("No findings stored.")
+        out.print("No findings stored." if since is None else f"No findings stored since {escape(since)} (without --since: all of them).")
         return
     for r in rows:
         when = iso(r["ts"] or r["created_at"])
