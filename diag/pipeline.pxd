@@ -4,10 +4,16 @@ from diag.analysis.trace cimport Trace
 from diag.analysis.traces cimport TraceAssembler
 
 
+cdef class Stats:
+    cdef public object lines, started, seconds
+    cdef public Py_ssize_t events
+
+
 cdef class Pipeline:
     cdef public object since, until, findings, _on_hit, _on_trace, keep_traces, _trace_sink
-    cdef public object facts, engine, stats, internal, max_line, fast, last_ts
+    cdef public object facts, engine, internal, max_line, fast, last_ts
     cdef public TraceAssembler assembler
+    cdef public Stats stats
     cdef public list traces, sources, samples
 
     cpdef _trace_done(self, Trace t)

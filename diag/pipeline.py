@@ -7,7 +7,7 @@ the source differs; what happens to a line is the same.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from diag.parsing.events import LOG, RAW, STATS, Event
@@ -41,12 +41,20 @@ class SourceResult:
         return d
 
 
-@dataclass(slots=True)
 class Stats:
-    lines: int = 0
-    events: int = 0
-    started: float = field(default_factory=time.perf_counter)
-    seconds: float = 0.0
+    """What a run counts. A class by hand, not a dataclass: a built package lays it out as a C type
+    (pipeline.pxd), so counting an event is an increment, not two attribute lookups."""
+
+    __slots__ = ("lines", "events", "started", "seconds")
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.events = 0
+        self.started = time.perf_counter()
+        self.seconds = 0.0
+
+    def __repr__(self) -> str:
+        return f"Stats(lines={self.lines}, events={self.events}, seconds={self.seconds})"
 
 
 class Pipeline:

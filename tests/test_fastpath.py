@@ -379,13 +379,15 @@ def test_a_bug_met_on_the_plain_way_costs_that_line_only_injected(tmp_path, monk
     request = real[rec:rec + 3]
     lines = [line.replace("chatcmpl-", f"chatcmpl-{i}") for i in range(6) for line in request]
     assert "max_tokens=16," in lines[6]
-    lines[6] = lines[6].replace("max_tokens=16,", "max_tokens=424242,")
+    # full-width digits: `\d` takes them, so measuring the line goes past its ASCII digit loop to the regex and to_int
+    lines[6] = lines[6].replace("max_tokens=16,", "max_tokens=\uff14\uff12\uff14,")
     log = tmp_path / "vllm.log"
     log.write_text("\n".join(lines) + "\n")
     to_int = vllm.to_int
+    assert to_int("\uff14\uff12\uff14") == 424
 
-    def broken_to_int(value):  # what measuring a Received line calls (a module global: patched for both builds)
-        if value == "424242":
+    def broken_to_int(value):  # what measuring that Received line calls (a module global: patched for both builds)
+        if value == "\uff14\uff12\uff14":
             raise ValueError("injected")
         return to_int(value)
 

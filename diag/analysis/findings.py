@@ -119,7 +119,7 @@ class RuleEngine:
         self.rules = [r for r in ruleset.rules if not r.disabled]
         self.event_rules = [r for r in self.rules if r.scope == "event"]
         self.trace_rules = [r for r in self.rules if r.scope == "trace"]
-        self._by_status: dict[str, list[Rule]] = {}  # trace status -> the trace rules that may hold for it
+        self._by_status: dict[str, list[tuple[Rule, bool, str, dict]]] = {}  # trace status -> (rule, final, id, when) of the trace rules that may hold for it
         self.quieting = [r for r in self.event_rules if r.unless_after is not None]
         self._quiet_needles = {r.id: literal_needles(r.unless_after[0].pattern) for r in self.quieting}  # type: ignore[index]
         self._by_kind: dict[tuple[str, str], Any] = {}
@@ -379,17 +379,19 @@ class RuleEngine:
     # -- traces -------------------------------------------------------------------------
     def check_trace(self, t: Trace, final: bool) -> None:
         status = t.status
-        rules = self._by_status.get(status)
-        if rules is None:  # every trace is checked as it leaves: the rules for another status are left out once
-            rules = self._by_status[status] = [r for r in self.trace_rules
-                                               if not isinstance(r.when.get("status"), str) or r.when["status"] == status]
+        plan = self._by_status.get(status)
+        if plan is None:  # every trace is checked as it leaves: the rules for another status are left out once,
+            # and what is asked of each rule per trace is read off it once (a rule's attributes are lookups)
+            plan = self._by_status[status] = [(r, r.final, r.id, r.when) for r in self.trace_rules
+                                              if not isinstance(r.when.get("status"), str) or r.when["status"] == status]
         get = None
-        for r in rules:
-            if (r.final and not final) or r.id in t.findings:
+        done = t.findings
+        for r, final_only, rid, when in plan:
+            if (final_only and not final) or rid in done:
                 continue
             if get is None:
                 get = _reader(t)
-            if condition_holds(r.when, get):
+            if condition_holds(when, get):
                 ts = t.failed_at or t.finished_at or t.aborted_at or t.received_at
                 fields = {"request_id": t.id, "images": t.images, "latency_s": t.latency_s, "status": t.status,
                           "prompt_tokens": t.prompt_tokens, "http_status": t.http_status}

@@ -63,10 +63,19 @@ def _says_no_image(low: str) -> bool:
 
 def _measured(t: Trace, f: dict[str, Any]) -> None:
     """What a request line measured of the request (never its text)."""
-    for key in ("prompt_tokens", "max_tokens", "images", "prompt_chars"):
-        v = f.get(key)
-        if v is not None:
-            setattr(t, key, v)
+    # spelled out, not a loop of setattr: a compiled Trace's fields are then struct members
+    v = f.get("prompt_tokens")
+    if v is not None:
+        t.prompt_tokens = v
+    v = f.get("max_tokens")
+    if v is not None:
+        t.max_tokens = v
+    v = f.get("images")
+    if v is not None:
+        t.images = v
+    v = f.get("prompt_chars")
+    if v is not None:
+        t.prompt_chars = v
 
 
 class TraceAssembler:
@@ -431,11 +440,15 @@ class TraceAssembler:
             if end is not None and end >= t.received_at and t.status != "in_flight":
                 t.latency_s = round(end - t.received_at, 3)
         if t.status != "in_flight" and t.id in self.open and (t._ended or t.http_status is not None or t._completed):
-            # Keep it reachable a little longer for late lines, but out of the open set.
-            self.open.pop(t.id, None)
-            self.recent[t.id] = t
-            while len(self.recent) > RECENT:
-                _, old = self.recent.popitem(last=False)
+            # Keep it reachable a little longer for late lines, but out of the open set. (Subscripts
+            # rather than pop/popitem(last=False): compiled, a method call with a keyword builds a dict.)
+            recent = self.recent
+            del self.open[t.id]
+            recent[t.id] = t
+            while len(recent) > RECENT:
+                oldest = next(iter(recent))
+                old = recent[oldest]
+                del recent[oldest]
                 self._finish(old)
 
     def _finish(self, t: Trace) -> None:

@@ -79,11 +79,13 @@ _KEPT: dict[str, bool] = {}  # request path -> is it a server endpoint, kept as 
 def kept_path(raw: str) -> bool:
     """Is `raw` a server endpoint with nothing to cut (no query, fragment or marker)? Asked for every
     access line, so the answer is remembered per distinct path."""
-    kept = _KEPT.get(raw)
-    if kept is None:
-        if len(_KEPT) >= 1024:
-            _KEPT.clear()
-        kept = _KEPT[raw] = _API_PATH.match(raw) is not None
+    try:  # subscript rather than .get: compiled, a method of a module global is looked up on each call
+        return _KEPT[raw]
+    except KeyError:
+        pass
+    if len(_KEPT) >= 1024:
+        _KEPT.clear()
+    kept = _KEPT[raw] = _API_PATH.match(raw) is not None
     return kept
 
 

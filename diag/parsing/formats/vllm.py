@@ -16,7 +16,7 @@ from diag.parsing import events as E
 from diag.parsing import usercontent
 from diag.parsing.usercontent import clean
 from diag.parsing.events import Event
-from diag.parsing.base import Ctx, Parsed, to_float, to_int
+from diag.parsing.base import MAX_DIGITS, Ctx, Parsed, to_float, to_int
 
 NAME = "vllm"
 
@@ -219,7 +219,16 @@ def _measure_received(rest: str, f: dict) -> None:
     # str.find, then the pattern where it points: what .search would find, without running the
     # regex engine along the whole line (a sampling-parameters line is hundreds of characters)
     i = rest.find("max_tokens=")
+    n = len(rest)
     while i >= 0:
+        # the ASCII digits after it, read in place (a compiled build reads them as C characters);
+        # any other digit `\d` would take, or none, goes to the regex
+        j = k = i + 11
+        while k < n and rest[k] in "0123456789":
+            k += 1
+        if k > j and (k == n or not rest[k].isdecimal()):
+            f["max_tokens"] = int(rest[j:k]) if k - j <= MAX_DIGITS else None  # as to_int: bounded
+            break
         mt = _MAX_TOKENS.match(rest, i)
         if mt:
             f["max_tokens"] = to_int(mt.group(1))  # bounded: 30 digits at most, else unknown
