@@ -170,6 +170,24 @@ def test_a_failing_stage_costs_one_line_not_the_run_injected(monkeypatch, caplog
     assert {f.rule.id for f in pipe.findings.by_rule.values()} >= {"kv-cache-no-blocks"}
 
 
+_MAX_TOKENS_TEXT = st.text(alphabet="0123456789\u0663\uff14x=, max_tokens", max_size=60)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(before=_MAX_TOKENS_TEXT, after=_MAX_TOKENS_TEXT)
+def test_max_tokens_is_what_the_regex_and_to_int_read(before, after):
+    """Measuring a Received line reads max_tokens' ASCII digits in place and leaves anything else
+    (no digit, a digit `\\d` takes that is not ASCII, a later occurrence) to the regex: the value is
+    the regex's first match through to_int, whatever surrounds it (run by both builds)."""
+    from diag.parsing.formats import vllm
+
+    rest = f"params: SamplingParams({before}max_tokens={after}"
+    m = re.search(r"max_tokens=(\d+)", rest)
+    f: dict = {}
+    vllm._measure_received(rest, f)
+    assert f.get("max_tokens", "absent") == (to_int(m.group(1)) if m else "absent")
+
+
 def test_a_huge_max_tokens_is_written_or_unknown_never_a_crash(tmp_path):
     """An integer past 64 bits is fine for Python and JSON but not for orjson: the streamed
     document falls back to the json encoder for it; past 30 digits the number is unknown."""
