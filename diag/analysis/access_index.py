@@ -72,14 +72,15 @@ class AwaitingIndex:
         """An access line arrived: forget the entries that died, revive the ones that came back."""
         if not self.died:
             return
+        entries = self.entries
         for t in self.died:
-            e = self.entries.get(t.id)
+            e = entries[t.id] if t.id in entries else None  # not .get: a method call when compiled
             if e is None or e[1] is not t:
                 continue
             if is_candidate(t):
                 self._live(t.endpoint)[t.id] = e
             else:
-                del self.entries[t.id]
+                del entries[t.id]
         self.died.clear()
 
     def _live(self, family: str | None) -> dict[str, tuple[int, Trace]]:

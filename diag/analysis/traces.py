@@ -324,7 +324,9 @@ class TraceAssembler:
         when known already), when the line plainly continues a trace of this source: one still
         open, or one its access line answered already (a streamed response's comes first)."""
         key = rid + self.ids.suffix(path)
-        cid = self.alias.get(key)
+        # `in` and subscripts rather than .get on these OrderedDicts: compiled, each method call is a lookup
+        aliases = self.alias
+        cid = aliases[key] if key in aliases else None
         alias = None
         if cid is None:
             base = _engine_base(rid)
@@ -335,8 +337,13 @@ class TraceAssembler:
             else:
                 cid = base + key[len(rid):]  # the engine's id: Received's and "-<8 hex>"
                 alias = key
-        t = self.open.get(cid) or self.recent.get(cid)
-        if t is None or t.source != path:
+        if cid in self.open:
+            t = self.open[cid]
+        elif cid in self.recent:
+            t = self.recent[cid]
+        else:
+            return None
+        if t.source != path:
             return None
         if t.http_status is None and self._waits_apart(path, cid):
             return None

@@ -333,7 +333,7 @@ def _literal(s: str) -> str | None:
 def _stats(ev: Event, msg: str) -> None:
     ev.kind = E.STATS
     f = ev.fields
-    m = _STATS_V0.search(msg)
+    m = _STATS_V0.search(msg) if "Swapped: " in msg else None  # the V0 line's; a search fails slowly
     if m:
         f.update(
             prompt_tps=to_float(m.group(1)), gen_tps=to_float(m.group(2)), running=to_int(m.group(3)),
