@@ -124,9 +124,10 @@ class TraceAssembler:
         return key
 
     def _alias(self, rid: str, base: str) -> None:
-        self.alias[rid] = base
-        if len(self.alias) > self.max_open:
-            self.alias.popitem(last=False)
+        aliases = self.alias
+        aliases[rid] = base
+        if len(aliases) > self.max_open:  # the oldest goes (once full, on every new alias)
+            del aliases[next(iter(aliases))]  # not popitem(last=False): compiled, a keyword call builds a dict
 
     def get(self, rid: str, path: str | None = None) -> Trace | None:
         """The trace of a request id as logged in `path`, or of a trace id (path None)."""

@@ -43,7 +43,7 @@ class TraceSummary:
         self.images_known = 0
         self.images_total = 0
         self.images_max: int | None = None
-        self.http: dict[str, int] = {}
+        self.http: dict[Any, int] = {}  # HTTP status (as logged: an int, or None) -> traces
         self.hosts: dict[str, int] = {}
         self._host_first: dict[str, Any] = {}
 
@@ -66,8 +66,8 @@ class TraceSummary:
             if self.images_max is None or v > self.images_max:
                 self.images_max = v
         if t.http is not None:  # an access line attached to the trace
-            http = self.http
-            k = str(t.http_status)
+            http = self.http  # by the status itself, made text once in `to_dict` (str() and its hash per trace cost)
+            k = t.http_status
             http[k] = http.get(k, 0) + 1
         client = t.client
         if client:
@@ -82,7 +82,9 @@ class TraceSummary:
 
     def to_dict(self, http_records: list[dict[str, Any]]) -> dict[str, Any]:
         """The section, with the access lines that stayed records of their own (no trace took them)."""
-        http = Counter(self.http)
+        http: Counter[str] = Counter()
+        for k, n in self.http.items():
+            http[str(k)] += n
         clients: Counter[str] = Counter()
         for h in sorted(self._host_first, key=self._host_first.__getitem__):
             clients[h] = self.hosts[h]
