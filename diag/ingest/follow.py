@@ -15,6 +15,7 @@ import glob
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import Callable
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from diag.parsing.source import PARSERS, SourceParser
 from diag.store.db import SourceState
 
 log = logging.getLogger("diag")
+FINISHED_KEPT = 256  # finished files remembered by identity (each rotation finishes one)
 SALVAGE_BUDGET = 64 * READ_CHUNK  # at most this much is read back from a copytruncate copy (memory: its lines are applied at once)
 
 
@@ -55,6 +57,10 @@ class Follower:
         self.rotations: dict[str, int] = {}
         for s in stored:
             self.rotations[s.path] = max(self.rotations.get(s.path, 0), s.rotations)
+        # key -> last state of a file read to its end (rotated away, then quiet), the most recent
+        # FINISHED_KEPT: when a glob that matches rotated names (`vllm.log*`) finds it again under
+        # its new name, it is resumed where it was left, not read again from its first byte
+        self.finished: dict[str, SourceState] = {s.key: s for s in stored if s.state == "done"}
 
     # -- discovery ------------------------------------------------------------------------
     def expand(self, globs: bool = True) -> list[tuple[str, LogSpec]]:
@@ -171,9 +177,15 @@ class Follower:
         if twin is not None:  # a symlink, `./a.log` beside `a.log`, a glob and a name: read once
             self._error(path, f"the same file as {display(twin)}; read once")
             return None
+        if key in self.readers:  # rotated to this name, still being read to its end under its old one
+            return None
         stored = self.stored.get(key)
+        done = self.finished.get(key)
         if stored is not None and stored.path == path:
             state = stored  # resume where the last run committed
+        elif done is not None and self._same_start(path, done):
+            # read to its end under another name (rotated to this one): anything written since, once
+            state = replace(done, path=path, state="active", rotations=self.rotations.get(path, 0), last_error=None)
         else:
             state = SourceState(key, path, format=spec.format, rotations=self.rotations.get(path, 0))
             if not successor and not self._known_path(path) and not self.cfg.from_beginning:
@@ -181,6 +193,14 @@ class Follower:
                 state.offset = st.st_size
                 state.lineno = -1  # the lines skipped were not counted
         return self._reader_for(path, path, spec.format, state, rotated=False)
+
+    def _same_start(self, path: str, s: SourceState) -> bool:
+        """Does the file at `path` begin with the bytes `s` was fingerprinted on (not another file
+        that took a deleted one's inode)?"""
+        try:
+            return s.fp_len > 0 and self._fingerprint(path, s.fp_len) == (s.fingerprint, s.fp_len)
+        except OSError:
+            return False
 
     def _known_path(self, path: str) -> bool:
         return any(s.path == path for s in self.stored.values())
@@ -338,6 +358,10 @@ class Follower:
         r.state.state = "done"
         self._retired.append(r.sync_state())
         self.readers.pop(r.key, None)
+        self.finished.pop(r.key, None)
+        self.finished[r.key] = replace(r.state)  # the newest last: the oldest go first
+        while len(self.finished) > FINISHED_KEPT:
+            del self.finished[next(iter(self.finished))]
         r.close()
         path = r.state.path
         if path not in self.by_path and not any(x.state.path == path for x in self.readers.values()) \

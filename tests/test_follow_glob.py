@@ -1,0 +1,105 @@
+"""A glob that also matches rotated names (`vllm.log*`, `*.log*`): logrotate renames the file the
+daemon follows to a name the glob matches. The follower knows a file by its identity (device and
+inode, checked against its first bytes), not by its name: a file it is still reading under its old
+name, or has finished, is not read again from its first byte under the new one; lines written to it
+after it was finished (a server still writing through its old descriptor) are read once."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from contextlib import closing
+
+from conftest import vllm_request_lines
+from diag.daemon import config
+from diag.daemon.service import Daemon
+from diag.store.db import Store
+
+
+def _requests(path, *numbers: int) -> None:
+    with open(path, "a") as fh:
+        fh.write("".join(vllm_request_lines(f"chatcmpl-{i:016x}", 40000 + i) for i in numbers))
+
+
+def _turns(d: Daemon, n: int = 3) -> None:
+    for _ in range(n):
+        d.step()
+
+
+def _stored(state) -> dict[str, Counter]:
+    """Each stored trace's timeline by kind: a line read twice shows as a kind counted twice."""
+    with closing(Store(state / "diag.sqlite3", readonly=True)) as s:
+        return {tid: Counter(e["kind"] for e in s.trace(tid)["timeline"]) for tid in s.trace_ids()}
+
+
+ONCE = Counter({"request.received": 1, "request.added": 1, "http.access": 1})
+
+
+def _daemon(tmp_path, rotate_wait: float) -> tuple[Daemon, object]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = config.Config(state_dir=tmp_path / "state", from_beginning=True, rescan_globs=0.0, rotate_wait=rotate_wait,
+                        use_inotify=False, logs=[config.LogSpec(f"{logs}/vllm.log*")])
+    return Daemon(cfg), logs
+
+
+def test_a_glob_matching_rotated_names_reads_each_line_once(tmp_path):
+    d, logs = _daemon(tmp_path, rotate_wait=0.2)
+    log = logs / "vllm.log"
+    try:
+        _requests(log, 0, 1)
+        d.follower.discover(force=True)
+        _turns(d)
+        # logrotate (create): renamed to a name the glob matches, a new file in its place; the server
+        # writes one more request through its old descriptor before it reopens
+        _requests(log, 2)
+        os.rename(log, logs / "vllm.log.1")
+        _requests(logs / "vllm.log.1", 3)
+        _requests(log, 10)
+        _turns(d)  # the rotated file is read to its end under its old name, not opened again under its new one
+        time.sleep(0.3)
+        _turns(d)  # ... nor once that reader has finished (quiet for rotate_wait)
+        _requests(logs / "vllm.log.1", 4)  # written after diag finished the file: read once, from where it stopped
+        _requests(log, 11)
+        _turns(d)
+        # a second rotation: .1 -> .2, the current file -> .1, a new current file
+        os.rename(logs / "vllm.log.1", logs / "vllm.log.2")
+        os.rename(log, logs / "vllm.log.1")
+        _requests(log, 20)
+        _requests(logs / "vllm.log.1", 12)
+        _turns(d)
+        time.sleep(0.3)
+        _turns(d)
+        errors = dict(d.follower.errors)
+    finally:
+        d.shutdown()
+    stored = _stored(tmp_path / "state")
+    assert set(stored) == {f"chatcmpl-{i:016x}" for i in (0, 1, 2, 3, 4, 10, 11, 12, 20)}
+    assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
+    assert errors == {}  # a rotation is no error
+
+
+def test_a_new_file_that_takes_a_finished_files_inode_is_read_whole(tmp_path):
+    """Identity is the inode *and* the first bytes: a new file at a name the glob matches, which may
+    have taken the inode of a file diag finished and that was deleted, is read from its start."""
+    d, logs = _daemon(tmp_path, rotate_wait=0.1)
+    log = logs / "vllm.log"
+    try:
+        _requests(log, 0)
+        d.follower.discover(force=True)
+        _turns(d)
+        os.rename(log, logs / "vllm.log.1")
+        _requests(log, 10)
+        _turns(d)
+        time.sleep(0.2)
+        _turns(d)
+        os.unlink(logs / "vllm.log.1")
+        _turns(d)
+        _requests(logs / "vllm.log.1", 5)  # other first bytes than the finished file's
+        _turns(d)
+    finally:
+        d.shutdown()
+    stored = _stored(tmp_path / "state")
+    assert set(stored) == {f"chatcmpl-{i:016x}" for i in (0, 5, 10)}
+    assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
