@@ -1,5 +1,7 @@
 """Local times are computed once per minute where that gives the same answer as per second.
 
+`Clock.yearless` (vLLM's stamps) takes a second of the minute it saw last from that minute too.
+
 `iso` and `Clock.local` take a second's local time from its minute's (a server logging a request a
 second asks for a new second on nearly every line) when the minute has one UTC offset of whole
 minutes. These tests hold both to the per-second library answer in zones where that is not so:
@@ -38,8 +40,10 @@ for year in (1971, 1972, 2024, 2026):
         t += 900
 starts.append(int(datetime(1972, 1, 7).timestamp()) - 7200)
 starts.append(1764000000)
+starts.append(int(datetime(2025, 12, 31, 22, 0).timestamp()))  # a year's end: yearless rolls over
 bad = []
 for s in starts:
+    fast, slow = Clock(s), Clock(s)  # yearless as a log asks it, and with no minute remembered (mktime each time)
     for sec in range(s, s + 4 * 3600, 7):  # every 7th second: all seconds of a minute over 7 minutes
         want = datetime.fromtimestamp(sec).astimezone().isoformat(timespec="seconds")
         if iso(sec) != want:
@@ -53,6 +57,10 @@ for s in starts:
         want_ts = time.mktime(fields + (0, 0, -1))
         if got != want_ts:
             bad.append(("local", fields, got, want_ts))
+        slow._minute = None
+        a, b = fast.yearless(*fields[1:]), slow.yearless(*fields[1:])
+        if a != b or fast.year != slow.year:
+            bad.append(("yearless", fields, a, b))
 print(len(starts), len(bad))
 for b in bad[:5]:
     print(b)
@@ -69,3 +77,18 @@ def test_local_times_per_minute_equal_the_libraries_per_second(zone):
     assert out.returncode == 0, out.stderr
     n, bad = out.stdout.split("\n", 1)[0].split()
     assert int(n) >= 2 and int(bad) == 0, out.stdout
+
+
+def test_yearless_rolls_over_into_a_minute_a_full_date_line_asked_for():
+    """A file mixing a full-date format with vLLM's yearless stamps: after 12-31 23:00, a yearless
+    01-01 is next year's, also when a full-date line just asked `local` for that very minute of this
+    year (the minute `yearless` would otherwise take its seconds from)."""
+    import time
+
+    from diag.parsing.clock import Clock
+
+    clock = Clock(time.mktime((2025, 12, 31, 12, 0, 0, 0, 0, -1)))
+    assert clock.yearless(12, 31, 23, 0, 0) == time.mktime((2025, 12, 31, 23, 0, 0, 0, 0, -1))
+    assert clock.local(2025, 1, 1, 0, 0, 0) == time.mktime((2025, 1, 1, 0, 0, 0, 0, 0, -1))
+    assert clock.yearless(1, 1, 0, 0, 5) == time.mktime((2026, 1, 1, 0, 0, 5, 0, 0, -1))
+    assert clock.year == 2026

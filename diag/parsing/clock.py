@@ -21,6 +21,11 @@ def month_number(name: str) -> int:
 
 
 class Clock:
+    """A built package lays it out as a C type (clock.pxd): its fields are struct members and its
+    methods C calls, asked once per distinct second of a log."""
+
+    __slots__ = ("ref", "year", "_cache_key", "_cache_val", "_minute", "_minute_base", "_last")
+
     def __init__(self, mtime: float | None = None):
         self.ref = mtime if mtime is not None else time.time()
         self.year = time.localtime(self.ref).tm_year
@@ -60,6 +65,14 @@ class Clock:
 
     def yearless(self, month: int, day: int, hh: int, mm: int, ss: int) -> float | None:
         """A time without a year: take the file's year, but never land in its future."""
+        last = self._last
+        if last is not None and 0 <= ss <= 59 and self._minute == (self.year, month, day, hh, mm):
+            # a second of the minute `local` saw last, which it found to be plain offsets from its :00:
+            # what the code below would compute, unless the year rolls over
+            val = self._minute_base + ss
+            if val >= last - _HALF_YEAR:
+                self._last = val
+                return val
         val = self.local(self.year, month, day, hh, mm, ss)
         if val is None:
             return None

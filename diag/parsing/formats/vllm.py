@@ -75,7 +75,11 @@ def stamp_time(stamp: str, ctx: Ctx) -> float | None:
     st = ctx.state
     if st.get("vllm_stamp") == stamp:  # lines come in bursts within one second
         return st["vllm_ts"]
-    ts = ctx.clock.yearless(int(stamp[0:2]), int(stamp[3:5]), int(stamp[6:8]), int(stamp[9:11]), int(stamp[12:14]))
+    head = stamp[:11]  # "MM-DD HH:MM": a quiet server's next second is usually in the same minute
+    f = st.get("vllm_head")
+    if f is None or f[0] != head:
+        f = st["vllm_head"] = (head, int(stamp[0:2]), int(stamp[3:5]), int(stamp[6:8]), int(stamp[9:11]))
+    ts = ctx.clock.yearless(f[1], f[2], f[3], f[4], int(stamp[12:14]))
     st["vllm_stamp"], st["vllm_ts"] = stamp, ts
     return ts
 
