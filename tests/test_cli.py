@@ -51,6 +51,15 @@ def test_exit_2_on_unreadable_input_with_one_line_reason(tmp_path):
     assert diag("scan", "--format", "nope", str(VLLM / "vl.log")).returncode == 2
     assert diag("scan", "--since", "yesterday-ish", str(VLLM / "vl.log")).returncode == 2
     assert diag("scan").returncode == 2
+    # a rule set asked for that is not there: no report without it (a script would not notice the missing findings)
+    r = diag("scan", "--rules", str(tmp_path / "my-rules"), str(VLLM / "vl.log"))
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr.strip().splitlines() == [f"diag: --rules {tmp_path / 'my-rules'}: no such rule file or directory"]
+    # one that is there but broken: reported, and the scan runs with the rest
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[[rule]\n")
+    r = diag("scan", "--json", "--rules", str(broken), str(VLLM / "vl.log"))
+    assert r.returncode == 0 and json.loads(r.stdout)["findings"] and "rule error" in r.stderr
 
 
 def test_stdin_and_binary_garbage():
