@@ -63,19 +63,10 @@ def _says_no_image(low: str) -> bool:
 
 def _measured(t: Trace, f: dict[str, Any]) -> None:
     """What a request line measured of the request (never its text)."""
-    # spelled out, not a loop of setattr: a compiled Trace's fields are then struct members
-    v = f.get("prompt_tokens")
-    if v is not None:
-        t.prompt_tokens = v
-    v = f.get("max_tokens")
-    if v is not None:
-        t.max_tokens = v
-    v = f.get("images")
-    if v is not None:
-        t.images = v
-    v = f.get("prompt_chars")
-    if v is not None:
-        t.prompt_chars = v
+    for key in ("prompt_tokens", "max_tokens", "images", "prompt_chars"):
+        v = f.get(key)
+        if v is not None:
+            setattr(t, key, v)
 
 
 class TraceAssembler:
