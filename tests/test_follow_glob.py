@@ -74,8 +74,17 @@ def test_a_glob_matching_rotated_names_reads_each_line_once(tmp_path):
         errors = dict(d.follower.errors)
     finally:
         d.shutdown()
+    # a restart: the store says which files were finished, and where
+    d = Daemon(d.cfg)
+    try:
+        _requests(logs / "vllm.log.2", 5)
+        _requests(log, 21)
+        d.follower.discover(force=True)
+        _turns(d)
+    finally:
+        d.shutdown()
     stored = _stored(tmp_path / "state")
-    assert set(stored) == {f"chatcmpl-{i:016x}" for i in (0, 1, 2, 3, 4, 10, 11, 12, 20)}
+    assert set(stored) == {f"chatcmpl-{i:016x}" for i in (0, 1, 2, 3, 4, 5, 10, 11, 12, 20, 21)}
     assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
     assert errors == {}  # a rotation is no error
 
@@ -103,3 +112,59 @@ def test_a_new_file_that_takes_a_finished_files_inode_is_read_whole(tmp_path):
     stored = _stored(tmp_path / "state")
     assert set(stored) == {f"chatcmpl-{i:016x}" for i in (0, 5, 10)}
     assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
+
+
+def test_copytruncate_with_a_glob_matching_the_copy_reads_each_line_once(tmp_path):
+    """logrotate's copytruncate (for a server that never reopens its log): the copy, under a name
+    the glob matches, holds the lines diag read already. It is not read again — not while it is
+    a copy of the file being followed, nor after the truncation, when the lines not read yet are
+    taken from it — and lines written to it later are read once."""
+    import shutil
+
+    d, logs = _daemon(tmp_path, rotate_wait=0.1)
+    log = logs / "vllm.log"
+    try:
+        _requests(log, 0, 1)
+        d.follower.discover(force=True)
+        _turns(d)
+        _requests(log, 2)  # not read yet when the copy is made
+        shutil.copyfile(log, logs / "vllm.log.1")
+        _turns(d)  # the copy is found before the truncation: a copy of the followed file
+        _requests(log, 3)
+        shutil.copyfile(log, logs / "vllm.log.1")
+        with open(log, "r+") as fh:
+            fh.truncate(0)
+        _requests(log, 10)
+        _turns(d)  # the truncation: request 3 from the copy, then the file from its start
+        time.sleep(0.2)
+        _turns(d)
+        _requests(logs / "vllm.log.1", 4)  # someone appends to the copy: read once
+        _requests(log, 11)
+        _turns(d)
+    finally:
+        d.shutdown()
+    stored = _stored(tmp_path / "state")
+    assert set(stored) == {f"chatcmpl-{i:016x}" for i in (0, 1, 2, 3, 4, 10, 11)}
+    assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
+
+
+def test_a_glob_does_not_follow_compressed_rotations(tmp_path):
+    """logrotate's `compress`: vllm.log.2.gz is an archive (`diag scan` reads it), not a log being
+    written; followed, its compressed bytes would be read as lines."""
+    import gzip
+
+    d, logs = _daemon(tmp_path, rotate_wait=0.1)
+    log = logs / "vllm.log"
+    try:
+        with gzip.open(logs / "vllm.log.2.gz", "wt") as fh:
+            fh.write(vllm_request_lines(f"chatcmpl-{7:016x}", 40007))
+        _requests(log, 0)
+        d.follower.discover(force=True)
+        _turns(d)
+        (logs / "vllm.log.3.xz").write_bytes(b"\xfd7zXZ\x00\x00" + bytes(range(256)))  # appears later
+        _turns(d)
+        followed = sorted(r.state.path for r in d.follower.readers.values())
+    finally:
+        d.shutdown()
+    assert followed == [str(log)]
+    assert set(_stored(tmp_path / "state")) == {f"chatcmpl-{0:016x}"}

@@ -27,6 +27,7 @@ from diag.parsing.source import PARSERS, SourceParser
 from diag.store.db import SourceState
 
 log = logging.getLogger("diag")
+COMPRESSED = (".gz", ".xz", ".bz2", ".zst", ".lz4")  # what logrotate's compresscmd may write; a glob does not follow them
 FINISHED_KEPT = 256  # finished files remembered by identity (each rotation finishes one)
 SALVAGE_BUDGET = 64 * READ_CHUNK  # at most this much is read back from a copytruncate copy (memory: its lines are applied at once)
 
@@ -57,10 +58,11 @@ class Follower:
         self.rotations: dict[str, int] = {}
         for s in stored:
             self.rotations[s.path] = max(self.rotations.get(s.path, 0), s.rotations)
-        # key -> last state of a file read to its end (rotated away, then quiet), the most recent
-        # FINISHED_KEPT: when a glob that matches rotated names (`vllm.log*`) finds it again under
-        # its new name, it is resumed where it was left, not read again from its first byte
-        self.finished: dict[str, SourceState] = {s.key: s for s in stored if s.state == "done"}
+        # key -> last state of a file read to its end (rotated away, then quiet; copytruncate's copy
+        # once the truncation took its last lines), the most recent FINISHED_KEPT: when a glob that
+        # matches rotated names (`vllm.log*`) finds it under its new name, it is resumed where it
+        # was left, not read again from its first byte
+        self.finished: dict[str, SourceState] = {}
 
     # -- discovery ------------------------------------------------------------------------
     def expand(self, globs: bool = True) -> list[tuple[str, LogSpec]]:
@@ -69,7 +71,8 @@ class Follower:
             if glob.has_magic(spec.path):
                 if not globs:
                     continue
-                out.extend((p, spec) for p in sorted(glob.glob(spec.path)) if os.path.isfile(p))
+                # a compressed rotation (vllm.log.2.gz) is an archive, not a log being written: `diag scan` reads those
+                out.extend((p, spec) for p in sorted(glob.glob(spec.path)) if os.path.isfile(p) and not p.endswith(COMPRESSED))
             else:
                 out.append((spec.path, spec))
         return out
@@ -159,8 +162,7 @@ class Follower:
         return None
 
     def _fingerprint(self, path: str, n: int = FP_BYTES) -> tuple[str, int]:
-        with open(path, "rb") as f:
-            data = f.read(n)
+        data = self._fingerprint_head(path)[:n]
         return fingerprint_of(data), len(data)
 
     def _open(self, path: str, spec: LogSpec, successor: bool) -> FileReader | None:
@@ -186,6 +188,10 @@ class Follower:
         elif done is not None and self._same_start(path, done):
             # read to its end under another name (rotated to this one): anything written since, once
             state = replace(done, path=path, state="active", rotations=self.rotations.get(path, 0), last_error=None)
+        elif self._copy_of_followed(path):
+            # copytruncate's copy, found before the truncation: its lines are the followed file's (the
+            # truncation takes those not read yet from it, and the glob finds it finished then)
+            return None
         else:
             state = SourceState(key, path, format=spec.format, rotations=self.rotations.get(path, 0))
             if not successor and not self._known_path(path) and not self.cfg.from_beginning:
@@ -201,6 +207,20 @@ class Follower:
             return s.fp_len > 0 and self._fingerprint(path, s.fp_len) == (s.fingerprint, s.fp_len)
         except OSError:
             return False
+
+    def _copy_of_followed(self, path: str) -> bool:
+        """Does the file at `path` begin with the bytes of a file being read (a copy of it)?"""
+        try:
+            head = self._fingerprint_head(path)
+        except OSError:
+            return False
+        return any(r.state.fp_len and len(head) >= r.state.fp_len and fingerprint_of(head[:r.state.fp_len]) == r.state.fingerprint
+                   for r in self.readers.values())
+
+    @staticmethod
+    def _fingerprint_head(path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read(FP_BYTES)
 
     def _known_path(self, path: str) -> bool:
         return any(s.path == path for s in self.stored.values())
@@ -333,7 +353,11 @@ class Follower:
                         break
                     budget -= len(data)
                     out.extend(r.splitter.feed(data))
-                left = os.fstat(f.fileno()).st_size - f.tell()
+                copy_st = os.fstat(f.fileno())
+                left = copy_st.st_size - f.tell()
+            # the copy is finished: a glob that matches its name resumes it where this left it
+            self._finished(SourceState(file_key(copy_st), copy, r.state.fingerprint, r.state.fp_len, r.parser.detected,
+                                       offset=copy_st.st_size, lineno=r.splitter.lineno, state="done"))
             log.info("%s: truncated (copytruncate); read bytes %d.. from the copy %s", display(path), pos, display(copy))
             if left > 0:
                 self._error(path, f"copytruncate: {left} bytes of the copy past the {SALVAGE_BUDGET >> 20} MiB salvage budget were skipped")
@@ -358,10 +382,7 @@ class Follower:
         r.state.state = "done"
         self._retired.append(r.sync_state())
         self.readers.pop(r.key, None)
-        self.finished.pop(r.key, None)
-        self.finished[r.key] = replace(r.state)  # the newest last: the oldest go first
-        while len(self.finished) > FINISHED_KEPT:
-            del self.finished[next(iter(self.finished))]
+        self._finished(replace(r.state))
         r.close()
         path = r.state.path
         if path not in self.by_path and not any(x.state.path == path for x in self.readers.values()) \
@@ -371,6 +392,14 @@ class Follower:
             self.errors.pop(display(path), None)
             self.stored = {k: s for k, s in self.stored.items() if s.path != path}
             self.forget(display(path))
+
+    def _finished(self, s: SourceState) -> None:
+        """Remember a file read to its end by identity, the most recent FINISHED_KEPT (each
+        rotation finishes one)."""
+        self.finished.pop(s.key, None)
+        self.finished[s.key] = s  # the newest last: the oldest go first
+        while len(self.finished) > FINISHED_KEPT:
+            del self.finished[next(iter(self.finished))]
 
     def idle_flush(self, r: FileReader) -> list[Line]:
         """A last line the writer has not terminated for `flush_after` seconds is taken as is."""
