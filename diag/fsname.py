@@ -34,11 +34,14 @@ PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 _HEX_PREFIX = "fsbytes:"  # never the start of an absolute path, "-" (stdin) or a valid name's ident
 
 
-# What a name's display form spells out: control characters (C0, DEL, C1), the backslash that
-# starts every escape, and surrogates (undecodable bytes as os.fsdecode gives them; others from JSON).
-_SPECIAL = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\\\\\ud800-\\udfff]")
+# What a name's display form spells out: control characters (C0, DEL, C1), bidirectional controls
+# (U+202A-U+202E, U+2066-U+2069: they reorder what follows them on a terminal or a page, so a
+# name `vllm-<RLO>gol.txt` shows as `vllm-txt.log`: diag.parsing.base.BIDI_CONTROLS), the backslash
+# that starts every escape, and surrogates (undecodable bytes as os.fsdecode gives them; others
+# from JSON).
+_SPECIAL = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069\\\\\\ud800-\\udfff]")
 # In free text (`text`): the same less the backslash, which is no escape there (it keys nothing).
-_TEXT_SPECIAL = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
+_TEXT_SPECIAL = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069\\ud800-\\udfff]")
 
 
 def _spell(m: "re.Match[str]") -> str:
@@ -50,7 +53,7 @@ def _spell(m: "re.Match[str]") -> str:
         return f"\\x{o - 0xDC00:02x}"
     if o >= 0xD800:  # a surrogate no file system produced (e.g. from JSON): spelled as Python does
         return f"\\u{o:04x}"
-    return "".join(f"\\x{b:02x}" for b in c.encode("utf-8"))  # a control character: its byte(s)
+    return "".join(f"\\x{b:02x}" for b in c.encode("utf-8"))  # a control character: its bytes
 
 
 def display(path: PathLike) -> str:

@@ -88,6 +88,15 @@ _EDGES = {
     b"INFO 11-22 18:27:00 [a.py:1] Added requestx.": None,
     b"INFO 11-22 18:27:0x [a.py:1] Added request x.": None,
     b"INFO 11-22 18:27:00 [a.py:1] Added request x.\x00": None,
+    # bidirectional controls (U+202A-U+202E, U+2066-U+2069) go to the full parser, which takes them out
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x\xe2\x80\xae.": None,
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x\xe2\x80\xaa.": None,
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x\xe2\x81\xa6.": None,
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x\xe2\x81\xa9.": None,
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x\xe2\x80\xa9.": "a.py:1",  # U+2029: no bidi control
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x\xe2\x80\xaf.": "a.py:1",  # U+202F
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x\xe2\x81\xa5.": "a.py:1",  # U+2065
+    b"INFO 11-22 18:27:00 [a.py:1] Added request x\xe2\xe2\x80": "a.py:1",  # cut short
     # uvicorn: (?: .*)?\Z after the status
     b'INFO:     1.2.3.4:5 - "GET /x HTTP/1.1" 200': "/x",
     b'INFO:     1.2.3.4:5 - "GET /x HTTP/1.1" 200 \xff\x00': None,
@@ -99,6 +108,7 @@ _EDGES = {
     b'INFO:     1.2.3.4:5 - "get /x HTTP/1.1" 200 OK': None,
     b'INFO:     1.2.3.4:5 - "GET /x HTTP/." 200 OK': "/x",
     b'INFO:     1.2.3.4:5 - "GET /\xc3\xa9 HTTP/1.1" 200 OK': None,
+    b'INFO:     1.2.3.4:5 - "GET /x HTTP/1.1" 200 OK \xe2\x81\xa7': None,
 }
 
 
@@ -186,8 +196,8 @@ _DIGITS = [lambda r: str(r.randint(0, 10**6)).encode(), _run(b"0123456789", 1, 3
 _NAME = _enc("APIServer", "EngineCore_DP0", "A pid=x", "_ b' pid=5") + [_cat([b"A", b"z", b"_"], [_run(_PROC, 0, 10)])]
 _MARKS = _enc("?", "://", "data:", "{", "input_value=", " /", "GET /v1/models", " /x?y", '"/x?y', "\t/x?y", "data", "input_value", ":/", "=")
 _TAIL = [_cat(*[_enc("chatcmpl-1a2b.", ": params: SamplingParams(n=1, max_tokens=9), lora_request: None.", "é中 ", " luster]",
-                     "] ", ": x", "[", "\t", "\x7f", "", "") + [b"\xff\xfe", b"\xe4\xb8", _run(_CLEAN, 0, 4)] + _MARKS] * 4)]
-_BAD_END = _enc(":", ": ", ":\t", "*", "`", "```", "**", " [repeated 2x across cluster]", "\r", "\x1b[0m", "\x00")
+                     "] ", ": x", "[", "\t", "\x7f", "", "", "\u202f", "\u2065", "\u2029") + [b"\xff\xfe", b"\xe4\xb8", b"\xe2\x80", b"\xe2", _run(_CLEAN, 0, 4)] + _MARKS] * 4)]
+_BAD_END = _enc(":", ": ", ":\t", "*", "`", "```", "**", " [repeated 2x across cluster]", "\r", "\x1b[0m", "\x00", "\u202e", "\u2066")
 
 _VLLM = [  # (what the regex takes, near misses) for each piece, in order
     ([b"", b"", _cat([b"("], _NAME, [b" pid="], _DIGITS, [b") "])],

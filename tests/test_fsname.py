@@ -259,6 +259,8 @@ TRICKY = [  # (a name's last part, its display form): each byte that is not part
     (b"e\x1b[31m\r\n\x07\x7f", "e\\x1b[31m\\x0d\\x0a\\x07\\x7f"),  # control characters: ESC, CR, LF, BEL, DEL
     ("csi\u009b31m".encode(), "csi\\xc2\\x9b31m"),  # C1's CSI, valid UTF-8: its two bytes
     ("caf\u00e9 \u65e5\u5fd7".encode(), "caf\u00e9 \u65e5\u5fd7"),  # printable text is itself
+    ("vllm-\u202egol.txt".encode(), "vllm-\\xe2\\x80\\xaegol.txt"),  # a bidirectional override: would show "vllm-txt.log"
+    ("a\u2066b\u2069".encode(), "a\\xe2\\x81\\xa6b\\xe2\\x81\\xa9"),  # isolates
 ]
 
 
@@ -289,7 +291,7 @@ def test_display_names_tell_every_name_apart_and_carry_no_control_character():
         b"\\", b"\\\\", b"\\x", b"\\x5c", b"\x5c", "\u0085\u2028".encode(), b"\xc2", b"\xc2\x9b\x9b"]
     shown = [fsname.display(os.fsdecode(n)) for n in names]
     assert len(set(shown)) == len(set(names))
-    assert [s for s in shown if re.search("[\x00-\x1f\x7f-\x9f\ud800-\udfff]", s)] == []
+    assert [s for s in shown if re.search("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]", s)] == []
 
 
 def test_other_arguments_with_bytes_that_are_not_utf8_get_a_one_line_answer(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import re
 import subprocess
@@ -202,3 +203,40 @@ def test_a_huge_max_tokens_is_written_or_unknown_never_a_crash(tmp_path):
     doc = json.loads(r.stdout)
     assert [t["max_tokens"] for t in doc["traces"]] == [int("9" * 23), None, 64]
     assert doc["internal_errors"] == {}
+
+
+BIDI = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"]
+
+
+def test_bidirectional_controls_in_a_log_reach_no_output(tmp_path):
+    """A request id, a client's access line and an error message that carry Unicode's bidirectional
+    overrides or isolates (which reorder what a terminal or a web page shows after them: an excerpt,
+    an id could read as something else) are read without them, on the fast path's lines and the
+    full parser's alike; what the lines say is found as without them."""
+    rlo, pdi = "\u202e", "\u2069"
+    lines = (f"(APIServer pid=1) INFO 11-22 18:27:00 [request_logger.py:65] Received request chatcmpl-{rlo}ab: params: "
+             "SamplingParams(n=1, max_tokens=7), lora_request: None.\n"
+             f"(APIServer pid=1) INFO 11-22 18:27:00 [async_llm.py:578] Added request chatcmpl-{rlo}ab-0badf00d.\n"
+             f'INFO:     127.0.0.1:1 - "POST /v1/chat/completions HTTP/1.1" 200 OK{pdi}\n'
+             "(APIServer pid=1) ERROR 11-22 18:27:01 [serving_chat.py:1012] Error in chat completion stream generator: "
+             f"CUDA out of memory. Tried to allocate 11.72 GiB. GPU 0 has a total capacity of 79.19 GiB of which {rlo}7.04 GiB is free.\n")
+    log = tmp_path / "vllm.log"
+    log.write_text(lines + "".join(f"x{c}y\n" for c in BIDI))
+    json_log = tmp_path / "llama-server.log"  # a JSON line escapes them
+    json_log.write_text('{"type":"log","time":316948,"level":"error","msg":"srv    load_model: failed to load model, '
+                        "'/srv/models/\\u202eevil.gguf'\\n\"}\n")
+    out = {}
+    for env in ({}, {"DIAG_NO_EXT": "1"}):
+        doc = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", str(log), str(json_log)], capture_output=True,
+                             text=True, env={**os.environ, **env})
+        report = subprocess.run([sys.executable, "-m", "diag", "scan", "-v", str(log), str(json_log)], capture_output=True,
+                                text=True, env={**os.environ, "COLUMNS": "400", **env})
+        for text in (doc.stdout, doc.stderr, report.stdout, report.stderr):
+            assert not any(c in text for c in BIDI)
+        out[bool(env)] = d = json.loads(doc.stdout)
+        assert not any(c in json.dumps(d, ensure_ascii=False) for c in BIDI)  # also where the JSON escapes them
+        assert [(t["id"], t["status"], t["max_tokens"], t["http_status"]) for t in d["traces"]] == [("chatcmpl-ab", "ok", 7, 200)]
+        assert {"cuda-oom", "llamacpp-model-load-failed"} <= {f["rule"] for f in d["findings"]}
+        assert "/srv/models/evil.gguf" in doc.stdout
+    out[False]["stats"].pop("seconds"), out[True]["stats"].pop("seconds")
+    assert out[False] == out[True]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from diag.fsname import display
+from diag.parsing.base import without_bidi
 
 DEFAULT_MAX_LINE = 1024 * 1024
 CHUNK = 1 << 20
@@ -56,7 +57,7 @@ def normalise(raw: bytes) -> tuple[str, bool]:
         text = _ANSI.sub("", text)
     if "\x00" in text:
         text = text.replace("\x00", "")
-    return text, cr
+    return without_bidi(text), cr
 
 
 class LineSplitter:

@@ -74,11 +74,25 @@ def to_number(value: str | None) -> int | float | None:
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# Unicode's bidirectional embeddings, overrides and isolates: invisible, they reorder what follows
+# them on a terminal or a web page, so log text holding one could show an excerpt or an id other
+# than it is ("Trojan Source"). They mean nothing to a diagnosis: log text is read without them
+# (`diag.ingest.reader.normalise`, `json_text`; the fast path leaves such lines to the full parser).
+BIDI_CONTROLS = "\u202a-\u202e\u2066-\u2069"
+_BIDI = re.compile(f"[{BIDI_CONTROLS}]")
+
+
+def without_bidi(s: str) -> str:
+    """`s` without bidirectional controls (the same str when it has none)."""
+    if s.isascii() or _BIDI.search(s) is None:  # isascii: a flag the str keeps
+        return s
+    return _BIDI.sub("", s)
 
 
 def json_text(value: Any) -> str:
     """A value from a JSON log line as log text. JSON may escape a lone surrogate (`"\\udcff"`), which
     json.loads returns as is and no UTF-8 sink (the store, `scan --json`, a terminal) takes: it
-    becomes U+FFFD, as an invalid byte in a line does (a pair is one character, kept)."""
+    becomes U+FFFD, as an invalid byte in a line does (a pair is one character, kept). An escaped
+    bidirectional control is taken out, as from a line's text."""
     s = value if isinstance(value, str) else str(value)
-    return _LONE_SURROGATE.sub("\ufffd", s)  # the same str when there is none
+    return without_bidi(_LONE_SURROGATE.sub("\ufffd", s))  # the same str when there is none

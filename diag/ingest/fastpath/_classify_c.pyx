@@ -4,7 +4,8 @@
 `classify.py` says what a line must look like to get a tuple, with two regexes and a few byte
 tests; this module checks the very same conditions on `const char *` without `re`: lines are
 found with `memchr`, the three bytes that disqualify a line (`\\r`, ESC, NUL) with one `memchr`
-each over the whole block rather than per line, and the header fields by walking the bytes once.
+each over the whole block rather than per line (a bidirectional control by its lead byte 0xE2 the
+same way), and the header fields by walking the bytes once.
 Python objects are built only for what the record holds: the line's bytes, its decoded text and
 message, and the fields (a field equal to the previous line's — the timestamp's second, the
 process tag, the source — reuses that line's str object).
@@ -275,6 +276,17 @@ cdef inline Py_ssize_t _find(const char *base, Py_ssize_t total, Py_ssize_t frm,
     return total if hit == NULL else hit - base
 
 
+cdef Py_ssize_t _find_bidi(const char *base, Py_ssize_t total, Py_ssize_t frm) noexcept nogil:
+    """The next bidirectional control at or after `frm` (`classify._BIDI`: E2 80 AA-AE, E2 81 A6-A9), or `total`."""
+    cdef const unsigned char *s = <const unsigned char *>base
+    cdef Py_ssize_t i = _find(base, total, frm, 0xe2)
+    while i + 2 < total:
+        if (s[i + 1] == 0x80 and 0xaa <= s[i + 2] <= 0xae) or (s[i + 1] == 0x81 and 0xa6 <= s[i + 2] <= 0xa9):
+            return i
+        i = _find(base, total, i + 1, 0xe2)
+    return total
+
+
 def split_classify(body, max_line):
     """Records (tuples) or raw bytes, one per line of `body` (lines joined by `\\n`)."""
     if type(body) is not bytes or type(max_line) is not int:
@@ -289,7 +301,7 @@ def split_classify(body, max_line):
     cdef const char *base = PyBytes_AS_STRING(body)
     cdef Py_ssize_t total = PyBytes_GET_SIZE(body)
     cdef Py_ssize_t pos = 0, n, le, e, k = 0, pid_a = 0, nd, i, st
-    cdef Py_ssize_t cr = -1, esc = -1, nul = -1  # the next \r / ESC / NUL at or after a line start
+    cdef Py_ssize_t cr = -1, esc = -1, nul = -1, bidi = -1  # the next \r / ESC / NUL / bidi control at or after a line start
     cdef Py_ssize_t f[6]
     cdef const char *nl
     cdef const unsigned char *s
@@ -317,9 +329,11 @@ def split_classify(body, max_line):
                 esc = _find(base, total, pos, 27)
             if nul < pos:
                 nul = _find(base, total, pos, 0)
+            if bidi < pos:
+                bidi = _find_bidi(base, total, pos)
             last = s[n - 1]
             c = s[0]
-            if (cr < le or esc < le or nul < le or last == 42 or last == 96  # a paste's closing ``` or **
+            if (cr < le or esc < le or nul < le or bidi < le or last == 42 or last == 96  # a paste's closing ``` or **
                     or (last == 93 and memcmp(s + n - 8, b"cluster]", 8) == 0)):  # Ray's repeat suffix
                 out.append(raw)
             elif c == 40 or (c == 73 and memcmp(s, b"INFO ", 5) == 0):  # "(" : a process tag

@@ -20,7 +20,8 @@ its path: the one thing the bytes cannot say). False: ask `scrub`. Finding the m
 the pass that has the bytes at hand, spares the fast path a scrub per line.
 
 A line is only given a tuple when the full path (wrappers, format parsers, multi-line records)
-would read it the same way: ASCII header, no carriage return, escape or NUL byte, no Ray repeat
+would read it the same way: ASCII header, no carriage return, escape or NUL byte, no bidirectional
+control character (`diag.ingest.reader.normalise` takes those out), no Ray repeat
 suffix, no trailing `:` that could open a multi-line record, no mark of a paste (a leading `>` or
 `$`, a closing ``` or `**`). Whoever changes what `SourceParser.feed` does to a line before the
 format parsers see it changes this list too; tests/test_fastpath.py compares both on fuzzed logs. Everything else — warnings, errors,
@@ -52,6 +53,8 @@ _RECEIVED_ID = re.compile(rb"Received request ([\x21-\x7e]+?): ")
 _ADDED_ID = re.compile(rb"Added request ([\x21-\x7e]+)\.\Z")
 # the request lines `usercontent.scrub` looks at
 _METHODS = frozenset(m.encode("ascii") for m in REQUEST_METHODS)
+# a bidirectional control (`diag.ingest.reader.BIDI_CONTROLS`) in UTF-8: U+202A-U+202E, U+2066-U+2069
+_BIDI = re.compile(rb"\xe2(?:\x80[\xaa-\xae]|\x81[\xa6-\xa9])")
 
 
 def _no_markers(t: str) -> bool:
@@ -70,7 +73,8 @@ def split_classify(body: bytes, max_line: int) -> list:
     for raw in body.split(b"\n"):
         n = len(raw)
         if (n > max_line or n < 24 or 13 in raw or 27 in raw or 0 in raw or raw.endswith(b"cluster]")  # \r ESC NUL, as ints (see _no_markers)
-                or raw[-1] in b"*`"):  # a paste's closing ``` or ** (diag.parsing.paste) is taken off first
+                or raw[-1] in b"*`"  # a paste's closing ``` or ** (diag.parsing.paste) is taken off first
+                or (226 in raw and _BIDI.search(raw) is not None)):  # 0xe2: a bidi control, which normalise takes out
             append(raw)
             continue
         c = raw[0]
