@@ -168,3 +168,28 @@ def test_a_glob_does_not_follow_compressed_rotations(tmp_path):
         d.shutdown()
     assert followed == [str(log)]
     assert set(_stored(tmp_path / "state")) == {f"chatcmpl-{0:016x}"}
+
+
+def test_a_new_file_that_begins_as_the_old_one_did_is_no_copy(tmp_path):
+    """A server that starts with the same first lines each time (llama-server's build and system
+    banner has no time in it) writes a new file whose first bytes are the rotated one's: it is read
+    whole, not taken for copytruncate's copy of the file being read."""
+    banner = "".join(f"build: 4321 (abcdef0) line {i} of a banner without a time in it\n" for i in range(8))
+    d, logs = _daemon(tmp_path, rotate_wait=5.0)
+    log = logs / "vllm.log"
+    try:
+        log.write_text(banner)
+        _requests(log, 0)
+        d.follower.discover(force=True)
+        _turns(d)
+        os.rename(log, logs / "vllm.log.1")  # renamed, the server restarted: the same banner, then its own lines
+        log.write_text(banner)
+        _requests(log, 10)
+        _turns(d)
+        _requests(log, 11)
+        _turns(d)
+    finally:
+        d.shutdown()
+    stored = _stored(tmp_path / "state")  # (the new file's requests are another run's: their ids get a run suffix)
+    assert sorted(tid.split("#")[0] for tid in stored) == [f"chatcmpl-{i:016x}" for i in (0, 10, 11)]
+    assert {tid: c for tid, c in stored.items() if c != ONCE} == {}

@@ -162,7 +162,8 @@ class Follower:
         return None
 
     def _fingerprint(self, path: str, n: int = FP_BYTES) -> tuple[str, int]:
-        data = self._fingerprint_head(path)[:n]
+        with open(path, "rb") as f:
+            data = f.read(n)
         return fingerprint_of(data), len(data)
 
     def _open(self, path: str, spec: LogSpec, successor: bool) -> FileReader | None:
@@ -209,18 +210,26 @@ class Follower:
             return False
 
     def _copy_of_followed(self, path: str) -> bool:
-        """Does the file at `path` begin with the bytes of a file being read (a copy of it)?"""
+        """Is the file at `path` a copy of a file being read: its first bytes that file's, and its
+        last ones too, at the same offsets (copytruncate's copy, made before the truncation)? A
+        server that starts with the same first lines each time (a banner without a time) writes a
+        new file that begins like the old one, not one that ends like a part of it."""
         try:
-            head = self._fingerprint_head(path)
+            with open(path, "rb") as f:
+                head = f.read(FP_BYTES)
+                at = max(0, os.fstat(f.fileno()).st_size - FP_BYTES)
+                tail = os.pread(f.fileno(), FP_BYTES, at)
         except OSError:
             return False
-        return any(r.state.fp_len and len(head) >= r.state.fp_len and fingerprint_of(head[:r.state.fp_len]) == r.state.fingerprint
-                   for r in self.readers.values())
-
-    @staticmethod
-    def _fingerprint_head(path: str) -> bytes:
-        with open(path, "rb") as f:
-            return f.read(FP_BYTES)
+        for r in self.readers.values():
+            n = r.state.fp_len
+            if n and len(head) >= n and fingerprint_of(head[:n]) == r.state.fingerprint:
+                try:
+                    if os.pread(r.fileno(), len(tail), at) == tail:
+                        return True
+                except OSError:
+                    pass
+        return False
 
     def _known_path(self, path: str) -> bool:
         return any(s.path == path for s in self.stored.values())
