@@ -5,7 +5,7 @@ commit turn) are plain Python. When `pip install .` finds a C compiler, setup.py
 them with Cython, *unchanged* — the pattern black and mypy ship with mypyc: the same source, no
 second implementation to keep in step. Where a `.pxd` file sits beside a module (the trace, the
 trace assembler and its access index, the id scopes, the pipeline, the source parser and its
-context, the fast path, the summary and spool, the vLLM Received measurement), Cython also lays
+context and its clock, the fast path, the summary and spool, the vLLM Received measurement), Cython also lays
 its classes out as C types: their fields become struct members and the methods the hot path
 calls become C calls, still from the one `.py` source, which the pure package runs as it is. A
 .pxd declares only layout and argument types; behaviour stays in the `.py`. Together about a

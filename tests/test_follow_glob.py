@@ -1,13 +1,20 @@
 """A glob that also matches rotated names (`vllm.log*`, `*.log*`): logrotate renames the file the
-daemon follows to a name the glob matches. The follower knows a file by its identity (device and
-inode, checked against its first bytes), not by its name: a file it is still reading under its old
-name, or has finished, is not read again from its first byte under the new one; lines written to it
-after it was finished (a server still writing through its old descriptor) are read once."""
+daemon follows to a name the glob matches, or copies it there (copytruncate). The follower knows a
+file by its identity (device and inode, checked against its first bytes), not by its name: a file
+it is still reading under its old name, or has finished (also in a run before a restart), is not
+read again from its first byte under the new one; lines written to it after it was finished (a
+server still writing through its old descriptor) are read once (diag.ingest.identity).
+
+Each request here comes with an OOM line: a trace read twice is stored once (by its id), but an
+OOM line read twice is a second finding."""
 
 from __future__ import annotations
 
 import os
 import time
+import json
+import re
+import sqlite3
 from collections import Counter
 from contextlib import closing
 
@@ -17,9 +24,13 @@ from diag.daemon.service import Daemon
 from diag.store.db import Store
 
 
+OOM = ("(APIServer pid=4242) ERROR 01-24 10:03:33 [serving_chat.py:1012] Error in chat completion stream generator: "
+       "CUDA out of memory. Tried to allocate {n}.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which 7.04 GiB is free.\n")
+
+
 def _requests(path, *numbers: int) -> None:
     with open(path, "a") as fh:
-        fh.write("".join(vllm_request_lines(f"chatcmpl-{i:016x}", 40000 + i) for i in numbers))
+        fh.write("".join(vllm_request_lines(f"chatcmpl-{i:016x}", 40000 + i) + OOM.format(n=i) for i in numbers))
 
 
 def _turns(d: Daemon, n: int = 3) -> None:
@@ -28,18 +39,22 @@ def _turns(d: Daemon, n: int = 3) -> None:
 
 
 def _stored(state) -> dict[str, Counter]:
-    """Each stored trace's timeline by kind: a line read twice shows as a kind counted twice."""
+    """Each stored trace's timeline by kind (a line read twice in one run shows as a kind counted
+    twice), and "oom" with the OOM findings by request number (a line read twice in any run)."""
     with closing(Store(state / "diag.sqlite3", readonly=True)) as s:
-        return {tid: Counter(e["kind"] for e in s.trace(tid)["timeline"]) for tid in s.trace_ids()}
+        out = {tid: Counter(e["kind"] for e in s.trace(tid)["timeline"]) for tid in s.trace_ids()}
+    with closing(sqlite3.connect(f"file:{state / 'diag.sqlite3'}?mode=ro", uri=True)) as db:
+        out["oom"] = Counter(int(float(json.loads(f)["size"].split()[0])) for (f,) in db.execute("SELECT fields FROM findings WHERE rule = 'cuda-oom'"))
+    return out
 
 
 ONCE = Counter({"request.received": 1, "request.added": 1, "http.access": 1})
 
 
-def _daemon(tmp_path, rotate_wait: float) -> tuple[Daemon, object]:
+def _daemon(tmp_path, rotate_wait: float, rescan_globs: float = 0.0) -> tuple[Daemon, object]:
     logs = tmp_path / "logs"
-    logs.mkdir()
-    cfg = config.Config(state_dir=tmp_path / "state", from_beginning=True, rescan_globs=0.0, rotate_wait=rotate_wait,
+    logs.mkdir(exist_ok=True)
+    cfg = config.Config(state_dir=tmp_path / "state", from_beginning=True, rescan_globs=rescan_globs, rotate_wait=rotate_wait,
                         use_inotify=False, logs=[config.LogSpec(f"{logs}/vllm.log*")])
     return Daemon(cfg), logs
 
@@ -84,14 +99,16 @@ def test_a_glob_matching_rotated_names_reads_each_line_once(tmp_path):
     finally:
         d.shutdown()
     stored = _stored(tmp_path / "state")
+    assert stored.pop("oom") == Counter({i: 1 for i in (0, 1, 2, 3, 4, 5, 10, 11, 12, 20, 21)})
     assert set(stored) == {f"chatcmpl-{i:016x}" for i in (0, 1, 2, 3, 4, 5, 10, 11, 12, 20, 21)}
     assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
     assert errors == {}  # a rotation is no error
 
 
-def test_a_new_file_that_takes_a_finished_files_inode_is_read_whole(tmp_path):
-    """Identity is the inode *and* the first bytes: a new file at a name the glob matches, which may
-    have taken the inode of a file diag finished and that was deleted, is read from its start."""
+def test_a_finished_file_rewritten_in_place_is_read_whole(tmp_path):
+    """Identity is the inode *and* the first bytes: a finished file whose inode now holds other
+    bytes (rewritten in place; or a deleted file's inode taken by a new one) is a new file, read
+    from its start, not resumed where the old one was left."""
     d, logs = _daemon(tmp_path, rotate_wait=0.1)
     log = logs / "vllm.log"
     try:
@@ -102,16 +119,19 @@ def test_a_new_file_that_takes_a_finished_files_inode_is_read_whole(tmp_path):
         _requests(log, 10)
         _turns(d)
         time.sleep(0.2)
-        _turns(d)
-        os.unlink(logs / "vllm.log.1")
-        _turns(d)
-        _requests(logs / "vllm.log.1", 5)  # other first bytes than the finished file's
+        _turns(d)  # vllm.log.1 finished
+        with open(logs / "vllm.log.1", "r+") as fh:  # the same inode, other bytes, longer than before
+            fh.truncate(0)
+        _requests(logs / "vllm.log.1", 5, 6, 7)
         _turns(d)
     finally:
         d.shutdown()
     stored = _stored(tmp_path / "state")
-    assert set(stored) == {f"chatcmpl-{i:016x}" for i in (0, 5, 10)}
+    assert stored.pop("oom") == Counter({i: 1 for i in (0, 5, 6, 7, 10)})
+    assert {tid.split("#")[0] for tid in stored} == {f"chatcmpl-{i:016x}" for i in (0, 5, 6, 7, 10)}
     assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
+    with closing(Store(tmp_path / "state" / "diag.sqlite3", readonly=True)) as s:  # a file of its own name, not vllm.log's last part
+        assert {s.trace(tid)["source"] for tid in stored if tid.startswith(f"chatcmpl-{5:016x}")} == {str(logs / "vllm.log.1")}
 
 
 def test_copytruncate_with_a_glob_matching_the_copy_reads_each_line_once(tmp_path):
@@ -144,6 +164,7 @@ def test_copytruncate_with_a_glob_matching_the_copy_reads_each_line_once(tmp_pat
     finally:
         d.shutdown()
     stored = _stored(tmp_path / "state")
+    assert stored.pop("oom") == Counter({i: 1 for i in (0, 1, 2, 3, 4, 10, 11)})
     assert set(stored) == {f"chatcmpl-{i:016x}" for i in (0, 1, 2, 3, 4, 10, 11)}
     assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
 
@@ -167,13 +188,15 @@ def test_a_glob_does_not_follow_compressed_rotations(tmp_path):
     finally:
         d.shutdown()
     assert followed == [str(log)]
-    assert set(_stored(tmp_path / "state")) == {f"chatcmpl-{0:016x}"}
+    stored = _stored(tmp_path / "state")
+    assert stored.pop("oom") == Counter({0: 1}) and set(stored) == {f"chatcmpl-{0:016x}"}
 
 
 def test_a_new_file_that_begins_as_the_old_one_did_is_no_copy(tmp_path):
     """A server that starts with the same first lines each time (llama-server's build and system
-    banner has no time in it) writes a new file whose first bytes are the rotated one's: it is read
-    whole, not taken for copytruncate's copy of the file being read."""
+    banner has no time in it) writes a new file whose first bytes are the followed one's: in the
+    followed file's place after a rotation, or beside it under a name the glob matches (a second
+    server), it is read whole, not taken for copytruncate's copy of the file being read."""
     banner = "".join(f"build: 4321 (abcdef0) line {i} of a banner without a time in it\n" for i in range(8))
     d, logs = _daemon(tmp_path, rotate_wait=5.0)
     log = logs / "vllm.log"
@@ -188,8 +211,44 @@ def test_a_new_file_that_begins_as_the_old_one_did_is_no_copy(tmp_path):
         _turns(d)
         _requests(log, 11)
         _turns(d)
+        (logs / "vllm.log-b").write_text(banner)  # a second server, its own log
+        _turns(d)  # (all of it so far is the followed file's first bytes: it may wait)
+        _requests(logs / "vllm.log-b", 20)
+        _turns(d)
     finally:
         d.shutdown()
-    stored = _stored(tmp_path / "state")  # (the new file's requests are another run's: their ids get a run suffix)
-    assert sorted(tid.split("#")[0] for tid in stored) == [f"chatcmpl-{i:016x}" for i in (0, 10, 11)]
+    stored = _stored(tmp_path / "state")  # (another run's ids, another file's, get a suffix: `#2`, `@vllm.log-b`)
+    assert stored.pop("oom") == Counter({0: 1, 10: 1, 11: 1, 20: 1})
+    assert sorted(re.split("[#@]", tid)[0] for tid in stored) == [f"chatcmpl-{i:016x}" for i in (0, 10, 11, 20)]
+    assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
+
+
+def test_a_restart_before_the_glob_finds_a_finished_file_under_its_new_name(tmp_path):
+    """The file was read to its end and the daemon stopped before its glob was expanded again: the
+    next run knows it from the store, by identity, and reads only what was written to it since."""
+    d, logs = _daemon(tmp_path, rotate_wait=0.1, rescan_globs=3600.0)  # the glob is expanded at start only
+    log = logs / "vllm.log"
+    try:
+        _requests(log, 0, 1)
+        _turns(d)
+        os.rename(log, logs / "vllm.log.1")
+        _requests(log, 10)
+        _turns(d)
+        time.sleep(0.2)
+        _turns(d)  # vllm.log.1 read to its end and finished; the glob not expanded since
+        assert not any(r.state.path.endswith(".1") for r in d.follower.readers.values())
+    finally:
+        d.shutdown()
+    d, _ = _daemon(tmp_path, rotate_wait=0.1, rescan_globs=3600.0)
+    try:
+        _turns(d)  # the glob finds vllm.log.1: known, nothing new in it
+        _requests(logs / "vllm.log.1", 2)  # the server still wrote to it
+        _requests(log, 11)
+        d.follower.discover(force=True)
+        _turns(d)
+    finally:
+        d.shutdown()
+    stored = _stored(tmp_path / "state")
+    assert stored.pop("oom") == Counter({i: 1 for i in (0, 1, 2, 10, 11)})
+    assert set(stored) == {f"chatcmpl-{i:016x}" for i in (0, 1, 2, 10, 11)}
     assert {tid: c for tid, c in stored.items() if c != ONCE} == {}

@@ -45,10 +45,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
         until = parse_user_time(args.until) if args.until else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    for p in args.rules or []:  # a rule set asked for and absent is no run without it (a broken file is: reported)
-        if not os.path.exists(p):
-            from diag.fsname import display
+    from diag.fsname import display
 
+    for p in args.rules or []:  # a rule set asked for and absent is no run without it (a broken file is: reported)
+        if not (os.path.isdir(p) or os.path.isfile(p)):  # what the loader reads
             raise UsageError(f"--rules {display(p)}: no such rule file or directory")
     rs = load_rules(args.rules)
     args.paths = _each_file_once(args.paths)

@@ -22,13 +22,12 @@ from pathlib import Path
 from diag.daemon.config import Config, LogSpec
 from diag.fsname import display, file_key
 from diag.ingest.filereader import FP_BYTES, READ_CHUNK, FileReader, fingerprint_of
+from diag.ingest.identity import COMPRESSED, FinishedFiles, prefix_of_followed, same_start
 from diag.ingest.reader import Line, LineSplitter
 from diag.parsing.source import PARSERS, SourceParser
 from diag.store.db import SourceState
 
 log = logging.getLogger("diag")
-COMPRESSED = (".gz", ".xz", ".bz2", ".zst", ".lz4")  # what logrotate's compresscmd may write; a glob does not follow them
-FINISHED_KEPT = 256  # finished files remembered by identity (each rotation finishes one)
 SALVAGE_BUDGET = 64 * READ_CHUNK  # at most this much is read back from a copytruncate copy (memory: its lines are applied at once)
 
 
@@ -58,11 +57,7 @@ class Follower:
         self.rotations: dict[str, int] = {}
         for s in stored:
             self.rotations[s.path] = max(self.rotations.get(s.path, 0), s.rotations)
-        # key -> last state of a file read to its end (rotated away, then quiet; copytruncate's copy
-        # once the truncation took its last lines), the most recent FINISHED_KEPT: when a glob that
-        # matches rotated names (`vllm.log*`) finds it under its new name, it is resumed where it
-        # was left, not read again from its first byte
-        self.finished: dict[str, SourceState] = {}
+        self.finished = FinishedFiles()  # files read to their end, by identity (`diag.ingest.identity`)
 
     # -- discovery ------------------------------------------------------------------------
     def expand(self, globs: bool = True) -> list[tuple[str, LogSpec]]:
@@ -98,7 +93,7 @@ class Follower:
         if len(todo) > 1:  # of two paths naming one file (`_open` follows it once), the one the store resumes by first
             todo.sort(key=lambda ps: not self._known_path(ps[0]))
         for path, spec in todo:
-            r = self._open(path, spec, successor=self.started)
+            r = self._open(path, spec, successor=self.started, globbed=glob.has_magic(spec.path))
             if r is not None:
                 pending.append(r)
         self.started = True
@@ -166,7 +161,9 @@ class Follower:
             data = f.read(n)
         return fingerprint_of(data), len(data)
 
-    def _open(self, path: str, spec: LogSpec, successor: bool) -> FileReader | None:
+    def _open(self, path: str, spec: LogSpec, successor: bool, globbed: bool = False) -> FileReader | None:
+        """Follow the file at `path`: resumed where the store left it, or new. `globbed`: a name a
+        glob found, which may be a rotated file's new name (`diag.ingest.identity`)."""
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -181,18 +178,22 @@ class Follower:
             self._error(path, f"the same file as {display(twin)}; read once")
             return None
         if key in self.readers:  # rotated to this name, still being read to its end under its old one
+            self.errors.pop(display(path), None)  # (a rename between two turns made it look like a twin)
             return None
         stored = self.stored.get(key)
-        done = self.finished.get(key)
         if stored is not None and stored.path == path:
             state = stored  # resume where the last run committed
-        elif done is not None and self._same_start(path, done):
-            # read to its end under another name (rotated to this one): anything written since, once
-            state = replace(done, path=path, state="active", rotations=self.rotations.get(path, 0), last_error=None)
-        elif self._copy_of_followed(path):
-            # copytruncate's copy, found before the truncation: its lines are the followed file's (the
-            # truncation takes those not read yet from it, and the glob finds it finished then)
-            return None
+        elif (done := self._finished_as(key, stored)) is not None and same_start(path, done):
+            # read to its end under its old name (this run, or one the store remembers): only what was
+            # written to it since, as the rotated file it is (its lines are its old name's)
+            self.errors.pop(display(path), None)
+            if st.st_size <= done.offset:
+                return None
+            log.info("%s: %s grew after it was read to its end; reading from byte %d", display(done.path), display(path), done.offset)
+            return self._reader_for(path, done.path, done.format if done.format in PARSERS else None, replace(done, last_error=None),
+                                    rotated=True)
+        elif globbed and prefix_of_followed(path, self.readers.values()):
+            return None  # copytruncate's copy being made (or an empty file): opened once it is more
         else:
             state = SourceState(key, path, format=spec.format, rotations=self.rotations.get(path, 0))
             if not successor and not self._known_path(path) and not self.cfg.from_beginning:
@@ -201,35 +202,13 @@ class Follower:
                 state.lineno = -1  # the lines skipped were not counted
         return self._reader_for(path, path, spec.format, state, rotated=False)
 
-    def _same_start(self, path: str, s: SourceState) -> bool:
-        """Does the file at `path` begin with the bytes `s` was fingerprinted on (not another file
-        that took a deleted one's inode)?"""
-        try:
-            return s.fp_len > 0 and self._fingerprint(path, s.fp_len) == (s.fingerprint, s.fp_len)
-        except OSError:
-            return False
-
-    def _copy_of_followed(self, path: str) -> bool:
-        """Is the file at `path` a copy of a file being read: its first bytes that file's, and its
-        last ones too, at the same offsets (copytruncate's copy, made before the truncation)? A
-        server that starts with the same first lines each time (a banner without a time) writes a
-        new file that begins like the old one, not one that ends like a part of it."""
-        try:
-            with open(path, "rb") as f:
-                head = f.read(FP_BYTES)
-                at = max(0, os.fstat(f.fileno()).st_size - FP_BYTES)
-                tail = os.pread(f.fileno(), FP_BYTES, at)
-        except OSError:
-            return False
-        for r in self.readers.values():
-            n = r.state.fp_len
-            if n and len(head) >= n and fingerprint_of(head[:n]) == r.state.fingerprint:
-                try:
-                    if os.pread(r.fileno(), len(tail), at) == tail:
-                        return True
-                except OSError:
-                    pass
-        return False
+    def _finished_as(self, key: str, stored: SourceState | None) -> SourceState | None:
+        """The last state of the file `key` if it was read to its end: in this run, or in one the
+        store remembers (restarted before a glob found the file under its new name)."""
+        done = self.finished.get(key)
+        if done is None and stored is not None and stored.state == "done":
+            done = stored
+        return done
 
     def _known_path(self, path: str) -> bool:
         return any(s.path == path for s in self.stored.values())
@@ -364,9 +343,11 @@ class Follower:
                     out.extend(r.splitter.feed(data))
                 copy_st = os.fstat(f.fileno())
                 left = copy_st.st_size - f.tell()
-            # the copy is finished: a glob that matches its name resumes it where this left it
-            self._finished(SourceState(file_key(copy_st), copy, r.state.fingerprint, r.state.fp_len, r.parser.detected,
-                                       offset=copy_st.st_size, lineno=r.splitter.lineno, state="done"))
+            # the copy is finished (committed so, for a restart): a glob that matches its name finds it known
+            done = SourceState(file_key(copy_st), r.state.path, r.state.fingerprint, r.state.fp_len, r.parser.detected,
+                               offset=copy_st.st_size, lineno=r.splitter.lineno, state="done")
+            self.finished.add(done)
+            self._retired.append(done)
             log.info("%s: truncated (copytruncate); read bytes %d.. from the copy %s", display(path), pos, display(copy))
             if left > 0:
                 self._error(path, f"copytruncate: {left} bytes of the copy past the {SALVAGE_BUDGET >> 20} MiB salvage budget were skipped")
@@ -385,13 +366,17 @@ class Follower:
     def _find_copy(self, directory: Path, fp: str, fp_len: int, key: str, min_size: int) -> str | None:
         """copytruncate's copy: another (uncompressed) file with our first bytes, at least as long as what we read."""
         return self._find(directory, fp, fp_len,
-                          lambda e, st: file_key(st) != key and st.st_size >= min_size and not e.name.endswith(".gz"))
+                          lambda e, st: file_key(st) != key and st.st_size >= min_size and not e.name.endswith(COMPRESSED))
 
     def _retire(self, r: FileReader) -> None:
         r.state.state = "done"
         self._retired.append(r.sync_state())
         self.readers.pop(r.key, None)
-        self._finished(replace(r.state))
+        try:
+            if os.fstat(r.fileno()).st_nlink:  # a deleted file turns up under no other name
+                self.finished.add(replace(r.state))
+        except OSError:
+            pass
         r.close()
         path = r.state.path
         if path not in self.by_path and not any(x.state.path == path for x in self.readers.values()) \
@@ -401,14 +386,6 @@ class Follower:
             self.errors.pop(display(path), None)
             self.stored = {k: s for k, s in self.stored.items() if s.path != path}
             self.forget(display(path))
-
-    def _finished(self, s: SourceState) -> None:
-        """Remember a file read to its end by identity, the most recent FINISHED_KEPT (each
-        rotation finishes one)."""
-        self.finished.pop(s.key, None)
-        self.finished[s.key] = s  # the newest last: the oldest go first
-        while len(self.finished) > FINISHED_KEPT:
-            del self.finished[next(iter(self.finished))]
 
     def idle_flush(self, r: FileReader) -> list[Line]:
         """A last line the writer has not terminated for `flush_after` seconds is taken as is."""

@@ -1,0 +1,80 @@
+"""Which file a name a glob finds is, when the glob also matches rotated names (`vllm.log*`).
+
+logrotate renames the followed file to a name such a glob matches (`vllm.log.1`), or copies it
+there and truncates it (copytruncate). Either way the glob then finds a file whose lines diag has
+read already. The follower (`diag.ingest.follow`) asks this module before it opens a name:
+
+* a file it has **finished** (read to its end after a rotation, then quiet for `rotate_wait`; or
+  copytruncate's copy, once the truncation took its last lines from it) is known by its identity
+  (device and inode) *and* its first bytes (an inode of a deleted file may be taken by another):
+  only what was written to it since is read, as the rotated file it is, under the name it had;
+* a file whose bytes so far are a **prefix of a file being read** (its first bytes that file's, and
+  its last ones too, at the same offsets) is copytruncate's copy being made, or an empty file: it
+  is not opened yet. A new log stops being a prefix at its first own byte and is then read from
+  its start; a server that starts with the same banner each time writes a file that only *begins*
+  like the old one.
+
+Compressed rotations (`vllm.log.2.gz`) are archives, not logs being written: a glob skips them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+from diag.ingest.filereader import FP_BYTES, FileReader, fingerprint_of
+from diag.store.db import SourceState
+
+COMPRESSED = (".gz", ".xz", ".bz2", ".zst", ".lz4")  # what logrotate's compresscmd may write
+FINISHED_KEPT = 256  # finished files remembered by identity (each rotation finishes one)
+
+
+class FinishedFiles:
+    """The last state of each file read to its end, by key, the most recent FINISHED_KEPT."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, SourceState] = {}
+
+    def add(self, s: SourceState) -> None:
+        self._by_key.pop(s.key, None)
+        self._by_key[s.key] = s  # the newest last: the oldest go first
+        while len(self._by_key) > FINISHED_KEPT:
+            del self._by_key[next(iter(self._by_key))]
+
+    def get(self, key: str) -> SourceState | None:
+        return self._by_key.get(key)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+
+def same_start(path: str, s: SourceState) -> bool:
+    """Does the file at `path` begin with the bytes `s` was fingerprinted on?"""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(s.fp_len)
+    except OSError:
+        return False
+    return s.fp_len > 0 and len(data) == s.fp_len and fingerprint_of(data) == s.fingerprint
+
+
+def prefix_of_followed(path: str, readers: Iterable[FileReader]) -> bool:
+    """Are the bytes of the file at `path` so far a prefix of a file being read (compared at its
+    start and at its end)? True for an empty file."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(FP_BYTES)
+            at = max(0, size - FP_BYTES)
+            tail = os.pread(f.fileno(), FP_BYTES, at)
+    except OSError:
+        return False
+    for r in readers:
+        try:
+            fd = r.fileno()
+            if (os.fstat(fd).st_size >= size and os.pread(fd, len(head), 0) == head
+                    and os.pread(fd, len(tail), at) == tail):
+                return True
+        except OSError:
+            continue
+    return False
