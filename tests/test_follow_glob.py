@@ -51,6 +51,16 @@ def _stored(state) -> dict[str, Counter]:
 ONCE = Counter({"request.received": 1, "request.added": 1, "http.access": 1})
 
 
+def _read_once(tmp_path, numbers) -> dict[str, Counter]:
+    """Requests `numbers` were each stored once, and each OOM line found once (over every run)."""
+    stored = _stored(tmp_path / "state")
+    assert stored.pop("oom") == Counter({i: 1 for i in numbers})
+    # (another run's ids, another file's, get a suffix: `#2`, `@vllm.log-b`)
+    assert sorted(re.split("[#@]", tid)[0] for tid in stored) == sorted(f"chatcmpl-{i:016x}" for i in numbers)
+    assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
+    return stored
+
+
 def _daemon(tmp_path, rotate_wait: float, rescan_globs: float = 0.0) -> tuple[Daemon, object]:
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
@@ -59,13 +69,19 @@ def _daemon(tmp_path, rotate_wait: float, rescan_globs: float = 0.0) -> tuple[Da
     return Daemon(cfg), logs
 
 
-def test_a_glob_matching_rotated_names_reads_each_line_once(tmp_path):
-    d, logs = _daemon(tmp_path, rotate_wait=0.2)
+def _following(tmp_path, rotate_wait: float, *first: int) -> tuple[Daemon, object, object]:
+    """A daemon that has read requests `first` of vllm.log (the caller shuts it down)."""
+    d, logs = _daemon(tmp_path, rotate_wait)
     log = logs / "vllm.log"
+    _requests(log, *first)
+    d.follower.discover(force=True)
+    _turns(d)
+    return d, logs, log
+
+
+def test_a_glob_matching_rotated_names_reads_each_line_once(tmp_path):
+    d, logs, log = _following(tmp_path, 0.2, 0, 1)
     try:
-        _requests(log, 0, 1)
-        d.follower.discover(force=True)
-        _turns(d)
         # logrotate (create): renamed to a name the glob matches, a new file in its place; the server
         # writes one more request through its old descriptor before it reopens
         _requests(log, 2)
@@ -98,10 +114,7 @@ def test_a_glob_matching_rotated_names_reads_each_line_once(tmp_path):
         _turns(d)
     finally:
         d.shutdown()
-    stored = _stored(tmp_path / "state")
-    assert stored.pop("oom") == Counter({i: 1 for i in (0, 1, 2, 3, 4, 5, 10, 11, 12, 20, 21)})
-    assert set(stored) == {f"chatcmpl-{i:016x}" for i in (0, 1, 2, 3, 4, 5, 10, 11, 12, 20, 21)}
-    assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
+    _read_once(tmp_path, (0, 1, 2, 3, 4, 5, 10, 11, 12, 20, 21))
     assert errors == {}  # a rotation is no error
 
 
@@ -109,12 +122,8 @@ def test_a_finished_file_rewritten_in_place_is_read_whole(tmp_path):
     """Identity is the inode *and* the first bytes: a finished file whose inode now holds other
     bytes (rewritten in place; or a deleted file's inode taken by a new one) is a new file, read
     from its start, not resumed where the old one was left."""
-    d, logs = _daemon(tmp_path, rotate_wait=0.1)
-    log = logs / "vllm.log"
+    d, logs, log = _following(tmp_path, 0.1, 0)
     try:
-        _requests(log, 0)
-        d.follower.discover(force=True)
-        _turns(d)
         os.rename(log, logs / "vllm.log.1")
         _requests(log, 10)
         _turns(d)
@@ -126,10 +135,7 @@ def test_a_finished_file_rewritten_in_place_is_read_whole(tmp_path):
         _turns(d)
     finally:
         d.shutdown()
-    stored = _stored(tmp_path / "state")
-    assert stored.pop("oom") == Counter({i: 1 for i in (0, 5, 6, 7, 10)})
-    assert {tid.split("#")[0] for tid in stored} == {f"chatcmpl-{i:016x}" for i in (0, 5, 6, 7, 10)}
-    assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
+    stored = _read_once(tmp_path, (0, 5, 6, 7, 10))
     with closing(Store(tmp_path / "state" / "diag.sqlite3", readonly=True)) as s:  # a file of its own name, not vllm.log's last part
         assert {s.trace(tid)["source"] for tid in stored if tid.startswith(f"chatcmpl-{5:016x}")} == {str(logs / "vllm.log.1")}
 
@@ -141,12 +147,8 @@ def test_copytruncate_with_a_glob_matching_the_copy_reads_each_line_once(tmp_pat
     taken from it — and lines written to it later are read once."""
     import shutil
 
-    d, logs = _daemon(tmp_path, rotate_wait=0.1)
-    log = logs / "vllm.log"
+    d, logs, log = _following(tmp_path, 0.1, 0, 1)
     try:
-        _requests(log, 0, 1)
-        d.follower.discover(force=True)
-        _turns(d)
         _requests(log, 2)  # not read yet when the copy is made
         shutil.copyfile(log, logs / "vllm.log.1")
         _turns(d)  # the copy is found before the truncation: a copy of the followed file
@@ -163,10 +165,7 @@ def test_copytruncate_with_a_glob_matching_the_copy_reads_each_line_once(tmp_pat
         _turns(d)
     finally:
         d.shutdown()
-    stored = _stored(tmp_path / "state")
-    assert stored.pop("oom") == Counter({i: 1 for i in (0, 1, 2, 3, 4, 10, 11)})
-    assert set(stored) == {f"chatcmpl-{i:016x}" for i in (0, 1, 2, 3, 4, 10, 11)}
-    assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
+    _read_once(tmp_path, (0, 1, 2, 3, 4, 10, 11))
 
 
 def test_a_glob_does_not_follow_compressed_rotations(tmp_path):
@@ -188,8 +187,7 @@ def test_a_glob_does_not_follow_compressed_rotations(tmp_path):
     finally:
         d.shutdown()
     assert followed == [str(log)]
-    stored = _stored(tmp_path / "state")
-    assert stored.pop("oom") == Counter({0: 1}) and set(stored) == {f"chatcmpl-{0:016x}"}
+    _read_once(tmp_path, (0,))
 
 
 def test_a_new_file_that_begins_as_the_old_one_did_is_no_copy(tmp_path):
@@ -217,10 +215,7 @@ def test_a_new_file_that_begins_as_the_old_one_did_is_no_copy(tmp_path):
         _turns(d)
     finally:
         d.shutdown()
-    stored = _stored(tmp_path / "state")  # (another run's ids, another file's, get a suffix: `#2`, `@vllm.log-b`)
-    assert stored.pop("oom") == Counter({0: 1, 10: 1, 11: 1, 20: 1})
-    assert sorted(re.split("[#@]", tid)[0] for tid in stored) == [f"chatcmpl-{i:016x}" for i in (0, 10, 11, 20)]
-    assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
+    _read_once(tmp_path, (0, 10, 11, 20))
 
 
 def test_a_restart_before_the_glob_finds_a_finished_file_under_its_new_name(tmp_path):
@@ -248,7 +243,4 @@ def test_a_restart_before_the_glob_finds_a_finished_file_under_its_new_name(tmp_
         _turns(d)
     finally:
         d.shutdown()
-    stored = _stored(tmp_path / "state")
-    assert stored.pop("oom") == Counter({i: 1 for i in (0, 1, 2, 10, 11)})
-    assert set(stored) == {f"chatcmpl-{i:016x}" for i in (0, 1, 2, 10, 11)}
-    assert {tid: c for tid, c in stored.items() if c != ONCE} == {}
+    _read_once(tmp_path, (0, 1, 2, 10, 11))
