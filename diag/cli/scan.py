@@ -33,9 +33,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from diag.parsing.source import FORMATS
     from diag.pipeline import Pipeline
     from diag.report.document import TraceSummary
-    from diag.report.text import print_human
 
-    err = console(stderr=True)
     if args.format and args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r} (known: {', '.join(FORMATS)})")
     if args.max_line_bytes < 1024:
@@ -68,7 +66,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
                     keep_traces=bool(args.verbose and not args.json), trace_sink=store.trace if store else sink, keep_http=True)
     progress = None
     total = sum(os.path.getsize(p) for p in args.paths if p != "-" and os.path.isfile(p))
-    if not args.json and err.is_terminal and total > 8 << 20:
+    if not args.json and total > 8 << 20 and (err := console(stderr=True)).is_terminal:
         from rich.progress import BarColumn, Progress, TransferSpeedColumn
 
         progress = Progress("[progress.description]{task.description}", BarColumn(), TransferSpeedColumn(), console=err, transient=True)
@@ -92,6 +90,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         finally:
             spool.close()
     else:
+        from diag.report.text import print_human  # (rich: only for a report people read)
+
         print_human(pipe, console(), verbose=args.verbose, summary=summary)
     if bad:
         return 2

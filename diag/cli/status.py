@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+if TYPE_CHECKING:  # rich is imported where these print: `diag scan --json` (which imports this module) never loads it
+    from rich.console import Console
 
 from diag.cli.state import add_state_options, open_store
 from diag.cli.usage import UsageError, console
@@ -71,7 +70,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
     return _show(rows, args.json, lambda rows, out: print_findings(rows, out, args.since))
 
 
-def _show(doc: Any, as_json: bool, printer: Callable[[Any, Console], None]) -> int:
+def _show(doc: Any, as_json: bool, printer: Callable[[Any, "Console"], None]) -> int:
     """`--json`: the document as it is, for scripts; else `printer`'s rendering for people."""
     if as_json:
         print(json.dumps(doc, indent=1, ensure_ascii=False))
@@ -80,7 +79,10 @@ def _show(doc: Any, as_json: bool, printer: Callable[[Any, Console], None]) -> i
     return 0
 
 
-def print_status(doc: dict[str, Any], out: Console) -> None:
+def print_status(doc: dict[str, Any], out: "Console") -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     d = doc["daemon"]
     state = f"running, pid {d['pid']}, up {d['uptime_s']:.0f} s" if d["running"] else f"not running (last pid {d['pid']})"
     out.print(f"[bold]diag daemon[/]: {state}; store {escape(doc['state'])}; last commit {d['last_commit']}")
@@ -100,7 +102,9 @@ def print_status(doc: dict[str, Any], out: Console) -> None:
                       f"({escape(e['last_error'])})")
 
 
-def print_trace(d: dict[str, Any], out: Console) -> None:
+def print_trace(d: dict[str, Any], out: "Console") -> None:
+    from rich.markup import escape
+
     out.print(f"[bold]{escape(d['id'])}[/] {d['status']}  server {d['server']}  model {escape(str(d['model']))}  "
                   f"HTTP {d['http_status']}  client {escape(str(d['client']))}")
     facts = ", ".join(f"{k} {d[k]}" for k in ("prompt_tokens", "output_tokens", "max_tokens", "images", "prompt_chars", "latency_s")
@@ -115,7 +119,9 @@ def print_trace(d: dict[str, Any], out: Console) -> None:
         out.print(f"  [red]{f['severity']}[/] {f['rule']}: {escape(f['summary'] or '')}")
 
 
-def print_findings(rows: list[dict[str, Any]], out: Console, since: str | None = None) -> None:
+def print_findings(rows: list[dict[str, Any]], out: "Console", since: str | None = None) -> None:
+    from rich.markup import escape
+
     """`since`: the --since the rows were asked with (a post-mortem store's findings are often older)."""
     if not rows:
         out.print("No findings stored." if since is None else f"No findings stored since {escape(since)} (without --since: all of them).")

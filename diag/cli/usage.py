@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+if TYPE_CHECKING:  # rich is imported by the commands that print through it: `diag scan --json` never loads it
+    from rich.console import Console
 
 
 class UsageError(Exception):
     """Bad arguments or unreadable input: exit status 2 with a one-line reason."""
 
 
-def console(stderr: bool = False) -> Console:
+def console(stderr: bool = False) -> "Console":
+    from rich.console import Console
+
     no_color = bool(os.environ.get("NO_COLOR"))
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else 160  # a pipe or file gets long lines, not 80-column wrapping
