@@ -1,6 +1,7 @@
 """Local times are computed once per minute where that gives the same answer as per second.
 
-`Clock.yearless` (vLLM's stamps) takes a second of the minute it saw last from that minute too.
+`Clock.yearless` (vLLM's stamps) takes a second of the minute it saw last from that minute too, and
+so does the compiled trace encoder (`diag.report._tracejson_c`) for the times it writes.
 
 `iso` and `Clock.local` take a second's local time from its minute's (a server logging a request a
 second asks for a new second on nearly every line) when the minute has one UTC offset of whole
@@ -24,7 +25,9 @@ ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asi
 _CHECK = r"""
 import sys, time
 from datetime import datetime
+from diag.analysis.trace import Trace
 from diag.parsing.clock import Clock, iso
+from diag.report.tracejson import pure_trace_json, trace_json
 
 # seconds around each clock change of the zone in these years, and around 1972-01-07 (Monrovia)
 starts = []
@@ -50,6 +53,9 @@ for s in starts:
             bad.append(("iso", sec, iso(sec), want))
         if iso(sec + 0.25) != datetime.fromtimestamp(sec + 0.25).astimezone().isoformat(timespec="milliseconds"):
             bad.append(("iso fraction", sec))
+        t = Trace("a", "vllm", "x.log", received_at=float(sec), added_at=sec + 0.25)  # the trace encoder's own time table
+        if trace_json(t) != pure_trace_json(t):
+            bad.append(("trace_json", sec))
         lt = time.localtime(sec)
         fields = (lt.tm_year, lt.tm_mon, lt.tm_mday, lt.tm_hour, lt.tm_min, lt.tm_sec)
         clock = CLOCK

@@ -140,15 +140,23 @@ def _second_parts(sec: int) -> tuple[str, str]:
     """(date and time, UTC offset) of a local second, from its minute's when that minute is
     uniform (a log that writes a line a second has a new second on nearly every line)."""
     minute = sec // 60
+    parts = minute_parts(minute)
+    if parts is None:
+        text = datetime.fromtimestamp(sec).astimezone().isoformat(timespec="seconds")
+        return text[:19], text[19:]
+    return f"{parts[0]}{sec - minute * 60:02d}", parts[1]
+
+
+def minute_parts(minute: int) -> tuple[str, str] | None:
+    """("YYYY-MM-DDTHH:MM:", UTC offset) of a local minute (epoch seconds // 60), remembered: a
+    second of it is the first part, its two digits, the second (what `iso` writes), or None when
+    its seconds cannot be told from it (`_minute_parts`). The trace encoder asks this too."""
     parts = _ISO_MINUTE.get(minute, _UNKNOWN)
     if parts is _UNKNOWN:
         if len(_ISO_MINUTE) >= 4096:
             _ISO_MINUTE.clear()
         parts = _ISO_MINUTE[minute] = _minute_parts(minute * 60)
-    if parts is None:
-        text = datetime.fromtimestamp(sec).astimezone().isoformat(timespec="seconds")
-        return text[:19], text[19:]
-    return f"{parts[0]}{sec - minute * 60:02d}", parts[1]
+    return parts
 
 
 def _minute_parts(start: int) -> tuple[str, str] | None:

@@ -37,7 +37,7 @@ import orjson
 
 from diag.analysis.trace import Trace
 from diag.compactjson import dumps as _dumps
-from diag.parsing.clock import iso as _iso
+from diag.parsing.clock import iso as _iso, minute_parts as _minute_parts
 
 cdef extern from "Python.h":
     bint PyUnicode_CheckExact(object o)
@@ -315,11 +315,39 @@ cdef int _dict(Buf *b, object d, int depth) except -1:
     return _byte(b, 125)
 
 
-# The date and time of recent seconds as iso() writes them (UTF-8), in a direct-mapped table.
+# The date and time of recent seconds as iso() writes them (UTF-8), in a direct-mapped table; and
+# of recent minutes, whose seconds are written from them (`clock.minute_parts`: a quiet server
+# logs a new second on nearly every request, which iso() would format in Python each time).
 cdef long long _sec_key[TIMES]
 cdef list _sec_text = [None] * TIMES
+cdef long long _min_key[TIMES]
+cdef list _min_text = [None] * TIMES  # (b"YYYY-MM-DDTHH:MM:", b"+HH:MM"), or None: ask iso()
 for _c in range(TIMES):
     _sec_key[_c] = -1
+    _min_key[_c] = -1
+
+
+cdef object _second_text(long long sec):
+    """iso(sec) for a whole second, as ASCII bytes; None when it is not ASCII (then iso() is asked
+    for the value itself)."""
+    cdef long long minute = sec // 60
+    cdef int mslot = <int>(minute % TIMES)
+    cdef int s2
+    cdef char digits[2]
+    if _min_key[mslot] != minute:
+        mp = _minute_parts(minute)
+        _min_text[mslot] = None if mp is None else (str(mp[0]).encode("ascii", "strict"), str(mp[1]).encode("ascii", "strict"))
+        _min_key[mslot] = minute
+    mp = _min_text[mslot]
+    if mp is not None:
+        s2 = <int>(sec - minute * 60)
+        digits[0] = <char>(48 + s2 // 10)
+        digits[1] = <char>(48 + s2 % 10)
+        return mp[0] + PyBytes_FromStringAndSize(digits, 2) + mp[1]
+    text = _iso(float(sec))
+    if not (PyUnicode_CheckExact(text) and PyUnicode_IS_ASCII(text)):
+        return None
+    return text.encode("ascii")
 
 
 cdef int _time(Buf *b, object ts) except -1:
@@ -345,10 +373,10 @@ cdef int _time(Buf *b, object ts) except -1:
                     us -= 1000000
             slot = <int>(sec % TIMES)
             if _sec_key[slot] != sec:
-                text = _iso(float(sec))
-                if not (PyUnicode_CheckExact(text) and PyUnicode_IS_ASCII(text)):
+                text = _second_text(sec)
+                if text is None:
                     return _value(b, _iso(ts), 0)
-                _sec_text[slot] = text.encode("ascii")
+                _sec_text[slot] = text
                 _sec_key[slot] = sec
             text = _sec_text[slot]
             p = PyBytes_AS_STRING(text)
