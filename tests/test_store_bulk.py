@@ -151,25 +151,3 @@ def test_the_stored_state_is_the_traces_to_state(tmp_path, trace):
     assert stored == dumps_text(trace.to_state())
     assert "_text" not in stored and "generated words" not in stored
     assert s.load_trace(trace.id).to_state() == trace.to_state()
-
-
-def test_a_new_store_has_large_pages_one_that_exists_keeps_its_own(tmp_path):
-    """Fewer, larger pages make a catch-up's writes cheaper (diag.store.db.PAGE_SIZE); a store an
-    older diag created with 4 KiB pages opens, migrates and takes traces as it is."""
-    from diag.store.db import PAGE_SIZE
-
-    new = Store(tmp_path / "new.sqlite3")
-    assert new.db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE != 4096
-    assert new.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-    old_path = tmp_path / "old.sqlite3"
-    db = sqlite3.connect(old_path)
-    db.execute("PRAGMA page_size = 4096")
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("CREATE TABLE written_before (a)")  # the file exists, its page size fixed
-    db.close()
-    old = Store(old_path)
-    assert old.db.execute("PRAGMA page_size").fetchone()[0] == 4096
-    old.commit([Trace("chatcmpl-old", "vllm", "/logs/vllm.log", status="ok", http_status=200)], [], [])
-    old.close()
-    assert Store(old_path, readonly=True).trace("chatcmpl-old")["http_status"] == 200

@@ -27,9 +27,6 @@ from diag.compactjson import dumps_text
 from diag import fsname
 
 
-PAGE_SIZE = 16384  # bytes, for a store created now (see Store.__init__)
-
-
 class StoreError(Exception):
     pass
 
@@ -98,13 +95,6 @@ class Store:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-            # A new store's pages are 16 KiB (one that exists keeps its own: SQLite ignores this then).
-            # A catch-up writes ~40,000 trace rows a second, and SQLite writes each page twice (to the
-            # WAL, then at a checkpoint), a system call or two each: storing 200,000 traces' rows cost
-            # SQLite 1.25 s of CPU with 4 KiB pages (0.33 s of it in the kernel), 1.0 s with 16 KiB
-            # (0.15 s). A steady stream's small commits write bigger pages for it: ~20 us more per
-            # commit of a dozen traces, 0.05 % of a core at 25 commits a second.
-            self.db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes; WAL fsyncs at checkpoints
             self.migrate()
