@@ -121,3 +121,33 @@ def test_a_reload_lets_go_of_frozen_objects_it_no_longer_holds(tmp_path, thawed)
     assert gc.get_freeze_count() > 0  # and what the daemon keeps is frozen again
     d.follower.close()
     d.store.close()
+
+
+def _every_field_set(tid: str) -> Trace:
+    return Trace(tid, "vllm", "/logs/vllm.log", model="Qwen3-VL", client="10.0.0.7:5123", endpoint="chat",
+                 received_at=1700000000.25, added_at=1700000000.5, first_output_at=1700000001.0, finished_at=1700000002.0,
+                 aborted_at=1700000003.0, failed_at=1700000004.0, status="ok", http_status=200, prompt_tokens=12,
+                 output_tokens=34, max_tokens=64, images=2, prompt_chars=900, latency_s=1.75, reason="stop",
+                 says_no_image=True, stuck=True, findings=["slow"], timeline=[{"kind": "request.received", "time": 1.0, "line": 1}],
+                 http={"method": "POST", "status": 200}, first_line=7, _text="generated words", _ended=True, _aborted=True,
+                 _failed=True, _completed=True)
+
+
+@pytest.mark.parametrize("trace", [
+    Trace("chatcmpl-defaults", "vllm", "/logs/vllm.log"),  # defaults only: left out, first_line 0 kept
+    _every_field_set("chatcmpl-every"),
+    # values next to the defaults: zeros are kept, empty text and lists are not, an empty dict is
+    Trace("chatcmpl-edges", "vllm", "/logs/vllm.log", model="", client=None, received_at=0.0, http_status=0, images=0,
+          reason="", findings=[], timeline=[], http={}, first_line=0, says_no_image=False, _text="x"),
+], ids=lambda t: t.id)
+def test_the_stored_state_is_the_traces_to_state(tmp_path, trace):
+    """The store builds a trace's state itself (diag.store.db._state, the catch-up's hot path): the
+    stored JSON must be exactly what Trace.to_state gives, keys in the same order, and restore the same state."""
+    from diag.compactjson import dumps_text
+
+    s = Store(tmp_path / "d.sqlite3")
+    s.commit([trace], [], [])
+    stored = s.db.execute("SELECT data FROM traces WHERE id = ?", (trace.id,)).fetchone()[0]
+    assert stored == dumps_text(trace.to_state())
+    assert "_text" not in stored and "generated words" not in stored
+    assert s.load_trace(trace.id).to_state() == trace.to_state()

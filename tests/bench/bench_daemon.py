@@ -12,6 +12,9 @@ Run:  python tests/bench/bench_daemon.py [--requests N] [--steady-seconds S]
    until the last one is in the store. Then `diag scan` of the same log in the same run: the shared
    pipeline's part of the catch-up, and what the daemon adds (store, offsets, alerts, start-up).
 4. RSS after N requests written as fast as the writer can (default 1 000 000), once caught up.
+5. the catch-up of 3. as a server in use sees it (--only catchup-random): request ids in no order, as
+   vLLM's, into a store already holding --stored-traces traces. The store's id index then takes each
+   trace on a random leaf, which a large store does not keep cached: what a catch-up costs in SQLite.
 Targets (issues #3, #11): p99 ≤ 50 ms, ≤ 3 % of one core, catch-up ≥ 500,000 lines/s, RSS ≤ 100 MB.
 """
 
@@ -49,9 +52,9 @@ def stop(d: subprocess.Popen, timeout: float = 30) -> None:
     d.wait(timeout)
 
 
-def request_lines(i: int) -> str:
+def request_lines(i: int, rid: str | None = None) -> str:
     ts = time.strftime("%m-%d %H:%M:%S")
-    rid = f"chatcmpl-{i:016x}"
+    rid = rid or f"chatcmpl-{i:016x}"
     return (f"(APIServer pid=1) INFO {ts} [request_logger.py:65] Received request {rid}: params: SamplingParams(n=1, max_tokens=64), lora_request: None.\n"
             f"(APIServer pid=1) INFO {ts} [async_llm.py:578] Added request {rid}-0000abcd.\n"
             f'INFO:     127.0.0.1:{20000 + i % 40000} - "POST /v1/chat/completions HTTP/1.1" 200 OK\n')
@@ -141,16 +144,9 @@ def bench_cpu(tmp: Path, seconds: float, each_line: bool = False) -> None:
               f"p99 {pct(lat, 99):.1f} ms, max {max(lat):.1f} ms over {len(lat)} requests   (target p99 <= 50 ms)")
 
 
-def bench_catchup(tmp: Path, n: int) -> None:
-    """Downtime: the daemon knows the file, is stopped, N requests are written, it starts again."""
-    state, log = tmp / "catchup", tmp / "catchup" / "vllm.log"
-    state.mkdir()
-    log.write_text("")
-    d = start(state, log)
-    stop(d, 30)
-    subprocess.run([sys.executable, str(WRITER), str(log), str(n), "1000000000", ""], check=True, capture_output=True)
+def timed_start(state: Path, log: Path, last: str) -> tuple[float, float]:
+    """Start the daemon on a log with a backlog: (seconds, its CPU seconds) until request `last` is stored."""
     db_path = state / "diag.sqlite3"
-    last = f"chatcmpl-{n - 1:016x}"
     t0 = time.perf_counter()
     d = subprocess.Popen([sys.executable, "-m", "diag", "daemon", "--state-dir", str(state), "--log", str(log)],
                          stderr=open(state / "daemon.err", "w"), cwd=ROOT)
@@ -173,6 +169,18 @@ def bench_catchup(tmp: Path, n: int) -> None:
         elapsed = time.perf_counter() - t0
     finally:
         stop(d, 60)
+    return elapsed, cpu
+
+
+def bench_catchup(tmp: Path, n: int) -> None:
+    """Downtime: the daemon knows the file, is stopped, N requests are written, it starts again."""
+    state, log = tmp / "catchup", tmp / "catchup" / "vllm.log"
+    state.mkdir()
+    log.write_text("")
+    d = start(state, log)
+    stop(d, 30)
+    subprocess.run([sys.executable, str(WRITER), str(log), str(n), "1000000000", ""], check=True, capture_output=True)
+    elapsed, cpu = timed_start(state, log, f"chatcmpl-{n - 1:016x}")
     print(f"catch-up after downtime: {3 * n:,} lines in {elapsed:.1f} s (start-up included) = {3 * n / elapsed:,.0f} lines/s, "
           f"{3 * n / max(cpu, 1e-9):,.0f} lines per CPU second   (target >= 500,000 lines/s)")
     # The same log through `diag scan` (the shared pipeline, start-up included): what bounds the catch-up.
@@ -186,6 +194,35 @@ def bench_catchup(tmp: Path, n: int) -> None:
     print(f"  shared pipeline (diag scan of the same log): {scan_wall:.1f} s, {scan_cpu:.2f} s CPU = {3 * n / max(scan_cpu, 1e-9):,.0f} lines "
           f"per CPU second; the daemon's own work (store, offsets, alerts, web start-up): {own:.2f} s CPU = "
           f"{100 * own / max(cpu, 1e-9):.0f} % of its {cpu:.2f} s")
+
+
+def scrambled_id(i: int) -> str:
+    """chatcmpl-<16 hex digits> in no order, as vLLM's (from a uuid), one per index and never twice (a bijection of i)."""
+    return f"chatcmpl-{(i * 0x9E3779B97F4A7C15) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+def bench_catchup_random(tmp: Path, stored: int, n: int) -> None:
+    """The catch-up again, as a server in use sees it: request ids in no order, as vLLM logs them, into a store
+    that holds `stored` traces already. The writer's sequential ids land every trace at the right edge of the
+    store's id index; random ones land each on a random leaf of it, which in a large store is not cached (read,
+    written to the WAL, written again at a checkpoint)."""
+    state, log = tmp / "catchup-random", tmp / "catchup-random" / "vllm.log"
+    state.mkdir()
+    log.write_text("")
+    d = start(state, log)
+    stop(d, 30)
+
+    def write(first: int, count: int) -> None:
+        with open(log, "a", encoding="utf-8") as f:
+            for i in range(first, first + count):
+                f.write(request_lines(i, scrambled_id(i)))
+
+    write(0, stored)
+    timed_start(state, log, scrambled_id(stored - 1))  # the store in use
+    write(stored, n)
+    elapsed, cpu = timed_start(state, log, scrambled_id(stored + n - 1))
+    print(f"catch-up after downtime, request ids in no order (as vLLM's), into a store holding {stored:,} traces: {3 * n:,} lines "
+          f"in {elapsed:.1f} s (start-up included) = {3 * n / elapsed:,.0f} lines/s, {3 * n / max(cpu, 1e-9):,.0f} lines per CPU second")
 
 
 def bench_rss(tmp: Path, n: int) -> None:
@@ -218,8 +255,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=1_000_000)
     ap.add_argument("--steady-seconds", type=float, default=30)
-    ap.add_argument("--only", choices=("latency", "cpu", "catchup", "rss"))
+    ap.add_argument("--only", choices=("latency", "cpu", "catchup", "catchup-random", "rss"))
     ap.add_argument("--catchup-requests", type=int, default=200_000, help="requests written while the daemon is down")
+    ap.add_argument("--stored-traces", type=int, default=500_000, help="traces the store holds before catchup-random's downtime")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="diag-bench-") as t:
         tmp = Path(t)
@@ -230,6 +268,8 @@ def main() -> None:
             bench_cpu(tmp, args.steady_seconds, each_line=True)
         if args.only in (None, "catchup"):
             bench_catchup(tmp, args.catchup_requests)
+        if args.only in (None, "catchup-random"):
+            bench_catchup_random(tmp, args.stored_traces, args.catchup_requests)
         if args.only in (None, "rss"):
             bench_rss(tmp, args.requests)
 
