@@ -14,9 +14,12 @@ import os
 import time
 import json
 import re
+import shutil
 import sqlite3
 from collections import Counter
 from contextlib import closing
+
+import pytest
 
 from conftest import vllm_request_lines
 from diag.daemon import config
@@ -145,8 +148,6 @@ def test_copytruncate_with_a_glob_matching_the_copy_reads_each_line_once(tmp_pat
     the glob matches, holds the lines diag read already. It is not read again — not while it is
     a copy of the file being followed, nor after the truncation, when the lines not read yet are
     taken from it — and lines written to it later are read once."""
-    import shutil
-
     d, logs, log = _following(tmp_path, 0.1, 0, 1)
     try:
         _requests(log, 2)  # not read yet when the copy is made
@@ -244,3 +245,169 @@ def test_a_restart_before_the_glob_finds_a_finished_file_under_its_new_name(tmp_
     finally:
         d.shutdown()
     _read_once(tmp_path, (0, 1, 2, 10, 11))
+
+
+BANNER = "".join(f"build: 4321 (abcdef0) line {i} of a banner without a time in it\n" for i in range(8))
+
+
+def _create_on_inode(path, ino: int) -> None:
+    """Create `path` on the inode `ino`, freed just before: what ext4 usually does by itself with
+    the next file created (logrotate: unlink the oldest, rename, create)."""
+    junk = []
+    try:
+        for i in range(2000):
+            p = path.parent / f".junk{i}"
+            p.touch()
+            if p.stat().st_ino == ino:
+                os.rename(p, path)
+                return
+            junk.append(p)
+        pytest.skip("this file system did not hand the freed inode out again")
+    finally:
+        for p in junk:
+            p.unlink()
+
+
+@pytest.mark.parametrize("glob_name,new_name", [(True, "vllm.log"), (False, "vllm.log"), (True, "vllm.log-b")],
+                         ids=["glob", "plain path", "glob, another name"])
+def test_a_new_file_on_a_finished_files_inode_with_the_same_first_bytes_is_read_whole(tmp_path, glob_name, new_name):
+    """logrotate `rotate 1`: the oldest file is deleted, the current one renamed, a new one created,
+    which may get the deleted file's inode back, and begins with the same banner. It is a new file
+    (its bytes where the finished one ended differ), read from its start, and followed; so is one
+    a second server creates under another name the glob matches."""
+    from diag.daemon import config
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "vllm.log"
+    d = Daemon(config.Config(state_dir=tmp_path / "state", from_beginning=True, rescan_globs=0.0, rotate_wait=0.1,
+                             use_inotify=False, logs=[config.LogSpec(f"{logs}/vllm.log*" if glob_name else str(log))]))
+    try:
+        log.write_text(BANNER)
+        _requests(log, 0)
+        d.follower.discover(force=True)
+        _turns(d)
+        os.rename(log, logs / "vllm.log.1")
+        log.write_text(BANNER)
+        _requests(log, 10)
+        _turns(d)
+        time.sleep(0.2)
+        _turns(d)  # vllm.log.1 finished
+        ino = (logs / "vllm.log.1").stat().st_ino
+        os.unlink(logs / "vllm.log.1")
+        new = logs / new_name
+        if new == log:
+            os.rename(log, logs / "vllm.log.1")
+        _create_on_inode(new, ino)
+        with open(new, "w") as fh:
+            fh.write(BANNER + "x" * 300 + "\n")  # (past where the finished file ended: it could be read on from there)
+        _requests(new, 20, 21, 22)
+        _turns(d)
+        time.sleep(0.2)
+        _turns(d)
+        _requests(new, 23)
+        _turns(d)
+    finally:
+        d.shutdown()
+    _read_once(tmp_path, (0, 10, 20, 21, 22, 23))
+
+
+def test_a_new_empty_file_under_the_glob_is_read_at_the_next_turn(tmp_path):
+    """An empty file is a prefix of any file (it could be copytruncate's copy, just created): it is
+    asked again at each turn, not only at the next glob expansion, and read from its start once it
+    has lines of its own — also by a daemon restarted just after (nothing lost)."""
+    d, logs = _daemon(tmp_path, rotate_wait=5.0, rescan_globs=3600.0)
+    log = logs / "vllm.log"
+    new = logs / "vllm.log-20261128"  # a server started with `> vllm.log-$(date +%Y%m%d)`
+    try:
+        _requests(log, 0)
+        d.follower.discover(force=True)
+        _turns(d)
+        new.touch()
+        d.follower.dirty = True  # inotify's CREATE (a write is no reason to expand the glob)
+        _turns(d)
+        _requests(new, 30)
+        _turns(d, 1)
+        followed = sorted(r.state.path for r in d.follower.readers.values())
+    finally:
+        d.shutdown()
+    assert followed == [str(log), str(new)]
+    d, _ = _daemon(tmp_path, rotate_wait=5.0, rescan_globs=3600.0)
+    try:
+        _requests(new, 31)
+        _turns(d)
+    finally:
+        d.shutdown()
+    _read_once(tmp_path, (0, 30, 31))
+
+
+def test_copytruncate_between_the_read_and_the_glob_of_one_turn(tmp_path):
+    """The truncation lands after a turn's read and before its glob expansion: the copy is no
+    prefix of the (now empty) followed file any more, but begins as it did; it waits for the next
+    turn's read, which takes the copy's last lines (salvage) and finishes it."""
+    d, logs, log = _following(tmp_path, 0.1, 0, 1)
+    try:
+        _requests(log, 2)
+        shutil.copyfile(log, logs / "vllm.log.1")
+        d.follower.dirty = True  # inotify: the copy's CREATE
+        read = d.follower.poll
+
+        def read_then_truncate():
+            out = read()
+            with open(log, "r+") as fh:
+                fh.truncate(0)
+            d.follower.poll = read
+            return out
+
+        d.follower.poll = read_then_truncate
+        _turns(d, 1)
+        _requests(log, 10)
+        _turns(d)
+        time.sleep(0.2)
+        _turns(d)
+    finally:
+        d.shutdown()
+    _read_once(tmp_path, (0, 1, 2, 10))
+
+
+def test_copytruncates_copy_is_known_after_a_restart(tmp_path):
+    """The copy's finished state is committed: a restarted daemon (which reads files it does not
+    know from their start, `from_beginning`) does not read it again."""
+    d, logs, log = _following(tmp_path, 0.1, 0, 1)
+    try:
+        _requests(log, 2)
+        shutil.copyfile(log, logs / "vllm.log.1")
+        with open(log, "r+") as fh:
+            fh.truncate(0)
+        _requests(log, 10)
+        _turns(d)
+    finally:
+        d.shutdown()
+    d, _ = _daemon(tmp_path, rotate_wait=0.1)
+    try:
+        _turns(d)
+    finally:
+        d.shutdown()
+    _read_once(tmp_path, (0, 1, 2, 10))
+
+
+def test_two_globs_that_match_one_name_follow_it_once_without_an_error(tmp_path):
+    """`*.log` and `vllm.log*` both name vllm.log: one name, one reader, and no "the same file as
+    itself" error (which would raise the unreadable-log alert)."""
+    from diag.daemon import config
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    _requests(logs / "vllm.log", 0)
+    d = Daemon(config.Config(state_dir=tmp_path / "state", from_beginning=True, rescan_globs=0.0, use_inotify=False,
+                             logs=[config.LogSpec(f"{logs}/*.log"), config.LogSpec(f"{logs}/vllm.log*")]))
+    try:
+        d.follower.discover(force=True)
+        _turns(d)
+        _requests(logs / "vllm.log", 1)
+        _turns(d)
+        errors = dict(d.follower.errors)
+    finally:
+        d.shutdown()
+    _read_once(tmp_path, (0, 1))
+    assert errors == {}

@@ -22,7 +22,7 @@ from pathlib import Path
 from diag.daemon.config import Config, LogSpec
 from diag.fsname import display, file_key
 from diag.ingest.filereader import FP_BYTES, READ_CHUNK, FileReader, fingerprint_of
-from diag.ingest.identity import COMPRESSED, FinishedFiles, prefix_of_followed, same_start
+from diag.ingest.identity import COMPRESSED, UNCHANGED, FinishedFiles, prefix_of_followed
 from diag.ingest.reader import Line, LineSplitter
 from diag.parsing.source import PARSERS, SourceParser
 from diag.store.db import SourceState
@@ -58,19 +58,26 @@ class Follower:
         for s in stored:
             self.rotations[s.path] = max(self.rotations.get(s.path, 0), s.rotations)
         self.finished = FinishedFiles()  # files read to their end, by identity (`diag.ingest.identity`)
+        # globbed names not opened yet because their bytes so far are a followed file's (a copy being
+        # made, an empty file): asked again on every call, not only when the glob is due
+        self.deferred: dict[str, LogSpec] = {}
 
     # -- discovery ------------------------------------------------------------------------
     def expand(self, globs: bool = True) -> list[tuple[str, LogSpec]]:
-        out: list[tuple[str, LogSpec]] = []
+        """(path, its spec) for each configured name; a path two of them name (`*.log` and
+        `vllm.log*`) once, with the first."""
+        out: dict[str, LogSpec] = {}
         for spec in self.cfg.logs:
             if glob.has_magic(spec.path):
                 if not globs:
                     continue
                 # a compressed rotation (vllm.log.2.gz) is an archive, not a log being written: `diag scan` reads those
-                out.extend((p, spec) for p in sorted(glob.glob(spec.path)) if os.path.isfile(p) and not p.endswith(COMPRESSED))
+                for p in sorted(glob.glob(spec.path)):
+                    if os.path.isfile(p) and not p.endswith(COMPRESSED):
+                        out.setdefault(p, spec)
             else:
-                out.append((spec.path, spec))
-        return out
+                out.setdefault(spec.path, spec)
+        return list(out.items())
 
     def discover(self, force: bool = False) -> list[FileReader]:
         """Open configured files not followed yet; on the first call, resume from the store.
@@ -84,12 +91,16 @@ class Follower:
         if globs_due:
             self._last_glob = now
             self.dirty = False
-        elif all(s.path in self.by_path for s in self.cfg.logs if not glob.has_magic(s.path)):
+        elif not self.deferred and all(s.path in self.by_path for s in self.cfg.logs if not glob.has_magic(s.path)):
             return []  # every turn of a steady stream asks: every plain path is followed, no glob is due
         pending: list = []
         if not self.started:
             pending.extend(self._resume_rotated())
-        todo = [(path, spec) for path, spec in self.expand(globs=globs_due) if path not in self.by_path]
+        found = dict(self.expand(globs=globs_due))
+        if not globs_due:
+            found.update((p, spec) for p, spec in self.deferred.items() if p not in found and os.path.exists(p))
+        self.deferred = {}
+        todo = [(path, spec) for path, spec in found.items() if path not in self.by_path]
         if len(todo) > 1:  # of two paths naming one file (`_open` follows it once), the one the store resumes by first
             todo.sort(key=lambda ps: not self._known_path(ps[0]))
         for path, spec in todo:
@@ -183,17 +194,18 @@ class Follower:
         stored = self.stored.get(key)
         if stored is not None and stored.path == path:
             state = stored  # resume where the last run committed
-        elif (done := self._finished_as(key, stored)) is not None and same_start(path, done):
-            # read to its end under its old name (this run, or one the store remembers): only what was
-            # written to it since, as the rotated file it is (its lines are its old name's)
+        elif (done := self.finished.finished_as(key, path, st.st_size, stored)) is not None:
+            # read to its end under its old name (rotated to this one): only what was written to it
+            # since, as the rotated file it is (its lines are its old name's)
             self.errors.pop(display(path), None)
-            if st.st_size <= done.offset:
+            if done is UNCHANGED:
                 return None
             log.info("%s: %s grew after it was read to its end; reading from byte %d", display(done.path), display(path), done.offset)
             return self._reader_for(path, done.path, done.format if done.format in PARSERS else None, replace(done, last_error=None),
                                     rotated=True)
         elif globbed and prefix_of_followed(path, self.readers.values()):
-            return None  # copytruncate's copy being made (or an empty file): opened once it is more
+            self.deferred[path] = spec  # copytruncate's copy being made, or an empty file: asked again next turn
+            return None
         else:
             state = SourceState(key, path, format=spec.format, rotations=self.rotations.get(path, 0))
             if not successor and not self._known_path(path) and not self.cfg.from_beginning:
@@ -201,14 +213,6 @@ class Follower:
                 state.offset = st.st_size
                 state.lineno = -1  # the lines skipped were not counted
         return self._reader_for(path, path, spec.format, state, rotated=False)
-
-    def _finished_as(self, key: str, stored: SourceState | None) -> SourceState | None:
-        """The last state of the file `key` if it was read to its end: in this run, or in one the
-        store remembers (restarted before a glob found the file under its new name)."""
-        done = self.finished.get(key)
-        if done is None and stored is not None and stored.state == "done":
-            done = stored
-        return done
 
     def _known_path(self, path: str) -> bool:
         return any(s.path == path for s in self.stored.values())
@@ -343,10 +347,10 @@ class Follower:
                     out.extend(r.splitter.feed(data))
                 copy_st = os.fstat(f.fileno())
                 left = copy_st.st_size - f.tell()
+                done = SourceState(file_key(copy_st), r.state.path, r.state.fingerprint, r.state.fp_len, r.parser.detected,
+                                   offset=copy_st.st_size, lineno=r.splitter.lineno, state="done")
+                self.finished.add(done, f.fileno())
             # the copy is finished (committed so, for a restart): a glob that matches its name finds it known
-            done = SourceState(file_key(copy_st), r.state.path, r.state.fingerprint, r.state.fp_len, r.parser.detected,
-                               offset=copy_st.st_size, lineno=r.splitter.lineno, state="done")
-            self.finished.add(done)
             self._retired.append(done)
             log.info("%s: truncated (copytruncate); read bytes %d.. from the copy %s", display(path), pos, display(copy))
             if left > 0:
@@ -370,13 +374,14 @@ class Follower:
 
     def _retire(self, r: FileReader) -> None:
         r.state.state = "done"
-        self._retired.append(r.sync_state())
+        s = r.sync_state()
         self.readers.pop(r.key, None)
         try:
             if os.fstat(r.fileno()).st_nlink:  # a deleted file turns up under no other name
-                self.finished.add(replace(r.state))
+                self.finished.add(s, r.fileno())  # (its end fingerprinted, and committed so: for a restart)
         except OSError:
             pass
+        self._retired.append(replace(s))
         r.close()
         path = r.state.path
         if path not in self.by_path and not any(x.state.path == path for x in self.readers.values()) \

@@ -6,8 +6,9 @@ read already. The follower (`diag.ingest.follow`) asks this module before it ope
 
 * a file it has **finished** (read to its end after a rotation, then quiet for `rotate_wait`; or
   copytruncate's copy, once the truncation took its last lines from it) is known by its identity
-  (device and inode) *and* its first bytes (an inode of a deleted file may be taken by another):
-  only what was written to it since is read, as the rotated file it is, under the name it had;
+  (device and inode) *and* its bytes where it begins and where it was read to (an inode of a
+  deleted file may be taken by another, which may begin with the same banner): only what was
+  written to it since is read, as the rotated file it is, under the name it had;
 * a file whose bytes so far are a **prefix of a file being read** (its first bytes that file's, and
   its last ones too, at the same offsets) is copytruncate's copy being made, or an empty file: it
   is not opened yet. A new log stops being a prefix at its first own byte and is then read from
@@ -29,23 +30,58 @@ COMPRESSED = (".gz", ".xz", ".bz2", ".zst", ".lz4")  # what logrotate's compress
 FINISHED_KEPT = 256  # finished files remembered by identity (each rotation finishes one)
 
 
+UNCHANGED = "unchanged"  # `FinishedFiles.finished_as`: a finished file with nothing new in it
+
+
 class FinishedFiles:
     """The last state of each file read to its end, by key, the most recent FINISHED_KEPT."""
 
     def __init__(self) -> None:
         self._by_key: dict[str, SourceState] = {}
 
-    def add(self, s: SourceState) -> None:
+    def add(self, s: SourceState, fd: int) -> None:
+        """`s`: the state of the file open as `fd`, read to `s.offset`; its end is fingerprinted here."""
+        s.end_fingerprint = fingerprint_of(last_bytes(fd, s.offset))
         self._by_key.pop(s.key, None)
         self._by_key[s.key] = s  # the newest last: the oldest go first
         while len(self._by_key) > FINISHED_KEPT:
             del self._by_key[next(iter(self._by_key))]
 
-    def get(self, key: str) -> SourceState | None:
-        return self._by_key.get(key)
+    def finished_as(self, key: str, path: str, size: int, stored: SourceState | None) -> SourceState | str | None:
+        """What the file `key` found at `path` (`size` bytes) is, if it is one read to its end under
+        another name, in this run or (`stored`, the store's state of that key) one before a
+        restart: its last state when it grew since (read on from there), UNCHANGED when it did not.
+        None: another file — a name's own new file, or one that took a finished file's inode (its
+        first bytes, or its bytes where the old one ended, differ)."""
+        s = self._by_key.get(key)
+        if s is None and stored is not None and stored.state == "done":
+            s = stored
+        if s is None or s.path == path or not same_start(path, s):
+            return None
+        if not s.end_fingerprint:  # stored by a version that kept no end: known only while it has not grown
+            return UNCHANGED if size == s.offset else None
+        n = min(FP_BYTES, s.offset)
+        end = _bytes_at(path, s.offset - n, n)
+        if end is None or len(end) != n or fingerprint_of(end) != s.end_fingerprint:
+            return None
+        return s if size > s.offset else UNCHANGED
 
     def __len__(self) -> int:
         return len(self._by_key)
+
+
+def _bytes_at(path: str, at: int, n: int) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return os.pread(f.fileno(), n, at)
+    except (OSError, ValueError):
+        return None
+
+
+def last_bytes(fd: int, end: int) -> bytes:
+    """The up to FP_BYTES bytes before `end` of the open file `fd`."""
+    n = min(FP_BYTES, max(end, 0))
+    return os.pread(fd, n, end - n) if n else b""
 
 
 def same_start(path: str, s: SourceState) -> bool:
@@ -60,7 +96,9 @@ def same_start(path: str, s: SourceState) -> bool:
 
 def prefix_of_followed(path: str, readers: Iterable[FileReader]) -> bool:
     """Are the bytes of the file at `path` so far a prefix of a file being read (compared at its
-    start and at its end)? True for an empty file."""
+    start and at its end)? True for an empty file; and for one that begins as a file being read
+    did, which is shorter now than where it was read to: truncated since the last look, its
+    copy's last lines are taken first (the follower's salvage), and the copy is finished then."""
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -72,8 +110,11 @@ def prefix_of_followed(path: str, readers: Iterable[FileReader]) -> bool:
     for r in readers:
         try:
             fd = r.fileno()
-            if (os.fstat(fd).st_size >= size and os.pread(fd, len(head), 0) == head
-                    and os.pread(fd, len(tail), at) == tail):
+            now = os.fstat(fd).st_size
+            n = r.state.fp_len
+            if n and len(head) >= n and fingerprint_of(head[:n]) == r.state.fingerprint and now < os.lseek(fd, 0, os.SEEK_CUR):
+                return True
+            if now >= size and os.pread(fd, len(head), 0) == head and os.pread(fd, len(tail), at) == tail:
                 return True
         except OSError:
             continue

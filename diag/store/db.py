@@ -47,10 +47,11 @@ class SourceState:
     rotations: int = 0
     last_error: str | None = None
     state: str = "active"
+    end_fingerprint: str = ""  # a file read to its end (state "done"): that of the up to 256 bytes before `offset`
     updated_at: float = field(default_factory=time.time)
 
     COLUMNS = ("key", "path", "path_bytes", "fingerprint", "fp_len", "format", "offset", "lineno", "size", "lines_read",
-               "truncated_lines", "last_line_time", "rotations", "last_error", "state", "updated_at")
+               "truncated_lines", "last_line_time", "rotations", "last_error", "state", "end_fingerprint", "updated_at")
 
     def row(self) -> tuple:
         # `path` is the real name (it opens the file); SQLite gets text, and the bytes of a name that
@@ -59,8 +60,9 @@ class SourceState:
 
     @classmethod
     def from_row(cls, r: sqlite3.Row) -> "SourceState":
-        d = {k: r[k] for k in cls.COLUMNS[3:]}
-        raw = r["path_bytes"] if "path_bytes" in r.keys() else None  # a read-only look at a store not migrated yet
+        keys = r.keys()  # a read-only look at a store not migrated yet lacks the newer columns
+        d = {k: r[k] for k in cls.COLUMNS[3:] if k in keys}
+        raw = r["path_bytes"] if "path_bytes" in keys else None
         return cls(r["key"], fsname.restored(r["path"], raw), **d)
 
 

@@ -163,4 +163,10 @@ MIGRATIONS = [
     """
     ALTER TABLE sources ADD COLUMN path_bytes BLOB;
     """,
+    # 8: a file read to its end: the fingerprint of its last bytes (up to 256 before `offset`) beside
+    # that of its first ones, so that a restart tells it, grown under a name a glob matches, from
+    # another file that took its inode (diag.ingest.identity); '' for any other
+    """
+    ALTER TABLE sources ADD COLUMN end_fingerprint TEXT NOT NULL DEFAULT '';
+    """,
 ]
