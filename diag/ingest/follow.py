@@ -359,6 +359,8 @@ class Follower:
             log.warning("%s: truncated at byte %d; no copy with the same first bytes found, lines written just before "
                         "the truncation may be missing", display(path), pos)
         out.extend(r.splitter.flush())
+        if copy is not None:
+            done.lineno = r.splitter.lineno  # (with the copy's last line when it had no line end)
         self.consume(r, out, True)  # applied now: these bytes belong to the content before the truncation
         os.lseek(r.fileno(), 0, os.SEEK_SET)
         r.splitter.offset = 0

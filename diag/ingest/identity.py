@@ -26,7 +26,7 @@ from typing import Iterable
 from diag.ingest.filereader import FP_BYTES, FileReader, fingerprint_of
 from diag.store.db import SourceState
 
-COMPRESSED = (".gz", ".xz", ".bz2", ".zst", ".lz4")  # what logrotate's compresscmd may write
+COMPRESSED = (".gz", ".xz", ".bz2", ".zst", ".lz4", ".lzo", ".Z")  # what logrotate's compresscmd may write
 FINISHED_KEPT = 256  # finished files remembered by identity (each rotation finishes one)
 
 
