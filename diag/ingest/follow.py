@@ -22,7 +22,7 @@ from pathlib import Path
 from diag.daemon.config import Config, LogSpec
 from diag.fsname import display, file_key
 from diag.ingest.filereader import FP_BYTES, READ_CHUNK, FileReader, fingerprint_of
-from diag.ingest.identity import COMPRESSED, UNCHANGED, FinishedFiles, prefix_of_followed
+from diag.ingest.identity import COMPRESSED, UNCHANGED, FinishedFiles, prefix_of_followed, starts_with
 from diag.ingest.reader import Line, LineSplitter
 from diag.parsing.source import PARSERS, SourceParser
 from diag.store.db import SourceState
@@ -161,16 +161,11 @@ class Follower:
             try:
                 if not e.is_file() or not accept(e, e.stat()):
                     continue
-                if not fp_len or self._fingerprint(e.path, fp_len)[0] == fp:
+                if not fp_len or starts_with(e.path, fp, fp_len):
                     return e.path
             except OSError:
                 continue
         return None
-
-    def _fingerprint(self, path: str, n: int = FP_BYTES) -> tuple[str, int]:
-        with open(path, "rb") as f:
-            data = f.read(n)
-        return fingerprint_of(data), len(data)
 
     def _open(self, path: str, spec: LogSpec, successor: bool, globbed: bool = False) -> FileReader | None:
         """Follow the file at `path`: resumed where the store left it, or new. `globbed`: a name a
@@ -348,7 +343,7 @@ class Follower:
                 copy_st = os.fstat(f.fileno())
                 left = copy_st.st_size - f.tell()
                 done = SourceState(file_key(copy_st), r.state.path, r.state.fingerprint, r.state.fp_len, r.parser.detected,
-                                   offset=copy_st.st_size, lineno=r.splitter.lineno, state="done")
+                                   offset=copy_st.st_size, state="done")  # (its line count once the splitter is flushed, below)
                 self.finished.add(done, f.fileno())
             # the copy is finished (committed so, for a restart): a glob that matches its name finds it known
             self._retired.append(done)
@@ -383,7 +378,7 @@ class Follower:
                 self.finished.add(s, r.fileno())  # (its end fingerprinted, and committed so: for a restart)
         except OSError:
             pass
-        self._retired.append(replace(s))
+        self._retired.append(s)
         r.close()
         path = r.state.path
         if path not in self.by_path and not any(x.state.path == path for x in self.readers.values()) \

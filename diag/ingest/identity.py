@@ -56,7 +56,7 @@ class FinishedFiles:
         s = self._by_key.get(key)
         if s is None and stored is not None and stored.state == "done":
             s = stored
-        if s is None or s.path == path or not same_start(path, s):
+        if s is None or s.path == path or not (s.fp_len and starts_with(path, s.fingerprint, s.fp_len)):
             return None
         if not s.end_fingerprint:  # stored by a version that kept no end: known only while it has not grown
             return UNCHANGED if size == s.offset else None
@@ -65,9 +65,6 @@ class FinishedFiles:
         if end is None or len(end) != n or fingerprint_of(end) != s.end_fingerprint:
             return None
         return s if size > s.offset else UNCHANGED
-
-    def __len__(self) -> int:
-        return len(self._by_key)
 
 
 def _bytes_at(path: str, at: int, n: int) -> bytes | None:
@@ -84,14 +81,10 @@ def last_bytes(fd: int, end: int) -> bytes:
     return os.pread(fd, n, end - n) if n else b""
 
 
-def same_start(path: str, s: SourceState) -> bool:
-    """Does the file at `path` begin with the bytes `s` was fingerprinted on?"""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(s.fp_len)
-    except OSError:
-        return False
-    return s.fp_len > 0 and len(data) == s.fp_len and fingerprint_of(data) == s.fingerprint
+def starts_with(path: str, fingerprint: str, n: int) -> bool:
+    """Does the file at `path` begin with the `n` bytes `fingerprint` was taken of?"""
+    data = _bytes_at(path, 0, n)
+    return data is not None and len(data) == n and fingerprint_of(data) == fingerprint
 
 
 def prefix_of_followed(path: str, readers: Iterable[FileReader]) -> bool:
