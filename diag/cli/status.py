@@ -120,9 +120,9 @@ def print_trace(d: dict[str, Any], out: "Console") -> None:
 
 
 def print_findings(rows: list[dict[str, Any]], out: "Console", since: str | None = None) -> None:
+    """`since`: the --since the rows were asked with (a post-mortem store's findings are often older)."""
     from rich.markup import escape
 
-    """`since`: the --since the rows were asked with (a post-mortem store's findings are often older)."""
     if not rows:
         out.print("No findings stored." if since is None else f"No findings stored since {escape(since)} (without --since: all of them).")
         return

@@ -336,7 +336,7 @@ cdef object _second_text(long long sec):
     cdef char digits[2]
     if _min_key[mslot] != minute:
         mp = _minute_parts(minute)
-        _min_text[mslot] = None if mp is None else (str(mp[0]).encode("ascii", "strict"), str(mp[1]).encode("ascii", "strict"))
+        _min_text[mslot] = None if mp is None else (mp[0].encode("ascii"), mp[1].encode("ascii"))
         _min_key[mslot] = minute
     mp = _min_text[mslot]
     if mp is not None:

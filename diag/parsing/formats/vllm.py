@@ -16,7 +16,7 @@ from diag.parsing import events as E
 from diag.parsing import usercontent
 from diag.parsing.usercontent import clean
 from diag.parsing.events import Event
-from diag.parsing.base import MAX_DIGITS, Ctx, Parsed, to_float, to_int
+from diag.parsing.base import Ctx, Parsed, to_float, to_int
 
 NAME = "vllm"
 
@@ -231,7 +231,7 @@ def _measure_received(rest: str, f: dict) -> None:
         while k < n and rest[k] in "0123456789":
             k += 1
         if k > j and (k == n or not rest[k].isdecimal()):
-            f["max_tokens"] = int(rest[j:k]) if k - j <= MAX_DIGITS else None  # as to_int: bounded
+            f["max_tokens"] = to_int(rest[j:k])  # bounded: 30 digits at most, else unknown
             break
         mt = _MAX_TOKENS.match(rest, i)
         if mt:
