@@ -93,7 +93,7 @@ class Trace:
         Shallow on purpose (serialised at once): dataclasses.asdict deep-copies and dominated the
         daemon's CPU time."""
         out = {}
-        for k in _STATE_FIELDS:
+        for k in STATE_FIELDS:
             v = getattr(self, k)
             if v is not None and v is not False and v != "" and v != []:  # defaults are left out (0 is kept)
                 out[k] = v
@@ -126,5 +126,5 @@ class Trace:
 
 
 _KNOWN = frozenset(FIELDS)
-_STATE_FIELDS = tuple(f for f in FIELDS if f != "_text")
-PUBLIC_FIELDS = tuple(f for f in _STATE_FIELDS if not f.startswith("_") and f != "first_line")  # to_dict's keys
+STATE_FIELDS = tuple(f for f in FIELDS if f != "_text")  # to_state's keys, in its order
+PUBLIC_FIELDS = tuple(f for f in STATE_FIELDS if not f.startswith("_") and f != "first_line")  # to_dict's keys

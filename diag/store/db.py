@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from diag.store.counters import count_new, keep_lines_read
 from diag.analysis.findings import Hit
-from diag.analysis.trace import FIELDS, Trace
+from diag.analysis.trace import STATE_FIELDS, Trace
 from diag.store.migrations import MIGRATIONS
 from diag.store.rescan import ScanRun
 from diag.compactjson import dumps_text
@@ -331,12 +331,9 @@ def _state_json(t: Trace) -> str:
     return dumps_text(_state(t))
 
 
-# `Trace.to_state`'s keys, in its order: `_state` reads the same fields by name (see there).
-_STATE_KEYS = ("id", "server", "source", "model", "client", "endpoint", "received_at", "added_at", "first_output_at",
-               "finished_at", "aborted_at", "failed_at", "status", "http_status", "prompt_tokens", "output_tokens",
-               "max_tokens", "images", "prompt_chars", "latency_s", "reason", "says_no_image", "stuck", "findings",
-               "timeline", "http", "first_line", "_ended", "_aborted", "_failed", "_completed")
-assert _STATE_KEYS == tuple(f for f in FIELDS if f != "_text")  # a field added to Trace is stored too, or this fails at import
+# `_state` reads each of `Trace.to_state`'s fields by name, in this order: a field added to Trace
+# is to be read there too (tests/test_store_bulk.py holds the two to the same dict), or this fails at import.
+assert len(STATE_FIELDS) == 31
 
 
 def _state(t: Trace) -> dict[str, Any]:
@@ -354,7 +351,7 @@ def _state(t: Trace) -> dict[str, Any]:
     for i in range(31):
         v = values[i]
         if _kept(v):
-            out[_STATE_KEYS[i]] = v
+            out[STATE_FIELDS[i]] = v
     return out
 
 
