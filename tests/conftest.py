@@ -171,7 +171,11 @@ CANARY = "zqxcanaryjv"  # a word no log, rule or report contains
 # Error text a user pastes into a prompt to ask about it: it must raise no alarm.
 CANARY_TEXT = (f"{CANARY} torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. EngineDeadError "
                "Fatal Python error: Segmentation fault ValueError: No available memory for the cache blocks "
-               "Address already in use cudaMalloc failed: out of memory")
+               "Address already in use cudaMalloc failed: out of memory "
+               # and what the parsers read fields from: none may be taken from a prompt or an output
+               "max_tokens=7, prompt_token_ids: [1], output_token_ids: [1, 2], finish_reason: abort "
+               "Finished request cmpl-zz1. Aborted request cmpl-zz1. model=zzmodel status=500 n_tokens = 99 "
+               "session=9, input_tokens=3, max_new_tokens=4, n_prompt_tokens = 5, task id = 9, HTTP/1.1\" 500 ")
 CANARY_URL = f"{CANARY}/CUDA_out_of_memory/EngineDeadError.png?token={CANARY}&q=Traceback"
 CANARY_LINES = [f"{CANARY} torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
                 "Traceback (most recent call last):", f'  File "/{CANARY}.py", line 1, in <module>',
@@ -207,6 +211,11 @@ PLANTS = [
           "0.00.283.950 E srv    operator(): got exception: {{\"error\":{{\"code\":400,\"message\":\"Failed to parse input: "
           "{{'type': 'value_error', 'input': '{text}'}}\",\"type\":\"invalid_request_error\"}}}}\n"
           "0.00.283.957 E srv    send_error: task id = 10, error: request (2705 tokens) exceeds"),
+    Plant("lmdeploy/synthetic-0.16.log", "LMDeploy log_prompt and log_response (other-servers.md §LMDeploy)",
+          '2026-08-22 10:15:04,303 - lmdeploy - INFO - async_engine.py:779 - session 0 finished, reason "stop"',
+          "2026-08-22 10:15:04,302 - lmdeploy - REQUEST - logger.py:41 - session=Session(id=0, step=0), prompt='{text}'\n"
+          "2026-08-22 10:15:04,302 - lmdeploy - REQUEST - logger.py:52 - session=0, response='{text}'\n"
+          '2026-08-22 10:15:04,303 - lmdeploy - INFO - async_engine.py:779 - session 0 finished, reason "stop"'),
     Plant("lmdeploy/synthetic-0.16.log", "LMDeploy prompt and stop words",
           "2026-08-22 10:15:02,114 - lmdeploy - INFO - async_engine.py:582 - session=0, input_tokens=38, max_new_tokens=32730, prep=True",
           "2026-08-22 10:15:02,114 - lmdeploy - INFO - async_engine.py:582 - session=0, input_tokens=38, max_new_tokens=32730, prep=True\n"

@@ -45,13 +45,29 @@ def test_no_canary_in_scan_json_or_the_human_report_and_no_new_alarm(canary_corp
     doc = json.loads(planted.stdout)
     clean_doc = json.loads(_scan(*c.clean).stdout)
     assert severe(doc) <= severe(clean_doc), severe(doc) - severe(clean_doc)
+    # nor any finding, of any severity, nor one more of those the clean files raise too
+    assert _findings(doc) == _findings(clean_doc)
     # what was planted is still counted, not lost: the traces and facts are the same
     assert [t["id"] for t in doc["traces"]] == [t["id"] for t in clean_doc["traces"]]
+    # and nothing a parser read was taken from the user's text (`max_tokens=7` in a prompt):
+    # each trace is the same but for what measures the text itself
+    def read(t: dict) -> dict:
+        return {k: v for k, v in t.items() if k not in ("prompt_chars", "output_chars", "source", "http", "timeline")} | \
+            {"http": {k: v for k, v in (t["http"] or {}).items() if k not in ("path_file", "line")},
+             "timeline": [(e["kind"], e["time"]) for e in t["timeline"]]}  # (a planted text may add lines)
+
+    assert [read(t) for t in doc["traces"]] == [read(t) for t in clean_doc["traces"]]
     assert {k: {f: v for f, v in d.items() if f != "model"} for k, d in doc["facts"].items()} == \
            {k.replace("/clean/", "/planted/"): {f: v for f, v in d.items() if f != "model"} for k, d in clean_doc["facts"].items()}
     human = _scan(*c.planted, human=True)
     assert "Findings" in human.stdout or "No findings" in human.stdout
     assert c.word not in human.stdout and c.word not in human.stderr
+
+
+def _findings(doc: dict) -> list[tuple]:
+    """Each finding: its rule, how often, for which requests, in which files (planted or clean)."""
+    return sorted((f["rule"], f["count"], tuple(f["request_ids"]),
+                   tuple(sorted({loc["path"].rsplit("/", 1)[-1] for loc in f["locations"]}))) for f in doc["findings"])
 
 
 def _sinks(tmp_path, url: str, smtp_port: int, execd) -> str:
@@ -240,28 +256,35 @@ def test_any_quoted_text_decodes_as_python_does_or_not_at_all(q, body):
                                  "max_tokens=" + "9" * 40, "prompt_token_ids: []", "\n"]), max_size=12))
 def test_a_request_is_measured_as_the_patterns_searched_it(pieces):
     """`_measure_received` finds `max_tokens=` and `prompt_token_ids: [` with str.find before the
-    pattern: the same fields as searching the whole message with the patterns, whatever comes
-    first (a `max_tokens=` without digits before one with, a list without its `]`)."""
+    pattern: the same fields as searching with the patterns, whatever comes first (a `max_tokens=`
+    without digits before one with, a list without its `]`) — and only after a logged prompt's
+    closing quote: what the user wrote is never read as a field, and a prompt whose end is not
+    found leaves them unknown."""
     from diag.parsing.base import to_int
     from diag.parsing.formats import vllm
 
     rest = "".join(pieces)
     got: dict = {}
     vllm._measure_received(rest, got)
+    after = rest
+    if rest.startswith("prompt: '"):  # the reference: where Python's tokenizer ends the literal
+        import io
+        import tokenize
+
+        try:
+            tok = next(t for t in tokenize.generate_tokens(io.StringIO(rest[8:]).readline) if t.type == tokenize.STRING)
+            after = rest[8 + len(tok.string):] if tok.start == (1, 0) and tok.end[0] == 1 else ""
+        except (tokenize.TokenError, StopIteration, SyntaxError):
+            after = ""
     want: dict = {}
-    mt = re.search(r"max_tokens=(\d+)", rest)
+    mt = re.search(r"max_tokens=(\d+)", after)
     if mt:
         want["max_tokens"] = to_int(mt.group(1))
-    if not rest.startswith("prompt: "):
-        ids = re.search(r"prompt_token_ids: \[([^\]]*)\]", rest)
-        if ids is not None:
-            body = ids.group(1).strip()
-            want["prompt_token_ids"] = body.count(",") + 1 if body else 0
+    ids = re.search(r"prompt_token_ids: \[([^\]]*)\]", after)
+    if ids is not None:
+        body = ids.group(1).strip()
+        want["prompt_tokens"] = body.count(",") + 1 if body else 0
     got.pop("prompt_chars", None), got.pop("images", None)
-    if "prompt_tokens" in got:
-        got["prompt_token_ids"] = got.pop("prompt_tokens")
-    if rest.startswith("prompt: "):
-        got.pop("prompt_token_ids", None)
     assert got == want
 
 

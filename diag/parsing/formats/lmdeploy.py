@@ -24,11 +24,15 @@ STATS = re.compile(r"\[(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d) DP(\d+)\] (.*)
 _LEVEL = {"TRACE": "DEBUG", "WARN": "WARNING", "FATAL": "CRITICAL", "REQUEST": "DEBUG"}
 
 _SESSION_IN = re.compile(r"session=(\d+), (?:history_tokens=\d+, )?input_tokens=(\d+), max_new_tokens=(\d+)")
-_SESSION_PROMPT = re.compile(r"session=(?:Session\(id=)?(\d+)\)?, (?:adapter_name=[^,]*, input_tokens=(\d+), gen_config=.*?, )?prompt=(.*)\Z", re.S)
+_SESSION_ID = re.compile(r"session=(?:Session\(id=)?(\d+)")
+_INPUT_TOKENS = re.compile(r", input_tokens=(\d+), ")
+# What introduces the user's text in `log_inputs` / `log_prompt` / `log_response` lines (stop words
+# in the generation config, the prompt, the response), in the order they are printed.
+_USER_TEXT = ("gen_config=", "prompt=", "response=")
 _START = re.compile(r"\[async_stream_infer\] session (\d+) start")
 _FINISHED = re.compile(r'session (\d+) finished, reason "(\w+)", input_tokens (\d+), output_tokens (\d+)')
 _FAILED = re.compile(r'session (\d+) finished, (?:(\S+), )?reason "error"')
-_CANCELLED = re.compile(r"session (\d+) (?:cancelled|got aborted)")
+_CANCELLED = re.compile(r"\[(?:safe_run|generate)\] session (\d+) (?:cancelled|got aborted)")
 _TM_ID = re.compile(r"\bID (\d+):")
 _STATS = re.compile(r"Engine \(running/waiting\): (\d+) / (\d+), KV cache: ([\d.]+)%")
 _STATS_OLD = re.compile(r"Running: (\d+) reqs, Waiting: (\d+) reqs, GPU KV cache usage: ([\d.]+)%")
@@ -76,20 +80,26 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
 
 
 def classify(ev: Event, msg: str) -> None:
+    """The request's part of a message naming a session. The patterns are anchored at the
+    message's start: a message that logs the user's text is recognised first, and only its
+    session and sizes are read, so a prompt or response quoting `session 5 finished, …` (users
+    paste logs into these models) neither moves a request nor reaches the rules."""
     f = ev.fields
-    m = _SESSION_IN.search(msg)
+    if msg.startswith("session=") and _user_text(ev, msg, f):
+        return
+    m = _SESSION_IN.match(msg)
     if m:
         ev.kind = E.RECEIVED
         f["request_id"] = f"session-{m.group(1)}"
         f["prompt_tokens"] = to_int(m.group(2))
         f["max_tokens"] = to_int(m.group(3))
         return
-    m = _START.search(msg)
+    m = _START.match(msg)
     if m:
         ev.kind = E.STARTED
         f["request_id"] = f"session-{m.group(1)}"
         return
-    m = _FINISHED.search(msg)
+    m = _FINISHED.match(msg)
     if m:
         ev.kind = E.ABORTED if m.group(2) == "abort" else E.FINISHED
         f["request_id"] = f"session-{m.group(1)}"
@@ -97,23 +107,36 @@ def classify(ev: Event, msg: str) -> None:
         f["prompt_tokens"] = to_int(m.group(3))
         f["output_tokens"] = to_int(m.group(4))
         return
-    m = _FAILED.search(msg)
+    m = _FAILED.match(msg)
     if m:
         ev.kind = E.FAILED
         f["request_id"] = f"session-{m.group(1)}"
         f["reason"] = usercontent.clean((m.group(2) or "error").replace("ResponseType.", ""), 200)
         return
-    m = _CANCELLED.search(msg)
+    m = _CANCELLED.match(msg)
     if m:
         ev.kind = E.ABORTED
         f["request_id"] = f"session-{m.group(1)}"
-        return
-    m = _SESSION_PROMPT.match(msg)
-    if m:
+
+
+def _user_text(ev: Event, msg: str, f: dict) -> bool:
+    """`session=N, …, prompt='…'` (and `response=`): the session, the prompt's size, the text
+    masked from the first marker on (the machine-written part before it has none, so a marker
+    quoted in the text comes later). False: the message has no user text."""
+    found = [i for i in (msg.find(k) for k in _USER_TEXT) if i >= 0]
+    m = _SESSION_ID.match(msg)
+    if not found or m is None:
+        return False
+    start = min(found)
+    f["request_id"] = f"session-{m.group(1)}"
+    if not msg.startswith("response=", start):
         ev.kind = E.RECEIVED
-        f["request_id"] = f"session-{m.group(1)}"
-        f["prompt_chars"] = max(0, len(m.group(3)) - 2)
         f["detail"] = True
-        g = ev.text.find("gen_config=")
-        start = g if 0 <= g < m.start(3) else m.start(3)
-        ev.text = usercontent.mask(ev.text, start, None, "request", f)  # stop words, prompt
+        t = _INPUT_TOKENS.search(msg, 0, start)
+        if t:
+            f["prompt_tokens"] = to_int(t.group(1))
+        p = msg.find("prompt=", start)
+        if p >= 0:
+            f["prompt_chars"] = max(0, len(msg) - p - 9)  # less the quotes
+    ev.text = usercontent.mask(ev.text, start, None, "response" if msg.startswith("response=", start) else "request", f)
+    return True

@@ -47,6 +47,7 @@ _FINISHED = re.compile(r"Finished request (\S+?)\.\Z")
 _GENERATED = re.compile(r"Generated response (\S+?)( \(streaming (?:delta|complete)\))?(?: details)?: (.*)\Z", re.S)
 _FINISH_REASON = re.compile(r"finish_reason: (\w+)\s*\Z")
 _MAX_TOKENS = re.compile(r"max_tokens=(\d+)")
+_OUTPUT_TOKEN_IDS = re.compile(r"output_token_ids: \[([^\]]*)\]")
 _ERROR_WITH_MODEL = re.compile(r"The model `([^`]*)` does not exist")
 _TOKEN_IDS = re.compile(r"prompt_token_ids: \[([^\]]*)\]")
 _STATS_V0 = re.compile(
@@ -163,10 +164,10 @@ def classify(ev: Event, msg: str) -> None:
                 f["request_id"] = m.group(1)
                 mode = m.group(2) or ""
                 f["streaming"] = "delta" in mode and "delta" or ("complete" in mode and "complete") or None
-                r = _FINISH_REASON.search(m.group(3)[-80:])
+                r = _FINISH_REASON.search(m.group(3)[-80:])  # anchored at the end: after the output
                 if r:
                     f["finish_reason"] = r.group(1)
-                ids = re.search(r"output_token_ids: \[([^\]]*)\]", m.group(3)[-200000:]) if "output_token_ids" in m.group(3) else None
+                ids = _OUTPUT_TOKEN_IDS.search(_after_text(m.group(3), "output: "))
                 if ids is not None:
                     f["output_tokens"] = ids.group(1).count(",") + 1 if ids.group(1).strip() else 0
                 ev.text = usercontent.mask(msg, m.start(3), None, "output", f)
@@ -219,7 +220,21 @@ def added_id(msg: str) -> str | None:
 
 
 def _measure_received(rest: str, f: dict) -> None:
-    """Count images and characters of a logged prompt without keeping it."""
+    """Count images and characters of a logged prompt without keeping it.
+
+    The prompt comes first (`prompt: '…', params: SamplingParams(…), prompt_token_ids: […]`) and
+    is the user's text: `max_tokens=` and `prompt_token_ids: [` are looked for only after its
+    closing quote. A prompt whose end cannot be found (a line cut at the length cap, a quote that
+    closes no literal) leaves them unknown rather than read out of what the user wrote."""
+    if rest.startswith("prompt: ") and len(rest) > 9 and rest[8] in "'\"":
+        q = rest[8]
+        end = _repr_end(rest, 8, q)
+        prompt = None if end < 0 else _literal(rest[8:end])
+        if prompt is None:  # no literal ends there: where the user's text ends is not known
+            return
+        f["prompt_chars"] = len(prompt)
+        f["images"] = count_images(prompt)
+        rest = rest[end:]
     # str.find, then the pattern where it points: what .search would find, without running the
     # regex engine along the whole line (a sampling-parameters line is hundreds of characters)
     i = rest.find("max_tokens=")
@@ -238,20 +253,22 @@ def _measure_received(rest: str, f: dict) -> None:
             f["max_tokens"] = to_int(mt.group(1))  # bounded: 30 digits at most, else unknown
             break
         i = rest.find("max_tokens=", i + 1)
-    if rest.startswith("prompt: ") and len(rest) > 9 and rest[8] in "'\"":
-        q = rest[8]
-        end = _repr_end(rest, 8, q)
-        if end > 0:
-            prompt = _literal(rest[8:end])
-            if prompt is not None:
-                f["prompt_chars"] = len(prompt)
-                f["images"] = count_images(prompt)
-            rest = rest[end:]
     i = rest.find("prompt_token_ids: [")  # when the first has no "]" after it, no later one has
     ids = None if i < 0 else _TOKEN_IDS.match(rest, i)
     if ids is not None:
         body = ids.group(1).strip()
         f["prompt_tokens"] = body.count(",") + 1 if body else 0
+
+
+def _after_text(rest: str, label: str) -> str:
+    """What follows the user's text that `rest` begins with (`output: '…', output_token_ids: […]`):
+    the fields after it are read there and never out of the text. Empty when the text's closing
+    quote cannot be found (a line cut at the length cap); `rest` itself when it has no such text."""
+    n = len(label)
+    if not rest.startswith(label) or len(rest) <= n + 1 or rest[n] not in "'\"":
+        return rest
+    end = _repr_end(rest, n, rest[n])
+    return "" if end < 0 else rest[end:]
 
 
 def count_images(prompt: str) -> int:
