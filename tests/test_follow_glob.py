@@ -442,6 +442,16 @@ def _rotate_and_finish(d: Daemon, logs, log, old: tuple[int, ...], new: tuple[in
     _turns(d)
 
 
+def _restart(stopped: Daemon) -> None:
+    """A daemon started again with the same configuration: what it reads at start, then stopped."""
+    d = Daemon(stopped.cfg)
+    try:
+        d.follower.discover(force=True)
+        _turns(d)
+    finally:
+        d.shutdown()
+
+
 def _done_rows(tmp_path) -> dict[str, str]:
     """The finished files' rows: key -> the name they were read under."""
     with closing(Store(tmp_path / "state" / "diag.sqlite3", readonly=True)) as s:
@@ -482,13 +492,8 @@ def test_a_rotated_file_kept_past_retention_is_not_read_again_after_a_restart(tm
         assert f"{finished.st_dev}:{finished.st_ino}" in _done_rows(tmp_path)
     finally:
         d.shutdown()
-    d = Daemon(d.cfg)
-    try:
-        _requests(log, 21)
-        d.follower.discover(force=True)
-        _turns(d)
-    finally:
-        d.shutdown()
+    _requests(log, 21)
+    _restart(d)
     _counted_once(tmp_path, (0, 1, 10, 20, 21))
     assert {0, 1} & set(_stored(tmp_path / "state")["oom"]) == set()  # (their rows went with the retention passes)
 
@@ -531,22 +536,20 @@ def test_a_rotated_file_replaced_under_its_name_past_retention_is_read(tmp_path,
         log.write_text(BANNER)
         _rotate_and_finish(d, logs, log, (0, 1), (10,))
         ino = rotated.stat().st_ino
-        os.unlink(rotated)
+        new = logs / ".new"  # created while the finished file still holds its inode
         if same_inode:
-            _create_on_inode(rotated, ino)
-        with open(rotated, "w") as fh:
+            os.unlink(rotated)
+            _create_on_inode(new, ino)
+        with open(new, "w") as fh:
             fh.write(BANNER + "x" * 300 + "\n")  # (past where the finished file ended)
-        _requests(rotated, 5, 6)
+        _requests(new, 5, 6)
+        os.replace(new, rotated)
+        assert (rotated.stat().st_ino == ino) == same_inode
         d.retain(time.time() + 15 * DAY)
         assert _done_rows(tmp_path) == {}
     finally:
         d.shutdown()
-    d = Daemon(d.cfg)
-    try:
-        d.follower.discover(force=True)
-        _turns(d)
-    finally:
-        d.shutdown()
+    _restart(d)
     _counted_once(tmp_path, (0, 1, 5, 6, 10))
     oom = _stored(tmp_path / "state")["oom"]
     assert (oom[5], oom[6]) == (1, 1) and {0, 1} & set(oom) == set()  # the new file's, not the old one's again
