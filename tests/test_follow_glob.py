@@ -499,27 +499,33 @@ def test_a_rotated_file_kept_past_retention_is_not_read_again_after_a_restart(tm
 
 
 def test_a_rotated_file_deleted_past_retention_forgets_its_row_and_counts_its_lines(tmp_path):
-    """Retention keeps a finished file's row while the file is there, and does not count its lines as
-    pruned (`lines_pruned`, which /metrics adds to the lines read) until the row goes: once
-    logrotate deleted the file."""
+    """Retention keeps a finished file's row while the file is there, and counts its lines as pruned
+    (`lines_pruned`) only once the row goes — when logrotate deleted the file: /metrics' lines read
+    of vllm.log (its rows' lines, plus those pruned) stays the same through both passes."""
     from diag.store import counters
+    from diag.web.metrics import exposition, make_registry
 
-    def pruned_lines() -> float:
-        with closing(sqlite3.connect(f"file:{tmp_path / 'state' / 'diag.sqlite3'}?mode=ro", uri=True)) as db:
-            return sum(v for _, v in counters.read(db, "lines_pruned"))
+    def lines() -> tuple[float, dict[str, float]]:
+        """(lines counted as pruned, /metrics' diag_lines_read_total by path)"""
+        with closing(Store(tmp_path / "state" / "diag.sqlite3", readonly=True)) as s:
+            text = exposition(make_registry(lambda: s, lambda: {})).decode()
+            pruned = sum(v for _, v in counters.read(s.db, "lines_pruned"))
+        return pruned, {m[1]: float(m[2]) for m in re.finditer(r'^diag_lines_read_total\{path="([^"]*)"\} (\S+)$', text, re.M)}
 
     d, logs, log = _retention_daemon(tmp_path, from_beginning=True)
     try:
         _rotate_and_finish(d, logs, log, (0, 1), (10,))
         st = (logs / "vllm.log.1").stat()
         key = f"{st.st_dev}:{st.st_ino}"
+        pruned, read = lines()
+        assert pruned == 0 and read[str(log)] >= 8  # (the current file's last record may still be held)
         d.retain(time.time() + 15 * DAY)
         assert _done_rows(tmp_path) == {key: str(log)}
-        assert pruned_lines() == 0
+        assert lines() == (0, read)
         os.unlink(logs / "vllm.log.1")
         d.retain(time.time() + 15 * DAY)
         assert _done_rows(tmp_path) == {}
-        assert pruned_lines() == 8  # two requests of four lines each
+        assert lines() == (8, read)
     finally:
         d.shutdown()
     _counted_once(tmp_path, (0, 1, 10))
