@@ -198,6 +198,7 @@ class Plant:
 PLANTS = [
     Plant("vllm/synthetic-0.6.6-qwen2vl.log", "vLLM 0.6 INFO prompt", "Summarize the plot of Hamlet in two sentences.", "{text}"),
     Plant("vllm/synthetic-0.11.0-qwen3vl.log", "vLLM 0.11 INFO prompt", "Summarize the plot of Hamlet in two sentences.", "{text}"),
+    Plant("vllm/synthetic-0.11.0-qwen3vl.log", "vLLM stop strings (SamplingParams)", "stop=[]", "stop=['{text}']", every=True),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 DEBUG prompt", "user\\nhello world<|im_end|>", "user\\n{text}<|im_end|>", every=True),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 output", "output: 'odusoiduzaite fizaojacu tus'", "output: '{text}'"),
     Plant("vllm/real-0.32.0-cpu/text-logoutputs.log", "vLLM --enable-log-outputs", "output: 'odusoiduzaite", "output: '{text}"),

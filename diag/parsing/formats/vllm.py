@@ -224,8 +224,9 @@ def _measure_received(rest: str, f: dict) -> None:
 
     The prompt comes first (`prompt: '…', params: SamplingParams(…), prompt_token_ids: […]`) and
     is the user's text: `max_tokens=` and `prompt_token_ids: [` are looked for only after its
-    closing quote. A prompt whose end cannot be found (a line cut at the length cap, a quote that
-    closes no literal) leaves them unknown rather than read out of what the user wrote."""
+    closing quote, and outside the quoted values of the parameters (stop strings, a structured
+    output's schema: the user's too). A prompt whose end cannot be found (a line cut at the length
+    cap, a quote that closes no literal) leaves them unknown rather than read out of what the user wrote."""
     if rest.startswith("prompt: ") and len(rest) > 9 and rest[8] in "'\"":
         q = rest[8]
         end = _repr_end(rest, 8, q)
@@ -237,7 +238,7 @@ def _measure_received(rest: str, f: dict) -> None:
         rest = rest[end:]
     # str.find, then the pattern where it points: what .search would find, without running the
     # regex engine along the whole line (a sampling-parameters line is hundreds of characters)
-    i = rest.find("max_tokens=")
+    i = _unquoted_find(rest, "max_tokens=")
     n = len(rest)
     while i >= 0:
         # the ASCII digits after it, read in place (a compiled build reads them as C characters);
@@ -252,12 +253,30 @@ def _measure_received(rest: str, f: dict) -> None:
         if mt:
             f["max_tokens"] = to_int(mt.group(1))  # bounded: 30 digits at most, else unknown
             break
-        i = rest.find("max_tokens=", i + 1)
-    i = rest.find("prompt_token_ids: [")  # when the first has no "]" after it, no later one has
+        i = _unquoted_find(rest, "max_tokens=", i + 1)
+    i = _unquoted_find(rest, "prompt_token_ids: [")  # when the first has no "]" after it, no later one has
     ids = None if i < 0 else _TOKEN_IDS.match(rest, i)
     if ids is not None:
         body = ids.group(1).strip()
         f["prompt_tokens"] = body.count(",") + 1 if body else 0
+
+
+def _unquoted_find(s: str, name: str, start: int = 0) -> int:
+    """`s.find(name, start)` outside the Python string literals in `s` (`stop=['max_tokens=1']`),
+    `start` being outside one; -1 when there is none, or a literal before it does not end. A line
+    without a quote before `name` (the usual `stop=[]`) costs two character searches more."""
+    while True:
+        j = s.find(name, start)
+        if j < 0:
+            return -1
+        a = s.find("'", start, j)
+        b = s.find('"', start, j)
+        if a < 0 and b < 0:
+            return j
+        q = a if b < 0 or 0 <= a < b else b
+        start = _repr_end(s, q, s[q])
+        if start < 0:
+            return -1
 
 
 def _after_text(rest: str, label: str) -> str:
