@@ -5,11 +5,11 @@ commit turn) are plain Python. When `pip install .` finds a C compiler, setup.py
 them with Cython, *unchanged* — the pattern black and mypy ship with mypyc: the same source, no
 second implementation to keep in step. Where a `.pxd` file sits beside a module (the trace, the
 trace assembler, its layers and its access index, the id scopes, the pipeline, the source parser,
-its context and its clock, the fast path, the summary and spool, the vLLM
+its record assembly, its context and its clock, the fast path, the summary and spool, the vLLM
 Received measurement), Cython also lays its classes out as C types: their fields become struct
 members and the methods the hot path calls become C calls, still from the one `.py` source, which
 the pure package runs as it is. A class may derive from one laid out in another module's `.pxd`
-(the trace assembler from its layers): its methods
+(the trace assembler from its layers, the source parser from its record assembly): its methods
 are called as C calls all the same. A .pxd declares only layout and argument types; behaviour
 stays in the `.py`. Together about a third of the pure package's CPU per line
 (tests/bench/bench_scan.py prints both).
@@ -43,6 +43,7 @@ MODULES = (
     "diag.parsing.events",
     "diag.parsing.frames",
     "diag.parsing.paste",
+    "diag.parsing.records",
     "diag.parsing.redact",
     "diag.parsing.source",
     "diag.parsing.usercontent",
