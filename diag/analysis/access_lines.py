@@ -47,7 +47,8 @@ class AccessAttacher(TraceTable):
         self.just_ended: dict[str, Trace] = {}  # source -> trace whose end was the last request line
 
     def take_access(self, ev: Event) -> Trace | None:
-        """An access line's event: the trace it was attached to, if one alone."""
+        """Apply an access line's event by the rule above; returns the trace it was attached to, when
+        it was attached to one alone."""
         f = ev.fields
         path = f.get("path") or ""
         if ev.fmt in ("nginx", "proxy") or f.get("method") != "POST" or path not in GEN_ENDPOINTS:

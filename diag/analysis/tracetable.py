@@ -27,6 +27,8 @@ RECENT = 512
 
 
 class TraceTable:
+    """The traces of the requests being assembled, by trace id, and what is settled about them."""
+
     __slots__ = ('alias', 'awaiting', 'changed', 'dropped', 'ends_logged', 'ids', 'max_open', 'models', 'on_done', 'open',
                  'recent')
 
