@@ -39,7 +39,9 @@ class TraceTable:
         self.on_done = on_done
         self.max_open = max_open
         self.models: dict[str, str] = {}  # source path -> served model name (from startup facts)
-        self.awaiting: dict[str, AwaitingIndex] = {}  # source -> traces without an access line yet
+        # source -> traces without an access line yet (`diag.analysis.access_lines`); here because settling
+        # a trace tells its index (a settled trace may no longer take one)
+        self.awaiting: dict[str, AwaitingIndex] = {}
         self.changed: set[str] = set()
         self.dropped = 0
         self.ids = IdScopes()
