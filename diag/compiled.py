@@ -4,12 +4,15 @@ The pipeline's hot modules (reading, parsing, traces, rules, the report; the dae
 commit turn) are plain Python. When `pip install .` finds a C compiler, setup.py also compiles
 them with Cython, *unchanged* — the pattern black and mypy ship with mypyc: the same source, no
 second implementation to keep in step. Where a `.pxd` file sits beside a module (the trace, the
-trace assembler and its access index, the id scopes, the pipeline, the source parser and its
-context and its clock, the fast path, the summary and spool, the vLLM Received measurement), Cython also lays
-its classes out as C types: their fields become struct members and the methods the hot path
-calls become C calls, still from the one `.py` source, which the pure package runs as it is. A
-.pxd declares only layout and argument types; behaviour stays in the `.py`. Together about a
-third of the pure package's CPU per line (tests/bench/bench_scan.py prints both).
+trace assembler, its layers and its access index, the id scopes, the pipeline, the source parser,
+its record assembly, its context and its clock, the fast path, the summary and spool, the vLLM
+Received measurement), Cython also lays its classes out as C types: their fields become struct
+members and the methods the hot path calls become C calls, still from the one `.py` source, which
+the pure package runs as it is. A class may derive from one laid out in another module's `.pxd`
+(the trace assembler from its layers, the source parser from its record assembly): its methods
+are called as C calls all the same. A .pxd declares only layout and argument types; behaviour
+stays in the `.py`. Together about a third of the pure package's CPU per line
+(tests/bench/bench_scan.py prints both).
 
 Python imports an extension module before a source file of the same name, so a built package
 uses them without a switch. `DIAG_NO_EXT=1` puts a finder in front that loads these modules'
@@ -40,6 +43,7 @@ MODULES = (
     "diag.parsing.events",
     "diag.parsing.frames",
     "diag.parsing.paste",
+    "diag.parsing.records",
     "diag.parsing.redact",
     "diag.parsing.source",
     "diag.parsing.usercontent",
@@ -51,6 +55,7 @@ MODULES = (
     "diag.parsing.formats.uvicorn",
     "diag.parsing.formats.vllm",
     "diag.analysis.access_index",
+    "diag.analysis.access_lines",
     "diag.analysis.facts",
     "diag.analysis.findings",
     "diag.analysis.engine",
@@ -58,6 +63,7 @@ MODULES = (
     "diag.analysis.trace",
     "diag.analysis.traceids",
     "diag.analysis.traces",
+    "diag.analysis.tracetable",
     "diag.analysis.rules.prefilter",
     "diag.analysis.rules.ruleset",
     "diag.report.document",

@@ -1,5 +1,5 @@
 """Access lines find their request through an index (diag.analysis.access_index), with the documented
-unambiguity rule of diag/analysis/traces.py: same source, matching endpoint family, no status yet, not
+unambiguity rule of diag/analysis/access_lines.py: same source, matching endpoint family, no status yet, not
 aborted; one candidate → attached; as many identical statuses as candidates → status to all."""
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def test_a_none_where_a_trace_belongs_raises_as_in_python(no_ext):
     """A .pxd types the assembler's traces: a None reaching one (a bug) must raise AttributeError,
     which the pipeline's guard counts, as the pure package does, not crash the daemon."""
     code = ("from diag.analysis.traces import TraceAssembler\n"
-            "for call in (lambda a: a._settle(None), lambda a: a.apply_added(None, None, 'x', 1, 0.0)):\n"
+            "for call in (lambda a: a.settle(None), lambda a: a.apply_added(None, None, 'x', 1, 0.0)):\n"
             "    try:\n        call(TraceAssembler())\n    except AttributeError:\n        print('raised')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(no_ext), timeout=60)
     assert (r.returncode, r.stdout.split()) == (0, ["raised", "raised"]), r.stderr[-2000:]

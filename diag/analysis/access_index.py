@@ -1,7 +1,7 @@
 """Which traces of one source still wait for their access line: an index, not a list to scan.
 
 Access lines (uvicorn) carry no request id, so each one asks "which requests of this file could
-I belong to?" (see the rule in `diag.analysis.traces`). Scanning every waiting trace per access line made
+I belong to?" (see the rule in `diag.analysis.access_lines`). Scanning every waiting trace per access line made
 attachment O(waiting) per line; this index answers in O(1): live candidates are kept per endpoint
 family (`chat`, `completions`, unknown), in arrival order, and counted.
 

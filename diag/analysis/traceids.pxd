@@ -2,6 +2,10 @@
 cimport cython
 
 
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t)
+cpdef engine_base(str rid)
+
+
 cdef class Scope:
     cdef public object epoch, tag, used, suffix
 

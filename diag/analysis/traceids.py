@@ -11,6 +11,9 @@ strings to everything downstream. The scopes are state: the daemon commits them 
 A source here is a log *family*, not a file: `vllm.log.1` and `vllm.log`, or the date-stamped
 `vllm-2026-01-01.log` and `vllm-2026-01-02.log` in one directory, are one server's log cut in
 pieces, and a request that spans the cut must keep one id.
+
+vLLM 0.14+ logs a request's `Added` line with the engine's id, the request's and `-<8 hex>`
+(`engine_base` gives the request's back): the trace table (`diag.analysis.tracetable`) aliases it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,17 @@ def family(path: str) -> str:
         if name == before:
             break
     return f"{d}/{name or 'log'}"
+
+
+def engine_base(rid: str) -> str | None:
+    """vLLM 0.14+: the engine's id is the request's id and "-<8 hex>"; that request id, or None."""
+    n = len(rid)
+    if n <= 9 or rid[n - 9] != "-":
+        return None
+    for i in range(n - 8, n):  # a loop of characters: a built package compiles it to C (traceids.pxd)
+        if rid[i] not in "0123456789abcdef":
+            return None
+    return rid[:-9]
 
 
 class Scope:

@@ -5,7 +5,7 @@ backticks, `> ` quotes), with the lines they thought irrelevant replaced by `...
 prompt and command that produced it, copied from a terminal that hard-wrapped long lines at its
 width. diag reads those pastes the same way it reads a file, so these marks are taken off before
 the wrappers and format parsers see a line, and the pieces of a hard-wrapped line are put back
-together (`Unwrap`, used by the record assembly in `diag.parsing.source`). What a paste adds is never rule input: an ellipsis
+together (`Unwrap`, used by the source parser, `diag.parsing.source`). What a paste adds is never rule input: an ellipsis
 line carries nothing, and a shell prompt line is what the user typed, not what a server wrote.
 """
 

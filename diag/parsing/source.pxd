@@ -1,11 +1,12 @@
-# The C layout of the source parser in a built package (see diag/analysis/trace.pxd): the fast
-# path calls `took_line` and `holds` once per line it applies.
+# The C layout of the source parser in a built package (see diag/analysis/trace.pxd), on top of
+# the record assembly (records.pxd): the fast path calls `took_line` and `holds` once per line it applies.
 cimport cython
 from diag.parsing.base cimport Ctx
+from diag.parsing.records cimport RecordAssembler
 
-cdef class SourceParser:
-    cdef public object _chars, _cr, _dropped, _held, _key, _last_text, _lines, _pending, _pending_lineno
-    cdef public object _pending_start, _prev_end, _prev_lineno, _scratch, _tb, _unwrap
+cdef class SourceParser(RecordAssembler):
+    cdef public object _held, _last_text, _pending_lineno
+    cdef public object _pending_start, _prev_end, _prev_lineno, _scratch, _unwrap
     cdef public dict counts
     cdef public list order
     cdef public Ctx ctx

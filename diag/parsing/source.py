@@ -1,11 +1,11 @@
-"""Lines → events for one source: wrappers, format detection, multi-line records.
+"""Lines → events for one source: wrappers, terminal wraps, format detection, multi-line records.
 
 Formats are detected per line with the most recently successful parser tried first, so a file
 written by one server costs one regex per line, and a container log that multiplexes vLLM,
-uvicorn and a proxy still gets every line parsed by the right parser. Multi-line records
-(vLLM's repeated-prefix messages, raw Python tracebacks, llama.cpp's classic timing block,
-LMDeploy's engine config) are joined into one event, bounded in lines and characters. A traceback's
-code frames are not part of its text; their locations are kept in `Event.frames` (`diag.parsing.frames`).
+uvicorn and a proxy still gets every line parsed by the right parser. A line a terminal wrapped
+is joined again first. Multi-line records (vLLM's repeated-prefix messages, raw Python
+tracebacks, llama.cpp's classic timing block, LMDeploy's engine config) are joined into one
+event by the record assembly this parser builds on (`diag.parsing.records`).
 """
 
 from __future__ import annotations
@@ -18,38 +18,28 @@ from diag.parsing import events as E
 from diag.parsing import usercontent
 from diag.parsing.clock import Clock
 from diag.parsing.events import Event
-from diag.parsing import frames, paste, wrappers
+from diag.parsing import paste, wrappers
 from diag.parsing.formats import llamacpp, lmdeploy, nginx, proxy, uvicorn, vllm
 from diag.parsing.base import Ctx
+from diag.parsing.records import RecordAssembler, looks_continued
 from diag.ingest.reader import Line
 
 PARSERS: dict[str, ModuleType] = {m.NAME: m for m in (vllm, llamacpp, lmdeploy, uvicorn, nginx, proxy)}
 FORMATS = tuple(PARSERS)
 
-MAX_EVENT_LINES = 400
-MAX_EVENT_CHARS = 256 * 1024
-
-_EXC_LINE = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|Warning|Failure|Fault|Timeout|Iteration)\b")
-# The last line of a traceback: a dotted name at column 0, then `: message` or nothing.
-_EXC_ANY = re.compile(r"[A-Za-z_][\w.]*(?::(?: |\Z)|\Z)")
-_TB_CHAIN = ("During handling", "The above exception", "Traceback")
-_TIMING_CONT = re.compile(r"\s*(?:prompt eval time|eval time|total time|draft acceptance)")
 _GENERIC_LEVEL = re.compile(r"(?:Fatal Python error|Traceback|Segmentation fault|Killed|Aborted)")
 
-_FRAME_START = frozenset(' \tF')  # what a frame line can start with (a cheap test before the regex)
 
-# Traceback state of the pending event.
-_TB_NONE, _TB_BODY, _TB_AFTER = 0, 1, 2
-
-
-class SourceParser:
+class SourceParser(RecordAssembler):
     """Stateful parser of one source (a file, stdin, a followed log)."""
 
-    __slots__ = ('_chars', '_cr', '_dropped', '_held', '_key', '_last_text', '_lines', '_pending', '_pending_lineno', '_pending_start', '_prev_end', '_prev_lineno', '_scratch', '_tb', '_unwrap', 'counts', 'ctx', 'forced', 'last_ts', 'order', 'path', 'stamp_now', 'user_chars', 'user_lines')
+    __slots__ = ('_held', '_last_text', '_pending_lineno', '_pending_start', '_prev_end', '_prev_lineno', '_scratch', '_unwrap', 'counts',
+                 'ctx', 'forced', 'last_ts', 'order', 'path', 'stamp_now', 'user_chars', 'user_lines')
 
     def __init__(self, path: str, mtime: float | None = None, fmt: str | None = None, stamp_now: bool = False):
         if fmt is not None and fmt not in PARSERS:
             raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+        super().__init__()
         self.path = path
         self.ctx = Ctx(path, Clock(mtime))
         self.order: list[ModuleType] = list(PARSERS.values())
@@ -60,12 +50,6 @@ class SourceParser:
         self.counts: dict[str, int] = {}
         self.stamp_now = stamp_now
         self.last_ts: float | None = None
-        self._pending: Event | None = None
-        self._key: object = None
-        self._cr = False
-        self._tb = _TB_NONE
-        self._lines = 0
-        self._chars = 0
         self._prev_end = 0  # byte offset just past the last line fed
         self._prev_lineno = 0
         self._pending_start = 0  # where the record being assembled began (for safe read offsets)
@@ -77,7 +61,6 @@ class SourceParser:
         self._unwrap = paste.Unwrap()
         self._held: tuple[Line, str, int, int, Line] | None = None
         self._last_text: str | bytes = ""  # the previous physical line, paste marks off (to learn wrap widths)
-        self._dropped = False  # the last line appended to the record was a frame left out of its text
         self._scratch = Ctx(path, Clock(mtime))  # for prefix checks that must not touch self.ctx
 
     def start_at(self, offset: int, lineno: int) -> None:
@@ -91,7 +74,7 @@ class SourceParser:
         A record still being assembled is not applied yet, so a restart must read its lines
         again: the daemon commits this position, not the end of what it has read.
         """
-        if self._pending is not None:
+        if self.pending is not None:
             return self._pending_start, self._pending_lineno
         return self._prev_end, self._prev_lineno
 
@@ -177,7 +160,7 @@ class SourceParser:
                 st["user_dump"] = True
                 self.user_lines += 1
                 self.user_chars += len(text)
-                self._cr = line.cr
+                self.cr = line.cr
                 return []
         else:
             order = self.order
@@ -188,19 +171,19 @@ class SourceParser:
                         order.insert(0, order.pop(i))
                     break
         out: list[Event] = []
-        pend = self._pending
+        pend = self.pending
         if parsed is None:
             if unwrapped and last == line.lineno:
-                if (pend is not None and pend.end_lineno == line.lineno - 1 and self._room()
+                if (pend is not None and pend.end_lineno == line.lineno - 1 and self.room()
                         and self._unwrap.padded(prev_text, text)):
-                    self._join_padded(pend, text, line)
-                    return out if self._may_continue() else self.flush()
+                    self.join_padded(pend, text, line)
+                    return out if self.may_continue() else self.flush()
                 self._unwrap.observe(prev_text, text)  # no prefix of any kind: was the line before wrapped?
-            if pend is not None and self._continues(text):
-                self._append(pend, text, line, last)
-                return out if self._may_continue() else self.flush()
+            if pend is not None and self.continues(text):
+                self.append(pend, text, line, last)
+                return out if self.may_continue() else self.flush()
             if not text.strip():
-                self._cr = line.cr
+                self.cr = line.cr
                 return out  # blank lines outside a record carry nothing
             # An unprefixed line is in no format: which format wrote most lines so far must not decide
             # which rules it meets (the same traceback would be found or missed by where it sits).
@@ -208,10 +191,10 @@ class SourceParser:
             key = None
         else:
             ev, key = parsed
-            if (pend is not None and key is not None and key == self._key
-                    and (self._cr or _looks_continued(ev.text)) and self._room()):
-                self._append(pend, ev.text, line, last)
-                return out if self._may_continue() else self.flush()
+            if (pend is not None and key is not None and key == self.pending_key
+                    and (self.cr or looks_continued(ev.text)) and self.room()):
+                self.append(pend, ev.text, line, last)
+                return out if self.may_continue() else self.flush()
             ev.lineno = line.lineno
             counts = self.counts
             counts[ev.fmt] = counts.get(ev.fmt, 0) + 1
@@ -223,19 +206,12 @@ class SourceParser:
         ev.repeated = repeated
         ev.end_lineno = last
         if last > line.lineno:
-            self._gap(ev, last - line.lineno)  # one line of text from several physical lines
+            self.gap(ev, last - line.lineno)  # one line of text from several physical lines
         if pend is not None:
             out.append(pend)
-        self._pending, self._key, self._cr = ev, key, line.cr
-        self._dropped = False
+        self.begin(ev, key, line.cr)
         self._pending_start, self._pending_lineno = start, start_lineno
-        self._lines, self._chars = 1, len(ev.text)
-        self._tb = _TB_BODY if ev.text.startswith("Traceback (most recent call last)") else _TB_NONE
-        loc = frames.location(ev.text) if ev.text[:1] in _FRAME_START else None
-        if loc is not None:
-            ev.frames = (loc,)  # a traceback pasted from its middle: its header was cut off
-            self._tb = _TB_BODY
-        if not self._may_continue():
+        if not self.may_continue():
             out.extend(self.flush())  # nothing can follow it: hand it over now (a follower's latency)
         return out
 
@@ -245,7 +221,7 @@ class SourceParser:
         any state that changes how `feed` reads a line belongs in this test (a line held because a
         terminal may have wrapped it; inside a llama-server prompt dump every line is user text).
         `holds(n)`: a line of `n` characters would be held itself, as a possible wrap."""
-        return self._pending is None and self._held is None and not self.ctx.state.get("user_dump")
+        return self.pending is None and self._held is None and not self.ctx.state.get("user_dump")
 
     @staticmethod
     def _date(ev: Event, ts: float | None) -> None:
@@ -295,161 +271,21 @@ class SourceParser:
         counts[fmt] = counts.get(fmt, 0) + 1
         ctx = self.ctx
         ctx.proc, ctx.pid, ctx.wrap_ts = proc, pid, None
-        self._cr = False
-        self._dropped = False
+        self.cr = False
+        self.dropped = False
         return self._stamped(ts)
-
-    def _may_continue(self) -> bool:
-        """Can the next line still belong to the record being assembled?
-
-        vLLM ends every line of a multi-line record but the last with \r; a traceback, an ERROR
-        line (a raw traceback may follow), a line ending in ':' and llama.cpp's classic timing
-        header announce more. Anything else is complete, and is emitted at once instead of waiting
-        for the next line.
-        """
-        pend = self._pending
-        if pend is None:
-            return False
-        if self._cr or self._tb != _TB_NONE or pend.level in ("ERROR", "CRITICAL"):
-            return True
-        t = pend.text
-        if self._lines == 1 and pend.kind != E.TIMING and not t.endswith((":", ": ", ":\t")):
-            return False  # the common case: a complete one-line record
-        last = t[t.rfind("\n") + 1:].rstrip()
-        if last.endswith(":"):
-            return True
-        if pend.kind == E.TIMING and pend.fmt == "llamacpp" and "total time" not in pend.text and (last.endswith("|") or self._lines > 1):
-            return True  # the classic 4-line timing record
-        return self._lines < 4 and pend.text.split("\n", 1)[0].rstrip().endswith(":")
 
     def flush(self) -> list[Event]:
         """Hand over the record still being assembled (EOF, or the follower went idle)."""
         out = self._release() if self._held is not None else []
-        ev, self._pending = self._pending, None
-        self._key = None
-        self._tb = _TB_NONE
+        ev = self.take()
         if ev is not None:
             out.append(ev)
         return out
 
     @property
     def has_pending(self) -> bool:
-        return self._pending is not None or self._held is not None
-
-    # -- multi-line records ---------------------------------------------------------------
-    def _room(self) -> bool:
-        return self._lines < MAX_EVENT_LINES and self._chars < MAX_EVENT_CHARS
-
-    def _append(self, ev: Event, text: str, line: Line, last: int) -> None:
-        skipped = line.lineno - max(ev.end_lineno, ev.lineno) - 1  # blank and `...` lines inside the record
-        if skipped > 0:
-            self._gap(ev, skipped)
-        ev.end_lineno = last
-        joined = last - line.lineno  # physical lines beyond the first that a hard wrap made of this one
-        self._cr = line.cr
-        if line.truncated:
-            ev.fields["truncated"] = True
-        loc = frames.location(text) if text[:1] in _FRAME_START else None
-        if loc is not None:
-            # A frame: its location is kept (rules may match where the traceback went); its line and
-            # the code under it are left out of the text. A frame with no header before it (a paste
-            # that starts mid-traceback) begins the traceback's body all the same.
-            ev.frames = frames.add(ev.frames, loc)
-            self._tb = _TB_BODY
-            self._gap(ev, 1 + joined)
-            self._dropped = True
-            return
-        if text.startswith("Traceback (most recent call last)"):
-            self._tb = _TB_BODY
-        elif self._tb == _TB_BODY:
-            if _is_exception_line(text):
-                self._tb = _TB_AFTER
-            elif text[:1] in (" ", "\t", "^") or text.startswith("File \""):
-                # A frame: file, line and quoted source code. Rules see the traceback's header and its
-                # exception lines, never the code it passed through (which quotes error messages), and
-                # a deep stack cannot push the exception out of the record's bounds.
-                self._gap(ev, 1 + joined)
-                self._dropped = True
-                return
-        self._dropped = False
-        if self._room():
-            ev.text = f"{ev.text}\n{text}"
-            self._lines += 1
-            self._chars += len(text) + 1
-            if joined:
-                self._gap(ev, joined)
-        else:
-            ev.fields["cut_lines"] = ev.fields.get("cut_lines", 0) + 1
-            self._dropped = True
-        if ev.kind == E.TIMING and ev.fmt == "llamacpp":
-            llamacpp.reclassify(ev)
-
-    def _join_padded(self, ev: Event, text: str, line: Line) -> None:
-        """The rest of the record's last line, wrapped by the terminal and padded to its width.
-
-        `text` is already scrubbed, but on its own: when the line it continues had user content
-        masked (a prompt, a body), the rest is most likely more of it and is left out, not appended.
-        """
-        ev.end_lineno = line.lineno
-        self._cr = line.cr
-        if not self._dropped and usercontent.OPEN not in ev.text[ev.text.rfind("\n") + 1:]:
-            rest = text.rstrip(" ")
-            ev.text += rest
-            self._chars += len(rest)
-        self._gap(ev, 1)  # a physical line that adds no line to the text
-
-    @staticmethod
-    def _gap(ev: Event, n: int) -> None:
-        """Record `n` physical lines left out of the record's text at its current end."""
-        gaps = ev.gaps if ev.gaps is not None else []
-        at = len(ev.text)
-        if gaps and gaps[-1][0] == at:
-            gaps[-1] = (at, gaps[-1][1] + n)
-        else:
-            gaps.append((at, n))
-        ev.gaps = gaps
-
-    def _continues(self, text: str) -> bool:
-        """Does an unrecognised line belong to the record being assembled?"""
-        pend = self._pending
-        if pend is None or not self._room():
-            return False
-        if self._tb == _TB_BODY:
-            return True  # inside a traceback everything up to the exception line belongs to it
-        if self._tb == _TB_AFTER:
-            return (not text or text[0] in " \t" or text.startswith(_TB_CHAIN)
-                    or (text and _EXC_LINE.match(text) is not None and self._lines < 50))
-        if text.startswith("Traceback (most recent call last)"):
-            return pend.severe or pend.text.rstrip().endswith(":") or pend.kind == E.RAW
-        last = pend.text.rsplit("\n", 1)[-1]
-        if pend.kind == E.TIMING and pend.fmt == "llamacpp":
-            return _TIMING_CONT.match(text) is not None
-        if last.rstrip().endswith(":") and self._lines < 4 and pend.fmt != "vllm":
-            return True  # "turbomind engine config:" + blank + values
-        if not last.strip() and self._lines < 4 and pend.text.split("\n", 1)[0].rstrip().endswith(":"):
-            return True
-        return False
-
-
-def _looks_continued(msg: str) -> bool:
-    """A repeated-prefix line whose \\r was lost (docker, journald) is still part of a record
-    when it reads like the inside of one."""
-    return (not msg or msg[0] in " \t" or msg.startswith(("Traceback (most recent", "File \"", "During handling", "The above exception"))
-            or _EXC_LINE.match(msg) is not None)
-
-
-_KEYWORDS = frozenset(("pass", "break", "continue", "return", "else:", "try:", "finally:", "raise", "yield"))
-
-
-def _is_exception_line(text: str) -> bool:
-    """The exception line that ends a traceback's frames: at column 0 (frames are indented), a
-    dotted name alone or followed by `: message` (`KeyError: 'qwen2_5_vl'`, `KeyboardInterrupt`),
-    or a line naming an error (a pasted traceback may have lost its indentation)."""
-    if not text or text[0] in " \t":
-        return False
-    if _EXC_LINE.match(text) is not None:
-        return True
-    return _EXC_ANY.match(text) is not None and text.split(None, 1)[0] not in _KEYWORDS
+        return self.pending is not None or self._held is not None
 
 
 def _guess_level(text: str) -> str | None:
