@@ -222,6 +222,9 @@ PLANTS = [
           "2026-08-22 10:15:02,114 - lmdeploy - INFO - async_engine.py:600 - session=0, adapter_name=None, input_tokens=38, "
           "gen_config=GenerationConfig(stop_words=['{text}']), prompt='{text}'"),
     Plant("vllm/real-0.32.0-cpu/cold-start-vl.log", "vLLM image fetch URL", "http://127.0.0.1:9/nothing.png", "http://127.0.0.1:9/{url}", every=True),
+    Plant("vllm/real-0.32.0-cpu/text.log", "vLLM stop strings and bad words (before max_tokens= in SamplingParams)",
+          "stop=[], stop_token_ids=[], bad_words=[]", "stop=['{text}'], stop_token_ids=[], bad_words=['{text}']", every=True),
+    Plant("vllm/synthetic-0.6.6-qwen2vl.log", "vLLM 0.6 stop strings", "stop=[]", "stop=['{text}']", every=True),
     Plant("vllm/real-0.32.0-cpu/text.log", "uvicorn access query string", '"POST /v1/chat/completions HTTP/1.1" 200',
           '"POST /v1/chat/completions?{url} HTTP/1.1" 200'),
     Plant("vllm/real-0.32.0-cpu/text.log", "vLLM validation error echoing input",
