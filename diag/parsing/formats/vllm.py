@@ -35,6 +35,7 @@ IMAGE_PLACEHOLDERS = (
 
 _RECEIVED = re.compile(r"Received request (\S+?): (.*)\Z", re.S)
 _DETAILS = re.compile(r"Request (\S+?) details: (.*)\Z", re.S)
+_JSON_BODY = re.compile(r"Request \S+? JSON body: ")
 _ADDED = re.compile(r"Added request (\S+?)\.\Z")
 _GUIDE_ADDED = re.compile(r"Added request '([^']+)' with prompt length (\d+) tokens, multi-modal data count (\d+)")
 _GUIDE_FINISHED = re.compile(r"Finished request '([^']+)', total tokens: (\d+), latency: ([\d.]+)s")
@@ -113,6 +114,11 @@ def classify(ev: Event, msg: str) -> None:
                 f["detail"] = True
                 _measure_received(m.group(2), f)
                 ev.text = usercontent.mask(msg, m.start(2), None, "request", f)
+                return
+            m = _JSON_BODY.match(msg)
+            if m and not msg.startswith(usercontent.OPEN, m.end()):  # DEBUG (0.32): the body as the client
+                # sent it, whatever its keys (a rerank's `query`; one with `messages` is masked already)
+                ev.text = usercontent.mask(msg, m.end(), None, "body", f)
             return
         if msg.startswith("Running model forward pass for request "):
             m = _GUIDE_FORWARD.match(msg)
