@@ -235,7 +235,17 @@ PLANTS = [
           '"POST /v1/chat/completions?{url} HTTP/1.1" 200\n(APIServer pid=11381) ERROR 11-22 18:23:13 [serving_chat.py:250] '
           "Error in preprocessing prompt inputs: 1 validation error for ChatCompletionRequest: Value error [type=value_error, "
           "input_value={{'messages': [{{'role': 'user', 'content': '{text}'}}]}}, input_type=dict]"),
+    Plant("nginx/access-combined.log", "nginx request line with spaces (nginx takes them), referer, user agent",
+          '"GET /health HTTP/1.1" 502 157 "-" "python-requests/2.32.3"', '"GET /health {ntext} HTTP/1.1" 502 157 "{ntext}" "{ntext}"'),
+    Plant("nginx/access-combined.log", "nginx: any text as the request line (answered 400)",
+          '"POST /v1/chat/completions HTTP/1.1" 400 171 "-" "OpenAI/Python 1.99.1"',
+          '"POST /v1/chat/completions HTTP/1.1" 400 171 "-" "OpenAI/Python 1.99.1"\n'
+          '127.0.0.1 - - [22/Aug/2026:10:16:12 +0000] "{ntext}" 400 157 "-" "-"'),
     Plant("nginx/access-combined.log", "nginx access query string", " HTTP/1.1\" ", "?{url} HTTP/1.1\" ", every=True),
+    Plant("nginx/error.log", "nginx error context: request line, host and referrer as the client sent them (not escaped)",
+          'request: "POST /v1/chat/completions HTTP/1.1", upstream: "http://127.0.0.1:8080/v1/chat/completions", host: "localhost:8000"',
+          'request: "POST /v1/chat/completions {text} HTTP/1.1", upstream: "http://127.0.0.1:8080/v1/chat/completions", '
+          'host: "{text}", referrer: "{text}"'),
     Plant("nginx/error.log", "nginx error request and upstream URL", 'request: "GET /health HTTP/1.1", upstream: "http://127.0.0.1:8080/health"',
           'request: "GET /health?{url} HTTP/1.1", upstream: "http://127.0.0.1:8080/{url}"'),
     Plant("seed-style/proxy.log", "proxy access query string", '"POST /v1/chat/completions HTTP/1.1"', '"POST /v1/chat/completions?{url} HTTP/1.1"', every=True),
@@ -267,9 +277,11 @@ def plant_canaries(dest: Path, plants: list[Plant] = PLANTS, word: str = CANARY)
                                           ("clean", "please describe the picture", "picture.png?size=2", "please describe\nthe picture")):
             body = base
             for p in ps:
-                old = p.old.format(text=text, url=url, lines=lines) if "{" in p.old else p.old  # may follow an earlier plant
+                # {ntext}: the text as nginx's access log escapes it (`"` and `\\` as \xXX)
+                ntext = text.replace("\\", "\\x5C").replace('"', "\\x22")
+                old = p.old.format(text=text, url=url, lines=lines, ntext=ntext) if "{" in p.old else p.old  # may follow an earlier plant
                 assert old in body, f"{rel}: the anchor for {p.what!r} is gone"
-                new = p.new.format(text=text, url=url, lines=lines)
+                new = p.new.format(text=text, url=url, lines=lines, ntext=ntext)
                 body = body.replace(old, new) if p.every else body.replace(old, new, 1)
             out = dest / variant / rel.replace("/", "__")
             out.parent.mkdir(parents=True, exist_ok=True)
