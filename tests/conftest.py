@@ -249,6 +249,15 @@ PLANTS = [
     Plant("nginx/error.log", "nginx error request and upstream URL", 'request: "GET /health HTTP/1.1", upstream: "http://127.0.0.1:8080/health"',
           'request: "GET /health?{url} HTTP/1.1", upstream: "http://127.0.0.1:8080/{url}"'),
     Plant("seed-style/proxy.log", "proxy access query string", '"POST /v1/chat/completions HTTP/1.1"', '"POST /v1/chat/completions?{url} HTTP/1.1"', every=True),
+    Plant("seed-style/proxy.log", "http.server: any text as the request line, echoed in its error message",
+          '10.8.0.23 - - [24/Jan/2025 00:13:38] "GET /chat.html HTTP/1.1" 200 -',
+          '10.8.0.23 - - [24/Jan/2025 00:13:38] "GET /chat.html HTTP/1.1" 200 -\n'
+          "10.8.0.23 - - [24/Jan/2025 00:13:38] code 400, message Bad request version ('{text}')\n"
+          '10.8.0.23 - - [24/Jan/2025 00:13:38] "{text}" 400 -'),
+    Plant("seed-style/proxy.log", "proxy's own log of the request target, a quote in its query",
+          "INFO:root:Received GET request to /chat.html", 'INFO:root:Received GET request to /chat.html?a="{qtext}'),
+    Plant("vllm/real-0.32.0-cpu/text.log", "uvicorn access: a quote in the query string",
+          '"GET /version HTTP/1.1" 200 OK', '"GET /version?a="{qtext} HTTP/1.1" 200 OK'),
     Plant("seed-style/proxy.log", "proxy forwarding URL", "Forwarding to http://localhost:3001/v1/chat/completions",
           "Forwarding to http://localhost:3001/img/{url}"),
 ]
@@ -278,10 +287,11 @@ def plant_canaries(dest: Path, plants: list[Plant] = PLANTS, word: str = CANARY)
             body = base
             for p in ps:
                 # {ntext}: the text as nginx's access log escapes it (`"` and `\\` as \xXX)
-                ntext = text.replace("\\", "\\x5C").replace('"', "\\x22")
-                old = p.old.format(text=text, url=url, lines=lines, ntext=ntext) if "{" in p.old else p.old  # may follow an earlier plant
+                # {qtext}: as a request target carries it (spaces encoded, quotes as they are)
+                ntext, qtext = text.replace("\\", "\\x5C").replace('"', "\\x22"), text.replace(" ", "%20")
+                old = p.old.format(text=text, url=url, lines=lines, ntext=ntext, qtext=qtext) if "{" in p.old else p.old  # may follow an earlier plant
                 assert old in body, f"{rel}: the anchor for {p.what!r} is gone"
-                new = p.new.format(text=text, url=url, lines=lines, ntext=ntext)
+                new = p.new.format(text=text, url=url, lines=lines, ntext=ntext, qtext=qtext)
                 body = body.replace(old, new) if p.every else body.replace(old, new, 1)
             out = dest / variant / rel.replace("/", "__")
             out.parent.mkdir(parents=True, exist_ok=True)
