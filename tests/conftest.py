@@ -214,6 +214,12 @@ PLANTS = [
           "0.00.283.950 E srv    operator(): got exception: {{\"error\":{{\"code\":400,\"message\":\"Failed to parse input: "
           "{{'type': 'value_error', 'input': '{text}'}}\",\"type\":\"invalid_request_error\"}}}}\n"
           "0.00.283.957 E srv    send_error: task id = 10, error: request (2705 tokens) exceeds"),
+    Plant("llamacpp/real-b0c1e57-cpu/text.log", "llama-server JSON parse error quoting the body (nlohmann's last read)",
+          "last read: '{{no'", "last read: '{{no {text}'"),
+    Plant("llamacpp/real-b0c1e57-cpu/verbose.log", "llama-server -v streamed chunk: reasoning and tool-call deltas",
+          '"delta":{{"content":" What"}}', '"delta":{{"reasoning_content":"{text}","tool_calls":[{{"function":{{"arguments":"{text}"}}}}]}}'),
+    Plant("llamacpp/synthetic-older-build.log", "llama-server access line: the path as cpp-httplib decoded it (spaces)",
+          "srv  log_server_r: request: GET /health 127.0.0.1 503", "srv  log_server_r: request: GET /health {text} 127.0.0.1 503"),
     Plant("lmdeploy/synthetic-0.16.log", "LMDeploy log_prompt and log_response (other-servers.md §LMDeploy)",
           '2026-08-22 10:15:04,303 - lmdeploy - INFO - async_engine.py:779 - session 0 finished, reason "stop"',
           "2026-08-22 10:15:04,302 - lmdeploy - REQUEST - logger.py:41 - session=Session(id=0, step=0), prompt='{text}'\n"
