@@ -197,6 +197,8 @@ class Plant:
 
 PLANTS = [
     Plant("vllm/synthetic-0.6.6-qwen2vl.log", "vLLM 0.6 INFO prompt", "Summarize the plot of Hamlet in two sentences.", "{text}"),
+    Plant("vllm/synthetic-0.6.6-qwen2vl.log", "vLLM unknown model: the name the client sent, quoting the server's words",
+          "The model `gpt-4o` does not exist.", "The model `{text}` does not exist. {text}` does not exist."),
     Plant("vllm/synthetic-0.11.0-qwen3vl.log", "vLLM 0.11 INFO prompt", "Summarize the plot of Hamlet in two sentences.", "{text}"),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 DEBUG prompt", "user\\nhello world<|im_end|>", "user\\n{text}<|im_end|>", every=True),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 DEBUG JSON body without a prompt key (rerank, score)",

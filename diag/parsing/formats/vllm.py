@@ -49,7 +49,7 @@ _GENERATED = re.compile(r"Generated response (\S+?)( \(streaming (?:delta|comple
 _FINISH_REASON = re.compile(r"finish_reason: (\w+)\s*\Z")
 _MAX_TOKENS = re.compile(r"max_tokens=(\d+)")
 _OUTPUT_TOKEN_IDS = re.compile(r"output_token_ids: \[([^\]]*)\]")
-_ERROR_WITH_MODEL = re.compile(r"The model `([^`]*)` does not exist")
+_MODEL_NAME = re.compile(r"[\w.:/@+-]{1,256}\Z")  # `Qwen/Qwen3-VL-8B-Instruct`, `qwen3:8b`, `gpt-4o`
 _TOKEN_IDS = re.compile(r"prompt_token_ids: \[([^\]]*)\]")
 _STATS_V0 = re.compile(
     r"Avg prompt throughput: ([\d.]+) tokens/s, Avg generation throughput: ([\d.]+) tokens/s, "
@@ -153,9 +153,7 @@ def classify(ev: Event, msg: str) -> None:
         if msg.startswith("Engine ") and ": Avg" in msg[:24]:
             _stats(ev, msg)
         elif msg.startswith("Error with model"):
-            m = _ERROR_WITH_MODEL.search(msg)
-            if m:
-                f["model_requested"] = clean(m.group(1))
+            _unknown_model(ev, msg, f)
         elif msg.startswith("Error in model forward pass for request "):
             m = _GUIDE_FWD_ERR.match(msg)
             if m:
@@ -200,6 +198,22 @@ def classify(ev: Event, msg: str) -> None:
                 f["latency_s"] = to_float(m.group(3))
     elif c == "S" and msg.startswith("Sequence group ") and "preempted" in msg:
         f["request_id_preempted"] = msg.split(" ", 3)[2]
+
+
+def _unknown_model(ev: Event, msg: str, f: dict) -> None:
+    """`The model `NAME` does not exist`: NAME is what the client asked for. A model's name is
+    kept (which one clients ask for is the diagnosis); anything else there is the client's text,
+    masked before the rules see it. The name ends at the last "` does not exist" (the server's
+    words follow it; a name may quote them)."""
+    a = msg.find("The model `")
+    b = msg.rfind("` does not exist")
+    if a < 0 or b < a + 11:
+        return
+    name = msg[a + 11:b]
+    if _MODEL_NAME.match(name):
+        f["model_requested"] = clean(name)
+    else:
+        ev.text = usercontent.mask(ev.text, a + 11, b, "model", f)
 
 
 def received(msg: str, f: dict) -> re.Match | None:
