@@ -199,6 +199,10 @@ PLANTS = [
     Plant("vllm/synthetic-0.6.6-qwen2vl.log", "vLLM 0.6 INFO prompt", "Summarize the plot of Hamlet in two sentences.", "{text}"),
     Plant("vllm/synthetic-0.6.6-qwen2vl.log", "vLLM unknown model: the name the client sent, quoting the server's words",
           "The model `gpt-4o` does not exist.", "The model `{text}` does not exist. {text}` does not exist."),
+    Plant("vllm/real-0.32.0-cpu/text.log", "vLLM 'failed (bad request): …': a validation error quoting the request",
+          "Added request chatcmpl-914cc2ebd5c0a1d5-8137f100.",
+          "Added request chatcmpl-914cc2ebd5c0a1d5-8137f100.\n(APIServer pid=14990) INFO 11-22 18:27:49 [async_llm.py:789] "
+          "Request chatcmpl-914cc2ebd5c0a1d5 failed (bad request): Invalid stop string {text}."),
     Plant("vllm/synthetic-0.11.0-qwen3vl.log", "vLLM 0.11 INFO prompt", "Summarize the plot of Hamlet in two sentences.", "{text}"),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 DEBUG prompt", "user\\nhello world<|im_end|>", "user\\n{text}<|im_end|>", every=True),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 DEBUG JSON body without a prompt key (rerank, score)",

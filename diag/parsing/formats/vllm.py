@@ -104,6 +104,8 @@ def classify(ev: Event, msg: str) -> None:
                 f["request_id"] = m.group(1)
                 if m.group(3):
                     f["reason"] = clean(m.group(3), 200)
+                    if m.group(4):  # `failed (bad request): …`: a validation error, which quotes the request
+                        ev.text = usercontent.mask(msg, m.start(4), m.end(4), "error", f)
                 elif m.group(4) and m.group(2) == "failed":
                     f["reason"] = clean(m.group(4), 200)  # an error message may echo the input
                 return
