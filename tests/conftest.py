@@ -203,6 +203,13 @@ PLANTS = [
           "Added request chatcmpl-914cc2ebd5c0a1d5-8137f100.",
           "Added request chatcmpl-914cc2ebd5c0a1d5-8137f100.\n(APIServer pid=14990) INFO 11-22 18:27:49 [async_llm.py:789] "
           "Request chatcmpl-914cc2ebd5c0a1d5 failed (bad request): Invalid stop string {text}."),
+    Plant("vllm/real-0.32.0-cpu/kv-pressure-then-worker-sigkill.log",
+          "a client's X-Request-Id with spaces (Received, Added, failed (engine dead), the crash's scheduler dump)",
+          "chatcmpl-99512c3bf5fb2800", "chatcmpl-{text}", every=True),
+    Plant("vllm/real-0.32.0-cpu/text-logoutputs.log", "a client's X-Request-Id with spaces (Generated response)",
+          "chatcmpl-8246087abb019d88", "chatcmpl-{text}", every=True),
+    Plant("vllm/real-0.32.0-cpu/text-debug.log", "a client's X-Request-Id with spaces (details, JSON body)",
+          "99ae9d0bb3f50234", "{text}", every=True),
     Plant("vllm/synthetic-0.11.0-qwen3vl.log", "vLLM 0.11 INFO prompt", "Summarize the plot of Hamlet in two sentences.", "{text}"),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 DEBUG prompt", "user\\nhello world<|im_end|>", "user\\n{text}<|im_end|>", every=True),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 DEBUG JSON body without a prompt key (rerank, score)",

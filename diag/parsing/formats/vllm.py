@@ -44,11 +44,15 @@ _GUIDE_FORWARD = re.compile(r"Running model forward pass for request '([^']+)'")
 _GUIDE_FWD_ERR = re.compile(r"Error in model forward pass for request '([^']+)'")
 _ABORTED = re.compile(r"Aborted request(?:\(s\))? (.+?)\.\Z")
 _REQ_STATE = re.compile(r"Request (\S+?) (aborted|failed)(?: \(([^)]*)\))?(?:(?::| due to) (.*))?\.\Z", re.S)
+# `Request ID aborted.` and the like whose ID (the client's X-Request-Id) has a space: the last of the
+# server's words ends it (tried only when the plain pattern failed, on a line that is no details line)
+_REQ_STATE_SPACED = re.compile(r"Request (.+) (aborted|failed)(?: \(([^)]*)\))?(?:(?::| due to) (.*))?\.\Z", re.S)
 _FINISHED = re.compile(r"Finished request (\S+?)\.\Z")
 _GENERATED = re.compile(r"Generated response (\S+?)( \(streaming (?:delta|complete)\))?(?: details)?: (.*)\Z", re.S)
 _FINISH_REASON = re.compile(r"finish_reason: (\w+)\s*\Z")
 _MAX_TOKENS = re.compile(r"max_tokens=(\d+)")
 _OUTPUT_TOKEN_IDS = re.compile(r"output_token_ids: \[([^\]]*)\]")
+_SCHEDULER_DUMP = "Dumping scheduler output for model execution: "
 _MODEL_NAME = re.compile(r"[\w.:/@+-]{1,256}\Z")  # `Qwen/Qwen3-VL-8B-Instruct`, `qwen3:8b`, `gpt-4o`
 _TOKEN_IDS = re.compile(r"prompt_token_ids: \[([^\]]*)\]")
 _STATS_V0 = re.compile(
@@ -96,9 +100,16 @@ def classify(ev: Event, msg: str) -> None:
             if m:
                 ev.kind = E.RECEIVED
                 ev.text = usercontent.mask(msg, m.start(2), None, "request", f)  # prompt, params (stop strings…)
+            else:  # an id with a space (a client's X-Request-Id): no trace, and nothing of it to the rules
+                ev.text = usercontent.mask(msg, 17, None, "request", f)
             return
         if msg.startswith("Request "):
             m = _REQ_STATE.match(msg)
+            if m is None and len(msg) < 4096 and " details: " not in msg and " JSON body: " not in msg:
+                m = _REQ_STATE_SPACED.match(msg)  # the client's id has a space: it ends at the server's words
+                if m:  # no trace has it (its Received line gave none); the id, and a message that may be more of it, masked
+                    ev.text = usercontent.mask(msg, 8, m.end(4) if m.group(4) else m.end(1), "request-id", f)
+                    return
             if m:
                 ev.kind = E.ABORTED if m.group(2) == "aborted" else E.FAILED
                 f["request_id"] = m.group(1)
@@ -121,6 +132,8 @@ def classify(ev: Event, msg: str) -> None:
             if m and not msg.startswith(usercontent.OPEN, m.end()):  # DEBUG (0.32): the body as the client
                 # sent it, whatever its keys (a rerank's `query`; one with `messages` is masked already)
                 ev.text = usercontent.mask(msg, m.end(), None, "body", f)
+            elif m is None and (" details: " in msg or " JSON body: " in msg):  # an id with a space
+                ev.text = usercontent.mask(msg, 8, None, "request", f)
             return
         if msg.startswith("Running model forward pass for request "):
             m = _GUIDE_FORWARD.match(msg)
@@ -141,6 +154,8 @@ def classify(ev: Event, msg: str) -> None:
                 f["prompt_tokens"] = to_int(m.group(2))
                 f["images"] = to_int(m.group(3))
                 f["added"] = True
+            else:  # an id with a space (the client's): nothing of it to the rules
+                ev.text = usercontent.mask(msg, 14, len(msg) - msg.endswith("."), "request-id", f)
         elif msg.startswith("Aborted request"):
             m = _ABORTED.match(msg)
             if m:
@@ -177,6 +192,8 @@ def classify(ev: Event, msg: str) -> None:
                 if ids is not None:
                     f["output_tokens"] = ids.group(1).count(",") + 1 if ids.group(1).strip() else 0
                 ev.text = usercontent.mask(msg, m.start(3), None, "output", f)
+            else:  # an id with a space (the client's): no trace, and neither it nor the output to the rules
+                ev.text = usercontent.mask(msg, 19, None, "output", f)
         elif msg.startswith("Generated token "):
             m = _GUIDE_TOKEN.match(msg)
             if m:
@@ -198,6 +215,10 @@ def classify(ev: Event, msg: str) -> None:
                 f["request_id"] = m.group(1)
                 f["total_tokens"] = to_int(m.group(2))
                 f["latency_s"] = to_float(m.group(3))
+            else:  # an id with a space (the client's)
+                ev.text = usercontent.mask(msg, 17, len(msg) - msg.endswith("."), "request-id", f)
+    elif c == "D" and msg.startswith(_SCHEDULER_DUMP):  # on a crash: request ids, and new requests' parameters
+        ev.text = usercontent.mask(msg, len(_SCHEDULER_DUMP), None, "scheduler-output", f)  # (stop strings)
     elif c == "S" and msg.startswith("Sequence group ") and "preempted" in msg:
         f["request_id_preempted"] = msg.split(" ", 3)[2]
 
