@@ -210,6 +210,15 @@ PLANTS = [
           "chatcmpl-8246087abb019d88", "chatcmpl-{text}", every=True),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "a client's X-Request-Id with spaces (details, JSON body)",
           "99ae9d0bb3f50234", "{text}", every=True),
+    Plant("vllm/synthetic-0.6.6-qwen2vl.log", "a request id with a raw newline (0.6.4+ takes the body's request_id): "
+          "vLLM repeats the prefix, the rest of the message on the next line",
+          "Received request chatcmpl-d17eccd03159c1ce50e2af4617ab7c0e:",
+          "Received request chatcmpl-d17eccd03159c1ce50e2af4617ab7c0e\r\nINFO 01-24 09:01:31 logger.py:37] {text}:"),
+    Plant("vllm/real-0.32.0-cpu/text-debug.log", "a pretty-printed JSON body (DEBUG): its lines as continuation lines",
+          "Request a84a8af259ac1638 JSON body: {{",
+          "Request a84a8af259ac1638 JSON body: {{\r\n(APIServer pid=18217) DEBUG 11-22 18:33:09 "
+          "[entrypoints/.../utils/request_logger.py:74]   \"stop\": [\"{text}\"],\r\n(APIServer pid=18217) DEBUG 11-22 18:33:09 "
+          "[entrypoints/.../utils/request_logger.py:74]   "),
     Plant("vllm/synthetic-0.11.0-qwen3vl.log", "vLLM 0.11 INFO prompt", "Summarize the plot of Hamlet in two sentences.", "{text}"),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 DEBUG prompt", "user\\nhello world<|im_end|>", "user\\n{text}<|im_end|>", every=True),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 DEBUG JSON body without a prompt key (rerank, score)",

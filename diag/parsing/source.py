@@ -210,7 +210,12 @@ class SourceParser:
             ev, key = parsed
             if (pend is not None and key is not None and key == self._key
                     and (self._cr or _looks_continued(ev.text)) and self._room()):
-                self._append(pend, ev.text, line, last)
+                if "user_chars" in pend.fields:
+                    # The rest of a message its parser found user text in (a raw newline in a client's
+                    # request id, in a JSON body it logs as sent): the user's too, whatever it looks like.
+                    self._skip_user_line(pend, len(text), line, last)
+                else:
+                    self._append(pend, ev.text, line, last)
                 return out if self._may_continue() else self.flush()
             ev.lineno = line.lineno
             counts = self.counts
@@ -383,6 +388,15 @@ class SourceParser:
             self._dropped = True
         if ev.kind == E.TIMING and ev.fmt == "llamacpp":
             llamacpp.reclassify(ev)
+
+    def _skip_user_line(self, ev: Event, n: int, line: Line, last: int) -> None:
+        """A continuation line of user text: counted (its `n` characters), left out of the record's text."""
+        ev.end_lineno = last
+        self._cr = line.cr
+        self.user_lines += 1
+        self.user_chars += n
+        usercontent.count(ev.fields, n)
+        self._gap(ev, 1 + last - line.lineno)
 
     def _join_padded(self, ev: Event, text: str, line: Line) -> None:
         """The rest of the record's last line, wrapped by the terminal and padded to its width.
