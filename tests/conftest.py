@@ -284,6 +284,8 @@ PLANTS = [
           '10.8.0.23 - - [24/Jan/2025 00:13:38] "{text}" 400 -'),
     Plant("seed-style/proxy.log", "proxy's own log of the request target, a quote in its query",
           "INFO:root:Received GET request to /chat.html", 'INFO:root:Received GET request to /chat.html?a="{qtext}'),
+    Plant("vllm/real-0.32.0-cpu/text.log", "uvicorn access: the client X-Forwarded-For names behind a proxy (any text)",
+          'INFO:     127.0.0.1:32918 - "GET /health HTTP/1.1" 200 OK', 'INFO:     {text}:0 - "GET /health HTTP/1.1" 200 OK'),
     Plant("vllm/real-0.32.0-cpu/text.log", "uvicorn access: a quote in the query string",
           '"GET /version HTTP/1.1" 200 OK', '"GET /version?a="{qtext} HTTP/1.1" 200 OK'),
     Plant("seed-style/proxy.log", "proxy forwarding URL", "Forwarding to http://localhost:3001/v1/chat/completions",

@@ -130,3 +130,10 @@ def test_llama_server_json_parse_error_and_streamed_chunks_are_masked():
 def test_a_validation_error_that_quotes_the_request_is_masked_but_its_kind_kept():
     ev = _one(f"{VLLM32}Request chatcmpl-1 failed (bad request): Invalid stop string '{CANARY} CUDA out of memory'.")
     assert ev.kind == E.FAILED and ev.fields["reason"] == "bad request" and CANARY not in ev.text
+
+
+def test_uvicorn_access_line_whose_client_is_any_text_is_still_an_access_line():
+    """Behind a proxy uvicorn logs the client X-Forwarded-For names, as the client wrote it."""
+    ev = _one(f'INFO:     {CANARY_TEXT}:0 - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error')
+    assert ev.kind == E.ACCESS and (ev.fields["client"], ev.fields["status"]) == (None, 500)
+    assert CANARY not in ev.text and "CUDA" not in ev.text and ev.text.endswith(' - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error')
