@@ -274,6 +274,11 @@ PLANTS = [
           'request: "POST /v1/chat/completions HTTP/1.1", upstream: "http://127.0.0.1:8080/v1/chat/completions", host: "localhost:8000"',
           'request: "POST /v1/chat/completions {text} HTTP/1.1", upstream: "http://127.0.0.1:8080/v1/chat/completions", '
           'host: "{text}", referrer: "{text}"'),
+    Plant("nginx/error.log", "nginx error: a file path nginx quotes, from the client's URI (decoded)",
+          '2026/08/22 10:14:55 [error] 29#29: *1 connect() failed',
+          '2026/08/22 10:14:55 [error] 29#29: *1 open() "/usr/share/nginx/html/{text}" failed (2: No such file or directory), '
+          'client: 127.0.0.1, server: localhost, request: "GET /x HTTP/1.1", host: "localhost:8000"\n'
+          '2026/08/22 10:14:55 [error] 29#29: *1 connect() failed'),
     Plant("nginx/error.log", "nginx error request and upstream URL", 'request: "GET /health HTTP/1.1", upstream: "http://127.0.0.1:8080/health"',
           'request: "GET /health?{url} HTTP/1.1", upstream: "http://127.0.0.1:8080/{url}"'),
     Plant("seed-style/proxy.log", "proxy access query string", '"POST /v1/chat/completions HTTP/1.1"', '"POST /v1/chat/completions?{url} HTTP/1.1"', every=True),

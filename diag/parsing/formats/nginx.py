@@ -38,8 +38,14 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
             cm = _CTX.match(msg, i) if i >= 0 else None
             if cm:
                 ev.fields.update(client=cm.group(1), method=cm.group(2), path=cm.group(3), upstream=cm.group(4))
-            if i >= 0 and _PLAIN_CTX.match(msg, i) is None:
-                ev.text = msg[:i] + _context(cm, len(msg) - i)
+            if i >= 0:
+                q = msg.find('"', 0, i)
+                if q >= 0 or _PLAIN_CTX.match(msg, i) is None:
+                    head = msg[:i]
+                    if q >= 0:  # a path nginx quotes (`open() "…" failed`, `"…" is not found`): the client's URI, decoded
+                        r = head.rfind('"')
+                        head = usercontent.mask(head, q, r + 1 if r > q else i, "path", ev.fields)
+                    ev.text = head + (msg[i:] if _PLAIN_CTX.match(msg, i) else _context(cm, len(msg) - i))
             if cid:
                 ev.fields["connection"] = to_int(cid)
             return ev, None
