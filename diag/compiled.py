@@ -53,6 +53,7 @@ MODULES = (
     "diag.analysis.access_index",
     "diag.analysis.facts",
     "diag.analysis.findings",
+    "diag.analysis.engine",
     "diag.analysis.guard",
     "diag.analysis.trace",
     "diag.analysis.traceids",

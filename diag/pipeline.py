@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable
 
 from diag.parsing.events import LOG, RAW, STATS, Event
 from diag.analysis.facts import FACT_KINDS, FactCollector
-from diag.analysis.findings import FindingSet, Hit, RuleEngine
+from diag.analysis.engine import RuleEngine
+from diag.analysis.findings import FindingSet, Hit
 from diag.analysis.guard import InternalErrors
 from diag.parsing.source import SourceParser
 from diag.ingest.reader import DEFAULT_MAX_LINE, InputError, Line, LineSplitter, open_source, read_lines

@@ -220,6 +220,7 @@ PLANTS = [
           "[entrypoints/.../utils/request_logger.py:74]   \"stop\": [\"{text}\"],\r\n(APIServer pid=18217) DEBUG 11-22 18:33:09 "
           "[entrypoints/.../utils/request_logger.py:74]   "),
     Plant("vllm/synthetic-0.11.0-qwen3vl.log", "vLLM 0.11 INFO prompt", "Summarize the plot of Hamlet in two sentences.", "{text}"),
+    Plant("vllm/synthetic-0.11.0-qwen3vl.log", "vLLM stop strings (SamplingParams)", "stop=[]", "stop=['{text}']", every=True),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 DEBUG prompt", "user\\nhello world<|im_end|>", "user\\n{text}<|im_end|>", every=True),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 DEBUG JSON body without a prompt key (rerank, score)",
           '{{"messages":[{{"content":"hello world","role":"user"}}],"model":"tiny","max_tokens":8}}',

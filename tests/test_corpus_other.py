@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from conftest import CORPUS, LLAMA, findings, scan, severe, statuses, traces
+from conftest import CANARY, CANARY_TEXT, CORPUS, LLAMA, findings, scan, severe, statuses, traces
 
 
 def test_llamacpp_text_tasks():
@@ -85,6 +87,24 @@ def test_lmdeploy_sessions():
     http = doc["summary"]["http_status"]
     assert http["500"] == 1 and http["404"] == 1 and http["400"] == 2
     assert doc["facts"][str(CORPUS / "lmdeploy" / "synthetic-0.16.log")]["max_model_len"] == 32768
+
+
+def test_lmdeploy_before_0_5_sessions_and_prompt_lines(tmp_path):
+    """LMDeploy before 0.5 wrote no `file.py:line` and `session_id=` (a user's log, field corpus):
+    its requests are traced, and its prompt lines are the user's text: error text pasted into a
+    prompt raises nothing."""
+    real = CORPUS.parent / "field" / "healthy" / "lmdeploy-04-session-id-and-prompt-lines.log"
+    doc = scan(real)
+    assert doc["files"][0]["format"] == "lmdeploy"
+    tr = traces(doc)
+    assert {k: (t["prompt_tokens"], t["max_tokens"], t["http_status"]) for k, t in tr.items()} == {
+        "session-290": (1543, 1024, 200), "session-291": (3374, 496, 200), "session-292": (881, 1024, 200),
+        "session-293": (163, 1024, 200)}
+    planted = tmp_path / "planted.log"
+    planted.write_text(real.read_text().replace('prompt="...............', f'prompt="{CANARY_TEXT}"'))
+    doc = scan(planted)
+    assert doc["findings"] == [] and CANARY not in json.dumps(doc)
+    assert set(traces(doc)) == set(tr)
 
 
 def test_nginx_access_and_error_logs():

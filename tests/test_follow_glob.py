@@ -411,3 +411,151 @@ def test_two_globs_that_match_one_name_follow_it_once_without_an_error(tmp_path)
         d.shutdown()
     _read_once(tmp_path, (0, 1))
     assert errors == {}
+
+
+# -- retention: a finished file's row outlives `retention_days` while the file is on disk ----------------
+DAY = 86400.0
+
+
+def _retention_daemon(tmp_path, from_beginning: bool, glob_name: bool = True) -> tuple[Daemon, object, object]:
+    """A daemon following vllm.log (`vllm.log*` or the plain name), retention_days 14 (the default)."""
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    log = logs / "vllm.log"
+    log.touch()
+    cfg = config.Config(state_dir=tmp_path / "state", from_beginning=from_beginning, rescan_globs=0.0, rotate_wait=0.1,
+                        use_inotify=False, logs=[config.LogSpec(f"{logs}/vllm.log*" if glob_name else str(log))])
+    assert cfg.retention_days == 14
+    d = Daemon(cfg)
+    d.follower.discover(force=True)
+    return d, logs, log
+
+
+def _rotate_and_finish(d: Daemon, logs, log, old: tuple[int, ...], new: tuple[int, ...]) -> None:
+    """logrotate (create): requests `old` end up in vllm.log.1, read to its end and finished; `new` in a new vllm.log."""
+    _requests(log, *old)
+    _turns(d)
+    os.rename(log, logs / "vllm.log.1")
+    _requests(log, *new)
+    _turns(d)
+    time.sleep(0.2)
+    _turns(d)
+
+
+def _restart(stopped: Daemon) -> None:
+    """A daemon started again with the same configuration: what it reads at start, then stopped."""
+    d = Daemon(stopped.cfg)
+    try:
+        d.follower.discover(force=True)
+        _turns(d)
+    finally:
+        d.shutdown()
+
+
+def _done_rows(tmp_path) -> dict[str, str]:
+    """The finished files' rows: key -> the name they were read under."""
+    with closing(Store(tmp_path / "state" / "diag.sqlite3", readonly=True)) as s:
+        return {x.key: x.path for x in s.sources() if x.state == "done"}
+
+
+def _counted_once(tmp_path, numbers) -> None:
+    """Each request counted once and each OOM found once, over every run: the store's cumulative
+    counters (what /metrics serves), which retention never prunes. Retention deletes the traces and
+    findings rows older than it keeps; a file read again stores them again — and alerts again."""
+    from diag.store import counters
+
+    with closing(sqlite3.connect(f"file:{tmp_path / 'state' / 'diag.sqlite3'}?mode=ro", uri=True)) as db:
+        requests = sum(v for _, v in counters.read(db, "requests"))
+        ooms = sum(v for lab, v in counters.read(db, "findings") if lab["rule"] == "cuda-oom")
+    assert (requests, ooms) == (len(numbers), len(numbers))
+
+
+@pytest.mark.parametrize("from_beginning", [True, False], ids=["from_beginning", "from the end"])
+def test_a_rotated_file_kept_past_retention_is_not_read_again_after_a_restart(tmp_path, from_beginning):
+    """logrotate `rotate 4 weekly` keeps a rotated file four weeks, retention_days is 14: the row that
+    says the file was read to its end stays while the file is there — also once logrotate renamed
+    it on (.1 -> .2, the same inode) — so a daemon restarted after that, whose glob finds the file,
+    neither reads it again nor raises its OOM alerts again (from_beginning reads a file it does not
+    know from its first byte; without it a file present at start is read from its end)."""
+    d, logs, log = _retention_daemon(tmp_path, from_beginning)
+    try:
+        _rotate_and_finish(d, logs, log, (0, 1), (10,))
+        finished = (logs / "vllm.log.1").stat()
+        d.retain(time.time() + 15 * DAY)  # the daemon has run on for 15 days
+        os.rename(logs / "vllm.log.1", logs / "vllm.log.2")  # the next week's rotation
+        os.rename(log, logs / "vllm.log.1")
+        _requests(log, 20)
+        _turns(d)
+        time.sleep(0.2)
+        _turns(d)
+        d.retain(time.time() + 22 * DAY)
+        assert f"{finished.st_dev}:{finished.st_ino}" in _done_rows(tmp_path)
+    finally:
+        d.shutdown()
+    _requests(log, 21)
+    _restart(d)
+    _counted_once(tmp_path, (0, 1, 10, 20, 21))
+    assert {0, 1} & set(_stored(tmp_path / "state")["oom"]) == set()  # (their rows went with the retention passes)
+
+
+def test_a_rotated_file_deleted_past_retention_forgets_its_row_and_counts_its_lines(tmp_path):
+    """Retention keeps a finished file's row while the file is there, and counts its lines as pruned
+    (`lines_pruned`) only once the row goes — when logrotate deleted the file: /metrics' lines read
+    of vllm.log (its rows' lines, plus those pruned) stays the same through both passes."""
+    from diag.store import counters
+    from diag.web.metrics import exposition, make_registry
+
+    def lines() -> tuple[float, dict[str, float]]:
+        """(lines counted as pruned, /metrics' diag_lines_read_total by path)"""
+        with closing(Store(tmp_path / "state" / "diag.sqlite3", readonly=True)) as s:
+            text = exposition(make_registry(lambda: s, lambda: {})).decode()
+            pruned = sum(v for _, v in counters.read(s.db, "lines_pruned"))
+        return pruned, {m[1]: float(m[2]) for m in re.finditer(r'^diag_lines_read_total\{path="([^"]*)"\} (\S+)$', text, re.M)}
+
+    d, logs, log = _retention_daemon(tmp_path, from_beginning=True)
+    try:
+        _rotate_and_finish(d, logs, log, (0, 1), (10,))
+        st = (logs / "vllm.log.1").stat()
+        key = f"{st.st_dev}:{st.st_ino}"
+        pruned, read = lines()
+        assert pruned == 0 and read[str(log)] >= 8  # (the current file's last record may still be held)
+        d.retain(time.time() + 15 * DAY)
+        assert _done_rows(tmp_path) == {key: str(log)}
+        assert lines() == (0, read)
+        os.unlink(logs / "vllm.log.1")
+        d.retain(time.time() + 15 * DAY)
+        assert _done_rows(tmp_path) == {}
+        assert lines() == (8, read)
+    finally:
+        d.shutdown()
+    _counted_once(tmp_path, (0, 1, 10))
+
+
+@pytest.mark.parametrize("same_inode", [False, True], ids=["another inode", "its inode, its first bytes"])
+def test_a_rotated_file_replaced_under_its_name_past_retention_is_read(tmp_path, same_inode):
+    """A finished file deleted and another one in its place under its name (with the same banner,
+    on the freed inode: what ext4 hands out next): that is not the file the row is about — the row
+    goes, and a restarted daemon reads the new file whole, once."""
+    d, logs, log = _retention_daemon(tmp_path, from_beginning=True)
+    rotated = logs / "vllm.log.1"
+    try:
+        log.write_text(BANNER)
+        _rotate_and_finish(d, logs, log, (0, 1), (10,))
+        ino = rotated.stat().st_ino
+        new = logs / ".new"  # created while the finished file still holds its inode
+        if same_inode:
+            os.unlink(rotated)
+            _create_on_inode(new, ino)
+        with open(new, "w") as fh:
+            fh.write(BANNER + "x" * 300 + "\n")  # (past where the finished file ended)
+        _requests(new, 5, 6)
+        os.replace(new, rotated)
+        assert (rotated.stat().st_ino == ino) == same_inode
+        d.retain(time.time() + 15 * DAY)
+        assert _done_rows(tmp_path) == {}
+    finally:
+        d.shutdown()
+    _restart(d)
+    _counted_once(tmp_path, (0, 1, 5, 6, 10))
+    oom = _stored(tmp_path / "state")["oom"]
+    assert (oom[5], oom[6]) == (1, 1) and {0, 1} & set(oom) == set()  # the new file's, not the old one's again

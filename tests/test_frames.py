@@ -13,7 +13,7 @@ import pytest
 
 from conftest import CANARY
 from diag.analysis.rules import ruleset as rules
-from diag.analysis.findings import RuleEngine
+from diag.analysis.engine import RuleEngine
 from diag.parsing.source import SourceParser, parse_text
 from diag.parsing import frames
 from diag.ingest.reader import iter_text_lines

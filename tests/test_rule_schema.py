@@ -219,7 +219,7 @@ def test_needles_come_from_inside_plain_groups_and_avoid_everyday_text():
 
 def test_everyday_access_lines_try_no_rule():
     from diag.parsing.events import ACCESS, Event
-    from diag.analysis.findings import RuleEngine
+    from diag.analysis.engine import RuleEngine
 
     engine = RuleEngine(rules.load(), on_hit=lambda h: None)
     for text in ('10.0.0.5:41234 - "POST /v1/chat/completions HTTP/1.1" 200 OK', '127.0.0.1:1 - "GET /health HTTP/1.1" 200 OK'):

@@ -118,7 +118,7 @@ def test_the_prefilter_skips_lines_that_cannot_match_and_keeps_those_that_can():
 def test_rules_report_trace_findings_without_changing_the_trace():
     """One direction: the rules stage reads a trace (for its conditions) and reports which trace a
     hit is about; only the pipeline, through the assembler, writes the finding into the trace."""
-    from diag.analysis.findings import RuleEngine
+    from diag.analysis.engine import RuleEngine
     from diag.analysis.trace import Trace
 
     t = Trace("chatcmpl-1", "vllm", "a.log", status="failed", reason="engine dead")

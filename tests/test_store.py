@@ -47,6 +47,36 @@ def test_retention_by_age_and_by_count(tmp_path):
     assert s.counts()["traces"] == 10
 
 
+def test_retention_keeps_the_finished_files_rows_it_is_told_to_and_counts_only_those_it_deletes(tmp_path):
+    """`keep` is given the finished files' rows past retention and names those to keep (the daemon:
+    files still on disk); only the others are deleted, and only their lines are counted as pruned
+    (`lines_pruned`, which /metrics adds to the lines read of a path's rows still stored)."""
+    from diag.store import counters
+    from diag.store.db import SourceState
+
+    s = Store(tmp_path / "d.sqlite3")
+    old, recent = time.time() - 30 * 86400, time.time()
+    s.commit([], [], [SourceState("1:1", "/l/a.log", lines_read=5, state="done", updated_at=old),
+                      SourceState("1:2", "/l/a.log", lines_read=7, state="done", updated_at=old),
+                      SourceState("1:3", "/l/a.log", lines_read=11, state="done", updated_at=recent),
+                      SourceState("1:4", "/l/a.log", lines_read=13, state="active", updated_at=old),
+                      SourceState("1:5", "/l/b.log", lines_read=17, state="done", updated_at=old)])
+    asked = []
+
+    def keep(rows):
+        asked.extend(r.key for r in rows)
+        return ["1:2", "1:9"]  # (a key it was not asked about is no row)
+
+    s.prune(time.time(), 14, 10**6, 10**6, keep=keep)
+    assert sorted(asked) == ["1:1", "1:2", "1:5"]
+    assert sorted(x.key for x in s.sources()) == ["1:2", "1:3", "1:4"]
+    assert sorted((lab["path"], v) for lab, v in counters.read(s.db, "lines_pruned")) == [("/l/a.log", 5), ("/l/b.log", 17)]
+    s.prune(time.time(), 14, 10**6, 10**6, keep=lambda rows: [])  # the file is gone now
+    assert sorted(x.key for x in s.sources()) == ["1:3", "1:4"]
+    assert sorted((lab["path"], v) for lab, v in counters.read(s.db, "lines_pruned")) == [("/l/a.log", 12), ("/l/b.log", 17)]
+    s.close()
+
+
 def test_full_disk_pauses_reading_and_loses_nothing(tmp_path):
     log = tmp_path / "vllm.log"
     log.write_text("")

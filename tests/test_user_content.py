@@ -253,14 +253,14 @@ def test_any_quoted_text_decodes_as_python_does_or_not_at_all(q, body):
 @settings(max_examples=1500, deadline=None)
 @given(st.lists(st.sampled_from(["max_tokens=", "max_tokens=x", "max_tokens=12", "max_tokens=٣", "max_tokens=1,5",
                                  "prompt_token_ids: [", "prompt_token_ids: [1, 2]", "]", "[", ", ", "prompt: '", "'", "x",
-                                 "max_tokens=" + "9" * 40, "prompt_token_ids: []", "\n",
-                                 '"', "\\", "stop=['max_tokens=7', 'prompt_token_ids: [1]'], "]), max_size=12))
+                                 "stop=['max_tokens=3']", '"', "stop=['x', \"it's\"]",
+                                 "max_tokens=" + "9" * 40, "prompt_token_ids: []", "\n"]), max_size=12))
 def test_a_request_is_measured_as_the_patterns_searched_it(pieces):
     """`_measure_received` finds `max_tokens=` and `prompt_token_ids: [` with str.find before the
     pattern: the same fields as searching with the patterns, whatever comes first (a `max_tokens=`
     without digits before one with, a list without its `]`) — and only after a logged prompt's
-    closing quote: what the user wrote is never read as a field, and a prompt whose end is not
-    found leaves them unknown."""
+    closing quote and outside quoted parameter values (stop strings): what the user wrote is never
+    read as a field, and a prompt or value whose end is not found leaves them unknown."""
     from diag.parsing.base import to_int
     from diag.parsing.formats import vllm
 
@@ -277,18 +277,12 @@ def test_a_request_is_measured_as_the_patterns_searched_it(pieces):
             after = rest[8 + len(tok.string):] if tok.start == (1, 0) and tok.end[0] == 1 else ""
         except (tokenize.TokenError, StopIteration, SyntaxError):
             after = ""
-    # and never inside a quoted literal of the parameters (a stop string `max_tokens=7`): each
-    # literal blanked out, and nothing read after a quote that closes none
-    literal = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"', re.S)
-    seen = literal.sub(lambda m: "\0" * len(m.group()), after)
-    seen = re.split("['\"]", seen)[0]
     want: dict = {}
-    mt = next(filter(None, (re.compile(r"max_tokens=(\d+)").match(after, i.start())
-                            for i in re.finditer("max_tokens=", seen))), None)
+    unquoted = r"""(?:[^'"]|'[^']*'|"[^"]*")*?"""  # the quoted values of the parameters are skipped whole
+    mt = re.match(unquoted + r"max_tokens=(\d+)", after, re.S)
     if mt:
         want["max_tokens"] = to_int(mt.group(1))
-    i = seen.find("prompt_token_ids: [")
-    ids = None if i < 0 else re.compile(r"prompt_token_ids: \[([^\]]*)\]").match(after, i)
+    ids = re.match(unquoted + r"prompt_token_ids: \[([^\]]*)\]", after, re.S)
     if ids is not None:
         body = ids.group(1).strip()
         want["prompt_tokens"] = body.count(",") + 1 if body else 0

@@ -28,6 +28,7 @@ from diag.pipeline import Pipeline
 from diag.store.db import Store
 from diag.ingest.filereader import FileReader
 from diag.ingest.follow import Follower
+from diag.ingest.identity import still_on_disk
 from diag.analysis.trace import Trace
 from diag.ingest.watch import DirWatch, Waker
 
@@ -236,16 +237,27 @@ class Daemon:
             self.commit()
         if now - self._last_prune >= 60:
             self._last_prune = now
-            try:
-                n = self.store.prune(now, self.cfg.retention_days, self.cfg.retention_traces, self.cfg.retention_findings)
-                if n:
-                    log.info("retention: pruned %d rows", n)
-                    self._last_prune = now - 55  # more to do: come back soon, in small batches
-            except sqlite3.Error as exc:
-                log.error("retention: %s", exc)
+            if self.retain(now):
+                self._last_prune = now - 55  # more to do: come back soon, in small batches
         if self._watchdog and now - self._last_watchdog >= self._watchdog:
             self._last_watchdog = now
             systemd.notify("WATCHDOG=1")
+
+    def retain(self, now: float) -> int:
+        """One retention pass as at time `now` (a bounded batch); the number of rows it deleted.
+
+        A finished file's row (`sources`, state done) is what keeps a restarted daemon from reading
+        that file again under its rotated name (`diag.ingest.identity`): it outlives `retention_days`
+        while the file is on disk as the same file (`still_on_disk`), and goes once it is deleted or replaced."""
+        try:
+            n = self.store.prune(now, self.cfg.retention_days, self.cfg.retention_traces, self.cfg.retention_findings,
+                                 keep=still_on_disk)
+        except sqlite3.Error as exc:
+            log.error("retention: %s", exc)
+            return 0
+        if n:
+            log.info("retention: pruned %d rows", n)
+        return n
 
     def _on_hit(self, hit: Hit) -> None:
         self.hits.append(hit)  # not a bound list.append: `self.hits` is swapped at each commit

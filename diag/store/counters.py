@@ -70,12 +70,12 @@ def count_new(db: sqlite3.Connection, final: Iterable[Any], hits: Iterable[Any])
                        [(n, lab, v) for (n, lab), v in add.items()])
 
 
-def keep_lines_read(db: sqlite3.Connection, cutoff: float) -> None:
-    """Before retention deletes finished files' rows: keep their line counts in `lines_pruned{path}`."""
+def keep_lines_read(db: sqlite3.Connection, where: str, args: tuple) -> None:
+    """Before retention deletes finished files' rows (`where`, with `args`: the condition its DELETE
+    uses, so a row is counted exactly when it goes): keep their line counts in `lines_pruned{path}`."""
     db.execute("INSERT INTO counters (name, labels, value) "
-               "SELECT 'lines_pruned', json_object('path', path), sum(lines_read) FROM sources "
-               "WHERE state = 'done' AND updated_at < ? GROUP BY path "
-               "ON CONFLICT(name, labels) DO UPDATE SET value = value + excluded.value", (cutoff,))
+               f"SELECT 'lines_pruned', json_object('path', path), sum(lines_read) FROM sources WHERE {where} GROUP BY path "
+               "ON CONFLICT(name, labels) DO UPDATE SET value = value + excluded.value", args)
 
 
 def read(db: sqlite3.Connection, name: str) -> list[tuple[dict[str, str], float]]:

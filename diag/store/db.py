@@ -79,6 +79,9 @@ _SOURCE_REPLACE = (f"INSERT OR REPLACE INTO sources ({', '.join(SourceState.COLU
 _SOURCE_UPSERT = (_SOURCE_REPLACE.replace("INSERT OR REPLACE", "INSERT") + " ON CONFLICT(key) DO UPDATE SET "
                   + ", ".join(f"{c} = excluded.{c}" for c in SourceState.COLUMNS if c not in ("key", "path", "path_bytes")))
 
+# The finished files' rows retention deletes: those named (JSON list of keys), still done and old.
+_FORGOTTEN = "key IN (SELECT value FROM json_each(?)) AND state = 'done' AND updated_at < ?"
+
 
 class Store:
     def __init__(self, path: Path | str, readonly: bool = False):
@@ -228,11 +231,19 @@ class Store:
             (upserts if before is not None and before[_PATH:_PATH + 2] == row[_PATH:_PATH + 2] else replaces).append(row)
         return upserts, replaces, written
 
-    def prune(self, now: float, days: float, max_traces: int, max_findings: int, batch: int = 5000) -> int:
-        """Delete a bounded batch of old rows; called repeatedly in the background of the main loop."""
+    def prune(self, now: float, days: float, max_traces: int, max_findings: int, batch: int = 5000,
+              keep: Callable[[list[SourceState]], Iterable[str]] | None = None) -> int:
+        """Delete a bounded batch of old rows; called repeatedly in the background of the main loop.
+
+        A finished file's row (state done) older than `days` goes too, unless `keep`, given those rows,
+        names its key: the store knows no files, the daemon tells which are still on disk
+        (`diag.ingest.identity.still_on_disk`). It is asked before the write transaction begins."""
         cutoff = now - days * 86400
         n = 0
         db = self.db
+        expired = [SourceState.from_row(r) for r in db.execute("SELECT * FROM sources WHERE state = 'done' AND updated_at < ?", (cutoff,))]
+        kept = set(keep(expired)) if keep is not None and expired else set()
+        gone = [s.key for s in expired if s.key not in kept]
         db.execute("BEGIN IMMEDIATE")
         try:
             n += db.execute("DELETE FROM traces WHERE rowid IN (SELECT rowid FROM traces WHERE updated_at < ? LIMIT ?)", (cutoff, batch)).rowcount
@@ -243,8 +254,10 @@ class Store:
                 if count > limit:
                     n += db.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} ORDER BY {col} LIMIT ?)",
                                     (min(batch, count - limit),)).rowcount
-            keep_lines_read(db, cutoff)
-            db.execute("DELETE FROM sources WHERE state = 'done' AND updated_at < ?", (cutoff,))
+            if gone:
+                args = (dumps_text(gone), cutoff)
+                keep_lines_read(db, _FORGOTTEN, args)  # the rows the DELETE takes, as it selects them
+                db.execute(f"DELETE FROM sources WHERE {_FORGOTTEN}", args)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

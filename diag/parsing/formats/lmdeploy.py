@@ -16,15 +16,16 @@ from diag.parsing.base import Ctx, Parsed, to_float, to_int
 NAME = "lmdeploy"
 
 PY = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d),(\d{3}) - (\S+) - ([A-Z]+) - (?:\[pid=(\d+) ppid=\d+\] - )?([^:\s]+:\d+) - (.*)\Z",
+    r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d),(\d{3}) - (\S+) - ([A-Z]+) - (?:\[pid=(\d+) ppid=\d+\] - )?(?:([^:\s]+:\d+) - )?(.*)\Z",
     re.S,
 )
 TM = re.compile(r"\[TM\]\[(TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL)\](?:\[(\d\d)(\d\d)\.(\d\d):(\d\d):(\d\d)\.(\d{6})\])?(?:\[([^:\]]+:\d+)\])?(?:\[\d+\])? ?(.*)\Z", re.S)
 STATS = re.compile(r"\[(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d) DP(\d+)\] (.*)\Z", re.S)
 _LEVEL = {"TRACE": "DEBUG", "WARN": "WARNING", "FATAL": "CRITICAL", "REQUEST": "DEBUG"}
 
-_SESSION_IN = re.compile(r"session=(\d+), (?:history_tokens=\d+, )?input_tokens=(\d+), max_new_tokens=(\d+)")
-_SESSION_ID = re.compile(r"session=(?:Session\(id=)?(\d+)")
+# `session_id=` before 0.5 (`session_id=290, history_tokens=0, input_tokens=1543, max_new_tokens=1024, …`)
+_SESSION_IN = re.compile(r"session(?:_id)?=(\d+), (?:history_tokens=\d+, )?input_tokens=(\d+), max_new_tokens=(\d+)")
+_SESSION_ID = re.compile(r"session(?:_id)?=(?:Session\(id=)?(\d+)")
 _INPUT_TOKENS = re.compile(r", input_tokens=(\d+), ")
 # What introduces the user's text in `log_inputs` / `log_prompt` / `log_response` lines (stop words
 # in the generation config, the prompt, the response), in the order they are printed.
@@ -44,12 +45,14 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         m = PY.match(text)
         if m is None:
             return None
-        y, mo, d, hh, mi, ss, ms, _logger, level, pid, src, msg = m.groups()
+        y, mo, d, hh, mi, ss, ms, logger, level, pid, src, msg = m.groups()
+        if src is None and not logger.startswith("lmdeploy"):
+            return None  # LMDeploy before 0.5 wrote no `file.py:line`: without it, only its own logger is its
         ts = ctx.clock.local(int(y), int(mo), int(d), int(hh), int(mi), int(ss))
         if ts is not None:
             ts += int(ms) / 1000
         ev = Event(ctx.path, 0, NAME, E.LOG, _LEVEL.get(level, level), ts, msg, ctx.proc, to_int(pid) if pid else ctx.pid, src)
-        if "session" in msg:
+        if "session" in msg or msg.startswith("prompt="):
             classify(ev, msg)
         return ev, None
     if c != "[":
@@ -85,7 +88,10 @@ def classify(ev: Event, msg: str) -> None:
     session and sizes are read, so a prompt or response quoting `session 5 finished, …` (users
     paste logs into these models) neither moves a request nor reaches the rules."""
     f = ev.fields
-    if msg.startswith("session=") and _user_text(ev, msg, f):
+    if msg.startswith("prompt="):  # before 0.5: the prompt on a line of its own, no session named
+        ev.text = usercontent.mask(ev.text, 0, None, "request", f)
+        return
+    if msg.startswith("session") and _user_text(ev, msg, f):
         return
     m = _SESSION_IN.match(msg)
     if m:

@@ -8,5 +8,3 @@ cpdef stamp_time(stamp, Ctx ctx)
 cpdef received_known(str msg, str rid, dict f)
 @cython.locals(i=Py_ssize_t, end=Py_ssize_t, n=Py_ssize_t, j=Py_ssize_t, k=Py_ssize_t)
 cpdef _measure_received(str rest, dict f)
-@cython.locals(i=Py_ssize_t, pos=Py_ssize_t, a=Py_ssize_t, b=Py_ssize_t, j=Py_ssize_t)
-cpdef Py_ssize_t _unquoted(str rest, str needle, Py_ssize_t start) except? -2

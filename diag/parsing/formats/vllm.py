@@ -267,8 +267,9 @@ def _measure_received(rest: str, f: dict) -> None:
 
     The prompt comes first (`prompt: '…', params: SamplingParams(…), prompt_token_ids: […]`) and
     is the user's text: `max_tokens=` and `prompt_token_ids: [` are looked for only after its
-    closing quote. A prompt whose end cannot be found (a line cut at the length cap, a quote that
-    closes no literal) leaves them unknown rather than read out of what the user wrote."""
+    closing quote, and outside the quoted values of the parameters (stop strings, a structured
+    output's schema: the user's too). A prompt whose end cannot be found (a line cut at the length
+    cap, a quote that closes no literal) leaves them unknown rather than read out of what the user wrote."""
     if rest.startswith("prompt: ") and len(rest) > 9 and rest[8] in "'\"":
         q = rest[8]
         end = _repr_end(rest, 8, q)
@@ -279,10 +280,8 @@ def _measure_received(rest: str, f: dict) -> None:
         f["images"] = count_images(prompt)
         rest = rest[end:]
     # str.find, then the pattern where it points: what .search would find, without running the
-    # regex engine along the whole line (a sampling-parameters line is hundreds of characters);
-    # never inside a quoted literal of the parameters (stop strings and bad words come before
-    # `max_tokens=` and are the user's text)
-    i = _unquoted(rest, "max_tokens=", 0)
+    # regex engine along the whole line (a sampling-parameters line is hundreds of characters)
+    i = _unquoted_find(rest, "max_tokens=")
     n = len(rest)
     while i >= 0:
         # the ASCII digits after it, read in place (a compiled build reads them as C characters);
@@ -297,35 +296,30 @@ def _measure_received(rest: str, f: dict) -> None:
         if mt:
             f["max_tokens"] = to_int(mt.group(1))  # bounded: 30 digits at most, else unknown
             break
-        i = _unquoted(rest, "max_tokens=", i + 1)
-    i = _unquoted(rest, "prompt_token_ids: [", 0)  # when the first has no "]" after it, no later one has
+        i = _unquoted_find(rest, "max_tokens=", i + 1)
+    i = _unquoted_find(rest, "prompt_token_ids: [")  # when the first has no "]" after it, no later one has
     ids = None if i < 0 else _TOKEN_IDS.match(rest, i)
     if ids is not None:
         body = ids.group(1).strip()
         f["prompt_tokens"] = body.count(",") + 1 if body else 0
 
 
-def _unquoted(rest: str, needle: str, start: int) -> int:
-    """Where `needle` first occurs in `rest` from `start` outside the quoted literals of a repr
-    (`stop=['max_tokens=7']` is a stop string, not the limit), or -1: not there, or a literal
-    that does not close (a line cut at the length cap) hides where it would be."""
-    i = rest.find(needle, start)
-    if i < 0 or (rest.find("'", 0, i) < 0 and rest.find('"', 0, i) < 0):
-        return i  # no literal opens before it: the common case, stop=[]
-    pos = 0
+def _unquoted_find(s: str, name: str, start: int = 0) -> int:
+    """`s.find(name, start)` outside the Python string literals in `s` (`stop=['max_tokens=1']`),
+    `start` being outside one; -1 when there is none, or a literal before it does not end. A line
+    without a quote before `name` (the usual `stop=[]`) costs two character searches more."""
     while True:
-        a = rest.find("'", pos, i)
-        b = rest.find('"', pos, i)
-        j = a if b < 0 or 0 <= a < b else b
+        j = s.find(name, start)
         if j < 0:
-            return i  # no literal opens between the last one's end and `needle`
-        pos = _repr_end(rest, j, rest[j])
-        if pos < 0:
             return -1
-        if pos > i:  # it was inside that literal: the next one after it
-            i = rest.find(needle, pos)
-            if i < 0:
-                return -1
+        a = s.find("'", start, j)
+        b = s.find('"', start, j)
+        if a < 0 and b < 0:
+            return j
+        q = a if b < 0 or 0 <= a < b else b
+        start = _repr_end(s, q, s[q])
+        if start < 0:
+            return -1
 
 
 def _after_text(rest: str, label: str) -> str:
