@@ -197,9 +197,34 @@ class Plant:
 
 PLANTS = [
     Plant("vllm/synthetic-0.6.6-qwen2vl.log", "vLLM 0.6 INFO prompt", "Summarize the plot of Hamlet in two sentences.", "{text}"),
+    Plant("vllm/synthetic-0.6.6-qwen2vl.log", "vLLM unknown model: the name the client sent, quoting the server's words",
+          "The model `gpt-4o` does not exist.", "The model `{text}` does not exist. {text}` does not exist."),
+    Plant("vllm/real-0.32.0-cpu/text.log", "vLLM 'failed (bad request): …': a validation error quoting the request",
+          "Added request chatcmpl-914cc2ebd5c0a1d5-8137f100.",
+          "Added request chatcmpl-914cc2ebd5c0a1d5-8137f100.\n(APIServer pid=14990) INFO 11-22 18:27:49 [async_llm.py:789] "
+          "Request chatcmpl-914cc2ebd5c0a1d5 failed (bad request): Invalid stop string {text}."),
+    Plant("vllm/real-0.32.0-cpu/kv-pressure-then-worker-sigkill.log",
+          "a client's X-Request-Id with spaces (Received, Added, failed (engine dead), the crash's scheduler dump)",
+          "chatcmpl-99512c3bf5fb2800", "chatcmpl-{text}", every=True),
+    Plant("vllm/real-0.32.0-cpu/text-logoutputs.log", "a client's X-Request-Id with spaces (Generated response)",
+          "chatcmpl-8246087abb019d88", "chatcmpl-{text}", every=True),
+    Plant("vllm/real-0.32.0-cpu/text-debug.log", "a client's X-Request-Id with spaces (details, JSON body)",
+          "99ae9d0bb3f50234", "{text}", every=True),
+    Plant("vllm/synthetic-0.6.6-qwen2vl.log", "a request id with a raw newline (0.6.4+ takes the body's request_id): "
+          "vLLM repeats the prefix, the rest of the message on the next line",
+          "Received request chatcmpl-d17eccd03159c1ce50e2af4617ab7c0e:",
+          "Received request chatcmpl-d17eccd03159c1ce50e2af4617ab7c0e\r\nINFO 01-24 09:01:31 logger.py:37] {text}:"),
+    Plant("vllm/real-0.32.0-cpu/text-debug.log", "a pretty-printed JSON body (DEBUG): its lines as continuation lines",
+          "Request a84a8af259ac1638 JSON body: {{",
+          "Request a84a8af259ac1638 JSON body: {{\r\n(APIServer pid=18217) DEBUG 11-22 18:33:09 "
+          "[entrypoints/.../utils/request_logger.py:74]   \"stop\": [\"{text}\"],\r\n(APIServer pid=18217) DEBUG 11-22 18:33:09 "
+          "[entrypoints/.../utils/request_logger.py:74]   "),
     Plant("vllm/synthetic-0.11.0-qwen3vl.log", "vLLM 0.11 INFO prompt", "Summarize the plot of Hamlet in two sentences.", "{text}"),
     Plant("vllm/synthetic-0.11.0-qwen3vl.log", "vLLM stop strings (SamplingParams)", "stop=[]", "stop=['{text}']", every=True),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 DEBUG prompt", "user\\nhello world<|im_end|>", "user\\n{text}<|im_end|>", every=True),
+    Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 DEBUG JSON body without a prompt key (rerank, score)",
+          '{{"messages":[{{"content":"hello world","role":"user"}}],"model":"tiny","max_tokens":8}}',
+          '{{"model":"tiny","max_tokens":8,"query":"{text}","documents":["{text}"]}}'),
     Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM 0.32 output", "output: 'odusoiduzaite fizaojacu tus'", "output: '{text}'"),
     Plant("vllm/real-0.32.0-cpu/text-logoutputs.log", "vLLM --enable-log-outputs", "output: 'odusoiduzaite", "output: '{text}"),
     Plant("seed-style/vllm.log", "guide-style generated token", "for request 'req-abc123': '配'", "for request 'req-abc123': '{text}'"),
@@ -212,6 +237,12 @@ PLANTS = [
           "0.00.283.950 E srv    operator(): got exception: {{\"error\":{{\"code\":400,\"message\":\"Failed to parse input: "
           "{{'type': 'value_error', 'input': '{text}'}}\",\"type\":\"invalid_request_error\"}}}}\n"
           "0.00.283.957 E srv    send_error: task id = 10, error: request (2705 tokens) exceeds"),
+    Plant("llamacpp/real-b0c1e57-cpu/text.log", "llama-server JSON parse error quoting the body (nlohmann's last read)",
+          "last read: '{{no'", "last read: '{{no {text}'"),
+    Plant("llamacpp/real-b0c1e57-cpu/verbose.log", "llama-server -v streamed chunk: reasoning and tool-call deltas",
+          '"delta":{{"content":" What"}}', '"delta":{{"reasoning_content":"{text}","tool_calls":[{{"function":{{"arguments":"{text}"}}}}]}}'),
+    Plant("llamacpp/synthetic-older-build.log", "llama-server access line: the path as cpp-httplib decoded it (spaces)",
+          "srv  log_server_r: request: GET /health 127.0.0.1 503", "srv  log_server_r: request: GET /health {text} 127.0.0.1 503"),
     Plant("lmdeploy/synthetic-0.16.log", "LMDeploy log_prompt and log_response (other-servers.md §LMDeploy)",
           '2026-08-22 10:15:04,303 - lmdeploy - INFO - async_engine.py:779 - session 0 finished, reason "stop"',
           "2026-08-22 10:15:04,302 - lmdeploy - REQUEST - logger.py:41 - session=Session(id=0, step=0), prompt='{text}'\n"
@@ -223,6 +254,9 @@ PLANTS = [
           "2026-08-22 10:15:02,114 - lmdeploy - INFO - async_engine.py:600 - session=0, adapter_name=None, input_tokens=38, "
           "gen_config=GenerationConfig(stop_words=['{text}']), prompt='{text}'"),
     Plant("vllm/real-0.32.0-cpu/cold-start-vl.log", "vLLM image fetch URL", "http://127.0.0.1:9/nothing.png", "http://127.0.0.1:9/{url}", every=True),
+    Plant("vllm/real-0.32.0-cpu/text.log", "vLLM stop strings and bad words (before max_tokens= in SamplingParams)",
+          "stop=[], stop_token_ids=[], bad_words=[]", "stop=['{text}'], stop_token_ids=[], bad_words=['{text}']", every=True),
+    Plant("vllm/synthetic-0.6.6-qwen2vl.log", "vLLM 0.6 stop strings", "stop=[]", "stop=['{text}']", every=True),
     Plant("vllm/real-0.32.0-cpu/text.log", "uvicorn access query string", '"POST /v1/chat/completions HTTP/1.1" 200',
           '"POST /v1/chat/completions?{url} HTTP/1.1" 200'),
     Plant("vllm/real-0.32.0-cpu/text.log", "vLLM validation error echoing input",
@@ -230,10 +264,36 @@ PLANTS = [
           '"POST /v1/chat/completions?{url} HTTP/1.1" 200\n(APIServer pid=11381) ERROR 11-22 18:23:13 [serving_chat.py:250] '
           "Error in preprocessing prompt inputs: 1 validation error for ChatCompletionRequest: Value error [type=value_error, "
           "input_value={{'messages': [{{'role': 'user', 'content': '{text}'}}]}}, input_type=dict]"),
+    Plant("nginx/access-combined.log", "nginx request line with spaces (nginx takes them), referer, user agent",
+          '"GET /health HTTP/1.1" 502 157 "-" "python-requests/2.32.3"', '"GET /health {ntext} HTTP/1.1" 502 157 "{ntext}" "{ntext}"'),
+    Plant("nginx/access-combined.log", "nginx: any text as the request line (answered 400)",
+          '"POST /v1/chat/completions HTTP/1.1" 400 171 "-" "OpenAI/Python 1.99.1"',
+          '"POST /v1/chat/completions HTTP/1.1" 400 171 "-" "OpenAI/Python 1.99.1"\n'
+          '127.0.0.1 - - [22/Aug/2026:10:16:12 +0000] "{ntext}" 400 157 "-" "-"'),
     Plant("nginx/access-combined.log", "nginx access query string", " HTTP/1.1\" ", "?{url} HTTP/1.1\" ", every=True),
+    Plant("nginx/error.log", "nginx error context: request line, host and referrer as the client sent them (not escaped)",
+          'request: "POST /v1/chat/completions HTTP/1.1", upstream: "http://127.0.0.1:8080/v1/chat/completions", host: "localhost:8000"',
+          'request: "POST /v1/chat/completions {text} HTTP/1.1", upstream: "http://127.0.0.1:8080/v1/chat/completions", '
+          'host: "{text}", referrer: "{text}"'),
+    Plant("nginx/error.log", "nginx error: a file path nginx quotes, from the client's URI (decoded)",
+          '2026/08/22 10:14:55 [error] 29#29: *1 connect() failed',
+          '2026/08/22 10:14:55 [error] 29#29: *1 open() "/usr/share/nginx/html/{text}" failed (2: No such file or directory), '
+          'client: 127.0.0.1, server: localhost, request: "GET /x HTTP/1.1", host: "localhost:8000"\n'
+          '2026/08/22 10:14:55 [error] 29#29: *1 connect() failed'),
     Plant("nginx/error.log", "nginx error request and upstream URL", 'request: "GET /health HTTP/1.1", upstream: "http://127.0.0.1:8080/health"',
           'request: "GET /health?{url} HTTP/1.1", upstream: "http://127.0.0.1:8080/{url}"'),
     Plant("seed-style/proxy.log", "proxy access query string", '"POST /v1/chat/completions HTTP/1.1"', '"POST /v1/chat/completions?{url} HTTP/1.1"', every=True),
+    Plant("seed-style/proxy.log", "http.server: any text as the request line, echoed in its error message",
+          '10.8.0.23 - - [24/Jan/2025 00:13:38] "GET /chat.html HTTP/1.1" 200 -',
+          '10.8.0.23 - - [24/Jan/2025 00:13:38] "GET /chat.html HTTP/1.1" 200 -\n'
+          "10.8.0.23 - - [24/Jan/2025 00:13:38] code 400, message Bad request version ('{text}')\n"
+          '10.8.0.23 - - [24/Jan/2025 00:13:38] "{text}" 400 -'),
+    Plant("seed-style/proxy.log", "proxy's own log of the request target, a quote in its query",
+          "INFO:root:Received GET request to /chat.html", 'INFO:root:Received GET request to /chat.html?a="{qtext}'),
+    Plant("vllm/real-0.32.0-cpu/text.log", "uvicorn access: the client X-Forwarded-For names behind a proxy (any text)",
+          'INFO:     127.0.0.1:32918 - "GET /health HTTP/1.1" 200 OK', 'INFO:     {text}:0 - "GET /health HTTP/1.1" 200 OK'),
+    Plant("vllm/real-0.32.0-cpu/text.log", "uvicorn access: a quote in the query string",
+          '"GET /version HTTP/1.1" 200 OK', '"GET /version?a="{qtext} HTTP/1.1" 200 OK'),
     Plant("seed-style/proxy.log", "proxy forwarding URL", "Forwarding to http://localhost:3001/v1/chat/completions",
           "Forwarding to http://localhost:3001/img/{url}"),
 ]
@@ -262,9 +322,12 @@ def plant_canaries(dest: Path, plants: list[Plant] = PLANTS, word: str = CANARY)
                                           ("clean", "please describe the picture", "picture.png?size=2", "please describe\nthe picture")):
             body = base
             for p in ps:
-                old = p.old.format(text=text, url=url, lines=lines) if "{" in p.old else p.old  # may follow an earlier plant
+                # {ntext}: the text as nginx's access log escapes it (`"` and `\\` as \xXX)
+                # {qtext}: as a request target carries it (spaces encoded, quotes as they are)
+                ntext, qtext = text.replace("\\", "\\x5C").replace('"', "\\x22"), text.replace(" ", "%20")
+                old = p.old.format(text=text, url=url, lines=lines, ntext=ntext, qtext=qtext) if "{" in p.old else p.old  # may follow an earlier plant
                 assert old in body, f"{rel}: the anchor for {p.what!r} is gone"
-                new = p.new.format(text=text, url=url, lines=lines)
+                new = p.new.format(text=text, url=url, lines=lines, ntext=ntext, qtext=qtext)
                 body = body.replace(old, new) if p.every else body.replace(old, new, 1)
             out = dest / variant / rel.replace("/", "__")
             out.parent.mkdir(parents=True, exist_ok=True)

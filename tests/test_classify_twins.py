@@ -40,6 +40,19 @@ _REAL = [
 ]
 
 
+_ADVERSARIAL = [
+    b"INFO 11-22 18:27:00 [a.py:1] Received request x: params: SamplingParams(n=1, stop=['max_tokens=7', "
+    b"'prompt_token_ids: [1]'], bad_words=[\"it's max_tokens=8\"], max_tokens=16), lora_request: None.",
+    b"INFO 11-22 18:27:00 [a.py:1] Received request chatcmpl-a b Finished request y: params: SamplingParams(max_tokens=16), "
+    b"lora_request: None.",
+    b"INFO 11-22 18:27:00 [a.py:1] Received request chatcmpl-a:b: prompt: 'x', params: SamplingParams(max_tokens=16).",
+    b"INFO 11-22 18:27:00 [a.py:1] Added request chatcmpl-CUDA out of memory. Finished request y-1234abcd.",
+    b'INFO:     1.2.3.4:5 - "GET /v1/models?a="CUDA%20out%20of%20memory" HTTP/1.1" 200 OK',
+    b'INFO:     1.2.3.4:5 - "GET /x?HTTP/1.1"%20500 HTTP/1.1" 200 OK',
+    b'INFO:     1.2.3.4:5 - "GET /x y HTTP/1.1" 500 OK',
+]
+
+
 def typed_records(recs: list) -> list:
     """Records with each value's type beside it: 200 == 200.0 and 1 == True must not pass."""
     return [tuple((type(v), v) for v in r) if isinstance(r, tuple) else (type(r), r) for r in recs]
@@ -109,6 +122,15 @@ _EDGES = {
     b'INFO:     1.2.3.4:5 - "GET /x HTTP/." 200 OK': "/x",
     b'INFO:     1.2.3.4:5 - "GET /\xc3\xa9 HTTP/1.1" 200 OK': None,
     b'INFO:     1.2.3.4:5 - "GET /x HTTP/1.1" 200 OK \xe2\x81\xa7': None,
+    # what a client writes where the parsers read (tests/test_user_text_positions.py): stop strings
+    # before max_tokens=, an X-Request-Id with spaces, quotes and look-alikes in a query string
+    _ADVERSARIAL[0]: "a.py:1",
+    _ADVERSARIAL[1]: "a.py:1",
+    _ADVERSARIAL[2]: "a.py:1",
+    _ADVERSARIAL[3]: "a.py:1",
+    _ADVERSARIAL[4]: '/v1/models?a="CUDA%20out%20of%20memory"',
+    _ADVERSARIAL[5]: '/x?HTTP/1.1"%20500',
+    _ADVERSARIAL[6]: None,
 }
 
 
@@ -294,6 +316,25 @@ def test_what_the_classifier_reads_for_the_fast_path_is_what_the_parsers_would()
         if plain:
             assert scrub(text) == text, rec
     assert min(seen.values()) > 1000, seen
+
+
+@needs_compiled
+def test_the_fast_path_reads_a_clients_text_as_the_parsers_do_and_never_as_a_field():
+    """The adversarial lines: both classifiers give the same record, and what the fast path then
+    measures (`received_known` with the id the classifier read) is what `received` reads, with
+    max_tokens from the parameters and not from a stop string."""
+    for line in _ADVERSARIAL:
+        (rec,) = assert_twins(line, 1 << 20)
+        if isinstance(rec, tuple) and rec[0] == pure.RECEIVED:
+            f: dict = {}
+            vllm.received(rec[6], f)
+            if rec[9] is not None:
+                g: dict = {}
+                vllm.received_known(rec[6], rec[9], g)
+                assert f == g
+            assert f.get("max_tokens") in (16, None) and "prompt_tokens" not in f, f
+    assert [isinstance(r, tuple) and r[9] for r in pure.split_classify(b"\n".join(_ADVERSARIAL[:4]), 1 << 20)] == \
+        ["x", None, "chatcmpl-a:b", None]
 
 
 @needs_compiled

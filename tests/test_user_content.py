@@ -268,7 +268,9 @@ def test_a_request_is_measured_as_the_patterns_searched_it(pieces):
     got: dict = {}
     vllm._measure_received(rest, got)
     after = rest
-    if rest.startswith("prompt: '"):  # the reference: where Python's tokenizer ends the literal
+    if rest.startswith("prompt: ''"):  # an empty prompt (repr writes no triple quote: a third one opens the next)
+        after = rest[10:]
+    elif rest.startswith("prompt: '"):  # the reference: where Python's tokenizer ends the literal
         import io
         import tokenize
 

@@ -193,7 +193,12 @@ class SourceParser(RecordAssembler):
             ev, key = parsed
             if (pend is not None and key is not None and key == self.pending_key
                     and (self.cr or looks_continued(ev.text)) and self.room()):
-                self.append(pend, ev.text, line, last)
+                if "user_chars" in pend.fields:
+                    # The rest of a message its parser found user text in (a raw newline in a client's
+                    # request id, in a JSON body it logs as sent): the user's too, whatever it looks like.
+                    self._skip_user_line(pend, len(text), line, last)
+                else:
+                    self.append(pend, ev.text, line, last)
                 return out if self.may_continue() else self.flush()
             ev.lineno = line.lineno
             counts = self.counts
@@ -286,6 +291,15 @@ class SourceParser(RecordAssembler):
     @property
     def has_pending(self) -> bool:
         return self.pending is not None or self._held is not None
+
+    def _skip_user_line(self, ev: Event, n: int, line: Line, last: int) -> None:
+        """A continuation line of user text: counted (its `n` characters), left out of the record's text."""
+        ev.end_lineno = last
+        self.cr = line.cr
+        self.user_lines += 1
+        self.user_chars += n
+        usercontent.count(ev.fields, n)
+        self.gap(ev, 1 + last - line.lineno)
 
 
 def _guess_level(text: str) -> str | None:

@@ -28,10 +28,11 @@ _API_PATH = re.compile(
 _URL = re.compile(r"\b((?:https?|wss?|ftp|s3|gs|file)://)([^/\s?#\"'<>\\)\]]*)([^\s\"'<>\\)\]]*)", re.I)
 _DATA_URI = re.compile(r"\bdata:([\w.+-]+/[\w.+-]+)?[;,][^\s\"'<>)\]]*", re.I)
 # a request line's path with a query: "GET /v1/x?q=1 HTTP/1.1", request: "GET /a?b"
-_QUERY = re.compile(r"(?<=[\s\"])(/[^\s?\"]*)\?(?!«)[^\s\"]*")
+# (a query ends only at whitespace: a client can put quotes in it, and what follows one is its text too)
+_QUERY = re.compile(r"(?<=[\s\"])(/[^\s?\"]*)\?(?!«)\S*")
 # a request line: `GET /v1/models?x HTTP/1.1` (access logs, nginx's `request: "..."`)
 REQUEST_METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")
-_REQUEST_LINE = re.compile(rf"\b({'|'.join(REQUEST_METHODS)}) (/[^\s\"')]*)")
+_REQUEST_LINE = re.compile(rf"\b({'|'.join(REQUEST_METHODS)}) (/[^\s\"')?]*(?:\?\S*)?)")
 # a body (JSON or a Python repr) with a user-content key: masked from its outermost opening brace to
 # the end of the line; a validation error's echo of the input (pydantic `input_value=...`) likewise
 _BODY_KEY = re.compile(r"""["'](?:messages|prompt|content|input|text|image_url|generated|input_value|prompt_text)["']\s*:|\binput_value=""")

@@ -29,7 +29,8 @@ _TOTAL = re.compile(r"total time = +([\d.]+) ms / +(\d+) tokens")
 _RELEASE = re.compile(r"stop processing: n_tokens = (\d+), truncated = (\d+)")
 _SEND_ERROR = re.compile(r"task id = (\d+), error: (.*)\Z", re.S)
 _CANCEL = re.compile(r"cancel task, id_task = (\d+)")
-_HTTP = re.compile(r"(?:done )?request: ([A-Z]+) (\S+) (\S+) (\d{3})\Z")
+_HTTP = re.compile(r"(?:done )?request: ([A-Z]+) (\S.*?) (\S+) (\d{3})\Z", re.S)
+_LAST_READ = "last read: '"  # nlohmann::json's parse error
 _EXC_CODE = re.compile(r'got exception: \{"error":\{"code":(\d{3})')
 
 
@@ -185,10 +186,27 @@ def classify_srv(ev: Event, func: str, msg: str) -> None:
         if m:
             from diag.parsing.formats.uvicorn import access_fields
 
-            access_fields(ev, m.group(3), m.group(1), m.group(2), to_int(m.group(4)))
+            path = m.group(2)
+            if " " in path:  # cpp-httplib logs the path decoded: `%20` is a space, and the rest the client's text
+                path = path.split(" ", 1)[0]
+                _mask_tail(ev, msg, m.start(2) + len(path), m.end(2), "url-path")
+            access_fields(ev, m.group(3), m.group(1), path, to_int(m.group(4)))
+    elif msg.startswith("http: streamed chunk: "):  # -v: the response as it is streamed, the model's text
+        _mask_tail(ev, msg, 22, len(msg), "output")
     elif func == "process_chun" and msg.startswith("processing image"):
         f["image_event"] = True
     elif "got exception" in msg:
         m = _EXC_CODE.search(msg)
         if m:
             f["http_status"] = to_int(m.group(1))
+        i = msg.find(_LAST_READ)
+        if i >= 0:  # a JSON parse error quotes the body up to where it failed (any length, any quotes)
+            _mask_tail(ev, msg, i + len(_LAST_READ), len(msg), "request")
+
+
+def _mask_tail(ev: Event, msg: str, start: int, end: int, what: str) -> None:
+    """Mask msg[start:end] in the event's text, which ends with `msg`."""
+    t = ev.text
+    if t.endswith(msg):
+        base = len(t) - len(msg)
+        ev.text = usercontent.mask(t, base + start, base + end, what, ev.fields)

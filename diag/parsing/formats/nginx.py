@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from diag.parsing import events as E
+from diag.parsing import usercontent
 from diag.parsing.clock import month_number
 from diag.parsing.events import Event
 from diag.parsing.base import Ctx, Parsed, to_int
@@ -18,6 +19,10 @@ ACCESS = re.compile(
 ERROR = re.compile(r"(\d{4})/(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d) \[(\w+)\] (\d+)#(\d+): (?:\*(\d+) )?(.*)\Z", re.S)
 _LEVELS = {"emerg": "CRITICAL", "alert": "CRITICAL", "crit": "CRITICAL", "error": "ERROR", "warn": "WARNING",
            "notice": "INFO", "info": "INFO", "debug": "DEBUG"}
+_METHOD = re.compile(r"[A-Z][A-Z_-]{0,19}\Z")  # what nginx takes as a method
+# nginx's own context shape, each value as nginx makes it or free of spaces and quotes: kept as it is
+_PLAIN_CTX = re.compile(r', client: [^,\s]+, server: [^,"]*(?:, request: "[A-Z][A-Z_-]* \S+ HTTP/[\d.]+")?'
+                        r'(?:, subrequest: "[^"\s]*")?(?:, upstream: "[^"\s]*")?(?:, host: "[^"\s]*")?\Z')
 _CTX = re.compile(r', client: ([^,]+), server: [^,]*(?:, request: "([A-Z]+) (\S+) [^"]*")?(?:, upstream: "([^"]*)")?')
 
 
@@ -29,9 +34,18 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
             y, mo, d, hh, mi, ss, lvl, pid, _tid, cid, msg = m.groups()
             ts = ctx.clock.local(int(y), int(mo), int(d), int(hh), int(mi), int(ss))
             ev = Event(ctx.path, 0, NAME, E.LOG, _LEVELS.get(lvl, "INFO"), ts, msg, "nginx", to_int(pid))
-            cm = _CTX.search(msg)
+            i = msg.find(", client: ")
+            cm = _CTX.match(msg, i) if i >= 0 else None
             if cm:
                 ev.fields.update(client=cm.group(1), method=cm.group(2), path=cm.group(3), upstream=cm.group(4))
+            if i >= 0:
+                q = msg.find('"', 0, i)
+                if q >= 0 or _PLAIN_CTX.match(msg, i) is None:
+                    head = msg[:i]
+                    if q >= 0:  # a path nginx quotes (`open() "…" failed`, `"…" is not found`): the client's URI, decoded
+                        r = head.rfind('"')
+                        head = usercontent.mask(head, q, r + 1 if r > q else i, "path", ev.fields)
+                    ev.text = head + (msg[i:] if _PLAIN_CTX.match(msg, i) else _context(cm, len(msg) - i))
             if cid:
                 ev.fields["connection"] = to_int(cid)
             return ev, None
@@ -45,8 +59,37 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
     ts = ctx.clock.utc(int(y), month_number(mon), int(d), int(hh), int(mi), int(ss), off)
     st = int(status)
     ev = Event(ctx.path, 0, NAME, E.ACCESS, "ERROR" if st >= 500 else "INFO", ts, text, "nginx", None)
-    parts = request.split(" ")
-    access_fields(ev, addr, parts[0] if parts else "-", parts[1] if len(parts) > 1 else "-", st)
+    method, path, shown = _request(request)
+    access_fields(ev, addr, method, path, st)
     ev.fields["bytes"] = to_int(nbytes)
-    ev.text = f'{addr} "{request[:300]}" {status} {nbytes}'  # the user agent and referer are not needed
+    ev.text = f'{addr} "{shown[:300]}" {status} {nbytes}'  # the user agent and referer are not needed
     return ev, None
+
+
+def _context(cm: re.Match | None, n: int) -> str:
+    """An error line's context (`, client: …`) when it holds more than nginx's own shape: the
+    request line as the client wrote it (spaces and quotes taken, not escaped in this log), the
+    Host and Referer headers. What was parsed out of it, and a placeholder for the rest."""
+    if cm is None:
+        return usercontent.placeholder("request", n)
+    out = f", client: {cm.group(1)}"
+    if cm.group(2):
+        out += f', request: "{cm.group(2)} {cm.group(3)}"'
+    if cm.group(4):
+        out += f', upstream: "{cm.group(4)}"'
+    return out + ", " + usercontent.placeholder("request", n)
+
+
+def _request(request: str) -> tuple[str, str, str]:
+    """Method, path and the request line as the rules may see it. nginx logs the client's request
+    line as it came: a path with spaces (nginx takes them), or any text at all in a line it
+    answers 400. Only the method, the path (scrubbed already) and the protocol are kept; anything
+    else is the client's text and leaves a placeholder."""
+    parts = request.split(" ")
+    if len(parts) < 2 or _METHOD.match(parts[0]) is None:
+        return "-", "-", usercontent.placeholder("request", len(request)) if request and request != "-" else request
+    proto = parts[-1] if len(parts) > 2 and parts[-1].startswith("HTTP/") else None
+    if len(parts) == (3 if proto else 2):
+        return parts[0], parts[1], request
+    rest = " ".join(parts[2:-1] if proto else parts[2:])
+    return parts[0], parts[1], f"{parts[0]} {parts[1]} {usercontent.placeholder('request', len(rest))}" + (f" {proto}" if proto else "")

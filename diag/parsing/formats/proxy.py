@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from diag.parsing import events as E
+from diag.parsing import usercontent
 from diag.parsing.clock import month_number
 from diag.parsing.events import Event
 from diag.parsing.base import Ctx, Parsed
@@ -19,6 +20,10 @@ NAME = "proxy"
 LOGGING = re.compile(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL):([^:\s]*):(.*)\Z", re.S)
 HTTP_SERVER = re.compile(r"(\S+) - - \[(\d\d)/(\w{3})/(\d{4}) (\d\d):(\d\d):(\d\d)\] (.*)\Z", re.S)
 REQUEST = re.compile(r'"([A-Z]+) (\S+) HTTP/[\d.]+" (\d{3}|-) (\d+|-)\Z')
+# http.server logs the request line of a request it cannot parse as it came (`"any text" 400 -`),
+# and echoes it in the error message (`code 400, message Bad request version ('…')`)
+GARBAGE = re.compile(r'"(.*)" (?:\d{3}|-) (?:\d+|-)\Z', re.S)
+_ECHO = re.compile(r"^code \d+, message [^(]*\((.*)\)\Z", re.S)
 UPSTREAM_STATUS = re.compile(r"[Uu]pstream (?:response )?status:? (\d{3})")
 
 
@@ -47,4 +52,11 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
             ev.level = "ERROR"
     elif msg.startswith("code "):
         ev.level = "WARNING" if msg[5:6] == "4" else "ERROR"
+        e = _ECHO.search(msg)
+        if e:  # `Bad request syntax ('…')`: what the client sent
+            ev.text = usercontent.mask(msg, e.start(1), e.end(1), "request", ev.fields)
+    elif msg.startswith('"'):
+        g = GARBAGE.match(msg)
+        if g:  # a request line that is not `METHOD /path HTTP/x` (answered 400): the client's text
+            ev.text = usercontent.mask(msg, 1, g.end(1), "request", ev.fields)
     return ev, None

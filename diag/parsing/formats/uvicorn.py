@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from diag.parsing import events as E
+from diag.parsing import usercontent
 from diag.parsing.events import Event
 from diag.parsing.usercontent import endpoint
 from diag.parsing.base import Ctx, Parsed, to_int
@@ -17,6 +18,8 @@ NAME = "uvicorn"
 
 RX = re.compile(r"(INFO|WARNING|ERROR|CRITICAL|DEBUG|TRACE):\s+(.*)\Z", re.S)
 ACCESS = re.compile(r'(\S*) - "([A-Z]+) (\S+) HTTP/([\d.]+)" (\d{3})(?: (.*))?\Z')
+# the same with a client that is not one word: the last ` - "METHOD path HTTP/x" NNN` is uvicorn's
+_ACCESS_ANY_CLIENT = re.compile(r'(.*) - "([A-Z]+) (\S+) HTTP/([\d.]+)" (\d{3})(?: [A-Za-z\' -]*)?\Z', re.S)
 
 
 def parse(text: str, ctx: Ctx) -> Parsed | None:
@@ -27,10 +30,14 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         return None
     level, msg = m.groups()
     ev = Event(ctx.path, 0, NAME, E.LOG, "DEBUG" if level == "TRACE" else level, None, msg, ctx.proc, ctx.pid)
-    if msg[:1].isdigit() or msg.startswith("[") or msg.startswith(" -"):
-        a = ACCESS.match(msg)
-        if a:
-            access_fields(ev, a.group(1), a.group(2), a.group(3), int(a.group(5)))
+    a = ACCESS.match(msg) if msg[:1].isdigit() or msg.startswith("[") or msg.startswith(" -") else None
+    if a:
+        access_fields(ev, a.group(1), a.group(2), a.group(3), int(a.group(5)))
+    elif ' - "' in msg:
+        a = _ACCESS_ANY_CLIENT.match(msg)
+        if a:  # behind a proxy, uvicorn logs the client X-Forwarded-For names: any text, spaces included
+            access_fields(ev, None, a.group(2), a.group(3), int(a.group(5)))
+            ev.text = usercontent.mask(msg, 0, a.end(1), "client", ev.fields)
     return ev, None
 
 

@@ -35,6 +35,7 @@ IMAGE_PLACEHOLDERS = (
 
 _RECEIVED = re.compile(r"Received request (\S+?): (.*)\Z", re.S)
 _DETAILS = re.compile(r"Request (\S+?) details: (.*)\Z", re.S)
+_JSON_BODY = re.compile(r"Request \S+? JSON body: ")
 _ADDED = re.compile(r"Added request (\S+?)\.\Z")
 _GUIDE_ADDED = re.compile(r"Added request '([^']+)' with prompt length (\d+) tokens, multi-modal data count (\d+)")
 _GUIDE_FINISHED = re.compile(r"Finished request '([^']+)', total tokens: (\d+), latency: ([\d.]+)s")
@@ -43,12 +44,16 @@ _GUIDE_FORWARD = re.compile(r"Running model forward pass for request '([^']+)'")
 _GUIDE_FWD_ERR = re.compile(r"Error in model forward pass for request '([^']+)'")
 _ABORTED = re.compile(r"Aborted request(?:\(s\))? (.+?)\.\Z")
 _REQ_STATE = re.compile(r"Request (\S+?) (aborted|failed)(?: \(([^)]*)\))?(?:(?::| due to) (.*))?\.\Z", re.S)
+# `Request ID aborted.` and the like whose ID (the client's X-Request-Id) has a space: the last of the
+# server's words ends it (tried only when the plain pattern failed, on a line that is no details line)
+_REQ_STATE_SPACED = re.compile(r"Request (.+) (aborted|failed)(?: \(([^)]*)\))?(?:(?::| due to) (.*))?\.\Z", re.S)
 _FINISHED = re.compile(r"Finished request (\S+?)\.\Z")
 _GENERATED = re.compile(r"Generated response (\S+?)( \(streaming (?:delta|complete)\))?(?: details)?: (.*)\Z", re.S)
 _FINISH_REASON = re.compile(r"finish_reason: (\w+)\s*\Z")
 _MAX_TOKENS = re.compile(r"max_tokens=(\d+)")
 _OUTPUT_TOKEN_IDS = re.compile(r"output_token_ids: \[([^\]]*)\]")
-_ERROR_WITH_MODEL = re.compile(r"The model `([^`]*)` does not exist")
+_SCHEDULER_DUMP = "Dumping scheduler output for model execution: "
+_MODEL_NAME = re.compile(r"[\w.:/@+-]{1,256}\Z")  # `Qwen/Qwen3-VL-8B-Instruct`, `qwen3:8b`, `gpt-4o`
 _TOKEN_IDS = re.compile(r"prompt_token_ids: \[([^\]]*)\]")
 _STATS_V0 = re.compile(
     r"Avg prompt throughput: ([\d.]+) tokens/s, Avg generation throughput: ([\d.]+) tokens/s, "
@@ -95,14 +100,23 @@ def classify(ev: Event, msg: str) -> None:
             if m:
                 ev.kind = E.RECEIVED
                 ev.text = usercontent.mask(msg, m.start(2), None, "request", f)  # prompt, params (stop strings…)
+            else:  # an id with a space (a client's X-Request-Id): no trace, and nothing of it to the rules
+                ev.text = usercontent.mask(msg, 17, None, "request", f)
             return
         if msg.startswith("Request "):
             m = _REQ_STATE.match(msg)
+            if m is None and len(msg) < 4096 and " details: " not in msg and " JSON body: " not in msg:
+                m = _REQ_STATE_SPACED.match(msg)  # the client's id has a space: it ends at the server's words
+                if m:  # no trace has it (its Received line gave none); the id, and a message that may be more of it, masked
+                    ev.text = usercontent.mask(msg, 8, m.end(4) if m.group(4) else m.end(1), "request-id", f)
+                    return
             if m:
                 ev.kind = E.ABORTED if m.group(2) == "aborted" else E.FAILED
                 f["request_id"] = m.group(1)
                 if m.group(3):
                     f["reason"] = clean(m.group(3), 200)
+                    if m.group(4):  # `failed (bad request): …`: a validation error, which quotes the request
+                        ev.text = usercontent.mask(msg, m.start(4), m.end(4), "error", f)
                 elif m.group(4) and m.group(2) == "failed":
                     f["reason"] = clean(m.group(4), 200)  # an error message may echo the input
                 return
@@ -113,6 +127,13 @@ def classify(ev: Event, msg: str) -> None:
                 f["detail"] = True
                 _measure_received(m.group(2), f)
                 ev.text = usercontent.mask(msg, m.start(2), None, "request", f)
+                return
+            m = _JSON_BODY.match(msg)
+            if m and not msg.startswith(usercontent.OPEN, m.end()):  # DEBUG (0.32): the body as the client
+                # sent it, whatever its keys (a rerank's `query`; one with `messages` is masked already)
+                ev.text = usercontent.mask(msg, m.end(), None, "body", f)
+            elif m is None and (" details: " in msg or " JSON body: " in msg):  # an id with a space
+                ev.text = usercontent.mask(msg, 8, None, "request", f)
             return
         if msg.startswith("Running model forward pass for request "):
             m = _GUIDE_FORWARD.match(msg)
@@ -133,6 +154,8 @@ def classify(ev: Event, msg: str) -> None:
                 f["prompt_tokens"] = to_int(m.group(2))
                 f["images"] = to_int(m.group(3))
                 f["added"] = True
+            else:  # an id with a space (the client's): nothing of it to the rules
+                ev.text = usercontent.mask(msg, 14, len(msg) - msg.endswith("."), "request-id", f)
         elif msg.startswith("Aborted request"):
             m = _ABORTED.match(msg)
             if m:
@@ -147,9 +170,7 @@ def classify(ev: Event, msg: str) -> None:
         if msg.startswith("Engine ") and ": Avg" in msg[:24]:
             _stats(ev, msg)
         elif msg.startswith("Error with model"):
-            m = _ERROR_WITH_MODEL.search(msg)
-            if m:
-                f["model_requested"] = clean(m.group(1))
+            _unknown_model(ev, msg, f)
         elif msg.startswith("Error in model forward pass for request "):
             m = _GUIDE_FWD_ERR.match(msg)
             if m:
@@ -171,6 +192,8 @@ def classify(ev: Event, msg: str) -> None:
                 if ids is not None:
                     f["output_tokens"] = ids.group(1).count(",") + 1 if ids.group(1).strip() else 0
                 ev.text = usercontent.mask(msg, m.start(3), None, "output", f)
+            else:  # an id with a space (the client's): no trace, and neither it nor the output to the rules
+                ev.text = usercontent.mask(msg, 19, None, "output", f)
         elif msg.startswith("Generated token "):
             m = _GUIDE_TOKEN.match(msg)
             if m:
@@ -192,8 +215,28 @@ def classify(ev: Event, msg: str) -> None:
                 f["request_id"] = m.group(1)
                 f["total_tokens"] = to_int(m.group(2))
                 f["latency_s"] = to_float(m.group(3))
+            else:  # an id with a space (the client's)
+                ev.text = usercontent.mask(msg, 17, len(msg) - msg.endswith("."), "request-id", f)
+    elif c == "D" and msg.startswith(_SCHEDULER_DUMP):  # on a crash: request ids, and new requests' parameters
+        ev.text = usercontent.mask(msg, len(_SCHEDULER_DUMP), None, "scheduler-output", f)  # (stop strings)
     elif c == "S" and msg.startswith("Sequence group ") and "preempted" in msg:
         f["request_id_preempted"] = msg.split(" ", 3)[2]
+
+
+def _unknown_model(ev: Event, msg: str, f: dict) -> None:
+    """`The model `NAME` does not exist`: NAME is what the client asked for. A model's name is
+    kept (which one clients ask for is the diagnosis); anything else there is the client's text,
+    masked before the rules see it. The name ends at the last "` does not exist" (the server's
+    words follow it; a name may quote them)."""
+    a = msg.find("The model `")
+    b = msg.rfind("` does not exist")
+    if a < 0 or b < a + 11:
+        return
+    name = msg[a + 11:b]
+    if _MODEL_NAME.match(name):
+        f["model_requested"] = clean(name)
+    else:
+        ev.text = usercontent.mask(ev.text, a + 11, b, "model", f)
 
 
 def received(msg: str, f: dict) -> re.Match | None:

@@ -1,0 +1,139 @@
+"""Where a client's text sits inside a line a parser reads fields from: each position on its own.
+
+tests/test_user_content.py plants `CANARY_TEXT` into whole corpus files and compares the scans;
+these tests take one line each, so that what a parser does with the client's part of it is plain:
+it never becomes a field, never reaches the rules, and the server's own words around it still do.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import CANARY, CANARY_TEXT
+
+from diag.parsing import events as E
+from diag.parsing.source import parse_text
+from diag.parsing.usercontent import scrub
+
+VLLM32 = "(APIServer pid=7) INFO 11-22 18:27:49 [request_logger.py:65] "
+
+
+def _one(line: str, fmt: str | None = None):
+    (ev,) = parse_text(line, fmt=fmt)
+    return ev
+
+
+@pytest.mark.parametrize("params", [
+    f"stop=['max_tokens=7, prompt_token_ids: [1]'], bad_words=[], max_tokens=16",
+    f'stop=["it\'s max_tokens=7"], bad_words=[\'max_tokens=8\'], max_tokens=16',
+    "stop=['a\\\\', 'max_tokens=7'], max_tokens=16",  # an escaped backslash ends the first literal
+])
+def test_max_tokens_is_never_read_from_a_stop_string(params):
+    """SamplingParams prints `stop=` and `bad_words=` before `max_tokens=`: the client's strings."""
+    ev = _one(f"{VLLM32}Received request chatcmpl-1: params: SamplingParams(n=1, {params}, min_tokens=0), lora_request: None.")
+    assert ev.kind == E.RECEIVED
+    assert ev.fields["max_tokens"] == 16 and "prompt_tokens" not in ev.fields
+
+
+def test_a_stop_string_that_never_closes_leaves_max_tokens_unknown():
+    ev = _one(f"{VLLM32}Received request chatcmpl-1: params: SamplingParams(n=1, stop=['max_tokens=7, max_tokens=16")
+    assert ev.kind == E.RECEIVED and "max_tokens" not in ev.fields
+
+
+NGINX = "127.0.0.1 - - [22/Aug/2026:10:14:55 +0000] "
+
+
+def test_nginx_keeps_the_method_path_and_protocol_of_a_request_line_and_nothing_else():
+    plain = _one(f'{NGINX}"GET /health HTTP/1.1" 502 157 "-" "python-requests/2.32.3"')
+    assert plain.text == '127.0.0.1 "GET /health HTTP/1.1" 502 157'  # nginx's own shape: as it was
+    spaced = _one(f'{NGINX}"GET /health {CANARY_TEXT} HTTP/1.1" 502 157 "{CANARY}" "{CANARY}"'.replace('" 500', "'500"))
+    assert CANARY not in spaced.text and "CUDA" not in spaced.text
+    assert spaced.text.startswith('127.0.0.1 "GET /health «request:') and spaced.text.endswith(' HTTP/1.1" 502 157')
+    assert (spaced.fields["method"], spaced.fields["path"], spaced.fields["status"]) == ("GET", "/health", 502)
+    garbage = _one(f'{NGINX}"{CANARY} CUDA out of memory" 400 157 "-" "-"')
+    assert CANARY not in garbage.text and garbage.fields["method"] == "-" and garbage.fields["status"] == 400
+
+
+def test_llama_server_access_line_path_with_spaces_is_an_access_line_without_the_text():
+    """cpp-httplib logs the path decoded: `%20` is a space there."""
+    ev = _one(f"srv  log_server_r: request: GET /health {CANARY_TEXT} 127.0.0.1 404")
+    assert ev.kind == E.ACCESS and ev.fields["status"] == 404 and ev.fields["client"] == "127.0.0.1"
+    assert CANARY not in ev.text and "CUDA" not in ev.text and ev.text.endswith(" 127.0.0.1 404")
+    assert _one("srv  log_server_r: request: GET /health 127.0.0.1 200").text == "srv  log_server_r: request: GET /health 127.0.0.1 200"
+
+
+@pytest.mark.parametrize("line", [
+    f'INFO:     1.2.3.4:5 - "GET /v1/models?a="{CANARY}EngineDeadError HTTP/1.1" 200 OK',
+    f'INFO:root:Received GET request to /chat.html?a="{CANARY}EngineDeadError',
+    f'2026/08/22 10:14:55 [error] 29#29: *1 x, client: 1.2.3.4, server: s, request: "GET /health?a="{CANARY} HTTP/1.1"',
+])
+def test_a_query_string_ends_at_whitespace_not_at_a_quote(line):
+    assert CANARY not in scrub(line) and "EngineDead" not in scrub(line)
+
+
+@pytest.mark.parametrize("msg, kept", [
+    (f"Received request chatcmpl-{CANARY_TEXT}: params: SamplingParams(n=1, max_tokens=16), lora_request: None.", None),
+    (f"Added request chatcmpl-{CANARY} CUDA out of memory-1234abcd.", None),
+    (f"Finished request chatcmpl-{CANARY} CUDA out of memory.", None),
+    (f"Generated response chatcmpl-{CANARY} CUDA out of memory: output: 'x', finish_reason: length", None),
+    (f"Request {CANARY} CUDA out of memory details: prompt: 'x', prompt_token_ids: [1], prompt_embeds shape: None.", None),
+    (f"Request {CANARY} CUDA out of memory JSON body: {{\"query\": \"x\"}}", None),
+    (f"Request chatcmpl-{CANARY} CUDA out of memory failed (engine dead).", " failed (engine dead)."),
+    (f"Request chatcmpl-{CANARY} CUDA out of memory aborted.", " aborted."),
+])
+def test_a_request_id_with_spaces_the_client_chose_never_reaches_the_rules(msg, kept):
+    """vLLM takes X-Request-Id as it comes: an id the patterns cannot read leaves a placeholder,
+    and the server's own words after it stay for the rules."""
+    ev = _one(f"{VLLM32}{msg}")
+    assert CANARY not in ev.text and "CUDA" not in ev.text, ev.text
+    assert "request_id" not in ev.fields
+    if kept:
+        assert ev.text.endswith(kept)
+
+
+def test_a_raw_newline_in_a_request_id_puts_the_rest_of_the_message_out_of_the_rules_reach():
+    """0.6.4+ takes the body's `request_id`; vLLM repeats the line's prefix after a newline (and ends
+    the line before with \\r): the next line is the rest of the same message, the client's."""
+    evs = parse_text(f"INFO 01-24 09:01:31 logger.py:37] Received request chatcmpl-x\r\n"
+                     f"INFO 01-24 09:01:31 logger.py:37] {CANARY_TEXT}: prompt: 'hi', params: SamplingParams(max_tokens=7), "
+                     "prompt_token_ids: None, lora_request: None.\n"
+                     "INFO 01-24 09:01:32 logger.py:37] Received request chatcmpl-y: prompt: 'hi', params: "
+                     "SamplingParams(max_tokens=9), prompt_token_ids: None, lora_request: None.")
+    assert all(CANARY not in e.text and "CUDA" not in e.text for e in evs)
+    assert [(e.kind, e.fields.get("request_id"), e.fields.get("max_tokens")) for e in evs] == \
+        [(E.LOG, None, None), (E.RECEIVED, "chatcmpl-y", 9)]
+
+
+def test_an_unknown_model_keeps_a_models_name_and_masks_any_other_text():
+    base = f"{VLLM32}Error with model error=ErrorInfo(message='The model `%s` does not exist. Valid aliases: tiny.', code=404)"
+    assert _one(base % "Qwen/Qwen3-VL-8B-Instruct").fields["model_requested"] == "Qwen/Qwen3-VL-8B-Instruct"
+    ev = _one(base % f"{CANARY}` does not exist. CUDA out of memory")
+    assert CANARY not in ev.text and "CUDA" not in ev.text and "model_requested" not in ev.fields
+
+
+def test_http_server_request_line_it_could_not_parse_is_masked():
+    evs = parse_text(f"10.8.0.23 - - [24/Jan/2025 00:13:38] code 400, message Bad request version ('{CANARY} CUDA out of memory')\n"
+                     f'10.8.0.23 - - [24/Jan/2025 00:13:38] "{CANARY} CUDA out of memory" 400 -')
+    assert len(evs) == 2 and all(CANARY not in e.text and "CUDA" not in e.text for e in evs)
+    assert evs[0].text.startswith("code 400, message Bad request version (") and evs[1].text.endswith('" 400 -')
+
+
+def test_llama_server_json_parse_error_and_streamed_chunks_are_masked():
+    err = _one('0.03.462.314 W srv    operator(): got exception: {"error":{"code":500,"message":"[json.exception.parse_error.101] '
+               f"parse error at line 1, column 3: syntax error - invalid literal; last read: '{CANARY} CUDA out of memory'\"}}}}")
+    assert CANARY not in err.text and err.fields["http_status"] == 500
+    chunk = _one('0.00.274.130 D srv    operator(): http: streamed chunk: data: {"choices":[{"delta":'
+                 f'{{"reasoning_content":"{CANARY} CUDA out of memory"}}}}]}}')
+    assert CANARY not in chunk.text and "CUDA" not in chunk.text
+
+
+def test_a_validation_error_that_quotes_the_request_is_masked_but_its_kind_kept():
+    ev = _one(f"{VLLM32}Request chatcmpl-1 failed (bad request): Invalid stop string '{CANARY} CUDA out of memory'.")
+    assert ev.kind == E.FAILED and ev.fields["reason"] == "bad request" and CANARY not in ev.text
+
+
+def test_uvicorn_access_line_whose_client_is_any_text_is_still_an_access_line():
+    """Behind a proxy uvicorn logs the client X-Forwarded-For names, as the client wrote it."""
+    ev = _one(f'INFO:     {CANARY_TEXT}:0 - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error')
+    assert ev.kind == E.ACCESS and (ev.fields["client"], ev.fields["status"]) == (None, 500)
+    assert CANARY not in ev.text and "CUDA" not in ev.text and ev.text.endswith(' - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error')
