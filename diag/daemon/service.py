@@ -216,7 +216,9 @@ class Daemon:
         # 78-79 k, per 24,000 83-89 k; sequential ids gained nothing. The traces held meanwhile cost
         # RSS (--only rss: 87 MB, 91, 96).
         self._uncommitted_lines += self._step_lines
-        if (busy or touched) and not (self.follower.behind and self._uncommitted_lines < CATCHUP_COMMIT_LINES):
+        behind = self.follower.behind
+        self.store.catching_up(behind)
+        if (busy or touched) and not (behind and self._uncommitted_lines < CATCHUP_COMMIT_LINES):
             self.commit()
         return busy
 
