@@ -19,6 +19,7 @@ import pytest
 from conftest import wait_for
 from diag.daemon import config, service
 from diag.daemon.service import Daemon
+from diag.ingest.filereader import READ_CHUNK
 from diag.store.db import SourceState, Store
 
 
@@ -199,3 +200,42 @@ def test_status_tells_a_live_daemon_writing_per_line_from_a_killed_one(tmp_path)
         d.send_signal(signal.SIGKILL)
         d.wait()
     assert status()["daemon"]["running"] is False
+
+
+def test_a_backlog_is_committed_every_catchup_commit_lines_and_its_end_at_once(daemon):
+    """Catching up, the daemon commits once CATCHUP_COMMIT_LINES lines are read, not after each
+    1 MiB read (with random request ids, traces sharing a transaction share its index pages); the
+    backlog's last read, short of the limit, is committed at once, and every request is stored."""
+    d, log = daemon
+    n = 14_000  # ~42,000 lines, ~4.7 MB: five reads at READ_CHUNK, the last one short
+    with open(log, "a") as f:
+        for i in range(n):
+            f.writelines(_request(i))
+    size = log.stat().st_size
+    reads = -(-size // READ_CHUNK)
+    commits = []  # (traces stored, committed offset) after each commit
+    d.on_commit.append(lambda: commits.append((d.store.counts()["traces"], d.store.sources()[0].offset)))
+    turns = 0
+    while d.step():
+        turns += 1
+    assert turns == reads  # the backlog took one read a turn
+    assert commits[-1] == (n, size)  # all of it, committed as soon as the last read came short
+    assert len(commits) < reads  # a commit per read before
+    stored = [c[0] for c in [(0, 0)] + commits]
+    # every commit but the last took at least CATCHUP_COMMIT_LINES lines' requests (3 lines each)
+    assert all(b - a >= service.CATCHUP_COMMIT_LINES // 3 for a, b in zip(stored, stored[1:-1])), stored
+
+
+def test_a_followed_stream_is_committed_each_turn_while_no_read_is_full(daemon):
+    """Not catching up (no read reached its size limit), each turn that read lines commits them:
+    a line's latency is the coalescing window, whatever CATCHUP_COMMIT_LINES is."""
+    d, log = daemon
+    commits = []
+    d.on_commit.append(lambda: commits.append(d.store.counts()["traces"]))
+    with open(log, "a") as f:
+        for i in range(5):
+            f.writelines(_request(i))
+            f.flush()
+            assert d.step()
+            assert commits[-1] == i + 1
+    assert len(commits) == 5

@@ -83,9 +83,16 @@ _SOURCE_UPSERT = (_SOURCE_REPLACE.replace("INSERT OR REPLACE", "INSERT") + " ON 
 _FORGOTTEN = "key IN (SELECT value FROM json_each(?)) AND state = 'done' AND updated_at < ?"
 
 
+# WAL pages between automatic checkpoints: SQLite's default while following, more while catching up
+# (`Store.catching_up`)
+CHECKPOINT_PAGES = 1000
+CATCHUP_CHECKPOINT_PAGES = 10_000
+
+
 class Store:
     def __init__(self, path: Path | str, readonly: bool = False):
         self.path = Path(path)
+        self._catching_up = False
         self._meta_written: dict[str, tuple[Any, str]] = {}  # key -> (value read back, JSON) as this connection last committed it
         self._sources_written: dict[str, tuple] = {}  # key -> row as last committed, updated_at left out: unchanged rows are skipped
         if readonly:
@@ -117,6 +124,18 @@ class Store:
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 raise
+
+    def catching_up(self, on: bool) -> None:
+        """Checkpoint the WAL less often while a backlog is read: each transaction's pages are appended
+        to the WAL and copied into the database at the next checkpoint, once each however many
+        transactions rewrote them. A catch-up with request ids in no order dirties a leaf of the id
+        index per trace, the same leaves commit after commit: checkpointing every 10,000 pages
+        instead of after each commit (SQLite's 1,000 is less than one catch-up commit) cost 11 %
+        less CPU per trace stored (6,300 traces a commit into 500,000). Back to following, the next
+        commit checkpoints what the WAL holds (up to ~40 MB then) and it is reused from its start."""
+        if on != self._catching_up:
+            self._catching_up = on
+            self.db.execute(f"PRAGMA wal_autocheckpoint = {CATCHUP_CHECKPOINT_PAGES if on else CHECKPOINT_PAGES}")
 
     @property
     def schema_version(self) -> int:
