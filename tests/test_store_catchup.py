@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from diag.analysis.trace import Trace
-from diag.store.db import CATCHUP_CHECKPOINT_PAGES, CHECKPOINT_PAGES, Store
+from diag.store.db import CATCHUP_CHECKPOINT_PAGES, CHECKPOINT_PAGES, WAL_KEPT_BYTES, Store
 
 
 def _batch(first: int, n: int) -> list[Trace]:
@@ -50,4 +50,7 @@ def test_catching_up_leaves_commits_in_the_wal_and_the_next_commit_following_aga
     s.commit(_batch(4 * n, 10), [], [])
     assert _sizes(path)[0] > db_size + (grown_wal - wal_size) // 2  # the next commit checkpointed the backlog's pages
     assert s.counts()["traces"] == 4 * n + 10
+    assert _sizes(path)[1] > WAL_KEPT_BYTES  # the WAL is still the catch-up's size ...
+    s.commit(_batch(4 * n + 10, 10), [], [])
+    assert _sizes(path)[1] <= WAL_KEPT_BYTES  # ... until it is reused from its start: cut back, not kept at 40 MB
     s.close()
