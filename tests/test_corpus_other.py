@@ -107,6 +107,36 @@ def test_lmdeploy_before_0_5_sessions_and_prompt_lines(tmp_path):
     assert set(traces(doc)) == set(tr)
 
 
+def test_llamacpp_2024_server_log_json_and_text(tmp_path):
+    """llama-server before its autumn-2024 log rewrite wrote every line through server_log(): JSON by
+    default (keys sorted, later in order), `INFO [func] msg | key=value` with --log-format text (real
+    logs, field corpus). Its tasks are traced, its request lines are access records, and what the
+    extras carry of the user's (-v request bodies, query params) is neither read as fields nor rule input."""
+    field = CORPUS.parent / "field" / "healthy"
+    doc = scan(field / "llamacpp-b3029-json-log-timings-released.log")
+    assert doc["files"][0]["format"] == "llamacpp"
+    t = traces(doc)["task-19"]
+    assert (t["status"], t["prompt_tokens"], t["output_tokens"]) == ("ok", 27, 25)
+    assert t["latency_s"] == pytest.approx(6.243658) and t["finished_at"].startswith("2024-05-30T11:09:46")
+    text = field / "llamacpp-2024-info-bracket-timings.log"
+    doc = scan(text)
+    assert doc["files"][0]["format"] == "llamacpp"
+    assert {k: (t["prompt_tokens"], t["output_tokens"]) for k, t in traces(doc).items()} == {"task-0": (685, 327)}
+    assert doc["summary"]["http_status"] == {"200": 2}
+    old = field / "llamacpp-old-json-log-health-200.log"
+    doc = scan(old)
+    assert doc["files"][0]["format"] == "llamacpp" and doc["summary"]["http_status"] == {"200": 2}
+    value = json.dumps(CANARY_TEXT + " id_task=7 n_past=99")
+    for real, old_params, planted_params in ((text, "params={}", f"params={{\"q\":{value}}}"),
+                                            (old, '"params":{}', f'"params":{{"q":{value}}}')):
+        planted = tmp_path / real.name
+        planted.write_text(real.read_text().replace(old_params, planted_params))
+        doc = scan(planted)
+        assert doc["findings"] == [] and CANARY not in json.dumps(doc)
+        assert doc["summary"]["http_status"] == {"200": 2}
+        assert all(t["id"] == "task-0" for t in doc["traces"])
+
+
 def test_nginx_access_and_error_logs():
     acc = scan(CORPUS / "nginx" / "access-combined.log")
     assert acc["summary"]["http_status"] == {"200": 43, "400": 1, "499": 3, "502": 19, "503": 7, "504": 2}
