@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from conftest import CORPUS, VLLM, findings, scan, severe, statuses, traces
+from conftest import CANARY, CANARY_TEXT, CORPUS, VLLM, findings, scan, severe, statuses, traces
 
 TEXT_IDS = {
     "chatcmpl-914cc2ebd5c0a1d5", "chatcmpl-962870694042a02a", "cmpl-a1b1ba4c5911d906-0", "chatcmpl-aaaeeea55876c992",
@@ -198,3 +200,21 @@ def test_guide_style_proxy_log():
     assert doc["summary"]["http_status"] == {"200": 9, "404": 1, "503": 1}
     assert "upstream-refused" in findings(doc)
     assert doc["summary"]["top_clients"][0]["client"] == "10.8.0.23"
+
+
+def test_kserve_trace_logger_lines_are_vllm_requests(tmp_path):
+    """vLLM behind KServe (real log, kserve#4470): KServe's logging config writes vLLM's request logger
+    through its `kserve.trace` logger without vLLM's prefix, and uvicorn's access line with the pid after
+    the client. The request is traced from it, and the prompt is the user's: error text pasted into it
+    raises nothing (it reached the rules whole: CRITICAL cuda-oom and engine-dead)."""
+    real = CORPUS.parent / "field" / "healthy" / "kserve-vllm-trace-logger-received-access.log"
+    doc = scan(real)
+    t = traces(doc)["chatcmpl-017ee87d69ed40e9b67198e5c5e0ee7d"]
+    assert (t["max_tokens"], t["prompt_chars"]) == (4082, 71)
+    assert t["received_at"].startswith("2025-05-14T17:45:10.901")
+    assert doc["summary"]["http_status"] == {"200": 1} and doc["summary"]["top_clients"] == [{"client": "127.0.0.1", "requests": 1}]
+    planted = tmp_path / real.name
+    planted.write_text(real.read_text().replace("What’s in this image?", CANARY_TEXT.replace("'", "")))
+    doc = scan(planted)
+    assert doc["findings"] == [] and CANARY not in json.dumps(doc)
+    assert len(doc["traces"]) == 1

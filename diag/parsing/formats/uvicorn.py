@@ -16,7 +16,7 @@ from diag.parsing.base import Ctx, Parsed, to_int
 NAME = "uvicorn"
 
 RX = re.compile(r"(INFO|WARNING|ERROR|CRITICAL|DEBUG|TRACE):\s+(.*)\Z", re.S)
-ACCESS = re.compile(r'(\S*) - "([A-Z]+) (\S+) HTTP/([\d.]+)" (\d{3})(?: (.*))?\Z')
+ACCESS = re.compile(r'(\S*)(?: \d+)? - "([A-Z]+) (\S+) HTTP/([\d.]+)" (\d{3})(?: (.*))?\Z')  # a pid after the client: KServe's format
 
 
 def parse(text: str, ctx: Ctx) -> Parsed | None:

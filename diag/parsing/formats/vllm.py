@@ -60,6 +60,10 @@ _STATS_PART = re.compile(r"([A-Za-z][\w +/]*?): ([\d.]+)(?: reqs| tokens/s|%)?\Z
 def parse(text: str, ctx: Ctx) -> Parsed | None:
     m = RX.match(text)
     if m is None:
+        if ctx.proc == "kserve.trace" and text[:1] in "RAFG":  # KServe: vLLM's request logger's lines, no prefix
+            ev = Event(ctx.path, 0, NAME, E.LOG, "INFO", None, text, ctx.proc, ctx.pid)
+            classify(ev, text)
+            return (ev, None) if ev.kind != E.LOG else None
         return None
     level, stamp, ms, src, msg = m.groups()
     ts = stamp_time(stamp, ctx)
