@@ -123,6 +123,10 @@ def test_llamacpp_2024_server_log_json_and_text(tmp_path):
     assert doc["files"][0]["format"] == "llamacpp"
     assert {k: (t["prompt_tokens"], t["output_tokens"]) for k, t in traces(doc).items()} == {"task-0": (685, 327)}
     assert doc["summary"]["http_status"] == {"200": 2}
+    doc = scan(field / "llamacpp-text-log-format-indented-paste.log")  # a paste that indents every line
+    assert {k: (t["prompt_tokens"], t["received_at"]) for k, t in traces(doc).items()} == {
+        "task-1": (221, "2024-07-10T21:11:47+00:00")}
+    assert doc["summary"]["http_status"] == {"200": 1}
     old = field / "llamacpp-old-json-log-health-200.log"
     doc = scan(old)
     assert doc["files"][0]["format"] == "llamacpp" and doc["summary"]["http_status"] == {"200": 2}

@@ -96,8 +96,9 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
             ev.proc = m.group(1)
             return ev, None
     if rel is None:
-        if " [" in text[3:9] and " | " in text:
-            return _old_text(text, ctx)
+        t = text.lstrip(" ") if c == " " else text  # `%4s` pads ERR; a paste may indent more
+        if " [" in t[3:9] and " | " in t:
+            return _old_text(t, ctx)
         return None  # an unprefixed line of some other program
     if body.startswith("image decoded") or body.startswith("processing image"):
         ev.fields["image_event"] = True
@@ -202,7 +203,7 @@ def classify_srv(ev: Event, func: str, msg: str) -> None:
 # with --log-format text `%4s [%24s] msg | tid="…" timestamp=… key=json-value …`. The message is
 # the server's; the extras may be the user's (-v writes the request and response bodies, the
 # tokens it evaluates and generates): only named numbers are read from them, never their text.
-OLD_TEXT = re.compile(r" ?(INFO|WARN|ERR|VERB|WARNING|ERROR|VERBOSE) \[ *(\w+)\] (.*?) \| (?=tid=)", re.S)
+OLD_TEXT = re.compile(r"(INFO|WARN|ERR|VERB|WARNING|ERROR|VERBOSE) \[ *(\w+)\] (.*?) \| (?=tid=)", re.S)
 _OLD_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^\s"]\S*)(?: |\Z)')
 _OLD_LEVEL = {"INFO": "INFO", "WARN": "WARNING", "WARNING": "WARNING", "ERR": "ERROR", "ERROR": "ERROR",
               "VERB": "DEBUG", "VERBOSE": "DEBUG"}
