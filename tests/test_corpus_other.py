@@ -75,6 +75,17 @@ def test_llamacpp_older_build():
     assert http["503"] == 2
 
 
+def test_llamacpp_release_with_n_past():
+    """llama-server builds of late 2024 to mid 2025 wrote the slot release as `stop processing: n_past = N,
+    truncated = 0` (real logs, field corpus): the task ends there, as with `n_tokens =`."""
+    field = CORPUS.parent / "field"
+    t = traces(scan(field / "healthy" / "llamacpp-release-n-past-classic-timings.log"))["task-0"]
+    assert [e["kind"] for e in t["timeline"]] == ["request.started", "request.finished", "request.timing"]
+    assert (t["prompt_tokens"], t["output_tokens"]) == (51, 275)
+    t = traces(scan(field / "healthy" / "llamacpp-journald-blob-data-chat-200.log"))["task-519"]
+    assert t["finished_at"] is not None and "request.finished" in [e["kind"] for e in t["timeline"]]
+
+
 def test_lmdeploy_sessions():
     doc = scan(CORPUS / "lmdeploy" / "synthetic-0.16.log")
     tr = traces(doc)

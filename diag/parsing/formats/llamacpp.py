@@ -26,7 +26,7 @@ _LEVEL = {"I": "INFO", "W": "WARNING", "E": "ERROR", "D": "DEBUG", "T": "DEBUG",
 _PROMPT_EVAL = re.compile(r"prompt eval time = +([\d.]+) ms / +(\d+) tokens")
 _EVAL = re.compile(r"(?<!prompt )eval time = +([\d.]+) ms / +(\d+) tokens")
 _TOTAL = re.compile(r"total time = +([\d.]+) ms / +(\d+) tokens")
-_RELEASE = re.compile(r"stop processing: n_tokens = (\d+), truncated = (\d+)")
+_RELEASE = re.compile(r"stop processing: n_(?:tokens|past) = (\d+), truncated = (\d+)")  # n_past: builds of late 2024 to mid 2025
 _SEND_ERROR = re.compile(r"task id = (\d+), error: (.*)\Z", re.S)
 _CANCEL = re.compile(r"cancel task, id_task = (\d+)")
 _HTTP = re.compile(r"(?:done )?request: ([A-Z]+) (\S+) (\S+) (\d{3})\Z")
