@@ -86,6 +86,14 @@ def test_llamacpp_release_with_n_past():
     assert t["finished_at"] is not None and "request.finished" in [e["kind"] for e in t["timeline"]]
 
 
+def test_llamacpp_request_line_without_srv_prefix():
+    """llama-server builds of late 2024 wrote the request line as `request: POST /chat/completions 127.0.0.1
+    200`, without `srv  log_server_r:` (real journald log, field corpus): it is an access record."""
+    doc = scan(CORPUS.parent / "field" / "healthy" / "llamacpp-journald-blob-data-chat-200.log")
+    assert doc["summary"]["http_status"] == {"200": 2}
+    assert doc["summary"]["top_clients"] == [{"client": "127.0.0.1", "requests": 2}]
+
+
 def test_lmdeploy_sessions():
     doc = scan(CORPUS / "lmdeploy" / "synthetic-0.16.log")
     tr = traces(doc)

@@ -95,6 +95,13 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
             ev.src = f"{m.group(1)} {m.group(2).strip()}"
             ev.proc = m.group(1)
             return ev, None
+        if b == "r" and body.startswith("request: "):  # builds of late 2024: LOG_INF("request: …") without srv's prefix
+            m = _HTTP.match(body)
+            if m:
+                from diag.parsing.formats.uvicorn import access_fields
+
+                access_fields(ev, m.group(3), m.group(1), m.group(2), to_int(m.group(4)))
+                return ev, None
     if rel is None:
         t = text.lstrip(" ") if c == " " else text  # `%4s` pads ERR; a paste may indent more
         if " [" in t[3:9] and " | " in t:
