@@ -207,7 +207,7 @@ def test_kserve_trace_logger_lines_are_vllm_requests(tmp_path):
     through its `kserve.trace` logger without vLLM's prefix, and uvicorn's access line with the pid after
     the client. The request is traced from it, and the prompt is the user's: error text pasted into it
     raises nothing (it reached the rules whole: CRITICAL cuda-oom and engine-dead)."""
-    real = CORPUS.parent / "field" / "healthy" / "kserve-vllm-trace-logger-received-access.log"
+    real = CORPUS.parent / "field" / "healthy" / "kserve-vllm-image-request-trace.log"
     doc = scan(real)
     t = traces(doc)["chatcmpl-017ee87d69ed40e9b67198e5c5e0ee7d"]
     assert (t["max_tokens"], t["prompt_chars"]) == (4082, 71)
