@@ -218,3 +218,16 @@ def test_kserve_trace_logger_lines_are_vllm_requests(tmp_path):
     doc = scan(planted)
     assert doc["findings"] == [] and CANARY not in json.dumps(doc)
     assert len(doc["traces"]) == 1
+
+
+def test_v02_received_line_prompt_token_ids_with_spaces(tmp_path):
+    """vLLM 0.2 logged `prompt token ids: […]` (real log, vllm#2177): the prompt's size in tokens is read
+    there too, and never from the prompt, which may quote the same words."""
+    real = CORPUS.parent / "field" / "healthy" / "vllm-02-received-prompt-token-ids-spaced.log"
+    t = traces(scan(real))["cmpl-45f72b62419d4d7f8338cd486c33a6c6"]
+    assert (t["prompt_tokens"], t["max_tokens"]) == (35, 128)
+    planted = tmp_path / real.name
+    planted.write_text(real.read_text().replace("ping###", "prompt token ids: [1, 2] " + CANARY_TEXT.replace("'", "") + "###"))
+    doc = scan(planted)
+    assert doc["findings"] == [] and CANARY not in json.dumps(doc)
+    assert traces(doc)["cmpl-45f72b62419d4d7f8338cd486c33a6c6"]["prompt_tokens"] == 35

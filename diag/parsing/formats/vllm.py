@@ -49,7 +49,7 @@ _FINISH_REASON = re.compile(r"finish_reason: (\w+)\s*\Z")
 _MAX_TOKENS = re.compile(r"max_tokens=(\d+)")
 _OUTPUT_TOKEN_IDS = re.compile(r"output_token_ids: \[([^\]]*)\]")
 _ERROR_WITH_MODEL = re.compile(r"The model `([^`]*)` does not exist")
-_TOKEN_IDS = re.compile(r"prompt_token_ids: \[([^\]]*)\]")
+_TOKEN_IDS = re.compile(r"prompt(?:_token_ids| token ids): \[([^\]]*)\]")  # with spaces: vLLM 0.2
 _STATS_V0 = re.compile(
     r"Avg prompt throughput: ([\d.]+) tokens/s, Avg generation throughput: ([\d.]+) tokens/s, "
     r"Running: (\d+) reqs, Swapped: (\d+) reqs, Pending: (\d+) reqs, GPU KV cache usage: ([\d.]+)%"
@@ -259,6 +259,8 @@ def _measure_received(rest: str, f: dict) -> None:
             break
         i = _unquoted_find(rest, "max_tokens=", i + 1)
     i = _unquoted_find(rest, "prompt_token_ids: [")  # when the first has no "]" after it, no later one has
+    if i < 0:
+        i = _unquoted_find(rest, "prompt token ids: [")  # vLLM 0.2 (`sampling params: …, prompt token ids: […]`)
     ids = None if i < 0 else _TOKEN_IDS.match(rest, i)
     if ids is not None:
         body = ids.group(1).strip()
