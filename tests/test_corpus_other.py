@@ -75,6 +75,25 @@ def test_llamacpp_older_build():
     assert http["503"] == 2
 
 
+def test_llamacpp_2024_server_log_garbled_numbers(tmp_path):
+    """Numbers no server writes (a timestamp past any date, NaN, 35 digits, a status of 99999, the wrong
+    JSON types) in the 2024 server_log() formats are unknown values, not a crash when the report is written."""
+    bad = tmp_path / "garbled.log"
+    bad.write_text(
+        '{"tid":"1","timestamp":99999999999999999999,"level":"INFO","function":"launch_slot_with_task","line":1,'
+        '"msg":"slot is processing task","id_slot":0,"id_task":5}\n'
+        '{"tid":"1","timestamp":-5e300,"level":"INFO","function":"update_slots","line":1,"msg":"slot released",'
+        '"id_slot":0,"id_task":5,"n_past":1e400,"truncated":false}\n'
+        'INFO [ print_timings] x | tid="1" timestamp=1e999 id_slot=0 id_task=5 t_total=nan n_decoded=' + "9" * 35 + "\n"
+        '{"tid":"1","timestamp":"x","level":"INFO","function":"log_server_request","msg":"request","status":99999,'
+        '"method":["a"],"path":{"p":1},"remote_addr":null}\n')
+    doc = scan(bad)
+    assert doc["files"][0]["format"] == "llamacpp" and doc["internal_errors"] == {}
+    t = traces(doc)["task-5"]
+    assert (t["received_at"], t["finished_at"], t["latency_s"], t["output_tokens"]) == (None, None, None, None)
+    assert doc["summary"]["http_status"] == {}
+
+
 def test_llamacpp_release_with_n_past():
     """llama-server builds of late 2024 to mid 2025 wrote the slot release as `stop processing: n_past = N,
     truncated = 0` (real logs, field corpus): the task ends there, as with `n_tokens =`."""

@@ -212,6 +212,7 @@ def classify_srv(ev: Event, func: str, msg: str) -> None:
 # tokens it evaluates and generates): only named numbers are read from them, never their text.
 OLD_TEXT = re.compile(r"(INFO|WARN|ERR|VERB|WARNING|ERROR|VERBOSE) \[ *(\w+)\] (.*?) \| (?=tid=)", re.S)
 _OLD_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^\s"]\S*)(?: |\Z)')
+_EPOCH_MAX = 32503680000.0  # the year 3000
 _OLD_LEVEL = {"INFO": "INFO", "WARN": "WARNING", "WARNING": "WARNING", "ERR": "ERROR", "ERROR": "ERROR",
               "VERB": "DEBUG", "VERBOSE": "DEBUG"}
 _OLD_KEYS = frozenset(("timestamp", "id_slot", "slot_id", "id_task", "task_id", "n_past", "truncated", "status",
@@ -262,7 +263,9 @@ def _num(v: object, conv=to_int):  # a JSON number or the text of one (bounded a
 def _old_event(ctx: Ctx, level: str, func: object, msg: object, x: dict) -> Parsed:
     func = json_text(func or "")[:64]
     msg = json_text(msg).rstrip("\n")
-    ts = _num(x.get("timestamp"), to_float)
+    ts = _num(x.get("timestamp"), to_float)  # time(nullptr): epoch seconds
+    if ts is not None and not 0 <= ts < _EPOCH_MAX:
+        ts = None  # no date a clock can show (a garbled number is unknown, not a crash later)
     ev = Event(ctx.path, 0, NAME, E.LOG, _OLD_LEVEL.get(level, "INFO"), ts, msg, ctx.proc, ctx.pid, func)
     f = ev.fields
     task = _num(x.get("id_task", x.get("task_id")))
