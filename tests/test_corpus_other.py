@@ -186,3 +186,14 @@ def test_nginx_access_and_error_logs():
     assert err["upstream-refused"]["count"] == 18
     assert err["upstream-timeout"]["count"] == 3
     assert err["upstream-closed"]["count"] == 1
+
+
+def test_nginx_error_lines_pasted_without_their_date():
+    """nginx error lines pasted from the level on, the date cut off (real pastes, field corpus), are nginx's:
+    read as such, not as a Python proxy's 'Connection refused' (which named an unknown host '?:?')."""
+    field = CORPUS.parent / "field" / "network"
+    doc = scan(field / "nginx-refused-disabled-no-live-upstreams.log")
+    assert doc["files"][0]["format"] == "nginx"
+    assert set(findings(doc)) == {"upstream-refused"} and findings(doc)["upstream-refused"]["count"] == 2
+    doc = scan(field / "nginx-upstream-timed-out-reading-header.log")
+    assert doc["files"][0]["format"] == "nginx" and set(findings(doc)) == {"upstream-timeout"}
