@@ -231,3 +231,23 @@ def test_v02_received_line_prompt_token_ids_with_spaces(tmp_path):
     doc = scan(planted)
     assert doc["findings"] == [] and CANARY not in json.dumps(doc)
     assert traces(doc)["cmpl-45f72b62419d4d7f8338cd486c33a6c6"]["prompt_tokens"] == 35
+
+
+def test_vllm_loggers_under_another_programs_config(tmp_path):
+    """vLLM inside Xinference (real log, xinference#3787) writes its loggers as `DATE TIME - vllm.… - LEVEL -
+    message`: the request and the stats are read. A request logger's line in that layout is masked like
+    vLLM's own (canary planted in the prompt of such a line)."""
+    real = CORPUS.parent / "field" / "healthy" / "xinference-vllm-named-loggers-added-stats.log"
+    doc = scan(real)
+    assert doc["files"][0]["format"] == "vllm"
+    t = traces(doc)["47d63068-5bdd-11f0-9abd-2692dff640b2"]
+    assert t["received_at"].startswith("2025-07-08T17:23:59")
+    planted = tmp_path / real.name
+    planted.write_text(real.read_text().replace(
+        "Added request 47d63068-5bdd-11f0-9abd-2692dff640b2.",
+        "Received request 47d63068-5bdd-11f0-9abd-2692dff640b2: prompt: '" + CANARY_TEXT.replace("'", "")
+        + "', params: SamplingParams(n=1, max_tokens=256), prompt_token_ids: [1, 2, 3], lora_request: None."))
+    doc = scan(planted)
+    assert doc["findings"] == [] and CANARY not in json.dumps(doc)
+    t = traces(doc)["47d63068-5bdd-11f0-9abd-2692dff640b2"]
+    assert (t["max_tokens"], t["prompt_tokens"]) == (256, 3)

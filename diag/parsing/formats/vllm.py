@@ -25,6 +25,13 @@ RX = re.compile(
     re.S,
 )
 
+# vLLM's loggers under another program's logging config, `%(asctime)s - %(name)s - %(levelname)s - %(message)s`
+# (Xinference: `2025-07-08 17:23:59 - vllm.engine.async_llm_engine - INFO - Added request …`).
+NAMED = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:,(\d{3}))? - (vllm(?:\.[\w.]+)?) - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - (.*)\Z",
+    re.S,
+)
+
 # Placeholders one image leaves in a rendered prompt (vllm-log-formats.md §8); each contains "image".
 IMAGE_PLACEHOLDERS = (
     "<|vision_start|><|image_pad|>",  # Qwen2-VL, Qwen2.5-VL, Qwen3-VL
@@ -64,6 +71,8 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
             ev = Event(ctx.path, 0, NAME, E.LOG, "INFO", None, text, ctx.proc, ctx.pid)
             classify(ev, text)
             return (ev, None) if ev.kind != E.LOG else None
+        if " - vllm" in text[19:30]:
+            return _named(text, ctx)
         return None
     level, stamp, ms, src, msg = m.groups()
     ts = stamp_time(stamp, ctx)
@@ -73,6 +82,20 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
     if msg:
         classify(ev, msg)
     return ev, (ctx.proc, ctx.pid, level, stamp, src)
+
+
+def _named(text: str, ctx: Ctx) -> Parsed | None:
+    m = NAMED.match(text)
+    if m is None:
+        return None
+    y, mo, d, hh, mi, ss, ms, logger, level, msg = m.groups()
+    ts = ctx.clock.local(int(y), int(mo), int(d), int(hh), int(mi), int(ss))
+    if ts is not None and ms:
+        ts += int(ms) / 1000.0
+    ev = Event(ctx.path, 0, NAME, E.LOG, level, ts, msg, ctx.proc, ctx.pid, logger)
+    if msg:
+        classify(ev, msg)
+    return ev, None  # no continuation key: such a config has no vLLM prefix to repeat on a record's lines
 
 
 def stamp_time(stamp: str, ctx: Ctx) -> float | None:
