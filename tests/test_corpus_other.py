@@ -197,3 +197,28 @@ def test_nginx_error_lines_pasted_without_their_date():
     assert set(findings(doc)) == {"upstream-refused"} and findings(doc)["upstream-refused"]["count"] == 2
     doc = scan(field / "nginx-upstream-timed-out-reading-header.log")
     assert doc["files"][0]["format"] == "nginx" and set(findings(doc)) == {"upstream-timeout"}
+
+
+def test_dates_past_any_clock_are_unknown_not_a_crash(tmp_path):
+    """A logged year no clock can show (9999, in the formats that carry a full date: LMDeploy, nginx error and
+    access, vLLM's loggers under Xinference's config, KServe's stamp) is an unknown time: in a zone east of
+    UTC, iso() of it overflowed and `diag scan` died writing the report."""
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "y9999.log"
+    log.write_text(
+        '9999-12-31 23:59:59,999 - lmdeploy - INFO - async_engine.py:1 - session 5 finished, reason "stop", input_tokens 1, '
+        'output_tokens 2\n'
+        '9999-12-31 23:59:59 - vllm.engine.async_llm_engine - INFO - Added request x1.\n'
+        '9999/12/31 23:59:59 [error] 1#1: *1 connect() failed (111: Connection refused) while connecting to upstream, '
+        'client: 1.2.3.4, server: x, request: "POST /v1/chat/completions HTTP/1.1", upstream: "http://127.0.0.1:8000/", host: "x"\n'
+        '1.2.3.4 - - [31/Dec/9999:23:59:59 -1400] "POST /v1/chat/completions HTTP/1.1" 502 0 "-" "x"\n'
+        '9999-12-31 23:59:59.999 1 kserve.trace Received request c9: params: SamplingParams(max_tokens=3), lora_request: None.\n')
+    for tz in ("Asia/Shanghai", "America/New_York"):
+        r = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", str(log)], capture_output=True, text=True,
+                           env={**os.environ, "TZ": tz}, timeout=120)
+        assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr[-2000:]
+        doc = json.loads(r.stdout)
+        assert {t["id"]: t["received_at"] for t in doc["traces"]} == {"session-5": None, "x1": None, "c9": None}
