@@ -75,6 +75,44 @@ def test_llamacpp_older_build():
     assert http["503"] == 2
 
 
+def test_llamacpp_2024_server_log_garbled_numbers(tmp_path):
+    """Numbers no server writes (a timestamp past any date, NaN, 35 digits, a status of 99999, the wrong
+    JSON types) in the 2024 server_log() formats are unknown values, not a crash when the report is written."""
+    bad = tmp_path / "garbled.log"
+    bad.write_text(
+        '{"tid":"1","timestamp":99999999999999999999,"level":"INFO","function":"launch_slot_with_task","line":1,'
+        '"msg":"slot is processing task","id_slot":0,"id_task":5}\n'
+        '{"tid":"1","timestamp":-5e300,"level":"INFO","function":"update_slots","line":1,"msg":"slot released",'
+        '"id_slot":0,"id_task":5,"n_past":1e400,"truncated":false}\n'
+        'INFO [ print_timings] x | tid="1" timestamp=1e999 id_slot=0 id_task=5 t_total=nan n_decoded=' + "9" * 35 + "\n"
+        '{"tid":"1","timestamp":"x","level":"INFO","function":"log_server_request","msg":"request","status":99999,'
+        '"method":["a"],"path":{"p":1},"remote_addr":null}\n')
+    doc = scan(bad)
+    assert doc["files"][0]["format"] == "llamacpp" and doc["internal_errors"] == {}
+    t = traces(doc)["task-5"]
+    assert (t["received_at"], t["finished_at"], t["latency_s"], t["output_tokens"]) == (None, None, None, None)
+    assert doc["summary"]["http_status"] == {}
+
+
+def test_llamacpp_release_with_n_past():
+    """llama-server builds of late 2024 to mid 2025 wrote the slot release as `stop processing: n_past = N,
+    truncated = 0` (real logs, field corpus): the task ends there, as with `n_tokens =`."""
+    field = CORPUS.parent / "field"
+    t = traces(scan(field / "healthy" / "llamacpp-release-n-past-classic-timings.log"))["task-0"]
+    assert [e["kind"] for e in t["timeline"]] == ["request.started", "request.finished", "request.timing"]
+    assert (t["prompt_tokens"], t["output_tokens"]) == (51, 275)
+    t = traces(scan(field / "healthy" / "llamacpp-journald-blob-data-chat-200.log"))["task-519"]
+    assert t["finished_at"] is not None and "request.finished" in [e["kind"] for e in t["timeline"]]
+
+
+def test_llamacpp_request_line_without_srv_prefix():
+    """llama-server builds of late 2024 wrote the request line as `request: POST /chat/completions 127.0.0.1
+    200`, without `srv  log_server_r:` (real journald log, field corpus): it is an access record."""
+    doc = scan(CORPUS.parent / "field" / "healthy" / "llamacpp-journald-blob-data-chat-200.log")
+    assert doc["summary"]["http_status"] == {"200": 2}
+    assert doc["summary"]["top_clients"] == [{"client": "127.0.0.1", "requests": 2}]
+
+
 def test_lmdeploy_sessions():
     doc = scan(CORPUS / "lmdeploy" / "synthetic-0.16.log")
     tr = traces(doc)
@@ -107,6 +145,40 @@ def test_lmdeploy_before_0_5_sessions_and_prompt_lines(tmp_path):
     assert set(traces(doc)) == set(tr)
 
 
+def test_llamacpp_2024_server_log_json_and_text(tmp_path):
+    """llama-server before its autumn-2024 log rewrite wrote every line through server_log(): JSON by
+    default (keys sorted, later in order), `INFO [func] msg | key=value` with --log-format text (real
+    logs, field corpus). Its tasks are traced, its request lines are access records, and what the
+    extras carry of the user's (-v request bodies, query params) is neither read as fields nor rule input."""
+    field = CORPUS.parent / "field" / "healthy"
+    doc = scan(field / "llamacpp-b3029-json-log-timings-released.log")
+    assert doc["files"][0]["format"] == "llamacpp"
+    t = traces(doc)["task-19"]
+    assert (t["status"], t["prompt_tokens"], t["output_tokens"]) == ("ok", 27, 25)
+    assert t["latency_s"] == pytest.approx(6.243658) and t["finished_at"].startswith("2024-05-30T11:09:46")
+    text = field / "llamacpp-2024-info-bracket-timings.log"
+    doc = scan(text)
+    assert doc["files"][0]["format"] == "llamacpp"
+    assert {k: (t["prompt_tokens"], t["output_tokens"]) for k, t in traces(doc).items()} == {"task-0": (685, 327)}
+    assert doc["summary"]["http_status"] == {"200": 2}
+    doc = scan(field / "llamacpp-text-log-format-indented-paste.log")  # a paste that indents every line
+    assert {k: (t["prompt_tokens"], t["received_at"]) for k, t in traces(doc).items()} == {
+        "task-1": (221, "2024-07-10T21:11:47+00:00")}
+    assert doc["summary"]["http_status"] == {"200": 1}
+    old = field / "llamacpp-old-json-log-health-200.log"
+    doc = scan(old)
+    assert doc["files"][0]["format"] == "llamacpp" and doc["summary"]["http_status"] == {"200": 2}
+    value = json.dumps(CANARY_TEXT + " id_task=7 n_past=99")
+    for real, old_params, planted_params in ((text, "params={}", f"params={{\"q\":{value}}}"),
+                                            (old, '"params":{}', f'"params":{{"q":{value}}}')):
+        planted = tmp_path / real.name
+        planted.write_text(real.read_text().replace(old_params, planted_params))
+        doc = scan(planted)
+        assert doc["findings"] == [] and CANARY not in json.dumps(doc)
+        assert doc["summary"]["http_status"] == {"200": 2}
+        assert all(t["id"] == "task-0" for t in doc["traces"])
+
+
 def test_nginx_access_and_error_logs():
     acc = scan(CORPUS / "nginx" / "access-combined.log")
     assert acc["summary"]["http_status"] == {"200": 43, "400": 1, "499": 3, "502": 19, "503": 7, "504": 2}
@@ -114,3 +186,39 @@ def test_nginx_access_and_error_logs():
     assert err["upstream-refused"]["count"] == 18
     assert err["upstream-timeout"]["count"] == 3
     assert err["upstream-closed"]["count"] == 1
+
+
+def test_nginx_error_lines_pasted_without_their_date():
+    """nginx error lines pasted from the level on, the date cut off (real pastes, field corpus), are nginx's:
+    read as such, not as a Python proxy's 'Connection refused' (which named an unknown host '?:?')."""
+    field = CORPUS.parent / "field" / "network"
+    doc = scan(field / "nginx-refused-disabled-no-live-upstreams.log")
+    assert doc["files"][0]["format"] == "nginx"
+    assert set(findings(doc)) == {"upstream-refused"} and findings(doc)["upstream-refused"]["count"] == 2
+    doc = scan(field / "nginx-upstream-timed-out-reading-header.log")
+    assert doc["files"][0]["format"] == "nginx" and set(findings(doc)) == {"upstream-timeout"}
+
+
+def test_dates_past_any_clock_are_unknown_not_a_crash(tmp_path):
+    """A logged year no clock can show (9999, in the formats that carry a full date: LMDeploy, nginx error and
+    access, vLLM's loggers under Xinference's config, KServe's stamp) is an unknown time: in a zone east of
+    UTC, iso() of it overflowed and `diag scan` died writing the report."""
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "y9999.log"
+    log.write_text(
+        '9999-12-31 23:59:59,999 - lmdeploy - INFO - async_engine.py:1 - session 5 finished, reason "stop", input_tokens 1, '
+        'output_tokens 2\n'
+        '9999-12-31 23:59:59 - vllm.engine.async_llm_engine - INFO - Added request x1.\n'
+        '9999/12/31 23:59:59 [error] 1#1: *1 connect() failed (111: Connection refused) while connecting to upstream, '
+        'client: 1.2.3.4, server: x, request: "POST /v1/chat/completions HTTP/1.1", upstream: "http://127.0.0.1:8000/", host: "x"\n'
+        '1.2.3.4 - - [31/Dec/9999:23:59:59 -1400] "POST /v1/chat/completions HTTP/1.1" 502 0 "-" "x"\n'
+        '9999-12-31 23:59:59.999 1 kserve.trace Received request c9: params: SamplingParams(max_tokens=3), lora_request: None.\n')
+    for tz in ("Asia/Shanghai", "America/New_York"):
+        r = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", str(log)], capture_output=True, text=True,
+                           env={**os.environ, "TZ": tz}, timeout=120)
+        assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr[-2000:]
+        doc = json.loads(r.stdout)
+        assert {t["id"]: t["received_at"] for t in doc["traces"]} == {"session-5": None, "x1": None, "c9": None}

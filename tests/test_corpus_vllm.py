@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from conftest import CORPUS, VLLM, findings, scan, severe, statuses, traces
+from conftest import CANARY, CANARY_TEXT, CORPUS, VLLM, findings, scan, severe, statuses, traces
 
 TEXT_IDS = {
     "chatcmpl-914cc2ebd5c0a1d5", "chatcmpl-962870694042a02a", "cmpl-a1b1ba4c5911d906-0", "chatcmpl-aaaeeea55876c992",
@@ -198,3 +200,54 @@ def test_guide_style_proxy_log():
     assert doc["summary"]["http_status"] == {"200": 9, "404": 1, "503": 1}
     assert "upstream-refused" in findings(doc)
     assert doc["summary"]["top_clients"][0]["client"] == "10.8.0.23"
+
+
+def test_kserve_trace_logger_lines_are_vllm_requests(tmp_path):
+    """vLLM behind KServe (real log, kserve#4470): KServe's logging config writes vLLM's request logger
+    through its `kserve.trace` logger without vLLM's prefix, and uvicorn's access line with the pid after
+    the client. The request is traced from it, and the prompt is the user's: error text pasted into it
+    raises nothing (it reached the rules whole: CRITICAL cuda-oom and engine-dead)."""
+    real = CORPUS.parent / "field" / "healthy" / "kserve-vllm-image-request-trace.log"
+    doc = scan(real)
+    t = traces(doc)["chatcmpl-017ee87d69ed40e9b67198e5c5e0ee7d"]
+    assert (t["max_tokens"], t["prompt_chars"]) == (4082, 71)
+    assert t["received_at"].startswith("2025-05-14T17:45:10.901")
+    assert doc["summary"]["http_status"] == {"200": 1} and doc["summary"]["top_clients"] == [{"client": "127.0.0.1", "requests": 1}]
+    planted = tmp_path / real.name
+    planted.write_text(real.read_text().replace("What’s in this image?", CANARY_TEXT.replace("'", "")))
+    doc = scan(planted)
+    assert doc["findings"] == [] and CANARY not in json.dumps(doc)
+    assert len(doc["traces"]) == 1
+
+
+def test_v02_received_line_prompt_token_ids_with_spaces(tmp_path):
+    """vLLM 0.2 logged `prompt token ids: […]` (real log, vllm#2177): the prompt's size in tokens is read
+    there too, and never from the prompt, which may quote the same words."""
+    real = CORPUS.parent / "field" / "healthy" / "vllm-02-received-prompt-token-ids-spaced.log"
+    t = traces(scan(real))["cmpl-45f72b62419d4d7f8338cd486c33a6c6"]
+    assert (t["prompt_tokens"], t["max_tokens"]) == (35, 128)
+    planted = tmp_path / real.name
+    planted.write_text(real.read_text().replace("ping###", "prompt token ids: [1, 2] " + CANARY_TEXT.replace("'", "") + "###"))
+    doc = scan(planted)
+    assert doc["findings"] == [] and CANARY not in json.dumps(doc)
+    assert traces(doc)["cmpl-45f72b62419d4d7f8338cd486c33a6c6"]["prompt_tokens"] == 35
+
+
+def test_vllm_loggers_under_another_programs_config(tmp_path):
+    """vLLM inside Xinference (real log, xinference#3787) writes its loggers as `DATE TIME - vllm.… - LEVEL -
+    message`: the request and the stats are read. A request logger's line in that layout is masked like
+    vLLM's own (canary planted in the prompt of such a line)."""
+    real = CORPUS.parent / "field" / "healthy" / "xinference-vllm-named-loggers-added-stats.log"
+    doc = scan(real)
+    assert doc["files"][0]["format"] == "vllm"
+    t = traces(doc)["47d63068-5bdd-11f0-9abd-2692dff640b2"]
+    assert t["received_at"].startswith("2025-07-08T17:23:59")
+    planted = tmp_path / real.name
+    planted.write_text(real.read_text().replace(
+        "Added request 47d63068-5bdd-11f0-9abd-2692dff640b2.",
+        "Received request 47d63068-5bdd-11f0-9abd-2692dff640b2: prompt: '" + CANARY_TEXT.replace("'", "")
+        + "', params: SamplingParams(n=1, max_tokens=256), prompt_token_ids: [1, 2, 3], lora_request: None."))
+    doc = scan(planted)
+    assert doc["findings"] == [] and CANARY not in json.dumps(doc)
+    t = traces(doc)["47d63068-5bdd-11f0-9abd-2692dff640b2"]
+    assert (t["max_tokens"], t["prompt_tokens"]) == (256, 3)

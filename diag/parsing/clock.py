@@ -20,6 +20,9 @@ def month_number(name: str) -> int:
     return _MONTHS.get(name[:3].title(), 0)
 
 
+MAX_YEAR = 3000  # a logged year at or past it is garbage, not a time
+
+
 class Clock:
     """A built package lays it out as a C type (clock.pxd): its fields are struct members and its
     methods C calls, asked once per distinct second of a log."""
@@ -58,6 +61,8 @@ class Clock:
 
     @staticmethod
     def _mktime(year: int, month: int, day: int, hh: int, mm: int, ss: int) -> float | None:
+        if not 1900 <= year < MAX_YEAR:
+            return None  # a date no report can show (iso() of the year 9999 overflows in most zones): unknown
         try:
             return time.mktime((year, month, day, hh, mm, ss, 0, 0, -1))
         except (OverflowError, ValueError):
@@ -88,6 +93,8 @@ class Clock:
         return val
 
     def utc(self, year: int, month: int, day: int, hh: int, mm: int, ss: float, offset_s: int = 0) -> float | None:
+        if not 1900 <= year < MAX_YEAR:
+            return None
         try:
             return datetime(year, month, day, hh, mm, int(ss), tzinfo=timezone.utc).timestamp() + (ss - int(ss)) - offset_s
         except ValueError:

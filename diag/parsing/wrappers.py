@@ -26,6 +26,10 @@ RAY_REPEAT = re.compile(r" \[repeated (\d+)x across cluster\]\Z")
 # 08:24:00 2025] `, `--time-format iso` with a comma), CI runners (`[2026-04-22 21:34:20] `).
 STAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?:? (?:\| [A-Z]+ +\| [\w.-]+ +\| )?(?!- )")
 BRACKET_STAMP = re.compile(r"\[(?: *\d+\.\d+|[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}|\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?)\] ")
+# KServe's logging config after its `%Y-%m-%d %H:%M:%S.mmm ` stamp: `[PID ]LOGGER ` (kserve/logging.py). Its
+# `kserve.trace` logger writes vLLM's request logger's messages without vLLM's prefix (the vllm parser
+# takes them on that logger's word), `uvicorn.access` an access line with the pid after the client.
+KSERVE = re.compile(r"(?:(\d+) )?(kserve\.trace|kserve|uvicorn\.access|uvicorn\.error) ")
 # torch.distributed's rank tag: `[rank0]: `
 RANK = re.compile(r"\[rank\d+\]: ?")
 # What is left of vLLM's prefix when a user cut the level and time: `[serving_chat.py:885] msg`.
@@ -70,7 +74,16 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
             else:
                 m = STAMP.match(text)  # a time we do not take: its zone and format are the writer's
             if m:
-                text = text[m.end():]
+                stamp, text = m.group(0), text[m.end():]
+                k = KSERVE.match(text) if len(stamp) == 24 and stamp[19] == "." else None
+                if k is not None:
+                    ctx.proc, ctx.pid = k.group(2), to_int(k.group(1))
+                    ctx.wrap_ts = ctx.clock.local(int(stamp[:4]), int(stamp[5:7]), int(stamp[8:10]), int(stamp[11:13]),
+                                                  int(stamp[14:16]), int(stamp[17:19]))
+                    if ctx.wrap_ts is not None:
+                        ctx.wrap_ts += int(stamp[20:23]) / 1000
+                    text = text[k.end():]
+                    break
                 j = JOURNAL_ISO_TAIL.match(text)
                 if j and not text.startswith(("INFO", "WARN", "ERROR", "DEBUG")):
                     ctx.pid = to_int(j.group(3))

@@ -26,7 +26,7 @@ _LEVEL = {"I": "INFO", "W": "WARNING", "E": "ERROR", "D": "DEBUG", "T": "DEBUG",
 _PROMPT_EVAL = re.compile(r"prompt eval time = +([\d.]+) ms / +(\d+) tokens")
 _EVAL = re.compile(r"(?<!prompt )eval time = +([\d.]+) ms / +(\d+) tokens")
 _TOTAL = re.compile(r"total time = +([\d.]+) ms / +(\d+) tokens")
-_RELEASE = re.compile(r"stop processing: n_tokens = (\d+), truncated = (\d+)")
+_RELEASE = re.compile(r"stop processing: n_(?:tokens|past) = (\d+), truncated = (\d+)")  # n_past: builds of late 2024 to mid 2025
 _SEND_ERROR = re.compile(r"task id = (\d+), error: (.*)\Z", re.S)
 _CANCEL = re.compile(r"cancel task, id_task = (\d+)")
 _HTTP = re.compile(r"(?:done )?request: ([A-Z]+) (\S.*?) (\S+) (\d{3})\Z", re.S)
@@ -48,7 +48,7 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         level = _LEVEL[lv]
     elif c == "{":
         if not text.startswith('{"type":'):
-            return None
+            return _old_json(text, ctx) if '"timestamp":' in text and '"function":' in text else None
         try:
             obj = json.loads(text)
         except ValueError:
@@ -96,7 +96,17 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
             ev.src = f"{m.group(1)} {m.group(2).strip()}"
             ev.proc = m.group(1)
             return ev, None
+        if b == "r" and body.startswith("request: "):  # builds of late 2024: LOG_INF("request: …") without srv's prefix
+            m = _HTTP.match(body)
+            if m:
+                from diag.parsing.formats.uvicorn import access_fields
+
+                access_fields(ev, m.group(3), m.group(1), m.group(2), to_int(m.group(4)))
+                return ev, None
     if rel is None:
+        t = text.lstrip(" ") if c == " " else text  # `%4s` pads ERR; a paste may indent more
+        if " [" in t[3:9] and " | " in t:
+            return _old_text(t, ctx)
         return None  # an unprefixed line of some other program
     if body.startswith("image decoded") or body.startswith("processing image"):
         ev.fields["image_event"] = True
@@ -210,3 +220,108 @@ def _mask_tail(ev: Event, msg: str, start: int, end: int, what: str) -> None:
     if t.endswith(msg):
         base = len(t) - len(msg)
         ev.text = usercontent.mask(t, base + start, base + end, what, ev.fields)
+
+
+# llama-server before its log rewrite (autumn 2024, b3800 or so) wrote every line through
+# server_log(): JSON by default, `{"tid":"…","timestamp":<epoch s>,"level":"INFO","function":"…",
+# "line":N,"msg":"…", extras}` (keys sorted in builds before ordered_json, `"message"` in 2023), or
+# with --log-format text `%4s [%24s] msg | tid="…" timestamp=… key=json-value …`. The message is
+# the server's; the extras may be the user's (-v writes the request and response bodies, the
+# tokens it evaluates and generates): only named numbers are read from them, never their text.
+OLD_TEXT = re.compile(r"(INFO|WARN|ERR|VERB|WARNING|ERROR|VERBOSE) \[ *(\w+)\] (.*?) \| (?=tid=)", re.S)
+_OLD_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^\s"]\S*)(?: |\Z)')
+_EPOCH_MAX = 32503680000.0  # the year 3000
+_OLD_LEVEL = {"INFO": "INFO", "WARN": "WARNING", "WARNING": "WARNING", "ERR": "ERROR", "ERROR": "ERROR",
+              "VERB": "DEBUG", "VERBOSE": "DEBUG"}
+_OLD_KEYS = frozenset(("timestamp", "id_slot", "slot_id", "id_task", "task_id", "n_past", "truncated", "status",
+                       "method", "path", "remote_addr", "n_prompt_tokens_processed", "t_prompt_processing",
+                       "n_decoded", "t_token_generation", "t_total", "error"))
+
+
+def _old_json(text: str, ctx: Ctx) -> Parsed | None:
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or "level" not in obj:
+        return None
+    msg = obj.get("msg", obj.get("message", ""))
+    return _old_event(ctx, str(obj.get("level")), obj.get("function"), msg, obj)
+
+
+def _old_text(text: str, ctx: Ctx) -> Parsed | None:
+    m = OLD_TEXT.match(text)
+    if m is None:
+        return None
+    extra: dict = {}
+    n = len(text)
+    i = m.end()
+    while i < n:  # key=value pairs from the left: a key quoted inside a value (the user's) is never read as one
+        p = _OLD_PAIR.match(text, i)
+        if p is None:
+            break
+        key, val = p.groups()
+        if key in _OLD_KEYS:
+            if val[0] == '"':
+                try:
+                    val = json.loads(val)
+                except ValueError:
+                    break
+            extra[key] = val
+        i = p.end()
+    return _old_event(ctx, m.group(1), m.group(2), m.group(3), extra)
+
+
+def _num(v: object, conv=to_int):  # a JSON number or the text of one (bounded as every logged number is)
+    if isinstance(v, bool) or v is None:
+        return None
+    return conv(str(v)) if isinstance(v, (int, float, str)) else None
+
+
+def _old_event(ctx: Ctx, level: str, func: object, msg: object, x: dict) -> Parsed:
+    func = json_text(func or "")[:64]
+    msg = json_text(msg).rstrip("\n")
+    ts = _num(x.get("timestamp"), to_float)  # time(nullptr): epoch seconds
+    if ts is not None and not 0 <= ts < _EPOCH_MAX:
+        ts = None  # no date a clock can show (a garbled number is unknown, not a crash later)
+    ev = Event(ctx.path, 0, NAME, E.LOG, _OLD_LEVEL.get(level, "INFO"), ts, msg, ctx.proc, ctx.pid, func)
+    f = ev.fields
+    task = _num(x.get("id_task", x.get("task_id")))
+    if func == "log_server_request":
+        status = _num(x.get("status"))
+        if status is not None and 100 <= status <= 999:
+            from diag.parsing.formats.uvicorn import access_fields
+
+            access_fields(ev, json_text(x.get("remote_addr") or ""), json_text(x.get("method") or "-"),
+                          json_text(x.get("path") or "-"), status)
+        return ev, None
+    if task is None or task < 0:
+        return ev, None
+    f["task"] = task
+    f["request_id"] = f"task-{task}"
+    slot = _num(x.get("id_slot", x.get("slot_id")))
+    if slot is not None:
+        f["slot"] = slot
+    if msg == "slot is processing task":
+        ev.kind = E.STARTED
+    elif msg == "slot released":
+        ev.kind = E.FINISHED
+        f["released"] = True
+        f["n_tokens"] = _num(x.get("n_past"))
+        f["truncated"] = x.get("truncated") in (True, "true")
+    elif func == "print_timings":
+        ev.kind = E.TIMING
+        for key, name, conv in (("n_prompt_tokens_processed", "prompt_tokens", to_int), ("t_prompt_processing", "prompt_ms", to_float),
+                                ("n_decoded", "output_tokens", to_int), ("t_token_generation", "eval_ms", to_float),
+                                ("t_total", "total_ms", to_float)):
+            if key in x:
+                f[name] = _num(x[key], conv)
+    elif msg == "task error" and isinstance(x.get("error"), str):
+        ev.kind = E.FAILED
+        reason = x["error"]
+        ev.text = f"{msg}: {json_text(reason)[:500]}"  # the server's own message (what the newer send_error line says)
+        f["reason"] = usercontent.clean(reason, 200)
+        f["http_status"] = 400 if "larger than the max context" in reason or "exceeds the available context size" in reason else 500
+        if f["http_status"] == 400:
+            f["rejected"] = True
+    return ev, None

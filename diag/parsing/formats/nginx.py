@@ -17,6 +17,8 @@ ACCESS = re.compile(
     r'(\S+) - (\S+) \[(\d\d)/(\w{3})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\] "([^"]*)" (\d{3}) (\d+|-)(?: "([^"]*)" "([^"]*)")?(.*)\Z'
 )
 ERROR = re.compile(r"(\d{4})/(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d) \[(\w+)\] (\d+)#(\d+): (?:\*(\d+) )?(.*)\Z", re.S)
+# The same line as users often paste it: from the level on, the date cut off (no time then).
+ERROR_UNDATED = re.compile(r"\[(emerg|alert|crit|error|warn|notice|info|debug)\] (\d+)#(\d+): (?:\*(\d+) )?(.*)\Z", re.S)
 _LEVELS = {"emerg": "CRITICAL", "alert": "CRITICAL", "crit": "CRITICAL", "error": "ERROR", "warn": "WARNING",
            "notice": "INFO", "info": "INFO", "debug": "DEBUG"}
 _METHOD = re.compile(r"[A-Z][A-Z_-]{0,19}\Z")  # what nginx takes as a method
@@ -26,6 +28,27 @@ _PLAIN_CTX = re.compile(r', client: [^,\s]+, server: [^,"]*(?:, request: "[A-Z][
 _CTX = re.compile(r', client: ([^,]+), server: [^,]*(?:, request: "([A-Z]+) (\S+) [^"]*")?(?:, upstream: "([^"]*)")?')
 
 
+def _error(ctx: Ctx, ts: float | None, lvl: str, pid: str, cid: str | None, msg: str) -> Event:
+    """An error log line from its level on (dated or as pasted without its date); what the client
+    wrote into it (a quoted path, a request line nginx did not take) masked."""
+    ev = Event(ctx.path, 0, NAME, E.LOG, _LEVELS.get(lvl, "INFO"), ts, msg, "nginx", to_int(pid))
+    i = msg.find(", client: ")
+    cm = _CTX.match(msg, i) if i >= 0 else None
+    if cm:
+        ev.fields.update(client=cm.group(1), method=cm.group(2), path=cm.group(3), upstream=cm.group(4))
+    if i >= 0:
+        q = msg.find('"', 0, i)
+        if q >= 0 or _PLAIN_CTX.match(msg, i) is None:
+            head = msg[:i]
+            if q >= 0:  # a path nginx quotes (`open() "…" failed`, `"…" is not found`): the client's URI, decoded
+                r = head.rfind('"')
+                head = usercontent.mask(head, q, r + 1 if r > q else i, "path", ev.fields)
+            ev.text = head + (msg[i:] if _PLAIN_CTX.match(msg, i) else _context(cm, len(msg) - i))
+    if cid:
+        ev.fields["connection"] = to_int(cid)
+    return ev
+
+
 def parse(text: str, ctx: Ctx) -> Parsed | None:
     c = text[:1]
     if c.isdigit() and text[4:5] == "/":
@@ -33,22 +56,12 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         if m:
             y, mo, d, hh, mi, ss, lvl, pid, _tid, cid, msg = m.groups()
             ts = ctx.clock.local(int(y), int(mo), int(d), int(hh), int(mi), int(ss))
-            ev = Event(ctx.path, 0, NAME, E.LOG, _LEVELS.get(lvl, "INFO"), ts, msg, "nginx", to_int(pid))
-            i = msg.find(", client: ")
-            cm = _CTX.match(msg, i) if i >= 0 else None
-            if cm:
-                ev.fields.update(client=cm.group(1), method=cm.group(2), path=cm.group(3), upstream=cm.group(4))
-            if i >= 0:
-                q = msg.find('"', 0, i)
-                if q >= 0 or _PLAIN_CTX.match(msg, i) is None:
-                    head = msg[:i]
-                    if q >= 0:  # a path nginx quotes (`open() "…" failed`, `"…" is not found`): the client's URI, decoded
-                        r = head.rfind('"')
-                        head = usercontent.mask(head, q, r + 1 if r > q else i, "path", ev.fields)
-                    ev.text = head + (msg[i:] if _PLAIN_CTX.match(msg, i) else _context(cm, len(msg) - i))
-            if cid:
-                ev.fields["connection"] = to_int(cid)
-            return ev, None
+            return _error(ctx, ts, lvl, pid, cid, msg), None
+    elif c == "[":
+        m = ERROR_UNDATED.match(text)
+        if m:
+            lvl, pid, _tid, cid, msg = m.groups()
+            return _error(ctx, None, lvl, pid, cid, msg), None
     if " - " not in text[:60]:
         return None
     m = ACCESS.match(text)

@@ -12,12 +12,12 @@ from diag.parsing import events as E
 from diag.parsing import usercontent
 from diag.parsing.events import Event
 from diag.parsing.usercontent import endpoint
-from diag.parsing.base import Ctx, Parsed, to_int
+from diag.parsing.base import Ctx, Parsed
 
 NAME = "uvicorn"
 
 RX = re.compile(r"(INFO|WARNING|ERROR|CRITICAL|DEBUG|TRACE):\s+(.*)\Z", re.S)
-ACCESS = re.compile(r'(\S*) - "([A-Z]+) (\S+) HTTP/([\d.]+)" (\d{3})(?: (.*))?\Z')
+ACCESS = re.compile(r'(\S*)(?: \d+)? - "([A-Z]+) (\S+) HTTP/([\d.]+)" (\d{3})(?: (.*))?\Z')  # a pid after the client: KServe's format
 # the same with a client that is not one word: the last ` - "METHOD path HTTP/x" NNN` is uvicorn's
 _ACCESS_ANY_CLIENT = re.compile(r'(.*) - "([A-Z]+) (\S+) HTTP/([\d.]+)" (\d{3})(?: [A-Za-z\' -]*)?\Z', re.S)
 

@@ -25,6 +25,13 @@ RX = re.compile(
     re.S,
 )
 
+# vLLM's loggers under another program's logging config, `%(asctime)s - %(name)s - %(levelname)s - %(message)s`
+# (Xinference: `2025-07-08 17:23:59 - vllm.engine.async_llm_engine - INFO - Added request …`).
+NAMED = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:,(\d{3}))? - (vllm(?:\.[\w.]+)?) - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - (.*)\Z",
+    re.S,
+)
+
 # Placeholders one image leaves in a rendered prompt (vllm-log-formats.md §8); each contains "image".
 IMAGE_PLACEHOLDERS = (
     "<|vision_start|><|image_pad|>",  # Qwen2-VL, Qwen2.5-VL, Qwen3-VL
@@ -54,7 +61,7 @@ _MAX_TOKENS = re.compile(r"max_tokens=(\d+)")
 _OUTPUT_TOKEN_IDS = re.compile(r"output_token_ids: \[([^\]]*)\]")
 _SCHEDULER_DUMP = "Dumping scheduler output for model execution: "
 _MODEL_NAME = re.compile(r"[\w.:/@+-]{1,256}\Z")  # `Qwen/Qwen3-VL-8B-Instruct`, `qwen3:8b`, `gpt-4o`
-_TOKEN_IDS = re.compile(r"prompt_token_ids: \[([^\]]*)\]")
+_TOKEN_IDS = re.compile(r"prompt(?:_token_ids| token ids): \[([^\]]*)\]")  # with spaces: vLLM 0.2
 _STATS_V0 = re.compile(
     r"Avg prompt throughput: ([\d.]+) tokens/s, Avg generation throughput: ([\d.]+) tokens/s, "
     r"Running: (\d+) reqs, Swapped: (\d+) reqs, Pending: (\d+) reqs, GPU KV cache usage: ([\d.]+)%"
@@ -65,6 +72,12 @@ _STATS_PART = re.compile(r"([A-Za-z][\w +/]*?): ([\d.]+)(?: reqs| tokens/s|%)?\Z
 def parse(text: str, ctx: Ctx) -> Parsed | None:
     m = RX.match(text)
     if m is None:
+        if ctx.proc == "kserve.trace" and text[:1] in "RAFG":  # KServe: vLLM's request logger's lines, no prefix
+            ev = Event(ctx.path, 0, NAME, E.LOG, "INFO", None, text, ctx.proc, ctx.pid)
+            classify(ev, text)
+            return (ev, None) if ev.kind != E.LOG else None
+        if " - vllm" in text[19:30]:
+            return _named(text, ctx)
         return None
     level, stamp, ms, src, msg = m.groups()
     ts = stamp_time(stamp, ctx)
@@ -74,6 +87,20 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
     if msg:
         classify(ev, msg)
     return ev, (ctx.proc, ctx.pid, level, stamp, src)
+
+
+def _named(text: str, ctx: Ctx) -> Parsed | None:
+    m = NAMED.match(text)
+    if m is None:
+        return None
+    y, mo, d, hh, mi, ss, ms, logger, level, msg = m.groups()
+    ts = ctx.clock.local(int(y), int(mo), int(d), int(hh), int(mi), int(ss))
+    if ts is not None and ms:
+        ts += int(ms) / 1000.0
+    ev = Event(ctx.path, 0, NAME, E.LOG, level, ts, msg, ctx.proc, ctx.pid, logger)
+    if msg:
+        classify(ev, msg)
+    return ev, None  # no continuation key: such a config has no vLLM prefix to repeat on a record's lines
 
 
 def stamp_time(stamp: str, ctx: Ctx) -> float | None:
@@ -298,6 +325,8 @@ def _measure_received(rest: str, f: dict) -> None:
             break
         i = _unquoted_find(rest, "max_tokens=", i + 1)
     i = _unquoted_find(rest, "prompt_token_ids: [")  # when the first has no "]" after it, no later one has
+    if i < 0:
+        i = _unquoted_find(rest, "prompt token ids: [")  # vLLM 0.2 (`sampling params: …, prompt token ids: […]`)
     ids = None if i < 0 else _TOKEN_IDS.match(rest, i)
     if ids is not None:
         body = ids.group(1).strip()
