@@ -137,3 +137,18 @@ def test_uvicorn_access_line_whose_client_is_any_text_is_still_an_access_line():
     ev = _one(f'INFO:     {CANARY_TEXT}:0 - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error')
     assert ev.kind == E.ACCESS and (ev.fields["client"], ev.fields["status"]) == (None, 500)
     assert CANARY not in ev.text and "CUDA" not in ev.text and ev.text.endswith(' - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error')
+
+
+def test_many_stop_strings_on_a_megabyte_line_are_skipped_in_linear_time():
+    """`max_tokens=` is looked for outside each quoted literal: with 200,000 stop strings before it
+    (a 1 MB line, the default cap) a search afresh per literal took a minute of CPU for this
+    one line; once through, it takes well under a second. The bound is 50 times that, far from both."""
+    import time
+
+    stops = ", ".join(["'a'"] * 200_000)
+    line = f"{VLLM32}Received request chatcmpl-1: params: SamplingParams(n=1, stop=[{stops}], max_tokens=16), prompt_token_ids: [1, 2]"
+    t = time.process_time()
+    ev = _one(line)
+    assert time.process_time() - t < 5.0
+    assert ev.fields["max_tokens"] == 16 and ev.fields["prompt_tokens"] == 2
+

@@ -308,18 +308,28 @@ def _unquoted_find(s: str, name: str, start: int = 0) -> int:
     """`s.find(name, start)` outside the Python string literals in `s` (`stop=['max_tokens=1']`),
     `start` being outside one; -1 when there is none, or a literal before it does not end. A line
     without a quote before `name` (the usual `stop=[]`) costs two character searches more."""
-    while True:
-        j = s.find(name, start)
-        if j < 0:
-            return -1
-        a = s.find("'", start, j)
-        b = s.find('"', start, j)
-        if a < 0 and b < 0:
-            return j
+    j = s.find(name, start)
+    if j < 0:
+        return -1
+    a = s.find("'", start, j)  # the next quote of each kind before `name` (-1: none), each found
+    b = s.find('"', start, j)  # once: searched afresh per literal, many literals were quadratic
+    while a >= 0 or b >= 0:
         q = a if b < 0 or 0 <= a < b else b
         start = _repr_end(s, q, s[q])
         if start < 0:
             return -1
+        if start > j:  # `name` was inside that literal: the next one after it
+            j = s.find(name, start)
+            if j < 0:
+                return -1
+            a = s.find("'", start, j)
+            b = s.find('"', start, j)
+        else:
+            if a >= 0 and a < start:
+                a = s.find("'", start, j)
+            if b >= 0 and b < start:
+                b = s.find('"', start, j)
+    return j
 
 
 def _after_text(rest: str, label: str) -> str:
