@@ -152,3 +152,10 @@ def test_many_stop_strings_on_a_megabyte_line_are_skipped_in_linear_time():
     assert time.process_time() - t < 5.0
     assert ev.fields["max_tokens"] == 16 and ev.fields["prompt_tokens"] == 2
 
+
+
+def test_a_request_id_with_spaces_longer_than_the_spaced_pattern_bound_never_reaches_the_rules():
+    """The spaced-id pattern is tried on messages under 4 kB only (it is quadratic); a client's
+    X-Request-Id may be longer (a header of up to 16 kB): masked whole, not sent to the rules."""
+    ev = _one(f"{VLLM32}Request chatcmpl-{CANARY} {CANARY_TEXT}{'x' * 4100} aborted.")
+    assert CANARY not in ev.text and "CUDA" not in ev.text and "request_id" not in ev.fields

@@ -105,8 +105,13 @@ def classify(ev: Event, msg: str) -> None:
             return
         if msg.startswith("Request "):
             m = _REQ_STATE.match(msg)
-            if m is None and len(msg) < 4096 and " details: " not in msg and " JSON body: " not in msg:
-                m = _REQ_STATE_SPACED.match(msg)  # the client's id has a space: it ends at the server's words
+            if m is None and " details: " not in msg and " JSON body: " not in msg:
+                if len(msg) >= 4096:  # the spaced pattern is quadratic past that: a client's id this long (a
+                    if " aborted" in msg or " failed" in msg:  # header may be 16 kB) is masked whole
+                        ev.text = usercontent.mask(msg, 8, None, "request-id", f)
+                        return
+                else:
+                    m = _REQ_STATE_SPACED.match(msg)  # the client's id has a space: it ends at the server's words
                 if m:  # no trace has it (its Received line gave none); the id, and a message that may be more of it, masked
                     ev.text = usercontent.mask(msg, 8, m.end(4) if m.group(4) else m.end(1), "request-id", f)
                     return
