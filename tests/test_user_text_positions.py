@@ -171,3 +171,11 @@ def test_many_stop_strings_on_a_megabyte_line_are_skipped_in_linear_time():
     ev = _one(line)
     assert time.process_time() - t < 5.0
     assert ev.fields["max_tokens"] == 16 and ev.fields["prompt_tokens"] == 2
+
+
+@pytest.mark.parametrize("client", ["::1:58413", "fdbd:dc03:c:643:2600::81:33816"])
+def test_uvicorn_access_line_from_an_ipv6_client_keeps_the_client(client):
+    """uvicorn writes an IPv6 client without brackets (a field log's `fdbd:dc03:…:33816`): it is
+    the server's address text, counted as a client, not a client's text to mask."""
+    ev = _one(f'INFO:     {client} - "POST /v1/chat/completions HTTP/1.1" 200 OK')
+    assert ev.kind == E.ACCESS and ev.fields["client"] == client and ev.text.startswith(client)
