@@ -137,3 +137,45 @@ def test_uvicorn_access_line_whose_client_is_any_text_is_still_an_access_line():
     ev = _one(f'INFO:     {CANARY_TEXT}:0 - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error')
     assert ev.kind == E.ACCESS and (ev.fields["client"], ev.fields["status"]) == (None, 500)
     assert CANARY not in ev.text and "CUDA" not in ev.text and ev.text.endswith(' - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error')
+
+
+def test_a_request_id_with_spaces_longer_than_the_spaced_pattern_bound_never_reaches_the_rules():
+    """The spaced-id pattern is tried on messages under 4 kB only (it is quadratic); a client's
+    X-Request-Id may be longer (a header of up to 16 kB): masked whole, not sent to the rules."""
+    ev = _one(f"{VLLM32}Request chatcmpl-{CANARY} {CANARY_TEXT}{'x' * 4100} aborted.")
+    assert CANARY not in ev.text and "CUDA" not in ev.text and "request_id" not in ev.fields
+
+
+def test_a_nginx_quoted_path_that_spells_a_client_context_keeps_its_text_out():
+    """The decoded path in `open() "…" failed` is the client's: a `, client: ` inside it is not
+    where nginx's context starts, and what follows it is no client address."""
+    ev = _one(f'2026/08/22 10:14:55 [error] 7#7: *1 open() "/srv/x, client: {CANARY} CUDA out of memory. '
+              f'Tried to allocate 2.00 GiB, server: a" failed (2: No such file or directory), client: 10.0.0.1, '
+              f'server: _, request: "GET /x HTTP/1.1", host: "h"', fmt="nginx")
+    assert CANARY not in ev.text and "CUDA" not in ev.text, ev.text
+    assert CANARY not in str(ev.fields.get("client"))
+    real = _one('2026/08/22 10:14:55 [error] 7#7: *1 open() "/srv/x" failed (2: No such file or directory), '
+                'client: 10.0.0.1, server: _, request: "GET /x HTTP/1.1", host: "h"', fmt="nginx")
+    assert (real.fields["client"], real.fields["method"]) == ("10.0.0.1", "GET") and "10.0.0.1, server: _" in real.text
+
+
+def test_many_stop_strings_on_a_megabyte_line_are_skipped_in_linear_time():
+    """`max_tokens=` is looked for outside each quoted literal: with 200,000 stop strings before it
+    (a 1 MB line, the default cap) a search afresh per literal took a minute of CPU for this
+    one line; once through, it takes well under a second. The bound is 50 times that, far from both."""
+    import time
+
+    stops = ", ".join(["'a'"] * 200_000)
+    line = f"{VLLM32}Received request chatcmpl-1: params: SamplingParams(n=1, stop=[{stops}], max_tokens=16), prompt_token_ids: [1, 2]"
+    t = time.process_time()
+    ev = _one(line)
+    assert time.process_time() - t < 5.0
+    assert ev.fields["max_tokens"] == 16 and ev.fields["prompt_tokens"] == 2
+
+
+@pytest.mark.parametrize("client", ["::1:58413", "fdbd:dc03:c:643:2600::81:33816"])
+def test_uvicorn_access_line_from_an_ipv6_client_keeps_the_client(client):
+    """uvicorn writes an IPv6 client without brackets (a field log's `fdbd:dc03:…:33816`): it is
+    the server's address text, counted as a client, not a client's text to mask."""
+    ev = _one(f'INFO:     {client} - "POST /v1/chat/completions HTTP/1.1" 200 OK')
+    assert ev.kind == E.ACCESS and ev.fields["client"] == client and ev.text.startswith(client)

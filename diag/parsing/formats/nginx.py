@@ -22,10 +22,14 @@ ERROR_UNDATED = re.compile(r"\[(emerg|alert|crit|error|warn|notice|info|debug)\]
 _LEVELS = {"emerg": "CRITICAL", "alert": "CRITICAL", "crit": "CRITICAL", "error": "ERROR", "warn": "WARNING",
            "notice": "INFO", "info": "INFO", "debug": "DEBUG"}
 _METHOD = re.compile(r"[A-Z][A-Z_-]{0,19}\Z")  # what nginx takes as a method
+# The client is nginx's address text ($remote_addr: IPv4, IPv6 or `unix:`; `10.xxx.x.x` as users redact
+# it), never other text: a decoded path nginx quotes before the context may hold `, client: ` and then
+# the client's own text.
+_CLIENT = r"(?:[0-9A-Fa-fxX*.:]{2,45}|unix:)"
 # nginx's own context shape, each value as nginx makes it or free of spaces and quotes: kept as it is
-_PLAIN_CTX = re.compile(r', client: [^,\s]+, server: [^,"]*(?:, request: "[A-Z][A-Z_-]* \S+ HTTP/[\d.]+")?'
+_PLAIN_CTX = re.compile(r', client: ' + _CLIENT + r', server: [^,"]*(?:, request: "[A-Z][A-Z_-]* \S+ HTTP/[\d.]+")?'
                         r'(?:, subrequest: "[^"\s]*")?(?:, upstream: "[^"\s]*")?(?:, host: "[^"\s]*")?\Z')
-_CTX = re.compile(r', client: ([^,]+), server: [^,]*(?:, request: "([A-Z]+) (\S+) [^"]*")?(?:, upstream: "([^"]*)")?')
+_CTX = re.compile(r', client: (' + _CLIENT + r'), server: [^,]*(?:, request: "([A-Z]+) (\S+) [^"]*")?(?:, upstream: "([^"]*)")?')
 
 
 def _error(ctx: Ctx, ts: float | None, lvl: str, pid: str, cid: str | None, msg: str) -> Event:

@@ -19,6 +19,9 @@ NAME = "uvicorn"
 RX = re.compile(r"(INFO|WARNING|ERROR|CRITICAL|DEBUG|TRACE):\s+(.*)\Z", re.S)
 ACCESS = re.compile(r'(\S*)(?: \d+)? - "([A-Z]+) (\S+) HTTP/([\d.]+)" (\d{3})(?: (.*))?\Z')  # a pid after the client: KServe's format
 # the same with a client that is not one word: the last ` - "METHOD path HTTP/x" NNN` is uvicorn's
+# an IPv6 client as uvicorn writes it (`::1:58413`, `fdbd:dc03::81:33816`: no brackets), which the
+# first pattern is not tried on: hex digits and colons only, so it is kept as the client
+_IPV6_CLIENT = re.compile(r"[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*:\d{1,5}\Z")
 _ACCESS_ANY_CLIENT = re.compile(r'(.*) - "([A-Z]+) (\S+) HTTP/([\d.]+)" (\d{3})(?: [A-Za-z\' -]*)?\Z', re.S)
 
 
@@ -35,7 +38,9 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         access_fields(ev, a.group(1), a.group(2), a.group(3), int(a.group(5)))
     elif ' - "' in msg:
         a = _ACCESS_ANY_CLIENT.match(msg)
-        if a:  # behind a proxy, uvicorn logs the client X-Forwarded-For names: any text, spaces included
+        if a and len(a.group(1)) < 64 and _IPV6_CLIENT.match(a.group(1)):
+            access_fields(ev, a.group(1), a.group(2), a.group(3), int(a.group(5)))
+        elif a:  # behind a proxy, uvicorn logs the client X-Forwarded-For names: any text, spaces included
             access_fields(ev, None, a.group(2), a.group(3), int(a.group(5)))
             ev.text = usercontent.mask(msg, 0, a.end(1), "client", ev.fields)
     return ev, None

@@ -132,8 +132,13 @@ def classify(ev: Event, msg: str) -> None:
             return
         if msg.startswith("Request "):
             m = _REQ_STATE.match(msg)
-            if m is None and len(msg) < 4096 and " details: " not in msg and " JSON body: " not in msg:
-                m = _REQ_STATE_SPACED.match(msg)  # the client's id has a space: it ends at the server's words
+            if m is None and " details: " not in msg and " JSON body: " not in msg:
+                if len(msg) >= 4096:  # the spaced pattern is quadratic past that: a client's id this long (a
+                    if " aborted" in msg or " failed" in msg:  # header may be 16 kB) is masked whole
+                        ev.text = usercontent.mask(msg, 8, None, "request-id", f)
+                        return
+                else:
+                    m = _REQ_STATE_SPACED.match(msg)  # the client's id has a space: it ends at the server's words
                 if m:  # no trace has it (its Received line gave none); the id, and a message that may be more of it, masked
                     ev.text = usercontent.mask(msg, 8, m.end(4) if m.group(4) else m.end(1), "request-id", f)
                     return
@@ -337,18 +342,28 @@ def _unquoted_find(s: str, name: str, start: int = 0) -> int:
     """`s.find(name, start)` outside the Python string literals in `s` (`stop=['max_tokens=1']`),
     `start` being outside one; -1 when there is none, or a literal before it does not end. A line
     without a quote before `name` (the usual `stop=[]`) costs two character searches more."""
-    while True:
-        j = s.find(name, start)
-        if j < 0:
-            return -1
-        a = s.find("'", start, j)
-        b = s.find('"', start, j)
-        if a < 0 and b < 0:
-            return j
+    j = s.find(name, start)
+    if j < 0:
+        return -1
+    a = s.find("'", start, j)  # the next quote of each kind before `name` (-1: none), each found
+    b = s.find('"', start, j)  # once: searched afresh per literal, many literals were quadratic
+    while a >= 0 or b >= 0:
         q = a if b < 0 or 0 <= a < b else b
         start = _repr_end(s, q, s[q])
         if start < 0:
             return -1
+        if start > j:  # `name` was inside that literal: the next one after it
+            j = s.find(name, start)
+            if j < 0:
+                return -1
+            a = s.find("'", start, j)
+            b = s.find('"', start, j)
+        else:
+            if a >= 0 and a < start:
+                a = s.find("'", start, j)
+            if b >= 0 and b < start:
+                b = s.find('"', start, j)
+    return j
 
 
 def _after_text(rest: str, label: str) -> str:
