@@ -313,7 +313,10 @@ def _measure_received(rest: str, f: dict) -> None:
         rest = rest[end:]
     # str.find, then the pattern where it points: what .search would find, without running the
     # regex engine along the whole line (a sampling-parameters line is hundreds of characters)
-    i = _unquoted_find(rest, "max_tokens=")
+    # no quote in the parameters (the usual `stop=[]`): a plain find is the one outside literals (a
+    # compiled build calls PyUnicode_Find for it; a find with start and end parses its arguments)
+    plain = "'" not in rest and '"' not in rest
+    i = rest.find("max_tokens=") if plain else _unquoted_find(rest, "max_tokens=")
     n = len(rest)
     while i >= 0:
         # the ASCII digits after it, read in place (a compiled build reads them as C characters);
@@ -328,10 +331,10 @@ def _measure_received(rest: str, f: dict) -> None:
         if mt:
             f["max_tokens"] = to_int(mt.group(1))  # bounded: 30 digits at most, else unknown
             break
-        i = _unquoted_find(rest, "max_tokens=", i + 1)
-    i = _unquoted_find(rest, "prompt_token_ids: [")  # when the first has no "]" after it, no later one has
+        i = rest.find("max_tokens=", i + 1) if plain else _unquoted_find(rest, "max_tokens=", i + 1)
+    i = rest.find("prompt_token_ids: [") if plain else _unquoted_find(rest, "prompt_token_ids: [")  # when the first has no "]" after it, no later one has
     if i < 0:
-        i = _unquoted_find(rest, "prompt token ids: [")  # vLLM 0.2 (`sampling params: …, prompt token ids: […]`)
+        i = rest.find("prompt token ids: [") if plain else _unquoted_find(rest, "prompt token ids: [")  # vLLM 0.2 (`sampling params: …, prompt token ids: […]`)
     ids = None if i < 0 else _TOKEN_IDS.match(rest, i)
     if ids is not None:
         body = ids.group(1).strip()
