@@ -96,13 +96,8 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
             ev.src = f"{m.group(1)} {m.group(2).strip()}"
             ev.proc = m.group(1)
             return ev, None
-        if b == "r" and body.startswith("request: "):  # builds of late 2024: LOG_INF("request: …") without srv's prefix
-            m = _HTTP.match(body)
-            if m:
-                from diag.parsing.formats.uvicorn import access_fields
-
-                access_fields(ev, m.group(3), m.group(1), m.group(2), to_int(m.group(4)))
-                return ev, None
+        if b == "r" and body.startswith("request: ") and _access(ev, body):  # builds of late 2024: without srv's prefix
+            return ev, None
     if rel is None:
         t = text.lstrip(" ") if c == " " else text  # `%4s` pads ERR; a paste may indent more
         if " [" in t[3:9] and " | " in t:
@@ -192,15 +187,7 @@ def classify_srv(ev: Event, func: str, msg: str) -> None:
             f["request_id"] = f"task-{m.group(1)}"
             f["cancel"] = True
     elif func == "log_server_r" or msg.startswith("request: ") or msg.startswith("done request: "):
-        m = _HTTP.match(msg)
-        if m:
-            from diag.parsing.formats.uvicorn import access_fields
-
-            path = m.group(2)
-            if " " in path:  # cpp-httplib logs the path decoded: `%20` is a space, and the rest the client's text
-                path = path.split(" ", 1)[0]
-                _mask_tail(ev, msg, m.start(2) + len(path), m.end(2), "url-path")
-            access_fields(ev, m.group(3), m.group(1), path, to_int(m.group(4)))
+        _access(ev, msg)
     elif msg.startswith("http: streamed chunk: "):  # -v: the response as it is streamed, the model's text
         _mask_tail(ev, msg, 22, len(msg), "output")
     elif func == "process_chun" and msg.startswith("processing image"):
@@ -212,6 +199,22 @@ def classify_srv(ev: Event, func: str, msg: str) -> None:
         i = msg.find(_LAST_READ)
         if i >= 0:  # a JSON parse error quotes the body up to where it failed (any length, any quotes)
             _mask_tail(ev, msg, i + len(_LAST_READ), len(msg), "request")
+
+
+def _access(ev: Event, msg: str) -> bool:
+    """`request: POST /v1/chat/completions 127.0.0.1 200` (with srv's prefix or, late 2024, without):
+    an access record. False: not one."""
+    m = _HTTP.match(msg)
+    if m is None:
+        return False
+    from diag.parsing.formats.uvicorn import access_fields
+
+    path = m.group(2)
+    if " " in path:  # cpp-httplib logs the path decoded: `%20` is a space, and the rest the client's text
+        path = path.split(" ", 1)[0]
+        _mask_tail(ev, msg, m.start(2) + len(path), m.end(2), "url-path")
+    access_fields(ev, m.group(3), m.group(1), path, to_int(m.group(4)))
+    return True
 
 
 def _mask_tail(ev: Event, msg: str, start: int, end: int, what: str) -> None:
