@@ -302,9 +302,8 @@ def _measure_received(rest: str, f: dict) -> None:
     closing quote, and outside the quoted values of the parameters (stop strings, a structured
     output's schema: the user's too). A prompt whose end cannot be found (a line cut at the length
     cap, a quote that closes no literal) leaves them unknown rather than read out of what the user wrote."""
-    if rest.startswith("prompt: ") and len(rest) > 9 and rest[8] in "'\"":
-        q = rest[8]
-        end = _repr_end(rest, 8, q)
+    end = _text_end(rest, "prompt: ")
+    if end:
         prompt = None if end < 0 else _literal(rest[8:end])
         if prompt is None:  # no literal ends there: where the user's text ends is not known
             return
@@ -369,15 +368,22 @@ def _unquoted_find(s: str, name: str, start: int = 0) -> int:
     return j
 
 
+def _text_end(rest: str, label: str) -> int:
+    """Where the user's quoted text that `rest` begins with (`prompt: '…'`, `output: '…'`) ends:
+    the index just past its closing quote; -1 when that quote cannot be found (a line cut at the
+    length cap); 0 when `rest` begins with no such text."""
+    n = len(label)
+    if not rest.startswith(label) or len(rest) <= n + 1 or rest[n] not in "'\"":
+        return 0
+    return _repr_end(rest, n, rest[n])
+
+
 def _after_text(rest: str, label: str) -> str:
     """What follows the user's text that `rest` begins with (`output: '…', output_token_ids: […]`):
     the fields after it are read there and never out of the text. Empty when the text's closing
-    quote cannot be found (a line cut at the length cap); `rest` itself when it has no such text."""
-    n = len(label)
-    if not rest.startswith(label) or len(rest) <= n + 1 or rest[n] not in "'\"":
-        return rest
-    end = _repr_end(rest, n, rest[n])
-    return "" if end < 0 else rest[end:]
+    quote cannot be found; `rest` itself when it has no such text."""
+    end = _text_end(rest, label)
+    return rest if end == 0 else "" if end < 0 else rest[end:]
 
 
 def count_images(prompt: str) -> int:
