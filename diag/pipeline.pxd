@@ -18,4 +18,5 @@ cdef class Pipeline:
 
     cpdef _trace_done(self, Trace t)
     cpdef seen(self, ts)
+    cpdef bint outside(self, ts) except -1
     cpdef event(self, ev)

@@ -108,9 +108,9 @@ class Pipeline:
 
     # -- events -------------------------------------------------------------------------
     def event(self, ev: Event) -> None:
-        ts = ev.ts
-        if ts is not None and ((self.since is not None and ts < self.since) or (self.until is not None and ts > self.until)):
+        if self.outside(ev.ts):
             return
+        ts = ev.ts
         self.seen(ts)
         kind = ev.kind
         if kind == STATS and ts is not None and len(self.samples) < MAX_SAMPLES:
@@ -135,18 +135,23 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001
                 self.internal.record("rules", ev.path, ev.lineno, exc)
 
+    def outside(self, ts: float | None) -> bool:
+        """Is a line of this time outside `--since`/`--until`? Such a line's event goes nowhere (an
+        untimed one has the time of the line before it: `SourceParser.took_line`)."""
+        return ts is not None and ((self.since is not None and ts < self.since) or (self.until is not None and ts > self.until))
+
     def lifecycle_open(self, fmt: str, kind: str, text: str | None = None) -> bool:
         """May a lifecycle line of this format and kind go straight to the assembler, without an
         event (`TraceAssembler.apply_*`)? Only when the assembler is the one stage that would look
-        at it: no time window to filter by, and no rule that would try its event's `text` (None:
-        whatever the text; facts never read these kinds)."""
-        return self.since is None and self.until is None and self.engine.idle_for_line(fmt, kind, text)
+        at it: no rule would try its event's `text` (None: whatever the text; facts never read these
+        kinds). A time window does not close it: the fast path asks `outside` of the line's time."""
+        return self.engine.idle_for_line(fmt, kind, text)
 
     def lifecycle_needles(self, fmt: str, kind: str) -> tuple[str, ...] | None:
         """`lifecycle_open(fmt, kind, text)` for a lifecycle kind, as a question about the text, valid
         until the next event reaches the rules: open unless one of these is in the text; None:
         closed whatever the text."""
-        if self.since is not None or self.until is not None or self.engine.holding or kind in (LOG, RAW):
+        if self.engine.holding or kind in (LOG, RAW):
             return None
         return self.engine.needles_for(fmt, kind)
 

@@ -282,6 +282,33 @@ summary = "max_tokens is {max_tokens}"
     assert _same_doc(pipe, _doc(full))
 
 
+@pytest.mark.parametrize("name", ("text.log", "text-logoutputs.log", "fuzzed"))
+def test_a_time_window_keeps_the_plain_way(tmp_path, name):
+    """`diag scan --since/--until` (the README's post-mortem) takes the plain way too: a line outside
+    the window is taken there and dropped as `Pipeline.event` drops its event (an untimed access
+    line by the time of the line before it), so the document is the event way's, window edges
+    included; before, any window sent every line the event's way."""
+    from diag.parsing.clock import parse_user_time
+
+    if name == "fuzzed":
+        log = tmp_path / "fuzzed.log"
+        log.write_bytes(fuzzed_log(3))
+        window = ("2026-11-22T18:28:20", "2026-11-22T18:28:40")
+    else:
+        log = CORPUS / "vllm" / "real-0.32.0-cpu" / name
+        window = ("2026-11-22T18:27:50", "2026-11-22T18:27:53") if name == "text.log" else ("2026-11-22T18:28:59", "2026-11-22T18:29:03")
+    year = __import__("time").localtime(log.stat().st_mtime).tm_year  # vLLM logs no year: the file's is used
+    since, until = (parse_user_time(w.replace("2026", str(year), 1)) for w in window)
+    pipe, src = _fast_source(log, pipe=Pipeline(rules.load(), since=since, until=until))
+    full = Pipeline(rules.load(), since=since, until=until, fast=False)
+    full.scan_path(str(log))
+    full.finish()
+    everything = _scan([log], fast=True)["traces"]
+    assert 0 < len(pipe.traces) < len(everything)  # the window cut some requests and kept others
+    assert src.plain >= len(pipe.traces)  # their lifecycle lines went the plain way
+    assert _same_doc(pipe, _doc(full))
+
+
 def _user_rule(tmp_path: Path, rule_id: str, fields: str, example: str, counter_example: str):
     """The built-in rules and one of the user's (`fields` in TOML; its category, remedy and two
     real example lines filled in), loaded as `--rules DIR` would."""

@@ -233,7 +233,10 @@ class PlainWay:
         except Exception:  # noqa: BLE001 - the event's way parses the line again and records what it meets
             return False
         ts = parser.took_line(fmt, lineno, proc, pid, ts, offset, raw)
-        self.pipe.seen(ts)
+        pipe = self.pipe
+        if (pipe.since is not None or pipe.until is not None) and pipe.outside(ts):
+            return True  # taken, and dropped as `Pipeline.event` drops an event outside the window
+        pipe.seen(ts)
         try:
             if access:
                 asm.apply_access(t, path, lineno, client or None, method, hpath, status, ts)
