@@ -34,14 +34,11 @@ REAL_DIRS = (DATA / "corpus" / "vllm" / "real-0.32.0-cpu", DATA / "corpus" / "ll
 # Each says why in its comment. Shrink this list when a real line turns up; never grow it silently.
 NOT_REAL: dict[tuple[str, str, int], str] = {
     ("lmdeploy-out-of-tokens", "examples", 1): "LMDeploy answers 400 without logging; no paste of the wording",
-    ("llamacpp-context-shift-disabled", "examples", 0): "format string only; unreachable in the corpus build; no paste",
-    ("image-decode-failed", "examples", 1): "SYNTHESIZED corpus line (classic llama-server)",
     ("zero-image-request", "examples", 0): "only the guide's format logs generated tokens (GUIDE-STYLE corpus)",
     ("zero-image-request", "counter_examples", 0): "GUIDE-STYLE corpus",
     ("zero-image-request", "counter_examples", 1): "GUIDE-STYLE corpus (the guide's own example request)",
     ("upstream-refused", "examples", 1): "GUIDE-STYLE corpus (the guide's proxy_server.py)",
     ("lmdeploy-turbomind-kv-oom", "examples", 0): "SYNTHESIZED corpus line (TurboMind format string)",
-    ("lmdeploy-pytorch-oom", "examples", 0): "raise statement in LMDeploy's PyTorch engine; no paste found",
     ("kv-cache-preemption", "examples", 1): "V1 'Preemptions: N' field; vLLM 0.32 never prints it; no paste found",
     ("engine-stalled", "examples", 0): "timeline in vLLM 0.32's line formats; no real log has the stall",
     ("engine-stalled", "counter_examples", 0): "timeline in vLLM 0.32's line formats",
