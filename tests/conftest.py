@@ -462,3 +462,15 @@ def dashboard_answers(get) -> list[str]:
         assert r.status_code == 200, u
         out.append(r.text)
     return out
+
+
+def logrotate_bin() -> str:
+    """The real logrotate (Debian's package installs it in /usr/sbin, not always on a user's PATH); the test skips without it."""
+    import shutil
+
+    import pytest
+
+    found = shutil.which("logrotate") or shutil.which("logrotate", path="/usr/sbin:/sbin")
+    if not found:
+        pytest.skip("logrotate is not installed (Debian package logrotate; .ci/run installs it)")
+    return found
