@@ -474,3 +474,12 @@ def logrotate_bin() -> str:
     if not found:
         pytest.skip("logrotate is not installed (Debian package logrotate; .ci/run installs it)")
     return found
+
+
+@pytest.fixture(autouse=True)
+def _no_system_logrotate_config(monkeypatch):
+    """A daemon built in a test reads no logrotate configuration of this machine's (/etc) for olddir:
+    the tests that need one give it as `Config(logrotate_config=[...])`."""
+    from diag.daemon import config
+
+    monkeypatch.setattr(config, "LOGROTATE_CONFIG", ())

@@ -116,9 +116,9 @@ def test_a_file_moved_to_olddir_while_down_is_finished_after_a_restart(tmp_path,
     _assert_once(cfg, range(6))
 
 
-def test_without_olddir_known_the_lines_before_a_down_time_rotation_are_lost(tmp_path, caplog):
-    """The case the others guard against, as it was: with nothing saying where rotated files go,
-    the old file is not found and its last lines are reported lost (not read twice)."""
+def test_without_olddir_known_the_lines_of_a_file_rotated_elsewhere_are_reported_lost_not_read_twice(tmp_path, caplog):
+    """With nothing saying where rotated files go (no logrotate configuration names the log, no
+    rotated_dirs), the old file is not found: its last lines are reported lost, and nothing is read twice."""
     cfg = _cfg(tmp_path, "none")
     log = tmp_path / "logs" / "vllm.log"
     _write(log, 0)
@@ -127,7 +127,7 @@ def test_without_olddir_known_the_lines_before_a_down_time_rotation_are_lost(tmp
     os.rename(log, tmp_path / "logs" / "archive" / "vllm.log.1")
     _write(log, 2)
     _run(cfg)
-    assert _counted(cfg)[1] == [0, 2]
+    assert _counted(cfg) == ({"requests": 2, "ooms": 2}, [0, 2])
     assert "is gone; bytes after offset" in caplog.text
 
 
@@ -202,7 +202,9 @@ def test_rotated_dirs_and_logrotate_config_in_diags_config(tmp_path):
     dirs = RotatedDirs(cfg.logs, [])
     assert dirs.for_path("/var/log/vllm/a.log") == ("/var/log/vllm/archive", "/backup/vllm")
     assert dirs.for_path("/var/log/other/a.log") == ()
-    assert config.Config().logrotate_config == ["/etc/logrotate.conf", "/etc/logrotate.d"]
+    from diag.ingest.logrotate import DEFAULT_CONFIG
+
+    assert config.load(str(config.example_path())).logrotate_config == list(DEFAULT_CONFIG)  # (the example shows the defaults)
     for bad in ('[[log]]\npath = "/x.log"\nrotated_dirs = "archive"\n', '[[log]]\npath = "/x.log"\nrotated_dirs = [1]\n',
                 '[daemon]\nlogrotate_config = "/etc/logrotate.conf"\n', '[daemon]\nlogrotate_config = [1]\n'):
         conf.write_text(bad)

@@ -19,6 +19,8 @@ from typing import Sequence
 from diag.daemon.config import LogSpec
 from diag.ingest.logrotate import DEFAULT_CONFIG, LogrotateConfig
 
+CACHED = 4096  # paths whose answer is kept
+
 
 class RotatedDirs:
     """`for_path(path)`: the other directories to look in for `path`'s rotated files."""
@@ -50,6 +52,8 @@ class RotatedDirs:
             old = self.logrotate.olddir_for(path)
             if old is not None:
                 out.append(old)
+        if len(self._cache) >= CACHED:
+            self._cache.clear()  # (date-stamped names a glob finds: one entry each, over months)
         got = self._cache[path] = tuple(d for d in dict.fromkeys(out) if d != own)
         return got
 
