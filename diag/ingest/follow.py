@@ -135,7 +135,9 @@ class Follower:
             found = self._find_by_key(s.path, s.key, s.fingerprint, s.fp_len)
             if found is None:
                 if counted:
-                    self._error(s.path, f"the file read before the restart ({s.key}) is gone; bytes after offset {s.offset} are lost")
+                    looked = ", ".join(map(display, self.rotated_dirs.search(s.path)))
+                    self._error(s.path, f"the file read before the restart ({s.key}) is gone; bytes after offset {s.offset} are lost "
+                                        f"(looked in {looked}; [[log]] rotated_dirs names more)")
                 s.state = "done"
                 s.updated_at = time.time()
                 self._retired.append(s)  # committed as done: the next start neither looks for it nor counts it again
