@@ -16,6 +16,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from contextlib import closing
 from pathlib import Path
@@ -192,6 +193,7 @@ def test_a_file_in_olddir_kept_past_retention_is_not_read_again_after_a_restart(
 
 
 def test_rotated_dirs_and_logrotate_config_in_diags_config(tmp_path):
+    """The two settings, as a user writes them; `--check-config` says where each log's rotated files are looked for."""
     conf = tmp_path / "diag.toml"
     conf.write_text('[daemon]\nlogrotate_config = ["/srv/lr.conf"]\n\n'
                     '[[log]]\npath = "/var/log/vllm/*.log"\nrotated_dirs = ["archive", "/backup/vllm"]\n')
@@ -206,6 +208,14 @@ def test_rotated_dirs_and_logrotate_config_in_diags_config(tmp_path):
     from diag.ingest.logrotate import DEFAULT_CONFIG
 
     assert config.load(str(config.example_path())).logrotate_config == list(DEFAULT_CONFIG)  # (the example shows the defaults)
+    lr = tmp_path / "lr.conf"
+    lr.write_text(f"{tmp_path}/logs/vllm.log {{\n  olddir {tmp_path}/old\n}}\n{tmp_path}/broken.log {{\n")
+    conf.write_text(f'[daemon]\nlogrotate_config = ["{lr}"]\n[[log]]\npath = "{tmp_path}/logs/vllm.log"\n'
+                    f'rotated_dirs = ["archive"]\n[[log]]\npath = "{tmp_path}/other.log"\n')
+    r = subprocess.run([sys.executable, "-m", "diag", "daemon", "--check-config", "--config", str(conf)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == f"{tmp_path}/logs/vllm.log: rotated files also looked for in {tmp_path}/logs/archive, {tmp_path}/old"
+    assert r.stderr.count("\n") == 1 and f"{lr}:4: the stanza opened here does not close" in r.stderr
     for bad in ('[[log]]\npath = "/x.log"\nrotated_dirs = "archive"\n', '[[log]]\npath = "/x.log"\nrotated_dirs = [1]\n',
                 '[daemon]\nlogrotate_config = "/etc/logrotate.conf"\n', '[daemon]\nlogrotate_config = [1]\n'):
         conf.write_text(bad)
