@@ -285,3 +285,21 @@ def test_real_logrotate_moving_the_file_to_olddir_while_running_keeps_reading_it
     _run(cfg, then=live)
     _run(cfg)
     _assert_once(cfg, range(4))
+
+
+def test_a_reload_reads_logrotates_config_again(tmp_path):
+    """SIGHUP (`Daemon.reload`) reads logrotate's configuration again: an olddir added since counts."""
+    lr = tmp_path / "lr.conf"
+    log = tmp_path / "logs" / "vllm.log"
+    lr.write_text(f"{log} {{\n  rotate 2\n}}\n")
+    conf = tmp_path / "diag.toml"
+    conf.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\nuse_inotify = false\nlogrotate_config = ["{lr}"]\n'
+                    f'[[log]]\npath = "{log}"\n')
+    d = Daemon(config.load(str(conf)), str(conf))
+    try:
+        assert d.follower.rotated_dirs.for_path(str(log)) == ()
+        lr.write_text(f"{log} {{\n  rotate 2\n  olddir archive\n}}\n")
+        d.reload()
+        assert d.follower.rotated_dirs.for_path(str(log)) == (str(tmp_path / "logs" / "archive"),)
+    finally:
+        d.shutdown()
