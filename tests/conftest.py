@@ -462,3 +462,24 @@ def dashboard_answers(get) -> list[str]:
         assert r.status_code == 200, u
         out.append(r.text)
     return out
+
+
+def logrotate_bin() -> str:
+    """The real logrotate (Debian's package installs it in /usr/sbin, not always on a user's PATH); the test skips without it."""
+    import shutil
+
+    import pytest
+
+    found = shutil.which("logrotate") or shutil.which("logrotate", path="/usr/sbin:/sbin")
+    if not found:
+        pytest.skip("logrotate is not installed (Debian package logrotate; .ci/run installs it)")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_system_logrotate_config(monkeypatch):
+    """A daemon built in a test reads no logrotate configuration of this machine's (/etc) for olddir:
+    the tests that need one give it as `Config(logrotate_config=[...])`."""
+    from diag.daemon import config
+
+    monkeypatch.setattr(config, "LOGROTATE_CONFIG", ())

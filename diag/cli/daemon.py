@@ -47,6 +47,12 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         sinks = parse_alerts(cfg.alerts_doc, extra_webhooks=cfg.alert_webhooks).sinks  # validated at load: types, URLs, secrets readable
         print(f"alerts: journal + {len(sinks)} sink(s)" + "".join(f"\n  {s.name}: {s.type} {s.url or ' '.join(s.command) or s.host}"
                                                                  for s in sinks))
+        from diag.ingest.rotated_dirs import RotatedDirs
+
+        rotated = RotatedDirs(cfg.logs, cfg.logrotate_config)  # (what logrotate's config does not say is a warning on stderr)
+        for spec in cfg.logs:
+            if dirs := rotated.for_path(spec.path):
+                print(f"{display(spec.path)}: rotated files also looked for in {', '.join(map(display, dirs))}")
         return 1 if rs.errors else 0
     if not cfg.logs:
         raise UsageError("no logs to follow: give --log PATH[:FORMAT] or [[log]] entries in the config")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from diag.fsname import display
+from diag.ingest.logrotate import DEFAULT_CONFIG as LOGROTATE_CONFIG
 
 SYSTEM_CONFIG = Path("/etc/diag/diag.toml")
 
@@ -41,6 +42,7 @@ DEFAULT_WEB_LISTEN = "127.0.0.1:8765"
 class LogSpec:
     path: str  # a file or a glob
     format: str | None = None
+    rotated_dirs: tuple[str, ...] = ()  # where rotated copies go besides its directory (diag.ingest.rotated_dirs)
 
     @classmethod
     def parse(cls, arg: str) -> "LogSpec":
@@ -73,6 +75,8 @@ class Config:
     max_line_bytes: int = 1 << 20
     max_open_traces: int = 20_000
     use_inotify: bool = True
+    # logrotate's configuration, read for the `olddir` of each log (files, or directories read as `include` does)
+    logrotate_config: list[str] = field(default_factory=lambda: list(LOGROTATE_CONFIG))
     source: str = "defaults"
     # [doctor]: what `diag doctor` checks when its options do not say
     doctor_url: str | None = None
@@ -93,7 +97,8 @@ class Config:
 _DAEMON_KEYS = {"state_dir": str, "rules_dirs": list, "from_beginning": bool, "poll_interval": (int, float),
                 "flush_after": (int, float), "record_quiet": (int, float), "rotate_wait": (int, float), "stuck_after": (int, float),
                 "rescan_globs": (int, float), "retention_days": (int, float), "retention_traces": int,
-                "retention_findings": int, "max_line_bytes": int, "max_open_traces": int, "use_inotify": bool}
+                "retention_findings": int, "max_line_bytes": int, "max_open_traces": int, "use_inotify": bool,
+                "logrotate_config": list}
 
 
 def config_path(explicit: str | None) -> Path | None:
@@ -141,8 +146,8 @@ def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
             raise ConfigError(f"{where}: [daemon] {key} has the wrong type ({type(val).__name__})")
         if typ in (int, (int, float)) and val <= 0:
             raise ConfigError(f"{where}: [daemon] {key} must be greater than 0 (is {val})")
-        if key == "rules_dirs" and not all(isinstance(d, str) for d in val):
-            raise ConfigError(f"{where}: [daemon] rules_dirs must be a list of paths (strings)")
+        if key in ("rules_dirs", "logrotate_config") and not all(isinstance(d, str) for d in val):
+            raise ConfigError(f"{where}: [daemon] {key} must be a list of paths (strings)")
         setattr(cfg, key, Path(val) if key == "state_dir" else val)
     for key, val in doc.get("doctor", {}).items():
         if key not in ("url", "model", "proxy_url") or not isinstance(val, str):
@@ -168,7 +173,10 @@ def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
 
         if fmt is not None and fmt not in FORMATS:
             raise ConfigError(f"{where}: [[log]] {display(item['path'])}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-        cfg.logs.append(LogSpec(item["path"], fmt))
+        dirs = item.get("rotated_dirs", [])
+        if not isinstance(dirs, list) or not all(isinstance(d, str) and d for d in dirs):
+            raise ConfigError(f"{where}: [[log]] {display(item['path'])}: rotated_dirs must be a list of directories (strings)")
+        cfg.logs.append(LogSpec(item["path"], fmt, tuple(dirs)))
 
 
 def example_path() -> Path:

@@ -29,6 +29,7 @@ from diag.store.db import Store
 from diag.ingest.filereader import FileReader
 from diag.ingest.follow import Follower
 from diag.ingest.identity import still_on_disk
+from diag.ingest.rotated_dirs import RotatedDirs
 from diag.analysis.trace import Trace
 from diag.ingest.watch import DirWatch, Waker
 
@@ -264,7 +265,7 @@ class Daemon:
         while the file is on disk as the same file (`still_on_disk`), and goes once it is deleted or replaced."""
         try:
             n = self.store.prune(now, self.cfg.retention_days, self.cfg.retention_traces, self.cfg.retention_findings,
-                                 keep=still_on_disk)
+                                 keep=lambda rows: still_on_disk(rows, self.follower.rotated_dirs.for_path))
         except sqlite3.Error as exc:
             log.error("retention: %s", exc)
             return 0
@@ -379,6 +380,7 @@ class Daemon:
         except ValueError as exc:
             log.error("reload: alerts: %s; keeping the running sinks", exc)
         self.follower.cfg.logs = cfg.logs
+        self.follower.rotated_dirs = RotatedDirs(cfg.logs, cfg.logrotate_config)  # logrotate's config read again too
         self.follower.discover(force=True)
         self._stop_watching()
         self._start_watching()

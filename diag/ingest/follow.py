@@ -4,9 +4,10 @@ A file is identified by device/inode plus a fingerprint of its first bytes, neve
 renamed file is read to its end before its successor is opened (and kept open for
 `rotate_wait` in case the writer still appends), a truncated one (copytruncate) is read from
 the start again after the bytes it lost are taken from the copy that carries its fingerprint,
-and a rotation that happened while the daemon was down is found again in the directory by
-inode. Each open file is a `FileReader` (`diag.ingest.filereader`) with its own line splitter
-and source parser, so a multi-line record never spans two files.
+and a rotation that happened while the daemon was down is found again by inode in the directory
+(or where logrotate's `olddir` moves it: `diag.ingest.rotated_dirs`). Each open file is a
+`FileReader` (`diag.ingest.filereader`) with its own line splitter and source parser, so a
+multi-line record never spans two files.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import os
 import time
 from dataclasses import replace
 from typing import Callable
-from pathlib import Path
 
 from diag.daemon.config import Config, LogSpec
 from diag.fsname import display, file_key
 from diag.ingest.filereader import FP_BYTES, READ_CHUNK, FileReader, fingerprint_of
 from diag.ingest.identity import COMPRESSED, UNCHANGED, FinishedFiles, prefix_of_followed, starts_with
 from diag.ingest.reader import Line, LineSplitter
+from diag.ingest.rotated_dirs import RotatedDirs
 from diag.parsing.source import PARSERS, SourceParser
 from diag.store.db import SourceState
 
@@ -61,6 +62,8 @@ class Follower:
         # globbed names not opened yet because their bytes so far are a followed file's (a copy being
         # made, an empty file): asked again on every call, not only when the glob is due
         self.deferred: dict[str, LogSpec] = {}
+        # where rotated files go besides their log's directory (logrotate's olddir, [[log]] rotated_dirs)
+        self.rotated_dirs = RotatedDirs(cfg.logs, cfg.logrotate_config)
 
     # -- discovery ------------------------------------------------------------------------
     def expand(self, globs: bool = True) -> list[tuple[str, LogSpec]]:
@@ -129,10 +132,12 @@ class Follower:
                 # committed count does not include it yet; it is counted here, once, and committed with
                 # the states that record the rotation (this one as rotated/done, its successor as active).
                 s.rotations = self._count_rotation(s.path)
-            found = self._find_by_key(Path(s.path).parent, s.key, s.fingerprint, s.fp_len)
+            found = self._find_by_key(s.path, s.key, s.fingerprint, s.fp_len)
             if found is None:
                 if counted:
-                    self._error(s.path, f"the file read before the restart ({s.key}) is gone; bytes after offset {s.offset} are lost")
+                    looked = ", ".join(map(display, self.rotated_dirs.search(s.path)))
+                    self._error(s.path, f"the file read before the restart ({s.key}) is gone; bytes after offset {s.offset} are lost "
+                                        f"(looked in {looked}; [[log]] rotated_dirs names more)")
                 s.state = "done"
                 s.updated_at = time.time()
                 self._retired.append(s)  # committed as done: the next start neither looks for it nor counts it again
@@ -147,24 +152,26 @@ class Follower:
                 self._retired.append(s)
         return out
 
-    def _find_by_key(self, directory: Path, key: str, fp: str, fp_len: int) -> str | None:
-        """The file in `directory` with this device/inode (and first bytes): a rotated-away file."""
-        return self._find(directory, fp, fp_len, lambda e, st: file_key(st) == key)
+    def _find_by_key(self, path: str, key: str, fp: str, fp_len: int) -> str | None:
+        """The file rotated away from `path` with this device/inode (and first bytes)."""
+        return self._find(path, fp, fp_len, lambda e, st: file_key(st) == key)
 
-    def _find(self, directory: Path, fp: str, fp_len: int, accept: Callable[[os.DirEntry, os.stat_result], bool]) -> str | None:
-        """The first regular file in `directory` that `accept`s and starts with the fingerprinted bytes."""
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            return None
-        for e in entries:
+    def _find(self, path: str, fp: str, fp_len: int, accept: Callable[[os.DirEntry, os.stat_result], bool]) -> str | None:
+        """The first regular file where `path`'s rotated files go (its directory, then `rotated_dirs`')
+        that `accept`s and starts with the fingerprinted bytes."""
+        for directory in self.rotated_dirs.search(path):
             try:
-                if not e.is_file() or not accept(e, e.stat()):
-                    continue
-                if not fp_len or starts_with(e.path, fp, fp_len):
-                    return e.path
+                entries = list(os.scandir(directory))
             except OSError:
                 continue
+            for e in entries:
+                try:
+                    if not e.is_file() or not accept(e, e.stat()):
+                        continue
+                    if not fp_len or starts_with(e.path, fp, fp_len):
+                        return e.path
+                except OSError:
+                    continue
         return None
 
     def _open(self, path: str, spec: LogSpec, successor: bool, globbed: bool = False) -> FileReader | None:
@@ -329,7 +336,7 @@ class Follower:
     def _salvage(self, path: str, r: FileReader, pos: int) -> None:
         """copytruncate: take the bytes not read yet from the copy that has our first bytes, then restart at 0."""
         out: list[Line] = []
-        copy = self._find_copy(Path(path).parent, r.state.fingerprint, r.state.fp_len, r.key, pos) if r.state.fp_len else None
+        copy = self._find_copy(path, r.state.fingerprint, r.state.fp_len, r.key, pos) if r.state.fp_len else None
         if copy is not None:
             budget = SALVAGE_BUDGET
             with open(copy, "rb") as f:
@@ -364,9 +371,9 @@ class Follower:
         head = os.pread(r.fileno(), FP_BYTES, 0)
         r.state.fingerprint, r.state.fp_len = fingerprint_of(head), len(head)
 
-    def _find_copy(self, directory: Path, fp: str, fp_len: int, key: str, min_size: int) -> str | None:
+    def _find_copy(self, path: str, fp: str, fp_len: int, key: str, min_size: int) -> str | None:
         """copytruncate's copy: another (uncompressed) file with our first bytes, at least as long as what we read."""
-        return self._find(directory, fp, fp_len,
+        return self._find(path, fp, fp_len,
                           lambda e, st: file_key(st) != key and st.st_size >= min_size and not e.name.endswith(COMPRESSED))
 
     def _retire(self, r: FileReader) -> None:
