@@ -157,22 +157,9 @@ class Follower:
         return self._find(path, fp, fp_len, lambda e, st: file_key(st) == key)
 
     def _find(self, path: str, fp: str, fp_len: int, accept: Callable[[os.DirEntry, os.stat_result], bool]) -> str | None:
-        """The first regular file where `path`'s rotated files go (its directory, then `rotated_dirs`')
-        that `accept`s and starts with the fingerprinted bytes."""
-        for directory in self.rotated_dirs.search(path):
-            try:
-                entries = list(os.scandir(directory))
-            except OSError:
-                continue
-            for e in entries:
-                try:
-                    if not e.is_file() or not accept(e, e.stat()):
-                        continue
-                    if not fp_len or starts_with(e.path, fp, fp_len):
-                        return e.path
-                except OSError:
-                    continue
-        return None
+        """The first regular file where `path`'s rotated files go that `accept`s and starts with the
+        fingerprinted bytes (`RotatedDirs.find`)."""
+        return self.rotated_dirs.find(path, lambda e, st: accept(e, st) and (not fp_len or starts_with(e.path, fp, fp_len)))
 
     def _open(self, path: str, spec: LogSpec, successor: bool, globbed: bool = False) -> FileReader | None:
         """Follow the file at `path`: resumed where the store left it, or new. `globbed`: a name a

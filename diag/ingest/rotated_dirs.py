@@ -14,7 +14,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 from diag.daemon.config import LogSpec
 from diag.ingest.logrotate import DEFAULT_CONFIG, LogrotateConfig
@@ -60,3 +60,19 @@ class RotatedDirs:
     def search(self, path: str) -> list[str]:
         """Where to look for `path`'s rotated files: its own directory first, then `for_path`."""
         return [os.path.dirname(path) or ".", *self.for_path(path)]
+
+    def find(self, path: str, accept: Callable[[os.DirEntry, os.stat_result], bool]) -> str | None:
+        """The first regular file in `search(path)`'s directories that `accept`s (given its entry and
+        stat; it may read the file): an unreadable directory or file is passed over."""
+        for directory in self.search(path):
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for e in entries:
+                try:
+                    if e.is_file() and accept(e, e.stat()):
+                        return e.path
+                except OSError:
+                    continue
+        return None
