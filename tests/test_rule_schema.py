@@ -56,6 +56,8 @@ BAD = [
     ("inhibits = { window = 0 }", "`window` must be a number > 0"),
     ("inhibits = { rules = ['x'], later = 1 }", "unknown key(s) ['later']"),
     ("colour = 'red'", "unknown key(s) ['colour']"),
+    ("from_event = 'model_requested'", "`from_event` must be a non-empty table"),
+    ("from_event = { model = 3 }", "`model` must name an event field"),
 ]
 
 
