@@ -192,10 +192,10 @@ def classify(ev: Event, msg: str) -> None:
             m = _ABORTED.match(msg)
             if m:
                 ev.kind = E.ABORTED
-                ids = [i.strip() for i in m.group(1).split(",") if i.strip()]
-                f["request_id"] = ids[0] if ids else ""
-                if len(ids) > 1:
-                    f["request_ids"] = ids
+                f["request_id"] = m.group(1).strip()
+                if "," in m.group(1):  # several ids, joined with ","; or one a client chose with a comma in it:
+                    # the trace assembler tells which from the requests it knows (`_aborted_listed`)
+                    f["request_ids"] = [i.strip() for i in m.group(1).split(",") if i.strip()]
         elif msg.startswith("Avg prompt throughput"):
             _stats(ev, msg)
     elif c == "E":
