@@ -295,6 +295,16 @@ def test_rules_lint_flags_a_catastrophic_user_rule_and_passes_the_builtins(tmp_p
     assert r.returncode == 0 and "0 problem(s)" in r.stdout
 
 
+def test_rules_lint_counts_fields_from_the_event_as_provided_for_the_summary():
+    from diag.analysis.rules.lint import lint
+
+    item = {"id": "x", "title": "t", "category": "model", "severity": "error", "summary": "model {name} ({n})",
+            "remedy": "send the served model name", "match": "MARKER (?P<n>\\d+)", "examples": ["MARKER 7"],
+            "counter_examples": ["nothing"]}
+    assert "summary uses {name}" in " ".join(lint(rules.RuleSet([rules.build(item)])))
+    assert lint(rules.RuleSet([rules.build(item | {"from_event": {"name": "model_requested"}})])) == []
+
+
 @pytest.mark.parametrize("value", ["-1", "0"])
 def test_a_bad_max_line_bytes_exits_2_with_one_line(tmp_path, value):
     log = tmp_path / "x.log"
