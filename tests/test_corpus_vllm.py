@@ -263,6 +263,14 @@ def test_kserve_openai_routes_answer_their_requests(tmp_path):
     (t,) = doc["traces"]
     assert (t["id"], t["endpoint"], t["status"], t["http_status"]) == ("chatcmpl-017ee87d69ed40e9b67198e5c5e0ee7d", "chat", "ok", 200)
     assert (t["http"]["path"], t["http"]["client"]) == ("/openai/v1/chat/completions", "127.0.0.1:42226")
+    # the same lines as vLLM's own logging writes them (uvicorn's default access format: the fast path's lines)
+    plain = KSERVE.read_text().replace("2025-05-14 17:45:10.901 uvicorn.access INFO:     127.0.0.1:42226 1647689 - ",
+                                       'INFO:     127.0.0.1:42226 - ')
+    assert plain.count('INFO:     127.0.0.1:42226 - "POST /openai/v1/chat/completions HTTP/1.1" 200 OK') == 1
+    p = tmp_path / "uvicorn-default.log"
+    p.write_text(plain)
+    (t,) = scan(p)["traces"]
+    assert (t["status"], t["http"]["path"], t["http"]["client"]) == ("ok", "/openai/v1/chat/completions", "127.0.0.1:42226")
     # /openai/v1/completions answers a completions request (`cmpl-<id>-<n>`), and only that family
     text = KSERVE.read_text().replace("chatcmpl-017ee87d69ed40e9b67198e5c5e0ee7d", "cmpl-017ee87d69ed40e9b67198e5c5e0ee7d-0")
     for route, status in (("/openai/v1/completions", 200), ("/openai/v1/chat/completions", None)):
