@@ -176,6 +176,9 @@ CANARY_TEXT = (f"{CANARY} torch.OutOfMemoryError: CUDA out of memory. Tried to a
                "max_tokens=7, prompt_token_ids: [1], output_token_ids: [1, 2], finish_reason: abort "
                "Finished request cmpl-zz1. Aborted request cmpl-zz1. model=zzmodel status=500 n_tokens = 99 "
                "session=9, input_tokens=3, max_new_tokens=4, n_prompt_tokens = 5, task id = 9, HTTP/1.1\" 500 ")
+# A model name a client asks for: one word (a model's name is kept, and reported), made of rules' literals.
+# It carries no canary word: the unknown-model finding names it by design; it must raise nothing else.
+CANARY_MODEL = "EngineDeadError/cudaErrorIllegalAddress:CUBLAS_STATUS_ALLOC_FAILED"
 CANARY_URL = f"{CANARY}/CUDA_out_of_memory/EngineDeadError.png?token={CANARY}&q=Traceback"
 CANARY_LINES = [f"{CANARY} torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
                 "Traceback (most recent call last):", f'  File "/{CANARY}.py", line 1, in <module>',
@@ -186,7 +189,7 @@ CANARY_LINES = [f"{CANARY} torch.OutOfMemoryError: CUDA out of memory. Tried to 
 @dataclass
 class Plant:
     """One free-text position: in `file`, replace `old` (first occurrence, or all with `every`)
-    with `new`, where `{text}`, `{url}` and `{lines}` stand for the planted payload."""
+    with `new`, where `{text}`, `{url}`, `{lines}` and `{model}` stand for the planted payload."""
 
     file: str
     what: str
@@ -199,6 +202,16 @@ PLANTS = [
     Plant("vllm/synthetic-0.6.6-qwen2vl.log", "vLLM 0.6 INFO prompt", "Summarize the plot of Hamlet in two sentences.", "{text}"),
     Plant("vllm/synthetic-0.6.6-qwen2vl.log", "vLLM unknown model: the name the client sent, quoting the server's words",
           "The model `gpt-4o` does not exist.", "The model `{text}` does not exist. {text}` does not exist."),
+    # the model name a client asked for, as one word (kept as a field, masked in what the rules see), each form:
+    Plant("vllm/synthetic-0.6.6-qwen2vl.log", "vLLM unknown model, 0.6-0.10 form (object='error' message=…): a one-word name",
+          'INFO:     10.0.0.12:44810 - "POST /v1/chat/completions HTTP/1.1" 404 Not Found',
+          'INFO:     10.0.0.12:44810 - "POST /v1/chat/completions HTTP/1.1" 404 Not Found\n'
+          "ERROR 01-24 09:03:02 serving_chat.py:114] Error with model object='error' message='The model `{model}` does not exist.' "
+          "type='NotFoundError' param=None code=404"),
+    Plant("vllm/synthetic-0.11.0-qwen3vl.log", "vLLM unknown model, 0.10.1+ form (error=ErrorInfo(…)): a one-word name",
+          "The model `gpt-4o` does not exist.", "The model `{model}` does not exist."),
+    Plant("vllm/real-0.32.0-cpu/text.log", "vLLM unknown model, 0.14.1+ form (Valid aliases, param='model'): a one-word name",
+          "The model `nope` does not exist.", "The model `{model}` does not exist."),
     Plant("vllm/real-0.32.0-cpu/text.log", "vLLM 'failed (bad request): …': a validation error quoting the request",
           "Added request chatcmpl-914cc2ebd5c0a1d5-8137f100.",
           "Added request chatcmpl-914cc2ebd5c0a1d5-8137f100.\n(APIServer pid=14990) INFO 11-22 18:27:49 [async_llm.py:789] "
@@ -317,17 +330,19 @@ def plant_canaries(dest: Path, plants: list[Plant] = PLANTS, word: str = CANARY)
     planted, clean = [], []
     for rel, ps in by_file.items():
         base = (CORPUS / rel).read_text(encoding="utf-8")
-        for variant, text, url, lines in (("planted", CANARY_TEXT.replace(CANARY, word), CANARY_URL.replace(CANARY, word),
-                                           "\n".join(CANARY_LINES).replace(CANARY, word)),
-                                          ("clean", "please describe the picture", "picture.png?size=2", "please describe\nthe picture")):
+        for variant, text, url, lines, model in (("planted", CANARY_TEXT.replace(CANARY, word), CANARY_URL.replace(CANARY, word),
+                                                  "\n".join(CANARY_LINES).replace(CANARY, word), CANARY_MODEL),
+                                                 ("clean", "please describe the picture", "picture.png?size=2",
+                                                  "please describe\nthe picture", "Qwen/Qwen2-VL-7B-Instruct")):
             body = base
             for p in ps:
                 # {ntext}: the text as nginx's access log escapes it (`"` and `\\` as \xXX)
                 # {qtext}: as a request target carries it (spaces encoded, quotes as they are)
                 ntext, qtext = text.replace("\\", "\\x5C").replace('"', "\\x22"), text.replace(" ", "%20")
-                old = p.old.format(text=text, url=url, lines=lines, ntext=ntext, qtext=qtext) if "{" in p.old else p.old  # may follow an earlier plant
+                subs = {"text": text, "url": url, "lines": lines, "ntext": ntext, "qtext": qtext, "model": model}
+                old = p.old.format(**subs) if "{" in p.old else p.old  # may follow an earlier plant
                 assert old in body, f"{rel}: the anchor for {p.what!r} is gone"
-                new = p.new.format(text=text, url=url, lines=lines, ntext=ntext, qtext=qtext)
+                new = p.new.format(**subs)
                 body = body.replace(old, new) if p.every else body.replace(old, new, 1)
             out = dest / variant / rel.replace("/", "__")
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -251,3 +251,32 @@ def test_vllm_loggers_under_another_programs_config(tmp_path):
     assert doc["findings"] == [] and CANARY not in json.dumps(doc)
     t = traces(doc)["47d63068-5bdd-11f0-9abd-2692dff640b2"]
     assert (t["max_tokens"], t["prompt_tokens"]) == (256, 3)
+
+
+KSERVE = CORPUS.parent / "field" / "healthy" / "kserve-vllm-image-request-trace.log"  # real: kserve/kserve#4470
+
+
+def test_kserve_openai_routes_answer_their_requests(tmp_path):
+    """vLLM behind KServe serves the OpenAI routes under /openai/v1/: the access line (KServe's format,
+    its pid after the client) is the answer to the request it follows, as /v1/chat/completions is."""
+    doc = scan(KSERVE)
+    (t,) = doc["traces"]
+    assert (t["id"], t["endpoint"], t["status"], t["http_status"]) == ("chatcmpl-017ee87d69ed40e9b67198e5c5e0ee7d", "chat", "ok", 200)
+    assert (t["http"]["path"], t["http"]["client"]) == ("/openai/v1/chat/completions", "127.0.0.1:42226")
+    # the same lines as vLLM's own logging writes them (uvicorn's default access format: the fast path's lines)
+    plain = KSERVE.read_text().replace("2025-05-14 17:45:10.901 uvicorn.access INFO:     127.0.0.1:42226 1647689 - ",
+                                       'INFO:     127.0.0.1:42226 - ')
+    assert plain.count('INFO:     127.0.0.1:42226 - "POST /openai/v1/chat/completions HTTP/1.1" 200 OK') == 1
+    p = tmp_path / "uvicorn-default.log"
+    p.write_text(plain)
+    (t,) = scan(p)["traces"]
+    assert (t["status"], t["http"]["path"], t["http"]["client"]) == ("ok", "/openai/v1/chat/completions", "127.0.0.1:42226")
+    # /openai/v1/completions answers a completions request (`cmpl-<id>-<n>`), and only that family
+    text = KSERVE.read_text().replace("chatcmpl-017ee87d69ed40e9b67198e5c5e0ee7d", "cmpl-017ee87d69ed40e9b67198e5c5e0ee7d-0")
+    for route, status in (("/openai/v1/completions", 200), ("/openai/v1/chat/completions", None)):
+        p = tmp_path / f"{route.replace('/', '_')}.log"
+        p.write_text(text.replace("/openai/v1/chat/completions", route))
+        doc = scan(p)
+        (t,) = doc["traces"]
+        assert (t["endpoint"], t["http_status"]) == ("completions", status), route
+        assert doc["summary"]["http_status"] == {"200": 1}

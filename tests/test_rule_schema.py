@@ -56,6 +56,8 @@ BAD = [
     ("inhibits = { window = 0 }", "`window` must be a number > 0"),
     ("inhibits = { rules = ['x'], later = 1 }", "unknown key(s) ['later']"),
     ("colour = 'red'", "unknown key(s) ['colour']"),
+    ("from_event = 'model_requested'", "`from_event` must be a non-empty table"),
+    ("from_event = { model = 3 }", "`model` must name an event field"),
 ]
 
 
@@ -291,6 +293,16 @@ def test_rules_lint_flags_a_catastrophic_user_rule_and_passes_the_builtins(tmp_p
     assert r.returncode == 1 and "rule evil: pattern '(x+x+)+y' can backtrack catastrophically (nested unbounded repetition)" in out
     r = _diag("rules", "lint")
     assert r.returncode == 0 and "0 problem(s)" in r.stdout
+
+
+def test_rules_lint_counts_fields_from_the_event_as_provided_for_the_summary():
+    from diag.analysis.rules.lint import lint
+
+    item = {"id": "x", "title": "t", "category": "model", "severity": "error", "summary": "model {name} ({n})",
+            "remedy": "send the served model name", "match": "MARKER (?P<n>\\d+)", "examples": ["MARKER 7"],
+            "counter_examples": ["nothing"]}
+    assert "summary uses {name}" in " ".join(lint(rules.RuleSet([rules.build(item)])))
+    assert lint(rules.RuleSet([rules.build(item | {"from_event": {"name": "model_requested"}})])) == []
 
 
 @pytest.mark.parametrize("value", ["-1", "0"])

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from conftest import CORPUS, LLAMA, VLLM, findings, scan, statuses
+from conftest import CORPUS, LLAMA, VLLM, findings, scan, statuses, traces
 
 from diag.analysis.rules import ruleset as rules
 from diag.parsing.source import SourceParser
@@ -151,3 +151,38 @@ def test_pieces_of_one_rotated_log_are_one_source(tmp_path):
     (tmp_path / "llama.log").write_text("".join(lines[cut:]))
     ids = [t["id"] for t in scan(tmp_path / "llama.log.1", tmp_path / "llama.log")["traces"]]
     assert sorted(ids) == sorted(f"task-{i}" for i in range(10))
+
+
+def _aborts(tmp_path, ids: list[str], aborted: str, name: str) -> dict:
+    """vLLM 0.11's log (tests/data/corpus) up to a request it received, then requests `ids` received
+    and added as it logs that one, then its client-disconnect lines naming `aborted` (0.10.1-0.13:
+    `Aborted request(s) <ids joined with ",">.`, then `Request <id> aborted.` when it is one)."""
+    lines = (VLLM.parent / "synthetic-0.11.0-qwen3vl.log").read_text().splitlines()
+    head, received, added, abort, abort_one = lines[:106], lines[106], lines[107], lines[110], lines[111]
+    rid = "chatcmpl-4d6a133a2026621f13a5f96618effced"
+    assert rid in received and rid in added and f"Aborted request(s) {rid}." in abort and f"Request {rid} aborted." in abort_one
+    body = head + [ln.replace(rid, i) for i in ids for ln in (received, added)] + [abort.replace(rid, aborted)]
+    if aborted in ids:
+        body.append(abort_one.replace(rid, aborted))
+    p = tmp_path / name
+    p.write_text("\n".join(body) + "\n")
+    return traces(scan(p))
+
+
+def test_a_comma_in_a_clients_request_id_aborts_that_request_and_no_other(tmp_path):
+    """vLLM joins the ids of `Aborted request(s)` with ","; a client's X-Request-Id may hold one. The
+    one whose id is the whole text is the one aborted, not the request its second half names."""
+    other = "chatcmpl-4d6a133a2026621f13a5f96618effced"
+    mine = f"chatcmpl-x,{other}"  # X-Request-Id: x,chatcmpl-4d6a…
+    tr = _aborts(tmp_path, [other, mine], mine, "comma-id.log")
+    assert tr[mine]["status"] == "aborted"
+    assert tr[other]["status"] != "aborted" and tr[other]["aborted_at"] is None
+    assert "chatcmpl-x" not in tr
+
+
+def test_aborted_requests_listed_together_are_each_aborted_and_an_unknown_one_opens_no_trace(tmp_path):
+    a, b = "chatcmpl-4d6a133a2026621f13a5f96618effced", "chatcmpl-5e7b244b3137732024b6f07729ffde"
+    tr = _aborts(tmp_path, [a, b], f"{a},{b}", "two.log")
+    assert tr[a]["status"] == tr[b]["status"] == "aborted"
+    tr = _aborts(tmp_path, [a, b], f"{a},chatcmpl-gone", "one-known.log")
+    assert tr[a]["status"] == "aborted" and tr[b]["status"] != "aborted" and "chatcmpl-gone" not in tr

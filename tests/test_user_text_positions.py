@@ -111,6 +111,31 @@ def test_an_unknown_model_keeps_a_models_name_and_masks_any_other_text():
     assert CANARY not in ev.text and "CUDA" not in ev.text and "model_requested" not in ev.fields
 
 
+@pytest.mark.parametrize("line", [
+    # each form vLLM logs it in (real: tests/data/corpus 0.32 text.log, 0.11 and 0.6 synthetic, vllm#15018 for 0.8)
+    "(APIServer pid=14990) ERROR 11-22 18:27:49 [serving.py:274] Error with model error=ErrorInfo(message='The model `%s` "
+    "does not exist. Valid aliases: tiny.', type='NotFoundError', param='model', code=404)",
+    "(APIServer pid=1) ERROR 01-24 10:02:40 [serving_chat.py:178] Error with model error=ErrorInfo(message='The model `%s` "
+    "does not exist.', type='NotFoundError', param=None, code=404)",
+    "ERROR 03-18 09:02:03 [serving_chat.py:133] Error with model object='error' message='The model `%s` does not exist.' "
+    "type='NotFoundError' param=None code=404",
+])
+def test_a_one_word_model_name_is_no_rule_input_and_the_finding_still_names_it(line, tmp_path):
+    """The name a client asks for is its text, even when it is one word a rule looks for: the rules
+    see a placeholder, and `unknown-model` names the model from the parser's field (`from_event`)."""
+    from conftest import findings, scan, severe
+
+    name = "EngineDeadError/cudaErrorIllegalAddress:CUBLAS_STATUS_ALLOC_FAILED"  # three rules' literals, a valid name
+    ev = _one(line % name)
+    assert ev.fields["model_requested"] == name and "EngineDeadError" not in ev.text and "«model:" in ev.text
+    log = tmp_path / "vllm.log"
+    log.write_text(line % name + "\n")
+    doc = scan(log)
+    assert severe(doc) == {"unknown-model"}
+    f = findings(doc)["unknown-model"]
+    assert f["fields"]["model"] == name and f"`{name}`" in f["summary"] and "EngineDeadError" not in f["excerpt"]
+
+
 def test_http_server_request_line_it_could_not_parse_is_masked():
     evs = parse_text(f"10.8.0.23 - - [24/Jan/2025 00:13:38] code 400, message Bad request version ('{CANARY} CUDA out of memory')\n"
                      f'10.8.0.23 - - [24/Jan/2025 00:13:38] "{CANARY} CUDA out of memory" 400 -')

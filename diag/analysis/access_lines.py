@@ -28,7 +28,8 @@ from diag.analysis.trace import Trace
 from diag.analysis.tracetable import MAX_OPEN, TraceTable
 
 GEN_ENDPOINTS = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions", "/completion",
-                           "/v1/responses", "/generate", "/v1/messages"})
+                           "/v1/responses", "/generate", "/v1/messages",
+                           "/openai/v1/chat/completions", "/openai/v1/completions"})  # vLLM behind KServe
 # the id family an endpoint's requests have (`chatcmpl-` ↔ chat, `cmpl-` ↔ completions), None: any
 _FAMILY = {p: "completions" if "completions" in p and "chat" not in p else ("chat" if "chat" in p else None) for p in GEN_ENDPOINTS}
 

@@ -202,6 +202,9 @@ class RuleEngine:
             if seen is not None and (ev.ts is None or ev.ts - seen <= r.unless_after[1]):
                 return
         fields = {k: clean(v) for k, v in groups.items()}  # what a pattern captured is bounded and redacted like an excerpt
+        for k, src in r.from_event.items():  # the parser's reading wins over the text (masked there)
+            if ev.fields.get(src) is not None:
+                fields[k] = clean(ev.fields[src])
         for k in ("status", "path", "method", "reason"):
             if k in ev.fields and k not in fields and ev.kind == E.ACCESS:
                 fields[k] = clean(ev.fields[k])

@@ -86,6 +86,11 @@ class TraceAssembler(AccessAttacher):
         rid = f.get("request_id")
         if not rid:
             return None
+        others = ()
+        if k == ABORTED and "request_ids" in f:
+            rid, others = self._aborted_listed(ev, rid, f["request_ids"])
+            if rid is None:
+                return None
         t = self.trace_of(ev, rid)
         if t is None:
             return None
@@ -162,7 +167,7 @@ class TraceAssembler(AccessAttacher):
                 if f.get("latency_s") is not None:
                     t.latency_s = f["latency_s"]
         elif k == ABORTED:
-            for other in f.get("request_ids", [])[1:]:
+            for other in others:
                 o = self.trace_of(ev, other)
                 if o is not None:
                     o.aborted_at = o.aborted_at or ts
@@ -181,6 +186,17 @@ class TraceAssembler(AccessAttacher):
             t._ended = True
         self.settle(t)
         return t
+
+    def _aborted_listed(self, ev: Event, whole: str, ids: list[str]) -> tuple[str | None, list[str]]:
+        """Which requests `Aborted request(s) a,b.` names: vLLM joins the ids with ",", and a client's
+        X-Request-Id may hold one (`x,chatcmpl-<another's id>`), so the text is read against the
+        requests known: the whole text when it names one, else each listed id that names one. A
+        listed id no request has opens no trace: with a comma in the text, what it meant is not
+        known. Returns the first request's id and the others' (None: none named)."""
+        if self.trace_of(ev, whole, False) is not None:
+            return whole, []
+        known = [i for i in dict.fromkeys(ids) if self.trace_of(ev, i, False) is not None]
+        return (known[0], known[1:]) if known else (None, [])
 
     # -- the plain lifecycle, without events ---------------------------------------------
     # A busy server's log is almost all of this: a request arrives (vLLM's `Received request`),

@@ -20,9 +20,9 @@ from typing import Any
 
 OPEN, CLOSE = "«", "»"
 # API paths the servers themselves define: an endpoint is not user content, and rules need it
-# (a proxy forwarding to /chat/completions without /v1).
+# (a proxy forwarding to /chat/completions without /v1). KServe serves vLLM's under /openai/v1/.
 _API_PATH = re.compile(
-    r"/(?:v1/)?(?:chat/completions|completions?|embeddings|models|responses|messages|generate|health|metrics|"
+    r"/(?:openai/v1/|v1/)?(?:chat/completions|completions?|embeddings|models|responses|messages|generate|health|metrics|"
     r"tokenize|detokenize|infill|props|slots|rerank|score|pooling|audio/\w+|v1|version|ping|chat\.html)?/?\Z"
 )
 _URL = re.compile(r"\b((?:https?|wss?|ftp|s3|gs|file)://)([^/\s?#\"'<>\\)\]]*)([^\s\"'<>\\)\]]*)", re.I)

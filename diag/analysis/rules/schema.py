@@ -169,6 +169,15 @@ def _when(v: Any) -> str | None:
     return None
 
 
+def _from_event(v: Any) -> str | None:
+    if not isinstance(v, dict) or not v:
+        return "must be a non-empty table of finding field = event field"
+    for k, src in v.items():
+        if not isinstance(src, str) or not src:
+            return f"`{k}` must name an event field (a string), not {src!r}"
+    return None
+
+
 def _examples(v: Any) -> str | None:
     if not isinstance(v, list) or not v:
         return "must be a non-empty list"
@@ -203,6 +212,7 @@ SCHEMA: dict[str, tuple[bool, Callable[[Any], str | None]]] = {
     "unless": (False, lambda v: compile_error(v)),
     "frames": (False, lambda v: compile_error(v)),
     "when": (False, _when),
+    "from_event": (False, _from_event),
     "final": (False, _bool),
     "consecutive": (False, _consecutive),
     "references": (False, _strings),

@@ -192,10 +192,10 @@ def classify(ev: Event, msg: str) -> None:
             m = _ABORTED.match(msg)
             if m:
                 ev.kind = E.ABORTED
-                ids = [i.strip() for i in m.group(1).split(",") if i.strip()]
-                f["request_id"] = ids[0] if ids else ""
-                if len(ids) > 1:
-                    f["request_ids"] = ids
+                f["request_id"] = m.group(1).strip()
+                if "," in m.group(1):  # several ids, joined with ","; or one a client chose with a comma in it:
+                    # the trace assembler tells which from the requests it knows (`_aborted_listed`)
+                    f["request_ids"] = [i.strip() for i in m.group(1).split(",") if i.strip()]
         elif msg.startswith("Avg prompt throughput"):
             _stats(ev, msg)
     elif c == "E":
@@ -256,10 +256,11 @@ def classify(ev: Event, msg: str) -> None:
 
 
 def _unknown_model(ev: Event, msg: str, f: dict) -> None:
-    """`The model `NAME` does not exist`: NAME is what the client asked for. A model's name is
-    kept (which one clients ask for is the diagnosis); anything else there is the client's text,
-    masked before the rules see it. The name ends at the last "` does not exist" (the server's
-    words follow it; a name may quote them)."""
+    """`The model `NAME` does not exist`: NAME is what the client asked for, so it is masked before
+    the rules see it, whatever it is (a one-word name such as `EngineDeadError` is a rule's literal).
+    A model's name is kept as a field (which one clients ask for is the diagnosis: the
+    `unknown-model` rule reports it from there, `from_event`); any other text there is not. The name
+    ends at the last "` does not exist" (the server's words follow it; a name may quote them)."""
     a = msg.find("The model `")
     b = msg.rfind("` does not exist")
     if a < 0 or b < a + 11:
@@ -267,8 +268,7 @@ def _unknown_model(ev: Event, msg: str, f: dict) -> None:
     name = msg[a + 11:b]
     if _MODEL_NAME.match(name):
         f["model_requested"] = clean(name)
-    else:
-        ev.text = usercontent.mask(ev.text, a + 11, b, "model", f)
+    ev.text = usercontent.mask(ev.text, a + 11, b, "model", f)
 
 
 def received(msg: str, f: dict) -> re.Match | None:
