@@ -91,6 +91,26 @@ def test_a_request_id_with_spaces_the_client_chose_never_reaches_the_rules(msg, 
         assert ev.text.endswith(kept)
 
 
+@pytest.mark.parametrize("rid, masked", [
+    ("chatcmpl-EngineDeadError", True),  # a client's X-Request-Id, one word a rule looks for
+    ("chatcmpl-NCCL_error:CUBLAS_STATUS_ALLOC_FAILED", True),
+    ("chatcmpl-99512c3bf5fb2800", False),  # the server's own ids are kept as they are (real: 0.10 engine-dead log)
+    ("cmpl-0e1fae31b8e15198ecbc6e9083d7aaaa-0", False),
+])
+def test_a_one_word_request_id_the_client_chose_in_a_failed_line_is_no_rule_input(rid, masked, tmp_path):
+    """Failed lines are rule input by default (`request.failed`), and their id may be the client's
+    X-Request-Id: the id is a field, its text a placeholder, unless it has the server's id shape."""
+    from conftest import scan, severe
+
+    line = f"(APIServer pid=11381) INFO 11-22 18:23:19 [async_llm.py:789] Request {rid} failed (bad request)."
+    ev = _one(line)
+    assert ev.kind == E.FAILED and ev.fields["request_id"] == rid and ev.fields["reason"] == "bad request"
+    assert (rid not in ev.text) == masked and ev.text.endswith(" failed (bad request).")
+    log = tmp_path / "vllm.log"
+    log.write_text(line + "\n")
+    assert severe(scan(log)) == set()  # the id raises nothing (engine-dead, nccl-error, cuda-oom before)
+
+
 def test_a_raw_newline_in_a_request_id_puts_the_rest_of_the_message_out_of_the_rules_reach():
     """0.6.4+ takes the body's `request_id`; vLLM repeats the line's prefix after a newline (and ends
     the line before with \\r): the next line is the rest of the same message, the client's."""

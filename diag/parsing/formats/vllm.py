@@ -54,6 +54,9 @@ _REQ_STATE = re.compile(r"Request (\S+?) (aborted|failed)(?: \(([^)]*)\))?(?:(?:
 # `Request ID aborted.` and the like whose ID (the client's X-Request-Id) has a space: the last of the
 # server's words ends it (tried only when the plain pattern failed, on a line that is no details line)
 _REQ_STATE_SPACED = re.compile(r"Request (.+) (aborted|failed)(?: \(([^)]*)\))?(?:(?::| due to) (.*))?\.\Z", re.S)
+# An id as the server makes them (`chatcmpl-` + hex, the sub-request's `-hex` suffixes): no words
+# in it. Anything else is the client's X-Request-Id, which a failed line would hand to the rules.
+_SERVER_ID = re.compile(r"[a-z]{1,16}-[0-9a-f]{6,64}(?:-[0-9a-f]{1,16})*\Z")
 _FINISHED = re.compile(r"Finished request (\S+?)\.\Z")
 _GENERATED = re.compile(r"Generated response (\S+?)( \(streaming (?:delta|complete)\))?(?: details)?: (.*)\Z", re.S)
 _FINISH_REASON = re.compile(r"finish_reason: (\w+)\s*\Z")
@@ -143,14 +146,17 @@ def classify(ev: Event, msg: str) -> None:
                     ev.text = usercontent.mask(msg, 8, m.end(4) if m.group(4) else m.end(1), "request-id", f)
                     return
             if m:
-                ev.kind = E.ABORTED if m.group(2) == "aborted" else E.FAILED
-                f["request_id"] = m.group(1)
+                failed = m.group(2) == "failed"
+                ev.kind = E.FAILED if failed else E.ABORTED
+                rid = f["request_id"] = m.group(1)
                 if m.group(3):
                     f["reason"] = clean(m.group(3), 200)
                     if m.group(4):  # `failed (bad request): …`: a validation error, which quotes the request
                         ev.text = usercontent.mask(msg, m.start(4), m.end(4), "error", f)
-                elif m.group(4) and m.group(2) == "failed":
+                elif m.group(4) and failed:
                     f["reason"] = clean(m.group(4), 200)  # an error message may echo the input
+                if failed and _SERVER_ID.match(rid) is None:  # rules read failed lines: not the client's id
+                    ev.text = usercontent.mask(ev.text, 8, m.end(1), "request-id", f)
                 return
             m = _DETAILS.match(msg)
             if m:
