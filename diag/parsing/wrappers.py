@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from diag.parsing.clock import month_number
+from diag.parsing.clock import MONTH_NAMES, month_number
 from diag.parsing.base import Ctx, to_int
 
 COMPOSE = re.compile(r"[A-Za-z0-9][\w.-]*\s+\| ")
 DOCKER_TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) ")
-JOURNAL = re.compile(r"([A-Z][a-z]{2}) ([ \d]\d) (\d\d):(\d\d):(\d\d) (\S+) ([^\s\[:]+)(?:\[(\d+)\])?: ")
+JOURNAL = re.compile(r"([^\W\d_]{3}) ([ \d]\d) (\d\d):(\d\d):(\d\d) (\S+) ([^\s\[:]+)(?:\[(\d+)\])?: ")
 JOURNAL_ISO_TAIL = re.compile(r"(\S+) ([^\s\[:]+)\[(\d+)\]: ")
 PROC = re.compile(r"\(([A-Za-z_][^()]*?) pid=(\d+)(?:, ip=[^)]*)?\) ")
 RAY_REPEAT = re.compile(r" \[repeated (\d+)x across cluster\]\Z")
@@ -32,9 +32,12 @@ BRACKET_STAMP = re.compile(r"\[(?: *\d+\.\d+|[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d
 KSERVE = re.compile(r"(?:(\d+) )?(kserve\.trace|kserve|uvicorn\.access|uvicorn\.error) ")
 # torch.distributed's rank tag: `[rank0]: `
 RANK = re.compile(r"\[rank\d+\]: ?")
+# llama-server in router mode (several models, one child server each) passes on each child's lines
+# behind the child's port: `[42751] 107.50.424.958 I srv …` (after `proxying request to model … on
+# port 42751`).
+ROUTER_CHILD = re.compile(r"\[\d{1,5}\] ")
 # What is left of vLLM's prefix when a user cut the level and time: `[serving_chat.py:885] msg`.
 SRC_ONLY = re.compile(r"\[[\w./-]+\.py:\d+\] ")
-_MONTHS = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
 
 
 def strip(text: str, ctx: Ctx) -> tuple[str, int]:
@@ -91,12 +94,12 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
                 continue
             break
         if c == "[":
-            m = BRACKET_STAMP.match(text) or RANK.match(text)
+            m = BRACKET_STAMP.match(text) or RANK.match(text) or ROUTER_CHILD.match(text)
             if m:
                 text = text[m.end():]
                 continue
             break
-        if text[3:4] == " " and text[:3] in _MONTHS:
+        if text[3:4] == " " and text[:3] in MONTH_NAMES:  # the host's locale names the month
             m = JOURNAL.match(text)
             if m:
                 mon, day, hh, mi, ss = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5))
