@@ -32,9 +32,10 @@ BRACKET_STAMP = re.compile(r"\[(?: *\d+\.\d+|[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d
 KSERVE = re.compile(r"(?:(\d+) )?(kserve\.trace|kserve|uvicorn\.access|uvicorn\.error) ")
 # torch.distributed's rank tag: `[rank0]: `
 RANK = re.compile(r"\[rank\d+\]: ?")
-# llama-server in router mode (several models, one child server each) passes on each child's lines
-# behind the child's port: `[42751] 107.50.424.958 I srv …` (after `proxying request to model … on
-# port 42751`).
+# A number in brackets before a server's own line: llama-server in router mode (several models, one
+# child server each) passes on each child's lines behind the child's port (`[42751] 107.50.424.958 I
+# srv …`, after `proxying request to model … on port 42751`); launchers put a worker's pid there
+# (`[80746] [rank0]:[E321 …`).
 ROUTER_CHILD = re.compile(r"\[\d{1,5}\] ")
 # What is left of vLLM's prefix when a user cut the level and time: `[serving_chat.py:885] msg`.
 SRC_ONLY = re.compile(r"\[[\w./-]+\.py:\d+\] ")
