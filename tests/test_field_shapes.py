@@ -23,6 +23,7 @@ FIELD = Path(__file__).parent / "data" / "field"
 DE = FIELD / "healthy" / "llamacpp-journald-german-locale-month.log"
 RU = FIELD / "healthy" / "vllm-journald-russian-locale-month.log"
 OLD = FIELD / "healthy" / "llamacpp-2023-plain-slot-lines.log"
+LLAMAFILE = FIELD / "healthy" / "llamafile-2024-plain-slot-released.log"
 
 
 def _lines(path: Path) -> list[str]:
@@ -67,6 +68,29 @@ def test_2023_llamacpp_plain_slot_lines_make_a_trace():
     doc = scan(OLD)  # llama.cpp#5104: JSON lines around plain-text slot lines
     assert doc["files"][0]["format"] == "llamacpp"
     assert [t["id"] for t in doc["traces"]] == ["task-0"]
+
+
+def test_2023_llamacpp_release_with_its_timings_is_a_completed_request():
+    doc = scan(LLAMAFILE)  # llamafile#343: plain-text lines only, start to release
+    assert doc["files"][0]["format"] == "llamacpp"
+    (t,) = doc["traces"]
+    assert (t["id"], t["status"], t["prompt_tokens"], t["output_tokens"], t["latency_s"]) == ("task-0", "ok", 225, 287, 14.33704)
+
+
+def test_2023_llamacpp_timing_blocks_go_to_the_releases_in_order():
+    # Two slots ending in one pass of update_slots: both timing blocks, then both releases (as
+    # server.cpp printed them then; the numbers are made up).
+    lines = ["slot 0 is processing [task id: 3]", "slot 1 is processing [task id: 4]",
+             "print_timings: prompt eval time =     100.00 ms /    10 tokens (   10.00 ms per token,   100.00 tokens per second)",
+             "print_timings:        eval time =     900.00 ms /    20 runs   (   45.00 ms per token,    22.22 tokens per second)",
+             "print_timings:       total time =    1000.00 ms",
+             "print_timings: prompt eval time =     200.00 ms /    30 tokens (    6.67 ms per token,   150.00 tokens per second)",
+             "print_timings:        eval time =    1800.00 ms /    40 runs   (   45.00 ms per token,    22.22 tokens per second)",
+             "print_timings:       total time =    2000.00 ms",
+             "slot 0 released (30 tokens in cache)", "slot 1 released (70 tokens in cache)"]
+    ends = [e.fields for e in parse_text("\n".join(lines)) if e.kind == E.FINISHED]
+    assert [(f["request_id"], f["prompt_tokens"], f["output_tokens"], f["total_ms"]) for f in ends] == \
+        [("task-3", 10, 20, 1000.0), ("task-4", 30, 40, 2000.0)]
 
 
 def test_2023_llamacpp_release_ends_the_task_its_slot_was_processing():

@@ -12,6 +12,7 @@ import re
 
 from diag.parsing import events as E
 from diag.parsing import usercontent
+from diag.parsing.formats import llamacpp_plain
 from diag.parsing.events import Event
 from diag.parsing.base import Ctx, Parsed, json_text, to_float, to_int
 
@@ -103,7 +104,7 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         if " [" in t[3:9] and " | " in t:
             return _old_text(t, ctx)
         if b == "s" or b == "p" or b == "a" or b == "l":
-            return _plain_2023(body, ctx)
+            return llamacpp_plain.parse(body, ctx)
         return None  # an unprefixed line of some other program
     if body.startswith("image decoded") or body.startswith("processing image"):
         ev.fields["image_event"] = True
@@ -331,39 +332,3 @@ def _old_event(ctx: Ctx, level: str, func: object, msg: object, x: dict) -> Pars
             f["rejected"] = True
     return ev, None
 
-
-# examples/server from its parallel-slots rewrite (October 2023) to early 2024 printed its own
-# lines as plain text between the JSON ones: `slot 0 is processing [task id: 0]`, `slot 0 released
-# (528 tokens in cache)`, `print_timings: prompt eval time = …`, `llama server listening at
-# http://…`. A release names the slot, not the task: the task the slot was processing.
-_PLAIN_SLOT = re.compile(r"slot (\d+) (?:is processing \[task id: (\d+)\]|released \((\d+) tokens in cache\)|: |- )")
-_PLAIN_OTHER = ("print_timings: ", "all slots are idle and system prompt is empty", "llama server listening at http")
-
-
-def _plain_2023(body: str, ctx: Ctx) -> Parsed | None:
-    m = _PLAIN_SLOT.match(body)
-    if m is None:
-        if body.startswith(_PLAIN_OTHER):
-            return Event(ctx.path, 0, NAME, E.LOG, "INFO", None, body, ctx.proc, ctx.pid), None
-        return None
-    ev = Event(ctx.path, 0, NAME, E.LOG, "INFO", None, body, "slot", ctx.pid)
-    f = ev.fields
-    slot = to_int(m.group(1))
-    f["slot"] = slot
-    tasks = ctx.state.setdefault("plain_slot_task", {})
-    task = to_int(m.group(2)) if m.group(2) else None
-    if task is not None:
-        if len(tasks) < 4096:  # slots are few; a garbled number is not a reason to grow
-            tasks[slot] = task
-        ev.kind = E.STARTED
-    elif m.group(3):
-        task = tasks.pop(slot, None)
-        if task is None:
-            return ev, None  # released before this log began: no trace to end
-        ev.kind = E.FINISHED
-        f["released"] = True
-        f["n_tokens"] = to_int(m.group(3))
-    if task is not None:
-        f["task"] = task
-        f["request_id"] = f"task-{task}"
-    return ev, None
