@@ -112,3 +112,11 @@ def test_llamacpp_router_child_port_prefix_is_taken_off():
     assert evs[-1].proc == "slot" and evs[-1].text.startswith("slot get_availabl: id  0 | task -1")
     doc = scan(FIELD / "healthy" / "llamacpp-swap-pid-prefix-timing.log")  # llama.cpp#23269: `[42027] ` lines
     assert [(t["id"], t["status"]) for t in doc["traces"]] == [("task-388", "ok")]
+
+
+def test_kubectl_prefix_is_taken_off():
+    path = FIELD / "healthy" / "nginx-kubectl-prefix-pod-startup.log"  # kubernetes/kubernetes#123874
+    line = next(ln for ln in _lines(path) if "nginx/1.25.4" in ln)
+    (ev,) = parse_text(line)
+    assert ev.fmt == "nginx" and ev.text.endswith("nginx/1.25.4") and not ev.text.startswith("[pod/")
+    assert scan(path)["files"][0]["format"] == "nginx"

@@ -1,8 +1,9 @@
 """Prefixes that other programs put in front of a server's own line.
 
 Containers multiplex streams and collectors add their own prefix: docker compose
-(`vllm-1  | `), `docker logs --timestamps` (RFC 3339 first), journald (`Nov 22 18:27:00 host
-unit[pid]: `), vLLM's and Ray's process tags (`(APIServer pid=1) `, `(WorkerDict pid=7,
+(`vllm-1  | `), `docker logs --timestamps` (RFC 3339 first), `kubectl logs --prefix`
+(`[pod/vllm-0/vllm] `), journald (`Nov 22 18:27:00 host unit[pid]: `, the month in the host's
+locale), vLLM's and Ray's process tags (`(APIServer pid=1) `, `(WorkerDict pid=7,
 ip=10.0.0.2) `) and Ray's de-duplication suffix. They are peeled off, outermost first, before
 the format parsers see the line; what they tell (a time, a process) is kept.
 """
@@ -32,6 +33,8 @@ BRACKET_STAMP = re.compile(r"\[(?: *\d+\.\d+|[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d
 KSERVE = re.compile(r"(?:(\d+) )?(kserve\.trace|kserve|uvicorn\.access|uvicorn\.error) ")
 # torch.distributed's rank tag: `[rank0]: `
 RANK = re.compile(r"\[rank\d+\]: ?")
+# `kubectl logs --prefix` (several pods or containers at once): `[pod/<pod>/<container>] `.
+KUBECTL = re.compile(r"\[pod/[^/\]\s]+/[^\]\s]+\] ")
 # A number in brackets before a server's own line: llama-server in router mode (several models, one
 # child server each) passes on each child's lines behind the child's port (`[42751] 107.50.424.958 I
 # srv …`, after `proxying request to model … on port 42751`); launchers put a worker's pid there
@@ -95,7 +98,7 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
                 continue
             break
         if c == "[":
-            m = BRACKET_STAMP.match(text) or RANK.match(text) or ROUTER_CHILD.match(text)
+            m = BRACKET_STAMP.match(text) or RANK.match(text) or ROUTER_CHILD.match(text) or KUBECTL.match(text)
             if m:
                 text = text[m.end():]
                 continue
