@@ -84,6 +84,16 @@ def test_field_excerpt_is_placed(ex):
         assert ex["category"] in cats, f"expected {ex['category']}, got {got}"
 
 
+@pytest.mark.parametrize("ex", [e for e in EXCERPTS if "format" in e or "traces" in e], ids=_id)
+def test_field_excerpt_is_read(ex):
+    """Where the index says so, the excerpt's server format is recognised and its requests traced."""
+    doc = scan(FIELD / ex["file"])
+    if "format" in ex:
+        assert [f["format"] for f in doc["files"]] == [ex["format"]]
+    if "traces" in ex:
+        assert len(doc["traces"]) == ex["traces"], [(t["id"], t["status"]) for t in doc["traces"]]
+
+
 def test_field_detection_rate(capsys):
     by_class: dict[str, list[bool]] = defaultdict(list)
     by_cat: dict[str, list[bool]] = defaultdict(list)

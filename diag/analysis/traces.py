@@ -155,6 +155,12 @@ class TraceAssembler(AccessAttacher):
                 # llama.cpp: the slot is free whatever happened; success only with timings.
                 t.finished_at = t.finished_at or ts
                 t._ended = True
+                if f.get("total_ms") is not None:  # examples/server of 2023: the timings it printed before (llamacpp_plain)
+                    for key in ("prompt_tokens", "output_tokens"):
+                        if f.get(key) is not None:
+                            setattr(t, key, f[key])
+                    t.latency_s = round(f["total_ms"] / 1000.0, 6)
+                    t._completed = True
             else:
                 t.finished_at = ts
                 t._completed = True

@@ -16,8 +16,26 @@ _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun",
 _HALF_YEAR = 183 * 86400
 
 
+# journalctl and syslog write the month with strftime's `%b`, in the host's locale: a German host
+# writes `Mai 08 06:59:47`, a Russian one `авг 18 14:15:04`. The three-letter abbreviations of glibc
+# locales whose months are not the English ones (de, ru, es, it, pt, nl), lower-cased.
+_LOCAL_MONTHS = {
+    "mär": 3, "mai": 5, "okt": 10, "dez": 12,  # de (pt: mai, dez)
+    "янв": 1, "фев": 2, "мар": 3, "апр": 4, "мая": 5, "май": 5, "июн": 6, "июл": 7, "авг": 8, "сен": 9,
+    "окт": 10, "ноя": 11, "дек": 12,  # ru (`мая` in abmon, `май` in ab_alt_mon)
+    "ene": 1, "abr": 4, "ago": 8, "dic": 12,  # es (it: ago, dic; pt: abr, ago)
+    "gen": 1, "mag": 5, "giu": 6, "lug": 7, "set": 9, "ott": 10,  # it (pt: set)
+    "fev": 2, "out": 10,  # pt
+    "mrt": 3, "mei": 5,  # nl
+}
+# The forms a month name takes at the start of a syslog line: as `%b` writes it (capitalised in
+# English and German, lower case in the others, which share `feb`, `nov`, … with English).
+MONTH_NAMES = frozenset([*_MONTHS, *(m.lower() for m in _MONTHS), *_LOCAL_MONTHS, *(m.title() for m in _LOCAL_MONTHS)])
+
+
 def month_number(name: str) -> int:
-    return _MONTHS.get(name[:3].title(), 0)
+    """1-12 for an English or (see `_LOCAL_MONTHS`) localised month abbreviation; 0: not a month."""
+    return _MONTHS.get(name[:3].title()) or _LOCAL_MONTHS.get(name[:3].lower(), 0)
 
 
 MAX_YEAR = 3000  # a logged year at or past it is garbage, not a time

@@ -1,8 +1,9 @@
 """Prefixes that other programs put in front of a server's own line.
 
 Containers multiplex streams and collectors add their own prefix: docker compose
-(`vllm-1  | `), `docker logs --timestamps` (RFC 3339 first), journald (`Nov 22 18:27:00 host
-unit[pid]: `), vLLM's and Ray's process tags (`(APIServer pid=1) `, `(WorkerDict pid=7,
+(`vllm-1  | `), `docker logs --timestamps` (RFC 3339 first), `kubectl logs --prefix`
+(`[pod/vllm-0/vllm] `), journald (`Nov 22 18:27:00 host unit[pid]: `, the month in the host's
+locale), vLLM's and Ray's process tags (`(APIServer pid=1) `, `(WorkerDict pid=7,
 ip=10.0.0.2) `) and Ray's de-duplication suffix. They are peeled off, outermost first, before
 the format parsers see the line; what they tell (a time, a process) is kept.
 """
@@ -12,12 +13,12 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from diag.parsing.clock import month_number
+from diag.parsing.clock import MONTH_NAMES, month_number
 from diag.parsing.base import Ctx, to_int
 
 COMPOSE = re.compile(r"[A-Za-z0-9][\w.-]*\s+\| ")
 DOCKER_TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) ")
-JOURNAL = re.compile(r"([A-Z][a-z]{2}) ([ \d]\d) (\d\d):(\d\d):(\d\d) (\S+) ([^\s\[:]+)(?:\[(\d+)\])?: ")
+JOURNAL = re.compile(r"([^\W\d_]{3}) ([ \d]\d) (\d\d):(\d\d):(\d\d) (\S+) ([^\s\[:]+)(?:\[(\d+)\])?: ")
 JOURNAL_ISO_TAIL = re.compile(r"(\S+) ([^\s\[:]+)\[(\d+)\]: ")
 PROC = re.compile(r"\(([A-Za-z_][^()]*?) pid=(\d+)(?:, ip=[^)]*)?\) ")
 RAY_REPEAT = re.compile(r" \[repeated (\d+)x across cluster\]\Z")
@@ -32,9 +33,15 @@ BRACKET_STAMP = re.compile(r"\[(?: *\d+\.\d+|[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d
 KSERVE = re.compile(r"(?:(\d+) )?(kserve\.trace|kserve|uvicorn\.access|uvicorn\.error) ")
 # torch.distributed's rank tag: `[rank0]: `
 RANK = re.compile(r"\[rank\d+\]: ?")
+# `kubectl logs --prefix` (several pods or containers at once): `[pod/<pod>/<container>] `.
+KUBECTL = re.compile(r"\[pod/[^/\]\s]+/[^\]\s]+\] ")
+# A number in brackets before a server's own line: llama-server in router mode (several models, one
+# child server each) passes on each child's lines behind the child's port (`[42751] 107.50.424.958 I
+# srv …`, after `proxying request to model … on port 42751`); launchers put a worker's pid there
+# (`[80746] [rank0]:[E321 …`).
+ROUTER_CHILD = re.compile(r"\[\d{1,5}\] ")
 # What is left of vLLM's prefix when a user cut the level and time: `[serving_chat.py:885] msg`.
 SRC_ONLY = re.compile(r"\[[\w./-]+\.py:\d+\] ")
-_MONTHS = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
 
 
 def strip(text: str, ctx: Ctx) -> tuple[str, int]:
@@ -91,12 +98,12 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
                 continue
             break
         if c == "[":
-            m = BRACKET_STAMP.match(text) or RANK.match(text)
+            m = BRACKET_STAMP.match(text) or RANK.match(text) or ROUTER_CHILD.match(text) or KUBECTL.match(text)
             if m:
                 text = text[m.end():]
                 continue
             break
-        if text[3:4] == " " and text[:3] in _MONTHS:
+        if text[3:4] == " " and text[:3] in MONTH_NAMES:  # the host's locale names the month
             m = JOURNAL.match(text)
             if m:
                 mon, day, hh, mi, ss = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5))

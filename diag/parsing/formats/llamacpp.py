@@ -12,6 +12,7 @@ import re
 
 from diag.parsing import events as E
 from diag.parsing import usercontent
+from diag.parsing.formats import llamacpp_plain
 from diag.parsing.events import Event
 from diag.parsing.base import Ctx, Parsed, json_text, to_float, to_int
 
@@ -102,6 +103,8 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         t = text.lstrip(" ") if c == " " else text  # `%4s` pads ERR; a paste may indent more
         if " [" in t[3:9] and " | " in t:
             return _old_text(t, ctx)
+        if b == "s" or b == "p" or b == "a" or b == "l":
+            return llamacpp_plain.parse(body, ctx)
         return None  # an unprefixed line of some other program
     if body.startswith("image decoded") or body.startswith("processing image"):
         ev.fields["image_event"] = True
@@ -328,3 +331,4 @@ def _old_event(ctx: Ctx, level: str, func: object, msg: object, x: dict) -> Pars
         if f["http_status"] == 400:
             f["rejected"] = True
     return ev, None
+
