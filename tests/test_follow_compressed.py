@@ -103,10 +103,14 @@ def test_copytruncate_compress_while_running_takes_the_unread_lines_from_the_gz(
     assert_each_once(cfg.db_path, range(5))
 
 
-def test_copytruncate_compress_while_down_then_killed_mid_salvage(tmp_path):
-    """The backlog of a file copied, truncated and gzipped while the daemon was down is read from the
-    gz after the restart; a start killed before it committed what it salvaged changes nothing."""
-    cfg, log, rotate = _setup(tmp_path, "copytruncate,compress")
+@pytest.mark.parametrize("options", ["copytruncate,compress", "create,compress"])
+@pytest.mark.parametrize("olddir", [False, True])
+def test_compressed_while_down_the_rest_of_the_file_is_read_from_its_gz(tmp_path, options, olddir):
+    """Copied, truncated and gzipped, or renamed and gzipped (its inode gone with it), while the
+    daemon was down: after the restart the file is read on from where the last run stopped, in
+    vllm.log.1.gz, then the new vllm.log — through a start killed before it committed what it read
+    there, and later ones that must read nothing again."""
+    cfg, log, rotate = _setup(tmp_path, options, olddir)
     write_requests(log, 0, 1)
     _run(cfg)
     write_requests(log, 2, 3)
@@ -117,23 +121,6 @@ def test_copytruncate_compress_while_down_then_killed_mid_salvage(tmp_path):
     write_requests(log, 5)
     _run(cfg)
     assert_each_once(cfg.db_path, range(6))
-
-
-@pytest.mark.parametrize("olddir", [False, True])
-def test_create_compress_while_down_reads_the_rest_of_the_file_from_its_gz(tmp_path, olddir):
-    """Renamed and gzipped at once while the daemon was down (its inode is gone with it): the file is
-    read on from where the last run stopped in vllm.log.1.gz, then the new vllm.log — through a
-    start killed before its commit, and a later one that must read nothing again."""
-    cfg, log, rotate = _setup(tmp_path, "create,compress", olddir)
-    write_requests(log, 0, 1)
-    _run(cfg)
-    write_requests(log, 2, 3)
-    rotate()
-    write_requests(log, 4)
-    _killed(cfg)
-    _run(cfg)
-    _run(cfg)
-    assert_each_once(cfg.db_path, range(5))
 
 
 def test_a_corrupt_gz_is_one_warning_and_nothing_is_read_twice(tmp_path, caplog):

@@ -150,17 +150,13 @@ def find_archive(dirs: RotatedDirs, path: str, fp: str, fp_len: int, offset: int
                     display(path), SKIP_LIMIT >> 30, offset)
         return None
     found: list[tuple[float, str]] = []
-    for directory in dirs.search(path):
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue
-        for e in entries:
-            try:
-                if fits_rotated_name(path, e.name) and e.is_file():
-                    found.append((e.stat().st_mtime, e.path))
-            except OSError:
-                continue
+
+    def collect(e: os.DirEntry, st: os.stat_result) -> bool:
+        if fits_rotated_name(path, e.name):
+            found.append((st.st_mtime, e.path))
+        return False  # (all of them)
+
+    dirs.find(path, collect)
     found.sort(reverse=True)  # the one just rotated first
     for _, candidate in found[:MAX_CANDIDATES]:
         a = _matching(candidate, fp, fp_len, offset)
