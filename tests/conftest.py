@@ -498,3 +498,39 @@ def _no_system_logrotate_config(monkeypatch):
     from diag.daemon import config
 
     monkeypatch.setattr(config, "LOGROTATE_CONFIG", ())
+
+
+# -- requests written to a followed log, and each counted once ---------------------------------------
+REQUEST_OOM = ("(APIServer pid=4242) ERROR 01-24 10:03:33 [serving_chat.py:1012] Error in chat completion stream generator: "
+               "CUDA out of memory. Tried to allocate {n}.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which 7.04 GiB is free.\n")
+
+
+def write_requests(path: Path, *numbers: int) -> None:
+    """Append request `n` (chatcmpl-<n as 16 hex digits>) with an OOM line of its own for each number."""
+    with open(path, "a") as fh:
+        fh.write("".join(vllm_request_lines(f"chatcmpl-{i:016x}", 40000 + i) + REQUEST_OOM.format(n=i) for i in numbers))
+
+
+def counted_requests(db_path) -> tuple[dict[str, int], list[int]]:
+    """(requests and OOM findings counted by the store's cumulative counters over every run, which
+    retention never prunes; the numbers of the requests stored): a line lost or read twice shows."""
+    import sqlite3
+    from contextlib import closing
+
+    from diag.store import counters
+    from diag.store.db import Store
+
+    with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
+        requests = sum(v for _, v in counters.read(db, "requests"))
+        ooms = sum(v for lab, v in counters.read(db, "findings") if lab["rule"] == "cuda-oom")
+    with closing(Store(db_path, readonly=True)) as s:
+        ids = sorted(int(t.split("-")[1][:16], 16) for t in s.trace_ids())
+    return {"requests": requests, "ooms": ooms}, ids
+
+
+def assert_each_once(db_path, numbers, pruned: bool = False) -> None:
+    """Each request counted once (and stored, unless retention `pruned` the traces)."""
+    totals, ids = counted_requests(db_path)
+    if not pruned:
+        assert ids == sorted(numbers)  # none lost
+    assert totals == {"requests": len(numbers), "ooms": len(numbers)}  # none read twice

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,21 +23,13 @@ from typing import Callable
 
 import pytest
 
-from conftest import logrotate_bin, vllm_request_lines
+from conftest import assert_each_once, counted_requests, logrotate_bin, write_requests as _write
 from diag.daemon import config
 from diag.daemon.service import Daemon
-from diag.store import counters
 from diag.store.db import Store
 
-OOM = ("(APIServer pid=4242) ERROR 01-24 10:03:33 [serving_chat.py:1012] Error in chat completion stream generator: "
-       "CUDA out of memory. Tried to allocate {n}.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which 7.04 GiB is free.\n")
 DAY = 86400.0
 ROTATE_WAIT = 0.1
-
-
-def _write(path: Path, *numbers: int) -> None:
-    with open(path, "a") as fh:
-        fh.write("".join(vllm_request_lines(f"chatcmpl-{i:016x}", 40000 + i) + OOM.format(n=i) for i in numbers))
 
 
 def _cfg(tmp: Path, how: str, *, extra_logs: tuple[str, ...] = ()) -> config.Config:
@@ -84,22 +75,12 @@ def _run(cfg: config.Config, then=None) -> None:
         d.shutdown()
 
 
-def _counted(cfg: config.Config) -> tuple[dict[int, int], dict[int, int]]:
-    """(requests counted by number, OOM findings counted by number) over every run."""
-    with closing(sqlite3.connect(f"file:{cfg.db_path}?mode=ro", uri=True)) as db:
-        requests = sum(v for _, v in counters.read(db, "requests"))
-        ooms = sum(v for lab, v in counters.read(db, "findings") if lab["rule"] == "cuda-oom")
-    with closing(Store(cfg.db_path, readonly=True)) as s:
-        ids = sorted(int(t.split("-")[1][:16], 16) for t in s.trace_ids())
-    return {"requests": requests, "ooms": ooms}, ids
+def _counted(cfg: config.Config) -> tuple[dict[str, int], list[int]]:
+    return counted_requests(cfg.db_path)
 
 
 def _assert_once(cfg: config.Config, numbers, pruned: bool = False) -> None:
-    """Each request counted once (and stored, unless retention `pruned` the traces)."""
-    totals, ids = _counted(cfg)
-    if not pruned:
-        assert ids == sorted(numbers)  # none lost
-    assert totals == {"requests": len(numbers), "ooms": len(numbers)}  # none read twice
+    assert_each_once(cfg.db_path, numbers, pruned)
 
 
 @pytest.mark.parametrize("how", ["logrotate", "global", "rotated_dirs"])

@@ -98,7 +98,7 @@ class FileReader:
         out: list[Line | bytes] = []
         self.behind = False
         while budget > 0:
-            data = os.read(self.fileno(), READ_CHUNK)
+            data = self.chunk(READ_CHUNK)
             if not data:
                 return out
             self.last_data = time.monotonic()
@@ -106,6 +106,10 @@ class FileReader:
             budget -= len(data)
         self.behind = True
         return out
+
+    def chunk(self, n: int) -> bytes:
+        """The next bytes of the file (an archive's reader gives its decompressed ones: `diag.ingest.compressed`)."""
+        return os.read(self.fileno(), n)
 
     def _take(self, out: list[Line | bytes], data: bytes) -> None:
         if self.raw:
@@ -135,3 +139,14 @@ class FileReader:
         s.format = self.parser.detected
         s.updated_at = time.time()
         return s
+
+
+def reader_at(state: SourceState, f: object, name: str, mtime: float, fmt: str | None, max_line: int, raw: bool,
+              cls: type[FileReader] = FileReader) -> FileReader:
+    """A reader of `f` (positioned at `state.offset`) whose splitter and parser go on from the
+    state's offset and line number: lines read on number and place as if never interrupted."""
+    parser = SourceParser(name, mtime, fmt, stamp_now=True)
+    parser.start_at(state.offset, max(state.lineno, 0))
+    splitter = LineSplitter(max_line, state.offset, max(state.lineno, 0))
+    splitter.truncated_lines = state.truncated_lines
+    return cls(state, f, splitter, parser, raw=raw)

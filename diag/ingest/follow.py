@@ -5,7 +5,8 @@ renamed file is read to its end before its successor is opened (and kept open fo
 `rotate_wait` in case the writer still appends), a truncated one (copytruncate) is read from
 the start again after the bytes it lost are taken from the copy that carries its fingerprint,
 and a rotation that happened while the daemon was down is found again by inode in the directory
-(or where logrotate's `olddir` moves it: `diag.ingest.rotated_dirs`). Each open file is a
+(or where logrotate's `olddir` moves it: `diag.ingest.rotated_dirs`), or as its archive when it is
+only left compressed (`diag.ingest.compressed`). Each open file is a
 `FileReader` (`diag.ingest.filereader`) with its own line splitter and source parser, so a
 multi-line record never spans two files.
 """
@@ -21,11 +22,12 @@ from typing import Callable
 
 from diag.daemon.config import Config, LogSpec
 from diag.fsname import display, file_key
-from diag.ingest.filereader import FP_BYTES, READ_CHUNK, FileReader, fingerprint_of
+from diag.ingest.compressed import archived, find_archive, salvage_archive, take
+from diag.ingest.filereader import FP_BYTES, READ_CHUNK, FileReader, fingerprint_of, reader_at
 from diag.ingest.identity import COMPRESSED, UNCHANGED, FinishedFiles, prefix_of_followed, starts_with
-from diag.ingest.reader import Line, LineSplitter
+from diag.ingest.reader import Line
 from diag.ingest.rotated_dirs import RotatedDirs
-from diag.parsing.source import PARSERS, SourceParser
+from diag.parsing.source import PARSERS
 from diag.store.db import SourceState
 
 log = logging.getLogger("diag")
@@ -133,6 +135,11 @@ class Follower:
                 # the states that record the rotation (this one as rotated/done, its successor as active).
                 s.rotations = self._count_rotation(s.path)
             found = self._find_by_key(s.path, s.key, s.fingerprint, s.fp_len)
+            if found is None and (r := archived(self.rotated_dirs, s, self.cfg.max_line_bytes, self.raw_chunks)) is not None:
+                r.rotated_at = time.monotonic()  # compressed at once (no delaycompress) while diag was down: read on in it
+                self.readers[s.key] = r
+                out.append(r)
+                continue
             if found is None:
                 if counted:
                     looked = ", ".join(map(display, self.rotated_dirs.search(s.path)))
@@ -220,13 +227,9 @@ class Follower:
         changed = bool(state.fp_len) and fingerprint_of(head[: state.fp_len]) != state.fingerprint
         restart_at_zero = changed or state.offset > st.st_size  # truncated (and maybe regrown) while diag was down
         os.lseek(f.fileno(), state.offset if not restart_at_zero else 0, os.SEEK_SET)
-        parser = SourceParser(display(path), st.st_mtime, fmt, stamp_now=True)
-        parser.start_at(state.offset, max(state.lineno, 0))
-        splitter = LineSplitter(self.cfg.max_line_bytes, state.offset, max(state.lineno, 0))
-        splitter.truncated_lines = state.truncated_lines
+        r = reader_at(state, f, display(path), st.st_mtime, fmt, self.cfg.max_line_bytes, self.raw_chunks)
         was_current = state.state == "active"  # as last committed: the path's file (a new state is "active" too)
         state.state = "rotated" if rotated else "active"
-        r = FileReader(state, f, splitter, parser, raw=self.raw_chunks)
         if restart_at_zero:
             log.info("%s: truncated or rewritten while diag was down; resuming from the start", display(path))
             if was_current:
@@ -324,16 +327,11 @@ class Follower:
         """copytruncate: take the bytes not read yet from the copy that has our first bytes, then restart at 0."""
         out: list[Line] = []
         copy = self._find_copy(path, r.state.fingerprint, r.state.fp_len, r.key, pos) if r.state.fp_len else None
+        archive = find_archive(self.rotated_dirs, path, r.state.fingerprint, r.state.fp_len, pos) if copy is None else None
         if copy is not None:
-            budget = SALVAGE_BUDGET
             with open(copy, "rb") as f:
                 f.seek(pos)
-                while budget > 0:
-                    data = f.read(min(READ_CHUNK, budget))
-                    if not data:
-                        break
-                    budget -= len(data)
-                    out.extend(r.splitter.feed(data))
+                out = take(f, r.splitter, SALVAGE_BUDGET)
                 copy_st = os.fstat(f.fileno())
                 left = copy_st.st_size - f.tell()
                 done = SourceState(file_key(copy_st), r.state.path, r.state.fingerprint, r.state.fp_len, r.parser.detected,
@@ -344,6 +342,8 @@ class Follower:
             log.info("%s: truncated (copytruncate); read bytes %d.. from the copy %s", display(path), pos, display(copy))
             if left > 0:
                 self._error(path, f"copytruncate: {left} bytes of the copy past the {SALVAGE_BUDGET >> 20} MiB salvage budget were skipped")
+        elif archive is not None and not salvage_archive(archive, path, r.splitter, out, SALVAGE_BUDGET):
+            self._error(path, f"copytruncate: the compressed copy's bytes past the {SALVAGE_BUDGET >> 20} MiB salvage budget were skipped")
         elif pos > 0:
             log.warning("%s: truncated at byte %d; no copy with the same first bytes found, lines written just before "
                         "the truncation may be missing", display(path), pos)
