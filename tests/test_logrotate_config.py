@@ -146,3 +146,16 @@ def test_more_files_than_the_bound_are_not_read(tmp_path, monkeypatch):
     c = LogrotateConfig.read([str(d)])
     assert [c.olddir_for(str(tmp_path / f"{i}.log")) for i in range(6)] == [str(tmp_path / f"old{i}") for i in range(3)] + [None] * 3
     assert len(c.warnings) == 1 and "more than 3 files" in c.warnings[0]
+
+
+def test_a_long_chain_of_includes_is_one_warning_not_a_recursion_error(tmp_path):
+    """Each file includes the next, 400 deep: what is within MAX_DEPTH counts, the rest is one
+    warning (before the bound, the recursion raised RecursionError out of the follower)."""
+    for i in range(400):
+        (tmp_path / f"c{i:04}").write_text(f"{tmp_path}/l{i}.log {{\n  olddir old{i}\n}}\ninclude {tmp_path}/c{i + 1:04}\n")
+    (tmp_path / "c0400").write_text(f"{tmp_path}/last.log {{\n  olddir last\n}}\n")
+    c = LogrotateConfig.read([str(tmp_path / "c0000")])
+    assert len(c.warnings) == 1 and "nested more than" in c.warnings[0], c.warnings
+    assert c.olddir_for(str(tmp_path / "l0.log")) == str(tmp_path / "old0")
+    assert c.olddir_for(str(tmp_path / f"l{logrotate.MAX_DEPTH - 1}.log")) == str(tmp_path / f"old{logrotate.MAX_DEPTH - 1}")
+    assert c.olddir_for(str(tmp_path / "last.log")) is None

@@ -31,6 +31,7 @@ log = logging.getLogger("diag")
 DEFAULT_CONFIG = ("/etc/logrotate.conf", "/etc/logrotate.d")  # [daemon] logrotate_config's default
 MAX_BYTES = 1 << 20  # a configuration file longer than this is not read
 MAX_FILES = 512  # files read at most, includes and directory entries together
+MAX_DEPTH = 16  # includes nested deeper than this are not followed (each level is a few frames of recursion)
 # logrotate's default `tabooext` (and its `taboopat` for hidden files): names in an included directory it skips
 TABOO_SUFFIXES = (",v", ".cfsaved", ".disabled", ".dpkg-bak", ".dpkg-del", ".dpkg-dist", ".dpkg-new", ".dpkg-old",
                   ".rpmnew", ".rpmorig", ".rpmsave", ".swp", ".ucf-dist", ".ucf-new", ".ucf-old", "~")
@@ -108,12 +109,23 @@ class _Parser:
         self.global_olddir: str | None = None
         self.seen: set[str] = set()
         self.files = 0
+        self.depth = 0  # includes being read, one inside the other
 
     def warn(self, msg: str) -> None:
         self.warnings.append(msg)
         log.warning("logrotate config: %s", msg)
 
     def include(self, path: str, where: str) -> None:
+        if self.depth >= MAX_DEPTH:
+            self.warn(f"{path} (from {where}): includes nested more than {MAX_DEPTH} deep; not read")
+            return
+        self.depth += 1
+        try:
+            self._include(path, where)
+        finally:
+            self.depth -= 1
+
+    def _include(self, path: str, where: str) -> None:
         try:
             if os.path.isdir(path):
                 names = sorted(os.listdir(path))
