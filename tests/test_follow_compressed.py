@@ -195,3 +195,18 @@ def test_the_archive_found_is_the_file_with_its_first_bytes_and_at_least_its_off
             assert a.path == str(tmp_path / "a.log.1.gz") and a.read_exactly(len(data)) == data[offset:]
     assert compressed.find_archive(dirs, str(tmp_path / "a.log"), fp, FP_BYTES, len(data) + 1) is None  # too short
     assert compressed.find_archive(dirs, str(tmp_path / "a.log"), fingerprint_of(b"x" * FP_BYTES), FP_BYTES, 0) is None
+
+
+def test_a_globs_sibling_logs_archives_do_not_crowd_out_its_own(tmp_path):
+    """`worker10.log.1.gz` ... fit `worker1.log`'s rotated names too; ten of them rotated (so
+    modified) after worker1's own archive must not push it past the candidates tried."""
+    from diag.ingest.filereader import FP_BYTES, fingerprint_of
+    from diag.ingest.rotated_dirs import RotatedDirs
+
+    own = b"".join(b"2026-01-24 worker1 line %d\n" % i for i in range(100))
+    (tmp_path / "worker1.log.1.gz").write_bytes(gzip.compress(own))
+    os.utime(tmp_path / "worker1.log.1.gz", (time.time() - 10, time.time() - 10))
+    for i in range(10, 10 + compressed.MAX_CANDIDATES + 2):
+        (tmp_path / f"worker{i}.log.1.gz").write_bytes(gzip.compress(b"2026-01-24 worker%d other\n" % i * 50))
+    with compressed.find_archive(RotatedDirs([], []), str(tmp_path / "worker1.log"), fingerprint_of(own[:FP_BYTES]), FP_BYTES, 500) as a:
+        assert a.path == str(tmp_path / "worker1.log.1.gz") and a.read_exactly(len(own)) == own[500:]

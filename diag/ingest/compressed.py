@@ -139,6 +139,14 @@ def fits_rotated_name(log_path: str, name: str) -> bool:
     return name.startswith(stem) and bool(_DIGIT.search(middle))
 
 
+def _own_name(log_path: str, name: str) -> bool:
+    """Is `name` (one that `fits_rotated_name`) unlike another log's: the log's whole name, or its
+    name without the extension and then no letter or digit (`vllm.1.log.gz`, `vllm-20260124.log.gz`)?"""
+    base = os.path.basename(log_path)
+    stem = os.path.splitext(base)[0] or base
+    return name.startswith(base) or not name[len(stem):len(stem) + 1].isalnum()
+
+
 def find_archive(dirs: RotatedDirs, path: str, fp: str, fp_len: int, offset: int) -> Archive | None:
     """The archive of `path`'s rotated file that begins with the fingerprinted bytes and is at least
     `offset` bytes long decompressed, positioned at `offset`; None when there is none (or it lies
@@ -149,16 +157,19 @@ def find_archive(dirs: RotatedDirs, path: str, fp: str, fp_len: int, offset: int
         log.warning("%s: its compressed copy would have to be decompressed past %d GiB to reach byte %d; not looked for",
                     display(path), SKIP_LIMIT >> 30, offset)
         return None
-    found: list[tuple[float, str]] = []
+    found: list[tuple[bool, float, str]] = []
 
     def collect(e: os.DirEntry, st: os.stat_result) -> bool:
         if fits_rotated_name(path, e.name):
-            found.append((st.st_mtime, e.path))
+            found.append((_own_name(path, e.name), st.st_mtime, e.path))
         return False  # (all of them)
 
     dirs.find(path, collect)
-    found.sort(reverse=True)  # the one just rotated first
-    for _, candidate in found[:MAX_CANDIDATES]:
+    # the names that can only be this log's first (`worker1.log.1.gz`, not `worker10.log.1.gz`, which
+    # fits `worker1.log` too: a glob's siblings rotated in the same run must not crowd it out), then
+    # the one just rotated first
+    found.sort(reverse=True)
+    for _, _, candidate in found[:MAX_CANDIDATES]:
         a = _matching(candidate, fp, fp_len, offset)
         if a is not None:
             return a
