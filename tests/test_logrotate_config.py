@@ -159,3 +159,13 @@ def test_a_long_chain_of_includes_is_one_warning_not_a_recursion_error(tmp_path)
     assert c.olddir_for(str(tmp_path / "l0.log")) == str(tmp_path / "old0")
     assert c.olddir_for(str(tmp_path / f"l{logrotate.MAX_DEPTH - 1}.log")) == str(tmp_path / f"old{logrotate.MAX_DEPTH - 1}")
     assert c.olddir_for(str(tmp_path / "last.log")) is None
+
+
+def test_an_included_fifo_or_device_is_one_warning_and_does_not_block(tmp_path):
+    """logrotate reads only regular files; a FIFO named by `include` (or as a root) would block the
+    daemon's read forever waiting for a writer."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "lr.conf").write_text(f"include {tmp_path}/fifo\ninclude /dev/zero\n{tmp_path}/a.log {{\n  olddir old\n}}\n")
+    c = LogrotateConfig.read([str(tmp_path / "lr.conf"), str(tmp_path / "fifo")])
+    assert len(c.warnings) == 2 and all("not a regular file" in w for w in c.warnings), c.warnings
+    assert c.olddir_for(str(tmp_path / "a.log")) == str(tmp_path / "old")

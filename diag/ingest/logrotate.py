@@ -23,6 +23,7 @@ import fnmatch
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -151,7 +152,12 @@ class _Parser:
                 self.warn(f"more than {MAX_FILES} files included; {path} and the rest are not read")
             return
         try:
-            with open(path, "rb") as f:
+            # not blocking: a FIFO named here would wait for a writer forever (logrotate skips
+            # what is not a regular file, and so does this)
+            with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    self.warn(f"{path} (from {where}): not a regular file; not read")
+                    return
                 data = f.read(MAX_BYTES + 1)
         except OSError as exc:
             self.warn(f"{path} (from {where}): cannot read: {exc.strerror or exc}")
