@@ -169,3 +169,20 @@ def test_an_included_fifo_or_device_is_one_warning_and_does_not_block(tmp_path):
     c = LogrotateConfig.read([str(tmp_path / "lr.conf"), str(tmp_path / "fifo")])
     assert len(c.warnings) == 2 and all("not a regular file" in w for w in c.warnings), c.warnings
     assert c.olddir_for(str(tmp_path / "a.log")) == str(tmp_path / "old")
+
+
+def test_a_directory_included_many_times_is_listed_once(tmp_path, monkeypatch):
+    """A 440 kB configuration including a directory of 1000 files 20000 times took minutes (each
+    include listed and stat'ed every entry again, the files themselves skipped as read): it is
+    listed once, as its files are read once."""
+    d = tmp_path / "d"
+    d.mkdir()
+    for i in range(5):
+        (d / f"f{i}").write_text(f"{tmp_path}/{i}.log {{\n  olddir old{i}\n}}\n")
+    (tmp_path / "main.conf").write_text(f"include {d}\n" * 50 + f"include {tmp_path}/./d/\n")
+    listed = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(logrotate.os, "listdir", lambda p: listed.append(p) or real_listdir(p))
+    c = LogrotateConfig.read([str(tmp_path / "main.conf"), str(d)])
+    assert len(listed) == 1 and c.warnings == []
+    assert [c.olddir_for(str(tmp_path / f"{i}.log")) for i in range(5)] == [str(tmp_path / f"old{i}") for i in range(5)]

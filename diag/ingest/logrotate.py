@@ -129,6 +129,11 @@ class _Parser:
     def _include(self, path: str, where: str) -> None:
         try:
             if os.path.isdir(path):
+                real = os.path.realpath(path)
+                if real in self.seen or self.files > MAX_FILES:
+                    return  # listed before, its files read then (a config may include one directory a
+                    # thousand times: each listing would stat every entry again); or the bound is reached
+                self.seen.add(real)
                 names = sorted(os.listdir(path))
                 for n in names:
                     full = os.path.join(path, n)
