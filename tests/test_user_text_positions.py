@@ -224,3 +224,37 @@ def test_uvicorn_access_line_from_an_ipv6_client_keeps_the_client(client):
     the server's address text, counted as a client, not a client's text to mask."""
     ev = _one(f'INFO:     {client} - "POST /v1/chat/completions HTTP/1.1" 200 OK')
     assert ev.kind == E.ACCESS and ev.fields["client"] == client and ev.text.startswith(client)
+
+
+def test_from_event_copies_one_value_never_a_list_of_clients_ids(tmp_path):
+    """`from_event` takes a parser's value into a finding; a list (`Aborted request(s) a,b.`'s
+    `request_ids`, clients' X-Request-Ids) is not one value to bound and clean: it is left out."""
+    from diag.analysis.rules import ruleset as rules
+    from diag.pipeline import Pipeline
+
+    line = ("(APIServer pid=16263) INFO 11-22 18:28:58 [async_llm.py:922] Aborted request(s) "
+            f"chatcmpl-bd32fde27c4a734b-a11e01b6,{CANARY}-CUDA-out-of-memory.")
+    (tmp_path / "aborts.toml").write_text(f"""
+[[rule]]
+id = "aborts-seen"
+title = "Requests aborted"
+category = "other"
+severity = "info"
+kinds = ["request.aborted"]
+match = 'Aborted request'
+from_event = {{ ids = "request_ids", first = "request_id" }}
+summary = "aborted"
+remedy = "Nothing to do."
+examples = ['''{line}''']
+counter_examples = ['''(APIServer pid=16263) INFO 11-22 18:28:58 [async_llm.py:578] Added request chatcmpl-bd32fde27c4a734b-a11e01b6.''']
+""")
+    rs = rules.load([tmp_path])
+    assert "aborts-seen" in {r.id for r in rs.rules}, rs.errors
+    log = tmp_path / "vllm.log"
+    log.write_text(line + "\n")
+    pipe = Pipeline(rs)
+    pipe.scan_path(str(log))
+    pipe.finish()
+    (f,) = [f for f in pipe.findings.sorted() if f.rule.id == "aborts-seen"]
+    fields = f.to_dict()["fields"]
+    assert "ids" not in fields and isinstance(fields["first"], str)

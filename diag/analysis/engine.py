@@ -203,8 +203,9 @@ class RuleEngine:
                 return
         fields = {k: clean(v) for k, v in groups.items()}  # what a pattern captured is bounded and redacted like an excerpt
         for k, src in r.from_event.items():  # the parser's reading wins over the text (masked there)
-            if ev.fields.get(src) is not None:
-                fields[k] = clean(ev.fields[src])
+            v = ev.fields.get(src)
+            if v.__class__ in (str, int, float):  # one value: a list (`request_ids`) would carry clients' ids unbounded
+                fields[k] = clean(v)
         for k in ("status", "path", "method", "reason"):
             if k in ev.fields and k not in fields and ev.kind == E.ACCESS:
                 fields[k] = clean(ev.fields[k])
