@@ -40,6 +40,17 @@ def _measured(t: Trace, f: dict[str, Any]) -> None:
             setattr(t, key, v)
 
 
+def _take_timings(t: Trace, f: dict[str, Any]) -> None:
+    """llama.cpp's timings of a task (its own timing event, or a 2023 release carrying them): its
+    token counts, and its latency, which makes it a completed request."""
+    for key in ("prompt_tokens", "output_tokens"):
+        if f.get(key) is not None:
+            setattr(t, key, f[key])
+    if f.get("total_ms") is not None:
+        t.latency_s = round(f["total_ms"] / 1000.0, 6)
+        t._completed = True
+
+
 class TraceAssembler(AccessAttacher):
     """Lifecycle events → traces (one per request), handed over (`on_done`) as they end."""
 
@@ -144,23 +155,14 @@ class TraceAssembler(AccessAttacher):
                     t.aborted_at = ts
                     t._aborted = True
         elif k == TIMING:
-            for key in ("prompt_tokens", "output_tokens"):
-                if f.get(key) is not None:
-                    setattr(t, key, f[key])
-            if f.get("total_ms") is not None:
-                t.latency_s = round(f["total_ms"] / 1000.0, 6)
-                t._completed = True
+            _take_timings(t, f)
         elif k == FINISHED:
             if f.get("released"):
                 # llama.cpp: the slot is free whatever happened; success only with timings.
                 t.finished_at = t.finished_at or ts
                 t._ended = True
                 if f.get("total_ms") is not None:  # examples/server of 2023: the timings it printed before (llamacpp_plain)
-                    for key in ("prompt_tokens", "output_tokens"):
-                        if f.get(key) is not None:
-                            setattr(t, key, f[key])
-                    t.latency_s = round(f["total_ms"] / 1000.0, 6)
-                    t._completed = True
+                    _take_timings(t, f)
             else:
                 t.finished_at = ts
                 t._completed = True

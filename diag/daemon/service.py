@@ -265,7 +265,7 @@ class Daemon:
         while the file is on disk as the same file (`still_on_disk`), and goes once it is deleted or replaced."""
         try:
             n = self.store.prune(now, self.cfg.retention_days, self.cfg.retention_traces, self.cfg.retention_findings,
-                                 keep=lambda rows: still_on_disk(rows, self.follower.rotated_dirs.for_path))
+                                 keep=lambda rows: still_on_disk(rows, self.follower.rotated_dirs.search))
         except sqlite3.Error as exc:
             log.error("retention: %s", exc)
             return 0

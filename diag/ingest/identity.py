@@ -78,22 +78,23 @@ def is_finished_file(s: SourceState, path: str, size: int) -> bool:
     return end is not None and len(end) == n and fingerprint_of(end) == s.end_fingerprint
 
 
-def still_on_disk(finished: Iterable[SourceState], elsewhere: Callable[[str], Iterable[str]] = lambda path: ()) -> set[str]:
+def still_on_disk(finished: Iterable[SourceState],
+                  where: Callable[[str], Iterable[str]] = lambda path: (os.path.dirname(path),)) -> set[str]:
     """The keys of these finished files that are still on disk as the same file: retention keeps
     their rows (a restarted daemon whose glob finds such a file must know it, or it reads it again
     from its first byte and raises its alerts again), and forgets the others.
 
     A rotated file keeps its inode while logrotate renames it on (`vllm.log.1`, `.2`, ...) until it
     deletes it, so it is looked for by device and inode among the files in the directory of the name
-    it was read under, and in `elsewhere(name)`'s (where logrotate's `olddir` moves it:
-    `diag.ingest.rotated_dirs`) — where `Follower` finds a file rotated while diag was down — then
+    it was read under, or in each of `where(name)` (its directory, and where logrotate's `olddir`
+    moves it: `RotatedDirs.search`) — where `Follower` finds a file rotated while diag was down — then
     checked as `FinishedFiles.finished_as` does. Called once a minute with the rows past retention (a handful):
     a directory listing and a stat per entry, and two reads of at most FP_BYTES per file found —
     about 0.1 ms for a directory of 40 files and 10 us a file found, so nothing is cached: a check
     skipped while inode and size are unchanged would save little and miss a file rewritten in place."""
     by_dir: dict[str, dict[str, SourceState]] = {}
     for s in finished:
-        for directory in (os.path.dirname(s.path), *elsewhere(s.path)):
+        for directory in where(s.path):
             by_dir.setdefault(directory, {})[s.key] = s
     kept = set()
     for directory, wanted in by_dir.items():
