@@ -7,6 +7,8 @@ it never becomes a field, never reaches the rules, and the server's own words ar
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import CANARY, CANARY_TEXT
@@ -154,6 +156,54 @@ def test_a_one_word_model_name_is_no_rule_input_and_the_finding_still_names_it(l
     assert severe(doc) == {"unknown-model"}
     f = findings(doc)["unknown-model"]
     assert f["fields"]["model"] == name and f"`{name}`" in f["summary"] and "EngineDeadError" not in f["excerpt"]
+
+
+@pytest.mark.parametrize("line, fmt", [
+    # a proxy that logs the upstream's error body (the seed setup's proxy_server.py, Python logging)
+    ('ERROR:root:Upstream error body: {"error":{"message":"The model `%s` does not exist.","type":"NotFoundError",'
+     '"param":"model","code":404}}', "proxy"),
+    # the OpenAI client's exception, as a client or gateway logs it (a line of a traceback)
+    ("openai.NotFoundError: Error code: 404 - {'error': {'message': 'The model `%s` does not exist.', 'type': "
+     "'NotFoundError', 'param': 'model', 'code': 404}}", None),
+    # LMDeploy-style quotes
+    ("2026-11-22 18:27:49,123 - lmdeploy - ERROR - The model '%s' does not exist.", None),
+])
+def test_a_model_name_passed_on_by_a_proxy_or_client_is_no_rule_input_either(line, fmt, tmp_path):
+    """Not only vLLM logs the 404's text: any proxy, gateway or client that logs the error body does.
+    The name is the client's text wherever it is logged: the rules see a placeholder, and
+    `unknown-model` still names a model's name from the field the parser keeps."""
+    from conftest import CANARY_MODEL, findings, scan, severe
+
+    ev = parse_text(line % CANARY_MODEL, fmt=fmt)[0]
+    assert "EngineDeadError" not in ev.text and "«model:" in ev.text and ev.fields["model_requested"] == CANARY_MODEL
+    log = tmp_path / "proxy.log"
+    log.write_text(line % CANARY_MODEL + "\n")
+    doc = scan(log)
+    assert severe(doc) == {"unknown-model"}
+    assert findings(doc)["unknown-model"]["fields"]["model"] == CANARY_MODEL
+    log.write_text(line % CANARY_TEXT + "\n")  # not a model's name: no field, nothing of it anywhere
+    doc = scan(log)
+    assert severe(doc) <= {"unknown-model"} and CANARY not in json.dumps(doc)
+
+
+def test_a_prompt_quoting_a_404_is_read_the_same_on_the_fast_path_and_the_events_way(tmp_path):
+    """scrub masks a model's name in any text, a prompt's too: the fast path's classifier must send
+    such a line to the full parser (its marker list has `does not exist`), or the two ways would
+    count the prompt's characters differently."""
+    from diag.analysis.rules import ruleset as rules
+    from diag.pipeline import Pipeline
+
+    log = tmp_path / "vllm.log"
+    log.write_text(f"{VLLM32}Received request chatcmpl-1: prompt: 'It says: The model `gpt-4o` does not exist.', "
+                   "params: SamplingParams(n=1, max_tokens=16), lora_request: None.\n"
+                   "(APIServer pid=7) INFO 11-22 18:27:49 [async_llm.py:578] Added request chatcmpl-1-0000abcd.\n")
+    docs = []
+    for fast in (True, False):
+        pipe = Pipeline(rules.load(), fast=fast)
+        pipe.scan_path(str(log))
+        pipe.finish()
+        docs.append([(t.id, t.prompt_chars, t.max_tokens) for t in pipe.traces])
+    assert docs[0] == docs[1] and docs[0][0][2] == 16
 
 
 def test_http_server_request_line_it_could_not_parse_is_masked():

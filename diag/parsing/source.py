@@ -148,6 +148,7 @@ class SourceParser(RecordAssembler):
         bare = text
         text, repeated = wrappers.strip(text, ctx)
         unwrapped = text is bare  # no wrapper prefix of any kind (to learn wrap widths)
+        asked = usercontent.model_asked(text)  # a model's name a client asked for: a field (scrub masks it)
         text = usercontent.scrub(text)  # URLs, data URIs, query strings and bodies: never past this point
         parsed = None
         st = ctx.state
@@ -177,10 +178,12 @@ class SourceParser(RecordAssembler):
                 if (pend is not None and pend.end_lineno == line.lineno - 1 and self.room()
                         and self._unwrap.padded(prev_text, text)):
                     self.join_padded(pend, text, line)
+                    _asked(pend, asked)
                     return out if self.may_continue() else self.flush()
                 self._unwrap.observe(prev_text, text)  # no prefix of any kind: was the line before wrapped?
             if pend is not None and self.continues(text):
                 self.append(pend, text, line, last)
+                _asked(pend, asked)
                 return out if self.may_continue() else self.flush()
             if not text.strip():
                 self.cr = line.cr
@@ -199,10 +202,12 @@ class SourceParser(RecordAssembler):
                     self._skip_user_line(pend, len(text), line, last)
                 else:
                     self.append(pend, ev.text, line, last)
+                    _asked(pend, asked)
                 return out if self.may_continue() else self.flush()
             ev.lineno = line.lineno
             counts = self.counts
             counts[ev.fmt] = counts.get(ev.fmt, 0) + 1
+        _asked(ev, asked)
         if ctx.wrap_ts is not None and ev.ts is None:
             ev.ts = ctx.wrap_ts
         self._date(ev, self._stamped(ev.ts))
@@ -318,3 +323,16 @@ def parse_text(text: str, fmt: str | None = None, path: str = "<text>") -> list[
         out.extend(sp.feed(line))
     out.extend(sp.flush())
     return out
+
+
+def _asked(ev: Event, asked: tuple[str | None, int] | None) -> None:
+    """The model a line's `The model `NAME` does not exist` names (`usercontent.model_asked`), onto
+    the event its text went to: the name when it is a model's (the `unknown-model` rule reports it,
+    `from_event`), and its characters counted as user text, which the text holds a placeholder for."""
+    if asked is None:
+        return
+    name, n = asked
+    f = ev.fields
+    if name is not None and "model_requested" not in f:
+        f["model_requested"] = usercontent.clean(name)
+    usercontent.count(f, n)

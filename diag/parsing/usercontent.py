@@ -38,6 +38,39 @@ _REQUEST_LINE = re.compile(rf"\b({'|'.join(REQUEST_METHODS)}) (/[^\s\"')?]*(?:\?
 _BODY_KEY = re.compile(r"""["'](?:messages|prompt|content|input|text|image_url|generated|input_value|prompt_text)["']\s*:|\binput_value=""")
 
 
+# The name in OpenAI's 404 `The model `NAME` does not exist.` is what a client sent: vLLM logs it,
+# and so does every proxy, gateway or client that passes the error body on. A model's name is kept
+# as a field (`model_asked`); the text never carries it, whatever it is (`EngineDeadError` is a
+# one-word name and a rule's literal).
+_MODEL_NAME = re.compile(r"[\w.:/@+-]{1,256}\Z")  # `Qwen/Qwen3-VL-8B-Instruct`, `qwen3:8b`, `gpt-4o`
+
+
+def _model_span(text: str) -> tuple[int, int] | None:
+    """Where NAME is in `The model `NAME` does not exist` (or 'NAME'): from after the first opening
+    quote to the last `does not exist` after that quote (the server's words follow it; a name may quote them)."""
+    a = text.find("The model ")
+    while a >= 0:
+        q = text[a + 10:a + 11]
+        if q == "`" or q == "'":
+            b = text.rfind(q + " does not exist")
+            if b > a + 11:
+                return a + 11, b
+        a = text.find("The model ", a + 10)
+    return None
+
+
+def model_asked(text: str) -> tuple[str | None, int] | None:
+    """`The model `NAME` does not exist` in a log line (before `scrub` masks NAME): (NAME when it is
+    a model's name, else None; its length), or None when the line says no such thing."""
+    if "does not exist" not in text:
+        return None
+    span = _model_span(text)
+    if span is None:
+        return None
+    name = text[span[0]:span[1]]
+    return (name if _MODEL_NAME.match(name) else None), len(name)
+
+
 def placeholder(what: str, n: int) -> str:
     """`«prompt:1234-chars»`: no spaces, so a pattern's `\\S+` around it still ends where it did."""
     return f"{OPEN}{what.replace(' ', '-')}:{n}-chars{CLOSE}"
@@ -122,11 +155,16 @@ def _query_sub(m: re.Match) -> str:
 
 
 def scrub(text: str) -> str:
-    """URLs, data URIs and request-line query strings in any log text, reduced (see module doc).
+    """URLs, data URIs, request-line query strings and requested model names in any log text, reduced (see module doc).
 
     Cheap for the common line: each regex runs only when its marker is present. A URL, a request
     line and a query path all need a slash, which one memchr finds or rules out (a vLLM request
-    line with its sampling parameters has none); no substitution adds one."""
+    line with its sampling parameters has none); no substitution adds one. A model's name a client
+    asked for goes first: whatever it holds (a URL, a query) becomes one placeholder."""
+    if "does not exist" in text:
+        span = _model_span(text)
+        if span is not None:
+            text = mask(text, span[0], span[1], "model")
     slash = "/" in text
     if slash and "://" in text:
         text = _URL.sub(_url_sub, text)

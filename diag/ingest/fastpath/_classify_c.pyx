@@ -205,8 +205,9 @@ cdef Py_ssize_t _access(const unsigned char *s, Py_ssize_t n, Py_ssize_t *f) noe
 
 
 cdef bint _no_markers(const unsigned char *t, Py_ssize_t n) noexcept nogil:
-    """classify._no_markers: no `?`, `://`, `data:`, `{` with `:`, `input_value=`. Each marker has
-    a byte to look for with memchr (`?`, `:`, `{`, `=`); the rest is compared around each hit."""
+    """classify._no_markers: no `?`, `://`, `data:`, `{` with `:`, `input_value=`, `does not exist`.
+    Each marker has a byte to look for with memchr (`?`, `:`, `{`, `=`, `x`); the rest is compared
+    around each hit."""
     cdef const unsigned char *p
     cdef const unsigned char *end = t + n
     cdef bint colon = False
@@ -225,6 +226,11 @@ cdef bint _no_markers(const unsigned char *t, Py_ssize_t n) noexcept nogil:
         if p - t >= 11 and memcmp(p - 11, b"input_value", 11) == 0:
             return False
         p = <const unsigned char *>memchr(p + 1, 61, end - p - 1)
+    p = <const unsigned char *>memchr(t, 120, n)  # "x", the 11th byte of "does not exist"
+    while p != NULL:
+        if p - t >= 10 and end - p >= 4 and memcmp(p - 10, b"does not exist", 14) == 0:
+            return False
+        p = <const unsigned char *>memchr(p + 1, 120, end - p - 1)
     return True
 
 

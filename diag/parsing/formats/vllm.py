@@ -63,7 +63,6 @@ _FINISH_REASON = re.compile(r"finish_reason: (\w+)\s*\Z")
 _MAX_TOKENS = re.compile(r"max_tokens=(\d+)")
 _OUTPUT_TOKEN_IDS = re.compile(r"output_token_ids: \[([^\]]*)\]")
 _SCHEDULER_DUMP = "Dumping scheduler output for model execution: "
-_MODEL_NAME = re.compile(r"[\w.:/@+-]{1,256}\Z")  # `Qwen/Qwen3-VL-8B-Instruct`, `qwen3:8b`, `gpt-4o`
 _TOKEN_IDS = re.compile(r"prompt(?:_token_ids| token ids): \[([^\]]*)\]")  # with spaces: vLLM 0.2
 _STATS_V0 = re.compile(
     r"Avg prompt throughput: ([\d.]+) tokens/s, Avg generation throughput: ([\d.]+) tokens/s, "
@@ -207,8 +206,6 @@ def classify(ev: Event, msg: str) -> None:
     elif c == "E":
         if msg.startswith("Engine ") and ": Avg" in msg[:24]:
             _stats(ev, msg)
-        elif msg.startswith("Error with model"):
-            _unknown_model(ev, msg, f)
         elif msg.startswith("Error in model forward pass for request "):
             m = _GUIDE_FWD_ERR.match(msg)
             if m:
@@ -259,22 +256,6 @@ def classify(ev: Event, msg: str) -> None:
         ev.text = usercontent.mask(msg, len(_SCHEDULER_DUMP), None, "scheduler-output", f)  # (stop strings)
     elif c == "S" and msg.startswith("Sequence group ") and "preempted" in msg:
         f["request_id_preempted"] = msg.split(" ", 3)[2]
-
-
-def _unknown_model(ev: Event, msg: str, f: dict) -> None:
-    """`The model `NAME` does not exist`: NAME is what the client asked for, so it is masked before
-    the rules see it, whatever it is (a one-word name such as `EngineDeadError` is a rule's literal).
-    A model's name is kept as a field (which one clients ask for is the diagnosis: the
-    `unknown-model` rule reports it from there, `from_event`); any other text there is not. The name
-    ends at the last "` does not exist" (the server's words follow it; a name may quote them)."""
-    a = msg.find("The model `")
-    b = msg.rfind("` does not exist")
-    if a < 0 or b < a + 11:
-        return
-    name = msg[a + 11:b]
-    if _MODEL_NAME.match(name):
-        f["model_requested"] = clean(name)
-    ev.text = usercontent.mask(ev.text, a + 11, b, "model", f)
 
 
 def received(msg: str, f: dict) -> re.Match | None:
