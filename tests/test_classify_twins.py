@@ -58,9 +58,9 @@ def typed_records(recs: list) -> list:
     return [tuple((type(v), v) for v in r) if isinstance(r, tuple) else (type(r), r) for r in recs]
 
 
-def assert_twins(body: bytes, max_line: int) -> list:
-    want = pure.split_classify(body, max_line)
-    assert typed_records(typed.split_classify(body, max_line)) == typed_records(want)
+def assert_twins(body: bytes, max_line: int, crlf: bool = False) -> list:
+    want = pure.split_classify(body, max_line, crlf)
+    assert typed_records(typed.split_classify(body, max_line, crlf)) == typed_records(want)
     return want
 
 
@@ -279,12 +279,31 @@ def _random_line(r: random.Random) -> bytes:
 @given(st.randoms(use_true_random=True),
        st.one_of(st.just(1 << 20), st.integers(-1, 400), st.tuples(st.integers(0, 1000), st.integers(-1, 1))))
 def test_typed_classifier_agrees_on_generated_lines(rnd, cap):
+    crlf = rnd.random() < 0.3  # Windows line ends: most lines end in \r, some do not
+    ends = (b"\r\n",) * 8 + (b"\n", b"\r\r\n") if crlf else (b"\n", b"\n", b"\n\n", b"\n\n\n")
     lines = [_random_line(rnd) for _ in range(rnd.randint(0, 30))]
-    body = b"".join(line + rnd.choice((b"\n", b"\n", b"\n\n", b"\n\n\n")) for line in lines)[:-1] if lines else b""
+    body = b"".join(line + rnd.choice(ends) for line in lines)[:-1] if lines else b""
     if isinstance(cap, tuple):  # exactly one line's length, or one byte either side of it
-        cap = len(lines[cap[0] % len(lines)]) + cap[1] if lines else 0
-    recs = assert_twins(body, cap)
+        cap = len(lines[cap[0] % len(lines)]) + cap[1] + crlf if lines else 0
+    recs = assert_twins(body, cap, crlf)
     assert len(recs) == body.count(b"\n") + 1
+
+
+def test_a_line_ending_in_cr_gets_in_crlf_mode_the_record_it_gets_without_its_cr():
+    """A source with Windows line ends (`SourceParser.crlf`): each line is classified as the same
+    line without its \\r would be, and one the classifier leaves to the full parser goes whole."""
+    r = random.Random(7)
+    lines = [_random_line(r) for _ in range(20000)]
+    for impl in (pure, typed) if typed is not None else (pure,):
+        lf = impl.split_classify(b"\n".join(lines), 1 << 20)
+        crlf = impl.split_classify(b"\n".join(line + b"\r" for line in lines), 1 << 20, True)
+        assert len(lf) == len(crlf) == len(lines)
+        assert sum(isinstance(a, tuple) for a in lf) > 2000
+        for line, a, b in zip(lines, lf, crlf):
+            assert b == (a if isinstance(a, tuple) else line + b"\r")
+        # in crlf mode a line without its \r (the source is not such a file after all) is never claimed
+        claimed = impl.split_classify(b"\n".join(lines), 1 << 20, True)
+        assert all(not isinstance(b, tuple) for line, b in zip(lines, claimed) if not line.endswith(b"\r"))
 
 
 def test_what_the_classifier_reads_for_the_fast_path_is_what_the_parsers_would():

@@ -60,6 +60,22 @@ def normalise(raw: bytes) -> tuple[str, bool]:
     return without_bidi(text), cr
 
 
+def crlf_ends(data: bytes) -> bool | None:
+    """Do a stream's lines end in \\r\\n? Judged from its first bytes read: True when every complete
+    line in `data` does, False when one ends in \\n alone, None when `data` holds no complete line.
+
+    Windows line ends (a log copied through a Windows desktop, saved by an editor or a support
+    tool) put a \\r before every newline, which in a log with Unix line ends is vLLM's mark of a
+    record going on (`Line.cr`). Taken as that, a busy server's lines from one source within the
+    same second were joined into one record, and the requests of all but the first vanished. A
+    vLLM record always ends with a line in \\n alone, so a log with Unix line ends has one among
+    its first complete lines (the first bytes of a file, or what a follower reads first)."""
+    lines = data.count(b"\n")
+    if not lines:
+        return None
+    return data.count(b"\r\n") == lines
+
+
 class LineSplitter:
     """Splits a byte stream fed in arbitrary chunks into lines of bounded length.
 
@@ -67,6 +83,9 @@ class LineSplitter:
     emitted as a truncated line and the rest is skipped up to the next newline. The caller
     decides what to do with an unterminated tail (`flush`): a scan flushes it at EOF, a live
     follower waits for the newline and flushes only after a timeout.
+
+    `crlf`: the stream's lines end in \\r\\n (`crlf_ends` of the first bytes fed, unless the
+    caller judged it first); a line's \\r is then its line end, never `Line.cr`.
     """
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE, offset: int = 0, lineno: int = 0):
@@ -76,6 +95,7 @@ class LineSplitter:
         self._buf = bytearray()
         self._skipping = False  # inside the overflow of a truncated line
         self.truncated_lines = 0
+        self.crlf: bool | None = None
 
     @property
     def idle(self) -> bool:
@@ -88,6 +108,8 @@ class LineSplitter:
         return len(self._buf)
 
     def feed(self, data: bytes) -> Iterator[Line]:
+        if self.crlf is None:
+            self.crlf = crlf_ends(data)
         buf = self._buf
         start = 0
         n = len(data)
@@ -145,7 +167,7 @@ class LineSplitter:
         if truncated:
             self.truncated_lines += 1
         text, cr = normalise(raw)
-        return Line(self.lineno, text, cr, truncated, self.offset)
+        return Line(self.lineno, text, cr and not self.crlf, truncated, self.offset)
 
 
 class InputError(Exception):

@@ -293,10 +293,17 @@ cdef Py_ssize_t _find_bidi(const char *base, Py_ssize_t total, Py_ssize_t frm) n
     return total
 
 
-def split_classify(body, max_line):
-    """Records (tuples) or raw bytes, one per line of `body` (lines joined by `\\n`)."""
+cdef inline object _whole(const char *line, Py_ssize_t n, bint stripped, object raw):
+    """What goes to the full parser: the line as it was (its `\\r` put back when it was read without)."""
+    return PyBytes_FromStringAndSize(line, n + 1) if stripped else raw
+
+
+def split_classify(body, max_line, crlf=False):
+    """Records (tuples) or raw bytes, one per line of `body` (lines joined by `\\n`); `crlf`: see
+    classify.split_classify (a line then gets a tuple only when it ends in `\\r`, read without it)."""
     if type(body) is not bytes or type(max_line) is not int:
-        return _pure.split_classify(body, max_line)
+        return _pure.split_classify(body, max_line, crlf)
+    cdef bint crlf_lines = crlf, stripped
     cdef Py_ssize_t cap
     if max_line > PY_SSIZE_T_MAX:
         cap = PY_SSIZE_T_MAX
@@ -325,9 +332,12 @@ def split_classify(body, max_line):
         le = total if nl == NULL else nl - base
         n = le - pos
         s = <const unsigned char *>(base + pos)
+        stripped = crlf_lines and 0 < n <= cap and s[n - 1] == 13
+        if stripped:
+            n -= 1
         raw = PyBytes_FromStringAndSize(base + pos, n)
-        if n > cap or n < 24:
-            out.append(raw)
+        if n > cap or n < 24 or (crlf_lines and not stripped):
+            out.append(_whole(base + pos, n, stripped, raw))
         else:
             if cr < pos:
                 cr = _find(base, total, pos, 13)
@@ -339,24 +349,24 @@ def split_classify(body, max_line):
                 bidi = _find_bidi(base, total, pos)
             last = s[n - 1]
             c = s[0]
-            if (cr < le or esc < le or nul < le or bidi < le or last == 42 or last == 96  # a paste's closing ``` or **
+            if (cr < pos + n or esc < le or nul < le or bidi < le or last == 42 or last == 96  # a paste's closing ``` or **
                     or (last == 93 and memcmp(s + n - 8, b"cluster]", 8) == 0)):  # Ray's repeat suffix
-                out.append(raw)
+                out.append(_whole(base + pos, n, stripped, raw))
             elif c == 40 or (c == 73 and memcmp(s, b"INFO ", 5) == 0):  # "(" : a process tag
                 e = _vllm(s, n, &m, &k, &pid_a)
                 if e < 0:
-                    out.append(raw)
+                    out.append(_whole(base + pos, n, stripped, raw))
                 elif n - e >= 17 and memcmp(s + e, b"Received request ", 17) == 0:
                     kind = 1
                 elif n - e >= 14 and memcmp(s + e, b"Added request ", 14) == 0:
                     kind = 2
                 else:
-                    out.append(raw)
+                    out.append(_whole(base + pos, n, stripped, raw))
                     e = -1
                 if e >= 0:
                     nd = m.start - 2 - pid_a  # the pid's digits (when k)
                     if _colon_end(s, n) or (k and nd > _MAX_PID_DIGITS):
-                        out.append(raw)
+                        out.append(_whole(base + pos, n, stripped, raw))
                     else:
                         if k:
                             proc = procs.get(base + pos + 1, k - 1)
@@ -384,7 +394,7 @@ def split_classify(body, max_line):
             elif c == 73 and s[4] == 58 and memcmp(s, b"INFO:", 5) == 0:  # "I"
                 st = _access(s, n, f)
                 if st < 0 or _colon_end(s, n):
-                    out.append(raw)
+                    out.append(_whole(base + pos, n, stripped, raw))
                 else:
                     text = PyUnicode_DecodeUTF8(base + pos, n, b"replace")
                     rec = (3, raw, PyUnicode_DecodeASCII(base + pos + f[0], f[1] - f[0], NULL),
@@ -395,7 +405,7 @@ def split_classify(body, max_line):
                     PyObject_GC_UnTrack(rec)
                     out.append(rec)
             else:
-                out.append(raw)
+                out.append(_whole(base + pos, n, stripped, raw))
         if nl == NULL:
             return out
         pos = le + 1

@@ -66,24 +66,36 @@ def _no_markers(t: str) -> bool:
                 or "does not exist" in t)
 
 
-def split_classify(body: bytes, max_line: int) -> list:
-    """Records (tuples) or raw bytes, one per line of `body` (lines joined by `\\n`)."""
+def split_classify(body: bytes, max_line: int, crlf: bool = False) -> list:
+    """Records (tuples) or raw bytes, one per line of `body` (lines joined by `\\n`).
+
+    `crlf`: the source's lines end in `\\r\\n` (`SourceParser.crlf`). Only a line that ends in one
+    `\\r` can then get a tuple, read without it: its `raw` is the line without the `\\r` (the
+    caller counts it); any other line is handed over whole, `\\r` and all."""
     out = []
     append = out.append
     vllm_match = _VLLM.match
     access_match = _ACCESS.match
     for raw in body.split(b"\n"):
         n = len(raw)
+        if crlf:
+            if n > max_line or raw[-1:] != b"\r":
+                append(raw)
+                continue
+            whole, raw = raw, raw[:-1]
+            n -= 1
+        else:
+            whole = raw
         if (n > max_line or n < 24 or 13 in raw or 27 in raw or 0 in raw or raw.endswith(b"cluster]")  # \r ESC NUL, as ints (see _no_markers)
                 or raw[-1] in b"*`"  # a paste's closing ``` or ** (diag.parsing.paste) is taken off first
                 or (226 in raw and _BIDI.search(raw) is not None)):  # 0xe2: a bidi control, which normalise takes out
-            append(raw)
+            append(whole)
             continue
         c = raw[0]
         if c == 40 or raw.startswith(b"INFO "):  # "(" : a process tag
             m = vllm_match(raw)
             if m is None:
-                append(raw)
+                append(whole)
                 continue
             msg = raw[m.end():]
             if msg.startswith(b"Received request "):
@@ -91,14 +103,14 @@ def split_classify(body: bytes, max_line: int) -> list:
             elif msg.startswith(b"Added request "):
                 kind = ADDED
             else:
-                append(raw)
+                append(whole)
                 continue
             if msg.endswith((b":", b": ", b":\t")):
-                append(raw)
+                append(whole)
                 continue
             proc, pid, stamp, src = m.groups()
             if pid is not None and len(pid) > MAX_DIGITS:  # the full parser's to_int gives None (int() would raise past 4300)
-                append(raw)
+                append(whole)
                 continue
             start = m.start(3) - 5  # "INFO ": where the text after the process tag begins
             text = raw[start:].decode("utf-8", "replace")
@@ -109,7 +121,7 @@ def split_classify(body: bytes, max_line: int) -> list:
         elif c == 73 and raw.startswith(b"INFO:"):  # "I"
             m = access_match(raw)
             if m is None or raw.endswith((b":", b": ", b":\t")):
-                append(raw)
+                append(whole)
                 continue
             client, method, path, status = m.groups()
             text = raw.decode("utf-8", "replace")
@@ -117,5 +129,5 @@ def split_classify(body: bytes, max_line: int) -> list:
             append((ACCESS, raw, client.decode("ascii"), method.decode("ascii"), path.decode("ascii"), int(status),
                     text[m.start(1):], text, 0, None, plain))
         else:
-            append(raw)
+            append(whole)
     return out

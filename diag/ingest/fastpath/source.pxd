@@ -12,7 +12,7 @@ cdef class FastSource:
     cdef public object splitter, path, lines, plain, _split_classify, _at
 
     @cython.locals(plain=PlainWay, parser=SourceParser, pipe=Pipeline)
-    cpdef _apply(self, list records, lineno, offset)
+    cpdef _apply(self, list records, lineno, offset, bint crlf=*)
 
 
 cdef class PlainWay:

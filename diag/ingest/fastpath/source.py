@@ -10,7 +10,7 @@ from diag.parsing.usercontent import kept_path, scrub
 from diag.ingest.fastpath import classify as C
 from diag.parsing.source import SourceParser
 from diag.parsing.formats import uvicorn, vllm
-from diag.ingest.reader import CHUNK, Line, LineSplitter, normalise, read_chunks
+from diag.ingest.reader import CHUNK, Line, LineSplitter, crlf_ends, normalise, read_chunks
 
 if TYPE_CHECKING:
     from diag.pipeline import Pipeline
@@ -59,6 +59,8 @@ class FastSource:
 
     def _feed(self, data: bytes) -> None:
         sp = self.splitter
+        if sp.crlf is None:
+            sp.crlf = crlf_ends(data)
         if not sp.idle:  # the end of a line begun in the previous chunk
             nl = data.find(b"\n")
             if nl < 0:
@@ -78,17 +80,18 @@ class FastSource:
         sp = self.splitter
         max_line = sp.max_line
         lineno, offset = sp.lineno, sp.offset
-        records = self._split_classify(body, max_line)
+        crlf = sp.crlf is True  # Windows line ends (`crlf_ends`): lines are classified without their \r
+        records = self._split_classify(body, max_line, crlf)
         first = lineno
         try:
-            self._apply(records, lineno, offset)
+            self._apply(records, lineno, offset, crlf)
         finally:
             # where LineSplitter would be if it had handed these lines out (also if one of them raised)
             lineno, offset = self._at
             self.lines += lineno - first
             sp.lineno, sp.offset = lineno, offset
 
-    def _apply(self, records: list, lineno: int, offset: int) -> None:
+    def _apply(self, records: list, lineno: int, offset: int, crlf: bool = False) -> None:
         sp, parser, pipe = self.splitter, self.parser, self.pipe
         event, parse, took = pipe.event, pipe.parse, parser.took
         path = self.path
@@ -109,13 +112,13 @@ class FastSource:
                         sp.truncated_lines += 1
                         rec = rec[:max_line]
                     text, cr = normalise(rec)
-                    for ev in parse(parser, Line(lineno, text, cr, truncated, offset)):
+                    for ev in parse(parser, Line(lineno, text, cr and not crlf, truncated, offset)):
                         event(ev)
                         plain = None
                     continue
                 kind = rec[0]
                 raw = rec[1]
-                offset += len(raw) + 1
+                offset += len(raw) + 1 + crlf  # (and its \r)
                 text, start = rec[7], rec[8]
                 if kind == ACCESS:
                     mod, other = UVI, VLLM

@@ -1,0 +1,166 @@
+"""Logs with Windows line ends (`\\r\\n`): copied through a Windows desktop, saved by an editor or a
+support tool, collected by some agents. Every line of such a file ends in `\\r`, which in a log
+with Unix line ends is vLLM's mark of a record going on (`Line.cr`). Taken as that, lines of one
+source within the same second were joined into one record: a busy server's Received lines
+vanished into one another, and with them their requests. And every line went the full parser's
+way (the fast path's classifier leaves any `\\r` to it), at half the speed.
+
+`diag.ingest.reader.crlf_ends` judges a source's line ends from the first bytes read; the line
+splitter then reads a \\r before a newline as the line end, and the fast path classifies lines
+without it. A log reads the same with either line end, on both ways.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from conftest import CORPUS
+
+from diag.analysis.rules import ruleset as rules
+from diag.ingest.fastpath import FastSource
+from diag.ingest.reader import LineSplitter, crlf_ends, read_lines
+from diag.parsing.source import SourceParser
+from diag.pipeline import Pipeline
+from diag.report.document import to_json
+
+FIELD = Path(__file__).parent / "data" / "field"
+LOGS = sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix not in (".md", ".json", ".txt"))
+LOGS += sorted(p for p in FIELD.rglob("*") if p.is_file() and p.suffix not in (".md", ".json", ".toml"))
+TS = "(APIServer pid=1) INFO 11-22 18:27:00 "
+
+
+def _doc(pipe: Pipeline, renamed: dict[Path, Path] | None = None) -> dict:
+    """The scan's document; `renamed`: the directory of each copy named as its original's."""
+    d = to_json(pipe)
+    d["stats"].pop("seconds")
+    if renamed:
+        text = json.dumps(d)
+        for copy, log in renamed.items():
+            text = text.replace(json.dumps(str(copy))[1:-1], json.dumps(str(log))[1:-1])
+        d = json.loads(text)
+    return d
+
+
+def _scan(paths: list[Path], fast: bool) -> Pipeline:
+    pipe = Pipeline(rules.load(), fast=fast)
+    for p in paths:
+        pipe.scan_path(str(p))
+    pipe.finish()
+    return pipe
+
+
+def _windows(log: Path, tmp: Path) -> Path:
+    """A copy with \\r\\n line ends, under the same name (trace ids carry it) in a copy of its directories."""
+    root = CORPUS if log.is_relative_to(CORPUS) else FIELD
+    out = tmp / root.name / log.relative_to(root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(log.read_bytes().replace(b"\n", b"\r\n"))
+    return out
+
+
+ROOTS = (CORPUS, FIELD)
+
+
+def _requests(n: int, crlf: bool) -> bytes:
+    """n requests in one second from one source, their Received lines back to back: the lines a
+    record's continuation repeats the prefix of."""
+    lines = [f"{TS}[request_logger.py:65] Received request chatcmpl-{i:04x}: params: SamplingParams(n=1, max_tokens={i + 1}), "
+             "lora_request: None." for i in range(n)]
+    lines += [f"{TS}[async_llm.py:578] Added request chatcmpl-{i:04x}-0000abcd." for i in range(n)]
+    lines += [f'INFO:     127.0.0.1:{5000 + i} - "POST /v1/chat/completions HTTP/1.1" 200 OK' for i in range(n)]
+    end = "\r\n" if crlf else "\n"
+    return "".join(line + end for line in lines).encode()
+
+
+@pytest.mark.parametrize("fast", (True, False), ids=("fast path", "full parser"))
+def test_a_busy_second_in_a_windows_line_ended_log_keeps_every_request(tmp_path, fast):
+    log = tmp_path / "vllm.log"
+    log.write_bytes(_requests(5, crlf=True))
+    traces = _scan([log], fast).traces
+    assert [(t.id, t.max_tokens, t.http_status) for t in traces] == [(f"chatcmpl-{i:04x}", i + 1, 200) for i in range(5)]
+
+
+def test_every_corpus_log_reads_the_same_with_windows_line_ends(tmp_path):
+    """Each recorded and field log, its newlines made \\r\\n: the same document as the log itself,
+    on the fast path and the full parser's way (a log that holds a \\r of its own is left out of
+    the first: there \\r\\n cannot be told from a record's continuation any more)."""
+    plain = [log for log in LOGS if b"\r" not in log.read_bytes()]
+    assert len(plain) > 150
+    copies = [_windows(log, tmp_path) for log in plain]
+    want = _doc(_scan(plain, fast=True))
+    for fast in (True, False):
+        assert _doc(_scan(copies, fast), {tmp_path / r.name: r for r in ROOTS}) == want, "fast path" if fast else "full parser"
+
+
+def test_fast_path_and_full_parser_agree_on_every_corpus_log_with_windows_line_ends(tmp_path):
+    """Those with a \\r of their own too (vLLM's multi-line records, progress bars)."""
+    copies = [_windows(log, tmp_path) for log in LOGS]
+    assert _doc(_scan(copies, fast=True)) == _doc(_scan(copies, fast=False))
+
+
+def test_the_fast_path_takes_a_windows_line_ended_logs_lifecycle_lines_fed_in_any_chunks(tmp_path):
+    """A real server's log with \\r\\n: its plain requests go the fast way as they do with \\n, also
+    when fed in chunks that cut lines (and their \\r\\n) anywhere, as a follower reads a growing file."""
+    log = CORPUS / "vllm" / "real-0.32.0-cpu" / "text.log"
+    copy = _windows(log, tmp_path)
+    counts, docs = [], []
+    for path, chunk in ((log, 1 << 20), (copy, 1 << 20), (copy, 1), (copy, 97), (copy, 4096)):
+        pipe = Pipeline(rules.load())
+        src = FastSource(pipe, SourceParser(str(path), 1.7e9), LineSplitter())
+        src.read(io.BytesIO(path.read_bytes()), chunk=chunk)
+        pipe.finish()
+        counts.append(src.plain)
+        d = _doc(pipe, {tmp_path / r.name: r for r in ROOTS})
+        del d["files"], d["stats"]
+        docs.append(d)
+    assert counts[0] >= 20 and counts[1] == counts[0]  # a block read whole: every line the fast way takes with \n
+    assert counts[4] > 0  # 4 KiB reads: most lines whole in one (a line cut by a read takes the full parser's way)
+    assert all(d == docs[0] for d in docs[1:])
+
+
+def test_a_log_with_unix_line_ends_keeps_vllms_multi_line_records(tmp_path):
+    """vLLM ends each line of a multi-line record but the last with \\r\\n: a log that starts with
+    such a record (0.32's banner does) is no Windows file, and its records are still one event."""
+    log = tmp_path / "vllm.log"
+    record = (f"{TS}[serving_chat.py:90] Error in preprocessing prompt inputs\r\n"
+              f"{TS}[serving_chat.py:90] Traceback (most recent call last):\r\n"
+              f"{TS}[serving_chat.py:90] ValueError: bad things\n")
+    log.write_bytes(record.encode() + _requests(2, crlf=False))
+    joined = [ev for ev in _events(log) if "Error in preprocessing" in ev.text]
+    assert len(joined) == 1 and "ValueError: bad things" in joined[0].text
+    for fast in (True, False):
+        assert [t.http_status for t in _scan([log], fast).traces] == [200, 200]
+
+
+@pytest.mark.parametrize("data, want", [
+    (b"a\r\nb\r\n", True), (b"a\r\nb\r\nc", True), (b"a\r\nb\n", False), (b"a\nb\r\n", False),
+    (b"a\r\r\n", True), (b"", None), (b"no newline yet\r", None),
+])
+def test_line_ends_are_judged_from_the_first_complete_lines(data, want):
+    assert crlf_ends(data) is want
+
+
+def _events(log: Path) -> list:
+    sp = SourceParser(str(log))
+    out = []
+    for line in read_lines(io.BytesIO(log.read_bytes())):
+        out.extend(sp.feed(line))
+    out.extend(sp.flush())
+    return out
+
+
+def test_a_random_mix_of_line_ends_reads_the_same_on_both_ways(tmp_path):
+    """Whatever mixes of \\r\\n and \\n a file has, the fast path's document is the full parser's."""
+    r = random.Random(5)
+    body = _requests(40, crlf=False).split(b"\n")[:-1]
+    for seed in range(6):
+        r.seed(seed)
+        mixed = b"".join(line + r.choice((b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r\r\n")) for line in body)
+        log = tmp_path / f"mixed{seed}.log"
+        log.write_bytes(mixed)
+        assert _doc(_scan([log], fast=True)) == _doc(_scan([log], fast=False))
