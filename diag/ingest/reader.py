@@ -1,7 +1,8 @@
 """Turning bytes into bounded, decoded lines.
 
 Everything downstream sees the same thing whether the bytes came from a file read to the
-end (`diag scan`), a gzip archive, stdin or a file followed live (`diag daemon`): a `Line`
+end (`diag scan`), a gzip archive, a UTF-16 file (`diag.ingest.utf16`), stdin or a file followed
+live (`diag daemon`), with Unix or Windows line ends (`crlf_ends`): a `Line`
 with its number, its byte offset just past its newline, and text that is safe to match on.
 Nothing here can raise on content: invalid UTF-8 is replaced, NUL bytes and ANSI escapes are
 dropped, and a line longer than the limit is cut (and flagged) instead of growing memory.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from diag.fsname import display
+from diag.ingest.utf16 import Utf16Source, utf16_encoding
 from diag.parsing.base import without_bidi
 
 DEFAULT_MAX_LINE = 1024 * 1024
@@ -175,12 +177,17 @@ class InputError(Exception):
 
 
 def open_source(path: str) -> tuple[BinaryIO, float | None]:
-    """Open a path (`-` for stdin, `.gz` transparently) and return it with its mtime.
+    """Open a path (`-` for stdin, `.gz` and UTF-16 transparently) and return it with its mtime.
 
     The modification time gives a year to timestamps that have none (vLLM's `MM-DD`).
     """
     if path == "-":
-        return sys.stdin.buffer, None
+        stdin = sys.stdin.buffer
+        enc = utf16_encoding(stdin.peek(2)) if hasattr(stdin, "peek") else None
+        if enc is not None:
+            stdin.read(2)
+            return Utf16Source(stdin, enc), None  # type: ignore[return-value]
+        return stdin, None
     name = display(path)  # for the messages: text whatever the name's bytes (diag.fsname)
     try:
         st = os.stat(path)
@@ -199,6 +206,15 @@ def open_source(path: str) -> tuple[BinaryIO, float | None]:
     f.seek(0)
     if magic == b"\x1f\x8b":
         f = gzip.GzipFile(fileobj=f)  # type: ignore[assignment]
+        try:
+            magic = f.read(2)
+            f.seek(0)
+        except (OSError, EOFError, zlib.error):
+            magic = b""  # a corrupt archive: reading it says so (`read_chunks`)
+    enc = utf16_encoding(magic)
+    if enc is not None:  # saved by Windows PowerShell or Notepad (diag.ingest.utf16)
+        f.read(2)
+        f = Utf16Source(f, enc)  # type: ignore[assignment]
     return f, st.st_mtime
 
 

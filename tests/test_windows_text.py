@@ -1,4 +1,6 @@
-"""Logs with Windows line ends (`\\r\\n`): copied through a Windows desktop, saved by an editor or a
+"""Text as Windows saves it: line ends, and UTF-16.
+
+Logs with Windows line ends (`\\r\\n`): copied through a Windows desktop, saved by an editor or a
 support tool, collected by some agents. Every line of such a file ends in `\\r`, which in a log
 with Unix line ends is vLLM's mark of a record going on (`Line.cr`). Taken as that, lines of one
 source within the same second were joined into one record: a busy server's Received lines
@@ -8,13 +10,21 @@ way (the fast path's classifier leaves any `\\r` to it), at half the speed.
 `diag.ingest.reader.crlf_ends` judges a source's line ends from the first bytes read; the line
 splitter then reads a \\r before a newline as the line end, and the fast path classifies lines
 without it. A log reads the same with either line end, on both ways.
+
+UTF-16 (Windows PowerShell 5.1's `>` and `Out-File`, Notepad's "Unicode"): read as bytes, every
+other byte a NUL, nothing in such a file was found and nothing said so. A file that starts with a
+UTF-16 byte-order mark is read as the text it holds (`diag.ingest.utf16`).
 """
 
 from __future__ import annotations
 
+import codecs
+import gzip
 import io
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +36,7 @@ from diag.ingest.fastpath import FastSource
 from diag.ingest.reader import LineSplitter, crlf_ends, read_lines
 from diag.parsing.source import SourceParser
 from diag.pipeline import Pipeline
+from diag.ingest.utf16 import Utf16Source
 from diag.report.document import to_json
 
 FIELD = Path(__file__).parent / "data" / "field"
@@ -164,3 +175,59 @@ def test_a_random_mix_of_line_ends_reads_the_same_on_both_ways(tmp_path):
         log = tmp_path / f"mixed{seed}.log"
         log.write_bytes(mixed)
         assert _doc(_scan([log], fast=True)) == _doc(_scan([log], fast=False))
+
+
+# -- UTF-16 ----------------------------------------------------------------------------------------
+def _powershell(log: Path, tmp: Path, encoding: str = "utf-16-le", ends: bytes = b"\r\n") -> Path:
+    """The log as `Get-Content`/`>` in Windows PowerShell 5.1 saves it: a byte-order mark, UTF-16, \\r\\n."""
+    root = CORPUS if log.is_relative_to(CORPUS) else FIELD
+    out = tmp / root.name / log.relative_to(root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = log.read_bytes().replace(b"\n", ends).decode("utf-8", "replace")
+    out.write_bytes(codecs.BOM_UTF16_LE + text.encode(encoding) if encoding == "utf-16-le" else codecs.BOM_UTF16_BE + text.encode(encoding))
+    return out
+
+
+def test_every_corpus_log_saved_as_utf16_reads_as_the_log(tmp_path):
+    """Each valid-UTF-8 recorded and field log in UTF-16 (little-endian with \\r\\n as PowerShell
+    writes it; big-endian with \\n): the document of the same text in UTF-8, on both ways."""
+    logs = [log for log in LOGS if b"\r" not in log.read_bytes() and _utf8(log)]
+    assert len(logs) > 150
+    want = _doc(_scan(logs, fast=True))
+    for encoding, ends in (("utf-16-le", b"\r\n"), ("utf-16-be", b"\n")):
+        copies = [_powershell(log, tmp_path / encoding, encoding, ends) for log in logs]
+        for fast in (True, False):
+            got = _doc(_scan(copies, fast), {tmp_path / encoding / r.name: r for r in ROOTS})
+            assert got == want, (encoding, fast)
+
+
+def _utf8(log: Path) -> bool:
+    try:
+        log.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def test_a_gzipped_or_piped_utf16_log_reads_too(tmp_path):
+    log = CORPUS / "vllm" / "real-0.32.0-cpu" / "text-logoutputs.log"
+    u16 = _powershell(log, tmp_path)
+    want = _doc(_scan([_windows(log, tmp_path / "crlf")], fast=True), {tmp_path / "crlf" / "corpus": CORPUS})
+    gz = tmp_path / "corpus" / "vllm" / "real-0.32.0-cpu" / "text-logoutputs.log.gz"
+    gz.write_bytes(gzip.compress(u16.read_bytes()))
+    got = _doc(_scan([gz], fast=True), {gz: log})
+    assert got["traces"] == want["traces"] and got["findings"] == want["findings"] and len(want["traces"]) > 10
+    r = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", "-"], input=u16.read_bytes(), capture_output=True, timeout=120)
+    piped = json.loads(r.stdout)
+    assert [t["id"] for t in piped["traces"]] == [t["id"] for t in want["traces"]]
+    assert piped["files"][0]["format"] == "vllm"
+
+
+def test_utf16_is_decoded_whatever_the_reads_cut_and_a_broken_end_is_replaced():
+    text = "INFO 11-22 18:27:00 [a.py:1] 中文 ok 😀\r\n" * 50
+    data = codecs.BOM_UTF16_LE + text.encode("utf-16-le")
+    for size in (1, 2, 3, 7, 4096):
+        src = Utf16Source(io.BytesIO(data[2:]), "utf-16-le")
+        assert b"".join(iter(lambda: src.read(size), b"")) == text.encode()
+    src = Utf16Source(io.BytesIO(data[2:] + b"\x41"), "utf-16-le")  # an odd last byte: half a character
+    assert src.read(-1) == text.encode() + "\ufffd".encode()
