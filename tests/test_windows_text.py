@@ -231,3 +231,12 @@ def test_utf16_is_decoded_whatever_the_reads_cut_and_a_broken_end_is_replaced():
         assert b"".join(iter(lambda: src.read(size), b"")) == text.encode()
     src = Utf16Source(io.BytesIO(data[2:] + b"\x41"), "utf-16-le")  # an odd last byte: half a character
     assert src.read(-1) == text.encode() + "\ufffd".encode()
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
+    """Notepad and PowerShell's `Out-File -Encoding utf8` put one before the first line: that line
+    (here a Received line) is read as what it is, on both ways."""
+    log = tmp_path / "vllm.log"
+    log.write_bytes(codecs.BOM_UTF8 + _requests(2, crlf=False))
+    for fast in (True, False):
+        assert [(t.max_tokens, t.http_status) for t in _scan([log], fast).traces] == [(1, 200), (2, 200)]

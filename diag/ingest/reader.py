@@ -59,6 +59,8 @@ def normalise(raw: bytes) -> tuple[str, bool]:
         text = _ANSI.sub("", text)
     if "\x00" in text:
         text = text.replace("\x00", "")
+    if text[:1] == "\ufeff":  # a byte-order mark (UTF-8 as Notepad or PowerShell's -Encoding utf8 save it): not the line's
+        text = text[1:]
     return without_bidi(text), cr
 
 
