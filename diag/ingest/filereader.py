@@ -10,15 +10,20 @@ every line is done, not what was merely read.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from diag.fsname import display
+from diag.ingest.containerlog import container_format
 from diag.ingest.reader import Line, LineSplitter
+from diag.ingest.utf16 import utf16_encoding
 from diag.parsing.source import SourceParser
 from diag.store.db import SourceState
 
+log = logging.getLogger("diag")
 FP_BYTES = 256
 READ_CHUNK = 1 << 20
 # What a live read asks for first. Asking the kernel for READ_CHUNK when a few lines are new
@@ -47,6 +52,7 @@ class FileReader:
     consumed: int = -1  # lines fed to the parser, including any it still holds
     behind: bool = False  # the last read stopped at its size limit, not at the end of the file: more is waiting
     _head: tuple[str, bytes] | None = None  # (fingerprint, the bytes it was computed from), see `head_matches`
+    _looked: bool = False  # at what kind of text its first bytes are (`_look`)
 
     def __post_init__(self) -> None:
         if self.consumed < 0:
@@ -112,10 +118,26 @@ class FileReader:
         return os.read(self.fileno(), n)
 
     def _take(self, out: list[Line | bytes], data: bytes) -> None:
+        if not self._looked:
+            self._look(data)
         if self.raw:
             out.append(data)  # the consumer runs it through this reader's splitter, in order
         else:
             out.extend(self.splitter.feed(data))
+
+    def _look(self, data: bytes) -> None:
+        """A file followed from its start that is not a server's log as the server writes it, but
+        what `diag scan` reads through a decoder (UTF-16 saved on Windows, a container runtime's
+        log file): followed, its lines are bytes in no format. Said once, in one line."""
+        self._looked = True
+        if self.state.offset:
+            return
+        what = ("UTF-16 text" if utf16_encoding(data) else
+                {"cri": "a Kubernetes (CRI) container log", "docker-json": "a Docker json-file container log"}.get(container_format(data) or ""))
+        if what:
+            log.warning("%s: %s: followed, its lines are in no server's format and nothing will be found in them; "
+                        "follow the server's own log (or its `kubectl logs`/`docker logs` output), or `diag scan` this file",
+                        display(self.state.path), what)
 
     def close(self) -> None:
         try:

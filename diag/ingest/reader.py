@@ -1,7 +1,8 @@
 """Turning bytes into bounded, decoded lines.
 
 Everything downstream sees the same thing whether the bytes came from a file read to the
-end (`diag scan`), a gzip archive, a UTF-16 file (`diag.ingest.utf16`), stdin or a file followed
+end (`diag scan`), a gzip archive, a UTF-16 file (`diag.ingest.utf16`), a container runtime's
+log file (`diag.ingest.containerlog`), stdin or a file followed
 live (`diag daemon`), with Unix or Windows line ends (`crlf_ends`): a `Line`
 with its number, its byte offset just past its newline, and text that is safe to match on.
 Nothing here can raise on content: invalid UTF-8 is replaced, NUL bytes and ANSI escapes are
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from diag.fsname import display
+from diag.ingest.containerlog import ContainerLogSource, container_format
 from diag.ingest.utf16 import Utf16Source, utf16_encoding
 from diag.parsing.base import without_bidi
 
@@ -179,17 +181,15 @@ class InputError(Exception):
 
 
 def open_source(path: str) -> tuple[BinaryIO, float | None]:
-    """Open a path (`-` for stdin, `.gz` and UTF-16 transparently) and return it with its mtime.
+    """Open a path (`-` for stdin; `.gz`, UTF-16 and container runtimes' files transparently) and
+    return it with its mtime.
 
     The modification time gives a year to timestamps that have none (vLLM's `MM-DD`).
     """
     if path == "-":
         stdin = sys.stdin.buffer
-        enc = utf16_encoding(stdin.peek(2)) if hasattr(stdin, "peek") else None
-        if enc is not None:
-            stdin.read(2)
-            return Utf16Source(stdin, enc), None  # type: ignore[return-value]
-        return stdin, None
+        head = stdin.peek(1 << 16) if hasattr(stdin, "peek") else b""
+        return _decoded(stdin, head), None
     name = display(path)  # for the messages: text whatever the name's bytes (diag.fsname)
     try:
         st = os.stat(path)
@@ -204,20 +204,30 @@ def open_source(path: str) -> tuple[BinaryIO, float | None]:
         raise InputError(f"{name}: is a directory") from None
     except OSError as exc:
         raise InputError(f"{name}: {exc.strerror or exc}") from None
-    magic = f.read(2)
+    head = f.read(1 << 16)
     f.seek(0)
-    if magic == b"\x1f\x8b":
+    if head[:2] == b"\x1f\x8b":
         f = gzip.GzipFile(fileobj=f)  # type: ignore[assignment]
         try:
-            magic = f.read(2)
+            head = f.read(1 << 16)
             f.seek(0)
         except (OSError, EOFError, zlib.error):
-            magic = b""  # a corrupt archive: reading it says so (`read_chunks`)
-    enc = utf16_encoding(magic)
-    if enc is not None:  # saved by Windows PowerShell or Notepad (diag.ingest.utf16)
+            head = b""  # a corrupt archive: reading it says so (`read_chunks`)
+    return _decoded(f, head), st.st_mtime
+
+
+def _decoded(f: BinaryIO, head: bytes) -> BinaryIO:
+    """`f`, or what reads it as the log it holds: UTF-16 saved by Windows PowerShell or Notepad
+    (`diag.ingest.utf16`), a container runtime's log file (`diag.ingest.containerlog`). `head`: its
+    first bytes, which reading `f` returns again."""
+    enc = utf16_encoding(head)
+    if enc is not None:
         f.read(2)
-        f = Utf16Source(f, enc)  # type: ignore[assignment]
-    return f, st.st_mtime
+        return Utf16Source(f, enc)  # type: ignore[return-value]
+    fmt = container_format(head)
+    if fmt is not None:
+        return ContainerLogSource(f, fmt)  # type: ignore[return-value]
+    return f
 
 
 def read_chunks(f: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:

@@ -1,0 +1,125 @@
+"""Container runtimes' own log files, read as the lines the server wrote.
+
+vLLM nearly always runs in a container, and the files its runtime keeps are what a post-mortem
+often has: Kubernetes nodes' `/var/log/containers/*.log` and `/var/log/pods/…` (the CRI format of
+containerd and CRI-O: `<RFC 3339 time> stdout|stderr F|P <line>`) and Docker's json-file driver
+(`/var/lib/docker/containers/<id>/<id>-json.log`: `{"log":"<line>\\n","stream":…,"time":…}`).
+Read as they are, no line was in any format: diag found nothing in them and said nothing.
+
+Both runtimes cut a line longer than 16 KiB into pieces (CRI: `P` on all but the last; Docker:
+no newline at the end of all but the last), and a vLLM Received line with a long prompt is such
+a line: its pieces are joined again here, so the prompt stays one span that the vLLM parser masks
+(a piece read on its own would be a line of the user's text). Each line comes out as
+`docker logs --timestamps` prints it, `<time> <line>`, whose time the wrappers keep
+(`diag.parsing.wrappers.DOCKER_TS`) for the lines that have none of their own.
+
+Only `diag scan` reads files this way (`diag.ingest.reader.open_source`): the daemon's offsets are
+those of the file's own bytes, and it follows the server's log as the server writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import BinaryIO
+
+# `<time> <stream> <tags> <line>`: the first tag is P (partial) or F; more may follow after ":"
+# (kubelet's kuberuntime/logs parser: "Keep this forward compatible").
+CRI = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) (?:stdout|stderr) ([FP])(?::[^ ]*)?(?: |$)")
+_DOCKER = b'{"log":'
+MAX_JOINED = 1 << 20  # a line joined from pieces: beyond this it is cut, as the line splitter would cut it
+MAX_CARRY = 8 << 20  # a "line" of the runtime's file longer than this is passed on as it is, unread
+
+
+def container_format(head: bytes) -> str | None:
+    """"cri" or "docker-json" when a file's first line is one of those runtimes' records, else None."""
+    first = head.split(b"\n", 1)[0]
+    if CRI.match(first):
+        return "cri"
+    if first.startswith(_DOCKER) and first.rstrip(b"\r").endswith(b"}"):
+        return "docker-json"
+    return None
+
+
+class ContainerLogSource:
+    """A runtime's log file read as `<time> <line>` lines (see the module doc); `read(n)` reads `n`
+    bytes of the file and returns the lines they complete. A line that is not the runtime's record
+    (a file cut in the middle, a line of something else) is passed on as it is: nothing is lost."""
+
+    def __init__(self, raw: BinaryIO, fmt: str):
+        self._raw = raw
+        self._cri = fmt == "cri"
+        self._carry = b""
+        self._piece = b""  # a long line's pieces so far
+        self._piece_ts = b""  # the first piece's time
+        self._in_piece = False
+        self._done = False
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(1 << 20), b""))
+        while not self._done:
+            data = self._raw.read(size or 1)
+            if not data:
+                self._done = True
+                tail, self._carry = self._carry, b""
+                out = self._line(tail) if tail else b""
+                return out + self._end_piece()
+            buf = self._carry + data
+            last = buf.rfind(b"\n")
+            if last < 0:
+                if len(buf) > MAX_CARRY:
+                    self._carry = b""
+                    return buf
+                self._carry = buf
+                continue
+            self._carry = buf[last + 1:]
+            out = b"".join(self._line(line) for line in buf[:last].split(b"\n"))
+            if out:
+                return out
+        return b""
+
+    def _line(self, line: bytes) -> bytes:
+        if self._cri:
+            m = CRI.match(line)
+            if m is None:
+                return self._end_piece() + line + b"\n"
+            ts, text, whole = m.group(1), line[m.end():], m.group(2) == b"F"
+        else:
+            try:
+                rec = json.loads(line)
+                log, ts = rec["log"], rec.get("time", "")
+                if not isinstance(log, str) or not isinstance(ts, str):
+                    raise TypeError
+            except (ValueError, TypeError, KeyError):
+                return self._end_piece() + line + b"\n"
+            whole = log.endswith("\n")
+            text = (log[:-1] if whole else log).encode("utf-8", "replace")
+            ts = ts.encode("ascii", "replace")
+        if not whole:
+            if not self._in_piece:
+                self._in_piece, self._piece_ts = True, ts
+            if len(self._piece) < MAX_JOINED:
+                self._piece += text[:MAX_JOINED - len(self._piece)]
+            return b""
+        if self._in_piece:
+            text, ts = self._piece + text, self._piece_ts
+            self._piece, self._piece_ts, self._in_piece = b"", b"", False
+        return (ts + b" " if ts else b"") + text + b"\n"
+
+    def _end_piece(self) -> bytes:
+        """Pieces whose last piece never came (the file ends, or something else follows): as they are."""
+        if not self._in_piece:
+            return b""
+        out = (self._piece_ts + b" " if self._piece_ts else b"") + self._piece + b"\n"
+        self._piece, self._piece_ts, self._in_piece = b"", b"", False
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False  # offsets in it are not the file's: `diag scan --tail` reads such a file whole
+
+    def close(self) -> None:
+        self._raw.close()

@@ -1,0 +1,170 @@
+"""Container runtimes' log files (`diag.ingest.containerlog`): Kubernetes' CRI format and Docker's
+json-file driver read as the server's own lines, as `docker logs --timestamps` prints them.
+
+The files are built here from the recorded corpus in each runtime's format (kubelet's
+kuberuntime/logs parser and Docker's jsonfilelog driver define them: `<RFC 3339 nano time>
+<stream> <P|F>[:tags] <line>`; `{"log":"<line>\\n","stream":…,"time":…}`), including a line longer
+than the runtimes' 16 KiB, which they cut into pieces.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import CANARY, CANARY_TEXT, CORPUS
+
+from diag.analysis.rules import ruleset as rules
+from diag.ingest.containerlog import ContainerLogSource, container_format
+from diag.pipeline import Pipeline
+from diag.report.document import to_json
+
+LOGS = [p for p in sorted(CORPUS.rglob("*.log")) if b"\r" not in p.read_bytes()]
+PIECE = 16 * 1024  # where both runtimes cut a long line
+
+
+def _times(n: int) -> list[str]:
+    return [f"2026-11-22T18:{27 + i // 6000:02d}:{(i // 100) % 60:02d}.{i:09d}Z" for i in range(n)]
+
+
+def _pieces(line: str) -> list[str]:
+    return [line[i:i + PIECE] for i in range(0, len(line), PIECE)] or [""]
+
+
+def as_cri(text: str, tags: str = "") -> bytes:
+    out = []
+    lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+    for ts, line in zip(_times(len(lines)), lines):
+        parts = _pieces(line)
+        for k, piece in enumerate(parts):
+            flag = "F" if k == len(parts) - 1 else "P"
+            out.append(f"{ts} {'stderr' if k % 2 else 'stdout'} {flag}{tags} {piece}\n")
+    return "".join(out).encode()
+
+
+def as_docker_json(text: str) -> bytes:
+    out = []
+    lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+    for ts, line in zip(_times(len(lines)), lines):
+        parts = _pieces(line)
+        for k, piece in enumerate(parts):
+            log = piece + ("\n" if k == len(parts) - 1 else "")
+            out.append(json.dumps({"log": log, "stream": "stdout", "time": ts}) + "\n")
+    return "".join(out).encode()
+
+
+def as_docker_timestamps(text: str) -> bytes:
+    """What `docker logs --timestamps` prints (and `kubectl logs --timestamps`): the reference."""
+    lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+    return "".join(f"{ts} {line}\n" for ts, line in zip(_times(len(lines)), lines)).encode()
+
+
+def _doc(path: Path, fast: bool = True) -> dict:
+    pipe = Pipeline(rules.load(), fast=fast)
+    pipe.scan_path(str(path))
+    pipe.finish()
+    d = json.loads(json.dumps(to_json(pipe)).replace(str(path), "LOG"))
+    d["stats"].pop("seconds")
+    return d
+
+
+@pytest.mark.parametrize("log", LOGS, ids=lambda p: str(p.relative_to(CORPUS)))
+def test_a_container_runtimes_file_reads_as_docker_logs_timestamps_prints_it(log, tmp_path):
+    text = log.read_bytes().decode("utf-8", "replace")
+    ref = tmp_path / "ref.log"
+    ref.write_bytes(as_docker_timestamps(text))
+    want = _doc(ref)
+    assert want["files"][0]["format"] != "unknown" or not want["traces"]
+    for name, data in (("cri.log", as_cri(text)), ("cri-tags.log", as_cri(text, ":x")), ("json.log", as_docker_json(text))):
+        f = tmp_path / name
+        f.write_bytes(data)
+        assert _doc(f) == want, name
+
+
+def test_a_long_line_cut_into_pieces_is_one_line_again_and_its_prompt_stays_masked(tmp_path):
+    """A Received line with a 40 KiB prompt (the client's text: an error log pasted into it) is cut
+    into three pieces by the runtime: read as one line, its prompt is one masked span, counted,
+    and none of it reaches the rules or the output."""
+    prompt = (CANARY_TEXT + " ") * (40 * 1024 // (len(CANARY_TEXT) + 1))
+    text = ("(APIServer pid=1) INFO 11-22 18:27:00 [logger.py:39] Received request chatcmpl-1: prompt: "
+            f"{prompt!r}, params: SamplingParams(n=1, max_tokens=9), prompt_token_ids: None, lora_request: None.\n"
+            "(APIServer pid=1) INFO 11-22 18:27:00 [engine.py:275] Added request chatcmpl-1.\n"
+            'INFO:     127.0.0.1:5000 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n')
+    for name, data in (("cri.log", as_cri(text)), ("json.log", as_docker_json(text))):
+        assert data.count(b"\n") >= 5  # the long line is in (three) pieces
+        f = tmp_path / name
+        f.write_bytes(data)
+        for fast in (True, False):
+            doc = _doc(f, fast)
+            (t,) = doc["traces"]
+            assert (t["max_tokens"], t["prompt_chars"], t["http_status"]) == (9, len(prompt), 200)
+            assert not doc["findings"] and CANARY not in json.dumps(doc) and doc["stats"]["lines"] == 3
+
+
+def test_what_is_not_the_runtimes_record_passes_as_it_is_and_a_last_piece_never_written_is_kept(tmp_path):
+    data = (b"2026-11-22T18:27:00.000000001Z stdout F (APIServer pid=1) INFO 11-22 18:27:00 [a.py:1] one\n"
+            b"garbage \xff\xfe line\n"
+            b"2026-11-22T18:27:00.000000002Z stdout P (APIServer pid=1) INFO 11-22 18:27:00 [a.py:1] tw\n")
+    src = ContainerLogSource(io.BytesIO(data), container_format(data))
+    assert src.read(-1) == (b"2026-11-22T18:27:00.000000001Z (APIServer pid=1) INFO 11-22 18:27:00 [a.py:1] one\n"
+                            b"garbage \xff\xfe line\n"
+                            b"2026-11-22T18:27:00.000000002Z (APIServer pid=1) INFO 11-22 18:27:00 [a.py:1] tw\n")
+    # read in any sizes, the same bytes
+    whole = as_cri((CORPUS / "vllm" / "real-0.32.0-cpu" / "text-logoutputs.log").read_text())
+    want = ContainerLogSource(io.BytesIO(whole), "cri").read(-1)
+    for size in (1, 5, 4096):
+        src = ContainerLogSource(io.BytesIO(whole), "cri")
+        assert b"".join(iter(lambda: src.read(size), b"")) == want
+
+
+@pytest.mark.parametrize("head, want", [
+    (b'2026-11-22T18:27:00.123456789Z stdout F hello\n', "cri"),
+    (b'2026-11-22T18:27:00.123456789+08:00 stderr P:x hello', "cri"),
+    (b'{"log":"hello\\n","stream":"stdout","time":"2026-11-22T18:27:00.1Z"}\n', "docker-json"),
+    (b'2026-11-22T18:27:00.123456789Z (APIServer pid=1) INFO x\n', None),  # docker logs --timestamps: the wrappers' part
+    (b'{"level":"info","msg":"x"}\n', None), (b"", None),
+])
+def test_a_runtimes_file_is_known_by_its_first_line(head, want):
+    assert container_format(head) == want
+
+
+def test_a_kubelet_rotated_and_compressed_container_log_reads_too(tmp_path):
+    """kubelet compresses rotated container logs (`0.log.20261122-182700.gz`)."""
+    text = (CORPUS / "vllm" / "real-0.32.0-cpu" / "text-logoutputs.log").read_text()
+    ref, gz = tmp_path / "ref.log", tmp_path / "0.log.20261122-182700.gz"
+    ref.write_bytes(as_docker_timestamps(text))
+    gz.write_bytes(gzip.compress(as_cri(text)))
+    want, got = _doc(ref), _doc(gz)
+    assert got["traces"] == want["traces"] and got["findings"] == want["findings"] and len(want["traces"]) > 5
+
+
+@pytest.mark.parametrize("kind", ["cri", "docker-json", "utf-16", "plain"])
+def test_the_daemon_says_in_one_line_when_it_follows_such_a_file(kind, tmp_path, caplog):
+    """The daemon follows a server's log as written; given a runtime's file (or UTF-16 text) it reads
+    it as it is and would find nothing, so it says what the file is and what to do, once."""
+    import logging
+
+    from diag.ingest.filereader import FileReader
+    from diag.ingest.reader import LineSplitter
+    from diag.parsing.source import SourceParser
+    from diag.store.db import SourceState
+
+    text = (CORPUS / "vllm" / "real-0.32.0-cpu" / "text-logoutputs.log").read_text()
+    data = {"cri": as_cri(text), "docker-json": as_docker_json(text), "utf-16": "\ufeff".encode("utf-16-le") + text.encode("utf-16-le"),
+            "plain": text.encode()}[kind]
+    log = tmp_path / "vllm.log"
+    log.write_bytes(data)
+    with open(log, "rb") as f, caplog.at_level(logging.WARNING, logger="diag"):
+        r = FileReader(SourceState("1:2", str(log)), f, LineSplitter(), SourceParser(str(log)), raw=True)
+        while r.read(4096):
+            pass
+    said = [rec.getMessage() for rec in caplog.records if "vllm.log" in rec.getMessage()]
+    if kind == "plain":
+        assert said == []
+    else:
+        assert len(said) == 1 and "diag scan" in said[0] and "\n" not in said[0]
+        assert {"cri": "Kubernetes (CRI)", "docker-json": "Docker json-file", "utf-16": "UTF-16"}[kind] in said[0]
