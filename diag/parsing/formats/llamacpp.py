@@ -200,8 +200,10 @@ def classify_srv(ev: Event, func: str, msg: str) -> None:
         if m:
             f["http_status"] = to_int(m.group(1))
         i = msg.find(_LAST_READ)
-        if i >= 0:  # a JSON parse error quotes the body up to where it failed (any length, any quotes)
-            _mask_tail(ev, msg, i + len(_LAST_READ), len(msg), "request")
+        if i >= 0:  # a JSON parse error quotes the body up to where it failed: `usercontent.scrub` masked it
+            n = usercontent.masked_chars(msg, i + len(_LAST_READ))
+            if n is not None:
+                usercontent.count(f, n)
 
 
 def _access(ev: Event, msg: str) -> bool:
