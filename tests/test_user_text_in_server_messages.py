@@ -74,6 +74,13 @@ POSITIONS = [
     ("vLLM DEBUG: a tool parser's streamed output over several lines",
      "(APIServer pid=7) DEBUG 11-22 18:27:49 [tool_parsers/hermes_tool_parser.py:190] delta_text: {}\n"
      "(APIServer pid=7) DEBUG 11-22 18:27:49 [tool_parsers/hermes_tool_parser.py:191] delta_token_ids: [151657]", "lines", None),
+    # vLLM chat_utils.py: logger.warning("Skipping multimodal part '%s' (type: '%s') with empty / unparsable content.", part, part_type)
+    ("vLLM: a content part it skipped (a misspelt key holds the client's text)",
+     "(APIServer pid=7) WARNING 11-22 18:27:49 [chat_utils.py:1316] Skipping multimodal part '{{'type': 'image_url', "
+     "'value': {}}}' (type: 'image_url') with empty / unparsable content.", repr, None),
+    # LMDeploy's tool parsers (tool_parser/llama3_parser.py): logger.debug('got arguments diff: %s', argument_diff)
+    ("LMDeploy DEBUG: a tool parser's view of the model's output",
+     "2026-08-22 10:15:04,302 - lmdeploy - DEBUG - llama3_parser.py:131 - got arguments diff: {}", str, None),
     # uvicorn's h11 takes any token as a method (LMDeploy installs plain uvicorn) and the access line logs it
     ("uvicorn access line: the method the client sent",
      'INFO:     127.0.0.1:5555 - "{} /v1/models HTTP/1.1" 405 Method Not Allowed', "word", None),

@@ -59,6 +59,10 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
             # (first: the output may say `session 5 finished`)
             ev.text = usercontent.mask(ev.text, len(_PARSE_FAILED), None, "output", ev.fields)
             ev.fields["user_tail"] = True
+        elif level == "DEBUG" and src is not None and "_parser.py:" in src:
+            # a tool parser's DEBUG lines (`got arguments diff: %s`): the model's output
+            ev.text = usercontent.mask(ev.text, msg.find(": ") + 2 if ": " in msg[:40] else 0, None, "output", ev.fields)
+            ev.fields["user_tail"] = True
         elif "session" in msg or msg.startswith("prompt="):
             classify(ev, msg)
         return ev, None

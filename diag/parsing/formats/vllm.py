@@ -65,6 +65,9 @@ _OUTPUT_TOKEN_IDS = re.compile(r"output_token_ids: \[([^\]]*)\]")
 _SCHEDULER_DUMP = "Dumping scheduler output for model execution: "
 # protocol.py: the request's keys it has no field for, as a set (`{'max_pixels', 'fps'}`): the client's JSON keys
 _IGNORED_FIELDS = "The following fields were present in the request but ignored: "
+# chat_utils.py: `Skipping multimodal part '%s' (type: '%s') with empty / unparsable content.`: the part is the
+# client's (a text part with a misspelt key holds its text); the type is one the server knows
+_SKIPPED_PART = "Skipping multimodal part '"
 # A tool or reasoning parser's DEBUG lines (`delta_text: %s`, hermes and most others): the model's output, raw
 _PARSER_LABEL = re.compile(r"[A-Za-z_][\w ]{0,39}: ")
 _TOKEN_IDS = re.compile(r"prompt(?:_token_ids| token ids): \[([^\]]*)\]")  # with spaces: vLLM 0.2
@@ -273,6 +276,9 @@ def classify(ev: Event, msg: str) -> None:
         ev.text = usercontent.mask(msg, len(_IGNORED_FIELDS), None, "fields", f)
     elif c == "D" and msg.startswith(_SCHEDULER_DUMP):  # on a crash: request ids, and new requests' parameters
         ev.text = usercontent.mask(msg, len(_SCHEDULER_DUMP), None, "scheduler-output", f)  # (stop strings)
+    elif c == "S" and msg.startswith(_SKIPPED_PART):
+        end = msg.rfind("' (type: '")
+        ev.text = usercontent.mask(msg, len(_SKIPPED_PART), end if end >= len(_SKIPPED_PART) else None, "content-part", f)
     elif c == "S" and msg.startswith("Sequence group ") and "preempted" in msg:
         f["request_id_preempted"] = msg.split(" ", 3)[2]
 
