@@ -37,6 +37,14 @@ POSITIONS = [
     ("llama-server without timestamps: the same",
      'srv    operator(): got exception: {{"error":{{"code":500,"message":"Failed to parse input at pos 0: {}","type":"server_error"}}}}',
      _json, None),
+    # common/chat.cpp: `throw std::runtime_error("Failed to parse messages: " + …)` around errors that dump the
+    # client's message (`Missing 'role' in message: ` + message.dump(), `Invalid 'content' type: … got ` + content.dump())
+    ("llama-server: the request's message it could not read, dumped in its error body",
+     'srv    operator(): got exception: {{"error":{{"code":500,"message":"Failed to parse messages: Missing \'role\' in '
+     'message: {}","type":"server_error"}}}}', lambda t: _json(json.dumps({"content": t})), None),
+    ("llama-server: the request's tools it could not read (`Failed to parse tools: …; tools = ` + tools.dump(2))",
+     'srv    operator(): got exception: {{"error":{{"code":500,"message":"Failed to parse tools: Missing tool function: '
+     '{}","type":"server_error"}}}}', lambda t: _json(json.dumps([{"type": "function", "description": t}], indent=2)), None),
     ("a proxy logging the upstream's error body: the same message",
      'ERROR:root:Upstream error body: {{"error":{{"code":500,"message":"Failed to parse input at pos 12: {}",'
      '"type":"server_error"}}}}', _json, "proxy"),

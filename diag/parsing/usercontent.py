@@ -71,11 +71,14 @@ def model_asked(text: str) -> tuple[str | None, int] | None:
     return (name if _MODEL_NAME.match(name) else None), len(name)
 
 
-# A chat parser's error quotes the model's output from where it failed to its end: llama.cpp's
-# `Failed to parse input at pos 12: <output>` (its PEG chat parser, 2026), in llama-server's error body,
-# in a proxy's log of that body, in an OpenAI client's exception. nlohmann::json's parse error quotes
-# the text it read up to the error: `last read: '<text>'` (a request body, a tool call's arguments).
-_PARSE_FAILED = "Failed to parse input at pos "
+# llama.cpp's chat code names what it could not parse, and quotes it to the end of its message: the
+# model's output (`Failed to parse input at pos 12: <output>`, its PEG chat parser, 2026), the request's
+# messages or tools (`Failed to parse messages: Missing 'role' in message: {"content":…}`, common/chat.cpp
+# dumps them). It is logged in llama-server's error body, in a proxy's log of that body, in an OpenAI
+# client's exception. nlohmann::json's parse error quotes the text it read up to the error:
+# `last read: '<text>'` (a request body, a tool call's arguments).
+_FAILED_TO_PARSE = "Failed to parse "
+_QUOTING = (("input at pos ", "output"), ("messages: ", "messages"), ("tools: ", "tools"))
 _LAST_READ = "last read: '"
 
 
@@ -98,20 +101,26 @@ def _quoted_end(text: str, start: int, q: str | None) -> int:
 
 
 def _parse_failed(text: str) -> str:
-    """Each `Failed to parse input at pos N: <output>`'s output, masked to the end of the string
-    it is in: of the JSON or Python string whose quote precedes the phrase, else of the line."""
-    a = text.find(_PARSE_FAILED)
+    """What each of llama.cpp's `Failed to parse input at pos N: …`, `… messages: …`, `… tools: …`
+    quotes, masked to the end of the string it is in: of the JSON or Python string whose quote
+    precedes the phrase, else of the line."""
+    a = text.find(_FAILED_TO_PARSE)
     while a >= 0:
-        i = a + len(_PARSE_FAILED)
-        while text[i:i + 1].isdigit():
-            i += 1
-        if text.startswith(": ", i):
-            i += 2
-        q = text[a - 1] if a > 0 and text[a - 1] in "\"'" else None
-        if q == '"' and text[a - 2:a - 1] == "\\":
-            q = None  # JSON inside a JSON string: to the end of the line
-        text = mask(text, i, _quoted_end(text, i, q), "output")
-        a = text.find(_PARSE_FAILED, i)
+        i = a + len(_FAILED_TO_PARSE)
+        for what, label in _QUOTING:
+            if text.startswith(what, i):
+                i += len(what)
+                if label == "output":  # the position, then `: `
+                    while text[i:i + 1].isdigit():
+                        i += 1
+                    if text.startswith(": ", i):
+                        i += 2
+                q = text[a - 1] if a > 0 and text[a - 1] in "\"'" else None
+                if q == '"' and text[a - 2:a - 1] == "\\":
+                    q = None  # JSON inside a JSON string: to the end of the line
+                text = mask(text, i, _quoted_end(text, i, q), label)
+                break
+        a = text.find(_FAILED_TO_PARSE, i)
     return text
 
 
@@ -209,7 +218,7 @@ def scrub(text: str) -> str:
         span = _model_span(text)
         if span is not None:
             text = mask(text, span[0], span[1], "model")
-    if _PARSE_FAILED in text:
+    if _FAILED_TO_PARSE in text:
         text = _parse_failed(text)
     slash = "/" in text
     if slash and "://" in text:

@@ -206,7 +206,7 @@ cdef Py_ssize_t _access(const unsigned char *s, Py_ssize_t n, Py_ssize_t *f) noe
 
 cdef bint _no_markers(const unsigned char *t, Py_ssize_t n) noexcept nogil:
     """classify._no_markers: no `?`, `://`, `data:`, `{` with `:`, `input_value=`, `does not exist`,
-    `Failed to parse input at pos`, `last read: '`. Each marker has a byte to look for with memchr
+    `Failed to parse `, `last read: '`. Each marker has a byte to look for with memchr
     (`?`, `:`, `{`, `=`, `x`, `F`, `'`); the rest is compared around each hit."""
     cdef const unsigned char *p
     cdef const unsigned char *end = t + n
@@ -233,7 +233,7 @@ cdef bint _no_markers(const unsigned char *t, Py_ssize_t n) noexcept nogil:
         p = <const unsigned char *>memchr(p + 1, 120, end - p - 1)
     p = <const unsigned char *>memchr(t, 70, n)  # "F"
     while p != NULL:
-        if end - p >= 28 and memcmp(p, b"Failed to parse input at pos", 28) == 0:
+        if end - p >= 16 and memcmp(p, b"Failed to parse ", 16) == 0:
             return False
         p = <const unsigned char *>memchr(p + 1, 70, end - p - 1)
     p = <const unsigned char *>memchr(t, 39, n)  # "'", the last byte of "last read: '"
