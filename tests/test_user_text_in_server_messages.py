@@ -59,6 +59,17 @@ POSITIONS = [
     ("llama-server: a tool call's arguments the model wrote, quoted by a JSON parse error (a line without prefix)",
      "Failed to parse arguments: [json.exception.parse_error.101] parse error at line 1, column 6: syntax error while "
      "parsing object separator - invalid literal; last read: '\"{{\"{}'; expected ':'", str, None),
+    # llama-server -v, builds of 2025 (server.cpp update_chat_msg): SRV_DBG("Parsing chat message: %s\n", generated_text)
+    ("llama-server -v: the model's output as it grows, raw",
+     "0.01.815.313 D srv  update_chat_: Parsing chat message: {}\n0.01.815.320 D srv  update_slots: all slots are idle",
+     "lines", None),
+    # params_from_json_cmpl: SRV_DBG("Grammar: %s\n", grammar), SRV_DBG("JSON schema: %s\n", schema.dump(2)),
+    # SRV_DBG("Converted grammar: %s\n", grammar): the client's grammar or schema, over several lines
+    ("llama-server -v: the request's grammar",
+     'srv  params_from_: Grammar: root ::= "{}"\nspace ::= " "?\nsrv  params_from_: Grammar lazy: false', _json, None),
+    ("llama-server -v: the request's JSON schema and the grammar made of it",
+     'srv  params_from_: JSON schema: {{\n  "description": "{0}"\n}}\nsrv  params_from_: Converted grammar: root ::= '
+     '"{0}"\nsrv  update_slots: all slots are idle', _json, None),
     # LMDeploy api_server.py (0.7+; chat_completions/serving.py from 2026): logger.error(f'Failed to parse {text}. Exception: {e}.')
     ("LMDeploy: the model's output its tool-call parser could not read",
      "2026-08-22 10:15:04,302 - lmdeploy - ERROR - api_server.py:561 - Failed to parse {}. Exception: Expecting value: "
