@@ -309,6 +309,25 @@ PLANTS = [
           '"GET /version HTTP/1.1" 200 OK', '"GET /version?a="{qtext} HTTP/1.1" 200 OK'),
     Plant("seed-style/proxy.log", "proxy forwarding URL", "Forwarding to http://localhost:3001/v1/chat/completions",
           "Forwarding to http://localhost:3001/img/{url}"),
+    # a server's own error message quoting what the model wrote or the client sent (tests/test_user_text_in_server_messages.py)
+    Plant("llamacpp/real-b0c1e57-cpu/verbose.log", "llama-server chat parser's error quoting the model's output; "
+          "a JSON parse error quoting a tool call's arguments (a line without prefix)",
+          "0.00.283.957 E srv    send_error: task id = 10, error: request (2705 tokens) exceeds",
+          '0.00.283.951 E srv    operator(): got exception: {{"error":{{"code":500,"message":"Failed to parse input at pos 12: '
+          '{jtext}","type":"server_error"}}}}\nFailed to parse arguments: [json.exception.parse_error.101] parse error at line 1, '
+          "column 6: syntax error while parsing object separator - invalid literal; last read: '{text}'; expected ':'\n"
+          "0.00.283.957 E srv    send_error: task id = 10, error: request (2705 tokens) exceeds"),
+    Plant("lmdeploy/synthetic-0.16.log", "LMDeploy's tool-call parser failing on the model's output (raw, several lines)",
+          "2026-08-22 10:15:13,905 - lmdeploy - INFO - turbomind.py:813 - [async_stream_infer] session 1 done",
+          "2026-08-22 10:15:13,905 - lmdeploy - ERROR - api_server.py:561 - Failed to parse <tool_call>\n{lines}\n</tool_call>. "
+          "Exception: Expecting value: line 1 column 1 (char 0).\n"
+          "2026-08-22 10:15:13,905 - lmdeploy - INFO - turbomind.py:813 - [async_stream_infer] session 1 done"),
+    Plant("vllm/real-0.32.0-cpu/text-debug.log", "vLLM's ignored request fields (the client's keys); a tool parser's DEBUG output",
+          "(APIServer pid=18217) DEBUG 11-22 18:32:36 [logging_utils/log_time.py:26] Registry inspect model class",
+          "(APIServer pid=18217) WARNING 11-22 18:32:36 [protocol.py:117] The following fields were present in the request "
+          "but ignored: {{'{text}', 'max_pixels'}}\n"
+          "(APIServer pid=18217) DEBUG 11-22 18:32:36 [tool_parsers/hermes_tool_parser.py:190] delta_text: {lines}\n"
+          "(APIServer pid=18217) DEBUG 11-22 18:32:36 [logging_utils/log_time.py:26] Registry inspect model class"),
 ]
 
 
@@ -339,7 +358,8 @@ def plant_canaries(dest: Path, plants: list[Plant] = PLANTS, word: str = CANARY)
                 # {ntext}: the text as nginx's access log escapes it (`"` and `\\` as \xXX)
                 # {qtext}: as a request target carries it (spaces encoded, quotes as they are)
                 ntext, qtext = text.replace("\\", "\\x5C").replace('"', "\\x22"), text.replace(" ", "%20")
-                subs = {"text": text, "url": url, "lines": lines, "ntext": ntext, "qtext": qtext, "model": model}
+                jtext = json.dumps(text)[1:-1]  # {jtext}: inside a JSON string, as a server's JSON dump writes it
+                subs = {"text": text, "url": url, "lines": lines, "ntext": ntext, "qtext": qtext, "model": model, "jtext": jtext}
                 old = p.old.format(**subs) if "{" in p.old else p.old  # may follow an earlier plant
                 assert old in body, f"{rel}: the anchor for {p.what!r} is gone"
                 new = p.new.format(**subs)

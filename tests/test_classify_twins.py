@@ -217,7 +217,9 @@ _SRC = bytes(c for c in _GRAPH if c != 0x5d)
 _DIGITS = [lambda r: str(r.randint(0, 10**6)).encode(), _run(b"0123456789", 1, 30), b"9" * 30]
 _NAME = _enc("APIServer", "EngineCore_DP0", "A pid=x", "_ b' pid=5") + [_cat([b"A", b"z", b"_"], [_run(_PROC, 0, 10)])]
 _MARKS = _enc("?", "://", "data:", "{", "input_value=", " /", "GET /v1/models", " /x?y", '"/x?y', "\t/x?y", "data", "input_value", ":/", "=",
-              "does not exist", "does not exis", "oes not exist", "x")
+              "does not exist", "does not exis", "oes not exist", "x",
+              "Failed to parse ", "Failed to parse", "ailed to parse ", "F",
+              "last read: '", "last read: ", "ast read: '", "'")
 _TAIL = [_cat(*[_enc("chatcmpl-1a2b.", ": params: SamplingParams(n=1, max_tokens=9), lora_request: None.", "é中 ", " luster]",
                      "] ", ": x", "[", "\t", "\x7f", "", "", "\u202f", "\u2065", "\u2029") + [b"\xff\xfe", b"\xe4\xb8", b"\xe2\x80", b"\xe2", _run(_CLEAN, 0, 4)] + _MARKS] * 4)]
 _BAD_END = _enc(":", ": ", ":\t", "*", "`", "```", "**", " [repeated 2x across cluster]", "\r", "\x1b[0m", "\x00", "\u202e", "\u2066")

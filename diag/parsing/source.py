@@ -174,6 +174,11 @@ class SourceParser(RecordAssembler):
         out: list[Event] = []
         pend = self.pending
         if parsed is None:
+            if pend is not None and "user_tail" in pend.fields:
+                # The rest of a message whose user text runs to its end (a model's output its parser
+                # logged raw): the user's, whatever it looks like, up to the server's next prefixed line.
+                self._skip_user_line(pend, len(text), line, last)
+                return out if self.may_continue() else self.flush()
             if unwrapped and last == line.lineno:
                 if (pend is not None and pend.end_lineno == line.lineno - 1 and self.room()
                         and self._unwrap.padded(prev_text, text)):

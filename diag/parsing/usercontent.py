@@ -51,7 +51,7 @@ def _model_span(text: str) -> tuple[int, int] | None:
     a = text.find("The model ")
     while a >= 0:
         q = text[a + 10:a + 11]
-        if q == "`" or q == "'":
+        if q == "`" or q == "'" or q == '"':  # LMDeploy names it with !r: "…" when the name has a '
             b = text.rfind(q + " does not exist")
             if b > a + 11:
                 return a + 11, b
@@ -69,6 +69,59 @@ def model_asked(text: str) -> tuple[str | None, int] | None:
         return None
     name = text[span[0]:span[1]]
     return (name if _MODEL_NAME.match(name) else None), len(name)
+
+
+# llama.cpp's chat code names what it could not parse, and quotes it to the end of its message: the
+# model's output (`Failed to parse input at pos 12: <output>`, its PEG chat parser, 2026), the request's
+# messages or tools (`Failed to parse messages: Missing 'role' in message: {"content":…}`, common/chat.cpp
+# dumps them). It is logged in llama-server's error body, in a proxy's log of that body, in an OpenAI
+# client's exception. nlohmann::json's parse error quotes the text it read up to the error:
+# `last read: '<text>'` (a request body, a tool call's arguments).
+_FAILED_TO_PARSE = "Failed to parse "
+_QUOTING = (("input at pos ", "output"), ("messages: ", "messages"), ("tools: ", "tools"))
+_LAST_READ = "last read: '"
+
+
+def _quoted_end(text: str, start: int, q: str | None) -> int:
+    """Where the string that `text[start:]` is inside ends: at the first `q` no backslash escapes
+    (a JSON or a Python string), or the end of the text (unquoted, or never closed)."""
+    if q is None:
+        return len(text)
+    i = start
+    while True:
+        j = text.find(q, i)
+        if j < 0:
+            return len(text)
+        k = j
+        while k > start and text[k - 1] == "\\":
+            k -= 1
+        if (j - k) % 2 == 0:
+            return j
+        i = j + 1
+
+
+def _parse_failed(text: str) -> str:
+    """What each of llama.cpp's `Failed to parse input at pos N: …`, `… messages: …`, `… tools: …`
+    quotes, masked to the end of the string it is in: of the JSON or Python string whose quote
+    precedes the phrase, else of the line."""
+    a = text.find(_FAILED_TO_PARSE)
+    while a >= 0:
+        i = a + len(_FAILED_TO_PARSE)
+        for what, label in _QUOTING:
+            if text.startswith(what, i):
+                i += len(what)
+                if label == "output":  # the position, then `: `
+                    while text[i:i + 1].isdigit():
+                        i += 1
+                    if text.startswith(": ", i):
+                        i += 2
+                q = text[a - 1] if a > 0 and text[a - 1] in "\"'" else None
+                if q == '"' and text[a - 2:a - 1] == "\\":
+                    q = None  # JSON inside a JSON string: to the end of the line
+                text = mask(text, i, _quoted_end(text, i, q), label)
+                break
+        a = text.find(_FAILED_TO_PARSE, i)
+    return text
 
 
 def placeholder(what: str, n: int) -> str:
@@ -165,6 +218,8 @@ def scrub(text: str) -> str:
         span = _model_span(text)
         if span is not None:
             text = mask(text, span[0], span[1], "model")
+    if _FAILED_TO_PARSE in text:
+        text = _parse_failed(text)
     slash = "/" in text
     if slash and "://" in text:
         text = _URL.sub(_url_sub, text)
@@ -185,7 +240,21 @@ def scrub(text: str) -> str:
             b = text.find("{", 0, m.start())
             start = b if b >= 0 else m.start()
             text = text[:start] + placeholder("body", len(text) - start)
+    if _LAST_READ in text:
+        # last, so that llama-server's own error line reads as it did when its parser masked this
+        i = text.find(_LAST_READ) + len(_LAST_READ)
+        if not text.startswith(OPEN, i):
+            text = mask(text, i, None, "request")
     return text
+
+
+def masked_chars(text: str, at: int) -> int | None:
+    """The size a placeholder at `text[at:]` stands for (None: no placeholder there)."""
+    if not text.startswith(OPEN, at):
+        return None
+    end = text.find(CLOSE, at)
+    head = text[at:end].rsplit(":", 1)[-1]
+    return int(head[:-6]) if end > 0 and head.endswith("-chars") and head[:-6].isdigit() else None
 
 
 def clean(value: Any, limit: int = 120) -> Any:

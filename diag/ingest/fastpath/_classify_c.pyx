@@ -205,9 +205,9 @@ cdef Py_ssize_t _access(const unsigned char *s, Py_ssize_t n, Py_ssize_t *f) noe
 
 
 cdef bint _no_markers(const unsigned char *t, Py_ssize_t n) noexcept nogil:
-    """classify._no_markers: no `?`, `://`, `data:`, `{` with `:`, `input_value=`, `does not exist`.
-    Each marker has a byte to look for with memchr (`?`, `:`, `{`, `=`, `x`); the rest is compared
-    around each hit."""
+    """classify._no_markers: no `?`, `://`, `data:`, `{` with `:`, `input_value=`, `does not exist`,
+    `Failed to parse `, `last read: '`. Each marker has a byte to look for with memchr
+    (`?`, `:`, `{`, `=`, `x`, `F`, `'`); the rest is compared around each hit."""
     cdef const unsigned char *p
     cdef const unsigned char *end = t + n
     cdef bint colon = False
@@ -231,6 +231,16 @@ cdef bint _no_markers(const unsigned char *t, Py_ssize_t n) noexcept nogil:
         if p - t >= 10 and end - p >= 4 and memcmp(p - 10, b"does not exist", 14) == 0:
             return False
         p = <const unsigned char *>memchr(p + 1, 120, end - p - 1)
+    p = <const unsigned char *>memchr(t, 70, n)  # "F"
+    while p != NULL:
+        if end - p >= 16 and memcmp(p, b"Failed to parse ", 16) == 0:
+            return False
+        p = <const unsigned char *>memchr(p + 1, 70, end - p - 1)
+    p = <const unsigned char *>memchr(t, 39, n)  # "'", the last byte of "last read: '"
+    while p != NULL:
+        if p - t >= 11 and memcmp(p - 11, b"last read: ", 11) == 0:
+            return False
+        p = <const unsigned char *>memchr(p + 1, 39, end - p - 1)
     return True
 
 

@@ -59,11 +59,12 @@ _BIDI = re.compile(rb"\xe2(?:\x80[\xaa-\xae]|\x81[\xa6-\xa9])")
 
 def _no_markers(t: str) -> bool:
     """Has the text none of `usercontent.scrub`'s markers but request lines (a model's name
-    before `does not exist` among them)? (Asked of the decoded
+    before `does not exist`, a parser's quote after `Failed to parse ` or `last read: '`
+    among them)? (Asked of the decoded
     text: `bytes in bytes` first tries its operand as an int and raises and clears a TypeError,
     which costs more than the search. The markers are ASCII: decoding makes or breaks none.)"""
     return not ("?" in t or "://" in t or "data:" in t or ("{" in t and ":" in t) or "input_value=" in t
-                or "does not exist" in t)
+                or "does not exist" in t or "Failed to parse " in t or "last read: '" in t)
 
 
 def split_classify(body: bytes, max_line: int, crlf: bool = False) -> list:

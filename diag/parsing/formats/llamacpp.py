@@ -115,7 +115,11 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
 # the chat template's example and generation prompt, the generated parser. What follows such a line
 # on lines without a prefix belongs to it (`SourceParser` keeps those lines out as a whole).
 _DUMP_HINT = "_"  # cheap guard: every marker below contains an underscore or a quote
-_DUMP_START = re.compile(r"add_text: |generation_prompt='|example_format: '|generated parser:|formatted_chat|prompt_text")
+# Builds of 2025 also write, at -v, the model's output as it grows (`update_chat_: Parsing chat message: %s`,
+# raw) and the request's grammar or JSON schema (`params_from_: Grammar: %s`, `JSON schema: %s` dumped
+# with indent, `Converted grammar: %s`), each on as many lines as it has.
+_DUMP_START = re.compile(r"add_text: |generation_prompt='|example_format: '|generated parser:|formatted_chat|prompt_text"
+                         r"|_: Parsing chat message: |params_from_: (?:Grammar|JSON schema|Converted grammar): ")
 
 
 def _mask_user(ev: Event, ctx: Ctx) -> None:
@@ -200,8 +204,10 @@ def classify_srv(ev: Event, func: str, msg: str) -> None:
         if m:
             f["http_status"] = to_int(m.group(1))
         i = msg.find(_LAST_READ)
-        if i >= 0:  # a JSON parse error quotes the body up to where it failed (any length, any quotes)
-            _mask_tail(ev, msg, i + len(_LAST_READ), len(msg), "request")
+        if i >= 0:  # a JSON parse error quotes the body up to where it failed: `usercontent.scrub` masked it
+            n = usercontent.masked_chars(msg, i + len(_LAST_READ))
+            if n is not None:
+                usercontent.count(f, n)
 
 
 def _access(ev: Event, msg: str) -> bool:

@@ -30,6 +30,7 @@ _INPUT_TOKENS = re.compile(r", input_tokens=(\d+), ")
 # What introduces the user's text in `log_inputs` / `log_prompt` / `log_response` lines (stop words
 # in the generation config, the prompt, the response), in the order they are printed.
 _USER_TEXT = ("gen_config=", "prompt=", "response=")
+_PARSE_FAILED = "Failed to parse "
 _START = re.compile(r"\[async_stream_infer\] session (\d+) start")
 _FINISHED = re.compile(r'session (\d+) finished, reason "(\w+)", input_tokens (\d+), output_tokens (\d+)')
 _FAILED = re.compile(r'session (\d+) finished, (?:(\S+), )?reason "error"')
@@ -52,7 +53,17 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         if ts is not None:
             ts += int(ms) / 1000
         ev = Event(ctx.path, 0, NAME, E.LOG, _LEVEL.get(level, level), ts, msg, ctx.proc, to_int(pid) if pid else ctx.pid, src)
-        if "session" in msg or msg.startswith("prompt="):
+        if msg.startswith(_PARSE_FAILED):
+            # `logger.error(f'Failed to parse {text}. Exception: {e}.')` (api_server.py 0.7+): the
+            # model's output its tool-call parser could not read, raw, on as many lines as it has
+            # (first: the output may say `session 5 finished`)
+            ev.text = usercontent.mask(ev.text, len(_PARSE_FAILED), None, "output", ev.fields)
+            ev.fields["user_tail"] = True
+        elif level == "DEBUG" and src is not None and "_parser.py:" in src:
+            # a tool parser's DEBUG lines (`got arguments diff: %s`): the model's output
+            ev.text = usercontent.mask(ev.text, msg.find(": ") + 2 if ": " in msg[:40] else 0, None, "output", ev.fields)
+            ev.fields["user_tail"] = True
+        elif "session" in msg or msg.startswith("prompt="):
             classify(ev, msg)
         return ev, None
     if c != "[":

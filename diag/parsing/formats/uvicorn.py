@@ -22,6 +22,8 @@ ACCESS = re.compile(r'(\S*)(?: \d+)? - "([A-Z]+) (\S+) HTTP/([\d.]+)" (\d{3})(?:
 # an IPv6 client as uvicorn writes it (`::1:58413`, `fdbd:dc03::81:33816`: no brackets), which the
 # first pattern is not tried on: hex digits and colons only, so it is kept as the client
 _IPV6_CLIENT = re.compile(r"[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*:\d{1,5}\Z")
+# h11 (plain uvicorn, as LMDeploy installs it) takes any token as a method and logs it: the client's word
+_ACCESS_ANY_METHOD = re.compile(r'(\S*) - "([!#$%&\'*+.^_`|~0-9A-Za-z-]{1,256}) (\S+) HTTP/([\d.]+)" (\d{3})(?: (.*))?\Z')
 _ACCESS_ANY_CLIENT = re.compile(r'(.*) - "([A-Z]+) (\S+) HTTP/([\d.]+)" (\d{3})(?: [A-Za-z\' -]*)?\Z', re.S)
 
 
@@ -43,6 +45,11 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
         elif a:  # behind a proxy, uvicorn logs the client X-Forwarded-For names: any text, spaces included
             access_fields(ev, None, a.group(2), a.group(3), int(a.group(5)))
             ev.text = usercontent.mask(msg, 0, a.end(1), "client", ev.fields)
+        else:
+            a = _ACCESS_ANY_METHOD.match(msg)
+            if a:  # a method no server defines (answered 405 or 400): the client's, not the rules'
+                access_fields(ev, a.group(1) or None, "-", a.group(3), int(a.group(5)))
+                ev.text = usercontent.mask(msg, a.start(2), a.end(2), "method", ev.fields)
     return ev, None
 
 

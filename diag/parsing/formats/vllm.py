@@ -63,6 +63,13 @@ _FINISH_REASON = re.compile(r"finish_reason: (\w+)\s*\Z")
 _MAX_TOKENS = re.compile(r"max_tokens=(\d+)")
 _OUTPUT_TOKEN_IDS = re.compile(r"output_token_ids: \[([^\]]*)\]")
 _SCHEDULER_DUMP = "Dumping scheduler output for model execution: "
+# protocol.py: the request's keys it has no field for, as a set (`{'max_pixels', 'fps'}`): the client's JSON keys
+_IGNORED_FIELDS = "The following fields were present in the request but ignored: "
+# chat_utils.py: `Skipping multimodal part '%s' (type: '%s') with empty / unparsable content.`: the part is the
+# client's (a text part with a misspelt key holds its text); the type is one the server knows
+_SKIPPED_PART = "Skipping multimodal part '"
+# A tool or reasoning parser's DEBUG lines (`delta_text: %s`, hermes and most others): the model's output, raw
+_PARSER_LABEL = re.compile(r"[A-Za-z_][\w ]{0,39}: ")
 _TOKEN_IDS = re.compile(r"prompt(?:_token_ids| token ids): \[([^\]]*)\]")  # with spaces: vLLM 0.2
 _STATS_V0 = re.compile(
     r"Avg prompt throughput: ([\d.]+) tokens/s, Avg generation throughput: ([\d.]+) tokens/s, "
@@ -88,7 +95,18 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
     ev = Event(ctx.path, 0, NAME, E.LOG, level, ts, msg, ctx.proc, ctx.pid, src)
     if msg:
         classify(ev, msg)
+        if level == "DEBUG" and ("tool_parser" in src or "reasoning_parser" in src):
+            _parser_output(ev, msg)
     return ev, (ctx.proc, ctx.pid, level, stamp, src)
+
+
+def _parser_output(ev: Event, msg: str) -> None:
+    """A tool or reasoning parser's DEBUG line logs what the model wrote (`delta_text: …`, streamed,
+    raw: its newlines start lines of their own): its label kept, the rest the model's, to the
+    server's next line (`user_tail`)."""
+    m = _PARSER_LABEL.match(msg)
+    ev.text = usercontent.mask(msg, m.end() if m else 0, None, "output", ev.fields)
+    ev.fields["user_tail"] = True
 
 
 def _named(text: str, ctx: Ctx) -> Parsed | None:
@@ -102,6 +120,8 @@ def _named(text: str, ctx: Ctx) -> Parsed | None:
     ev = Event(ctx.path, 0, NAME, E.LOG, level, ts, msg, ctx.proc, ctx.pid, logger)
     if msg:
         classify(ev, msg)
+        if level == "DEBUG" and ("tool_parser" in logger or "reasoning_parser" in logger):
+            _parser_output(ev, msg)
     return ev, None  # no continuation key: such a config has no vLLM prefix to repeat on a record's lines
 
 
@@ -252,8 +272,13 @@ def classify(ev: Event, msg: str) -> None:
                 f["latency_s"] = to_float(m.group(3))
             else:  # an id with a space (the client's)
                 ev.text = usercontent.mask(msg, 17, len(msg) - msg.endswith("."), "request-id", f)
+    elif c == "T" and msg.startswith(_IGNORED_FIELDS):
+        ev.text = usercontent.mask(msg, len(_IGNORED_FIELDS), None, "fields", f)
     elif c == "D" and msg.startswith(_SCHEDULER_DUMP):  # on a crash: request ids, and new requests' parameters
         ev.text = usercontent.mask(msg, len(_SCHEDULER_DUMP), None, "scheduler-output", f)  # (stop strings)
+    elif c == "S" and msg.startswith(_SKIPPED_PART):
+        end = msg.rfind("' (type: '")
+        ev.text = usercontent.mask(msg, len(_SKIPPED_PART), end if end >= len(_SKIPPED_PART) else None, "content-part", f)
     elif c == "S" and msg.startswith("Sequence group ") and "preempted" in msg:
         f["request_id_preempted"] = msg.split(" ", 3)[2]
 
