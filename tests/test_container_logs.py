@@ -113,6 +113,10 @@ def test_what_is_not_the_runtimes_record_passes_as_it_is_and_a_last_piece_never_
     assert src.read(-1) == (b"2026-11-22T18:27:00.000000001Z (APIServer pid=1) INFO 11-22 18:27:00 [a.py:1] one\n"
                             b"garbage \xff\xfe line\n"
                             b"2026-11-22T18:27:00.000000002Z (APIServer pid=1) INFO 11-22 18:27:00 [a.py:1] tw\n")
+    nested = b"[" * 100_000 + b"\n"  # a JSON parser's recursion limit: a line like any other
+    odd = [b'{"log":"one\\n","time":"2026-11-22T18:27:00Z"}\n', nested, b'{"log":7}\n', b'["log"]\n', b'{"log":"x\\n","time":5}\n']
+    src = ContainerLogSource(io.BytesIO(b"".join(odd)), "docker-json")
+    assert src.read(-1) == b"2026-11-22T18:27:00Z one\n" + b"".join(odd[1:])
     # read in any sizes, the same bytes
     whole = as_cri((CORPUS / "vllm" / "real-0.32.0-cpu" / "text-logoutputs.log").read_text())
     want = ContainerLogSource(io.BytesIO(whole), "cri").read(-1)

@@ -23,6 +23,8 @@ import json
 import re
 from typing import BinaryIO
 
+from diag.ingest.decoded import DecodedSource
+
 # `<time> <stream> <tags> <line>`: the first tag is P (partial) or F; more may follow after ":"
 # (kubelet's kuberuntime/logs parser: "Keep this forward compatible").
 CRI = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) (?:stdout|stderr) ([FP])(?::[^ ]*)?(?: |$)")
@@ -41,43 +43,33 @@ def container_format(head: bytes) -> str | None:
     return None
 
 
-class ContainerLogSource:
-    """A runtime's log file read as `<time> <line>` lines (see the module doc); `read(n)` reads `n`
-    bytes of the file and returns the lines they complete. A line that is not the runtime's record
-    (a file cut in the middle, a line of something else) is passed on as it is: nothing is lost."""
+class ContainerLogSource(DecodedSource):
+    """A runtime's log file read as `<time> <line>` lines (see the module doc): a read returns the
+    lines the bytes read complete. A line that is not the runtime's record (a file cut in the
+    middle, a line of something else) is passed on as it is: nothing is lost."""
 
     def __init__(self, raw: BinaryIO, fmt: str):
-        self._raw = raw
+        super().__init__(raw)
         self._cri = fmt == "cri"
         self._carry = b""
         self._piece = b""  # a long line's pieces so far
         self._piece_ts = b""  # the first piece's time
         self._in_piece = False
-        self._done = False
 
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            return b"".join(iter(lambda: self.read(1 << 20), b""))
-        while not self._done:
-            data = self._raw.read(size or 1)
-            if not data:
-                self._done = True
-                tail, self._carry = self._carry, b""
-                out = self._line(tail) if tail else b""
-                return out + self._end_piece()
-            buf = self._carry + data
-            last = buf.rfind(b"\n")
-            if last < 0:
-                if len(buf) > MAX_CARRY:
-                    self._carry = b""
-                    return buf
-                self._carry = buf
-                continue
-            self._carry = buf[last + 1:]
-            out = b"".join(self._line(line) for line in buf[:last].split(b"\n"))
-            if out:
-                return out
-        return b""
+    def _decode(self, data: bytes, final: bool) -> bytes:
+        if final:
+            tail, self._carry = self._carry, b""
+            return (self._line(tail) if tail else b"") + self._end_piece()
+        buf = self._carry + data
+        last = buf.rfind(b"\n")
+        if last < 0:
+            if len(buf) > MAX_CARRY:
+                self._carry = b""
+                return buf
+            self._carry = buf
+            return b""
+        self._carry = buf[last + 1:]
+        return b"".join(self._line(line) for line in buf[:last].split(b"\n"))
 
     def _line(self, line: bytes) -> bytes:
         if self._cri:
@@ -91,7 +83,7 @@ class ContainerLogSource:
                 log, ts = rec["log"], rec.get("time", "")
                 if not isinstance(log, str) or not isinstance(ts, str):
                     raise TypeError
-            except (ValueError, TypeError, KeyError):
+            except (ValueError, TypeError, KeyError, RecursionError):  # not a record: as it is
                 return self._end_piece() + line + b"\n"
             whole = log.endswith("\n")
             text = (log[:-1] if whole else log).encode("utf-8", "replace")
@@ -114,12 +106,3 @@ class ContainerLogSource:
         out = (self._piece_ts + b" " if self._piece_ts else b"") + self._piece + b"\n"
         self._piece, self._piece_ts, self._in_piece = b"", b"", False
         return out
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False  # offsets in it are not the file's: `diag scan --tail` reads such a file whole
-
-    def close(self) -> None:
-        self._raw.close()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import codecs
 from typing import BinaryIO
 
+from diag.ingest.decoded import DecodedSource
+
 _BOMS = {codecs.BOM_UTF16_LE: "utf-16-le", codecs.BOM_UTF16_BE: "utf-16-be"}
 
 
@@ -24,36 +26,13 @@ def utf16_encoding(head: bytes) -> str | None:
     return _BOMS.get(bytes(head[:2]))
 
 
-class Utf16Source:
-    """A binary stream of UTF-16 text (after its byte-order mark) read as UTF-8 bytes.
-
-    `read(n)` decodes the next `n` bytes of the stream, however they cut a character (the
-    decoder keeps the rest for the next read); what it returns may be longer or shorter than `n`
-    (one CJK character is 2 bytes in UTF-16 and 3 in UTF-8), and is empty only at the end."""
+class Utf16Source(DecodedSource):
+    """A binary stream of UTF-16 text (after its byte-order mark) read as UTF-8 bytes, however the
+    reads cut a character (one CJK character is 2 bytes in UTF-16 and 3 in UTF-8)."""
 
     def __init__(self, raw: BinaryIO, encoding: str):
-        self._raw = raw
+        super().__init__(raw)
         self._decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
-        self._done = False
 
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            return b"".join(iter(lambda: self.read(1 << 20), b""))
-        while not self._done:
-            data = self._raw.read(size or 1)
-            if not data:
-                self._done = True
-                return self._decoder.decode(b"", final=True).encode("utf-8", "replace")
-            out = self._decoder.decode(data).encode("utf-8", "replace")
-            if out:
-                return out
-        return b""
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False  # offsets in it are not the file's: `diag scan --tail` reads such a file whole
-
-    def close(self) -> None:
-        self._raw.close()
+    def _decode(self, data: bytes, final: bool) -> bytes:
+        return self._decoder.decode(data, final=final).encode("utf-8", "replace")
