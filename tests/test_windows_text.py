@@ -240,3 +240,26 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
     log.write_bytes(codecs.BOM_UTF8 + _requests(2, crlf=False))
     for fast in (True, False):
         assert [(t.max_tokens, t.http_status) for t in _scan([log], fast).traces] == [(1, 200), (2, 200)]
+
+
+@pytest.mark.parametrize("kind", ["tgz", "tar", "zip"])
+def test_a_bundle_of_logs_is_a_clear_error_not_its_members_run_together(kind, tmp_path):
+    """A support bundle (`tar czf logs.tgz /var/log/vllm/`, a zip made on Windows): read as one log,
+    a tar's members ran together between binary headers (one source, requests of two files mixed)
+    and a zip's were compressed noise. It is one line saying what to do, exit status 2."""
+    import tarfile
+    import zipfile
+
+    logs = [CORPUS / "vllm" / "real-0.32.0-cpu" / "text.log", CORPUS / "vllm" / "real-0.32.0-cpu" / "text-logoutputs.log"]
+    bundle = tmp_path / f"logs.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as z:
+            for log in logs:
+                z.write(log, log.name)
+    else:
+        with tarfile.open(bundle, "w:gz" if kind == "tgz" else "w") as t:
+            for log in logs:
+                t.add(log, log.name)
+    r = subprocess.run([sys.executable, "-m", "diag", "scan", str(bundle)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "unpack it" in r.stderr and str(bundle) in r.stderr

@@ -213,7 +213,20 @@ def open_source(path: str) -> tuple[BinaryIO, float | None]:
             f.seek(0)
         except (OSError, EOFError, zlib.error):
             head = b""  # a corrupt archive: reading it says so (`read_chunks`)
+    bundle = _bundle(head)
+    if bundle is not None:  # read as a log, its members' lines would run together between binary headers
+        f.close()
+        raise InputError(f"{name}: {bundle}")
     return _decoded(f, head), st.st_mtime
+
+
+def _bundle(head: bytes) -> str | None:
+    """What to do with an archive of several files (a support bundle), from its first bytes."""
+    if head[257:262] == b"ustar":
+        return "a tar archive of several files: unpack it (tar xf …) and scan the logs in it"
+    if head[:4] == b"PK\x03\x04":
+        return "a zip archive: unpack it (unzip …) and scan the logs in it"
+    return None
 
 
 def _decoded(f: BinaryIO, head: bytes) -> BinaryIO:
