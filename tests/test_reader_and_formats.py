@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import gzip
 import io
 
@@ -75,6 +77,28 @@ def test_wrappers_compose_docker_journald_ray():
         assert ev.proc == "APIServer" and ev.pid == 1
     ray = _one("(WorkerDict pid=77, ip=10.0.0.2) ERROR 01-24 10:03:12 [core.py:1] NCCL error: boom [repeated 3x across cluster]")
     assert ray.proc == "WorkerDict" and ray.repeated == 3 and ray.text.endswith("boom")
+
+
+@pytest.mark.parametrize("prefix, ts", [
+    # journalctl -u vllm -o <mode> (man journalctl: OUTPUT OPTIONS), as users save it
+    ("Jan 24 10:03:12 gpu01 vllm[4242]: ", None),  # short: the year is the file's
+    ("Jan 24 10:03:12.654321 gpu01 vllm[4242]: ", None),  # short-precise
+    ("2026-01-24T10:03:12+0000 gpu01 vllm[4242]: ", None),  # short-iso
+    ("2026-01-24T10:03:12.654321+0000 gpu01 vllm[4242]: ", None),  # short-iso-precise
+    ("Sat 2026-01-24 10:03:12 UTC gpu01 vllm[4242]: ", 1769248992.0),  # short-full (the 24th is a Saturday)
+    ("1769248992.654321 gpu01 vllm[4242]: ", 1769248992.654321),  # short-unix
+    ("[ 1234.567890] gpu01 vllm[4242]: ", None),  # short-monotonic: seconds since boot, no time of day
+])
+def test_every_journalctl_short_output_mode_is_peeled(prefix, ts):
+    """A Received line behind each of journalctl's short modes is read as one; where the mode gives a
+    full time, an untimed line behind it (uvicorn's access line) takes it."""
+    ev = _one(prefix + "(APIServer pid=1) INFO 01-24 10:03:12 [request_logger.py:65] Received request chatcmpl-1: "
+              "params: SamplingParams(n=1, max_tokens=7), lora_request: None.")
+    assert ev.kind == E.RECEIVED and ev.fields["max_tokens"] == 7 and ev.proc == "APIServer", prefix
+    access = _one(prefix + 'INFO:     127.0.0.1:5000 - "POST /v1/chat/completions HTTP/1.1" 200 OK')
+    assert access.kind == E.ACCESS and access.fields["status"] == 200, prefix
+    if ts is not None:
+        assert access.ts == pytest.approx(ts, abs=1e-6), prefix
 
 
 def test_vllm_prefix_variants():

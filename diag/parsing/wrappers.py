@@ -3,7 +3,8 @@
 Containers multiplex streams and collectors add their own prefix: docker compose
 (`vllm-1  | `), `docker logs --timestamps` (RFC 3339 first), `kubectl logs --prefix`
 (`[pod/vllm-0/vllm] `), journald (`Nov 22 18:27:00 host unit[pid]: `, the month in the host's
-locale), vLLM's and Ray's process tags (`(APIServer pid=1) `, `(WorkerDict pid=7,
+locale; journalctl's `-o short-precise`, `short-iso`, `short-full`, `short-unix` and
+`short-monotonic` too), vLLM's and Ray's process tags (`(APIServer pid=1) `, `(WorkerDict pid=7,
 ip=10.0.0.2) `) and Ray's de-duplication suffix. They are peeled off, outermost first, before
 the format parsers see the line; what they tell (a time, a process) is kept.
 """
@@ -18,7 +19,12 @@ from diag.parsing.base import Ctx, to_int
 
 COMPOSE = re.compile(r"[A-Za-z0-9][\w.-]*\s+\| ")
 DOCKER_TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) ")
-JOURNAL = re.compile(r"([^\W\d_]{3}) ([ \d]\d) (\d\d):(\d\d):(\d\d) (\S+) ([^\s\[:]+)(?:\[(\d+)\])?: ")
+# journalctl's `short` (and `short-precise`, with microseconds): `Nov 22 18:27:00[.123456] host unit[pid]: `
+JOURNAL = re.compile(r"([^\W\d_]{3}) ([ \d]\d) (\d\d):(\d\d):(\d\d)(\.\d+)? (\S+) ([^\s\[:]+)(?:\[(\d+)\])?: ")
+# journalctl -o short-full: `Sun 2026-11-22 18:27:00 UTC host unit[pid]: ` (the zone as the host names it)
+JOURNAL_FULL = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(\.\d+)? (\S+) \S+ [^\s\[:]+(?:\[(\d+)\])?: ")
+# journalctl -o short-unix: `1732299000.123456 host unit[pid]: ` (-o short-monotonic's `[ 1234.567890] ` is a BRACKET_STAMP)
+UNIX_STAMP = re.compile(r"(\d{9,11}\.\d+) ")
 JOURNAL_ISO_TAIL = re.compile(r"(\S+) ([^\s\[:]+)\[(\d+)\]: ")
 PROC = re.compile(r"\(([A-Za-z_][^()]*?) pid=(\d+)(?:, ip=[^)]*)?\) ")
 RAY_REPEAT = re.compile(r" \[repeated (\d+)x across cluster\]\Z")
@@ -40,6 +46,7 @@ KUBECTL = re.compile(r"\[pod/[^/\]\s]+/[^\]\s]+\] ")
 # srv …`, after `proxying request to model … on port 42751`); launchers put a worker's pid there
 # (`[80746] [rank0]:[E321 …`).
 ROUTER_CHILD = re.compile(r"\[\d{1,5}\] ")
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 # What is left of vLLM's prefix when a user cut the level and time: `[serving_chat.py:885] msg`.
 SRC_ONLY = re.compile(r"\[[\w./-]+\.py:\d+\] ")
 
@@ -78,6 +85,8 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
             m = DOCKER_TS.match(text)
             if m:
                 ctx.wrap_ts = _rfc3339(m.group(1))
+            elif (m := UNIX_STAMP.match(text)) is not None:
+                ctx.wrap_ts = float(m.group(1))
             else:
                 m = STAMP.match(text)  # a time we do not take: its zone and format are the writer's
             if m:
@@ -101,6 +110,11 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
             m = BRACKET_STAMP.match(text) or RANK.match(text) or ROUTER_CHILD.match(text) or KUBECTL.match(text)
             if m:
                 text = text[m.end():]
+                if m.re is BRACKET_STAMP:  # journalctl -o short-monotonic: the host and unit follow
+                    j = JOURNAL_ISO_TAIL.match(text)
+                    if j and not text.startswith(("INFO", "WARN", "ERROR", "DEBUG")):
+                        ctx.pid = to_int(j.group(3))
+                        text = text[j.end():]
                 continue
             break
         if text[3:4] == " " and text[:3] in MONTH_NAMES:  # the host's locale names the month
@@ -108,8 +122,23 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
             if m:
                 mon, day, hh, mi, ss = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5))
                 ctx.wrap_ts = ctx.clock.yearless(month_number(mon), day, hh, mi, ss)
-                if m.group(8):
-                    ctx.pid = to_int(m.group(8))
+                if ctx.wrap_ts is not None and m.group(6):
+                    ctx.wrap_ts += float(m.group(6))
+                if m.group(9):
+                    ctx.pid = to_int(m.group(9))
+                ctx.state["wrap_indent"] = m.end()
+                text = text[m.end():]
+                continue
+            break
+        if text[3:4] == " " and text[:3] in _WEEKDAYS:
+            m = JOURNAL_FULL.match(text)
+            if m:
+                y, mo, d, hh, mi, ss = (int(m.group(i)) for i in range(1, 7))
+                ctx.wrap_ts = ctx.clock.utc(y, mo, d, hh, mi, ss) if m.group(8) == "UTC" else ctx.clock.local(y, mo, d, hh, mi, ss)
+                if ctx.wrap_ts is not None and m.group(7):
+                    ctx.wrap_ts += float(m.group(7))
+                if m.group(9):
+                    ctx.pid = to_int(m.group(9))
                 ctx.state["wrap_indent"] = m.end()
                 text = text[m.end():]
                 continue
