@@ -240,3 +240,58 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
     log.write_bytes(codecs.BOM_UTF8 + _requests(2, crlf=False))
     for fast in (True, False):
         assert [(t.max_tokens, t.http_status) for t in _scan([log], fast).traces] == [(1, 200), (2, 200)]
+
+
+def test_a_follower_resumed_inside_a_multi_line_record_still_reads_unix_line_ends(tmp_path):
+    """The daemon commits the start of a record still being assembled, and a restarted daemon reads
+    it again from there. When the server had written only the first lines of that record (a
+    traceback flushed in blocks), every line the new reader first sees ends in vLLM's \\r\\n: judged
+    from them, the rest of the file was read as a Windows one, and its multi-line records fell
+    apart into lines. Resumed, the reader judges line ends from the file's first bytes."""
+    from diag.daemon import config
+    from diag.ingest import follow
+
+    def line(i: int, text: str) -> str:
+        return f"{TS}[serving_chat.py:{i}] {text}"
+
+    def record(i: int) -> list[str]:
+        return [line(i, "Error in preprocessing prompt inputs\r\n"), line(i, "Traceback (most recent call last):\r\n"),
+                line(i, f'  File "/x{i}.py", line 1, in f\r\n'), line(i, f"ValueError: bad things {i}\n")]
+
+    first = [line(1, f"Added request chatcmpl-{i}.\n") for i in range(3)] + record(2)[:2]
+    rest = record(2)[2:] + [line(3, "Added request chatcmpl-9.\n")] + record(4) + [line(5, "Added request chatcmpl-8.\n")]
+    log = tmp_path / "vllm.log"
+    log.write_bytes("".join(first).encode())
+
+    def daemon(stored: list) -> tuple[follow.Follower, list]:
+        seen: list = []
+
+        def consume(r, lines, flush):
+            for item in lines:
+                seen.extend((ev.lineno, ev.text) for ev in r.parser.feed(item))
+            if flush:
+                seen.extend((ev.lineno, ev.text) for ev in r.parser.flush())
+
+        cfg = config.Config(logs=[config.LogSpec(str(log))], state_dir=tmp_path / "state", from_beginning=True, use_inotify=False)
+        f = follow.Follower(cfg, stored, consume=consume)
+        f.discover(force=True)
+        for r, lines in f.poll():
+            consume(r, lines, False)
+        return f, seen
+
+    f, _ = daemon([])
+    states = f.states()
+    f.close()
+    assert states[0].lineno == 3  # the record's first lines are read again after a restart
+    g, seen = daemon(states)  # (restarted before the server wrote the rest of the record)
+    with open(log, "ab") as fh:
+        fh.write("".join(rest).encode())
+    for r, lines in g.poll():
+        for item in lines:
+            seen.extend((ev.lineno, ev.text) for ev in r.parser.feed(item))
+    for r in list(g.readers.values()):
+        for ev in r.parser.flush():
+            seen.append((ev.lineno, ev.text))
+    g.close()
+    errors = [text for _n, text in seen if "Error in preprocessing" in text]
+    assert len(errors) == 2 and all("Traceback" in t and "ValueError: bad things" in t for t in errors), seen
