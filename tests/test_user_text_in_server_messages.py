@@ -59,6 +59,15 @@ POSITIONS = [
     ("llama-server: a tool call's arguments the model wrote, quoted by a JSON parse error (a line without prefix)",
      "Failed to parse arguments: [json.exception.parse_error.101] parse error at line 1, column 6: syntax error while "
      "parsing object separator - invalid literal; last read: '\"{{\"{}'; expected ':'", str, None),
+    ("llama-server: the same quote starting with what diag's own masks start with («)",
+     "Failed to parse arguments: [json.exception.parse_error.101] parse error at line 1, column 6: syntax error while "
+     "parsing value - invalid literal; last read: '{}'; expected ':'", lambda t: "\u00ab" + t, None),
+    ("llama-server: a request body's JSON parse error (its HTTP layer) quoting a mask's look-alike",
+     "0.00.283.957 E srv    operator(): got exception: [json.exception.parse_error.101] parse error at line 1, column 6: "
+     "syntax error while parsing value - invalid literal; last read: '{}'", lambda t: "\u00abx:\u00b2-chars\u00bb " + t, None),
+    ("llama-server: the same quote starting with a data URI",
+     "Failed to parse arguments: [json.exception.parse_error.101] parse error at line 1, column 6: syntax error while "
+     "parsing value - invalid literal; last read: '{}'", lambda t: "data:image/png;base64,iVBORw0KGgo=, " + t, None),
     # llama-server -v, builds of 2025 (server.cpp update_chat_msg): SRV_DBG("Parsing chat message: %s\n", generated_text)
     ("llama-server -v: the model's output as it grows, raw",
      "0.01.815.313 D srv  update_chat_: Parsing chat message: {}\n0.01.815.320 D srv  update_slots: all slots are idle",
