@@ -96,6 +96,9 @@ POSITIONS = [
     ("vLLM: a field it ignored, one word",
      "(APIServer pid=1) WARNING 04-20 00:16:49 [protocol.py:117] The following fields were present in the request but "
      "ignored: {{'{}'}}", "word", None),
+    # vLLM 0.32 DEBUG: the request body as the client sent it; a JSON string body is logged without quotes
+    ("vLLM DEBUG: a request's JSON body that is a string starting with «",
+     "(APIServer pid=7) DEBUG 11-22 18:27:49 [serving.py:301] Request chatcmpl-1 JSON body: {}", lambda t: "\u00ab" + t, None),
     # vLLM's tool parsers log the streamed output at DEBUG (`logger.debug("delta_text: %s", delta_text)`, hermes and others)
     ("vLLM DEBUG: a tool parser's streamed output",
      "(APIServer pid=7) DEBUG 11-22 18:27:49 [hermes_tool_parser.py:190] delta_text: {}", str, None),

@@ -248,9 +248,15 @@ def scrub(text: str) -> str:
         # (unless all that follows is one placeholder, a body's: masked already. The quoted text
         # may start with a placeholder that is not all of it, a data URI's, or with a « of its own)
         i = text.find(_LAST_READ) + len(_LAST_READ)
-        if _PLACEHOLDER.fullmatch(text, i) is None:
+        if not masked_to_end(text, i):
             text = mask(text, i, None, "request")
     return text
+
+
+def masked_to_end(text: str, at: int) -> bool:
+    """Is all of `text[at:]` one placeholder (masked already)? Not merely does it start with «:
+    the client's text may (a placeholder of its own, or a look-alike that hides what follows)."""
+    return _PLACEHOLDER.fullmatch(text, at) is not None
 
 
 def masked_chars(text: str, at: int) -> int | None:
