@@ -295,3 +295,33 @@ def test_a_follower_resumed_inside_a_multi_line_record_still_reads_unix_line_end
     g.close()
     errors = [text for _n, text in seen if "Error in preprocessing" in text]
     assert len(errors) == 2 and all("Traceback" in t and "ValueError: bad things" in t for t in errors), seen
+
+
+def test_a_log_whose_every_newline_was_made_crlf_keeps_vllms_multi_line_records(tmp_path):
+    """A byte-wise conversion (every \\n made \\r\\n: a script's text-mode write on Windows) leaves
+    vLLM's own \\r before the line end (\\r\\r\\n): each recorded and field log that has such
+    records reads the same as the log itself, on both ways. Taken as a line end alone, the
+    continuation lines of a record were lines of their own: a client's request id with a newline
+    in it (vLLM 0.6.4+ takes it from the body) and a pretty-printed JSON body (DEBUG) were read
+    as the server's lines, and the canary text in them raised critical findings."""
+    from conftest import CANARY, plant_canaries, scan, severe
+
+    marked = [log for log in LOGS if b"\r\n" in log.read_bytes()]
+    assert len(marked) >= 5
+    copies = []
+    for log in marked:
+        root = CORPUS if log.is_relative_to(CORPUS) else FIELD
+        out = tmp_path / root.name / log.relative_to(root)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(log.read_bytes().replace(b"\n", b"\r\n"))
+        copies.append(out)
+    want = _doc(_scan(marked, fast=True))
+    for fast in (True, False):
+        assert _doc(_scan(copies, fast), {tmp_path / r.name: r for r in ROOTS}) == want, "fast path" if fast else "full parser"
+    c = plant_canaries(tmp_path / "canary")
+    for planted, clean in zip(c.planted, c.clean):
+        for p in (planted, clean):
+            p.write_bytes(p.read_bytes().replace(b"\n", b"\r\n"))
+        doc = scan(planted)
+        assert CANARY not in json.dumps(doc), planted.name
+        assert severe(doc) <= severe(scan(clean)), planted.name

@@ -91,7 +91,8 @@ class LineSplitter:
     follower waits for the newline and flushes only after a timeout.
 
     `crlf`: the stream's lines end in \\r\\n (`crlf_ends` of the first bytes fed, unless the
-    caller judged it first); a line's \\r is then its line end, never `Line.cr`.
+    caller judged it first); a line's \\r is then its line end, and `Line.cr` only a \\r before that
+    (\\r\\r\\n: vLLM's mark kept by a conversion that made every \\n a \\r\\n).
     """
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE, offset: int = 0, lineno: int = 0):
@@ -173,7 +174,7 @@ class LineSplitter:
         if truncated:
             self.truncated_lines += 1
         text, cr = normalise(raw)
-        return Line(self.lineno, text, cr and not self.crlf, truncated, self.offset)
+        return Line(self.lineno, text, cr and (not self.crlf or raw.endswith(b"\r\r")), truncated, self.offset)
 
 
 class InputError(Exception):

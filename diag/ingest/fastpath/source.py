@@ -112,7 +112,7 @@ class FastSource:
                         sp.truncated_lines += 1
                         rec = rec[:max_line]
                     text, cr = normalise(rec)
-                    for ev in parse(parser, Line(lineno, text, cr and not crlf, truncated, offset)):
+                    for ev in parse(parser, Line(lineno, text, cr and (not crlf or rec.endswith(b"\r\r")), truncated, offset)):
                         event(ev)
                         plain = None
                     continue
