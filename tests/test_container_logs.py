@@ -85,24 +85,36 @@ def test_a_container_runtimes_file_reads_as_docker_logs_timestamps_prints_it(log
         assert _doc(f) == want, name
 
 
-def test_a_long_line_cut_into_pieces_is_one_line_again_and_its_prompt_stays_masked(tmp_path):
-    """A Received line with a 40 KiB prompt (the client's text: an error log pasted into it) is cut
-    into three pieces by the runtime: read as one line, its prompt is one masked span, counted,
-    and none of it reaches the rules or the output."""
+def _long_request() -> tuple[str, str]:
+    """A Received line with a 40 KiB prompt (the client's text: an error log pasted into it), its
+    Added and access lines: (the prompt, the log text)."""
     prompt = (CANARY_TEXT + " ") * (40 * 1024 // (len(CANARY_TEXT) + 1))
     text = ("(APIServer pid=1) INFO 11-22 18:27:00 [logger.py:39] Received request chatcmpl-1: prompt: "
             f"{prompt!r}, params: SamplingParams(n=1, max_tokens=9), prompt_token_ids: None, lora_request: None.\n"
             "(APIServer pid=1) INFO 11-22 18:27:00 [engine.py:275] Added request chatcmpl-1.\n"
             'INFO:     127.0.0.1:5000 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n')
+    return prompt, text
+
+
+def _one_masked_request(f: Path, prompt_chars: int, lines: int) -> None:
+    """On both ways: the one request, its prompt measured, nothing found, the canary nowhere."""
+    for fast in (True, False):
+        doc = _doc(f, fast)
+        (t,) = doc["traces"]
+        assert (t["max_tokens"], t["prompt_chars"], t["http_status"]) == (9, prompt_chars, 200)
+        assert not doc["findings"] and CANARY not in json.dumps(doc) and doc["stats"]["lines"] == lines
+
+
+def test_a_long_line_cut_into_pieces_is_one_line_again_and_its_prompt_stays_masked(tmp_path):
+    """A Received line with a 40 KiB prompt (the client's text: an error log pasted into it) is cut
+    into three pieces by the runtime: read as one line, its prompt is one masked span, counted,
+    and none of it reaches the rules or the output."""
+    prompt, text = _long_request()
     for name, data in (("cri.log", as_cri(text)), ("json.log", as_docker_json(text))):
         assert data.count(b"\n") >= 5  # the long line is in (three) pieces
         f = tmp_path / name
         f.write_bytes(data)
-        for fast in (True, False):
-            doc = _doc(f, fast)
-            (t,) = doc["traces"]
-            assert (t["max_tokens"], t["prompt_chars"], t["http_status"]) == (9, len(prompt), 200)
-            assert not doc["findings"] and CANARY not in json.dumps(doc) and doc["stats"]["lines"] == 3
+        _one_masked_request(f, len(prompt), lines=3)
 
 
 def test_what_is_not_the_runtimes_record_passes_as_it_is_and_a_last_piece_never_written_is_kept(tmp_path):
@@ -197,19 +209,11 @@ def test_a_long_lines_pieces_are_joined_per_stream_when_the_other_streams_lines_
     stderr line one of its own. Joined in the order they came, the stderr line ended the prompt's
     first piece and the rest of the prompt was a line of its own: the client's text read as the
     server's (CUDA out of memory, engine dead: critical findings)."""
-    prompt = (CANARY_TEXT + " ") * (40 * 1024 // (len(CANARY_TEXT) + 1))
-    text = ("(APIServer pid=1) INFO 11-22 18:27:00 [logger.py:39] Received request chatcmpl-1: prompt: "
-            f"{prompt!r}, params: SamplingParams(n=1, max_tokens=9), prompt_token_ids: None, lora_request: None.\n"
-            "(APIServer pid=1) INFO 11-22 18:27:00 [engine.py:275] Added request chatcmpl-1.\n"
-            'INFO:     127.0.0.1:5000 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n')
+    prompt, text = _long_request()
     f = tmp_path / "vllm.log"
     f.write_bytes(_interleaved(text, fmt))
     assert container_format(f.read_bytes()) == fmt
-    for fast in (True, False):
-        doc = _doc(f, fast)
-        (t,) = doc["traces"]
-        assert (t["max_tokens"], t["prompt_chars"], t["http_status"]) == (9, len(prompt), 200)
-        assert not doc["findings"] and CANARY not in json.dumps(doc) and doc["stats"]["lines"] == 4
+    _one_masked_request(f, len(prompt), lines=4)
 
 
 def test_a_docker_json_line_nested_past_pythons_recursion_limit_passes_as_it_is(tmp_path):
