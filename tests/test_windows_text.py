@@ -325,3 +325,26 @@ def test_a_log_whose_every_newline_was_made_crlf_keeps_vllms_multi_line_records(
         doc = scan(planted)
         assert CANARY not in json.dumps(doc), planted.name
         assert severe(doc) <= severe(scan(clean)), planted.name
+
+
+@pytest.mark.parametrize("how", ["cut between the first line's \\r and \\n", "a byte at a time"])
+def test_line_ends_are_judged_also_when_the_first_reads_cut_a_lines_cr_from_its_newline(how, tmp_path):
+    """A follower reads what has been written (a writer that ends a line in two writes, a first
+    line longer than a read): the first read may end in a line's \\r and the next start with its
+    \\n. Judged from that read alone, its \\n had no \\r: a Windows file was read as a Unix one,
+    and the busy second's requests vanished into one another again."""
+    data = _requests(5, crlf=True)
+    first = data.index(b"\n")
+    chunks = [data[:first], data[first:]] if how.startswith("cut") else [data[i:i + 1] for i in range(len(data))]
+    want = [(f"chatcmpl-{i:04x}", i + 1, 200) for i in range(5)]
+    for fast in (True, False):
+        pipe, parser, sp = Pipeline(rules.load()), SourceParser("vllm.log", 1.7e9), LineSplitter()
+        src = FastSource(pipe, parser, sp)
+        for c in chunks:
+            if fast:
+                src.feed(c)
+            else:
+                pipe.feed_line_batch(parser, list(sp.feed(c)))
+        pipe.feed_line_batch(parser, list(sp.flush()), flush=True)
+        pipe.finish()
+        assert [(t.id, t.max_tokens, t.http_status) for t in pipe.traces] == want, ("fast" if fast else "lines")
