@@ -38,11 +38,11 @@ def _pieces(line: str) -> list[str]:
 def as_cri(text: str, tags: str = "") -> bytes:
     out = []
     lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
-    for ts, line in zip(_times(len(lines)), lines):
+    for i, (ts, line) in enumerate(zip(_times(len(lines)), lines)):
         parts = _pieces(line)
         for k, piece in enumerate(parts):
             flag = "F" if k == len(parts) - 1 else "P"
-            out.append(f"{ts} {'stderr' if k % 2 else 'stdout'} {flag}{tags} {piece}\n")
+            out.append(f"{ts} {'stderr' if i % 2 else 'stdout'} {flag}{tags} {piece}\n")  # a line's pieces: one stream
     return "".join(out).encode()
 
 
@@ -85,24 +85,36 @@ def test_a_container_runtimes_file_reads_as_docker_logs_timestamps_prints_it(log
         assert _doc(f) == want, name
 
 
-def test_a_long_line_cut_into_pieces_is_one_line_again_and_its_prompt_stays_masked(tmp_path):
-    """A Received line with a 40 KiB prompt (the client's text: an error log pasted into it) is cut
-    into three pieces by the runtime: read as one line, its prompt is one masked span, counted,
-    and none of it reaches the rules or the output."""
+def _long_request() -> tuple[str, str]:
+    """A Received line with a 40 KiB prompt (the client's text: an error log pasted into it), its
+    Added and access lines: (the prompt, the log text)."""
     prompt = (CANARY_TEXT + " ") * (40 * 1024 // (len(CANARY_TEXT) + 1))
     text = ("(APIServer pid=1) INFO 11-22 18:27:00 [logger.py:39] Received request chatcmpl-1: prompt: "
             f"{prompt!r}, params: SamplingParams(n=1, max_tokens=9), prompt_token_ids: None, lora_request: None.\n"
             "(APIServer pid=1) INFO 11-22 18:27:00 [engine.py:275] Added request chatcmpl-1.\n"
             'INFO:     127.0.0.1:5000 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n')
+    return prompt, text
+
+
+def _one_masked_request(f: Path, prompt_chars: int, lines: int) -> None:
+    """On both ways: the one request, its prompt measured, nothing found, the canary nowhere."""
+    for fast in (True, False):
+        doc = _doc(f, fast)
+        (t,) = doc["traces"]
+        assert (t["max_tokens"], t["prompt_chars"], t["http_status"]) == (9, prompt_chars, 200)
+        assert not doc["findings"] and CANARY not in json.dumps(doc) and doc["stats"]["lines"] == lines
+
+
+def test_a_long_line_cut_into_pieces_is_one_line_again_and_its_prompt_stays_masked(tmp_path):
+    """A Received line with a 40 KiB prompt (the client's text: an error log pasted into it) is cut
+    into three pieces by the runtime: read as one line, its prompt is one masked span, counted,
+    and none of it reaches the rules or the output."""
+    prompt, text = _long_request()
     for name, data in (("cri.log", as_cri(text)), ("json.log", as_docker_json(text))):
         assert data.count(b"\n") >= 5  # the long line is in (three) pieces
         f = tmp_path / name
         f.write_bytes(data)
-        for fast in (True, False):
-            doc = _doc(f, fast)
-            (t,) = doc["traces"]
-            assert (t["max_tokens"], t["prompt_chars"], t["http_status"]) == (9, len(prompt), 200)
-            assert not doc["findings"] and CANARY not in json.dumps(doc) and doc["stats"]["lines"] == 3
+        _one_masked_request(f, len(prompt), lines=3)
 
 
 def test_what_is_not_the_runtimes_record_passes_as_it_is_and_a_last_piece_never_written_is_kept(tmp_path):
@@ -172,3 +184,53 @@ def test_the_daemon_says_in_one_line_when_it_follows_such_a_file(kind, tmp_path,
     else:
         assert len(said) == 1 and "diag scan" in said[0] and "\n" not in said[0]
         assert {"cri": "Kubernetes (CRI)", "docker-json": "Docker json-file", "utf-16": "UTF-16"}[kind] in said[0]
+
+
+def _interleaved(text: str, fmt: str) -> bytes:
+    """`text`'s lines in the runtime's format with each long line's pieces on stdout, and between its
+    first two pieces a line of the other stream (uvicorn writes its access lines to stderr, vLLM its
+    own to stdout; the runtime copies each stream on its own, so their records interleave)."""
+    other = 'INFO:     127.0.0.1:6000 - "GET /health HTTP/1.1" 200 OK'
+    out = []
+    for ts, line in zip(_times(len(text.splitlines())), text.splitlines()):
+        parts = _pieces(line)
+        for k, piece in enumerate(parts):
+            last = k == len(parts) - 1
+            if fmt == "cri":
+                out.append(f"{ts} stdout {'F' if last else 'P'} {piece}\n")
+            else:
+                out.append(json.dumps({"log": piece + ("\n" if last else ""), "stream": "stdout", "time": ts}) + "\n")
+            if k == 0 and not last:
+                out.append(f"{ts} stderr F {other}\n" if fmt == "cri" else
+                           json.dumps({"log": other + "\n", "stream": "stderr", "time": ts}) + "\n")
+    return "".join(out).encode()
+
+
+@pytest.mark.parametrize("fmt", ["cri", "docker-json"])
+def test_a_long_lines_pieces_are_joined_per_stream_when_the_other_streams_lines_come_between(fmt, tmp_path):
+    """A long Received line's pieces on stdout with an access line on stderr between two of them:
+    the pieces are still one line (its prompt one masked span that raises nothing) and the
+    stderr line one of its own. Joined in the order they came, the stderr line ended the prompt's
+    first piece and the rest of the prompt was a line of its own: the client's text read as the
+    server's (CUDA out of memory, engine dead: critical findings)."""
+    prompt, text = _long_request()
+    f = tmp_path / "vllm.log"
+    f.write_bytes(_interleaved(text, fmt))
+    assert container_format(f.read_bytes()) == fmt
+    _one_masked_request(f, len(prompt), lines=4)
+
+
+def test_a_docker_json_line_nested_past_pythons_recursion_limit_passes_as_it_is(tmp_path):
+    """A line of a json-file log that is no record of the driver's (a damaged file, something else
+    appended) is passed on as it is, also when it nests deeper than json can decode: a
+    RecursionError took `diag scan` down."""
+    good = b'{"log":"(APIServer pid=1) INFO 11-22 18:27:00 [a.py:1] one\\n","stream":"stdout","time":"2026-11-22T18:27:00.1Z"}\n'
+    deep = b"[" * 100_000 + b"\n" + b'{"log":' * 100_000 + b"\n"
+    f = tmp_path / "vllm.log"
+    f.write_bytes(good + deep + good.replace(b"one", b"two"))
+    src = ContainerLogSource(io.BytesIO(f.read_bytes()), "docker-json")
+    out = src.read(-1)
+    assert out.count(b"\n") == 4 and out.startswith(b"2026-11-22T18:27:00.1Z (APIServer") and out.endswith(b"two\n")
+    assert b"[" * 100_000 + b"\n" in out
+    doc = _doc(f)
+    assert doc["stats"]["lines"] == 4 and not doc["files"][0].get("error")

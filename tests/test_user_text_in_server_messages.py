@@ -59,6 +59,15 @@ POSITIONS = [
     ("llama-server: a tool call's arguments the model wrote, quoted by a JSON parse error (a line without prefix)",
      "Failed to parse arguments: [json.exception.parse_error.101] parse error at line 1, column 6: syntax error while "
      "parsing object separator - invalid literal; last read: '\"{{\"{}'; expected ':'", str, None),
+    ("llama-server: the same quote starting with what diag's own masks start with («)",
+     "Failed to parse arguments: [json.exception.parse_error.101] parse error at line 1, column 6: syntax error while "
+     "parsing value - invalid literal; last read: '{}'; expected ':'", lambda t: "\u00ab" + t, None),
+    ("llama-server: a request body's JSON parse error (its HTTP layer) quoting a mask's look-alike",
+     "0.00.283.957 E srv    operator(): got exception: [json.exception.parse_error.101] parse error at line 1, column 6: "
+     "syntax error while parsing value - invalid literal; last read: '{}'", lambda t: "\u00abx:\u00b2-chars\u00bb " + t, None),
+    ("llama-server: the same quote starting with a data URI",
+     "Failed to parse arguments: [json.exception.parse_error.101] parse error at line 1, column 6: syntax error while "
+     "parsing value - invalid literal; last read: '{}'", lambda t: "data:image/png;base64,iVBORw0KGgo=, " + t, None),
     # llama-server -v, builds of 2025 (server.cpp update_chat_msg): SRV_DBG("Parsing chat message: %s\n", generated_text)
     ("llama-server -v: the model's output as it grows, raw",
      "0.01.815.313 D srv  update_chat_: Parsing chat message: {}\n0.01.815.320 D srv  update_slots: all slots are idle",
@@ -87,6 +96,9 @@ POSITIONS = [
     ("vLLM: a field it ignored, one word",
      "(APIServer pid=1) WARNING 04-20 00:16:49 [protocol.py:117] The following fields were present in the request but "
      "ignored: {{'{}'}}", "word", None),
+    # vLLM 0.32 DEBUG: the request body as the client sent it; a JSON string body is logged without quotes
+    ("vLLM DEBUG: a request's JSON body that is a string starting with «",
+     "(APIServer pid=7) DEBUG 11-22 18:27:49 [serving.py:301] Request chatcmpl-1 JSON body: {}", lambda t: "\u00ab" + t, None),
     # vLLM's tool parsers log the streamed output at DEBUG (`logger.debug("delta_text: %s", delta_text)`, hermes and others)
     ("vLLM DEBUG: a tool parser's streamed output",
      "(APIServer pid=7) DEBUG 11-22 18:27:49 [hermes_tool_parser.py:190] delta_text: {}", str, None),

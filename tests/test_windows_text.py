@@ -263,3 +263,111 @@ def test_a_bundle_of_logs_is_a_clear_error_not_its_members_run_together(kind, tm
     r = subprocess.run([sys.executable, "-m", "diag", "scan", str(bundle)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "unpack it" in r.stderr and str(bundle) in r.stderr
+
+
+def test_a_follower_resumed_inside_a_multi_line_record_still_reads_unix_line_ends(tmp_path):
+    """The daemon commits the start of a record still being assembled, and a restarted daemon reads
+    it again from there. When the server had written only the first lines of that record (a
+    traceback flushed in blocks), every line the new reader first sees ends in vLLM's \\r\\n: judged
+    from them, the rest of the file was read as a Windows one, and its multi-line records fell
+    apart into lines. Resumed, the reader judges line ends from the file's first bytes."""
+    from diag.daemon import config
+    from diag.ingest import follow
+
+    def line(i: int, text: str) -> str:
+        return f"{TS}[serving_chat.py:{i}] {text}"
+
+    def record(i: int) -> list[str]:
+        return [line(i, "Error in preprocessing prompt inputs\r\n"), line(i, "Traceback (most recent call last):\r\n"),
+                line(i, f'  File "/x{i}.py", line 1, in f\r\n'), line(i, f"ValueError: bad things {i}\n")]
+
+    first = [line(1, f"Added request chatcmpl-{i}.\n") for i in range(3)] + record(2)[:2]
+    rest = record(2)[2:] + [line(3, "Added request chatcmpl-9.\n")] + record(4) + [line(5, "Added request chatcmpl-8.\n")]
+    log = tmp_path / "vllm.log"
+    log.write_bytes("".join(first).encode())
+
+    def daemon(stored: list) -> tuple[follow.Follower, list]:
+        seen: list = []
+
+        def consume(r, lines, flush):
+            for item in lines:
+                seen.extend((ev.lineno, ev.text) for ev in r.parser.feed(item))
+            if flush:
+                seen.extend((ev.lineno, ev.text) for ev in r.parser.flush())
+
+        cfg = config.Config(logs=[config.LogSpec(str(log))], state_dir=tmp_path / "state", from_beginning=True, use_inotify=False)
+        f = follow.Follower(cfg, stored, consume=consume)
+        f.discover(force=True)
+        for r, lines in f.poll():
+            consume(r, lines, False)
+        return f, seen
+
+    f, _ = daemon([])
+    states = f.states()
+    f.close()
+    assert states[0].lineno == 3  # the record's first lines are read again after a restart
+    g, seen = daemon(states)  # (restarted before the server wrote the rest of the record)
+    with open(log, "ab") as fh:
+        fh.write("".join(rest).encode())
+    for r, lines in g.poll():
+        for item in lines:
+            seen.extend((ev.lineno, ev.text) for ev in r.parser.feed(item))
+    for r in list(g.readers.values()):
+        for ev in r.parser.flush():
+            seen.append((ev.lineno, ev.text))
+    g.close()
+    errors = [text for _n, text in seen if "Error in preprocessing" in text]
+    assert len(errors) == 2 and all("Traceback" in t and "ValueError: bad things" in t for t in errors), seen
+
+
+def test_a_log_whose_every_newline_was_made_crlf_keeps_vllms_multi_line_records(tmp_path):
+    """A byte-wise conversion (every \\n made \\r\\n: a script's text-mode write on Windows) leaves
+    vLLM's own \\r before the line end (\\r\\r\\n): each recorded and field log that has such
+    records reads the same as the log itself, on both ways. Taken as a line end alone, the
+    continuation lines of a record were lines of their own: a client's request id with a newline
+    in it (vLLM 0.6.4+ takes it from the body) and a pretty-printed JSON body (DEBUG) were read
+    as the server's lines, and the canary text in them raised critical findings."""
+    from conftest import CANARY, plant_canaries, scan, severe
+
+    marked = [log for log in LOGS if b"\r\n" in log.read_bytes()]
+    assert len(marked) >= 5
+    copies = []
+    for log in marked:
+        root = CORPUS if log.is_relative_to(CORPUS) else FIELD
+        out = tmp_path / root.name / log.relative_to(root)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(log.read_bytes().replace(b"\n", b"\r\n"))
+        copies.append(out)
+    want = _doc(_scan(marked, fast=True))
+    for fast in (True, False):
+        assert _doc(_scan(copies, fast), {tmp_path / r.name: r for r in ROOTS}) == want, "fast path" if fast else "full parser"
+    c = plant_canaries(tmp_path / "canary")
+    for planted, clean in zip(c.planted, c.clean):
+        for p in (planted, clean):
+            p.write_bytes(p.read_bytes().replace(b"\n", b"\r\n"))
+        doc = scan(planted)
+        assert CANARY not in json.dumps(doc), planted.name
+        assert severe(doc) <= severe(scan(clean)), planted.name
+
+
+@pytest.mark.parametrize("how", ["cut between the first line's \\r and \\n", "a byte at a time"])
+def test_line_ends_are_judged_also_when_the_first_reads_cut_a_lines_cr_from_its_newline(how, tmp_path):
+    """A follower reads what has been written (a writer that ends a line in two writes, a first
+    line longer than a read): the first read may end in a line's \\r and the next start with its
+    \\n. Judged from that read alone, its \\n had no \\r: a Windows file was read as a Unix one,
+    and the busy second's requests vanished into one another again."""
+    data = _requests(5, crlf=True)
+    first = data.index(b"\n")
+    chunks = [data[:first], data[first:]] if how.startswith("cut") else [data[i:i + 1] for i in range(len(data))]
+    want = [(f"chatcmpl-{i:04x}", i + 1, 200) for i in range(5)]
+    for fast in (True, False):
+        pipe, parser, sp = Pipeline(rules.load()), SourceParser("vllm.log", 1.7e9), LineSplitter()
+        src = FastSource(pipe, parser, sp)
+        for c in chunks:
+            if fast:
+                src.feed(c)
+            else:
+                pipe.feed_line_batch(parser, list(sp.feed(c)))
+        pipe.feed_line_batch(parser, list(sp.flush()), flush=True)
+        pipe.finish()
+        assert [(t.id, t.max_tokens, t.http_status) for t in pipe.traces] == want, ("fast" if fast else "lines")

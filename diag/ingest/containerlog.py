@@ -27,7 +27,7 @@ from diag.ingest.decoded import DecodedSource
 
 # `<time> <stream> <tags> <line>`: the first tag is P (partial) or F; more may follow after ":"
 # (kubelet's kuberuntime/logs parser: "Keep this forward compatible").
-CRI = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) (?:stdout|stderr) ([FP])(?::[^ ]*)?(?: |$)")
+CRI = re.compile(rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) (stdout|stderr) ([FP])(?::[^ ]*)?(?: |$)")
 _DOCKER = b'{"log":'
 MAX_JOINED = 1 << 20  # a line joined from pieces: beyond this it is cut, as the line splitter would cut it
 MAX_CARRY = 8 << 20  # a "line" of the runtime's file longer than this is passed on as it is, unread
@@ -52,14 +52,14 @@ class ContainerLogSource(DecodedSource):
         super().__init__(raw)
         self._cri = fmt == "cri"
         self._carry = b""
-        self._piece = b""  # a long line's pieces so far
-        self._piece_ts = b""  # the first piece's time
-        self._in_piece = False
+        # A long line's pieces so far, per stream: (the first piece's time, the pieces). The runtime
+        # copies stdout and stderr each on its own, so the other stream's lines come between pieces.
+        self._pieces: dict[bytes, tuple[bytes, bytes]] = {}
 
     def _decode(self, data: bytes, final: bool) -> bytes:
         if final:
             tail, self._carry = self._carry, b""
-            return (self._line(tail) if tail else b"") + self._end_piece()
+            return (self._line(tail) if tail else b"") + self._end_pieces()
         buf = self._carry + data
         last = buf.rfind(b"\n")
         if last < 0:
@@ -75,34 +75,36 @@ class ContainerLogSource(DecodedSource):
         if self._cri:
             m = CRI.match(line)
             if m is None:
-                return self._end_piece() + line + b"\n"
-            ts, text, whole = m.group(1), line[m.end():], m.group(2) == b"F"
+                return self._end_pieces() + line + b"\n"
+            ts, stream, text, whole = m.group(1), m.group(2), line[m.end():], m.group(3) == b"F"
         else:
             try:
                 rec = json.loads(line)
-                log, ts = rec["log"], rec.get("time", "")
+                log, ts, stream = rec["log"], rec.get("time", ""), rec.get("stream")
                 if not isinstance(log, str) or not isinstance(ts, str):
                     raise TypeError
-            except (ValueError, TypeError, KeyError, RecursionError):  # not a record: as it is
-                return self._end_piece() + line + b"\n"
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError):  # (a line nested past the recursion limit)
+                return self._end_pieces() + line + b"\n"
             whole = log.endswith("\n")
             text = (log[:-1] if whole else log).encode("utf-8", "replace")
             ts = ts.encode("ascii", "replace")
+            stream = b"stderr" if stream == "stderr" else b"stdout"  # (two at most: memory stays bounded)
+        held = self._pieces.get(stream)
         if not whole:
-            if not self._in_piece:
-                self._in_piece, self._piece_ts = True, ts
-            if len(self._piece) < MAX_JOINED:
-                self._piece += text[:MAX_JOINED - len(self._piece)]
+            if held is None:
+                self._pieces[stream] = (ts, text[:MAX_JOINED])
+            elif len(held[1]) < MAX_JOINED:
+                self._pieces[stream] = (held[0], held[1] + text[:MAX_JOINED - len(held[1])])
             return b""
-        if self._in_piece:
-            text, ts = self._piece + text, self._piece_ts
-            self._piece, self._piece_ts, self._in_piece = b"", b"", False
+        if held is not None:
+            del self._pieces[stream]
+            ts, text = held[0], held[1] + text
         return (ts + b" " if ts else b"") + text + b"\n"
 
-    def _end_piece(self) -> bytes:
+    def _end_pieces(self) -> bytes:
         """Pieces whose last piece never came (the file ends, or something else follows): as they are."""
-        if not self._in_piece:
+        if not self._pieces:
             return b""
-        out = (self._piece_ts + b" " if self._piece_ts else b"") + self._piece + b"\n"
-        self._piece, self._piece_ts, self._in_piece = b"", b"", False
+        out = b"".join((ts + b" " if ts else b"") + text + b"\n" for ts, text in self._pieces.values())
+        self._pieces.clear()
         return out

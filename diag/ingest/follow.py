@@ -25,12 +25,13 @@ from diag.fsname import display, file_key
 from diag.ingest.compressed import archived, find_archive, salvage_archive, take
 from diag.ingest.filereader import FP_BYTES, READ_CHUNK, FileReader, fingerprint_of, reader_at
 from diag.ingest.identity import COMPRESSED, UNCHANGED, FinishedFiles, prefix_of_followed, starts_with
-from diag.ingest.reader import Line
+from diag.ingest.reader import Line, crlf_ends
 from diag.ingest.rotated_dirs import RotatedDirs
 from diag.parsing.source import PARSERS
 from diag.store.db import SourceState
 
 log = logging.getLogger("diag")
+CRLF_HEAD = 64 << 10  # the first bytes of a resumed file its line ends are judged from
 SALVAGE_BUDGET = 64 * READ_CHUNK  # at most this much is read back from a copytruncate copy (memory: its lines are applied at once)
 
 
@@ -228,6 +229,11 @@ class Follower:
         restart_at_zero = changed or state.offset > st.st_size  # truncated (and maybe regrown) while diag was down
         os.lseek(f.fileno(), state.offset if not restart_at_zero else 0, os.SEEK_SET)
         r = reader_at(state, f, display(path), st.st_mtime, fmt, self.cfg.max_line_bytes, self.raw_chunks)
+        if state.offset and not restart_at_zero:
+            # Line ends are judged from a file's first bytes (`crlf_ends`), not from where a resumed
+            # reader starts: the daemon resumes at the start of a record it was assembling, whose
+            # lines all end in vLLM's \r\n when the server had not written its last line yet.
+            r.splitter.crlf = crlf_ends(os.pread(f.fileno(), CRLF_HEAD, 0))
         was_current = state.state == "active"  # as last committed: the path's file (a new state is "active" too)
         state.state = "rotated" if rotated else "active"
         if restart_at_zero:

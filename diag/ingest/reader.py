@@ -66,9 +66,10 @@ def normalise(raw: bytes) -> tuple[str, bool]:
     return without_bidi(text), cr
 
 
-def crlf_ends(data: bytes) -> bool | None:
+def crlf_ends(data: bytes, before: bytes = b"") -> bool | None:
     """Do a stream's lines end in \\r\\n? Judged from its first bytes read: True when every complete
     line in `data` does, False when one ends in \\n alone, None when `data` holds no complete line.
+    `before`: the byte read just before `data` (a read may end between a line's \\r and its \\n).
 
     Windows line ends (a log copied through a Windows desktop, saved by an editor or a support
     tool) put a \\r before every newline, which in a log with Unix line ends is vLLM's mark of a
@@ -79,7 +80,7 @@ def crlf_ends(data: bytes) -> bool | None:
     lines = data.count(b"\n")
     if not lines:
         return None
-    return data.count(b"\r\n") == lines
+    return data.count(b"\r\n") + (before == b"\r" and data[:1] == b"\n") == lines
 
 
 class LineSplitter:
@@ -91,7 +92,8 @@ class LineSplitter:
     follower waits for the newline and flushes only after a timeout.
 
     `crlf`: the stream's lines end in \\r\\n (`crlf_ends` of the first bytes fed, unless the
-    caller judged it first); a line's \\r is then its line end, never `Line.cr`.
+    caller judged it first); a line's \\r is then its line end, and `Line.cr` only a \\r before that
+    (\\r\\r\\n: vLLM's mark kept by a conversion that made every \\n a \\r\\n).
     """
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE, offset: int = 0, lineno: int = 0):
@@ -102,6 +104,7 @@ class LineSplitter:
         self._skipping = False  # inside the overflow of a truncated line
         self.truncated_lines = 0
         self.crlf: bool | None = None
+        self._before = b""  # the last byte fed while `crlf` is not judged yet
 
     @property
     def idle(self) -> bool:
@@ -113,9 +116,16 @@ class LineSplitter:
         """Bytes held that do not yet form a complete line."""
         return len(self._buf)
 
+    def judge(self, data: bytes) -> None:
+        """`crlf` from the first complete lines fed, however the reads that fed them were cut."""
+        if self.crlf is None:
+            self.crlf = crlf_ends(data, self._before)
+            if data:
+                self._before = data[-1:]
+
     def feed(self, data: bytes) -> Iterator[Line]:
         if self.crlf is None:
-            self.crlf = crlf_ends(data)
+            self.judge(data)
         buf = self._buf
         start = 0
         n = len(data)
@@ -173,7 +183,7 @@ class LineSplitter:
         if truncated:
             self.truncated_lines += 1
         text, cr = normalise(raw)
-        return Line(self.lineno, text, cr and not self.crlf, truncated, self.offset)
+        return Line(self.lineno, text, cr and (not self.crlf or raw.endswith(b"\r\r")), truncated, self.offset)
 
 
 class InputError(Exception):

@@ -124,6 +124,9 @@ def _parse_failed(text: str) -> str:
     return text
 
 
+_PLACEHOLDER = re.compile(rf"{OPEN}[^{OPEN}{CLOSE}\s]+:([0-9]+)-chars{CLOSE}")  # what `placeholder` writes
+
+
 def placeholder(what: str, n: int) -> str:
     """`«prompt:1234-chars»`: no spaces, so a pattern's `\\S+` around it still ends where it did."""
     return f"{OPEN}{what.replace(' ', '-')}:{n}-chars{CLOSE}"
@@ -242,19 +245,24 @@ def scrub(text: str) -> str:
             text = text[:start] + placeholder("body", len(text) - start)
     if _LAST_READ in text:
         # last, so that llama-server's own error line reads as it did when its parser masked this
+        # (unless all that follows is one placeholder, a body's: masked already. The quoted text
+        # may start with a placeholder that is not all of it, a data URI's, or with a « of its own)
         i = text.find(_LAST_READ) + len(_LAST_READ)
-        if not text.startswith(OPEN, i):
+        if not masked_to_end(text, i):
             text = mask(text, i, None, "request")
     return text
 
 
+def masked_to_end(text: str, at: int) -> bool:
+    """Is all of `text[at:]` one placeholder (masked already)? Not merely does it start with «:
+    the client's text may (a placeholder of its own, or a look-alike that hides what follows)."""
+    return _PLACEHOLDER.fullmatch(text, at) is not None
+
+
 def masked_chars(text: str, at: int) -> int | None:
     """The size a placeholder at `text[at:]` stands for (None: no placeholder there)."""
-    if not text.startswith(OPEN, at):
-        return None
-    end = text.find(CLOSE, at)
-    head = text[at:end].rsplit(":", 1)[-1]
-    return int(head[:-6]) if end > 0 and head.endswith("-chars") and head[:-6].isdigit() else None
+    m = _PLACEHOLDER.match(text, at)
+    return None if m is None else int(m.group(1))
 
 
 def clean(value: Any, limit: int = 120) -> Any:

@@ -10,7 +10,7 @@ from diag.parsing.usercontent import kept_path, scrub
 from diag.ingest.fastpath import classify as C
 from diag.parsing.source import SourceParser
 from diag.parsing.formats import uvicorn, vllm
-from diag.ingest.reader import CHUNK, Line, LineSplitter, crlf_ends, normalise, read_chunks
+from diag.ingest.reader import CHUNK, Line, LineSplitter, normalise, read_chunks
 
 if TYPE_CHECKING:
     from diag.pipeline import Pipeline
@@ -60,7 +60,7 @@ class FastSource:
     def _feed(self, data: bytes) -> None:
         sp = self.splitter
         if sp.crlf is None:
-            sp.crlf = crlf_ends(data)
+            sp.judge(data)
         if not sp.idle:  # the end of a line begun in the previous chunk
             nl = data.find(b"\n")
             if nl < 0:
@@ -112,7 +112,7 @@ class FastSource:
                         sp.truncated_lines += 1
                         rec = rec[:max_line]
                     text, cr = normalise(rec)
-                    for ev in parse(parser, Line(lineno, text, cr and not crlf, truncated, offset)):
+                    for ev in parse(parser, Line(lineno, text, cr and (not crlf or rec.endswith(b"\r\r")), truncated, offset)):
                         event(ev)
                         plain = None
                     continue

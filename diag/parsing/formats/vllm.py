@@ -186,7 +186,7 @@ def classify(ev: Event, msg: str) -> None:
                 ev.text = usercontent.mask(msg, m.start(2), None, "request", f)
                 return
             m = _JSON_BODY.match(msg)
-            if m and not msg.startswith(usercontent.OPEN, m.end()):  # DEBUG (0.32): the body as the client
+            if m and not usercontent.masked_to_end(msg, m.end()):  # DEBUG (0.32): the body as the client
                 # sent it, whatever its keys (a rerank's `query`; one with `messages` is masked already)
                 ev.text = usercontent.mask(msg, m.end(), None, "body", f)
             elif m is None and (" details: " in msg or " JSON body: " in msg):  # an id with a space
