@@ -20,9 +20,9 @@ from diag.parsing.base import Ctx, to_int
 COMPOSE = re.compile(r"[A-Za-z0-9][\w.-]*\s+\| ")
 DOCKER_TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) ")
 # journalctl's `short` (and `short-precise`, with microseconds): `Nov 22 18:27:00[.123456] host unit[pid]: `
-JOURNAL = re.compile(r"([^\W\d_]{3}) ([ \d]\d) (\d\d):(\d\d):(\d\d)(\.\d+)? (\S+) ([^\s\[:]+)(?:\[(\d+)\])?: ")
+JOURNAL = re.compile(r"([^\W\d_]{3}) ([ \d]\d) (\d\d):(\d\d):(\d\d)(?P<frac>\.\d+)? (\S+) ([^\s\[:]+)(?:\[(?P<pid>\d+)\])?: ")
 # journalctl -o short-full: `Sun 2026-11-22 18:27:00 UTC host unit[pid]: ` (the zone as the host names it)
-JOURNAL_FULL = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(\.\d+)? (\S+) \S+ [^\s\[:]+(?:\[(\d+)\])?: ")
+JOURNAL_FULL = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?P<frac>\.\d+)? (?P<zone>\S+) \S+ [^\s\[:]+(?:\[(?P<pid>\d+)\])?: ")
 # journalctl -o short-unix: `1732299000.123456 host unit[pid]: ` (-o short-monotonic's `[ 1234.567890] ` is a BRACKET_STAMP)
 UNIX_STAMP = re.compile(r"(\d{9,11}\.\d+) ")
 JOURNAL_ISO_TAIL = re.compile(r"(\S+) ([^\s\[:]+)\[(\d+)\]: ")
@@ -121,12 +121,7 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
             m = JOURNAL.match(text)
             if m:
                 mon, day, hh, mi, ss = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5))
-                ctx.wrap_ts = ctx.clock.yearless(month_number(mon), day, hh, mi, ss)
-                if ctx.wrap_ts is not None and m.group(6):
-                    ctx.wrap_ts += float(m.group(6))
-                if m.group(9):
-                    ctx.pid = to_int(m.group(9))
-                ctx.state["wrap_indent"] = m.end()
+                _journal(ctx, m, ctx.clock.yearless(month_number(mon), day, hh, mi, ss))
                 text = text[m.end():]
                 continue
             break
@@ -134,12 +129,7 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
             m = JOURNAL_FULL.match(text)
             if m:
                 y, mo, d, hh, mi, ss = (int(m.group(i)) for i in range(1, 7))
-                ctx.wrap_ts = ctx.clock.utc(y, mo, d, hh, mi, ss) if m.group(8) == "UTC" else ctx.clock.local(y, mo, d, hh, mi, ss)
-                if ctx.wrap_ts is not None and m.group(7):
-                    ctx.wrap_ts += float(m.group(7))
-                if m.group(9):
-                    ctx.pid = to_int(m.group(9))
-                ctx.state["wrap_indent"] = m.end()
+                _journal(ctx, m, ctx.clock.utc(y, mo, d, hh, mi, ss) if m.group("zone") == "UTC" else ctx.clock.local(y, mo, d, hh, mi, ss))
                 text = text[m.end():]
                 continue
             break
@@ -159,6 +149,17 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
             repeated = to_int(m.group(1)) or 1
             text = text[: m.start()]
     return text, repeated
+
+
+def _journal(ctx: Ctx, m: re.Match, ts: float | None) -> None:
+    """What a journald prefix `m` tells (JOURNAL, JOURNAL_FULL): the time `ts` with its fraction of
+    a second, the pid, and its width, by which journalctl indents a message's continuation lines."""
+    if ts is not None and m.group("frac"):
+        ts += float(m.group("frac"))
+    ctx.wrap_ts = ts
+    if m.group("pid"):
+        ctx.pid = to_int(m.group("pid"))
+    ctx.state["wrap_indent"] = m.end()
 
 
 def _rfc3339(s: str) -> float | None:
