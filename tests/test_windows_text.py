@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS
+from conftest import CANARY, CORPUS
 
 from diag.analysis.rules import ruleset as rules
 from diag.ingest.fastpath import FastSource
@@ -371,3 +371,20 @@ def test_line_ends_are_judged_also_when_the_first_reads_cut_a_lines_cr_from_its_
         pipe.feed_line_batch(parser, list(sp.flush()), flush=True)
         pipe.finish()
         assert [(t.id, t.max_tokens, t.http_status) for t in pipe.traces] == want, ("fast" if fast else "lines")
+
+
+def test_no_canary_reaches_the_rules_in_a_canary_corpus_whose_every_line_end_was_made_crlf(tmp_path):
+    """`unix2dos` and PowerShell's `Get-Content | Set-Content` end every line in \\r\\n, vLLM's own \\r\\n
+    included: its mark of a record going on is gone. A 0.6.4+ Received line whose client id ran into a
+    newline, and a DEBUG pretty-printed JSON body, say themselves that their message goes on
+    (`user_rest`): the lines after them are the user's, as they are in the file as written."""
+    from conftest import plant_canaries, severe
+
+    corpus = plant_canaries(tmp_path / "canary")
+    for p in corpus.planted + corpus.clean:
+        p.write_bytes(p.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    for fast in (True, False):
+        planted, clean = _doc(_scan(corpus.planted, fast)), _doc(_scan(corpus.clean, fast))
+        assert CANARY not in json.dumps(planted), fast
+        assert severe(planted) <= severe(clean), severe(planted) - severe(clean)
+        assert [t["id"] for t in planted["traces"]] == [t["id"] for t in clean["traces"]]

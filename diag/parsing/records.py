@@ -73,13 +73,15 @@ class RecordAssembler:
         vLLM ends every line of a multi-line record but the last with \r; a traceback, an ERROR
         line (a raw traceback may follow), a line ending in ':', llama.cpp's classic timing
         header and a message whose user text runs to its end (`user_tail`: raw, it may go on on
-        lines of its own) announce more. Anything else is complete, and is emitted at once instead of waiting
+        lines of its own; `user_rest`: on lines with its own prefix, which a file whose every line
+        ends in \r\n cannot mark with vLLM's \r) announce more. Anything else is complete, and is emitted at once instead of waiting
         for the next line.
         """
         pend = self.pending
         if pend is None:
             return False
-        if self.cr or self._tb != _TB_NONE or pend.level in ("ERROR", "CRITICAL") or "user_tail" in pend.fields:
+        if (self.cr or self._tb != _TB_NONE or pend.level in ("ERROR", "CRITICAL") or "user_tail" in pend.fields
+                or "user_rest" in pend.fields):
             return True
         t = pend.text
         if self._lines == 1 and pend.kind != E.TIMING and not t.endswith((":", ": ", ":\t")):

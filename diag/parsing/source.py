@@ -200,7 +200,7 @@ class SourceParser(RecordAssembler):
         else:
             ev, key = parsed
             if (pend is not None and key is not None and key == self.pending_key
-                    and (self.cr or looks_continued(ev.text)) and self.room()):
+                    and (self.cr or "user_rest" in pend.fields or looks_continued(ev.text)) and self.room()):
                 if "user_chars" in pend.fields:
                     # The rest of a message its parser found user text in (a raw newline in a client's
                     # request id, in a JSON body it logs as sent): the user's too, whatever it looks like.

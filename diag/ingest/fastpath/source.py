@@ -130,8 +130,9 @@ class FastSource:
                     scrubbed = scrub(text)
                     as_is = scrubbed is text or scrubbed == text
                 if (not as_is or not parser.between_records() or not (order[0] is mod or (order[1] is mod and order[0] is other))
-                        or parser.holds(start + len(text))):
-                    # the full parser decides (a record being assembled may take this line; user content to take out)
+                        or parser.holds(start + len(text)) or (kind == RECEIVED and rec[9] is None)):
+                    # the full parser decides (a record being assembled may take this line; user content to take out;
+                    # a Received line whose id the classifier could not read may be the start of a record: `user_rest`)
                     text, cr = normalise(raw)
                     for ev in parse(parser, Line(lineno, text, cr, False, offset)):
                         event(ev)

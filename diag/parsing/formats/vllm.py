@@ -151,6 +151,12 @@ def classify(ev: Event, msg: str) -> None:
                 ev.text = usercontent.mask(msg, m.start(2), None, "request", f)  # prompt, params (stop strings…)
             else:  # an id with a space (a client's X-Request-Id): no trace, and nothing of it to the rules
                 ev.text = usercontent.mask(msg, 17, None, "request", f)
+                if ": " not in msg:
+                    # The id ran into a newline (0.6.4+ logs the body's request_id): the rest of the
+                    # message, the rest of the client's id first, is on the next lines, behind the same
+                    # prefix. Their \r marks them as its own; a file whose every line ends in \r\n
+                    # (unix2dos, PowerShell) has lost that mark, and this one says it instead.
+                    f["user_rest"] = True
             return
         if msg.startswith("Request "):
             m = _REQ_STATE.match(msg)
@@ -189,6 +195,8 @@ def classify(ev: Event, msg: str) -> None:
             if m and not usercontent.masked_to_end(msg, m.end()):  # DEBUG (0.32): the body as the client
                 # sent it, whatever its keys (a rerank's `query`; one with `messages` is masked already)
                 ev.text = usercontent.mask(msg, m.end(), None, "body", f)
+            if m and msg[m.end():].strip() in ("{", "["):
+                f["user_rest"] = True  # pretty-printed: the body is on the next lines (see the Received case)
             elif m is None and (" details: " in msg or " JSON body: " in msg):  # an id with a space
                 ev.text = usercontent.mask(msg, 8, None, "request", f)
             return
