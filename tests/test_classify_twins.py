@@ -292,7 +292,7 @@ def test_typed_classifier_agrees_on_generated_lines(rnd, cap):
 
 
 def test_a_line_ending_in_cr_gets_in_crlf_mode_the_record_it_gets_without_its_cr():
-    """A source with Windows line ends (`SourceParser.crlf`): each line is classified as the same
+    """A source with Windows line ends (`LineSplitter.crlf`): each line is classified as the same
     line without its \\r would be, and one the classifier leaves to the full parser goes whole."""
     r = random.Random(7)
     lines = [_random_line(r) for _ in range(20000)]

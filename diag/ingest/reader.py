@@ -47,9 +47,12 @@ class Line:
     end_offset: int = 0
 
 
-def normalise(raw: bytes) -> tuple[str, bool]:
-    """Decode one raw line (without its newline) and strip what only disturbs matching."""
-    cr = raw.endswith(b"\r")
+def normalise(raw: bytes, crlf: bool | None = False) -> tuple[str, bool]:
+    """Decode one raw line (without its newline) and strip what only disturbs matching; and
+    `Line.cr`: whether it ended in vLLM's \\r. In a stream whose lines end in \\r\\n (`crlf`) the
+    last \\r is the line end, and only one before it is that mark (\\r\\r\\n: a conversion that made
+    every \\n a \\r\\n)."""
+    cr = raw.endswith(b"\r\r") if crlf else raw.endswith(b"\r")
     if cr:
         raw = raw.rstrip(b"\r")
     text = raw.decode("utf-8", "replace")
@@ -92,8 +95,7 @@ class LineSplitter:
     follower waits for the newline and flushes only after a timeout.
 
     `crlf`: the stream's lines end in \\r\\n (`crlf_ends` of the first bytes fed, unless the
-    caller judged it first); a line's \\r is then its line end, and `Line.cr` only a \\r before that
-    (\\r\\r\\n: vLLM's mark kept by a conversion that made every \\n a \\r\\n).
+    caller judged it first); a line's \\r is then its line end (`normalise`).
     """
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE, offset: int = 0, lineno: int = 0):
@@ -182,8 +184,8 @@ class LineSplitter:
         self.offset += consumed
         if truncated:
             self.truncated_lines += 1
-        text, cr = normalise(raw)
-        return Line(self.lineno, text, cr and (not self.crlf or raw.endswith(b"\r\r")), truncated, self.offset)
+        text, cr = normalise(raw, self.crlf)
+        return Line(self.lineno, text, cr, truncated, self.offset)
 
 
 class InputError(Exception):

@@ -70,7 +70,7 @@ def _no_markers(t: str) -> bool:
 def split_classify(body: bytes, max_line: int, crlf: bool = False) -> list:
     """Records (tuples) or raw bytes, one per line of `body` (lines joined by `\\n`).
 
-    `crlf`: the source's lines end in `\\r\\n` (`SourceParser.crlf`). Only a line that ends in one
+    `crlf`: the source's lines end in `\\r\\n` (`LineSplitter.crlf`). Only a line that ends in one
     `\\r` can then get a tuple, read without it: its `raw` is the line without the `\\r` (the
     caller counts it); any other line is handed over whole, `\\r` and all."""
     out = []

@@ -111,8 +111,8 @@ class FastSource:
                     if truncated:
                         sp.truncated_lines += 1
                         rec = rec[:max_line]
-                    text, cr = normalise(rec)
-                    for ev in parse(parser, Line(lineno, text, cr and (not crlf or rec.endswith(b"\r\r")), truncated, offset)):
+                    text, cr = normalise(rec, crlf)
+                    for ev in parse(parser, Line(lineno, text, cr, truncated, offset)):
                         event(ev)
                         plain = None
                     continue

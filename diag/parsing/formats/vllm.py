@@ -192,12 +192,12 @@ def classify(ev: Event, msg: str) -> None:
                 ev.text = usercontent.mask(msg, m.start(2), None, "request", f)
                 return
             m = _JSON_BODY.match(msg)
-            if m and not usercontent.masked_to_end(msg, m.end()):  # DEBUG (0.32): the body as the client
-                # sent it, whatever its keys (a rerank's `query`; one with `messages` is masked already)
-                ev.text = usercontent.mask(msg, m.end(), None, "body", f)
-            if m and msg[m.end():].strip() in ("{", "["):
-                f["user_rest"] = True  # pretty-printed: the body is on the next lines (see the Received case)
-            elif m is None and (" details: " in msg or " JSON body: " in msg):  # an id with a space
+            if m:  # DEBUG (0.32): the body as the client sent it, whatever its keys (a rerank's `query`)
+                if not usercontent.masked_to_end(msg, m.end()):  # (one with `messages` is masked already)
+                    ev.text = usercontent.mask(msg, m.end(), None, "body", f)
+                if msg[m.end():].strip() in ("{", "["):
+                    f["user_rest"] = True  # pretty-printed: the body is on the next lines (see the Received case)
+            elif " details: " in msg or " JSON body: " in msg:  # an id with a space
                 ev.text = usercontent.mask(msg, 8, None, "request", f)
             return
         if msg.startswith("Running model forward pass for request "):
