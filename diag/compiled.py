@@ -43,6 +43,7 @@ MODULES = (
     "diag.parsing.events",
     "diag.parsing.frames",
     "diag.parsing.paste",
+    "diag.parsing.quoted",
     "diag.parsing.records",
     "diag.parsing.redact",
     "diag.parsing.source",

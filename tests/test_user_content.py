@@ -194,13 +194,13 @@ from hypothesis import strategies as st  # noqa: E402
 def test_what_python_would_not_read_as_one_string_is_no_prompt(text):
     import ast
 
-    from diag.parsing.formats.vllm import _literal
+    from diag.parsing.quoted import literal
 
     try:
         want = ast.literal_eval(text)
     except Exception:  # noqa: BLE001 - whatever it raises, there is no string
         want = None
-    assert _literal(text) == (want if isinstance(want, str) else None)
+    assert literal(text) == (want if isinstance(want, str) else None)
 
 
 _ACCESS_TAILS = st.sampled_from(["OK", "Not Found", "", "OK data:x", "OK DATA:x", "OK {\"a\": 1}", "input_value=x", "OK ?x=1",
@@ -230,12 +230,12 @@ def test_scrub_keeps_a_plain_endpoint_line_and_cuts_every_other_path_remembered_
 @given(st.sampled_from("'\""), st.text(alphabet="ab'\"\\nrtxuU0123456789afN{}\n\r\x00 é\x0b\x0c\x1c\x85\u2028\ud800\t",
                                           max_size=24))
 def test_any_quoted_text_decodes_as_python_does_or_not_at_all(q, body):
-    """The common escapes are decoded without Python's parser (vllm._unescape), the rest by it:
+    """The common escapes are decoded without Python's parser (quoted._unescape), the rest by it:
     either way exactly what Python reads, or None — and silently (no warning for `\\d`)."""
     import ast
     import warnings
 
-    from diag.parsing.formats.vllm import _literal
+    from diag.parsing.quoted import literal
 
     s = q + body + q
     try:
@@ -246,7 +246,7 @@ def test_any_quoted_text_decodes_as_python_does_or_not_at_all(q, body):
         want = None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got = _literal(s)
+        got = literal(s)
     assert got == (want if isinstance(want, str) else None), s
 
 

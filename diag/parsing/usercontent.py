@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from diag.parsing.quoted import closing_quote
+
 OPEN, CLOSE = "«", "»"
 # API paths the servers themselves define: an endpoint is not user content, and rules need it
 # (a proxy forwarding to /chat/completions without /v1). KServe serves vLLM's under /openai/v1/.
@@ -85,19 +87,8 @@ _LAST_READ = "last read: '"
 def _quoted_end(text: str, start: int, q: str | None) -> int:
     """Where the string that `text[start:]` is inside ends: at the first `q` no backslash escapes
     (a JSON or a Python string), or the end of the text (unquoted, or never closed)."""
-    if q is None:
-        return len(text)
-    i = start
-    while True:
-        j = text.find(q, i)
-        if j < 0:
-            return len(text)
-        k = j
-        while k > start and text[k - 1] == "\\":
-            k -= 1
-        if (j - k) % 2 == 0:
-            return j
-        i = j + 1
+    j = -1 if q is None else closing_quote(text, start, q)
+    return len(text) if j < 0 else j
 
 
 def _parse_failed(text: str) -> str:

@@ -8,15 +8,14 @@ events; prompt text is only ever measured (characters, image placeholders), neve
 
 from __future__ import annotations
 
-import ast
 import re
-import warnings
 
 from diag.parsing import events as E
 from diag.parsing import usercontent
 from diag.parsing.usercontent import clean
 from diag.parsing.events import Event
 from diag.parsing.base import Ctx, Parsed, to_float, to_int
+from diag.parsing.quoted import after_text, literal, text_end, unquoted_find
 
 NAME = "vllm"
 
@@ -251,7 +250,7 @@ def classify(ev: Event, msg: str) -> None:
                 r = _FINISH_REASON.search(m.group(3)[-80:])  # anchored at the end: after the output
                 if r:
                     f["finish_reason"] = r.group(1)
-                ids = _OUTPUT_TOKEN_IDS.search(_after_text(m.group(3), "output: "))
+                ids = _OUTPUT_TOKEN_IDS.search(after_text(m.group(3), "output: "))
                 if ids is not None:
                     f["output_tokens"] = ids.group(1).count(",") + 1 if ids.group(1).strip() else 0
                 ev.text = usercontent.mask(msg, m.start(3), None, "output", f)
@@ -263,7 +262,7 @@ def classify(ev: Event, msg: str) -> None:
                 ev.kind = E.OUTPUT
                 f["request_id"] = m.group(2)
                 f["token_index"] = to_int(m.group(1))
-                f["token_text"] = _literal(m.group(3)[:200]) or ""  # transient: read once by the trace assembler, never kept
+                f["token_text"] = literal(m.group(3)[:200]) or ""  # transient: read once by the trace assembler, never kept
                 ev.text = usercontent.mask(msg, m.start(3), None, "output", f)
     elif c == "F":
         if msg.startswith("Finished request "):
@@ -322,9 +321,9 @@ def _measure_received(rest: str, f: dict) -> None:
     closing quote, and outside the quoted values of the parameters (stop strings, a structured
     output's schema: the user's too). A prompt whose end cannot be found (a line cut at the length
     cap, a quote that closes no literal) leaves them unknown rather than read out of what the user wrote."""
-    end = _text_end(rest, "prompt: ")
+    end = text_end(rest, "prompt: ")
     if end:
-        prompt = None if end < 0 else _literal(rest[8:end])
+        prompt = None if end < 0 else literal(rest[8:end])
         if prompt is None:  # no literal ends there: where the user's text ends is not known
             return
         f["prompt_chars"] = len(prompt)
@@ -335,7 +334,7 @@ def _measure_received(rest: str, f: dict) -> None:
     # no quote in the parameters (the usual `stop=[]`): a plain find is the one outside literals (a
     # compiled build calls PyUnicode_Find for it; a find with start and end parses its arguments)
     plain = "'" not in rest and '"' not in rest
-    i = rest.find("max_tokens=") if plain else _unquoted_find(rest, "max_tokens=")
+    i = rest.find("max_tokens=") if plain else unquoted_find(rest, "max_tokens=")
     n = len(rest)
     while i >= 0:
         # the ASCII digits after it, read in place (a compiled build reads them as C characters);
@@ -350,60 +349,14 @@ def _measure_received(rest: str, f: dict) -> None:
         if mt:
             f["max_tokens"] = to_int(mt.group(1))  # bounded: 30 digits at most, else unknown
             break
-        i = rest.find("max_tokens=", i + 1) if plain else _unquoted_find(rest, "max_tokens=", i + 1)
-    i = rest.find("prompt_token_ids: [") if plain else _unquoted_find(rest, "prompt_token_ids: [")  # when the first has no "]" after it, no later one has
+        i = rest.find("max_tokens=", i + 1) if plain else unquoted_find(rest, "max_tokens=", i + 1)
+    i = rest.find("prompt_token_ids: [") if plain else unquoted_find(rest, "prompt_token_ids: [")  # when the first has no "]" after it, no later one has
     if i < 0:
-        i = rest.find("prompt token ids: [") if plain else _unquoted_find(rest, "prompt token ids: [")  # vLLM 0.2 (`sampling params: …, prompt token ids: […]`)
+        i = rest.find("prompt token ids: [") if plain else unquoted_find(rest, "prompt token ids: [")  # vLLM 0.2 (`sampling params: …, prompt token ids: […]`)
     ids = None if i < 0 else _TOKEN_IDS.match(rest, i)
     if ids is not None:
         body = ids.group(1).strip()
         f["prompt_tokens"] = body.count(",") + 1 if body else 0
-
-
-def _unquoted_find(s: str, name: str, start: int = 0) -> int:
-    """`s.find(name, start)` outside the Python string literals in `s` (`stop=['max_tokens=1']`),
-    `start` being outside one; -1 when there is none, or a literal before it does not end. A line
-    without a quote before `name` (the usual `stop=[]`) costs two character searches more."""
-    j = s.find(name, start)
-    if j < 0:
-        return -1
-    a = s.find("'", start, j)  # the next quote of each kind before `name` (-1: none), each found
-    b = s.find('"', start, j)  # once: searched afresh per literal, many literals were quadratic
-    while a >= 0 or b >= 0:
-        q = a if b < 0 or 0 <= a < b else b
-        start = _repr_end(s, q, s[q])
-        if start < 0:
-            return -1
-        if start > j:  # `name` was inside that literal: the next one after it
-            j = s.find(name, start)
-            if j < 0:
-                return -1
-            a = s.find("'", start, j)
-            b = s.find('"', start, j)
-        else:
-            if a >= 0 and a < start:
-                a = s.find("'", start, j)
-            if b >= 0 and b < start:
-                b = s.find('"', start, j)
-    return j
-
-
-def _text_end(rest: str, label: str) -> int:
-    """Where the user's quoted text that `rest` begins with (`prompt: '…'`, `output: '…'`) ends:
-    the index just past its closing quote; -1 when that quote cannot be found (a line cut at the
-    length cap); 0 when `rest` begins with no such text."""
-    n = len(label)
-    if not rest.startswith(label) or len(rest) <= n + 1 or rest[n] not in "'\"":
-        return 0
-    return _repr_end(rest, n, rest[n])
-
-
-def _after_text(rest: str, label: str) -> str:
-    """What follows the user's text that `rest` begins with (`output: '…', output_token_ids: […]`):
-    the fields after it are read there and never out of the text. Empty when the text's closing
-    quote cannot be found; `rest` itself when it has no such text."""
-    end = _text_end(rest, label)
-    return rest if end == 0 else "" if end < 0 else rest[end:]
 
 
 def count_images(prompt: str) -> int:
@@ -414,76 +367,6 @@ def count_images(prompt: str) -> int:
         if n:
             return n
     return 0
-
-
-def _repr_end(s: str, start: int, q: str) -> int:
-    """Index just past the closing quote of the Python repr starting at `start`."""
-    i = start + 1
-    n = len(s)
-    while i < n:
-        j = s.find(q, i)
-        if j < 0:
-            return -1
-        k = j - 1
-        bs = 0
-        while k > start and s[k] == "\\":
-            bs += 1
-            k -= 1
-        if bs % 2 == 0:
-            return j + 1
-        i = j + 1
-    return -1
-
-
-# The escapes repr() writes for printable text, newlines and tabs: a logged prompt almost never has
-# others, and decoding these is ten times cheaper than a parse (ast.literal_eval, kept for the rest).
-_ESCAPES = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "r": "\r", "t": "\t"}
-_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate makes no literal (nor does a raw line end or NUL)
-
-
-def _unescape(body: str) -> str | None:
-    """The value of a quoted literal's `body` when it has no escape but `_ESCAPES`' and nothing that
-    makes it unreadable; None: let Python's parser decide."""
-    if "\n" in body or "\r" in body or "\x00" in body or (not body.isascii() and _SURROGATE.search(body) is not None):
-        return None  # (isascii is a flag the string keeps: the pattern runs only on other text)
-    if "\\" not in body:
-        return body
-    v = body.replace("\\n", "\n")  # a prompt's lines: when no backslash is left, each escaped an n
-    if "\\" not in v:  # (the first of an escaped backslash is never followed by an n: it stays)
-        return v
-    parts = body.split("\\\\")  # escaped backslashes first, left to right as the tokenizer pairs them
-    for i, part in enumerate(parts):
-        if "\\" in part:
-            pieces = part.split("\\")
-            for j in range(1, len(pieces)):
-                p = pieces[j]
-                c = _ESCAPES.get(p[:1]) if p else None
-                if c is None:
-                    return None
-                pieces[j] = c + p[1:]
-            parts[i] = "".join(pieces)
-    return "\\".join(parts)
-
-
-def _literal(s: str) -> str | None:
-    """The string a quoted Python literal (a repr, quotes included) stands for, or None."""
-    q = s[:1]
-    if len(s) >= 2 and q in ("'", '"') and s[-1] == q:
-        body = s[1:-1]
-        if q not in body or q not in body.replace("\\\\", "").replace("\\" + q, ""):  # no quote ends it early
-            v = _unescape(body)
-            if v is not None:
-                return v
-    try:
-        # `\d` in a prompt: a SyntaxWarning on stderr since Python 3.12. catch_warnings swaps the
-        # process's filters for a moment (not thread-safe: a warning another thread raises just
-        # then may go unshown); this path is rare: a repr with an escape `_unescape` leaves to Python.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            v = ast.literal_eval(s)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: `{{}}`
-        return None
-    return v if isinstance(v, str) else None
 
 
 def _stats(ev: Event, msg: str) -> None:
