@@ -100,10 +100,7 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
                         ctx.wrap_ts += int(stamp[20:23]) / 1000
                     text = text[k.end():]
                     break
-                j = JOURNAL_ISO_TAIL.match(text)
-                if j and not text.startswith(("INFO", "WARN", "ERROR", "DEBUG")):
-                    ctx.pid = to_int(j.group(3))
-                    text = text[j.end():]
+                text = _journal_tail(ctx, text)
                 continue
             break
         if c == "[":
@@ -111,10 +108,7 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
             if m:
                 text = text[m.end():]
                 if m.re is BRACKET_STAMP:  # journalctl -o short-monotonic: the host and unit follow
-                    j = JOURNAL_ISO_TAIL.match(text)
-                    if j and not text.startswith(("INFO", "WARN", "ERROR", "DEBUG")):
-                        ctx.pid = to_int(j.group(3))
-                        text = text[j.end():]
+                    text = _journal_tail(ctx, text)
                 continue
             break
         if text[3:4] == " " and text[:3] in MONTH_NAMES:  # the host's locale names the month
@@ -160,6 +154,16 @@ def _journal(ctx: Ctx, m: re.Match, ts: float | None) -> None:
     if m.group("pid"):
         ctx.pid = to_int(m.group("pid"))
     ctx.state["wrap_indent"] = m.end()
+
+
+def _journal_tail(ctx: Ctx, text: str) -> str:
+    """`text` after a time journalctl wrote (-o short-iso, short-monotonic): without the host and
+    `unit[pid]: ` that follow it, when they do (the pid kept)."""
+    j = JOURNAL_ISO_TAIL.match(text)
+    if j and not text.startswith(("INFO", "WARN", "ERROR", "DEBUG")):
+        ctx.pid = to_int(j.group(3))
+        return text[j.end():]
+    return text
 
 
 def _rfc3339(s: str) -> float | None:

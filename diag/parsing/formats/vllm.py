@@ -91,12 +91,17 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
     ts = stamp_time(stamp, ctx)
     if ts is not None and ms:
         ts += int(ms) / 1000.0
+    return _record(ctx, level, ts, msg, src), (ctx.proc, ctx.pid, level, stamp, src)
+
+
+def _record(ctx: Ctx, level: str, ts: float | None, msg: str, src: str) -> Event:
+    """The event of one record (`src`: its file:line, or the logger's name), its message classified."""
     ev = Event(ctx.path, 0, NAME, E.LOG, level, ts, msg, ctx.proc, ctx.pid, src)
     if msg:
         classify(ev, msg)
         if level == "DEBUG" and ("tool_parser" in src or "reasoning_parser" in src):
             _parser_output(ev, msg)
-    return ev, (ctx.proc, ctx.pid, level, stamp, src)
+    return ev
 
 
 def _parser_output(ev: Event, msg: str) -> None:
@@ -116,12 +121,7 @@ def _named(text: str, ctx: Ctx) -> Parsed | None:
     ts = ctx.clock.local(int(y), int(mo), int(d), int(hh), int(mi), int(ss))
     if ts is not None and ms:
         ts += int(ms) / 1000.0
-    ev = Event(ctx.path, 0, NAME, E.LOG, level, ts, msg, ctx.proc, ctx.pid, logger)
-    if msg:
-        classify(ev, msg)
-        if level == "DEBUG" and ("tool_parser" in logger or "reasoning_parser" in logger):
-            _parser_output(ev, msg)
-    return ev, None  # no continuation key: such a config has no vLLM prefix to repeat on a record's lines
+    return _record(ctx, level, ts, msg, logger), None  # no continuation key: such a config has no vLLM prefix to repeat on a record's lines
 
 
 def stamp_time(stamp: str, ctx: Ctx) -> float | None:
