@@ -47,7 +47,8 @@ def test_exit_2_on_unreadable_input_with_one_line_reason(tmp_path):
     locked.chmod(0)
     if os.geteuid() != 0:
         assert diag("scan", str(locked)).returncode == 2
-    assert diag("scan", str(tmp_path)).returncode == 2  # a directory
+    (tmp_path / "empty").mkdir()
+    assert diag("scan", str(tmp_path / "empty")).returncode == 2  # a directory with no file in it (one with files: test_scan_directories.py)
     assert diag("scan", "--format", "nope", str(VLLM / "vl.log")).returncode == 2
     assert diag("scan", "--since", "yesterday-ish", str(VLLM / "vl.log")).returncode == 2
     assert diag("scan").returncode == 2

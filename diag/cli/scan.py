@@ -15,7 +15,7 @@ from diag.cli.usage import UsageError, console
 
 def add_parsers(sub: Any) -> None:
     s = sub.add_parser("scan", help="run the pipeline over existing log files (post-mortem)")
-    s.add_argument("paths", nargs="+", metavar="PATH", help="log files, .gz files, or - for stdin")
+    s.add_argument("paths", nargs="+", metavar="PATH", help="log files (.gz, .bz2, .xz too), directories (the files below them), or - for stdin")
     s.add_argument("--json", action="store_true", help="print the JSON document (see README) instead of a report")
     s.add_argument("--compact", action="store_true", help="with --json: one line")
     s.add_argument("--rules", action="append", metavar="DIR", help="extra rule directory or file (overrides built-ins by id); repeatable")
@@ -49,7 +49,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if not (os.path.isdir(p) or os.path.isfile(p)):  # what the loader reads
             raise UsageError(f"--rules {display(p)}: no such rule file or directory")
     rs = load_rules(args.rules)
-    args.paths = _each_file_once(args.paths)
+    args.paths = _each_file_once(_files_of(args.paths))
+    if not args.paths:
+        print("diag: no log files to scan", file=sys.stderr)
+        return 2
     # Traces are streamed out as they settle (bounded memory): into the JSON spool or the report's
     # summary, and with --store into the store in batches. Only -v's request table keeps them.
     spool = summary = None
@@ -96,6 +99,29 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if bad:
         return 2
     return 1 if pipe.findings.worst() in ("error", "critical") else 0
+
+
+def _files_of(paths: list[str]) -> list[str]:
+    """The paths, each directory replaced by the files below it (`diag.ingest.discover`): those
+    left out are said in one line per directory."""
+    from diag.fsname import display
+    from diag.ingest.discover import files_under
+
+    out = []
+    for p in paths:
+        if p == "-" or not os.path.isdir(p):
+            out.append(p)
+            continue
+        found, binary, unlisted = files_under(p)
+        for why in unlisted:
+            print(f"diag: {why}; not read", file=sys.stderr)
+        if binary:
+            more = f" and {len(binary) - 1} more" if len(binary) > 1 else ""
+            print(f"diag: {display(p)}: left out {len(binary)} binary file(s): {display(binary[0])}{more}", file=sys.stderr)
+        if not found:
+            print(f"diag: {display(p)}: no log files in it", file=sys.stderr)
+        out.extend(found)
+    return out
 
 
 def _each_file_once(paths: list[str]) -> list[str]:

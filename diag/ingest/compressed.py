@@ -23,31 +23,22 @@ that cannot be read is passed over, an archive that breaks while it is read ends
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import logging
-import lzma
 import os
 import re
-import zlib
 from typing import BinaryIO, Callable
 
 from diag.fsname import display
 from diag.ingest.filereader import READ_CHUNK, FileReader, fingerprint_of, reader_at
-from diag.ingest.reader import Line, LineSplitter
+from diag.ingest.reader import BROKEN, DECOMPRESSORS, Line, LineSplitter
 from diag.ingest.rotated_dirs import RotatedDirs
 from diag.parsing.source import PARSERS
 from diag.store.db import SourceState
 
 log = logging.getLogger("diag")
 
-OPENERS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
-    ".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),  # type: ignore[dict-item]
-    ".bz2": lambda raw: bz2.BZ2File(raw, "rb"),  # type: ignore[dict-item]
-    ".xz": lambda raw: lzma.LZMAFile(raw, "rb"),  # type: ignore[dict-item]
-}
-# what a corrupt or truncated archive raises (gzip.BadGzipFile and bz2's "Invalid data stream" are OSErrors)
-BROKEN = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
+OPENERS: dict[str, Callable[[BinaryIO], BinaryIO]] = {  # by the suffix of a rotated name
+    ".gz": DECOMPRESSORS[b"\x1f\x8b"], ".bz2": DECOMPRESSORS[b"BZh"], ".xz": DECOMPRESSORS[b"\xfd7zXZ\x00"]}
 MAX_CANDIDATES = 8  # archives whose first bytes are decompressed, per search
 SKIP_LIMIT = 1 << 32  # bytes decompressed at most to reach the offset read to (about 3 s of CPU)
 _DIGIT = re.compile(r"\d")

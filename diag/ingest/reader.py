@@ -1,7 +1,7 @@
 """Turning bytes into bounded, decoded lines.
 
 Everything downstream sees the same thing whether the bytes came from a file read to the
-end (`diag scan`), a gzip archive, a UTF-16 file (`diag.ingest.utf16`), a container runtime's
+end (`diag scan`), a compressed one (gzip, bzip2, xz), a UTF-16 file (`diag.ingest.utf16`), a container runtime's
 log file (`diag.ingest.containerlog`), stdin or a file followed
 live (`diag daemon`), with Unix or Windows line ends (`crlf_ends`): a `Line`
 with its number, its byte offset just past its newline, and text that is safe to match on.
@@ -11,14 +11,16 @@ dropped, and a line longer than the limit is cut (and flagged) instead of growin
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import lzma
 import os
 import re
 import sys
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from diag.fsname import display
 from diag.ingest.containerlog import ContainerLogSource, container_format
@@ -192,6 +194,27 @@ class InputError(Exception):
     """An input that cannot be read at all (missing, a directory, permission denied)."""
 
 
+# What logrotate's `compress` (and compresscmd bzip2 / xz) writes, by its first bytes, read as a
+# stream: a rotated log is scanned as the text it was.
+DECOMPRESSORS: dict[bytes, Callable[[BinaryIO], BinaryIO]] = {
+    b"\x1f\x8b": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),  # type: ignore[dict-item]
+    b"BZh": lambda raw: bz2.BZ2File(raw, "rb"),  # type: ignore[dict-item]
+    b"\xfd7zXZ\x00": lambda raw: lzma.LZMAFile(raw, "rb"),  # type: ignore[dict-item]
+}
+# what a corrupt or truncated archive raises while it is read (gzip.BadGzipFile and bz2's
+# "Invalid data stream" are OSErrors)
+BROKEN = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
+_ZSTD = b"\x28\xb5\x2f\xfd"
+
+
+def decompressor(head: bytes) -> Callable[[BinaryIO], BinaryIO] | None:
+    """How to read a file that begins with `head` as the text it compresses, if it is compressed."""
+    for magic, opener in DECOMPRESSORS.items():
+        if head.startswith(magic):
+            return opener
+    return None
+
+
 def open_source(path: str) -> tuple[BinaryIO, float | None]:
     """Open a path (`-` for stdin; `.gz`, UTF-16 and container runtimes' files transparently) and
     return it with its mtime.
@@ -218,13 +241,17 @@ def open_source(path: str) -> tuple[BinaryIO, float | None]:
         raise InputError(f"{name}: {exc.strerror or exc}") from None
     head = f.read(1 << 16)
     f.seek(0)
-    if head[:2] == b"\x1f\x8b":
-        f = gzip.GzipFile(fileobj=f)  # type: ignore[assignment]
+    opener = decompressor(head)
+    if opener is not None:
+        f = opener(f)
         try:
             head = f.read(1 << 16)
             f.seek(0)
-        except (OSError, EOFError, zlib.error):
+        except BROKEN:
             head = b""  # a corrupt archive: reading it says so (`read_chunks`)
+    elif head.startswith(_ZSTD):
+        f.close()
+        raise InputError(f"{name}: zstd-compressed, which Python cannot read: zstd -dc {name} | diag scan -")
     bundle = _bundle(head)
     if bundle is not None:  # read as a log, its members' lines would run together between binary headers
         f.close()
@@ -256,11 +283,11 @@ def _decoded(f: BinaryIO, head: bytes) -> BinaryIO:
 
 
 def read_chunks(f: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
-    """A whole stream in chunks; a read error (truncated gzip, I/O error) is an InputError."""
+    """A whole stream in chunks; a read error (truncated or corrupt archive, I/O error) is an InputError."""
     while True:
         try:
             data = f.read(size)
-        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:  # truncated or corrupt gzip, I/O error
+        except BROKEN as exc:  # truncated or corrupt archive, I/O error
             raise InputError(f"read failed: {type(exc).__name__}: {exc}") from None
         if not data:
             return

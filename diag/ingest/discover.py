@@ -1,0 +1,63 @@
+"""`diag scan DIR`: the logs in a directory, as a post-mortem finds them.
+
+A support bundle, once unpacked, is a directory tree: `var/log/vllm/vllm.log`, its rotations
+(`vllm.log.1`, `vllm.log.2.gz`), a proxy's and nginx's logs, and whatever else was collected
+(a config, a screenshot, a core file, a copy of the store). Each regular file below the
+directory is scanned as its own source, in the order of its path, so the document is the same
+on every run. What can never be a log is left out, with one line saying how many files and
+which one first: a file whose first bytes hold a NUL and that no decoder takes (gzip, bzip2, xz,
+UTF-16, a container runtime's file), and the tool's own files (names starting with `.`: `.git`,
+editors' swap files, `.DS_Store`). Symbolic links to files are read (once: `diag scan` reads a
+file reached twice once); links to directories are not followed, so a link loop cannot make a
+scan endless.
+"""
+
+from __future__ import annotations
+
+import os
+
+from diag.fsname import display
+from diag.ingest.containerlog import container_format
+from diag.ingest.reader import decompressor
+from diag.ingest.utf16 import utf16_encoding
+
+HEAD = 8192  # bytes looked at to tell a log from a binary file
+
+
+def is_binary(head: bytes) -> bool:
+    """Is a file that begins with `head` certainly no log: a NUL in it, and no decoder of ours
+    (compressed text, UTF-16, a container runtime's file) takes it?"""
+    if b"\x00" not in head:
+        return False
+    if decompressor(head) is not None or utf16_encoding(head) is not None or container_format(head) is not None:
+        return False
+    return True
+
+
+def files_under(top: str) -> tuple[list[str], list[str], list[str]]:
+    """(the files under directory `top` to scan, in path order; those left out as binary; the
+    directories below it that could not be listed, each with why)."""
+    found: list[str] = []
+    binary: list[str] = []
+    unlisted: list[str] = []
+
+    def onerror(exc: OSError) -> None:
+        unlisted.append(f"{display(exc.filename or top)}: {exc.strerror or exc}")
+
+    for root, dirs, files in os.walk(top, onerror=onerror, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = os.path.join(root, name)
+            if not os.path.isfile(path):  # a socket, a fifo, a device, a dangling link
+                continue
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(HEAD)
+            except OSError:
+                found.append(path)  # opening it again says what is wrong, in the report
+                continue
+            (binary if is_binary(head) else found).append(path)
+    found.sort()
+    return found, binary, unlisted

@@ -1,0 +1,112 @@
+"""`diag scan DIR` and compressed rotations: what a post-mortem gets handed.
+
+An unpacked support bundle is a directory tree of logs, their rotations (gzip, and bzip2 or xz
+where logrotate's compresscmd says so) and other files (a screenshot, a config, the tool's own
+dot-files). These tests build such a tree from real corpus logs and check that scanning the
+directory finds exactly what scanning its log files one by one finds, that binary and hidden
+files are left out with one line, and that what Python cannot read (zstd) or what is cut short
+says so in one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import CORPUS
+
+REAL = CORPUS / "vllm" / "real-0.32.0-cpu"
+# a PNG's first bytes (the signature and the IHDR chunk of a 1x1 image): NULs, no decoder of ours takes it
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108020000009077") + b"\x00" * 64
+
+
+def _scan(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "diag", "scan", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def _doc(r: subprocess.CompletedProcess) -> dict:
+    d = json.loads(r.stdout)
+    d["stats"].pop("seconds", None)
+    return d
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    """var/log/vllm/{vllm.log, vllm.log.1.gz, vllm.log.2.bz2, vllm.log.3.xz}, a proxy-less nginx dir,
+    a screenshot, a hidden dir and file."""
+    root = tmp_path / "bundle"
+    logs = root / "var" / "log" / "vllm"
+    logs.mkdir(parents=True)
+    shutil.copy(REAL / "text.log", logs / "vllm.log")
+    (logs / "vllm.log.1.gz").write_bytes(gzip.compress((REAL / "oom-kv-no-blocks.log").read_bytes()))
+    (logs / "vllm.log.2.bz2").write_bytes(bz2.compress((REAL / "cold-start-text.log").read_bytes()))
+    (logs / "vllm.log.3.xz").write_bytes(lzma.compress((REAL / "kv-pressure-then-worker-sigkill.log").read_bytes()))
+    nginx = root / "var" / "log" / "nginx"
+    nginx.mkdir()
+    shutil.copy(CORPUS / "nginx" / "real-1.22.1" / "error.log", nginx / "error.log")
+    (root / "screenshot.png").write_bytes(PNG)
+    (root / ".git").mkdir()
+    (root / ".git" / "HEAD").write_text("CUDA out of memory. Tried to allocate 2.00 GiB\n")  # would be a finding if read
+    (logs / ".vllm.log.swp").write_text("CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    return root
+
+
+def test_a_directory_is_its_log_files_in_path_order(bundle: Path):
+    r = _scan("--json", str(bundle))
+    assert r.returncode == 1, r.stderr  # the OOM rotation has critical findings
+    whole = _doc(r)
+    files = [f["path"] for f in whole["files"]]
+    expect = [str(p) for p in sorted(p for p in bundle.rglob("*") if p.is_file() and ".git" not in p.parts
+                                     and not p.name.startswith(".") and p.suffix != ".png")]
+    assert files == expect
+    # each compressed rotation read as the text it compresses
+    by_path = {f["path"]: f for f in whole["files"]}
+    assert by_path[str(bundle / "var/log/vllm/vllm.log.2.bz2")]["lines"] == (REAL / "cold-start-text.log").read_bytes().count(b"\n")
+    assert by_path[str(bundle / "var/log/vllm/vllm.log.3.xz")]["format"] == "vllm"
+    # the same document as the files named one by one
+    one_by_one = _doc(_scan("--json", *expect))
+    assert whole == one_by_one
+    assert "cuda-oom" not in {f["rule"] for f in whole["findings"]}  # the hidden files were not read
+    assert "kv-cache-no-blocks" in {f["rule"] for f in whole["findings"]}  # the .gz rotation was
+    # the screenshot: one line, named
+    assert r.stderr.count("binary file") == 1 and "screenshot.png" in r.stderr, r.stderr
+
+
+def test_a_directory_without_logs_is_an_error(tmp_path: Path):
+    (tmp_path / "only.png").write_bytes(PNG)
+    r = _scan(str(tmp_path))
+    assert r.returncode == 2
+    assert "no log files in it" in r.stderr and "no log files to scan" in r.stderr
+
+
+def test_a_link_loop_and_a_fifo_end(tmp_path: Path):
+    shutil.copy(REAL / "text.log", tmp_path / "vllm.log")
+    (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)  # not followed
+    os.mkfifo(tmp_path / "fifo")  # not a regular file: opening it would block
+    (tmp_path / "again.log").symlink_to(tmp_path / "vllm.log")  # the same file: read once
+    r = _scan("--json", str(tmp_path))
+    assert r.returncode in (0, 1), r.stderr  # 1: text.log's own findings
+    assert [f["path"] for f in _doc(r)["files"]] == [str(tmp_path / "again.log")]
+    assert "the same file as" in r.stderr
+
+
+def test_zstd_and_a_cut_archive_say_so(tmp_path: Path):
+    z = tmp_path / "vllm.log.4.zst"
+    z.write_bytes(b"\x28\xb5\x2f\xfd" + os.urandom(64))  # zstd's frame magic: what `zstd` writes first
+    r = _scan(str(z))
+    assert r.returncode == 2
+    assert "zstd-compressed" in r.stderr and "zstd -dc" in r.stderr
+    cut = tmp_path / "vllm.log.5.xz"
+    cut.write_bytes(lzma.compress((REAL / "text.log").read_bytes())[:300])
+    r = _scan(str(cut))
+    assert r.returncode == 2 and "read failed" in r.stderr, r.stderr
+    assert r.stderr.count("\n") <= 2  # one line (said once more by the report's note column is on stdout)
