@@ -11,8 +11,10 @@ dropped, and a line longer than the limit is cut (and flagged) instead of growin
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import lzma
 import os
 import re
 import sys
@@ -192,15 +194,32 @@ class InputError(Exception):
     """An input that cannot be read at all (missing, a directory, permission denied)."""
 
 
+class Bundle(InputError):
+    """An archive of several files (a support bundle): `kind` "tar" (plain or compressed with gzip,
+    bzip2 or xz) or "zip". `diag scan` reads its members (`diag.ingest.archive`); elsewhere it is an
+    input that cannot be read as one log."""
+
+    def __init__(self, name: str, kind: str):
+        what = "a tar archive of several files" if kind == "tar" else "a zip archive"
+        super().__init__(f"{name}: {what}: unpack it and scan the logs in it")
+        self.kind = kind
+
+
+HEAD = 1 << 16  # what a source's kind is judged from
+_GZIP = b"\x1f\x8b"
+_BZIP2 = b"BZh"
+_XZ = b"\xfd7zXZ\x00"
+
+
 def open_source(path: str) -> tuple[BinaryIO, float | None]:
     """Open a path (`-` for stdin; `.gz`, UTF-16 and container runtimes' files transparently) and
-    return it with its mtime.
+    return it with its mtime. An archive of several files raises `Bundle`.
 
     The modification time gives a year to timestamps that have none (vLLM's `MM-DD`).
     """
     if path == "-":
         stdin = sys.stdin.buffer
-        head = stdin.peek(1 << 16) if hasattr(stdin, "peek") else b""
+        head = stdin.peek(HEAD) if hasattr(stdin, "peek") else b""
         return _decoded(stdin, head), None
     name = display(path)  # for the messages: text whatever the name's bytes (diag.fsname)
     try:
@@ -216,28 +235,81 @@ def open_source(path: str) -> tuple[BinaryIO, float | None]:
         raise InputError(f"{name}: is a directory") from None
     except OSError as exc:
         raise InputError(f"{name}: {exc.strerror or exc}") from None
-    head = f.read(1 << 16)
-    f.seek(0)
-    if head[:2] == b"\x1f\x8b":
+    return open_stream(f, name), st.st_mtime
+
+
+def open_stream(f: BinaryIO, name: str) -> BinaryIO:
+    """A file, or an archive's member, read from its start (`f`, named `name` in messages), as the
+    log it holds: gunzipped, UTF-16 decoded, a container runtime's records unwrapped. One that is
+    itself an archive of several files is closed and raises `Bundle`.
+
+    `f` need not be seekable (a member of a compressed tar is read once, in order): its first bytes
+    are read again from memory then."""
+    seekable = f.seekable()
+    head, f = _rewound(f, seekable)
+    if head[:2] == _GZIP:
         f = gzip.GzipFile(fileobj=f)  # type: ignore[assignment]
         try:
-            head = f.read(1 << 16)
-            f.seek(0)
+            head, f = _rewound(f, seekable)
         except (OSError, EOFError, zlib.error):
             head = b""  # a corrupt archive: reading it says so (`read_chunks`)
-    bundle = _bundle(head)
-    if bundle is not None:  # read as a log, its members' lines would run together between binary headers
+    kind = _bundle(head)
+    if kind is not None:  # read as a log, its members' lines would run together between binary headers
         f.close()
-        raise InputError(f"{name}: {bundle}")
-    return _decoded(f, head), st.st_mtime
+        if kind == "zip" and isinstance(f, gzip.GzipFile):  # (its directory is at its end: read by seeking)
+            raise InputError(f"{name}: a zip archive compressed with gzip: gunzip it first")
+        raise Bundle(name, kind)
+    return _decoded(f, head)
+
+
+def _rewound(f: BinaryIO, seekable: bool) -> tuple[bytes, BinaryIO]:
+    """`f`'s first bytes, and `f` to read from its start again (`seekable`: the file under it is)."""
+    head = f.read(HEAD)
+    if seekable:
+        f.seek(0)
+        return head, f
+    return head, _Replayed(head, f)  # type: ignore[return-value]
+
+
+class _Replayed:
+    """A stream that cannot seek, its first bytes (already read) put back in front of it."""
+
+    def __init__(self, head: bytes, f: BinaryIO):
+        self._head = head
+        self._f = f
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size is None or size < 0:
+                data, self._head = self._head + self._f.read(), b""
+                return data
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._f.read(size)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._f.close()
 
 
 def _bundle(head: bytes) -> str | None:
-    """What to do with an archive of several files (a support bundle), from its first bytes."""
+    """An archive of several files (a support bundle), from its first (gunzipped) bytes: "tar",
+    "zip" or None. A tar compressed with bzip2 or xz is told by decompressing its first bytes."""
+    if head[:3] == _BZIP2 or head[:6] == _XZ:
+        try:
+            d = bz2.BZ2Decompressor() if head[:3] == _BZIP2 else lzma.LZMADecompressor()
+            head = d.decompress(head, 512)
+        except (OSError, EOFError, ValueError, lzma.LZMAError):
+            return None  # not what it seemed: read as it is
     if head[257:262] == b"ustar":
-        return "a tar archive of several files: unpack it (tar xf …) and scan the logs in it"
-    if head[:4] == b"PK\x03\x04":
-        return "a zip archive: unpack it (unzip …) and scan the logs in it"
+        return "tar"
+    if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":  # (the second: an empty zip)
+        return "zip"
     return None
 
 
