@@ -159,7 +159,8 @@ def _tar_members(path: str) -> Iterator[Member]:
                     if why is not None:
                         yield Member(name, error=why)
                         continue
-                    current = _MemberStream(tf.extractfile(info), "the archive is truncated or corrupt here; the files after it not read")  # type: ignore[arg-type]
+                    data = tf.extractfile(info) if info.sparse is not None else _TarData(tf, info)
+                    current = _MemberStream(data, "the archive is truncated or corrupt here; the files after it not read")  # type: ignore[arg-type]
                     f, why = _opened(name, current)
                     yield Member(name, float(info.mtime), f, why)
                     if current.broken:
@@ -170,6 +171,33 @@ def _tar_members(path: str) -> Iterator[Member]:
                 return
             where = f"after {last}" if last else "at its start"
             raise InputError(f"{arch}: truncated or corrupt tar archive {where} ({type(exc).__name__}: {exc}); the rest not read") from None
+
+
+class _TarData:
+    """A regular tar member's bytes from the archive's stream: what `TarFile.extractfile` reads, less
+    its all or nothing (a read the archive's end cuts short raised and lost the bytes that were
+    there): a short read returns what is there, and the next one says the archive ends."""
+
+    def __init__(self, tf: tarfile.TarFile, info: tarfile.TarInfo):
+        self._stream = tf.fileobj
+        self._pos = info.offset_data
+        self._end = info.offset_data + info.size
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._end - self._pos
+        if size is None or size < 0 or size > left:
+            size = left
+        if size <= 0:
+            return b""
+        self._stream.seek(self._pos)  # (where it is: the stream moves only forward)
+        data = self._stream.read(size)
+        if not data:
+            raise tarfile.ReadError("unexpected end of data")
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        pass  # (the archive's stream: the next member is read from it)
 
 
 def _rest_is_empty(tf: tarfile.TarFile, arch: str, last: str | None) -> None:

@@ -249,10 +249,7 @@ def open_stream(f: BinaryIO, name: str) -> BinaryIO:
     head, f = _rewound(f, seekable)
     if head[:2] == _GZIP:
         f = gzip.GzipFile(fileobj=f)  # type: ignore[assignment]
-        try:
-            head, f = _rewound(f, seekable)
-        except (OSError, EOFError, zlib.error):
-            head = b""  # a corrupt archive: reading it says so (`read_chunks`)
+        head, f = _rewound(f, seekable)  # (a corrupt archive: reading it says so, `read_chunks`)
     kind = _bundle(head)
     if kind is not None:  # read as a log, its members' lines would run together between binary headers
         f.close()
@@ -263,8 +260,22 @@ def open_stream(f: BinaryIO, name: str) -> BinaryIO:
 
 
 def _rewound(f: BinaryIO, seekable: bool) -> tuple[bytes, BinaryIO]:
-    """`f`'s first bytes, and `f` to read from its start again (`seekable`: the file under it is)."""
-    head = f.read(HEAD)
+    """`f`'s first bytes, and `f` to read from its start again (`seekable`: the file under it is).
+    A stream that breaks within them (a truncated archive) gives those before the break: reading
+    it again raises there."""
+    read = getattr(f, "read1", f.read)
+    parts: list[bytes] = []
+    got = 0
+    while got < HEAD:
+        try:
+            data = read(HEAD - got)
+        except (OSError, EOFError, zlib.error):
+            break
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    head = b"".join(parts)
     if seekable:
         f.seek(0)
         return head, f
