@@ -289,3 +289,15 @@ def test_scan_store_keys_members_by_the_archive(tmp_path):
     db = sqlite3.connect(state / "diag.sqlite3")
     assert db.execute("SELECT count(*) FROM findings WHERE rule = 'upstream-refused'").fetchone() == (0,)
     db.close()
+
+
+def test_a_bundle_on_stdin_is_one_line_asking_for_its_path(tmp_path):
+    """A pipe is read once, and a zip's directory is at its end: `diag scan - < logs.tgz` says to give
+    the path instead of reading binary headers and compressed bytes as log lines."""
+    root = _unpacked(tmp_path)
+    for name, pack in (PACKERS["tarfile-gz"], PACKERS["tarfile"], PACKERS["zipfile"]):
+        bundle = tmp_path / name
+        pack(root, bundle)
+        r = subprocess.run([sys.executable, "-m", "diag", "scan", "-"], input=bundle.read_bytes(), capture_output=True, timeout=120)
+        assert r.returncode == 2
+        assert r.stderr == b"diag: -: an archive of several files on standard input: give its path (diag scan logs.tgz)\n"

@@ -20,10 +20,11 @@ import re
 import sys
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from diag.fsname import display
 from diag.ingest.containerlog import ContainerLogSource, container_format
+from diag.ingest.decoded import DecodedSource
 from diag.ingest.utf16 import Utf16Source, utf16_encoding
 from diag.parsing.base import without_bidi
 
@@ -220,6 +221,8 @@ def open_source(path: str) -> tuple[BinaryIO, float | None]:
     if path == "-":
         stdin = sys.stdin.buffer
         head = stdin.peek(HEAD) if hasattr(stdin, "peek") else b""
+        if _bundle(head) is not None:  # (a pipe is read once: an archive's members are read from its path)
+            raise InputError("-: an archive of several files on standard input: give its path (diag scan logs.tgz)")
         return _decoded(stdin, head), None
     name = display(path)  # for the messages: text whatever the name's bytes (diag.fsname)
     try:
@@ -282,40 +285,38 @@ def _rewound(f: BinaryIO, seekable: bool) -> tuple[bytes, BinaryIO]:
     return head, _Replayed(head, f)  # type: ignore[return-value]
 
 
-class _Replayed:
+class _Replayed(DecodedSource):
     """A stream that cannot seek, its first bytes (already read) put back in front of it."""
 
     def __init__(self, head: bytes, f: BinaryIO):
+        super().__init__(f)
         self._head = head
-        self._f = f
 
     def read(self, size: int = -1) -> bytes:
         if self._head:
             if size is None or size < 0:
-                data, self._head = self._head + self._f.read(), b""
+                data, self._head = self._head + self._raw.read(), b""
                 return data
             data, self._head = self._head[:size], self._head[size:]
             return data
-        return self._f.read(size)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        self._f.close()
+        return self._raw.read(size)
 
 
 def _bundle(head: bytes) -> str | None:
-    """An archive of several files (a support bundle), from its first (gunzipped) bytes: "tar",
-    "zip" or None. A tar compressed with bzip2 or xz is told by decompressing its first bytes."""
-    if head[:3] == _BZIP2 or head[:6] == _XZ:
+    """An archive of several files (a support bundle), from its first bytes: "tar", "zip" or None.
+    A tar compressed with gzip (stdin: a file is gunzipped before), bzip2 or xz is told by
+    decompressing its first bytes."""
+    d: Any = None
+    if head[:2] == _GZIP:
+        d = zlib.decompressobj(wbits=31)
+    elif head[:3] == _BZIP2:
+        d = bz2.BZ2Decompressor()
+    elif head[:6] == _XZ:
+        d = lzma.LZMADecompressor()
+    if d is not None:
         try:
-            d = bz2.BZ2Decompressor() if head[:3] == _BZIP2 else lzma.LZMADecompressor()
             head = d.decompress(head, 512)
-        except (OSError, EOFError, ValueError, lzma.LZMAError):
+        except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error):
             return None  # not what it seemed: read as it is
     if head[257:262] == b"ustar":
         return "tar"
