@@ -301,3 +301,41 @@ def test_a_bundle_on_stdin_is_one_line_asking_for_its_path(tmp_path):
         r = subprocess.run([sys.executable, "-m", "diag", "scan", "-"], input=bundle.read_bytes(), capture_output=True, timeout=120)
         assert r.returncode == 2
         assert r.stderr == b"diag: -: an archive of several files on standard input: give its path (diag scan logs.tgz)\n"
+
+
+def test_a_name_given_twice_is_read_once_and_entries_are_bounded(tmp_path, monkeypatch):
+    """`tar rf` appends another copy under the same name: one source per name (the first). An
+    archive of more entries than MAX_ENTRIES (here lowered to 6; directories count: tarfile keeps
+    every header it reads) is read to that many and says so."""
+    from diag.analysis.rules import ruleset as rules
+    from diag.ingest import archive
+    from diag.pipeline import Pipeline
+
+    text = (VLLM / "text.log").read_bytes()
+    bundle = tmp_path / "appended.tar"
+    with tarfile.open(bundle, "w") as t:
+        for name in ("a/vllm.log", "a/vllm.log", "a/other.log"):
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            t.addfile(info, io.BytesIO(text))
+        for i in range(10):
+            t.addfile(_dir(f"d{i}"))
+        info = tarfile.TarInfo("late.log")
+        info.size = len(text)
+        t.addfile(info, io.BytesIO(text))
+    monkeypatch.setattr(archive, "MAX_ENTRIES", 6)
+    pipe = Pipeline(rules.load())
+    whole = pipe.scan_path(str(bundle))
+    pipe.finish()
+    assert [(s.path, s.lines, s.error) for s in pipe.sources] == [
+        (f"{bundle}:a/vllm.log", 216, None),
+        (f"{bundle}:a/vllm.log", 0, f"{bundle}:a/vllm.log: named twice in the archive; the first one read"),
+        (f"{bundle}:a/other.log", 216, None),
+        (str(bundle), 0, f"{bundle}: more than 6 entries; the rest not read")]
+    assert (whole.lines, whole.error) == (432, f"{bundle}: more than 6 entries; the rest not read")
+
+
+def _dir(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info

@@ -23,7 +23,7 @@ where it breaks: the members before it stay read (as the lines of a file read be
 and the error names the member it broke in, or the archive when it broke between members. A member
 is cut by the same bounds as a file: a line past `--max-line-bytes` is cut, and a member, like a
 file, is read to its end (a zip bomb costs the time to decompress it, not memory); an archive of
-more than MAX_MEMBERS members is read to that many.
+more than MAX_ENTRIES entries is read to that many.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import BinaryIO, Iterator
 from diag.fsname import display
 from diag.ingest.reader import Bundle, InputError, open_stream
 
-MAX_MEMBERS = 10_000  # a source each: an archive of a million empty files is no support bundle
+MAX_ENTRIES = 20_000  # files, directories and links: an archive of a million empty files is no support bundle
 SEP = ":"  # between the archive's name and the member's, in a member's source name
 # what a truncated or corrupt archive raises as it is read (gzip's and bzip2's errors are OSErrors)
 BROKEN = (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
@@ -119,19 +119,25 @@ def _opened(name: str, raw: _MemberStream) -> tuple[BinaryIO | None, str | None]
 
 
 class _Seen:
-    """Member names read so far and how many: a name given twice (`tar rf` appends another copy) is
-    read once, and MAX_MEMBERS bounds the rest."""
+    """The entries met so far: MAX_ENTRIES bounds them (tarfile keeps a header read for every one,
+    a directory's or a link's too), and a member name given twice (`tar rf` appends another copy)
+    is read once."""
 
     def __init__(self, archive: str):
         self.archive = archive
+        self.entries = 0
         self.names: set[str] = set()
 
-    def check(self, name: str) -> str | None:
-        """Why the member `name` is not read, or None (it is counted)."""
+    def entry(self) -> None:
+        """One more entry (any kind): past MAX_ENTRIES, the archive is read no further."""
+        self.entries += 1
+        if self.entries > MAX_ENTRIES:
+            raise InputError(f"{display(self.archive)}: more than {MAX_ENTRIES} entries; the rest not read")
+
+    def twice(self, name: str) -> str | None:
+        """Why the regular member `name` is not read (a name read before), or None."""
         if name in self.names:
             return f"{name}: named twice in the archive; the first one read"
-        if len(self.names) >= MAX_MEMBERS:
-            raise InputError(f"{display(self.archive)}: more than {MAX_MEMBERS} files; the rest not read")
         self.names.add(name)
         return None
 
@@ -151,11 +157,12 @@ def _tar_members(path: str) -> Iterator[Member]:
             # seeking would decompress it again from its start for every member)
             with tarfile.open(fileobj=raw, mode="r|*") as tf:
                 for info in tf:
+                    seen.entry()
                     if not info.isreg():
                         continue  # directories, links (a hard link's bytes are another member's), devices, FIFOs
                     name = source_name(path, info.name)
                     last = name
-                    why = seen.check(name)
+                    why = seen.twice(name)
                     if why is not None:
                         yield Member(name, error=why)
                         continue
@@ -224,10 +231,11 @@ def _zip_members(path: str) -> Iterator[Member]:
         raise InputError(f"{arch}: truncated or corrupt zip archive ({type(exc).__name__}: {exc})") from None
     with zf:
         for info in zf.infolist():
+            seen.entry()
             if info.is_dir() or not _regular(info):
                 continue
             name = source_name(path, info.filename)
-            why = seen.check(name)
+            why = seen.twice(name)
             if why is not None:
                 yield Member(name, error=why)
                 continue
