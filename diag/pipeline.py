@@ -234,10 +234,12 @@ class Pipeline:
                      progress: Callable[[int], None] | None = None) -> SourceResult:
         """Each regular file in the archive at `path` (`kind`: "tar" or "zip") read as its own source,
         `<archive>:<member>` (`diag.ingest.archive`). Returns the archive's own result, the members'
-        lines summed; the archive itself is one of `sources` (no lines) only when it could not be read on."""
+        lines summed; the archive itself is one of `sources` (no lines) only when it could not be read on
+        or holds no file."""
         from diag.ingest.archive import members
 
         whole = SourceResult(display(path))
+        before = len(self.sources)
         try:
             for m in members(path, kind):
                 res = SourceResult(m.name, error=m.error)
@@ -250,6 +252,8 @@ class Pipeline:
         except InputError as exc:
             whole.error = str(exc)
             self.sources.append(SourceResult(whole.path, error=whole.error))  # (its lines are its members')
+        if len(self.sources) == before:  # no file in it: it was read all the same
+            self.sources.append(SourceResult(whole.path))
         return whole
 
     def scan_stream(self, res: SourceResult, f: Any, mtime: float | None, fmt: str | None = None,

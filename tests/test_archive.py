@@ -339,3 +339,38 @@ def _dir(name: str) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = tarfile.DIRTYPE
     return info
+
+
+def test_an_archive_without_files_is_listed_as_read(tmp_path):
+    """A bundle of directories only (the logs were not collected): the archive is a source with no
+    lines, so the report says it was read and found nothing, not silence."""
+    bundle = tmp_path / "empty.tgz"
+    with tarfile.open(bundle, "w:gz") as t:
+        t.addfile(_dir("var/log/vllm"))
+    empty_zip = tmp_path / "empty.zip"
+    zipfile.ZipFile(empty_zip, "w").close()
+    r = _diag("--json", str(bundle), str(empty_zip))
+    assert r.returncode == 0 and r.stderr == ""
+    assert json.loads(r.stdout)["files"] == [{"path": str(bundle), "format": "unknown", "lines": 0, "truncated_lines": 0},
+                                             {"path": str(empty_zip), "format": "unknown", "lines": 0, "truncated_lines": 0}]
+
+
+def test_a_corrupt_zip_member_says_so_in_one_escaped_line_and_the_next_is_read(tmp_path):
+    """A member whose bytes were damaged (its CRC no longer matches): zipfile's message quotes the
+    member's name, which here holds an escape sequence; the line stays one line of plain text."""
+    text = (VLLM / "text.log").read_bytes()
+    bundle = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("logs/\x1b]0;owned\x07.log", text)
+        z.writestr("logs/vllm.log", text)
+    data = bytearray(bundle.read_bytes())
+    at = data.index(b"Received request") if b"Received request" in data else data.index(b"INFO")
+    data[at:at + 4] = b"XXXX"
+    bundle.write_bytes(bytes(data))
+    r = _diag("--json", str(bundle))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "\x1b" not in r.stderr and "\x07" not in r.stderr
+    assert r.stderr.startswith(f"diag: {bundle}:logs/\\x1b]0;owned\\x07.log: read failed: CorruptArchive: corrupt member (BadZipFile: Bad CRC-32")
+    files = json.loads(r.stdout)["files"]
+    assert [(f["path"], "error" in f) for f in files] == [(f"{bundle}:logs/\\x1b]0;owned\\x07.log", True), (f"{bundle}:logs/vllm.log", False)]
+    assert files[1]["lines"] == 216

@@ -37,13 +37,18 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-from diag.fsname import display
+from diag.fsname import display, text
 from diag.ingest.reader import Bundle, InputError, open_stream
 
 MAX_ENTRIES = 20_000  # files, directories and links: an archive of a million empty files is no support bundle
 SEP = ":"  # between the archive's name and the member's, in a member's source name
 # what a truncated or corrupt archive raises as it is read (gzip's and bzip2's errors are OSErrors)
 BROKEN = (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
+
+
+def _why(exc: BaseException) -> str:
+    """An exception in one line of text: zipfile's and tarfile's messages may quote a member's name."""
+    return f"{type(exc).__name__}: {text(str(exc))}"
 
 
 class CorruptArchive(OSError):
@@ -91,7 +96,7 @@ class _MemberStream:
             return self._f.read(size)
         except BROKEN as exc:
             self.broken = True
-            raise CorruptArchive(f"{self._what} ({type(exc).__name__}: {exc})") from None
+            raise CorruptArchive(f"{self._what} ({_why(exc)})") from None
 
     def readable(self) -> bool:
         return True
@@ -177,7 +182,7 @@ def _tar_members(path: str) -> Iterator[Member]:
             if current is not None and current.broken:
                 return
             where = f"after {last}" if last else "at its start"
-            raise InputError(f"{arch}: truncated or corrupt tar archive {where} ({type(exc).__name__}: {exc}); the rest not read") from None
+            raise InputError(f"{arch}: truncated or corrupt tar archive {where} ({_why(exc)}); the rest not read") from None
 
 
 class _TarData:
@@ -228,7 +233,7 @@ def _zip_members(path: str) -> Iterator[Member]:
     try:
         zf = zipfile.ZipFile(path)
     except BROKEN as exc:
-        raise InputError(f"{arch}: truncated or corrupt zip archive ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{arch}: truncated or corrupt zip archive ({_why(exc)})") from None
     with zf:
         for info in zf.infolist():
             seen.entry()
@@ -249,7 +254,7 @@ def _zip_members(path: str) -> Iterator[Member]:
                 yield Member(name, mtime, error=f"{name}: compressed with a method diag cannot read (zip method {info.compress_type}); not read")
                 continue
             except BROKEN as exc:
-                yield Member(name, mtime, error=f"{name}: corrupt ({type(exc).__name__}: {exc}); not read")
+                yield Member(name, mtime, error=f"{name}: corrupt ({_why(exc)}); not read")
                 continue
             f, why = _opened(name, _MemberStream(opened, "corrupt member"))  # type: ignore[arg-type]
             yield Member(name, mtime, f, why)

@@ -264,15 +264,17 @@ def open_stream(f: BinaryIO, name: str) -> BinaryIO:
 
 def _rewound(f: BinaryIO, seekable: bool) -> tuple[bytes, BinaryIO]:
     """`f`'s first bytes, and `f` to read from its start again (`seekable`: the file under it is).
-    A stream that breaks within them (a truncated archive) gives those before the break: reading
-    it again raises there."""
+    A stream that breaks within them (a truncated archive) gives those before the break, and
+    reading it again raises there."""
     read = getattr(f, "read1", f.read)
     parts: list[bytes] = []
     got = 0
+    broke: BaseException | None = None
     while got < HEAD:
         try:
             data = read(HEAD - got)
-        except (OSError, EOFError, zlib.error):
+        except (OSError, EOFError, zlib.error) as exc:
+            broke = exc
             break
         if not data:
             break
@@ -280,25 +282,30 @@ def _rewound(f: BinaryIO, seekable: bool) -> tuple[bytes, BinaryIO]:
         got += len(data)
     head = b"".join(parts)
     if seekable:
-        f.seek(0)
+        f.seek(0)  # (read again, it breaks again)
         return head, f
-    return head, _Replayed(head, f)  # type: ignore[return-value]
+    return head, _Replayed(head, f, broke)  # type: ignore[return-value]
 
 
 class _Replayed(DecodedSource):
-    """A stream that cannot seek, its first bytes (already read) put back in front of it."""
+    """A stream that cannot seek, its first bytes (already read) put back in front of it, and the
+    error that ended them, if one did, raised once they are read."""
 
-    def __init__(self, head: bytes, f: BinaryIO):
+    def __init__(self, head: bytes, f: BinaryIO, broke: BaseException | None = None):
         super().__init__(f)
         self._head = head
+        self._broke = broke
 
     def read(self, size: int = -1) -> bytes:
         if self._head:
             if size is None or size < 0:
-                data, self._head = self._head + self._raw.read(), b""
-                return data
+                data, self._head = self._head, b""
+                return data + self.read()
             data, self._head = self._head[:size], self._head[size:]
             return data
+        if self._broke is not None:
+            exc, self._broke = self._broke, None
+            raise exc
         return self._raw.read(size)
 
 
