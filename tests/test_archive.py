@@ -374,3 +374,22 @@ def test_a_corrupt_zip_member_says_so_in_one_escaped_line_and_the_next_is_read(t
     files = json.loads(r.stdout)["files"]
     assert [(f["path"], "error" in f) for f in files] == [(f"{bundle}:logs/\\x1b]0;owned\\x07.log", True), (f"{bundle}:logs/vllm.log", False)]
     assert files[1]["lines"] == 216
+
+
+def test_a_zip_member_in_a_method_zipfile_cannot_read_is_passed_over_in_one_line(tmp_path):
+    """Deflate64 (method 9: Windows Explorer's "Send to compressed folder" for large files) is no
+    method of the standard library: that member is one line, the next one is read."""
+    text = (VLLM / "text.log").read_bytes()
+    bundle = tmp_path / "explorer.zip"
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("big.log", text)
+        z.writestr("vllm.log", text)
+    data = bytearray(bundle.read_bytes())
+    for sig, at in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):  # the first member's method, in both headers
+        i = data.index(sig)
+        data[i + at:i + at + 2] = (9).to_bytes(2, "little")
+    bundle.write_bytes(bytes(data))
+    r = _diag("--json", str(bundle))
+    assert r.returncode == 2
+    assert r.stderr == f"diag: {bundle}:big.log: compressed with a method diag cannot read (zip method 9); not read\n"
+    assert [(f["path"], f["lines"]) for f in json.loads(r.stdout)["files"]] == [(f"{bundle}:big.log", 0), (f"{bundle}:vllm.log", 216)]

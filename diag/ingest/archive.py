@@ -14,7 +14,8 @@ their display form (`diag.fsname.display`): a member's name is whatever the arch
 (control characters, `..`, an absolute path are only text here: nothing is written). Every regular
 file is read, in the archive's order (a tar compressed with gzip, bzip2 or xz is read once, as a
 stream); directories, links, devices and FIFOs are passed over, as `diag scan` reads only regular
-files. A member that is itself a tar or zip is not opened ("nested archive: unpack it").
+files. A member that is itself a tar or zip is not opened ("nested archive: unpack it"): a zip is
+read by seeking, which a member is not, and archives within archives would want bounds of their own.
 
 What cannot be read is one line for the member or the archive, and the rest goes on where it can:
 an encrypted zip member, or one in a compression method the standard library does not read, is
@@ -119,8 +120,6 @@ def _opened(name: str, raw: _MemberStream) -> tuple[BinaryIO | None, str | None]
         return None, f"{name}: nested archive: unpack it"
     except InputError as exc:
         return None, str(exc)
-    except CorruptArchive as exc:  # (its first bytes, read to tell what it is)
-        return None, f"{name}: read failed: {exc}"
 
 
 class _Seen:
