@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import tarfile
@@ -93,7 +94,7 @@ def _regular_members(bundle: Path) -> list[str]:
     """The regular files in the bundle, in its order (the real tools pack in directory order)."""
     if bundle.suffix == ".zip":
         with zipfile.ZipFile(bundle) as z:
-            return [i.filename for i in z.infolist() if not i.is_dir() and not (i.external_attr >> 16) & 0o020000]
+            return [i.filename for i in z.infolist() if not i.is_dir() and not stat.S_ISLNK(i.external_attr >> 16)]
     with tarfile.open(bundle) as t:
         return [m.name for m in t.getmembers() if m.isreg()]
 
