@@ -16,7 +16,7 @@ from diag.analysis.engine import RuleEngine
 from diag.analysis.findings import FindingSet, Hit
 from diag.analysis.guard import InternalErrors
 from diag.parsing.source import SourceParser
-from diag.ingest.reader import DEFAULT_MAX_LINE, InputError, Line, LineSplitter, open_source, read_lines
+from diag.ingest.reader import DEFAULT_MAX_LINE, Bundle, InputError, Line, LineSplitter, open_source, read_lines
 from diag.analysis.rules.ruleset import RuleSet
 from diag.analysis.trace import Trace
 from diag.analysis.traces import TraceAssembler
@@ -214,19 +214,58 @@ class Pipeline:
         """Read one file (or `-`) to the end through the pipeline; with `tail_bytes`, only its last
         part, from the first line boundary in it (a big log is not read whole; line numbers then
         count from there). The source is named by its display name (`diag.fsname`): whatever the
-        bytes of a file's name, what comes out of the pipeline is text."""
+        bytes of a file's name, what comes out of the pipeline is text. An archive of several files
+        (a support bundle) is read member by member, each its own source (`scan_archive`)."""
         name = display(path)
         res = SourceResult(name)
         self.sources.append(res)
         try:
             f, mtime = open_source(path)
+        except Bundle as bundle:
+            self.sources.pop()
+            return self.scan_archive(path, bundle.kind, fmt, progress)
         except InputError as exc:
             res.error = str(exc)
             return res
+        stdin = path == "-"
+        return self.scan_stream(res, f, mtime, fmt, progress, None if stdin else tail_bytes, close=not stdin)
+
+    def scan_archive(self, path: str, kind: str, fmt: str | None = None,
+                     progress: Callable[[int], None] | None = None) -> SourceResult:
+        """Each regular file in the archive at `path` (`kind`: "tar" or "zip") read as its own source,
+        `<archive>:<member>` (`diag.ingest.archive`). Returns the archive's own result, the members'
+        lines summed; the archive itself is one of `sources` (no lines) only when it could not be read on
+        or holds no file."""
+        from diag.ingest.archive import members
+
+        whole = SourceResult(display(path))
+        before = len(self.sources)
+        try:
+            for m in members(path, kind):
+                res = SourceResult(m.name, error=m.error)
+                self.sources.append(res)
+                if m.f is not None:
+                    self.scan_stream(res, m.f, m.mtime, fmt, progress)
+                whole.lines += res.lines
+                whole.truncated_lines += res.truncated_lines
+                whole.events += res.events
+        except InputError as exc:
+            whole.error = str(exc)
+            self.sources.append(SourceResult(whole.path, error=whole.error))  # (its lines are its members')
+        if len(self.sources) == before:  # no file in it: it was read all the same
+            self.sources.append(SourceResult(whole.path))
+        return whole
+
+    def scan_stream(self, res: SourceResult, f: Any, mtime: float | None, fmt: str | None = None,
+                    progress: Callable[[int], None] | None = None, tail_bytes: int | None = None,
+                    close: bool = True) -> SourceResult:
+        """An opened source (`reader.open_source`'s, an archive member's) read to its end as `res`
+        (`tail_bytes`: see `scan_path`; a stream that cannot seek is read whole)."""
+        name = res.path
         parser = SourceParser(name, mtime, fmt)
         splitter = LineSplitter(self.max_line)
         try:
-            if tail_bytes is not None and path != "-" and f.seekable():
+            if tail_bytes is not None and f.seekable():
                 size = f.seek(0, 2)
                 f.seek(max(0, size - tail_bytes))
                 if size > tail_bytes:
@@ -248,7 +287,7 @@ class Pipeline:
         except InputError as exc:
             res.error = f"{name}: {exc}"
         finally:
-            if f is not None and path != "-":
+            if close:
                 f.close()
         res.truncated_lines = splitter.truncated_lines
         res.format = parser.detected

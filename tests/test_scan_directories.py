@@ -110,3 +110,18 @@ def test_zstd_and_a_cut_archive_say_so(tmp_path: Path):
     r = _scan(str(cut))
     assert r.returncode == 2 and "read failed" in r.stderr, r.stderr
     assert r.stderr.count("\n") <= 2  # one line (said once more by the report's note column is on stdout)
+
+
+def test_a_bundle_in_a_directory_is_read_member_by_member(tmp_path: Path):
+    """A zip's headers hold NULs, but it is no binary to leave out: its members are logs."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "collected.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(REAL / "oom-kv-no-blocks.log", "vllm/vllm.log")
+    (tmp_path / "screenshot.png").write_bytes(PNG)
+    r = _scan("--json", str(tmp_path))
+    assert r.returncode == 1, r.stderr
+    doc = _doc(r)
+    assert [f["path"] for f in doc["files"]] == [f"{tmp_path / 'collected.zip'}:vllm/vllm.log"]
+    assert "kv-cache-no-blocks" in {f["rule"] for f in doc["findings"]}
+    assert "screenshot.png" in r.stderr

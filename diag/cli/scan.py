@@ -15,7 +15,7 @@ from diag.cli.usage import UsageError, console
 
 def add_parsers(sub: Any) -> None:
     s = sub.add_parser("scan", help="run the pipeline over existing log files (post-mortem)")
-    s.add_argument("paths", nargs="+", metavar="PATH", help="log files (.gz, .bz2, .xz too), directories (the files below them), or - for stdin")
+    s.add_argument("paths", nargs="+", metavar="PATH", help="log files (.gz, .bz2, .xz too), tar/zip bundles of logs, directories (the files below them), or - for stdin")
     s.add_argument("--json", action="store_true", help="print the JSON document (see README) instead of a report")
     s.add_argument("--compact", action="store_true", help="with --json: one line")
     s.add_argument("--rules", action="append", metavar="DIR", help="extra rule directory or file (overrides built-ins by id); repeatable")

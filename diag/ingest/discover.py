@@ -6,7 +6,7 @@ A support bundle, once unpacked, is a directory tree: `var/log/vllm/vllm.log`, i
 directory is scanned as its own source, in the order of its path, so the document is the same
 on every run. What can never be a log is left out, with one line saying how many files and
 which one first: a file whose first bytes hold a NUL and that no decoder takes (gzip, bzip2, xz,
-UTF-16, a container runtime's file), and the tool's own files (names starting with `.`: `.git`,
+UTF-16, a container runtime's file, a tar or zip bundle, whose members are read in turn), and the tool's own files (names starting with `.`: `.git`,
 editors' swap files, `.DS_Store`). Symbolic links to files are read (once: `diag scan` reads a
 file reached twice once); links to directories are not followed, so a link loop cannot make a
 scan endless.
@@ -18,7 +18,7 @@ import os
 
 from diag.fsname import display
 from diag.ingest.containerlog import container_format
-from diag.ingest.reader import decompressor
+from diag.ingest.reader import bundle_kind, decompressor
 from diag.ingest.utf16 import utf16_encoding
 
 HEAD = 8192  # bytes looked at to tell a log from a binary file
@@ -26,10 +26,11 @@ HEAD = 8192  # bytes looked at to tell a log from a binary file
 
 def is_binary(head: bytes) -> bool:
     """Is a file that begins with `head` certainly no log: a NUL in it, and no decoder of ours
-    (compressed text, UTF-16, a container runtime's file) takes it?"""
+    (compressed text, a bundle, UTF-16, a container runtime's file) takes it?"""
     if b"\x00" not in head:
         return False
-    if decompressor(head) is not None or utf16_encoding(head) is not None or container_format(head) is not None:
+    if (decompressor(head) is not None or bundle_kind(head) is not None or utf16_encoding(head) is not None
+            or container_format(head) is not None):
         return False
     return True
 

@@ -20,10 +20,11 @@ import re
 import sys
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from diag.fsname import display
 from diag.ingest.containerlog import ContainerLogSource, container_format
+from diag.ingest.decoded import DecodedSource
 from diag.ingest.utf16 import Utf16Source, utf16_encoding
 from diag.parsing.base import without_bidi
 
@@ -194,17 +195,32 @@ class InputError(Exception):
     """An input that cannot be read at all (missing, a directory, permission denied)."""
 
 
+class Bundle(InputError):
+    """An archive of several files (a support bundle): `kind` "tar" (plain or compressed with gzip,
+    bzip2 or xz) or "zip". `diag scan` reads its members (`diag.ingest.archive`); elsewhere it is an
+    input that cannot be read as one log."""
+
+    def __init__(self, name: str, kind: str):
+        what = "a tar archive of several files" if kind == "tar" else "a zip archive"
+        super().__init__(f"{name}: {what}: unpack it and scan the logs in it")
+        self.kind = kind
+
+
+HEAD = 1 << 16  # what a source's kind is judged from
+_GZIP = b"\x1f\x8b"
+_BZIP2 = b"BZh"
+_XZ = b"\xfd7zXZ\x00"
+_ZSTD = b"\x28\xb5\x2f\xfd"
 # What logrotate's `compress` (and compresscmd bzip2 / xz) writes, by its first bytes, read as a
 # stream: a rotated log is scanned as the text it was.
 DECOMPRESSORS: dict[bytes, Callable[[BinaryIO], BinaryIO]] = {
-    b"\x1f\x8b": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),  # type: ignore[dict-item]
-    b"BZh": lambda raw: bz2.BZ2File(raw, "rb"),  # type: ignore[dict-item]
-    b"\xfd7zXZ\x00": lambda raw: lzma.LZMAFile(raw, "rb"),  # type: ignore[dict-item]
+    _GZIP: lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),  # type: ignore[dict-item]
+    _BZIP2: lambda raw: bz2.BZ2File(raw, "rb"),  # type: ignore[dict-item]
+    _XZ: lambda raw: lzma.LZMAFile(raw, "rb"),  # type: ignore[dict-item]
 }
 # what a corrupt or truncated archive raises while it is read (gzip.BadGzipFile and bz2's
 # "Invalid data stream" are OSErrors)
 BROKEN = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
-_ZSTD = b"\x28\xb5\x2f\xfd"
 
 
 def decompressor(head: bytes) -> Callable[[BinaryIO], BinaryIO] | None:
@@ -217,13 +233,15 @@ def decompressor(head: bytes) -> Callable[[BinaryIO], BinaryIO] | None:
 
 def open_source(path: str) -> tuple[BinaryIO, float | None]:
     """Open a path (`-` for stdin; `.gz`, UTF-16 and container runtimes' files transparently) and
-    return it with its mtime.
+    return it with its mtime. An archive of several files raises `Bundle`.
 
     The modification time gives a year to timestamps that have none (vLLM's `MM-DD`).
     """
     if path == "-":
         stdin = sys.stdin.buffer
-        head = stdin.peek(1 << 16) if hasattr(stdin, "peek") else b""
+        head = stdin.peek(HEAD) if hasattr(stdin, "peek") else b""
+        if bundle_kind(head) is not None:  # (a pipe is read once: an archive's members are read from its path)
+            raise InputError("-: an archive of several files on standard input: give its path (diag scan logs.tgz)")
         return _decoded(stdin, head), None
     name = display(path)  # for the messages: text whatever the name's bytes (diag.fsname)
     try:
@@ -239,32 +257,101 @@ def open_source(path: str) -> tuple[BinaryIO, float | None]:
         raise InputError(f"{name}: is a directory") from None
     except OSError as exc:
         raise InputError(f"{name}: {exc.strerror or exc}") from None
-    head = f.read(1 << 16)
-    f.seek(0)
+    return open_stream(f, name), st.st_mtime
+
+
+def open_stream(f: BinaryIO, name: str) -> BinaryIO:
+    """A file, or an archive's member, read from its start (`f`, named `name` in messages), as the
+    log it holds: gunzipped, UTF-16 decoded, a container runtime's records unwrapped. One that is
+    itself an archive of several files is closed and raises `Bundle`.
+
+    `f` need not be seekable (a member of a compressed tar is read once, in order): its first bytes
+    are read again from memory then."""
+    seekable = f.seekable()
+    head, f = _rewound(f, seekable)
     opener = decompressor(head)
     if opener is not None:
         f = opener(f)
-        try:
-            head = f.read(1 << 16)
-            f.seek(0)
-        except BROKEN:
-            head = b""  # a corrupt archive: reading it says so (`read_chunks`)
+        head, f = _rewound(f, seekable)  # (a corrupt archive: reading it says so, `read_chunks`)
     elif head.startswith(_ZSTD):
         f.close()
         raise InputError(f"{name}: zstd-compressed, which Python cannot read: zstd -dc {name} | diag scan -")
-    bundle = _bundle(head)
-    if bundle is not None:  # read as a log, its members' lines would run together between binary headers
+    kind = bundle_kind(head)
+    if kind is not None:  # read as a log, its members' lines would run together between binary headers
         f.close()
-        raise InputError(f"{name}: {bundle}")
-    return _decoded(f, head), st.st_mtime
+        if kind == "zip" and opener is not None:  # (its directory is at its end: read by seeking)
+            raise InputError(f"{name}: a zip archive compressed as a whole: decompress it first")
+        raise Bundle(name, kind)
+    return _decoded(f, head)
 
 
-def _bundle(head: bytes) -> str | None:
-    """What to do with an archive of several files (a support bundle), from its first bytes."""
+def _rewound(f: BinaryIO, seekable: bool) -> tuple[bytes, BinaryIO]:
+    """`f`'s first bytes, and `f` to read from its start again (`seekable`: the file under it is).
+    A stream that breaks within them (a truncated archive) gives those before the break, and
+    reading it again raises there."""
+    read = getattr(f, "read1", f.read)
+    parts: list[bytes] = []
+    got = 0
+    broke: BaseException | None = None
+    while got < HEAD:
+        try:
+            data = read(HEAD - got)
+        except BROKEN as exc:
+            broke = exc
+            break
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    head = b"".join(parts)
+    if seekable:
+        f.seek(0)  # (read again, it breaks again)
+        return head, f
+    return head, _Replayed(head, f, broke)  # type: ignore[return-value]
+
+
+class _Replayed(DecodedSource):
+    """A stream that cannot seek, its first bytes (already read) put back in front of it, and the
+    error that ended them, if one did, raised once they are read."""
+
+    def __init__(self, head: bytes, f: BinaryIO, broke: BaseException | None = None):
+        super().__init__(f)
+        self._head = head
+        self._broke = broke
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size is None or size < 0:
+                data, self._head = self._head, b""
+                return data + self.read()
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        if self._broke is not None:
+            exc, self._broke = self._broke, None
+            raise exc
+        return self._raw.read(size)
+
+
+def bundle_kind(head: bytes) -> str | None:
+    """An archive of several files (a support bundle), from its first bytes: "tar", "zip" or None.
+    A tar compressed with gzip (stdin: a file is gunzipped before), bzip2 or xz is told by
+    decompressing its first bytes."""
+    d: Any = None
+    if head[:2] == _GZIP:
+        d = zlib.decompressobj(wbits=31)
+    elif head[:3] == _BZIP2:
+        d = bz2.BZ2Decompressor()
+    elif head[:6] == _XZ:
+        d = lzma.LZMADecompressor()
+    if d is not None:
+        try:
+            head = d.decompress(head, 512)
+        except BROKEN:
+            return None  # not what it seemed: read as it is
     if head[257:262] == b"ustar":
-        return "a tar archive of several files: unpack it (tar xf …) and scan the logs in it"
-    if head[:4] == b"PK\x03\x04":
-        return "a zip archive: unpack it (unzip …) and scan the logs in it"
+        return "tar"
+    if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":  # (the second: an empty zip)
+        return "zip"
     return None
 
 

@@ -5,7 +5,8 @@ sibling traces share a line), so each finding and engine stats row says which sc
 for which file: `scanned_path`, the file's absolute path (so `./vllm.log` and `/var/log/vllm.log`
 are one file), NULL for what the daemon stored while following a log live, which no scan touches.
 Traces too: a trace's id depends on which files were scanned together and in what order
-(`diag.analysis.traceids`), so a rescan may store the same requests under other ids.
+(`diag.analysis.traceids`), so a rescan may store the same requests under other ids. The members of
+an archive (a support bundle, `diag.ingest.archive`) are keyed by the archive's absolute path.
 
 A run writes its rows a batch at a time as it reads (bounded memory), and deletes the rows earlier
 runs wrote for the files it read in its last transaction: an interrupted rescan leaves the earlier
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from diag import fsname
+from diag.ingest.archive import SEP as ARCHIVE_SEP
 from diag.store.counters import labels_key
 
 STDIN = "-"  # what a scan of stdin stores as its scanned_path: never the same file twice, never replaced
@@ -51,12 +53,14 @@ class ScanRun:
     id: str
     paths: dict[str, str] = field(default_factory=dict)  # a path as the pipeline names it → the file's absolute path
     credit: Counter[str] = field(default_factory=Counter)  # counter label key → rows earlier scans counted
+    given: tuple[str, ...] = ()  # the display names of the files named, longest first (`_archive_of`)
 
     @classmethod
     def begin(cls, db: sqlite3.Connection, paths: Iterable[str]) -> "ScanRun":
         run = cls(uuid.uuid4().hex)
         for p in paths:  # the real names: the pipeline names their sources by their display names
             run.paths[fsname.display(p)] = _absolute(p)
+        run.given = tuple(sorted((p for p in run.paths if p != STDIN), key=len, reverse=True))
         files = _in(v for v in run.paths.values() if v != STDIN)
         rows = db.execute("SELECT rule, severity, category, count(*) FROM findings "
                           "WHERE scanned_path IN (SELECT value FROM json_each(?)) GROUP BY 1, 2, 3", (files,))
@@ -72,8 +76,17 @@ class ScanRun:
         """The `scanned_path` of rows from `path` (a hit's or a stats line's path, as the pipeline names it)."""
         v = self.paths.get(path)
         if v is None:
-            v = self.paths[path] = _absolute(path)
+            v = self.paths[path] = self._archive_of(path) or _absolute(path)
         return v
+
+    def _archive_of(self, path: str) -> str | None:
+        """The absolute path of the archive named in this run that `path` is a member of
+        (`<archive>:<member>`, `diag.ingest.archive`): a member's rows are the archive's, so scanning
+        the archive again replaces them all, a member it no longer holds included."""
+        for given in self.given:
+            if path.startswith(given) and path[len(given):len(given) + 1] == ARCHIVE_SEP:
+                return self.paths[given]
+        return None
 
     def _uncredited(self, key: str) -> bool:
         if self.credit[key] > 0:
