@@ -127,6 +127,17 @@ class ArchiveReader(FileReader):
     def chunk(self, n: int) -> bytes:
         return self.f.read(n)  # type: ignore[attr-defined]
 
+    def head(self, n: int) -> bytes:
+        """The archive's first `n` decompressed bytes."""
+        try:
+            a = Archive.open(self.f.path)  # type: ignore[attr-defined]
+        except BROKEN:
+            return b""
+        if a is None:
+            return b""
+        with a:
+            return a.read_exactly(n)
+
 
 def fits_rotated_name(log_path: str, name: str) -> bool:
     """Could `name` (a file name) be one of `log_path`'s rotated files, compressed in a way read here?"""
