@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import random
 import signal
 import sqlite3
@@ -80,8 +81,11 @@ def content(fmt: str) -> bytes:
 
 def start(state: Path, log: Path) -> tuple[subprocess.Popen, Path]:
     err = state.parent / f"daemon-{time.time_ns()}.err"
-    p = subprocess.Popen([sys.executable, "-m", "diag", "daemon", "--state-dir", str(state), "--log", str(log), "--no-web",
-                          "--from-beginning"], stderr=open(err, "w"), stdout=subprocess.DEVNULL)
+    cfg = state.parent / "diag.toml"
+    # the logs' times are days old: a request in flight at a turn of the daemon is not "stuck" (scan knows no such finding)
+    cfg.write_text("[daemon]\nstuck_after = 100000000\n")
+    p = subprocess.Popen([sys.executable, "-m", "diag", "daemon", "--config", str(cfg), "--state-dir", str(state), "--log", str(log),
+                          "--no-web", "--from-beginning"], stderr=open(err, "w"), stdout=subprocess.DEVNULL)
     return p, err
 
 
@@ -274,3 +278,54 @@ def test_rotation_as_the_runtime_does_it_while_the_daemon_runs_and_while_it_is_k
     assert_as_scanned(state, scan(whole), lines=False)  # (line numbers are each file's own)
     srcs = status(state)["sources"]
     assert [(s["rotations"], s["format"]) for s in srcs] == [(2, "vllm")], srcs
+
+
+def test_a_docker_json_file_rotated_by_logrotate_copytruncate_is_read_once(tmp_path):
+    """logrotate's `copytruncate` over `/var/lib/docker/containers/*/*.log` (what hosts did before
+    json-file's own max-size): the lines not read yet are decoded from the copy, then the file from 0."""
+    state, logs = tmp_path / "state", tmp_path / "logs"
+    state.mkdir()
+    logs.mkdir()
+    lines = _lines("text.log", "oom-kv-no-blocks.log", "vl.log")
+    parts = [wrap(lines[:150], "docker-json"), _interleaved_long("docker-json", lines[150:153], 150) + wrap(lines[153:300], "docker-json", 154),
+             wrap(lines[300:], "docker-json", 300)]
+    log = logs / "abc-json.log"
+    d, err = start(state, log)
+    log.write_bytes(b"".join(parts[0]))
+    wait_for(lambda: caught_up(state, log), 30, "the first part")
+    with open(log, "ab") as f:
+        f.write(b"".join(parts[1]))
+    (logs / "abc-json.log.1").write_bytes(log.read_bytes())  # copy, then truncate: what the daemon had not read is in the copy
+    os.truncate(log, 0)
+    with open(log, "ab") as f:
+        f.write(b"".join(parts[2]))
+    wait_for(lambda: caught_up(state, log), 30, "the file after its truncation")
+    stop(d)
+    no_tracebacks(err)
+    whole = tmp_path / "whole-json.log"
+    whole.write_bytes(b"".join(b"".join(p) for p in parts))
+    assert_as_scanned(state, scan(whole), lines=False)
+
+
+@pytest.mark.parametrize("fmt", ["plain", "cri"])
+def test_a_new_files_unterminated_first_line_waits_and_is_taken_as_it_is_when_flushed(fmt, tmp_path):
+    """Whether a file is a runtime's is decided from its first line: until that line is complete its
+    bytes wait, and the writer going quiet (`Follower.idle_flush`) takes them as they are, as before."""
+    from diag.ingest.filereader import FileReader
+    from diag.ingest.reader import LineSplitter
+    from diag.parsing.source import SourceParser
+    from diag.store.db import SourceState
+
+    line = "(APIServer pid=1) INFO 11-22 18:27:00 [x.py:1] Loading weights"
+    data = (wrap([line], "cri")[0] if fmt == "cri" else line.encode() + b"\n")[:-1]
+    log = tmp_path / "0.log"
+    log.write_bytes(b"")
+    with open(log, "rb", buffering=0) as f:
+        r = FileReader(SourceState("1:2", str(log)), f, LineSplitter(), SourceParser(str(log)))
+        log.write_bytes(data)
+        assert r.read() == [] and r.holding
+        (got,) = r.flush()
+        assert got.text == (("2026-11-22T18:27:00.000000000Z " if fmt == "cri" else "") + line) and not r.holding
+        r.parser.feed(got)
+        r.parser.flush()
+        assert r.sync_state().offset == len(data)  # (a raw offset, through the decoder)

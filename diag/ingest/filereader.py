@@ -173,7 +173,7 @@ class FileReader:
     @property
     def holding(self) -> bool:
         """Bytes wait for the rest of their line (or record, or a line's last piece)."""
-        return bool(self.splitter.pending) or (self.decoder is not None and self.decoder.holding)
+        return bool(self.splitter.pending or self._early) or (self.decoder is not None and self.decoder.holding)
 
     @property
     def line_feed(self) -> LineSplitter | DecodedSplitter:
@@ -182,7 +182,13 @@ class FileReader:
 
     def flush(self) -> list[Line]:
         """What waits for the rest of its line, as it is (the writer went quiet)."""
-        return list(self.line_feed.flush())
+        out: list[Line] = []
+        if not self._decided:  # a new file's first line, unterminated: what it is is decided from what there is
+            early, self._early = self._early, b""
+            self._decide(self.head(HEAD_BYTES), True)
+            out.extend(self.line_feed.feed(early))
+        out.extend(self.line_feed.flush())
+        return out
 
     def restart(self) -> None:
         """Read the file from its first byte again (truncated): lines, offsets and decoding start over."""
