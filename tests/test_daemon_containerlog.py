@@ -329,3 +329,31 @@ def test_a_new_files_unterminated_first_line_waits_and_is_taken_as_it_is_when_fl
         r.parser.feed(got)
         r.parser.flush()
         assert r.sync_state().offset == len(data)  # (a raw offset, through the decoder)
+
+
+@pytest.mark.parametrize("fmt", ["plain", "cri"])
+def test_copytruncate_while_a_new_files_first_line_is_incomplete_keeps_its_start(fmt, tmp_path):
+    """The bytes of a first line read before it was complete (kept to decide what the file is) go
+    on with the copy's bytes after them: the line is whole, once."""
+    from diag.daemon import config
+    from diag.ingest import follow
+
+    line = "(APIServer pid=1) INFO 11-22 18:27:00 [x.py:1] Loading weights"
+    more = "(APIServer pid=1) INFO 11-22 18:27:01 [x.py:1] Loaded"
+    data = b"".join(wrap([line, more], "cri")) if fmt == "cri" else f"{line}\n{more}\n".encode()
+    log = tmp_path / "0.log"
+    log.write_bytes(data[:50])  # (a runtime writes a record at once: a read may still see part of it)
+    cfg = config.Config(logs=[config.LogSpec(str(log))], state_dir=tmp_path / "state", from_beginning=True, use_inotify=False)
+    got: list = []
+    f = follow.Follower(cfg, [], consume=lambda r, lines, flush: got.extend(lines))
+    got += [ln for r in f.discover(force=True) for ln in r.read()]
+    assert got == []
+    with open(log, "ab") as w:
+        w.write(data[50:])
+    (tmp_path / "0.log.1").write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    for _r, lines in f.poll():
+        got += lines
+    stamp = "2026-11-22T18:27:00.00000000{}Z " if fmt == "cri" else ""
+    assert [ln.text for ln in got] == [stamp.format(0) + line, stamp.format(1) + more]
+    f.close()

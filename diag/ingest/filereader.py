@@ -180,13 +180,20 @@ class FileReader:
         """What turns this file's bytes into lines (`feed`, `flush`): its splitter, through its decoder if any."""
         return self.splitter if self.decoder is None else DecodedSplitter(self.decoder, self.splitter)
 
+    def settle(self) -> list[Line]:
+        """A new file whose first line is not complete yet (`_early`) is decided from what there is,
+        and the lines its bytes so far complete are returned: before a flush, or the bytes of a
+        copytruncate's copy that go on from them."""
+        if self._decided:
+            return []
+        early, self._early = self._early, b""
+        # (from its own first bytes when the file was read from its start: a truncated file's head is not them)
+        self._decide(early if not self.splitter.offset else self.head(HEAD_BYTES), True)
+        return list(self.line_feed.feed(early))
+
     def flush(self) -> list[Line]:
         """What waits for the rest of its line, as it is (the writer went quiet)."""
-        out: list[Line] = []
-        if not self._decided:  # a new file's first line, unterminated: what it is is decided from what there is
-            early, self._early = self._early, b""
-            self._decide(self.head(HEAD_BYTES), True)
-            out.extend(self.line_feed.feed(early))
+        out = self.settle()
         out.extend(self.line_feed.flush())
         return out
 

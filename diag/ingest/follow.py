@@ -331,7 +331,7 @@ class Follower:
 
     def _salvage(self, path: str, r: FileReader, pos: int) -> None:
         """copytruncate: take the bytes not read yet from the copy that has our first bytes, then restart at 0."""
-        out: list[Line] = []
+        out: list[Line] = r.settle()
         copy = self._find_copy(path, r.state.fingerprint, r.state.fp_len, r.key, pos) if r.state.fp_len else None
         archive = find_archive(self.rotated_dirs, path, r.state.fingerprint, r.state.fp_len, pos) if copy is None else None
         if copy is not None:
