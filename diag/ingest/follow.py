@@ -337,7 +337,7 @@ class Follower:
         if copy is not None:
             with open(copy, "rb") as f:
                 f.seek(pos)
-                out = take(f, r.line_feed, SALVAGE_BUDGET)
+                out.extend(take(f, r.line_feed, SALVAGE_BUDGET))
                 copy_st = os.fstat(f.fileno())
                 left = copy_st.st_size - f.tell()
                 done = SourceState(file_key(copy_st), r.state.path, r.state.fingerprint, r.state.fp_len, r.parser.detected,
