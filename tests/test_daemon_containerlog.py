@@ -101,7 +101,7 @@ def status(state: Path) -> dict:
 
 def caught_up(state: Path, log: Path) -> bool:
     size = log.stat().st_size
-    return any(s["path"].endswith(log.name) and s["offset"] == size for s in status(state)["sources"])
+    return any(s["offset"] == size for s in status(state)["sources"])  # (one source: the followed name, the file it reads now)
 
 
 def scan(*paths: Path) -> dict:
@@ -230,15 +230,16 @@ def test_a_file_written_in_pieces_through_a_kill9_and_a_sigterm_is_stored_as_sca
     assert_as_scanned(state, scan(log))
 
 
-@pytest.mark.parametrize("fmt", ["cri", "docker-json"])
-def test_rotation_as_the_runtime_does_it_while_the_daemon_runs_and_while_it_is_killed(fmt, tmp_path):
+@pytest.mark.parametrize("fmt, linked", [("cri", False), ("cri", True), ("docker-json", False)], ids=["cri", "cri-symlink", "docker-json"])
+def test_rotation_as_the_runtime_does_it_while_the_daemon_runs_and_while_it_is_killed(fmt, linked, tmp_path):
     """kubelet renames `0.log` to `0.log.<time>`, starts a new `0.log` and later gzips the old one;
     dockerd renames `<id>-json.log` to `<id>-json.log.1` (and `.1` to `.2`). The runtime's last
     writes may still go to the renamed file. Rotated once while the daemon runs, once while it is
-    killed (kill -9), the stream is stored once, as scan reads it whole."""
-    state, logs = tmp_path / "state", tmp_path / "logs"
+    killed (kill -9), the stream is stored once, as scan reads it whole. `linked`: the daemon
+    follows kubelet's `/var/log/containers/<pod>_<ns>_<container>-<id>.log`, a symlink to the pod's `0.log`."""
+    state, logs = tmp_path / "state", tmp_path / "pods" / "ns_vllm-0_uid" / "vllm"
     state.mkdir()
-    logs.mkdir()
+    logs.mkdir(parents=True)
     lines = _lines("text.log", "oom-kv-no-blocks.log", "vl.log")
     parts = [wrap(lines[:100], fmt), wrap(lines[100:110], fmt, 100), wrap(lines[110:150], fmt, 110),
              _interleaved_long(fmt, lines[150:153], 150) + wrap(lines[153:300], fmt, 154),
@@ -246,7 +247,12 @@ def test_rotation_as_the_runtime_does_it_while_the_daemon_runs_and_while_it_is_k
     log = logs / ("0.log" if fmt == "cri" else "abc-json.log")
     old1 = logs / ("0.log.20261122-182700" if fmt == "cri" else "abc-json.log.1")
     old2 = logs / ("0.log.20261122-183700" if fmt == "cri" else "abc-json.log.1")
-    d, err = start(state, log)
+    followed = log
+    if linked:
+        (tmp_path / "containers").mkdir()
+        followed = tmp_path / "containers" / "vllm-0_ns_vllm-0123abcd.log"
+        followed.symlink_to(log)
+    d, err = start(state, followed)
     errs = [err]
     log.write_bytes(b"".join(parts[0]))
     wait_for(lambda: caught_up(state, log), 30, "the first part")
@@ -266,7 +272,7 @@ def test_rotation_as_the_runtime_does_it_while_the_daemon_runs_and_while_it_is_k
         for o in (old1, old2):  # kubelet compresses the rotated files: the one not finished is read from its archive
             o.with_name(o.name + ".gz").write_bytes(gzip.compress(o.read_bytes()))
             o.unlink()
-    d, err = start(state, log)
+    d, err = start(state, followed)
     errs.append(err)
     with open(log, "ab") as f:
         f.write(b"".join(parts[5]))

@@ -170,9 +170,13 @@ def find_archive(dirs: RotatedDirs, path: str, fp: str, fp_len: int, offset: int
         return None
     found: list[tuple[bool, float, str]] = []
 
+    names = dict.fromkeys((path, os.path.realpath(path)))  # (a symlink's target's rotated names: kubelet's /var/log/containers/*.log)
+
     def collect(e: os.DirEntry, st: os.stat_result) -> bool:
-        if fits_rotated_name(path, e.name):
-            found.append((_own_name(path, e.name), st.st_mtime, e.path))
+        for name in names:
+            if fits_rotated_name(name, e.name):
+                found.append((_own_name(name, e.name), st.st_mtime, e.path))
+                break
         return False  # (all of them)
 
     dirs.find(path, collect)
