@@ -118,6 +118,17 @@ class ArchiveReader(FileReader):
     def chunk(self, n: int) -> bytes:
         return self.f.read(n)  # type: ignore[attr-defined]
 
+    def head(self, n: int) -> bytes:
+        """The archive's first `n` decompressed bytes."""
+        try:
+            a = Archive.open(self.f.path)  # type: ignore[attr-defined]
+        except BROKEN:
+            return b""
+        if a is None:
+            return b""
+        with a:
+            return a.read_exactly(n)
+
 
 def fits_rotated_name(log_path: str, name: str) -> bool:
     """Could `name` (a file name) be one of `log_path`'s rotated files, compressed in a way read here?"""
@@ -150,9 +161,13 @@ def find_archive(dirs: RotatedDirs, path: str, fp: str, fp_len: int, offset: int
         return None
     found: list[tuple[bool, float, str]] = []
 
+    names = dict.fromkeys((path, os.path.realpath(path)))  # (a symlink's target's rotated names: kubelet's /var/log/containers/*.log)
+
     def collect(e: os.DirEntry, st: os.stat_result) -> bool:
-        if fits_rotated_name(path, e.name):
-            found.append((_own_name(path, e.name), st.st_mtime, e.path))
+        for name in names:
+            if fits_rotated_name(name, e.name):
+                found.append((_own_name(name, e.name), st.st_mtime, e.path))
+                break
         return False  # (all of them)
 
     dirs.find(path, collect)

@@ -13,8 +13,9 @@ a line: its pieces are joined again here, so the prompt stays one span that the 
 `docker logs --timestamps` prints it, `<time> <line>`, whose time the wrappers keep
 (`diag.parsing.wrappers.DOCKER_TS`) for the lines that have none of their own.
 
-Only `diag scan` reads files this way (`diag.ingest.reader.open_source`): the daemon's offsets are
-those of the file's own bytes, and it follows the server's log as the server writes it.
+`diag scan` reads such a file through `ContainerLogSource` (`diag.ingest.reader.open_source`), the
+daemon follows it through `diag.ingest.containerfollow`: both turn each record into lines with the
+one `RecordDecoder`.
 """
 
 from __future__ import annotations
@@ -43,39 +44,29 @@ def container_format(head: bytes) -> str | None:
     return None
 
 
-class ContainerLogSource(DecodedSource):
-    """A runtime's log file read as `<time> <line>` lines (see the module doc): a read returns the
-    lines the bytes read complete. A line that is not the runtime's record (a file cut in the
-    middle, a line of something else) is passed on as it is: nothing is lost."""
+class RecordDecoder:
+    """A runtime's records, one at a time, into the server's lines: the one decoder `diag scan`
+    (`ContainerLogSource`) and the daemon (`diag.ingest.containerfollow`) share. A record that is
+    not the runtime's (a file cut in the middle, a line of something else) is passed on as it is:
+    nothing is lost."""
 
-    def __init__(self, raw: BinaryIO, fmt: str):
-        super().__init__(raw)
+    def __init__(self, fmt: str):
         self._cri = fmt == "cri"
-        self._carry = b""
         # A long line's pieces so far, per stream: (the first piece's time, the pieces). The runtime
         # copies stdout and stderr each on its own, so the other stream's lines come between pieces.
         self._pieces: dict[bytes, tuple[bytes, bytes]] = {}
 
-    def _decode(self, data: bytes, final: bool) -> bytes:
-        if final:
-            tail, self._carry = self._carry, b""
-            return (self._line(tail) if tail else b"") + self._end_pieces()
-        buf = self._carry + data
-        last = buf.rfind(b"\n")
-        if last < 0:
-            if len(buf) > MAX_CARRY:
-                self._carry = b""
-                return buf
-            self._carry = buf
-            return b""
-        self._carry = buf[last + 1:]
-        return b"".join(self._line(line) for line in buf[:last].split(b"\n"))
+    @property
+    def holding(self) -> bool:
+        """Pieces of a line whose last piece has not come yet are held."""
+        return bool(self._pieces)
 
-    def _line(self, line: bytes) -> bytes:
+    def line(self, line: bytes) -> bytes:
+        """What one record (without its newline) completes: `<time> <line>\n` lines, or b"" (a piece held)."""
         if self._cri:
             m = CRI.match(line)
             if m is None:
-                return self._end_pieces() + line + b"\n"
+                return self.end_pieces() + line + b"\n"
             ts, stream, text, whole = m.group(1), m.group(2), line[m.end():], m.group(3) == b"F"
         else:
             try:
@@ -84,7 +75,7 @@ class ContainerLogSource(DecodedSource):
                 if not isinstance(log, str) or not isinstance(ts, str):
                     raise TypeError
             except (ValueError, TypeError, KeyError, AttributeError, RecursionError):  # (a line nested past the recursion limit)
-                return self._end_pieces() + line + b"\n"
+                return self.end_pieces() + line + b"\n"
             whole = log.endswith("\n")
             text = (log[:-1] if whole else log).encode("utf-8", "replace")
             ts = ts.encode("ascii", "replace")
@@ -101,10 +92,36 @@ class ContainerLogSource(DecodedSource):
             ts, text = held[0], held[1] + text
         return (ts + b" " if ts else b"") + text + b"\n"
 
-    def _end_pieces(self) -> bytes:
+    def end_pieces(self) -> bytes:
         """Pieces whose last piece never came (the file ends, or something else follows): as they are."""
         if not self._pieces:
             return b""
         out = b"".join((ts + b" " if ts else b"") + text + b"\n" for ts, text in self._pieces.values())
         self._pieces.clear()
         return out
+
+
+class ContainerLogSource(DecodedSource):
+    """A runtime's log file read as `<time> <line>` lines (see the module doc): a read returns the
+    lines the bytes read complete (`RecordDecoder`)."""
+
+    def __init__(self, raw: BinaryIO, fmt: str):
+        super().__init__(raw)
+        self._records = RecordDecoder(fmt)
+        self._carry = b""
+
+    def _decode(self, data: bytes, final: bool) -> bytes:
+        records = self._records
+        if final:
+            tail, self._carry = self._carry, b""
+            return (records.line(tail) if tail else b"") + records.end_pieces()
+        buf = self._carry + data
+        last = buf.rfind(b"\n")
+        if last < 0:
+            if len(buf) > MAX_CARRY:
+                self._carry = b""
+                return buf
+            self._carry = buf
+            return b""
+        self._carry = buf[last + 1:]
+        return b"".join(map(records.line, buf[:last].split(b"\n")))

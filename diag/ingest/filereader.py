@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diag.fsname import display
+from diag.ingest.containerfollow import HEAD_BYTES, ContainerRecords, DecodedSplitter, decoded_line_ends
 from diag.ingest.containerlog import container_format
 from diag.ingest.reader import Line, LineSplitter
 from diag.ingest.utf16 import utf16_encoding
@@ -53,10 +54,33 @@ class FileReader:
     behind: bool = False  # the last read stopped at its size limit, not at the end of the file: more is waiting
     _head: tuple[str, bytes] | None = None  # (fingerprint, the bytes it was computed from), see `head_matches`
     _looked: bool = False  # at what kind of text its first bytes are (`_look`)
+    # a container runtime's records decoded into the server's lines (`diag.ingest.containerfollow`)
+    decoder: ContainerRecords | None = None
+    _decided: bool = False  # whether the file's first line said if it is a runtime's log (`_decide`)
+    _early: bytes = b""  # bytes read before the first line was complete (a new file): fed once it is
 
     def __post_init__(self) -> None:
         if self.consumed < 0:
             self.consumed = self.state.lines_read
+        self._decide(self.head(HEAD_BYTES), False)
+
+    def head(self, n: int) -> bytes:
+        """The file's first `n` bytes (its format is judged from them)."""
+        return os.pread(self.fileno(), n, 0)
+
+    def _decide(self, head: bytes, force: bool) -> bool:
+        """Decode the file's records (`decoder`) when its first line is a container runtime's
+        record, as `diag scan` would; False while that line is not complete (unless `force`)."""
+        if not force and b"\n" not in head and len(head) < HEAD_BYTES:
+            return False
+        self._decided = True
+        fmt = container_format(head)
+        if fmt is not None:
+            sp = self.splitter
+            self.decoder = ContainerRecords(fmt, sp.offset, sp.lineno)
+            if sp.offset:  # resumed: line ends are judged from the file's first lines, decoded
+                sp.crlf = decoded_line_ends(fmt, head)
+        return True
 
     @property
     def key(self) -> str:
@@ -120,24 +144,66 @@ class FileReader:
     def _take(self, out: list[Line | bytes], data: bytes) -> None:
         if not self._looked:
             self._look(data)
+        if not self._decided:
+            data = self._early + data
+            self._early = b""
+            if not self._decide(self.head(HEAD_BYTES), len(data) >= HEAD_BYTES):
+                self._early = data  # a new file's first line is not complete yet
+                return
+        if self.decoder is not None:
+            data = self.decoder.feed(data)
+            if not data:
+                return
         if self.raw:
             out.append(data)  # the consumer runs it through this reader's splitter, in order
         else:
             out.extend(self.splitter.feed(data))
 
     def _look(self, data: bytes) -> None:
-        """A file followed from its start that is not a server's log as the server writes it, but
-        what `diag scan` reads through a decoder (UTF-16 saved on Windows, a container runtime's
-        log file): followed, its lines are bytes in no format. Said once, in one line."""
+        """A file followed from its start that is UTF-16 (saved on Windows), which `diag scan`
+        reads through a decoder: followed, its lines are bytes in no format. Said once, in one
+        line. (A container runtime's log file is decoded: `_decide`.)"""
         self._looked = True
         if self.state.offset:
             return
-        what = ("UTF-16 text" if utf16_encoding(data) else
-                {"cri": "a Kubernetes (CRI) container log", "docker-json": "a Docker json-file container log"}.get(container_format(data) or ""))
-        if what:
-            log.warning("%s: %s: followed, its lines are in no server's format and nothing will be found in them; "
-                        "follow the server's own log (or its `kubectl logs`/`docker logs` output), or `diag scan` this file",
-                        display(self.state.path), what)
+        if utf16_encoding(data):
+            log.warning("%s: UTF-16 text: followed, its lines are in no server's format and nothing will be found in them; "
+                        "follow the server's own log, or `diag scan` this file", display(self.state.path))
+
+    @property
+    def holding(self) -> bool:
+        """Bytes wait for the rest of their line (or record, or a line's last piece)."""
+        return bool(self.splitter.pending or self._early) or (self.decoder is not None and self.decoder.holding)
+
+    @property
+    def line_feed(self) -> LineSplitter | DecodedSplitter:
+        """What turns this file's bytes into lines (`feed`, `flush`): its splitter, through its decoder if any."""
+        return self.splitter if self.decoder is None else DecodedSplitter(self.decoder, self.splitter)
+
+    def settle(self) -> list[Line]:
+        """A new file whose first line is not complete yet (`_early`) is decided from what there is,
+        and the lines its bytes so far complete are returned: before a flush, or the bytes of a
+        copytruncate's copy that go on from them."""
+        if self._decided:
+            return []
+        early, self._early = self._early, b""
+        # (from its own first bytes when the file was read from its start: a truncated file's head is not them)
+        self._decide(early if not self.splitter.offset else self.head(HEAD_BYTES), True)
+        return list(self.line_feed.feed(early))
+
+    def flush(self) -> list[Line]:
+        """What waits for the rest of its line, as it is (the writer went quiet)."""
+        out = self.settle()
+        out.extend(self.line_feed.flush())
+        return out
+
+    def restart(self) -> None:
+        """Read the file from its first byte again (truncated): lines, offsets and decoding start over."""
+        self.splitter.offset = 0
+        self.splitter.lineno = 0
+        self.parser.start_at(0, 0)
+        if self.decoder is not None:
+            self.decoder = ContainerRecords(self.decoder.fmt, 0, 0)
 
     def close(self) -> None:
         try:
@@ -149,6 +215,8 @@ class FileReader:
         """The state to commit: the safe offset (a record being assembled is not done yet)."""
         s = self.state
         s.offset, s.lineno = self.parser.safe_offset
+        if self.decoder is not None:  # decoded bytes' coordinates: the raw offset of the same record boundary
+            s.offset, s.lineno = self.decoder.raw_at(s.offset, s.lineno)
         held = self.parser._prev_lineno - s.lineno  # lines of a record still being assembled: read again after a crash
         s.lines_read = self.consumed - max(0, held)
         s.truncated_lines = self.splitter.truncated_lines

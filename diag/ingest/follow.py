@@ -229,7 +229,7 @@ class Follower:
         restart_at_zero = changed or state.offset > st.st_size  # truncated (and maybe regrown) while diag was down
         os.lseek(f.fileno(), state.offset if not restart_at_zero else 0, os.SEEK_SET)
         r = reader_at(state, f, display(path), st.st_mtime, fmt, self.cfg.max_line_bytes, self.raw_chunks)
-        if state.offset and not restart_at_zero:
+        if state.offset and not restart_at_zero and r.decoder is None:  # (a decoder judged its decoded lines)
             # Line ends are judged from a file's first bytes (`crlf_ends`), not from where a resumed
             # reader starts: the daemon resumes at the start of a record it was assembling, whose
             # lines all end in vLLM's \r\n when the server had not written its last line yet.
@@ -331,13 +331,13 @@ class Follower:
 
     def _salvage(self, path: str, r: FileReader, pos: int) -> None:
         """copytruncate: take the bytes not read yet from the copy that has our first bytes, then restart at 0."""
-        out: list[Line] = []
+        out: list[Line] = r.settle()
         copy = self._find_copy(path, r.state.fingerprint, r.state.fp_len, r.key, pos) if r.state.fp_len else None
         archive = find_archive(self.rotated_dirs, path, r.state.fingerprint, r.state.fp_len, pos) if copy is None else None
         if copy is not None:
             with open(copy, "rb") as f:
                 f.seek(pos)
-                out = take(f, r.splitter, SALVAGE_BUDGET)
+                out.extend(take(f, r.line_feed, SALVAGE_BUDGET))
                 copy_st = os.fstat(f.fileno())
                 left = copy_st.st_size - f.tell()
                 done = SourceState(file_key(copy_st), r.state.path, r.state.fingerprint, r.state.fp_len, r.parser.detected,
@@ -348,19 +348,17 @@ class Follower:
             log.info("%s: truncated (copytruncate); read bytes %d.. from the copy %s", display(path), pos, display(copy))
             if left > 0:
                 self._error(path, f"copytruncate: {left} bytes of the copy past the {SALVAGE_BUDGET >> 20} MiB salvage budget were skipped")
-        elif archive is not None and not salvage_archive(archive, path, r.splitter, out, SALVAGE_BUDGET):
+        elif archive is not None and not salvage_archive(archive, path, r.line_feed, out, SALVAGE_BUDGET):
             self._error(path, f"copytruncate: the compressed copy's bytes past the {SALVAGE_BUDGET >> 20} MiB salvage budget were skipped")
         elif pos > 0:
             log.warning("%s: truncated at byte %d; no copy with the same first bytes found, lines written just before "
                         "the truncation may be missing", display(path), pos)
-        out.extend(r.splitter.flush())
+        out.extend(r.line_feed.flush())
         if copy is not None:
             done.lineno = r.splitter.lineno  # (with the copy's last line when it had no line end)
         self.consume(r, out, True)  # applied now: these bytes belong to the content before the truncation
         os.lseek(r.fileno(), 0, os.SEEK_SET)
-        r.splitter.offset = 0
-        r.splitter.lineno = 0
-        r.parser.start_at(0, 0)
+        r.restart()
         head = os.pread(r.fileno(), FP_BYTES, 0)
         r.state.fingerprint, r.state.fp_len = fingerprint_of(head), len(head)
 
@@ -391,8 +389,8 @@ class Follower:
 
     def idle_flush(self, r: FileReader) -> list[Line]:
         """A last line the writer has not terminated for `flush_after` seconds is taken as is."""
-        if r.splitter.pending and time.monotonic() - r.last_data > self.cfg.flush_after:
-            return list(r.splitter.flush())
+        if r.holding and time.monotonic() - r.last_data > self.cfg.flush_after:
+            return r.flush()
         return []
 
     def states(self) -> list[SourceState]:

@@ -38,13 +38,15 @@ class RotatedDirs:
         return self._logrotate
 
     def for_path(self, path: str) -> tuple[str, ...]:
-        """Absolute directories other than `path`'s own, each once: the `rotated_dirs` of every
-        configured log naming `path` (relative ones from `path`'s directory), then logrotate's olddir."""
+        """Absolute directories other than `path`'s own, each once: its symlink's target's, the
+        `rotated_dirs` of every configured log naming `path` (relative ones from `path`'s
+        directory), then logrotate's olddir."""
         got = self._cache.get(path)
         if got is not None:
             return got
         own = os.path.dirname(os.path.abspath(path))
-        out: list[str] = []
+        # a symlink's target's directory (kubelet's /var/log/containers/*.log name /var/log/pods/…/0.log, rotated there)
+        out: list[str] = [os.path.dirname(os.path.realpath(path))]
         for spec in self._logs:
             if spec.rotated_dirs and (spec.path == path or glob.has_magic(spec.path) and fnmatch.fnmatch(path, spec.path)):
                 out.extend(os.path.normpath(os.path.join(own, d)) for d in spec.rotated_dirs)
