@@ -348,8 +348,9 @@ class Follower:
             log.info("%s: truncated (copytruncate); read bytes %d.. from the copy %s", display(path), pos, display(copy))
             if left > 0:
                 self._error(path, f"copytruncate: {left} bytes of the copy past the {SALVAGE_BUDGET >> 20} MiB salvage budget were skipped")
-        elif archive is not None and not salvage_archive(archive, path, r.line_feed, out, SALVAGE_BUDGET):
-            self._error(path, f"copytruncate: the compressed copy's bytes past the {SALVAGE_BUDGET >> 20} MiB salvage budget were skipped")
+        elif archive is not None:
+            if not salvage_archive(archive, path, r.line_feed, out, SALVAGE_BUDGET):
+                self._error(path, f"copytruncate: the compressed copy's bytes past the {SALVAGE_BUDGET >> 20} MiB salvage budget were skipped")
         elif pos > 0:
             log.warning("%s: truncated at byte %d; no copy with the same first bytes found, lines written just before "
                         "the truncation may be missing", display(path), pos)
