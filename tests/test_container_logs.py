@@ -237,3 +237,53 @@ def test_a_docker_json_line_nested_past_pythons_recursion_limit_passes_as_it_is(
     assert b"[" * 100_000 + b"\n" in out
     doc = _doc(f)
     assert doc["stats"]["lines"] == 4 and not doc["files"][0].get("error")
+
+
+_TIMES = r"""
+import datetime, json, random, sys
+from diag.parsing.wrappers import rfc3339
+r = random.Random(7)
+bad = []
+for _ in range(20000):
+    sec = f"{r.randint(1990, 2090):04d}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}T{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d}"
+    frac = "".join(r.choice("0123456789") for _ in range(r.randint(0, 9)))
+    zone = r.choice(["", "Z", "+08:00", "-0530", "+0000"])
+    us = int(frac[:6].ljust(6, "0")) if frac else 0
+    want = datetime.datetime.fromisoformat(sec).replace(microsecond=us)
+    if zone:
+        sign = -1 if zone[0] == "-" else 1
+        off = datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[-2:])) if zone != "Z" else datetime.timedelta(0)
+        want = want.replace(tzinfo=datetime.timezone(sign * off))
+    s = sec + ("." + frac if frac else "") + zone
+    if rfc3339(s) != want.timestamp():
+        bad.append(s)
+print(json.dumps(bad[:5]))
+"""
+
+
+@pytest.mark.parametrize("tz", ["Asia/Shanghai", "America/New_York", "UTC"])
+def test_a_runtimes_time_is_the_instant_it_names_whatever_the_servers_zone(tz, tmp_path):
+    """Docker and containerd write UTC (`…Z`) or an offset; a server in Beijing read them as local
+    time, 8 hours off, and its access lines (no time of their own) landed hours away from the vLLM
+    lines around them. Each time is the instant `datetime` says it is, to the microsecond, whatever
+    TZ the scan runs under; without a zone it is local time, as datetime takes it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TZ": tz}
+    r = subprocess.run([sys.executable, "-c", _TIMES], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == []
+    # end to end: the access line of a request in a CRI log gets the runtime's instant
+    lines = (CORPUS / "vllm" / "real-0.32.0-cpu" / "text.log").read_bytes().split(b"\n")[107:110]
+    assert b"Received request" in lines[0] and b"POST /v1/chat/completions" in lines[2]
+    cri = tmp_path / "0.log"
+    cri.write_bytes(b"".join(b"2026-11-22T18:27:4%d.250000000Z stdout F %s\n" % (i, ln) for i, ln in enumerate(lines)))
+    r = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", str(cri)], capture_output=True, text=True, env=env, timeout=120)
+    (t,) = json.loads(r.stdout)["traces"]
+    access = [e for e in t["timeline"] if e["kind"] == "http.access"]
+    import datetime
+
+    want = datetime.datetime(2026, 11, 22, 18, 27, 42, 250000, tzinfo=datetime.timezone.utc)
+    assert [datetime.datetime.fromisoformat(e["time"]) for e in access] == [want], t["timeline"]

@@ -84,7 +84,7 @@ def strip(text: str, ctx: Ctx) -> tuple[str, int]:
         if c.isdigit():
             m = DOCKER_TS.match(text)
             if m:
-                ctx.wrap_ts = _rfc3339(m.group(1))
+                ctx.wrap_ts = rfc3339(m.group(1))
             elif (m := UNIX_STAMP.match(text)) is not None:
                 ctx.wrap_ts = float(m.group(1))
             else:
@@ -166,15 +166,35 @@ def _journal_tail(ctx: Ctx, text: str) -> str:
     return text
 
 
-def _rfc3339(s: str) -> float | None:
-    try:
-        if s.endswith("Z"):
-            s = s[:-1] + "+00:00"
-        if "." in s:  # docker writes nanoseconds; Python takes at most microseconds
-            head, _, rest = s.partition(".")
-            frac = "".join(ch for ch in rest if ch.isdigit())
-            tz = rest[len(frac):]
-            s = f"{head}.{frac[:6]}{tz}"
-        return datetime.fromisoformat(s).timestamp()
-    except ValueError:
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)?\Z")
+_SECONDS: dict[str, int] = {}  # "date T time zone" -> its epoch second (a log's lines share their second)
+
+
+def rfc3339(s: str) -> float | None:
+    """Epoch seconds of a container runtime's time (`docker logs --timestamps`, CRI): RFC 3339 with
+    nanoseconds, in UTC (`Z`) or at an offset; without a zone, local time. Microseconds are kept
+    (the rest cut), and the value is the one `datetime.timestamp()` gives for that instant
+    (`tests/test_container_logs.py` holds it to that); None for a time that is no date.
+
+    The zone is the writer's: a `Z` time read as local time was hours off on a server whose clock
+    is not UTC (most of our users'), and its access lines then came hours before the vLLM lines
+    around them."""
+    m = _RFC3339.match(s)
+    if m is None:
         return None
+    sec, frac, zone = m.groups()
+    us = int(frac[:6].ljust(6, "0")) if frac else 0
+    try:
+        if zone is None:
+            return datetime.fromisoformat(sec).replace(microsecond=us).timestamp()
+        key = sec + zone
+        base = _SECONDS.get(key)
+        if base is None:
+            z = "+00:00" if zone == "Z" else zone if ":" in zone else f"{zone[:3]}:{zone[3:]}"
+            base = int(datetime.fromisoformat(sec + z).timestamp())
+            if len(_SECONDS) >= 4096:
+                _SECONDS.clear()
+            _SECONDS[key] = base
+    except ValueError:  # (a month 13, an hour 25, a digit no datetime reads)
+        return None
+    return (base * 1_000_000 + us) / 1_000_000  # as timedelta.total_seconds(): exact to the microsecond
