@@ -224,7 +224,15 @@ _TAIL = [_cat(*[_enc("chatcmpl-1a2b.", ": params: SamplingParams(n=1, max_tokens
                      "] ", ": x", "[", "\t", "\x7f", "", "", "\u202f", "\u2065", "\u2029") + [b"\xff\xfe", b"\xe4\xb8", b"\xe2\x80", b"\xe2", _run(_CLEAN, 0, 4)] + _MARKS] * 4)]
 _BAD_END = _enc(":", ": ", ":\t", "*", "`", "```", "**", " [repeated 2x across cluster]", "\r", "\x1b[0m", "\x00", "\u202e", "\u2066")
 
+# the time a container runtime or `docker logs --timestamps` puts first (classify._TS)
+_RUNTIME_TIME = ([b"", b"", b"", b"", _cat([b"2026-11-22T18:27:00"], _enc(".123456789", ".1", "", ".123"),
+                                            _enc("Z", "+08:00", "-0530", "+0000"), [b" "])] + _enc("2026-11-22T18:27:00.12Z "),
+                 _enc("2026-11-22T18:27:00.123 ", "2026-11-22T18:27:00 ", "2026-11-22T18:27:00.Z ", "2026-11-22 18:27:00Z ",
+                      "2026-11-22T18:27:00+08:0 ", "2026-11-22T18:27:00+08:00", "2026-11-22T18:27:00Z  ", "2026-11-22T18:27:00ZZ ",
+                      "2026-11-22T18:27:00+08:000 ", "2026-11-2T18:27:00Z ", "\u0662026-11-22T18:27:00Z ", "2026-11-22T18:27:00Z\t",
+                      "2026-11-22T18:27:00.1234567890123Z "))
 _VLLM = [  # (what the regex takes, near misses) for each piece, in order
+    _RUNTIME_TIME,
     ([b"", b"", _cat([b"("], _NAME, [b" pid="], _DIGITS, [b") "])],
      [_cat(_enc("(", "((", "", " ("), _NAME + _enc("1A", " A", "A)", "A(", "Aé", "A\tB", ""),
            _enc(" pid=", "pid=", " pid= ", " PID="), _DIGITS + [b"", b"x", b"9" * 31, b"7" * 4400],
@@ -240,6 +248,7 @@ _VLLM = [  # (what the regex takes, near misses) for each piece, in order
     (_TAIL, [_cat(_TAIL, _BAD_END)]),
 ]
 _ACCESS = [
+    _RUNTIME_TIME,
     ([_cat([b"INFO:"], [_run(b" ", 1, 6)])], _enc("INFO:", "INFO:\t", "INFO ", " INFO: ", "INFO:  \t")),
     ([_cat([_run(b"0123456789", 1, 1)], [_run(_GRAPH, 0, 20)])] + _enc("10.0.0.1:5000", "127.0.0.1:1"),
      _enc("a.b", "1é", " 1", "1\x7f", '1 - "x', "")),
@@ -306,6 +315,36 @@ def test_a_line_ending_in_cr_gets_in_crlf_mode_the_record_it_gets_without_its_cr
         # in crlf mode a line without its \r (the source is not such a file after all) is never claimed
         claimed = impl.split_classify(b"\n".join(lines), 1 << 20, True)
         assert all(not isinstance(b, tuple) for line, b in zip(lines, claimed) if not line.endswith(b"\r"))
+
+
+def test_a_line_behind_a_runtimes_time_gets_the_record_of_the_line_alone():
+    """Behind a container runtime's time (with a zone) a line is classified as it is alone: the same
+    record, `start` moved by the time's length and `wrap` the time; or both go to the full parser.
+    Except a process tag holding `[` (journalctl's `unit[pid]: ` is read after a time) and a time of
+    24 characters with a fraction (wrappers then look for KServe's logger names): the full parser's."""
+    r = random.Random(11)
+    lines = [_random_line(r) for _ in range(20000)]
+    times = (b"2026-11-22T18:27:00.123456789Z ", b"2026-11-22T18:27:00+08:00 ", b"2026-11-22T18:27:00.5-0530 ")
+    for impl in (pure, typed) if typed is not None else (pure,):
+        alone = impl.split_classify(b"\n".join(lines), 1 << 20)
+        for t in times:
+            behind = impl.split_classify(b"\n".join(t + line for line in lines), 1 << 20)
+            claimed = 0
+            for line, a, b in zip(lines, alone, behind):
+                if isinstance(a, tuple) and a[11] is None:
+                    if isinstance(b, tuple):
+                        assert b == a[:1] + (t + a[1],) + a[2:8] + (a[8] + len(t), a[9], a[10], t[:-1].decode()), line
+                        claimed += 1
+                    else:
+                        assert a[2] is not None and "[" in a[2], line  # (the one exception)
+                elif isinstance(a, tuple) and a[11] is not None:
+                    assert not isinstance(b, tuple)  # two times: the second is no line's start
+                else:
+                    assert b == t + line
+            assert claimed > 2000
+    for impl in (pure, typed) if typed is not None else (pure,):
+        (rec,) = impl.split_classify(b"2026-11-22T18:27:00.12Z " + _REAL[2], 1 << 20)
+        assert rec == b"2026-11-22T18:27:00.12Z " + _REAL[2]
 
 
 def test_what_the_classifier_reads_for_the_fast_path_is_what_the_parsers_would():

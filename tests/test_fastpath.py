@@ -184,6 +184,55 @@ def test_fast_path_gives_the_full_paths_document_on_fuzzed_log(tmp_path, seed):
     assert lines == lines_full == data.count(b"\n") + (not data.endswith(b"\n"))
 
 
+def _runtime_time(rnd: random.Random, i: int) -> bytes:
+    """The time a container runtime or `docker logs --timestamps` puts first: mostly UTC with
+    nanoseconds; some at an offset, without a fraction, without a zone (local time: the full
+    path's), of the one length where wrappers look for KServe's logger names, or no time at all."""
+    sec = b"2026-11-22T%02d:%02d:%02d" % (18 + i // 3600 % 6, i // 60 % 60, i % 60)
+    return rnd.choice((sec + b".%09dZ " % rnd.randrange(10**9),) * 6 + (
+        sec + b".%06d+08:00 " % rnd.randrange(10**6), sec + b"-0530 ", sec + b"Z ", sec + b".5 ", sec + b".12Z ",
+        sec + b".123456789", b"2026-13-40T99:99:99.1Z ", b""))
+
+
+@pytest.mark.parametrize("wrap", ["docker-ts", "cri"])
+@pytest.mark.parametrize("seed", range(3))
+def test_fast_path_gives_the_full_paths_document_after_a_runtimes_time(tmp_path, seed, wrap):
+    """A log read from a container runtime's file (CRI; `diag.ingest.containerlog` turns each record
+    into `<time> <line>`) or saved from `docker logs --timestamps` has a time before every line: the
+    fast path takes the lifecycle lines behind it too (the time is the one of a line without its
+    own, an access line's), and the document is the full path's: times, statuses, findings."""
+    rnd = random.Random(seed)
+    lines = fuzzed_log(seed).split(b"\n")
+    log = tmp_path / ("0.log" if wrap == "cri" else "docker.log")
+    if wrap == "cri":
+        body = [b"2026-11-22T18:28:%02d.%09dZ stdout F " % (i % 60, rnd.randrange(10**9)) + ln for i, ln in enumerate(lines)]
+    else:
+        body = [_runtime_time(rnd, i) + ln for i, ln in enumerate(lines)]
+    log.write_bytes(b"\n".join(body))
+    os.utime(log, (1.7e9, 1.7e9))
+    full = _scan([log], fast=False, max_line=512)
+    assert full["traces"] and full["findings"]
+    assert _scan([log], fast=True, max_line=512) == full
+    pipe = Pipeline(rules.load(), max_line=512)
+    src = FastSource(pipe, SourceParser(str(log), log.stat().st_mtime), LineSplitter(512))
+    with open(log, "rb") as f:
+        from diag.ingest.reader import open_stream
+
+        src.read(open_stream(f, str(log)))
+    assert src.plain > len(full["traces"])  # the plain way took lifecycle lines behind the times
+
+
+def test_fast_path_gives_the_full_paths_document_on_corpus_logs_after_a_runtimes_time(tmp_path):
+    rnd = random.Random(5)
+    wrapped = []
+    for n, log in enumerate(LOGS):
+        out = tmp_path / f"{n:03d}-{log.name}"
+        out.write_bytes(b"\n".join(_runtime_time(rnd, i) + ln for i, ln in enumerate(log.read_bytes().split(b"\n"))))
+        os.utime(out, (log.stat().st_mtime,) * 2)
+        wrapped.append(out)
+    assert _scan(wrapped, fast=True) == _scan(wrapped, fast=False)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_fast_path_gives_the_full_paths_document_with_a_forced_format(tmp_path, fmt):
     """--format puts a parser first: the fast path must not claim lines that parser would take."""

@@ -148,6 +148,43 @@ cdef Py_ssize_t _vllm(const unsigned char *s, Py_ssize_t n, _Vllm *m, Py_ssize_t
     return -1
 
 
+cdef Py_ssize_t _docker_ts(const unsigned char *s, Py_ssize_t n) noexcept nogil:
+    """classify._TS.match (wrappers.DOCKER_TS with a zone, ASCII digits): its end (the space
+    after it included), or -1. `[0-9]+` and the zone are each followed by a byte they exclude, so
+    the longest run is the only way `re` can match."""
+    cdef Py_ssize_t i
+    if n < 21:
+        return -1
+    if not (_digit(s[0]) and _digit(s[1]) and _digit(s[2]) and _digit(s[3]) and s[4] == 45 and _digit(s[5])
+            and _digit(s[6]) and s[7] == 45 and _digit(s[8]) and _digit(s[9]) and s[10] == 84 and _digit(s[11])
+            and _digit(s[12]) and s[13] == 58 and _digit(s[14]) and _digit(s[15]) and s[16] == 58
+            and _digit(s[17]) and _digit(s[18])):
+        return -1
+    i = 19
+    if i < n and s[i] == 46:  # (?:\.[0-9]+)?
+        i += 1
+        if i >= n or not _digit(s[i]):
+            return -1
+        while i < n and _digit(s[i]):
+            i += 1
+    if i < n and s[i] == 90:  # Z
+        i += 1
+    elif i < n and (s[i] == 43 or s[i] == 45):  # [+-][0-9][0-9]:?[0-9][0-9]
+        if i + 3 > n or not (_digit(s[i + 1]) and _digit(s[i + 2])):
+            return -1
+        i += 3
+        if i < n and s[i] == 58:
+            i += 1
+        if i + 2 > n or not (_digit(s[i]) and _digit(s[i + 1])):
+            return -1
+        i += 2
+    else:
+        return -1
+    if i >= n or s[i] != 32:
+        return -1
+    return i + 1
+
+
 cdef inline bint _colon_end(const unsigned char *s, Py_ssize_t n) noexcept nogil:
     """endswith((b":", b": ", b":\\t")): a line that could open a multi-line record."""
     if s[n - 1] == 58:
@@ -323,11 +360,13 @@ def split_classify(body, max_line, crlf=False):
         cap = max_line
     cdef const char *base = PyBytes_AS_STRING(body)
     cdef Py_ssize_t total = PyBytes_GET_SIZE(body)
-    cdef Py_ssize_t pos = 0, n, le, e, k = 0, pid_a = 0, nd, i, st
+    cdef Py_ssize_t pos = 0, n, le, e, k = 0, pid_a = 0, nd, i, st, w, tn
     cdef Py_ssize_t cr = -1, esc = -1, nul = -1, bidi = -1  # the next \r / ESC / NUL / bidi control at or after a line start
     cdef Py_ssize_t f[6]
     cdef const char *nl
     cdef const unsigned char *s
+    cdef const unsigned char *t
+    cdef const char *ln
     cdef unsigned char c, last
     cdef long long pid_v, last_pid_v = -1
     cdef int kind
@@ -335,7 +374,7 @@ def split_classify(body, max_line, crlf=False):
     cdef list out = []
     cdef bytes raw
     cdef _Last procs = _Last(), stamps = _Last(), srcs = _Last(), methods = _Last(), paths = _Last()
-    cdef object text, proc, pid, last_pid = None
+    cdef object text, proc, pid, last_pid = None, wrap
     cdef tuple rec
     while True:
         nl = <const char *>memchr(base + pos, 10, total - pos)
@@ -358,60 +397,72 @@ def split_classify(body, max_line, crlf=False):
             if bidi < pos:
                 bidi = _find_bidi(base, total, pos)
             last = s[n - 1]
-            c = s[0]
-            if (cr < pos + n or esc < le or nul < le or bidi < le or last == 42 or last == 96  # a paste's closing ``` or **
+            w = 0
+            wrap = None
+            if _digit(s[0]):  # a runtime's time first? (24: where wrappers.strip tries KServe's logger names)
+                w = _docker_ts(s, n)
+                if w < 0 or (w == 24 and s[19] == 46) or w >= n:
+                    w = -1
+                else:
+                    wrap = PyUnicode_DecodeASCII(base + pos, w - 1, NULL)
+            t = s + w  # the line after the runtime's time (w >= 0)
+            tn = n - w
+            ln = base + pos + w
+            c = t[0] if w >= 0 else 0
+            if (w < 0 or cr < pos + n or esc < le or nul < le or bidi < le or last == 42 or last == 96  # a paste's closing ``` or **
                     or (last == 93 and memcmp(s + n - 8, b"cluster]", 8) == 0)):  # Ray's repeat suffix
                 out.append(_whole(base + pos, n, stripped, raw))
-            elif c == 40 or (c == 73 and memcmp(s, b"INFO ", 5) == 0):  # "(" : a process tag
-                e = _vllm(s, n, &m, &k, &pid_a)
-                if e < 0:
+            elif c == 40 or (c == 73 and tn >= 5 and memcmp(t, b"INFO ", 5) == 0):  # "(" : a process tag
+                e = _vllm(t, tn, &m, &k, &pid_a)
+                if e < 0 or (w and k and memchr(t + 1, 91, k - 1) != NULL):  # (journalctl's `unit[pid]: `, read after a time)
                     out.append(_whole(base + pos, n, stripped, raw))
-                elif n - e >= 17 and memcmp(s + e, b"Received request ", 17) == 0:
+                    e = -1
+                elif tn - e >= 17 and memcmp(t + e, b"Received request ", 17) == 0:
                     kind = 1
-                elif n - e >= 14 and memcmp(s + e, b"Added request ", 14) == 0:
+                elif tn - e >= 14 and memcmp(t + e, b"Added request ", 14) == 0:
                     kind = 2
                 else:
                     out.append(_whole(base + pos, n, stripped, raw))
                     e = -1
                 if e >= 0:
                     nd = m.start - 2 - pid_a  # the pid's digits (when k)
-                    if _colon_end(s, n) or (k and nd > _MAX_PID_DIGITS):
+                    if _colon_end(t, tn) or (k and nd > _MAX_PID_DIGITS):
                         out.append(_whole(base + pos, n, stripped, raw))
                     else:
                         if k:
-                            proc = procs.get(base + pos + 1, k - 1)
+                            proc = procs.get(ln + 1, k - 1)
                             if nd <= 18:
                                 pid_v = 0
                                 for i in range(pid_a, pid_a + nd):
-                                    pid_v = pid_v * 10 + (s[i] - 48)
+                                    pid_v = pid_v * 10 + (t[i] - 48)
                                 if pid_v != last_pid_v or last_pid is None:
                                     last_pid = PyLong_FromLongLong(pid_v)
                                     last_pid_v = pid_v
                                 pid = last_pid
                             else:
-                                pid = int(PyBytes_FromStringAndSize(base + pos + pid_a, nd))
+                                pid = int(PyBytes_FromStringAndSize(ln + pid_a, nd))
                         else:
                             proc = None
                             pid = None
-                        text = PyUnicode_DecodeUTF8(base + pos + m.start, n - m.start, b"replace")
-                        rec = (kind, raw, proc, pid, stamps.get(base + pos + m.stamp, 14),
-                               srcs.get(base + pos + m.src, m.src_end - m.src),
-                               PyUnicode_Substring(text, e - m.start, PyUnicode_GET_LENGTH(text)), text, m.start,
-                               _rid(s, n, e + (17 if kind == 1 else 14), kind, base + pos),
-                               _request_lines(s + m.start, n - m.start) == 0 and _no_markers(s + m.start, n - m.start))
+                        text = PyUnicode_DecodeUTF8(ln + m.start, tn - m.start, b"replace")
+                        rec = (kind, raw, proc, pid, stamps.get(ln + m.stamp, 14),
+                               srcs.get(ln + m.src, m.src_end - m.src),
+                               PyUnicode_Substring(text, e - m.start, PyUnicode_GET_LENGTH(text)), text, w + m.start,
+                               _rid(t, tn, e + (17 if kind == 1 else 14), kind, ln),
+                               _request_lines(t + m.start, tn - m.start) == 0 and _no_markers(t + m.start, tn - m.start), wrap)
                         PyObject_GC_UnTrack(rec)  # str, bytes, int, None: it can be in no cycle (gc would untrack it too)
                         out.append(rec)
-            elif c == 73 and s[4] == 58 and memcmp(s, b"INFO:", 5) == 0:  # "I"
-                st = _access(s, n, f)
-                if st < 0 or _colon_end(s, n):
+            elif c == 73 and tn >= 5 and t[4] == 58 and memcmp(t, b"INFO:", 5) == 0:  # "I"
+                st = _access(t, tn, f)
+                if st < 0 or _colon_end(t, tn):
                     out.append(_whole(base + pos, n, stripped, raw))
                 else:
-                    text = PyUnicode_DecodeUTF8(base + pos, n, b"replace")
-                    rec = (3, raw, PyUnicode_DecodeASCII(base + pos + f[0], f[1] - f[0], NULL),
-                           methods.get(base + pos + f[2], f[3] - f[2]), paths.get(base + pos + f[4], f[5] - f[4]),
-                           st, PyUnicode_Substring(text, f[0], PyUnicode_GET_LENGTH(text)), text, 0, None,
-                           _method(s + f[2], f[3] - f[2]) and s[f[4]] == 47 and _request_lines(s, n) == 1
-                           and _no_markers(s, n))
+                    text = PyUnicode_DecodeUTF8(ln, tn, b"replace")
+                    rec = (3, raw, PyUnicode_DecodeASCII(ln + f[0], f[1] - f[0], NULL),
+                           methods.get(ln + f[2], f[3] - f[2]), paths.get(ln + f[4], f[5] - f[4]),
+                           st, PyUnicode_Substring(text, f[0], PyUnicode_GET_LENGTH(text)), text, w, None,
+                           _method(t + f[2], f[3] - f[2]) and t[f[4]] == 47 and _request_lines(t, tn) == 1
+                           and _no_markers(t, tn), wrap)
                     PyObject_GC_UnTrack(rec)
                     out.append(rec)
             else:

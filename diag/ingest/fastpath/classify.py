@@ -4,14 +4,18 @@
 either a tuple for one of the lifecycle lines a busy server writes almost exclusively, or the
 line's raw bytes for the full parser:
 
-* `(RECEIVED|ADDED, raw, proc, pid, stamp, src, msg, text, start, rid, plain)`: a vLLM `INFO`
+* `(RECEIVED|ADDED, raw, proc, pid, stamp, src, msg, text, start, rid, plain, wrap)`: a vLLM `INFO`
   record (0.6 – 0.33 prefix, with or without the `(APIServer pid=N) ` tag) whose message starts
   `Received request ` or `Added request `;
-* `(ACCESS, raw, client, method, path, status, msg, text, 0, None, plain)`: a uvicorn `INFO:`
-  access line.
+* `(ACCESS, raw, client, method, path, status, msg, text, start, None, plain, wrap)`: a uvicorn
+  `INFO:` access line.
 
-`text` is the line as the format parsers would get it (wrappers off), `msg` its message part,
-`start` the length of the (ASCII) process tag taken off. `rid` is the request id when it is
+Either may come after the time a container runtime or `docker logs --timestamps` puts first
+(`2026-11-22T18:27:00.123456789Z `, with a zone: `diag.parsing.wrappers.DOCKER_TS`, which the
+full path takes off first): `wrap` is that time as written (the time of a line without one of its
+own), else None. `text` is the line as the format parsers would get it (wrappers off), `msg` its
+message part, `start` the length of what was taken off before `text` (the runtime's time, the
+(ASCII) process tag). `rid` is the request id when it is
 printable ASCII (what `vllm.received` / `vllm.added_id` would read; None: let them read it).
 `plain` is True when the line certainly holds nothing `usercontent.scrub` would take out: none of
 its markers (`?`, `://`, `data:`, `{` with `:`, `input_value=`) and no request line — except, on an
@@ -55,6 +59,8 @@ _ADDED_ID = re.compile(rb"Added request ([\x21-\x7e]+)\.\Z")
 _METHODS = frozenset(m.encode("ascii") for m in REQUEST_METHODS)
 # a bidirectional control (`diag.ingest.reader.BIDI_CONTROLS`) in UTF-8: U+202A-U+202E, U+2066-U+2069
 _BIDI = re.compile(rb"\xe2(?:\x80[\xaa-\xae]|\x81[\xa6-\xa9])")
+# wrappers.DOCKER_TS with a zone (without one it is local time: the full path's to read), ASCII digits
+_TS = re.compile(rb"([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9](?:\.[0-9]+)?(?:Z|[+-][0-9][0-9]:?[0-9][0-9])) ")
 
 
 def _no_markers(t: str) -> bool:
@@ -92,10 +98,18 @@ def split_classify(body: bytes, max_line: int, crlf: bool = False) -> list:
                 or (226 in raw and _BIDI.search(raw) is not None)):  # 0xe2: a bidi control, which normalise takes out
             append(whole)
             continue
-        c = raw[0]
-        if c == 40 or raw.startswith(b"INFO "):  # "(" : a process tag
-            m = vllm_match(raw)
-            if m is None:
+        w, wrap = 0, None
+        if 48 <= raw[0] <= 57:  # a runtime's time first?
+            t = _TS.match(raw)
+            # (24: the length after which wrappers.strip tries KServe's logger names)
+            if t is None or (t.end() == 24 and raw[19] == 46) or t.end() >= n:
+                append(whole)
+                continue
+            w, wrap = t.end(), t.group(1).decode("ascii")
+        c = raw[w]
+        if c == 40 or raw.startswith(b"INFO ", w):  # "(" : a process tag
+            m = vllm_match(raw, w)
+            if m is None or (w and m.group(1) is not None and b"[" in m.group(1)):  # (journalctl's `unit[pid]: `, read after a time)
                 append(whole)
                 continue
             msg = raw[m.end():]
@@ -118,17 +132,17 @@ def split_classify(body: bytes, max_line: int, crlf: bool = False) -> list:
             r = (_RECEIVED_ID.match if kind == RECEIVED else _ADDED_ID.match)(raw, m.end())
             append((kind, raw, None if proc is None else proc.decode("ascii"), None if pid is None else int(pid),
                     stamp.decode("ascii"), src.decode("ascii"), text[m.end() - start:], text, start,
-                    None if r is None else r.group(1).decode("ascii"), " /" not in text and _no_markers(text)))
-        elif c == 73 and raw.startswith(b"INFO:"):  # "I"
-            m = access_match(raw)
+                    None if r is None else r.group(1).decode("ascii"), " /" not in text and _no_markers(text), wrap))
+        elif c == 73 and raw.startswith(b"INFO:", w):  # "I"
+            m = access_match(raw, w)
             if m is None or raw.endswith((b":", b": ", b":\t")):
                 append(whole)
                 continue
             client, method, path, status = m.groups()
-            text = raw.decode("utf-8", "replace")
+            text = raw[w:].decode("utf-8", "replace")
             plain = method in _METHODS and path[0] == 47 and text.count(" /") == 1 and _no_markers(text)  # 47: "/"
             append((ACCESS, raw, client.decode("ascii"), method.decode("ascii"), path.decode("ascii"), int(status),
-                    text[m.start(1):], text, 0, None, plain))
+                    text[m.start(1) - w:], text, w, None, plain, wrap))
         else:
             append(whole)
     return out

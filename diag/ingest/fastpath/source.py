@@ -10,6 +10,7 @@ from diag.parsing.usercontent import kept_path, scrub
 from diag.ingest.fastpath import classify as C
 from diag.parsing.source import SourceParser
 from diag.parsing.formats import uvicorn, vllm
+from diag.parsing.wrappers import rfc3339
 from diag.ingest.reader import CHUNK, Line, LineSplitter, normalise, read_chunks
 
 if TYPE_CHECKING:
@@ -144,13 +145,17 @@ class FastSource:
                     self.plain += 1
                     continue
                 try:
+                    wrap = rec[11]
                     if kind == ACCESS:
-                        _, _, client, method, hpath, status, msg, _, _, _, _ = rec
-                        ev = Event(path, lineno, "uvicorn", LOG, "INFO", None, msg)
+                        _, _, client, method, hpath, status, msg, _, _, _, _, _ = rec
+                        ev = Event(path, lineno, "uvicorn", LOG, "INFO", None if wrap is None else rfc3339(wrap), msg)
                         access_fields(ev, client, method, hpath, status)
                     else:
-                        _, _, proc, pid, stamp, src, msg, _, _, _, _ = rec
-                        ev = Event(path, lineno, "vllm", LOG, "INFO", stamp_time(stamp, ctx), msg, proc, pid, src)
+                        _, _, proc, pid, stamp, src, msg, _, _, _, _, _ = rec
+                        ts = stamp_time(stamp, ctx)
+                        if ts is None and wrap is not None:  # (as the full path: a wrapper's time for a line without one)
+                            ts = rfc3339(wrap)
+                        ev = Event(path, lineno, "vllm", LOG, "INFO", ts, msg, proc, pid, src)
                         classify_msg(ev, msg)
                     took(ev, offset, raw)
                 except Exception as exc:  # noqa: BLE001 - as the pipeline's parse guard: counted, the line skipped
@@ -181,7 +186,7 @@ class PlainWay:
     (source.pxd) whose calls to the assembler, the parser and the pipeline are C calls."""
 
     __slots__ = ("pipe", "asm", "parser", "open_received", "open_added", "access_needles",
-                 "access_path", "received", "received_known", "added_id", "stamp_time")
+                 "access_path", "received", "received_known", "added_id", "stamp_time", "rfc3339")
 
     def __init__(self, pipe: "Pipeline", parser: SourceParser) -> None:
         self.pipe = pipe
@@ -190,16 +195,17 @@ class PlainWay:
         self.open_received = pipe.lifecycle_open("vllm", E.RECEIVED)
         self.open_added = pipe.lifecycle_open("vllm", E.ADDED)
         self.access_needles = pipe.lifecycle_needles("uvicorn", E.ACCESS)  # an access line's text asked of once
-        self.access_path, self.received, self.received_known, self.added_id, self.stamp_time = (
-            uvicorn.access_path, vllm.received, vllm.received_known, vllm.added_id, vllm.stamp_time)
+        self.access_path, self.received, self.received_known, self.added_id, self.stamp_time, self.rfc3339 = (
+            uvicorn.access_path, vllm.received, vllm.received_known, vllm.added_id, vllm.stamp_time, rfc3339)
 
     def apply(self, rec: tuple, access: bool, is_received: bool, lineno: int, offset: int) -> bool:
         asm = self.asm
         parser = self.parser
         path = parser.path
         try:  # is it the plain case? (changes nothing)
+            wrap = rec[11]
             if access:
-                _, raw, client, method, hpath, status, msg, _, _, _, _ = rec
+                _, raw, client, method, hpath, status, msg, _, _, _, _, _ = rec
                 needles = self.access_needles
                 if needles is None:
                     return False
@@ -210,9 +216,9 @@ class PlainWay:
                 t = asm.plain_access(path, method, hpath)
                 if t is None:
                     return False
-                fmt, proc, pid, ts = "uvicorn", None, None, None
+                fmt, proc, pid, ts = "uvicorn", None, None, None if wrap is None else self.rfc3339(wrap)
             else:
-                _, raw, proc, pid, stamp, _, msg, _, _, rid, _ = rec
+                _, raw, proc, pid, stamp, _, msg, _, _, rid, _, _ = rec
                 if is_received:
                     if not self.open_received:
                         return False
@@ -234,6 +240,8 @@ class PlainWay:
                     if found is None:
                         return False
                 fmt, ts = "vllm", self.stamp_time(stamp, parser.ctx)
+                if ts is None and wrap is not None:
+                    ts = self.rfc3339(wrap)
         except Exception:  # noqa: BLE001 - the event's way parses the line again and records what it meets
             return False
         ts = parser.took_line(fmt, lineno, proc, pid, ts, offset, raw)
