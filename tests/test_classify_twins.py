@@ -224,13 +224,21 @@ _TAIL = [_cat(*[_enc("chatcmpl-1a2b.", ": params: SamplingParams(n=1, max_tokens
                      "] ", ": x", "[", "\t", "\x7f", "", "", "\u202f", "\u2065", "\u2029") + [b"\xff\xfe", b"\xe4\xb8", b"\xe2\x80", b"\xe2", _run(_CLEAN, 0, 4)] + _MARKS] * 4)]
 _BAD_END = _enc(":", ": ", ":\t", "*", "`", "```", "**", " [repeated 2x across cluster]", "\r", "\x1b[0m", "\x00", "\u202e", "\u2066")
 
-# the time a container runtime or `docker logs --timestamps` puts first (classify._TS)
-_RUNTIME_TIME = ([b"", b"", b"", b"", _cat([b"2026-11-22T18:27:00"], _enc(".123456789", ".1", "", ".123"),
+# what a container runtime or `docker logs --timestamps` (classify._TS) or journalctl (classify._JOURNAL) puts first
+_JOURNAL_GOOD = _cat(_enc("Nov", "Jan", "Dec"), _enc(" 22", "  1", " 09"), [b" 18:27:00"], _enc("", ".123456", ".5"),
+                     _enc(" gpu01", " a", " host.example-1:x["), _enc(" vllm", " docker", " a.b-c_d"),
+                     _enc("[4242]", "", "[1]", "[" + "9" * 40 + "]"), [b": "])
+_JOURNAL_NEAR = _enc("nov 22 18:27:00 gpu01 vllm[1]: ", "Nov 22 18:27:00 gpu01 vllm[1]:", "Nov 22 18:27:00 gpu01 vllm[x]: ",
+                     "Nov 22 18:27:00 gpu01 vllm[1] : ", "Nov 22 18:27:00  gpu01 vllm: ", "Nov 22 18:27:00 gpu01 vl:lm: ",
+                     "Nov 22 18:27:00 gpü01 vllm: ", "Nov 22 18:27 gpu01 vllm: ", "Nov 2 18:27:00 gpu01 vllm: ",
+                     "Nov 22 18:27:00. gpu01 vllm: ", "Mär 22 18:27:00 gpu01 vllm: ", "Foo 22 18:27:00 gpu01 vllm: ",
+                     "Nov 22 18:27:00 gpu01 vllm[1]]: ", "Nov 22 18:27:00 gpu01 vl[lm: ", "Sun 2026-11-22 18:27:00 UTC gpu01 vllm[1]: ")
+_RUNTIME_TIME = ([b"", b"", b"", b"", _JOURNAL_GOOD, _cat([b"2026-11-22T18:27:00"], _enc(".123456789", ".1", "", ".123"),
                                             _enc("Z", "+08:00", "-0530", "+0000"), [b" "])] + _enc("2026-11-22T18:27:00.12Z "),
                  _enc("2026-11-22T18:27:00.123 ", "2026-11-22T18:27:00 ", "2026-11-22T18:27:00.Z ", "2026-11-22 18:27:00Z ",
                       "2026-11-22T18:27:00+08:0 ", "2026-11-22T18:27:00+08:00", "2026-11-22T18:27:00Z  ", "2026-11-22T18:27:00ZZ ",
                       "2026-11-22T18:27:00+08:000 ", "2026-11-2T18:27:00Z ", "\u0662026-11-22T18:27:00Z ", "2026-11-22T18:27:00Z\t",
-                      "2026-11-22T18:27:00.1234567890123Z "))
+                      "2026-11-22T18:27:00.1234567890123Z ") + _JOURNAL_NEAR)
 _VLLM = [  # (what the regex takes, near misses) for each piece, in order
     _RUNTIME_TIME,
     ([b"", b"", _cat([b"("], _NAME, [b" pid="], _DIGITS, [b") "])],
@@ -318,13 +326,15 @@ def test_a_line_ending_in_cr_gets_in_crlf_mode_the_record_it_gets_without_its_cr
 
 
 def test_a_line_behind_a_runtimes_time_gets_the_record_of_the_line_alone():
-    """Behind a container runtime's time (with a zone) a line is classified as it is alone: the same
-    record, `start` moved by the time's length and `wrap` the time; or both go to the full parser.
+    """Behind a container runtime's time (with a zone) or journalctl's prefix a line is classified as
+    it is alone: the same record, `start` moved by the prefix's length and `wrap` the prefix; or both
+    go to the full parser.
     Except a process tag holding `[` (journalctl's `unit[pid]: ` is read after a time) and a time of
     24 characters with a fraction (wrappers then look for KServe's logger names): the full parser's."""
     r = random.Random(11)
     lines = [_random_line(r) for _ in range(20000)]
-    times = (b"2026-11-22T18:27:00.123456789Z ", b"2026-11-22T18:27:00+08:00 ", b"2026-11-22T18:27:00.5-0530 ")
+    times = (b"2026-11-22T18:27:00.123456789Z ", b"2026-11-22T18:27:00+08:00 ", b"2026-11-22T18:27:00.5-0530 ",
+             b"Nov 22 18:27:00 gpu01 vllm[4242]: ", b"Jan  1 00:00:00.123456 h docker: ")
     for impl in (pure, typed) if typed is not None else (pure,):
         alone = impl.split_classify(b"\n".join(lines), 1 << 20)
         for t in times:
@@ -333,10 +343,10 @@ def test_a_line_behind_a_runtimes_time_gets_the_record_of_the_line_alone():
             for line, a, b in zip(lines, alone, behind):
                 if isinstance(a, tuple) and a[11] is None:
                     if isinstance(b, tuple):
-                        assert b == a[:1] + (t + a[1],) + a[2:8] + (a[8] + len(t), a[9], a[10], t[:-1].decode()), line
+                        assert b == a[:1] + (t + a[1],) + a[2:8] + (a[8] + len(t), a[9], a[10], t.decode()), line
                         claimed += 1
-                    else:
-                        assert a[2] is not None and "[" in a[2], line  # (the one exception)
+                    else:  # (the one exception: journalctl's `unit[pid]: ` is looked for after a runtime's time)
+                        assert t[:1].isdigit() and a[2] is not None and "[" in a[2], line
                 elif isinstance(a, tuple) and a[11] is not None:
                     assert not isinstance(b, tuple)  # two times: the second is no line's start
                 else:

@@ -185,16 +185,21 @@ def test_fast_path_gives_the_full_paths_document_on_fuzzed_log(tmp_path, seed):
 
 
 def _runtime_time(rnd: random.Random, i: int) -> bytes:
-    """The time a container runtime or `docker logs --timestamps` puts first: mostly UTC with
+    """What a container runtime or `docker logs --timestamps` puts first: mostly UTC with
     nanoseconds; some at an offset, without a fraction, without a zone (local time: the full
-    path's), of the one length where wrappers look for KServe's logger names, or no time at all."""
+    path's), of the one length where wrappers look for KServe's logger names, or no time at all;
+    or what journalctl does (with and without a pid and a fraction, a date no calendar has, a
+    month in lower case: the full path's)."""
     sec = b"2026-11-22T%02d:%02d:%02d" % (18 + i // 3600 % 6, i // 60 % 60, i % 60)
+    journal = b"Nov %2d %02d:%02d:%02d" % (22 + i // 86400 % 3, 18 + i // 3600 % 6, i // 60 % 60, i % 60)
     return rnd.choice((sec + b".%09dZ " % rnd.randrange(10**9),) * 6 + (
         sec + b".%06d+08:00 " % rnd.randrange(10**6), sec + b"-0530 ", sec + b"Z ", sec + b".5 ", sec + b".12Z ",
-        sec + b".123456789", b"2026-13-40T99:99:99.1Z ", b""))
+        sec + b".123456789", b"2026-13-40T99:99:99.1Z ", b"",
+        journal + b" gpu01 vllm[4242]: ", journal + b".%06d gpu01 vllm[%d]: " % (rnd.randrange(10**6), rnd.randrange(1, 99999)),
+        journal + b" gpu01 vllm: ", b"Feb 30 25:61:61 gpu01 vllm[1]: ", journal.lower() + b" gpu01 vllm[1]: "))
 
 
-@pytest.mark.parametrize("wrap", ["docker-ts", "cri"])
+@pytest.mark.parametrize("wrap", ["docker-ts", "cri", "journal"])
 @pytest.mark.parametrize("seed", range(3))
 def test_fast_path_gives_the_full_paths_document_after_a_runtimes_time(tmp_path, seed, wrap):
     """A log read from a container runtime's file (CRI; `diag.ingest.containerlog` turns each record
@@ -206,6 +211,9 @@ def test_fast_path_gives_the_full_paths_document_after_a_runtimes_time(tmp_path,
     log = tmp_path / ("0.log" if wrap == "cri" else "docker.log")
     if wrap == "cri":
         body = [b"2026-11-22T18:28:%02d.%09dZ stdout F " % (i % 60, rnd.randrange(10**9)) + ln for i, ln in enumerate(lines)]
+    elif wrap == "journal":  # `journalctl -u vllm > vllm.log`; a multi-line message's lines indented to the message's column
+        body = [(b"Nov 22 18:28:%02d gpu01 vllm[4242]: " % (i % 60) if not ln.startswith(b" ") else b" " * 33) + ln
+                for i, ln in enumerate(lines)]
     else:
         body = [_runtime_time(rnd, i) + ln for i, ln in enumerate(lines)]
     log.write_bytes(b"\n".join(body))

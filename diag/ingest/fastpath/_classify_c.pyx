@@ -185,6 +185,59 @@ cdef Py_ssize_t _docker_ts(const unsigned char *s, Py_ssize_t n) noexcept nogil:
     return i + 1
 
 
+cdef Py_ssize_t _journal(const unsigned char *s, Py_ssize_t n) noexcept nogil:
+    """classify._JOURNAL.match (journalctl's `Mon dd hh:mm:ss[.frac] host unit[pid]: `, an English
+    month, ASCII host and unit): its end, or -1. Each run ends at a byte it excludes and what
+    follows it is fixed, so the longest run is the only way `re` can match."""
+    cdef Py_ssize_t i
+    cdef const char *months = b"JanFebMarAprMayJunJulAugSepOctNovDec"
+    if n < 20:
+        return -1
+    i = 0
+    while i < 36:
+        if memcmp(s, months + i, 3) == 0:
+            break
+        i += 3
+    if i >= 36:
+        return -1
+    if not (s[3] == 32 and (s[4] == 32 or _digit(s[4])) and _digit(s[5]) and s[6] == 32 and _digit(s[7]) and _digit(s[8])
+            and s[9] == 58 and _digit(s[10]) and _digit(s[11]) and s[12] == 58 and _digit(s[13]) and _digit(s[14])):
+        return -1
+    i = 15
+    if i < n and s[i] == 46:  # (?:\.[0-9]+)?
+        i += 1
+        if i >= n or not _digit(s[i]):
+            return -1
+        while i < n and _digit(s[i]):
+            i += 1
+    if i >= n or s[i] != 32:
+        return -1
+    i += 1
+    if i >= n or not _graph(s[i]):  # the host: [\x21-\x7e]+ then a space
+        return -1
+    while i < n and _graph(s[i]):
+        i += 1
+    if i >= n or s[i] != 32:
+        return -1
+    i += 1
+    if i >= n or not (_graph(s[i]) and s[i] != 58 and s[i] != 91):  # the unit: no ":" or "["
+        return -1
+    while i < n and _graph(s[i]) and s[i] != 58 and s[i] != 91:
+        i += 1
+    if i < n and s[i] == 91:  # (?:\[[0-9]+\])?
+        i += 1
+        if i >= n or not _digit(s[i]):
+            return -1
+        while i < n and _digit(s[i]):
+            i += 1
+        if i >= n or s[i] != 93:
+            return -1
+        i += 1
+    if i + 2 > n or s[i] != 58 or s[i + 1] != 32:
+        return -1
+    return i + 2
+
+
 cdef inline bint _colon_end(const unsigned char *s, Py_ssize_t n) noexcept nogil:
     """endswith((b":", b": ", b":\\t")): a line that could open a multi-line record."""
     if s[n - 1] == 58:
@@ -350,7 +403,7 @@ def split_classify(body, max_line, crlf=False):
     classify.split_classify (a line then gets a tuple only when it ends in `\\r`, read without it)."""
     if type(body) is not bytes or type(max_line) is not int:
         return _pure.split_classify(body, max_line, crlf)
-    cdef bint crlf_lines = crlf, stripped
+    cdef bint crlf_lines = crlf, stripped, stamped
     cdef Py_ssize_t cap
     if max_line > PY_SSIZE_T_MAX:
         cap = PY_SSIZE_T_MAX
@@ -399,12 +452,20 @@ def split_classify(body, max_line, crlf=False):
             last = s[n - 1]
             w = 0
             wrap = None
+            stamped = False
             if _digit(s[0]):  # a runtime's time first? (24: where wrappers.strip tries KServe's logger names)
                 w = _docker_ts(s, n)
                 if w < 0 or (w == 24 and s[19] == 46) or w >= n:
                     w = -1
                 else:
-                    wrap = PyUnicode_DecodeASCII(base + pos, w - 1, NULL)
+                    stamped = True
+                    wrap = PyUnicode_DecodeASCII(base + pos, w, NULL)
+            elif s[3] == 32 and 65 <= s[0] <= 90:  # journalctl's `Mon dd hh:mm:ss `?
+                w = _journal(s, n)
+                if w < 0 or w >= n:
+                    w = -1
+                else:
+                    wrap = PyUnicode_DecodeASCII(base + pos, w, NULL)
             t = s + w  # the line after the runtime's time (w >= 0)
             tn = n - w
             ln = base + pos + w
@@ -414,7 +475,7 @@ def split_classify(body, max_line, crlf=False):
                 out.append(_whole(base + pos, n, stripped, raw))
             elif c == 40 or (c == 73 and tn >= 5 and memcmp(t, b"INFO ", 5) == 0):  # "(" : a process tag
                 e = _vllm(t, tn, &m, &k, &pid_a)
-                if e < 0 or (w and k and memchr(t + 1, 91, k - 1) != NULL):  # (journalctl's `unit[pid]: `, read after a time)
+                if e < 0 or (stamped and k and memchr(t + 1, 91, k - 1) != NULL):  # (journalctl's `unit[pid]: `, read after a time)
                     out.append(_whole(base + pos, n, stripped, raw))
                     e = -1
                 elif tn - e >= 17 and memcmp(t + e, b"Received request ", 17) == 0:

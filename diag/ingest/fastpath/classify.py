@@ -10,10 +10,12 @@ line's raw bytes for the full parser:
 * `(ACCESS, raw, client, method, path, status, msg, text, start, None, plain, wrap)`: a uvicorn
   `INFO:` access line.
 
-Either may come after the time a container runtime or `docker logs --timestamps` puts first
-(`2026-11-22T18:27:00.123456789Z `, with a zone: `diag.parsing.wrappers.DOCKER_TS`, which the
-full path takes off first): `wrap` is that time as written (the time of a line without one of its
-own), else None. `text` is the line as the format parsers would get it (wrappers off), `msg` its
+Either may come after what a container runtime or `docker logs --timestamps` puts first (a time
+with a zone, `2026-11-22T18:27:00.123456789Z `: `diag.parsing.wrappers.DOCKER_TS`) or what
+journalctl does (`Nov 22 18:27:00[.123456] host unit[pid]: `, an English month:
+`wrappers.JOURNAL`), which the full path takes off first: `wrap` is that prefix as written, its
+last space included (the caller reads it as `wrappers.strip` does: the time of a line without one
+of its own, journald's pid and indent), else None. `text` is the line as the format parsers would get it (wrappers off), `msg` its
 message part, `start` the length of what was taken off before `text` (the runtime's time, the
 (ASCII) process tag). `rid` is the request id when it is
 printable ASCII (what `vllm.received` / `vllm.added_id` would read; None: let them read it).
@@ -61,6 +63,9 @@ _METHODS = frozenset(m.encode("ascii") for m in REQUEST_METHODS)
 _BIDI = re.compile(rb"\xe2(?:\x80[\xaa-\xae]|\x81[\xa6-\xa9])")
 # wrappers.DOCKER_TS with a zone (without one it is local time: the full path's to read), ASCII digits
 _TS = re.compile(rb"([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9](?:\.[0-9]+)?(?:Z|[+-][0-9][0-9]:?[0-9][0-9])) ")
+# wrappers.JOURNAL with an English month (journalctl's default locale), an ASCII host and unit
+_JOURNAL = re.compile(rb"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9](?:\.[0-9]+)? "
+                      rb"[\x21-\x7e]+ [\x21-\x39\x3b-\x5a\x5c-\x7e]+(?:\[[0-9]+\])?: ")
 
 
 def _no_markers(t: str) -> bool:
@@ -98,18 +103,26 @@ def split_classify(body: bytes, max_line: int, crlf: bool = False) -> list:
                 or (226 in raw and _BIDI.search(raw) is not None)):  # 0xe2: a bidi control, which normalise takes out
             append(whole)
             continue
-        w, wrap = 0, None
+        w, wrap, stamped = 0, None, False
         if 48 <= raw[0] <= 57:  # a runtime's time first?
             t = _TS.match(raw)
             # (24: the length after which wrappers.strip tries KServe's logger names)
             if t is None or (t.end() == 24 and raw[19] == 46) or t.end() >= n:
                 append(whole)
                 continue
-            w, wrap = t.end(), t.group(1).decode("ascii")
+            w, stamped = t.end(), True
+            wrap = raw[:w].decode("ascii")
+        elif raw[3] == 32 and 65 <= raw[0] <= 90:  # journalctl's `Mon dd hh:mm:ss `?
+            t = _JOURNAL.match(raw)
+            if t is None or t.end() >= n:
+                append(whole)
+                continue
+            w = t.end()
+            wrap = raw[:w].decode("ascii")
         c = raw[w]
         if c == 40 or raw.startswith(b"INFO ", w):  # "(" : a process tag
             m = vllm_match(raw, w)
-            if m is None or (w and m.group(1) is not None and b"[" in m.group(1)):  # (journalctl's `unit[pid]: `, read after a time)
+            if m is None or (stamped and m.group(1) is not None and b"[" in m.group(1)):  # (journalctl's `unit[pid]: `, read after a time)
                 append(whole)
                 continue
             msg = raw[m.end():]

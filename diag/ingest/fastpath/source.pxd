@@ -20,7 +20,7 @@ cdef class PlainWay:
     cdef public TraceAssembler asm
     cdef public SourceParser parser
     cdef public object open_received, open_added, access_needles
-    cdef public object access_path, received, received_known, added_id, stamp_time, rfc3339
+    cdef public object access_path, received, received_known, added_id, stamp_time
 
     @cython.locals(asm=TraceAssembler, parser=SourceParser)
     cpdef bint apply(self, rec, access, is_received, lineno, offset) except -1

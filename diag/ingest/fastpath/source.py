@@ -10,7 +10,22 @@ from diag.parsing.usercontent import kept_path, scrub
 from diag.ingest.fastpath import classify as C
 from diag.parsing.source import SourceParser
 from diag.parsing.formats import uvicorn, vllm
-from diag.parsing.wrappers import rfc3339
+from diag.parsing.wrappers import rfc3339, strip
+
+
+def unwrap(prefix: str, ctx) -> int | None:
+    """journalctl's prefix of a line the fast path takes (`classify`'s `wrap`): read by
+    `wrappers.strip` itself, as the full path reads it (its time from the source's clock, in the
+    line's order; its width, by which journalctl indents a message's next lines; its pid, the
+    line's unless a process tag names one). Returns that pid."""
+    strip(prefix, ctx)
+    return ctx.pid
+
+
+def wrap_time(prefix: str, ctx) -> float | None:
+    """The time of a line that has none of its own, from what came before it (`classify`'s `wrap`):
+    a container runtime's (read here, only when it is needed) or journalctl's (read by `unwrap`)."""
+    return rfc3339(prefix[:-1]) if prefix[0] <= "9" else ctx.wrap_ts
 from diag.ingest.reader import CHUNK, Line, LineSplitter, normalise, read_chunks
 
 if TYPE_CHECKING:
@@ -146,16 +161,17 @@ class FastSource:
                     continue
                 try:
                     wrap = rec[11]
+                    wrap_pid = unwrap(wrap, ctx) if wrap is not None and wrap[0] > "9" else None  # journalctl's (see PlainWay)
                     if kind == ACCESS:
                         _, _, client, method, hpath, status, msg, _, _, _, _, _ = rec
-                        ev = Event(path, lineno, "uvicorn", LOG, "INFO", None if wrap is None else rfc3339(wrap), msg)
+                        ev = Event(path, lineno, "uvicorn", LOG, "INFO", None if wrap is None else wrap_time(wrap, ctx), msg, None, wrap_pid)
                         access_fields(ev, client, method, hpath, status)
                     else:
                         _, _, proc, pid, stamp, src, msg, _, _, _, _, _ = rec
                         ts = stamp_time(stamp, ctx)
                         if ts is None and wrap is not None:  # (as the full path: a wrapper's time for a line without one)
-                            ts = rfc3339(wrap)
-                        ev = Event(path, lineno, "vllm", LOG, "INFO", ts, msg, proc, pid, src)
+                            ts = wrap_time(wrap, ctx)
+                        ev = Event(path, lineno, "vllm", LOG, "INFO", ts, msg, proc, pid if proc is not None else wrap_pid, src)
                         classify_msg(ev, msg)
                     took(ev, offset, raw)
                 except Exception as exc:  # noqa: BLE001 - as the pipeline's parse guard: counted, the line skipped
@@ -186,7 +202,7 @@ class PlainWay:
     (source.pxd) whose calls to the assembler, the parser and the pipeline are C calls."""
 
     __slots__ = ("pipe", "asm", "parser", "open_received", "open_added", "access_needles",
-                 "access_path", "received", "received_known", "added_id", "stamp_time", "rfc3339")
+                 "access_path", "received", "received_known", "added_id", "stamp_time")
 
     def __init__(self, pipe: "Pipeline", parser: SourceParser) -> None:
         self.pipe = pipe
@@ -195,8 +211,8 @@ class PlainWay:
         self.open_received = pipe.lifecycle_open("vllm", E.RECEIVED)
         self.open_added = pipe.lifecycle_open("vllm", E.ADDED)
         self.access_needles = pipe.lifecycle_needles("uvicorn", E.ACCESS)  # an access line's text asked of once
-        self.access_path, self.received, self.received_known, self.added_id, self.stamp_time, self.rfc3339 = (
-            uvicorn.access_path, vllm.received, vllm.received_known, vllm.added_id, vllm.stamp_time, rfc3339)
+        self.access_path, self.received, self.received_known, self.added_id, self.stamp_time = (
+            uvicorn.access_path, vllm.received, vllm.received_known, vllm.added_id, vllm.stamp_time)
 
     def apply(self, rec: tuple, access: bool, is_received: bool, lineno: int, offset: int) -> bool:
         asm = self.asm
@@ -204,6 +220,7 @@ class PlainWay:
         path = parser.path
         try:  # is it the plain case? (changes nothing)
             wrap = rec[11]
+            wrap_pid = unwrap(wrap, parser.ctx) if wrap is not None and wrap[0] > "9" else None  # journalctl's
             if access:
                 _, raw, client, method, hpath, status, msg, _, _, _, _, _ = rec
                 needles = self.access_needles
@@ -216,9 +233,11 @@ class PlainWay:
                 t = asm.plain_access(path, method, hpath)
                 if t is None:
                     return False
-                fmt, proc, pid, ts = "uvicorn", None, None, None if wrap is None else self.rfc3339(wrap)
+                fmt, proc, pid, ts = "uvicorn", None, wrap_pid, None if wrap is None else wrap_time(wrap, parser.ctx)
             else:
                 _, raw, proc, pid, stamp, _, msg, _, _, rid, _, _ = rec
+                if proc is None:
+                    pid = wrap_pid
                 if is_received:
                     if not self.open_received:
                         return False
@@ -241,7 +260,7 @@ class PlainWay:
                         return False
                 fmt, ts = "vllm", self.stamp_time(stamp, parser.ctx)
                 if ts is None and wrap is not None:
-                    ts = self.rfc3339(wrap)
+                    ts = wrap_time(wrap, parser.ctx)
         except Exception:  # noqa: BLE001 - the event's way parses the line again and records what it meets
             return False
         ts = parser.took_line(fmt, lineno, proc, pid, ts, offset, raw)
