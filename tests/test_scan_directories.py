@@ -125,3 +125,24 @@ def test_a_bundle_in_a_directory_is_read_member_by_member(tmp_path: Path):
     assert [f["path"] for f in doc["files"]] == [f"{tmp_path / 'collected.zip'}:vllm/vllm.log"]
     assert "kv-cache-no-blocks" in {f["rule"] for f in doc["findings"]}
     assert "screenshot.png" in r.stderr
+
+
+def test_a_log_with_runs_of_nuls_is_no_binary_file(tmp_path: Path):
+    """A server started as `vllm serve … > vllm.log` (no O_APPEND) and rotated by logrotate's
+    copytruncate goes on writing at its old offset: the file begins with a hole that reads as NULs.
+    A crash leaves NULs at a log's end, and a restart appends after them. Named, such a file is read
+    (the reader drops NULs); found in a directory it must be too, not left out as binary."""
+    text = (REAL / "text.log").read_bytes()
+    (tmp_path / "copytruncated.log").write_bytes(b"\x00" * 100_000 + text)  # the hole is longer than what is looked at
+    (tmp_path / "short-hole.log").write_bytes(b"\x00" * 3000 + text)
+    (tmp_path / "crashed.log").write_bytes(text[:2000] + b"\x00" * 1500 + text[2000:4000] + b"\x00" * 700)
+    (tmp_path / "screenshot.png").write_bytes(PNG)
+    (tmp_path / "core").write_bytes(b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8 + b"\x04\x00\x3e\x00" + b"\x00" * 4000)
+    r = _scan("--json", str(tmp_path))
+    assert r.returncode in (0, 1), r.stderr
+    doc = _doc(r)
+    names = sorted(("copytruncated.log", "short-hole.log", "crashed.log"))
+    assert [f["path"] for f in doc["files"]] == [str(tmp_path / n) for n in names]
+    assert all(f["format"] == "vllm" for f in doc["files"]), doc["files"]
+    assert _doc(_scan("--json", *(str(tmp_path / n) for n in names))) == doc  # as when each is named
+    assert "left out 2 binary file(s)" in r.stderr, r.stderr  # the screenshot and the core file still are

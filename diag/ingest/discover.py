@@ -5,7 +5,8 @@ A support bundle, once unpacked, is a directory tree: `var/log/vllm/vllm.log`, i
 (a config, a screenshot, a core file, a copy of the store). Each regular file below the
 directory is scanned as its own source, in the order of its path, so the document is the same
 on every run. What can never be a log is left out, with one line saying how many files and
-which one first: a file whose first bytes hold a NUL and that no decoder takes (gzip, bzip2, xz,
+which one first: a file whose first bytes hold a NUL (other than the runs of them a log can hold,
+`is_binary`) and that no decoder takes (gzip, bzip2, xz,
 UTF-16, a container runtime's file, a tar or zip bundle, whose members are read in turn), and the tool's own files (names starting with `.`: `.git`,
 editors' swap files, `.DS_Store`). Symbolic links to files are read (once: `diag scan` reads a
 file reached twice once); links to directories are not followed, so a link loop cannot make a
@@ -15,6 +16,7 @@ scan endless.
 from __future__ import annotations
 
 import os
+import re
 
 from diag.fsname import display
 from diag.ingest.containerlog import container_format
@@ -22,17 +24,22 @@ from diag.ingest.reader import bundle_kind, decompressor
 from diag.ingest.utf16 import utf16_encoding
 
 HEAD = 8192  # bytes looked at to tell a log from a binary file
+# A log's NULs come in runs: the hole a writer without O_APPEND (`vllm serve … > vllm.log`) leaves at
+# a file's start after logrotate's copytruncate, the blocks a crash leaves unwritten at its end (and
+# in its middle once a restart appends after them). A binary file's are among its other bytes.
+_NUL_RUN = re.compile(rb"\x00{256,}")
 
 
 def is_binary(head: bytes) -> bool:
-    """Is a file that begins with `head` certainly no log: a NUL in it, and no decoder of ours
-    (compressed text, a bundle, UTF-16, a container runtime's file) takes it?"""
+    """Is a file that begins with `head` certainly no log: a NUL in it outside the runs a log can
+    hold (at either end of `head`, or 256 and more), and no decoder of ours (compressed text, a
+    bundle, UTF-16, a container runtime's file) takes it?"""
     if b"\x00" not in head:
         return False
     if (decompressor(head) is not None or bundle_kind(head) is not None or utf16_encoding(head) is not None
             or container_format(head) is not None):
         return False
-    return True
+    return b"\x00" in _NUL_RUN.sub(b"", head.strip(b"\x00"))
 
 
 def files_under(top: str) -> tuple[list[str], list[str], list[str]]:
