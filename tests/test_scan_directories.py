@@ -146,3 +146,40 @@ def test_a_log_with_runs_of_nuls_is_no_binary_file(tmp_path: Path):
     assert all(f["format"] == "vllm" for f in doc["files"]), doc["files"]
     assert _doc(_scan("--json", *(str(tmp_path / n) for n in names))) == doc  # as when each is named
     assert "left out 2 binary file(s)" in r.stderr, r.stderr  # the screenshot and the core file still are
+
+
+def _prefix_lines(cut: bytes, d) -> int:
+    """How many whole lines the bytes of a cut archive decompress to (`d`: a decompressor)."""
+    return d.decompress(cut).count(b"\n")
+
+
+def test_a_cut_rotation_keeps_the_lines_before_the_cut(tmp_path: Path):
+    """A rotation cut short (copied off while logrotate compressed it, a disk that filled) is read up to
+    the cut and then says so, as a tar cut in a member keeps that member's lines: the lines before the
+    break were decompressed, and must not be lost with the chunk the break fell in."""
+    import tarfile
+    import zlib
+
+    text = (REAL / "text.log").read_bytes()
+    gz = gzip.compress(text, mtime=0)
+    xz = lzma.compress(text)
+    (tmp_path / "vllm.log.1.gz").write_bytes(gz[: len(gz) * 2 // 3])
+    (tmp_path / "vllm.log.2.xz").write_bytes(xz[: len(xz) * 2 // 3])
+    big = gzip.compress(b"".join(p.read_bytes() for p in sorted(REAL.glob("*.log"))), mtime=0)
+    assert len(zlib.decompressobj(31).decompress(big[: len(big) // 2])) > 1 << 17  # past what opening a member reads ahead
+    cut_gz = big[: len(big) // 2]
+    member = tmp_path / "member.log.gz"  # a whole tar holding a cut rotation
+    member.write_bytes(cut_gz)
+    with tarfile.open(tmp_path / "bundle.tar", "w") as tf:
+        tf.add(member, "var/log/vllm.log.3.gz")
+    member.unlink()
+    r = _scan("--json", str(tmp_path))
+    assert r.returncode == 2, r.stderr
+    lines = {f["path"][len(str(tmp_path)) + 1:]: f["lines"] for f in _doc(r)["files"]}
+    want_gz = _prefix_lines(gz[: len(gz) * 2 // 3], zlib.decompressobj(31))
+    want_xz = _prefix_lines(xz[: len(xz) * 2 // 3], lzma.LZMADecompressor())
+    assert 0 < want_gz < text.count(b"\n") and 0 < want_xz < text.count(b"\n")
+    assert lines["vllm.log.1.gz"] == want_gz
+    assert lines["vllm.log.2.xz"] == want_xz
+    assert lines["bundle.tar:var/log/vllm.log.3.gz"] == _prefix_lines(cut_gz, zlib.decompressobj(31))
+    assert r.stderr.count("read failed") == 3, r.stderr

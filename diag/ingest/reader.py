@@ -331,6 +331,12 @@ class _Replayed(DecodedSource):
             raise exc
         return self._raw.read(size)
 
+    def read1(self, size: int = -1) -> bytes:
+        """`read`, by the stream's own `read1` once its first bytes are read again (`read_chunks`)."""
+        if self._head or self._broke is not None:
+            return self.read(size)
+        return getattr(self._raw, "read1", self._raw.read)(size)
+
 
 def bundle_kind(head: bytes) -> str | None:
     """An archive of several files (a support bundle), from its first bytes: "tar", "zip" or None.
@@ -370,15 +376,37 @@ def _decoded(f: BinaryIO, head: bytes) -> BinaryIO:
 
 
 def read_chunks(f: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
-    """A whole stream in chunks; a read error (truncated or corrupt archive, I/O error) is an InputError."""
+    """A whole stream in chunks; a read error (truncated or corrupt archive, I/O error) is an InputError,
+    raised after the bytes read before it. A chunk is gathered with `read1` where the stream has it:
+    a decompressor's `read(n)` that breaks (a rotation cut short) loses what it had decompressed."""
+    read1 = getattr(f, "read1", None)
     while True:
-        try:
-            data = f.read(size)
-        except BROKEN as exc:  # truncated or corrupt archive, I/O error
-            raise InputError(f"read failed: {type(exc).__name__}: {exc}") from None
+        broke: BaseException | None = None
+        if read1 is None:
+            try:
+                data = f.read(size)
+            except BROKEN as exc:  # truncated or corrupt archive, I/O error
+                broke, data = exc, b""
+        else:
+            parts: list[bytes] = []
+            got = 0
+            while got < size:
+                try:
+                    part = read1(size - got)
+                except BROKEN as exc:
+                    broke = exc
+                    break
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+        if data:
+            yield data
+        if broke is not None:
+            raise InputError(f"read failed: {type(broke).__name__}: {broke}") from None
         if not data:
             return
-        yield data
 
 
 def read_lines(f: BinaryIO, max_line: int = DEFAULT_MAX_LINE, splitter: LineSplitter | None = None) -> Iterator[Line]:
