@@ -77,10 +77,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
         with progress:
             task = progress.add_task("scanning", total=total)
             for p in args.paths:
-                pipe.scan_path(p, args.format, progress=lambda n: progress.advance(task, n))
+                _left_out(p, pipe.scan_path(p, args.format, progress=lambda n: progress.advance(task, n)).binary)
     else:
         for p in args.paths:
-            pipe.scan_path(p, args.format)
+            _left_out(p, pipe.scan_path(p, args.format).binary)
     pipe.finish()
     bad = [s for s in pipe.sources if s.error]
     for s in bad:
@@ -115,13 +115,20 @@ def _files_of(paths: list[str]) -> list[str]:
         found, binary, unlisted = files_under(p)
         for why in unlisted:
             print(f"diag: {why}; not read", file=sys.stderr)
-        if binary:
-            more = f" and {len(binary) - 1} more" if len(binary) > 1 else ""
-            print(f"diag: {display(p)}: left out {len(binary)} binary file(s): {display(binary[0])}{more}", file=sys.stderr)
+        _left_out(p, [display(b) for b in binary])
         if not found:
             print(f"diag: {display(p)}: no log files in it", file=sys.stderr)
         out.extend(found)
     return out
+
+
+def _left_out(where: str, binary: list[str]) -> None:
+    """One line for the binary files a directory or an archive at `where` holds (display names), if any."""
+    from diag.fsname import display
+
+    if binary:
+        more = f" and {len(binary) - 1} more" if len(binary) > 1 else ""
+        print(f"diag: {display(where)}: left out {len(binary)} binary file(s): {binary[0]}{more}", file=sys.stderr)
 
 
 def _each_file_once(paths: list[str]) -> list[str]:

@@ -268,11 +268,11 @@ def open_stream(f: BinaryIO, name: str) -> BinaryIO:
     `f` need not be seekable (a member of a compressed tar is read once, in order): its first bytes
     are read again from memory then."""
     seekable = f.seekable()
-    head, f = _rewound(f, seekable)
+    head, f = rewound(f, seekable)
     opener = decompressor(head)
     if opener is not None:
         f = opener(f)
-        head, f = _rewound(f, seekable)  # (a corrupt archive: reading it says so, `read_chunks`)
+        head, f = rewound(f, seekable)  # (a corrupt archive: reading it says so, `read_chunks`)
     elif head.startswith(_ZSTD):
         f.close()
         raise InputError(f"{name}: zstd-compressed, which Python cannot read: zstd -dc {name} | diag scan -")
@@ -285,29 +285,32 @@ def open_stream(f: BinaryIO, name: str) -> BinaryIO:
     return _decoded(f, head)
 
 
-def _rewound(f: BinaryIO, seekable: bool) -> tuple[bytes, BinaryIO]:
+def rewound(f: BinaryIO, seekable: bool) -> tuple[bytes, BinaryIO]:
     """`f`'s first bytes, and `f` to read from its start again (`seekable`: the file under it is).
     A stream that breaks within them (a truncated archive) gives those before the break, and
     reading it again raises there."""
-    read = getattr(f, "read1", f.read)
-    parts: list[bytes] = []
-    got = 0
-    broke: BaseException | None = None
-    while got < HEAD:
-        try:
-            data = read(HEAD - got)
-        except BROKEN as exc:
-            broke = exc
-            break
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    head = b"".join(parts)
+    head, broke = _gathered(getattr(f, "read1", f.read), HEAD)
     if seekable:
         f.seek(0)  # (read again, it breaks again)
         return head, f
     return head, _Replayed(head, f, broke)  # type: ignore[return-value]
+
+
+def _gathered(read: Callable[[int], bytes], size: int) -> tuple[bytes, BaseException | None]:
+    """`size` bytes (fewer at the end) by calls of `read` (a `read1`: each returns what there is),
+    and the error that cut them short, if one did: the bytes before it are kept."""
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        try:
+            data = read(size - got)
+        except BROKEN as exc:
+            return b"".join(parts), exc
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), None
 
 
 class _Replayed(DecodedSource):
@@ -388,19 +391,7 @@ def read_chunks(f: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
             except BROKEN as exc:  # truncated or corrupt archive, I/O error
                 broke, data = exc, b""
         else:
-            parts: list[bytes] = []
-            got = 0
-            while got < size:
-                try:
-                    part = read1(size - got)
-                except BROKEN as exc:
-                    broke = exc
-                    break
-                if not part:
-                    break
-                parts.append(part)
-                got += len(part)
-            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            data, broke = _gathered(read1, size)
         if data:
             yield data
         if broke is not None:
