@@ -183,3 +183,19 @@ def test_a_cut_rotation_keeps_the_lines_before_the_cut(tmp_path: Path):
     assert lines["vllm.log.2.xz"] == want_xz
     assert lines["bundle.tar:var/log/vllm.log.3.gz"] == _prefix_lines(cut_gz, zlib.decompressobj(31))
     assert r.stderr.count("read failed") == 3, r.stderr
+
+
+def test_a_directory_given_twice_is_one_line(tmp_path: Path):
+    """`diag scan logs/ logs` (a glob and a name, a link to it): read once, as a file given twice is,
+    and said in one line, not one per file below it."""
+    d = tmp_path / "logs"
+    d.mkdir()
+    for i in range(30):
+        shutil.copy(REAL / "text.log", d / f"vllm-{i:02d}.log")
+    (tmp_path / "link").symlink_to(d, target_is_directory=True)
+    once = _scan("--json", str(d))
+    r = _scan("--json", str(d), f"{d}/", str(tmp_path / "link"))
+    assert _doc(r) == _doc(once)
+    assert r.stderr.count("\n") == 2, r.stderr
+    assert f"{d}/: the same directory as {d}; read once" in r.stderr
+    assert f"{tmp_path / 'link'}: the same directory as {d}; read once" in r.stderr

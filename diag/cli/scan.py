@@ -103,15 +103,22 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 def _files_of(paths: list[str]) -> list[str]:
     """The paths, each directory replaced by the files below it (`diag.ingest.discover`): those
-    left out are said in one line per directory."""
-    from diag.fsname import display
+    left out are said in one line per directory, and so is a directory given again."""
+    from diag.fsname import display, file_key
     from diag.ingest.discover import files_under
 
     out = []
+    dirs: dict[str, str] = {}  # a directory's identity → the path it was first given as
     for p in paths:
         if p == "-" or not os.path.isdir(p):
             out.append(p)
             continue
+        key = file_key(os.stat(p))
+        if key in dirs:
+            same = "given twice" if p == dirs[key] else f"the same directory as {display(dirs[key])}"
+            print(f"diag: {display(p)}: {same}; read once", file=sys.stderr)
+            continue
+        dirs[key] = p
         found, binary, unlisted = files_under(p)
         for why in unlisted:
             print(f"diag: {why}; not read", file=sys.stderr)
