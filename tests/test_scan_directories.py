@@ -199,3 +199,25 @@ def test_a_directory_given_twice_is_one_line(tmp_path: Path):
     assert r.stderr.count("\n") == 2, r.stderr
     assert f"{d}/: the same directory as {d}; read once" in r.stderr
     assert f"{tmp_path / 'link'}: the same directory as {d}; read once" in r.stderr
+
+
+def test_a_directory_below_that_cannot_be_listed_is_exit_status_2(tmp_path: Path):
+    """What cannot be read is exit status 2 with a line saying why (README), a directory below the
+    one given as much as a file: a scan that silently read less must not look like a clean one.
+    (A path past PATH_MAX: root, who runs the suite, can list a directory of any mode.)"""
+    shutil.copy(CORPUS / "seed-style" / "proxy.log", tmp_path / "proxy.log")
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        for _ in range(20):  # 20 × 250 characters: past the 4096 a path may have
+            os.mkdir("d" * 250, dir_fd=fd)
+            fd, old = os.open("d" * 250, os.O_RDONLY, dir_fd=fd), fd
+            os.close(old)
+        w = os.open("vllm.log", os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+        os.write(w, (REAL / "oom-kv-no-blocks.log").read_bytes())
+        os.close(w)
+    finally:
+        os.close(fd)
+    r = _scan("--json", str(tmp_path))
+    assert "File name too long; not read" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert r.returncode == 2
+    assert [f["path"] for f in _doc(r)["files"]] == [str(tmp_path / "proxy.log")]  # what could be read is reported

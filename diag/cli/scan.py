@@ -49,7 +49,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if not (os.path.isdir(p) or os.path.isfile(p)):  # what the loader reads
             raise UsageError(f"--rules {display(p)}: no such rule file or directory")
     rs = load_rules(args.rules)
-    args.paths = _each_file_once(_files_of(args.paths))
+    args.paths, unlisted = _files_of(args.paths)
+    args.paths = _each_file_once(args.paths)
     if not args.paths:
         print("diag: no log files to scan", file=sys.stderr)
         return 2
@@ -96,18 +97,20 @@ def cmd_scan(args: argparse.Namespace) -> int:
         from diag.report.text import print_human  # (rich: only for a report people read)
 
         print_human(pipe, console(), verbose=args.verbose, summary=summary)
-    if bad:
+    if bad or unlisted:
         return 2
     return 1 if pipe.findings.worst() in ("error", "critical") else 0
 
 
-def _files_of(paths: list[str]) -> list[str]:
+def _files_of(paths: list[str]) -> tuple[list[str], bool]:
     """The paths, each directory replaced by the files below it (`diag.ingest.discover`): those
-    left out are said in one line per directory, and so is a directory given again."""
+    left out are said in one line per directory, and so is a directory given again; and whether a
+    directory below one could not be listed (said, each in a line: input not read, exit status 2)."""
     from diag.fsname import display, file_key
     from diag.ingest.discover import files_under
 
     out = []
+    unreadable = False
     dirs: dict[str, str] = {}  # a directory's identity → the path it was first given as
     for p in paths:
         if p == "-" or not os.path.isdir(p):
@@ -122,11 +125,12 @@ def _files_of(paths: list[str]) -> list[str]:
         found, binary, unlisted = files_under(p)
         for why in unlisted:
             print(f"diag: {why}; not read", file=sys.stderr)
+        unreadable = unreadable or bool(unlisted)
         _left_out(p, [display(b) for b in binary])
         if not found:
             print(f"diag: {display(p)}: no log files in it", file=sys.stderr)
         out.extend(found)
-    return out
+    return out, unreadable
 
 
 def _left_out(where: str, binary: list[str]) -> None:
