@@ -221,3 +221,25 @@ def test_a_directory_below_that_cannot_be_listed_is_exit_status_2(tmp_path: Path
     assert "File name too long; not read" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert r.returncode == 2
     assert [f["path"] for f in _doc(r)["files"]] == [str(tmp_path / "proxy.log")]  # what could be read is reported
+
+
+def test_a_zstd_tar_is_told_to_be_decompressed_to_a_file(tmp_path: Path):
+    """`zstd -dc x | diag scan -` reads a zstd-compressed log, but a bundle on stdin is refused (its
+    members are read from its path): for a .tar.zst the way that works is a file."""
+    import tarfile
+
+    z = tmp_path / "logs.tar.zst"
+    zstd = shutil.which("zstd")
+    if zstd is None:  # (what the real command writes first: its frame magic)
+        z.write_bytes(b"\x28\xb5\x2f\xfd" + os.urandom(64))
+    else:
+        with tarfile.open(tmp_path / "packed.tar", "w") as t:
+            t.add(REAL / "text.log", "vllm.log")
+        subprocess.run([zstd, "-q", str(tmp_path / "packed.tar"), "-o", str(z)], check=True)
+    r = _scan(str(z))
+    assert r.returncode == 2
+    assert f"zstd -d {z}, then scan the tar it writes" in r.stderr and "diag scan -" not in r.stderr, r.stderr
+    if zstd is not None:  # what it says works
+        subprocess.run([zstd, "-q", "-d", str(z)], check=True)
+        r = _scan("--json", str(tmp_path / "logs.tar"))
+        assert [f["path"] for f in _doc(r)["files"]] == [f"{tmp_path / 'logs.tar'}:vllm.log"], r.stderr

@@ -275,6 +275,8 @@ def open_stream(f: BinaryIO, name: str) -> BinaryIO:
         head, f = rewound(f, seekable)  # (a corrupt archive: reading it says so, `read_chunks`)
     elif head.startswith(_ZSTD):
         f.close()
+        if name.endswith((".tar.zst", ".tzst")):  # (a bundle on stdin is refused: its members are read from its path)
+            raise InputError(f"{name}: zstd-compressed, which Python cannot read: zstd -d {name}, then scan the tar it writes")
         raise InputError(f"{name}: zstd-compressed, which Python cannot read: zstd -dc {name} | diag scan -")
     kind = bundle_kind(head)
     if kind is not None:  # read as a log, its members' lines would run together between binary headers
