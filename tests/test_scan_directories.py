@@ -243,3 +243,17 @@ def test_a_zstd_tar_is_told_to_be_decompressed_to_a_file(tmp_path: Path):
         subprocess.run([zstd, "-q", "-d", str(z)], check=True)
         r = _scan("--json", str(tmp_path / "logs.tar"))
         assert [f["path"] for f in _doc(r)["files"]] == [f"{tmp_path / 'logs.tar'}:vllm.log"], r.stderr
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress, lzma.compress], ids=["gz", "bz2", "xz"])
+def test_a_compressed_log_on_stdin_is_read_as_its_file_is(compress, tmp_path: Path):
+    """`cat vllm.log.1.gz | diag scan -` (a rotation fetched with ssh, kubectl cp): read as the file
+    it was, not as compressed bytes taken for log lines ('No findings')."""
+    log = REAL / "oom-kv-no-blocks.log"
+    piped = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", "-"], input=compress(log.read_bytes()),
+                           capture_output=True, timeout=120)
+    named = _scan("--json", str(log))
+    assert piped.returncode == named.returncode == 1, piped.stderr
+    doc = json.loads(piped.stdout)
+    doc["stats"].pop("seconds")
+    assert json.dumps(doc, sort_keys=True) == json.dumps(_doc(named), sort_keys=True).replace(json.dumps(str(log)), '"-"')

@@ -232,17 +232,16 @@ def decompressor(head: bytes) -> Callable[[BinaryIO], BinaryIO] | None:
 
 
 def open_source(path: str) -> tuple[BinaryIO, float | None]:
-    """Open a path (`-` for stdin; `.gz`, UTF-16 and container runtimes' files transparently) and
+    """Open a path (`-` for stdin; compressed, UTF-16 and container runtimes' files transparently) and
     return it with its mtime. An archive of several files raises `Bundle`.
 
     The modification time gives a year to timestamps that have none (vLLM's `MM-DD`).
     """
-    if path == "-":
-        stdin = sys.stdin.buffer
-        head = stdin.peek(HEAD) if hasattr(stdin, "peek") else b""
-        if bundle_kind(head) is not None:  # (a pipe is read once: an archive's members are read from its path)
-            raise InputError("-: an archive of several files on standard input: give its path (diag scan logs.tgz)")
-        return _decoded(stdin, head), None
+    if path == "-":  # decompressed and decoded as a file is (`cat vllm.log.1.gz | diag scan -`)
+        try:
+            return open_stream(sys.stdin.buffer, "-"), None
+        except Bundle:  # (a pipe is read once: an archive's members are read from its path)
+            raise InputError("-: an archive of several files on standard input: give its path (diag scan logs.tgz)") from None
     name = display(path)  # for the messages: text whatever the name's bytes (diag.fsname)
     try:
         st = os.stat(path)
