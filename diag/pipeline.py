@@ -34,7 +34,7 @@ class SourceResult:
     truncated_lines: int = 0
     events: int = 0
     error: str | None = None
-    binary: list[str] = field(default_factory=list)  # an archive's members left out as binary files (`scan_archive`)
+    left_out: dict[str, list[str]] = field(default_factory=dict)  # an archive's members that are no logs, by why (`scan_archive`)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"path": self.path, "format": self.format, "lines": self.lines, "truncated_lines": self.truncated_lines}
@@ -243,8 +243,8 @@ class Pipeline:
         before = len(self.sources)
         try:
             for m in members(path, kind):
-                if m.binary:  # said by the caller, as `diag scan DIR` says a directory's
-                    whole.binary.append(m.name)
+                if m.left_out is not None:  # said by the caller, as `diag scan DIR` says a directory's
+                    whole.left_out.setdefault(m.left_out, []).append(m.name)
                     continue
                 res = SourceResult(m.name, error=m.error)
                 self.sources.append(res)

@@ -257,3 +257,47 @@ def test_a_compressed_log_on_stdin_is_read_as_its_file_is(compress, tmp_path: Pa
     doc = json.loads(piped.stdout)
     doc["stats"].pop("seconds")
     assert json.dumps(doc, sort_keys=True) == json.dumps(_doc(named), sort_keys=True).replace(json.dumps(str(log)), '"-"')
+
+
+# The seed setup's proxy (corpus README, seed-style): the lines of its source that write the log's.
+PROXY_SERVER_PY = '''import logging
+import requests
+UPSTREAM = "http://localhost:3001"
+def forward(handler, body):
+    logging.info(f"Received POST request to {handler.path}")
+    try:
+        r = requests.post(UPSTREAM + handler.path, data=body, timeout=600)
+    except requests.exceptions.ConnectionError as e:
+        logging.error(f"Upstream not reachable: {e}")
+        handler.send_error(503, "Upstream not reachable")
+        return
+    logging.info(f"Upstream response status: {r.status_code}")
+'''
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["directory", "tar"])
+def test_code_and_configs_beside_a_log_are_no_logs(packed: bool, tmp_path: Path):
+    """The proxy's directory holds proxy_server.py and chat.html beside proxy.log, a bundle the start
+    script and nginx.conf: read as logs, the source's `logging.error("Upstream not reachable…")`
+    doubled the proxy's finding. They are left out, in one line."""
+    import tarfile
+
+    app = tmp_path / "proxy"
+    app.mkdir()
+    shutil.copy(CORPUS / "seed-style" / "proxy.log", app / "proxy.log")
+    (app / "proxy_server.py").write_text(PROXY_SERVER_PY)
+    (app / "chat.html").write_text("<script>alert('Upstream not reachable: is vLLM running on :3001?')</script>\n")
+    (app / "start.sh").write_text("nohup vllm serve Qwen/Qwen2-VL-7B-Instruct --port 3001 --max-model-len 8192 > vllm.log 2>&1 &\n")
+    (app / "nginx.conf").write_text("location /v1/ { proxy_pass http://127.0.0.1:3001; }  # 502 Bad Gateway: connect() failed\n")
+    target = app
+    if packed:
+        target = tmp_path / "proxy.tar"
+        with tarfile.open(target, "w") as t:
+            t.add(app, "proxy")
+    r = _scan("--json", str(target))
+    alone = _scan("--json", str(app / "proxy.log"))
+    assert r.returncode == alone.returncode == 1, r.stderr
+    want = _doc(alone)
+    got = json.loads(json.dumps(_doc(r)).replace(f"{target}:proxy/", f"{app}/"))
+    assert got == want
+    assert r.stderr.count("\n") == 1 and f"{target}: left out 4 source or config file(s): " in r.stderr, r.stderr

@@ -78,10 +78,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
         with progress:
             task = progress.add_task("scanning", total=total)
             for p in args.paths:
-                _left_out(p, pipe.scan_path(p, args.format, progress=lambda n: progress.advance(task, n)).binary)
+                _left_out(p, pipe.scan_path(p, args.format, progress=lambda n: progress.advance(task, n)).left_out)
     else:
         for p in args.paths:
-            _left_out(p, pipe.scan_path(p, args.format).binary)
+            _left_out(p, pipe.scan_path(p, args.format).left_out)
     pipe.finish()
     bad = [s for s in pipe.sources if s.error]
     for s in bad:
@@ -122,24 +122,25 @@ def _files_of(paths: list[str]) -> tuple[list[str], bool]:
             print(f"diag: {display(p)}: {same}; read once", file=sys.stderr)
             continue
         dirs[key] = p
-        found, binary, unlisted = files_under(p)
+        found, left, unlisted = files_under(p)
         for why in unlisted:
             print(f"diag: {why}; not read", file=sys.stderr)
         unreadable = unreadable or bool(unlisted)
-        _left_out(p, [display(b) for b in binary])
+        _left_out(p, {why: [display(f) for f in files] for why, files in left.items()})
         if not found:
             print(f"diag: {display(p)}: no log files in it", file=sys.stderr)
         out.extend(found)
     return out, unreadable
 
 
-def _left_out(where: str, binary: list[str]) -> None:
-    """One line for the binary files a directory or an archive at `where` holds (display names), if any."""
+def _left_out(where: str, left: dict[str, list[str]]) -> None:
+    """A line for each kind of file that is no log (binary; source or config) a directory or an
+    archive at `where` holds (by why, display names)."""
     from diag.fsname import display
 
-    if binary:
-        more = f" and {len(binary) - 1} more" if len(binary) > 1 else ""
-        print(f"diag: {display(where)}: left out {len(binary)} binary file(s): {binary[0]}{more}", file=sys.stderr)
+    for why, names in left.items():
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        print(f"diag: {display(where)}: left out {len(names)} {why} file(s): {names[0]}{more}", file=sys.stderr)
 
 
 def _each_file_once(paths: list[str]) -> list[str]:

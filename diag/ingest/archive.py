@@ -14,8 +14,8 @@ their display form (`diag.fsname.display`): a member's name is whatever the arch
 (control characters, `..`, an absolute path are only text here: nothing is written). Every regular
 file is read, in the archive's order (a tar compressed with gzip, bzip2 or xz is read once, as a
 stream); directories, links, devices and FIFOs are passed over, as `diag scan` reads only regular
-files, and so is a binary file (a core file, a screenshot), as `diag scan DIR` leaves one out
-(`diag.ingest.discover.is_binary`). A member that is itself a tar or zip is not opened ("nested archive: unpack it"): a zip is
+files, and so is a binary file (a core file, a screenshot) or code or a config by its name, as
+`diag scan DIR` leaves one out (`diag.ingest.discover.left_out`). A member that is itself a tar or zip is not opened ("nested archive: unpack it"): a zip is
 read by seeking, which a member is not, and archives within archives would want bounds of their own.
 
 What cannot be read is one line for the member or the archive, and the rest goes on where it can:
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from diag.fsname import display, text
-from diag.ingest.discover import HEAD as BINARY_HEAD, is_binary
+from diag.ingest.discover import HEAD as BINARY_HEAD, left_out
 from diag.ingest.reader import Bundle, InputError, open_stream, rewound
 
 MAX_ENTRIES = 20_000  # files, directories and links: an archive of a million empty files is no support bundle
@@ -61,14 +61,14 @@ class CorruptArchive(OSError):
 @dataclass
 class Member:
     """One member to read: its source name, its modification time, and the stream of the log it
-    holds (`f`), or why it is not read (`error`, one line naming it; `binary`: a core file, a
-    screenshot, left out as `diag scan DIR` leaves one out)."""
+    holds (`f`), or why it is not read (`error`, one line naming it; `left_out`: a core file, a
+    screenshot, a script, left out as `diag scan DIR` leaves one out: `discover.left_out`'s why)."""
 
     name: str
     mtime: float | None = None
     f: BinaryIO | None = None
     error: str | None = None
-    binary: bool = False
+    left_out: str | None = None
 
 
 def source_name(archive: str, member: str) -> str:
@@ -118,12 +118,13 @@ class _MemberStream:
 
 def _opened(name: str, mtime: float | None, raw: _MemberStream) -> Member:
     """The member `name` with its stream through `open_stream` (gunzipped, decoded), or why it is
-    not read; a binary file (`diag.ingest.discover.is_binary`: read as a log, a core file's memory
-    would raise findings and show what it held) is left out."""
+    not read; a binary file, code or a config (`diag.ingest.discover.left_out`: read as a log, a core
+    file's memory would raise findings and show what it held) is left out."""
     head, f = rewound(raw, False)  # type: ignore[arg-type]
-    if is_binary(head[:BINARY_HEAD]) and not raw.broken:  # (one the archive breaks in says so as it is read)
+    why = left_out(name, head[:BINARY_HEAD])
+    if why is not None and not raw.broken:  # (one the archive breaks in says so as it is read)
         f.close()
-        return Member(name, mtime, binary=True)
+        return Member(name, mtime, left_out=why)
     try:
         return Member(name, mtime, open_stream(f, name))
     except Bundle:
