@@ -301,3 +301,30 @@ def test_code_and_configs_beside_a_log_are_no_logs(packed: bool, tmp_path: Path)
     got = json.loads(json.dumps(_doc(r)).replace(f"{target}:proxy/", f"{app}/"))
     assert got == want
     assert r.stderr.count("\n") == 1 and f"{target}: left out 4 source or config file(s): " in r.stderr, r.stderr
+
+
+def test_names_below_a_directory_are_printed_escaped(tmp_path: Path):
+    """A directory's file names are whatever made them: control characters (a terminal's escapes),
+    bytes that are no UTF-8. Every name printed (the report, the JSON, the left-out lines, an
+    unreadable one) is its display form (diag.fsname), never the raw bytes."""
+    top = os.fsencode(tmp_path / "bundle\x1b[2J")
+    os.mkdir(top)
+    log = (CORPUS / "seed-style" / "proxy.log").read_bytes()
+    os.mkdir(top + b"/sub\x9b")
+    for name in (b"ctl\x1b]0;owned\x07.log", b"bad\xff.log", b"sub\x9b/bidi\xe2\x80\xaegol.log"):
+        Path(os.fsdecode(top + b"/" + name)).write_bytes(log)
+    Path(os.fsdecode(top + b"/core\x1b[31m")).write_bytes(PNG)
+    Path(os.fsdecode(top + b"/run\x07.sh")).write_text("echo\n")
+    for json_out in (False, True):
+        r = subprocess.run([sys.executable, "-m", "diag", "scan", *(["--json"] if json_out else []), os.fsdecode(top)],
+                           capture_output=True, timeout=120)
+        out = r.stdout + r.stderr
+        assert r.returncode == 1, r.stderr
+        for raw in (b"\x1b", b"\x07", b"\xff", b"\x9b", b"\xe2\x80\xae"):
+            assert raw not in out, (raw, out)
+        shown = f"{tmp_path}/bundle\\x1b[2J"
+        err = r.stderr.decode()
+        assert f"diag: {shown}: left out 1 binary file(s): {shown}/core\\x1b[31m\n" in err
+        assert f"diag: {shown}: left out 1 source or config file(s): {shown}/run\\x07.sh\n" in err
+    files = [f["path"] for f in json.loads(r.stdout)["files"]]
+    assert files == [f"{shown}/bad\\xff.log", f"{shown}/ctl\\x1b]0;owned\\x07.log", f"{shown}/sub\\x9b/bidi\\xe2\\x80\\xaegol.log"]
