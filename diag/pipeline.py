@@ -7,7 +7,7 @@ the source differs; what happens to a line is the same.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from diag.parsing.events import LOG, RAW, STATS, Event
@@ -34,6 +34,7 @@ class SourceResult:
     truncated_lines: int = 0
     events: int = 0
     error: str | None = None
+    left_out: dict[str, list[str]] = field(default_factory=dict)  # an archive's members that are no logs, by why (`scan_archive`)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"path": self.path, "format": self.format, "lines": self.lines, "truncated_lines": self.truncated_lines}
@@ -242,6 +243,9 @@ class Pipeline:
         before = len(self.sources)
         try:
             for m in members(path, kind):
+                if m.left_out is not None:  # said by the caller, as `diag scan DIR` says a directory's
+                    whole.left_out.setdefault(m.left_out, []).append(m.name)
+                    continue
                 res = SourceResult(m.name, error=m.error)
                 self.sources.append(res)
                 if m.f is not None:

@@ -394,3 +394,42 @@ def test_a_zip_member_in_a_method_zipfile_cannot_read_is_passed_over_in_one_line
     assert r.returncode == 2
     assert r.stderr == f"diag: {bundle}:big.log: compressed with a method diag cannot read (zip method 9); not read\n"
     assert [(f["path"], f["lines"]) for f in json.loads(r.stdout)["files"]] == [(f"{bundle}:big.log", 0), (f"{bundle}:vllm.log", 216)]
+
+
+# A core file's first bytes (an ELF header) and, further on, what the process had in memory: a log
+# line it was writing, and a user's prompt. `diag scan DIR` leaves such a file out as binary.
+CORE = (b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8 + b"\x04\x00\x3e\x00\x01\x00\x00\x00" + bytes(range(256)) * 4 + b"\n"
+        + b"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.\n"
+        + b"prompt: 'summarise CANARYCORE for me'\n")
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108020000009077") + b"\x00" * 64
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_binary_members_are_left_out_as_binary_files_in_a_directory_are(kind, tmp_path):
+    """A bundle often holds a core file or a screenshot beside the logs. Unpacked, `diag scan DIR`
+    leaves them out in one line; packed, read as a log, a core file's memory raised findings and put
+    what it held (users' prompts among it) in the report."""
+    root = tmp_path / "unpacked"
+    (root / "logs").mkdir(parents=True)
+    shutil.copy(CORPUS / "seed-style" / "proxy.log", root / "logs" / "proxy.log")
+    (root / "logs" / "core.4242").write_bytes(CORE)
+    (root / "screenshot.png").write_bytes(PNG)
+    bundle = tmp_path / f"bundle.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in sorted(root.rglob("*")):
+                z.write(p, p.relative_to(root).as_posix())
+    else:
+        with tarfile.open(bundle, "w:gz") as t:
+            t.add(root, "")
+    unpacked = _diag("--json", str(root))
+    packed = _diag("--json", str(bundle))
+    assert "left out 2 binary file(s)" in unpacked.stderr
+    assert packed.returncode == unpacked.returncode == 1, packed.stderr
+    doc = json.loads(packed.stdout)
+    assert [f["path"] for f in doc["files"]] == [f"{bundle}:logs/proxy.log"]
+    assert "cuda-oom" not in {f["rule"] for f in doc["findings"]}
+    assert "CANARYCORE" not in packed.stdout + packed.stderr
+    assert f"{bundle}: left out 2 binary file(s): {bundle}:" in packed.stderr, packed.stderr
+    assert packed.stderr.count("\n") == 1, packed.stderr
+    assert _same_modulo_names(json.loads(packed.stdout), bundle, root) == _same_modulo_names(json.loads(unpacked.stdout), bundle, root)

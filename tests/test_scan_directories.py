@@ -125,3 +125,206 @@ def test_a_bundle_in_a_directory_is_read_member_by_member(tmp_path: Path):
     assert [f["path"] for f in doc["files"]] == [f"{tmp_path / 'collected.zip'}:vllm/vllm.log"]
     assert "kv-cache-no-blocks" in {f["rule"] for f in doc["findings"]}
     assert "screenshot.png" in r.stderr
+
+
+def test_a_log_with_runs_of_nuls_is_no_binary_file(tmp_path: Path):
+    """A server started as `vllm serve … > vllm.log` (no O_APPEND) and rotated by logrotate's
+    copytruncate goes on writing at its old offset: the file begins with a hole that reads as NULs.
+    A crash leaves NULs at a log's end, and a restart appends after them. Named, such a file is read
+    (the reader drops NULs); found in a directory it must be too, not left out as binary."""
+    text = (REAL / "text.log").read_bytes()
+    (tmp_path / "copytruncated.log").write_bytes(b"\x00" * 100_000 + text)  # the hole is longer than what is looked at
+    (tmp_path / "short-hole.log").write_bytes(b"\x00" * 3000 + text)
+    (tmp_path / "crashed.log").write_bytes(text[:2000] + b"\x00" * 1500 + text[2000:4000] + b"\x00" * 700)
+    (tmp_path / "screenshot.png").write_bytes(PNG)
+    (tmp_path / "core").write_bytes(b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8 + b"\x04\x00\x3e\x00" + b"\x00" * 4000)
+    r = _scan("--json", str(tmp_path))
+    assert r.returncode in (0, 1), r.stderr
+    doc = _doc(r)
+    names = sorted(("copytruncated.log", "short-hole.log", "crashed.log"))
+    assert [f["path"] for f in doc["files"]] == [str(tmp_path / n) for n in names]
+    assert all(f["format"] == "vllm" for f in doc["files"]), doc["files"]
+    assert _doc(_scan("--json", *(str(tmp_path / n) for n in names))) == doc  # as when each is named
+    assert "left out 2 binary file(s)" in r.stderr, r.stderr  # the screenshot and the core file still are
+
+
+def _prefix_lines(cut: bytes, d) -> int:
+    """How many whole lines the bytes of a cut archive decompress to (`d`: a decompressor)."""
+    return d.decompress(cut).count(b"\n")
+
+
+def test_a_cut_rotation_keeps_the_lines_before_the_cut(tmp_path: Path):
+    """A rotation cut short (copied off while logrotate compressed it, a disk that filled) is read up to
+    the cut and then says so, as a tar cut in a member keeps that member's lines: the lines before the
+    break were decompressed, and must not be lost with the chunk the break fell in."""
+    import tarfile
+    import zlib
+
+    text = (REAL / "text.log").read_bytes()
+    gz = gzip.compress(text, mtime=0)
+    xz = lzma.compress(text)
+    (tmp_path / "vllm.log.1.gz").write_bytes(gz[: len(gz) * 2 // 3])
+    (tmp_path / "vllm.log.2.xz").write_bytes(xz[: len(xz) * 2 // 3])
+    big = gzip.compress(b"".join(p.read_bytes() for p in sorted(REAL.glob("*.log"))), mtime=0)
+    assert len(zlib.decompressobj(31).decompress(big[: len(big) // 2])) > 1 << 17  # past what opening a member reads ahead
+    cut_gz = big[: len(big) // 2]
+    member = tmp_path / "member.log.gz"  # a whole tar holding a cut rotation
+    member.write_bytes(cut_gz)
+    with tarfile.open(tmp_path / "bundle.tar", "w") as tf:
+        tf.add(member, "var/log/vllm.log.3.gz")
+    member.unlink()
+    r = _scan("--json", str(tmp_path))
+    assert r.returncode == 2, r.stderr
+    lines = {f["path"][len(str(tmp_path)) + 1:]: f["lines"] for f in _doc(r)["files"]}
+    want_gz = _prefix_lines(gz[: len(gz) * 2 // 3], zlib.decompressobj(31))
+    want_xz = _prefix_lines(xz[: len(xz) * 2 // 3], lzma.LZMADecompressor())
+    assert 0 < want_gz < text.count(b"\n") and 0 < want_xz < text.count(b"\n")
+    assert lines["vllm.log.1.gz"] == want_gz
+    assert lines["vllm.log.2.xz"] == want_xz
+    assert lines["bundle.tar:var/log/vllm.log.3.gz"] == _prefix_lines(cut_gz, zlib.decompressobj(31))
+    assert r.stderr.count("read failed") == 3, r.stderr
+
+
+def test_a_directory_given_twice_is_one_line(tmp_path: Path):
+    """`diag scan logs/ logs` (a glob and a name, a link to it): read once, as a file given twice is,
+    and said in one line, not one per file below it."""
+    d = tmp_path / "logs"
+    d.mkdir()
+    for i in range(30):
+        shutil.copy(REAL / "text.log", d / f"vllm-{i:02d}.log")
+    (tmp_path / "link").symlink_to(d, target_is_directory=True)
+    once = _scan("--json", str(d))
+    r = _scan("--json", str(d), f"{d}/", str(tmp_path / "link"))
+    assert _doc(r) == _doc(once)
+    assert r.stderr.count("\n") == 2, r.stderr
+    assert f"{d}/: the same directory as {d}; read once" in r.stderr
+    assert f"{tmp_path / 'link'}: the same directory as {d}; read once" in r.stderr
+
+
+def test_a_directory_below_that_cannot_be_listed_is_exit_status_2(tmp_path: Path):
+    """What cannot be read is exit status 2 with a line saying why (README), a directory below the
+    one given as much as a file: a scan that silently read less must not look like a clean one.
+    (A path past PATH_MAX: root, who runs the suite, can list a directory of any mode.)"""
+    shutil.copy(CORPUS / "seed-style" / "proxy.log", tmp_path / "proxy.log")
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        for _ in range(20):  # 20 × 250 characters: past the 4096 a path may have
+            os.mkdir("d" * 250, dir_fd=fd)
+            fd, old = os.open("d" * 250, os.O_RDONLY, dir_fd=fd), fd
+            os.close(old)
+        w = os.open("vllm.log", os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+        os.write(w, (REAL / "oom-kv-no-blocks.log").read_bytes())
+        os.close(w)
+    finally:
+        os.close(fd)
+    r = _scan("--json", str(tmp_path))
+    assert "File name too long; not read" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert r.returncode == 2
+    assert [f["path"] for f in _doc(r)["files"]] == [str(tmp_path / "proxy.log")]  # what could be read is reported
+
+
+def test_a_zstd_tar_is_told_to_be_decompressed_to_a_file(tmp_path: Path):
+    """`zstd -dc x | diag scan -` reads a zstd-compressed log, but a bundle on stdin is refused (its
+    members are read from its path): for a .tar.zst the way that works is a file."""
+    import tarfile
+
+    z = tmp_path / "logs.tar.zst"
+    zstd = shutil.which("zstd")
+    if zstd is None:  # (what the real command writes first: its frame magic)
+        z.write_bytes(b"\x28\xb5\x2f\xfd" + os.urandom(64))
+    else:
+        with tarfile.open(tmp_path / "packed.tar", "w") as t:
+            t.add(REAL / "text.log", "vllm.log")
+        subprocess.run([zstd, "-q", str(tmp_path / "packed.tar"), "-o", str(z)], check=True)
+    r = _scan(str(z))
+    assert r.returncode == 2
+    assert f"zstd -d {z}, then scan the tar it writes" in r.stderr and "diag scan -" not in r.stderr, r.stderr
+    if zstd is not None:  # what it says works
+        subprocess.run([zstd, "-q", "-d", str(z)], check=True)
+        r = _scan("--json", str(tmp_path / "logs.tar"))
+        assert [f["path"] for f in _doc(r)["files"]] == [f"{tmp_path / 'logs.tar'}:vllm.log"], r.stderr
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress, lzma.compress], ids=["gz", "bz2", "xz"])
+def test_a_compressed_log_on_stdin_is_read_as_its_file_is(compress, tmp_path: Path):
+    """`cat vllm.log.1.gz | diag scan -` (a rotation fetched with ssh, kubectl cp): read as the file
+    it was, not as compressed bytes taken for log lines ('No findings')."""
+    log = REAL / "oom-kv-no-blocks.log"
+    piped = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", "-"], input=compress(log.read_bytes()),
+                           capture_output=True, timeout=120)
+    named = _scan("--json", str(log))
+    assert piped.returncode == named.returncode == 1, piped.stderr
+    doc = json.loads(piped.stdout)
+    doc["stats"].pop("seconds")
+    assert json.dumps(doc, sort_keys=True) == json.dumps(_doc(named), sort_keys=True).replace(json.dumps(str(log)), '"-"')
+
+
+# The seed setup's proxy (corpus README, seed-style): the lines of its source that write the log's.
+PROXY_SERVER_PY = '''import logging
+import requests
+UPSTREAM = "http://localhost:3001"
+def forward(handler, body):
+    logging.info(f"Received POST request to {handler.path}")
+    try:
+        r = requests.post(UPSTREAM + handler.path, data=body, timeout=600)
+    except requests.exceptions.ConnectionError as e:
+        logging.error(f"Upstream not reachable: {e}")
+        handler.send_error(503, "Upstream not reachable")
+        return
+    logging.info(f"Upstream response status: {r.status_code}")
+'''
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["directory", "tar"])
+def test_code_and_configs_beside_a_log_are_no_logs(packed: bool, tmp_path: Path):
+    """The proxy's directory holds proxy_server.py and chat.html beside proxy.log, a bundle the start
+    script and nginx.conf: read as logs, the source's `logging.error("Upstream not reachable…")`
+    doubled the proxy's finding. They are left out, in one line."""
+    import tarfile
+
+    app = tmp_path / "proxy"
+    app.mkdir()
+    shutil.copy(CORPUS / "seed-style" / "proxy.log", app / "proxy.log")
+    (app / "proxy_server.py").write_text(PROXY_SERVER_PY)
+    (app / "chat.html").write_text("<script>alert('Upstream not reachable: is vLLM running on :3001?')</script>\n")
+    (app / "start.sh").write_text("nohup vllm serve Qwen/Qwen2-VL-7B-Instruct --port 3001 --max-model-len 8192 > vllm.log 2>&1 &\n")
+    (app / "nginx.conf").write_text("location /v1/ { proxy_pass http://127.0.0.1:3001; }  # 502 Bad Gateway: connect() failed\n")
+    target = app
+    if packed:
+        target = tmp_path / "proxy.tar"
+        with tarfile.open(target, "w") as t:
+            t.add(app, "proxy")
+    r = _scan("--json", str(target))
+    alone = _scan("--json", str(app / "proxy.log"))
+    assert r.returncode == alone.returncode == 1, r.stderr
+    want = _doc(alone)
+    got = json.loads(json.dumps(_doc(r)).replace(f"{target}:proxy/", f"{app}/"))
+    assert got == want
+    assert r.stderr.count("\n") == 1 and f"{target}: left out 4 source or config file(s): " in r.stderr, r.stderr
+
+
+def test_names_below_a_directory_are_printed_escaped(tmp_path: Path):
+    """A directory's file names are whatever made them: control characters (a terminal's escapes),
+    bytes that are no UTF-8. Every name printed (the report, the JSON, the left-out lines, an
+    unreadable one) is its display form (diag.fsname), never the raw bytes."""
+    top = os.fsencode(tmp_path / "bundle\x1b[2J")
+    os.mkdir(top)
+    log = (CORPUS / "seed-style" / "proxy.log").read_bytes()
+    os.mkdir(top + b"/sub\x9b")
+    for name in (b"ctl\x1b]0;owned\x07.log", b"bad\xff.log", b"sub\x9b/bidi\xe2\x80\xaegol.log"):
+        Path(os.fsdecode(top + b"/" + name)).write_bytes(log)
+    Path(os.fsdecode(top + b"/core\x1b[31m")).write_bytes(PNG)
+    Path(os.fsdecode(top + b"/run\x07.sh")).write_text("echo\n")
+    for json_out in (False, True):
+        r = subprocess.run([sys.executable, "-m", "diag", "scan", *(["--json"] if json_out else []), os.fsdecode(top)],
+                           capture_output=True, timeout=120)
+        out = r.stdout + r.stderr
+        assert r.returncode == 1, r.stderr
+        for raw in (b"\x1b", b"\x07", b"\xff", b"\x9b", b"\xe2\x80\xae"):
+            assert raw not in out, (raw, out)
+        shown = f"{tmp_path}/bundle\\x1b[2J"
+        err = r.stderr.decode()
+        assert f"diag: {shown}: left out 1 binary file(s): {shown}/core\\x1b[31m\n" in err
+        assert f"diag: {shown}: left out 1 source or config file(s): {shown}/run\\x07.sh\n" in err
+    files = [f["path"] for f in json.loads(r.stdout)["files"]]
+    assert files == [f"{shown}/bad\\xff.log", f"{shown}/ctl\\x1b]0;owned\\x07.log", f"{shown}/sub\\x9b/bidi\\xe2\\x80\\xaegol.log"]

@@ -49,7 +49,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if not (os.path.isdir(p) or os.path.isfile(p)):  # what the loader reads
             raise UsageError(f"--rules {display(p)}: no such rule file or directory")
     rs = load_rules(args.rules)
-    args.paths = _each_file_once(_files_of(args.paths))
+    args.paths, unlisted = _files_of(args.paths)
+    args.paths = _each_file_once(args.paths)
     if not args.paths:
         print("diag: no log files to scan", file=sys.stderr)
         return 2
@@ -77,10 +78,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
         with progress:
             task = progress.add_task("scanning", total=total)
             for p in args.paths:
-                pipe.scan_path(p, args.format, progress=lambda n: progress.advance(task, n))
+                _left_out(p, pipe.scan_path(p, args.format, progress=lambda n: progress.advance(task, n)).left_out)
     else:
         for p in args.paths:
-            pipe.scan_path(p, args.format)
+            _left_out(p, pipe.scan_path(p, args.format).left_out)
     pipe.finish()
     bad = [s for s in pipe.sources if s.error]
     for s in bad:
@@ -96,32 +97,50 @@ def cmd_scan(args: argparse.Namespace) -> int:
         from diag.report.text import print_human  # (rich: only for a report people read)
 
         print_human(pipe, console(), verbose=args.verbose, summary=summary)
-    if bad:
+    if bad or unlisted:
         return 2
     return 1 if pipe.findings.worst() in ("error", "critical") else 0
 
 
-def _files_of(paths: list[str]) -> list[str]:
+def _files_of(paths: list[str]) -> tuple[list[str], bool]:
     """The paths, each directory replaced by the files below it (`diag.ingest.discover`): those
-    left out are said in one line per directory."""
-    from diag.fsname import display
+    left out are said in one line per directory, and so is a directory given again; and whether a
+    directory below one could not be listed (said, each in a line: input not read, exit status 2)."""
+    from diag.fsname import display, file_key
     from diag.ingest.discover import files_under
 
     out = []
+    unreadable = False
+    dirs: dict[str, str] = {}  # a directory's identity → the path it was first given as
     for p in paths:
         if p == "-" or not os.path.isdir(p):
             out.append(p)
             continue
-        found, binary, unlisted = files_under(p)
+        key = file_key(os.stat(p))
+        if key in dirs:
+            same = "given twice" if p == dirs[key] else f"the same directory as {display(dirs[key])}"
+            print(f"diag: {display(p)}: {same}; read once", file=sys.stderr)
+            continue
+        dirs[key] = p
+        found, left, unlisted = files_under(p)
         for why in unlisted:
             print(f"diag: {why}; not read", file=sys.stderr)
-        if binary:
-            more = f" and {len(binary) - 1} more" if len(binary) > 1 else ""
-            print(f"diag: {display(p)}: left out {len(binary)} binary file(s): {display(binary[0])}{more}", file=sys.stderr)
+        unreadable = unreadable or bool(unlisted)
+        _left_out(p, {why: [display(f) for f in files] for why, files in left.items()})
         if not found:
             print(f"diag: {display(p)}: no log files in it", file=sys.stderr)
         out.extend(found)
-    return out
+    return out, unreadable
+
+
+def _left_out(where: str, left: dict[str, list[str]]) -> None:
+    """A line for each kind of file that is no log (binary; source or config) a directory or an
+    archive at `where` holds (by why, display names)."""
+    from diag.fsname import display
+
+    for why, names in left.items():
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        print(f"diag: {display(where)}: left out {len(names)} {why} file(s): {names[0]}{more}", file=sys.stderr)
 
 
 def _each_file_once(paths: list[str]) -> list[str]:

@@ -14,7 +14,8 @@ their display form (`diag.fsname.display`): a member's name is whatever the arch
 (control characters, `..`, an absolute path are only text here: nothing is written). Every regular
 file is read, in the archive's order (a tar compressed with gzip, bzip2 or xz is read once, as a
 stream); directories, links, devices and FIFOs are passed over, as `diag scan` reads only regular
-files. A member that is itself a tar or zip is not opened ("nested archive: unpack it"): a zip is
+files, and so is a binary file (a core file, a screenshot) or code or a config by its name, as
+`diag scan DIR` leaves one out (`diag.ingest.discover.left_out`). A member that is itself a tar or zip is not opened ("nested archive: unpack it"): a zip is
 read by seeking, which a member is not, and archives within archives would want bounds of their own.
 
 What cannot be read is one line for the member or the archive, and the rest goes on where it can:
@@ -39,7 +40,8 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from diag.fsname import display, text
-from diag.ingest.reader import Bundle, InputError, open_stream
+from diag.ingest.discover import HEAD as BINARY_HEAD, left_out
+from diag.ingest.reader import Bundle, InputError, open_stream, rewound
 
 MAX_ENTRIES = 20_000  # files, directories and links: an archive of a million empty files is no support bundle
 SEP = ":"  # between the archive's name and the member's, in a member's source name
@@ -59,12 +61,14 @@ class CorruptArchive(OSError):
 @dataclass
 class Member:
     """One member to read: its source name, its modification time, and the stream of the log it
-    holds (`f`), or why it is not read (`error`, one line naming it)."""
+    holds (`f`), or why it is not read (`error`, one line naming it; `left_out`: a core file, a
+    screenshot, a script, left out as `diag scan DIR` leaves one out: `discover.left_out`'s why)."""
 
     name: str
     mtime: float | None = None
     f: BinaryIO | None = None
     error: str | None = None
+    left_out: str | None = None
 
 
 def source_name(archive: str, member: str) -> str:
@@ -112,14 +116,21 @@ class _MemberStream:
             pass
 
 
-def _opened(name: str, raw: _MemberStream) -> tuple[BinaryIO | None, str | None]:
-    """A member's stream through `open_stream` (gunzipped, decoded), or why it is not read."""
+def _opened(name: str, mtime: float | None, raw: _MemberStream) -> Member:
+    """The member `name` with its stream through `open_stream` (gunzipped, decoded), or why it is
+    not read; a binary file, code or a config (`diag.ingest.discover.left_out`: read as a log, a core
+    file's memory would raise findings and show what it held) is left out."""
+    head, f = rewound(raw, False)  # type: ignore[arg-type]
+    why = left_out(name, head[:BINARY_HEAD])
+    if why is not None and not raw.broken:  # (one the archive breaks in says so as it is read)
+        f.close()
+        return Member(name, mtime, left_out=why)
     try:
-        return open_stream(raw, name), None  # type: ignore[arg-type]
+        return Member(name, mtime, open_stream(f, name))
     except Bundle:
-        return None, f"{name}: nested archive: unpack it"
+        return Member(name, mtime, error=f"{name}: nested archive: unpack it")
     except InputError as exc:
-        return None, str(exc)
+        return Member(name, mtime, error=str(exc))
 
 
 class _Seen:
@@ -172,8 +183,7 @@ def _tar_members(path: str) -> Iterator[Member]:
                         continue
                     data = tf.extractfile(info) if info.sparse is not None else _TarData(tf, info)
                     current = _MemberStream(data, "the archive is truncated or corrupt here; the files after it not read")  # type: ignore[arg-type]
-                    f, why = _opened(name, current)
-                    yield Member(name, float(info.mtime), f, why)
+                    yield _opened(name, float(info.mtime), current)
                     if current.broken:
                         return  # said as that member's error: the archive ends there
                 _rest_is_empty(tf, arch, last)
@@ -255,8 +265,7 @@ def _zip_members(path: str) -> Iterator[Member]:
             except BROKEN as exc:
                 yield Member(name, mtime, error=f"{name}: corrupt ({_why(exc)}); not read")
                 continue
-            f, why = _opened(name, _MemberStream(opened, "corrupt member"))  # type: ignore[arg-type]
-            yield Member(name, mtime, f, why)
+            yield _opened(name, mtime, _MemberStream(opened, "corrupt member"))  # type: ignore[arg-type]
 
 
 def _regular(info: zipfile.ZipInfo) -> bool:

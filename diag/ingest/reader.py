@@ -232,17 +232,16 @@ def decompressor(head: bytes) -> Callable[[BinaryIO], BinaryIO] | None:
 
 
 def open_source(path: str) -> tuple[BinaryIO, float | None]:
-    """Open a path (`-` for stdin; `.gz`, UTF-16 and container runtimes' files transparently) and
+    """Open a path (`-` for stdin; compressed, UTF-16 and container runtimes' files transparently) and
     return it with its mtime. An archive of several files raises `Bundle`.
 
     The modification time gives a year to timestamps that have none (vLLM's `MM-DD`).
     """
-    if path == "-":
-        stdin = sys.stdin.buffer
-        head = stdin.peek(HEAD) if hasattr(stdin, "peek") else b""
-        if bundle_kind(head) is not None:  # (a pipe is read once: an archive's members are read from its path)
-            raise InputError("-: an archive of several files on standard input: give its path (diag scan logs.tgz)")
-        return _decoded(stdin, head), None
+    if path == "-":  # decompressed and decoded as a file is (`cat vllm.log.1.gz | diag scan -`)
+        try:
+            return open_stream(sys.stdin.buffer, "-"), None
+        except Bundle:  # (a pipe is read once: an archive's members are read from its path)
+            raise InputError("-: an archive of several files on standard input: give its path (diag scan logs.tgz)") from None
     name = display(path)  # for the messages: text whatever the name's bytes (diag.fsname)
     try:
         st = os.stat(path)
@@ -268,13 +267,15 @@ def open_stream(f: BinaryIO, name: str) -> BinaryIO:
     `f` need not be seekable (a member of a compressed tar is read once, in order): its first bytes
     are read again from memory then."""
     seekable = f.seekable()
-    head, f = _rewound(f, seekable)
+    head, f = rewound(f, seekable)
     opener = decompressor(head)
     if opener is not None:
         f = opener(f)
-        head, f = _rewound(f, seekable)  # (a corrupt archive: reading it says so, `read_chunks`)
+        head, f = rewound(f, seekable)  # (a corrupt archive: reading it says so, `read_chunks`)
     elif head.startswith(_ZSTD):
         f.close()
+        if name.endswith((".tar.zst", ".tzst")):  # (a bundle on stdin is refused: its members are read from its path)
+            raise InputError(f"{name}: zstd-compressed, which Python cannot read: zstd -d {name}, then scan the tar it writes")
         raise InputError(f"{name}: zstd-compressed, which Python cannot read: zstd -dc {name} | diag scan -")
     kind = bundle_kind(head)
     if kind is not None:  # read as a log, its members' lines would run together between binary headers
@@ -285,29 +286,32 @@ def open_stream(f: BinaryIO, name: str) -> BinaryIO:
     return _decoded(f, head)
 
 
-def _rewound(f: BinaryIO, seekable: bool) -> tuple[bytes, BinaryIO]:
+def rewound(f: BinaryIO, seekable: bool) -> tuple[bytes, BinaryIO]:
     """`f`'s first bytes, and `f` to read from its start again (`seekable`: the file under it is).
     A stream that breaks within them (a truncated archive) gives those before the break, and
     reading it again raises there."""
-    read = getattr(f, "read1", f.read)
-    parts: list[bytes] = []
-    got = 0
-    broke: BaseException | None = None
-    while got < HEAD:
-        try:
-            data = read(HEAD - got)
-        except BROKEN as exc:
-            broke = exc
-            break
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    head = b"".join(parts)
+    head, broke = _gathered(getattr(f, "read1", f.read), HEAD)
     if seekable:
         f.seek(0)  # (read again, it breaks again)
         return head, f
     return head, _Replayed(head, f, broke)  # type: ignore[return-value]
+
+
+def _gathered(read: Callable[[int], bytes], size: int) -> tuple[bytes, BaseException | None]:
+    """`size` bytes (fewer at the end) by calls of `read` (a `read1`: each returns what there is),
+    and the error that cut them short, if one did: the bytes before it are kept."""
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        try:
+            data = read(size - got)
+        except BROKEN as exc:
+            return b"".join(parts), exc
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), None
 
 
 class _Replayed(DecodedSource):
@@ -330,6 +334,12 @@ class _Replayed(DecodedSource):
             exc, self._broke = self._broke, None
             raise exc
         return self._raw.read(size)
+
+    def read1(self, size: int = -1) -> bytes:
+        """`read`, by the stream's own `read1` once its first bytes are read again (`read_chunks`)."""
+        if self._head or self._broke is not None:
+            return self.read(size)
+        return getattr(self._raw, "read1", self._raw.read)(size)
 
 
 def bundle_kind(head: bytes) -> str | None:
@@ -370,15 +380,25 @@ def _decoded(f: BinaryIO, head: bytes) -> BinaryIO:
 
 
 def read_chunks(f: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
-    """A whole stream in chunks; a read error (truncated or corrupt archive, I/O error) is an InputError."""
+    """A whole stream in chunks; a read error (truncated or corrupt archive, I/O error) is an InputError,
+    raised after the bytes read before it. A chunk is gathered with `read1` where the stream has it:
+    a decompressor's `read(n)` that breaks (a rotation cut short) loses what it had decompressed."""
+    read1 = getattr(f, "read1", None)
     while True:
-        try:
-            data = f.read(size)
-        except BROKEN as exc:  # truncated or corrupt archive, I/O error
-            raise InputError(f"read failed: {type(exc).__name__}: {exc}") from None
+        broke: BaseException | None = None
+        if read1 is None:
+            try:
+                data = f.read(size)
+            except BROKEN as exc:  # truncated or corrupt archive, I/O error
+                broke, data = exc, b""
+        else:
+            data, broke = _gathered(read1, size)
+        if data:
+            yield data
+        if broke is not None:
+            raise InputError(f"read failed: {type(broke).__name__}: {broke}") from None
         if not data:
             return
-        yield data
 
 
 def read_lines(f: BinaryIO, max_line: int = DEFAULT_MAX_LINE, splitter: LineSplitter | None = None) -> Iterator[Line]:
