@@ -328,3 +328,14 @@ def test_names_below_a_directory_are_printed_escaped(tmp_path: Path):
         assert f"diag: {shown}: left out 1 source or config file(s): {shown}/run\\x07.sh\n" in err
     files = [f["path"] for f in json.loads(r.stdout)["files"]]
     assert files == [f"{shown}/bad\\xff.log", f"{shown}/ctl\\x1b]0;owned\\x07.log", f"{shown}/sub\\x9b/bidi\\xe2\\x80\\xaegol.log"]
+
+
+def test_a_zstd_rotation_in_a_directory_says_how_to_read_it(tmp_path: Path):
+    """logrotate with `compresscmd zstd`: the rotation is named in one line with the command that
+    reads it, not left out as binary."""
+    shutil.copy(REAL / "text.log", tmp_path / "vllm.log")
+    (tmp_path / "vllm.log.1.zst").write_bytes(b"\x28\xb5\x2f\xfd\x00\x58" + os.urandom(64))
+    r = _scan("--json", str(tmp_path))
+    assert r.returncode == 2
+    assert "vllm.log.1.zst: zstd-compressed" in r.stderr and "binary" not in r.stderr, r.stderr
+    assert [f["path"] for f in _doc(r)["files"]][0] == str(tmp_path / "vllm.log")

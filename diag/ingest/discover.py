@@ -21,7 +21,7 @@ import re
 
 from diag.fsname import display
 from diag.ingest.containerlog import container_format
-from diag.ingest.reader import bundle_kind, decompressor
+from diag.ingest.reader import ZSTD, bundle_kind, decompressor
 from diag.ingest.utf16 import utf16_encoding
 
 HEAD = 8192  # bytes looked at to tell a log from a binary file
@@ -38,7 +38,7 @@ def is_binary(head: bytes) -> bool:
     if b"\x00" not in head:
         return False
     if (decompressor(head) is not None or bundle_kind(head) is not None or utf16_encoding(head) is not None
-            or container_format(head) is not None):
+            or container_format(head) is not None or head.startswith(ZSTD)):  # (zstd: scan says how to read it)
         return False
     return b"\x00" in _NUL_RUN.sub(b"", head.strip(b"\x00"))
 

@@ -210,7 +210,7 @@ HEAD = 1 << 16  # what a source's kind is judged from
 _GZIP = b"\x1f\x8b"
 _BZIP2 = b"BZh"
 _XZ = b"\xfd7zXZ\x00"
-_ZSTD = b"\x28\xb5\x2f\xfd"
+ZSTD = b"\x28\xb5\x2f\xfd"  # a zstd frame: no reader in the standard library, refused in one line that says how to read it
 # What logrotate's `compress` (and compresscmd bzip2 / xz) writes, by its first bytes, read as a
 # stream: a rotated log is scanned as the text it was.
 DECOMPRESSORS: dict[bytes, Callable[[BinaryIO], BinaryIO]] = {
@@ -272,7 +272,7 @@ def open_stream(f: BinaryIO, name: str) -> BinaryIO:
     if opener is not None:
         f = opener(f)
         head, f = rewound(f, seekable)  # (a corrupt archive: reading it says so, `read_chunks`)
-    elif head.startswith(_ZSTD):
+    elif head.startswith(ZSTD):
         f.close()
         if name.endswith((".tar.zst", ".tzst")):  # (a bundle on stdin is refused: its members are read from its path)
             raise InputError(f"{name}: zstd-compressed, which Python cannot read: zstd -d {name}, then scan the tar it writes")
