@@ -103,6 +103,7 @@ def run(ctx: Context, only: list[str] | None = None) -> list[Result]:
         raise ValueError(f"unknown check(s): {', '.join(unknown)} (see --list-checks)")
     results = []
     try:
+        _read_logs_first(ctx)
         for cid, (_desc, fn) in checks.items():
             if only and cid not in only:
                 continue
@@ -117,6 +118,23 @@ def run(ctx: Context, only: list[str] | None = None) -> list[Result]:
     finally:
         ctx.close()
     return results
+
+
+def _read_logs_first(ctx: Context) -> None:
+    """The logs as they were before this run's probes, read once for every check that uses them.
+
+    Some probes are answered with an error on purpose: an image sent to a text-only server, one image
+    more than --limit-mm-per-prompt allows (400 both). Read after them, the log held doctor's own
+    requests, and the logs check reported the server's refusals of them as the server's findings. A
+    failure here is the logs check's to report (it reads again and says what is wrong)."""
+    if not ctx.logs:
+        return
+    from diag.doctor.checks import host
+
+    try:
+        host.scan_logs(ctx)
+    except Exception:  # noqa: BLE001 - see the docstring
+        ctx._log_pipe = None
 
 
 def verdict(results: list[Result]) -> str:
