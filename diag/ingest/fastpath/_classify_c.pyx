@@ -148,6 +148,17 @@ cdef Py_ssize_t _vllm(const unsigned char *s, Py_ssize_t n, _Vllm *m, Py_ssize_t
     return -1
 
 
+cdef inline Py_ssize_t _fraction(const unsigned char *s, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
+    """`(?:\.[0-9]+)?` at `i` (a time's fraction of a second): where it ends, or -1 (a dot, no digit)."""
+    if i < n and s[i] == 46:
+        i += 1
+        if i >= n or not _digit(s[i]):
+            return -1
+        while i < n and _digit(s[i]):
+            i += 1
+    return i
+
+
 cdef Py_ssize_t _docker_ts(const unsigned char *s, Py_ssize_t n) noexcept nogil:
     """classify._TS.match (wrappers.DOCKER_TS with a zone, ASCII digits): its end (the space
     after it included), or -1. `[0-9]+` and the zone are each followed by a byte they exclude, so
@@ -160,13 +171,9 @@ cdef Py_ssize_t _docker_ts(const unsigned char *s, Py_ssize_t n) noexcept nogil:
             and _digit(s[12]) and s[13] == 58 and _digit(s[14]) and _digit(s[15]) and s[16] == 58
             and _digit(s[17]) and _digit(s[18])):
         return -1
-    i = 19
-    if i < n and s[i] == 46:  # (?:\.[0-9]+)?
-        i += 1
-        if i >= n or not _digit(s[i]):
-            return -1
-        while i < n and _digit(s[i]):
-            i += 1
+    i = _fraction(s, n, 19)
+    if i < 0:
+        return -1
     if i < n and s[i] == 90:  # Z
         i += 1
     elif i < n and (s[i] == 43 or s[i] == 45):  # [+-][0-9][0-9]:?[0-9][0-9]
@@ -203,14 +210,8 @@ cdef Py_ssize_t _journal(const unsigned char *s, Py_ssize_t n) noexcept nogil:
     if not (s[3] == 32 and (s[4] == 32 or _digit(s[4])) and _digit(s[5]) and s[6] == 32 and _digit(s[7]) and _digit(s[8])
             and s[9] == 58 and _digit(s[10]) and _digit(s[11]) and s[12] == 58 and _digit(s[13]) and _digit(s[14])):
         return -1
-    i = 15
-    if i < n and s[i] == 46:  # (?:\.[0-9]+)?
-        i += 1
-        if i >= n or not _digit(s[i]):
-            return -1
-        while i < n and _digit(s[i]):
-            i += 1
-    if i >= n or s[i] != 32:
+    i = _fraction(s, n, 15)
+    if i < 0 or i >= n or s[i] != 32:
         return -1
     i += 1
     if i >= n or not _graph(s[i]):  # the host: [\x21-\x7e]+ then a space
