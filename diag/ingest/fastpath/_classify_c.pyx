@@ -453,17 +453,11 @@ def split_classify(body, max_line, crlf=False):
             last = s[n - 1]
             w = 0
             wrap = None
-            stamped = False
-            if _digit(s[0]):  # a runtime's time first? (24: where wrappers.strip tries KServe's logger names)
-                w = _docker_ts(s, n)
-                if w < 0 or (w == 24 and s[19] == 46) or w >= n:
-                    w = -1
-                else:
-                    stamped = True
-                    wrap = PyUnicode_DecodeASCII(base + pos, w, NULL)
-            elif s[3] == 32 and 65 <= s[0] <= 90:  # journalctl's `Mon dd hh:mm:ss `?
-                w = _journal(s, n)
-                if w < 0 or w >= n:
+            stamped = _digit(s[0])  # a runtime's time first? (or journalctl's `Mon dd hh:mm:ss `?)
+            if stamped or (s[3] == 32 and 65 <= s[0] <= 90):
+                w = _docker_ts(s, n) if stamped else _journal(s, n)
+                # (24: the length of a time after which wrappers.strip tries KServe's logger names)
+                if w < 0 or w >= n or (stamped and w == 24 and s[19] == 46):
                     w = -1
                 else:
                     wrap = PyUnicode_DecodeASCII(base + pos, w, NULL)

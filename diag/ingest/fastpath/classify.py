@@ -103,18 +103,12 @@ def split_classify(body: bytes, max_line: int, crlf: bool = False) -> list:
                 or (226 in raw and _BIDI.search(raw) is not None)):  # 0xe2: a bidi control, which normalise takes out
             append(whole)
             continue
-        w, wrap, stamped = 0, None, False
-        if 48 <= raw[0] <= 57:  # a runtime's time first?
-            t = _TS.match(raw)
-            # (24: the length after which wrappers.strip tries KServe's logger names)
-            if t is None or (t.end() == 24 and raw[19] == 46) or t.end() >= n:
-                append(whole)
-                continue
-            w, stamped = t.end(), True
-            wrap = raw[:w].decode("ascii")
-        elif raw[3] == 32 and 65 <= raw[0] <= 90:  # journalctl's `Mon dd hh:mm:ss `?
-            t = _JOURNAL.match(raw)
-            if t is None or t.end() >= n:
+        w, wrap, first = 0, None, raw[0]
+        stamped = 48 <= first <= 57  # a runtime's time first? (or journalctl's `Mon dd hh:mm:ss `?)
+        if stamped or (raw[3] == 32 and 65 <= first <= 90):
+            t = (_TS if stamped else _JOURNAL).match(raw)
+            # (24: the length of a time after which wrappers.strip tries KServe's logger names)
+            if t is None or t.end() >= n or (stamped and t.end() == 24 and raw[19] == 46):
                 append(whole)
                 continue
             w = t.end()

@@ -11,25 +11,30 @@ from diag.ingest.fastpath import classify as C
 from diag.parsing.source import SourceParser
 from diag.parsing.formats import uvicorn, vllm
 from diag.parsing.wrappers import rfc3339, strip
-
-
-def unwrap(prefix: str, ctx) -> int | None:
-    """journalctl's prefix of a line the fast path takes (`classify`'s `wrap`): read by
-    `wrappers.strip` itself, as the full path reads it (its time from the source's clock, in the
-    line's order; its width, by which journalctl indents a message's next lines; its pid, the
-    line's unless a process tag names one). Returns that pid."""
-    strip(prefix, ctx)
-    return ctx.pid
-
-
-def wrap_time(prefix: str, ctx) -> float | None:
-    """The time of a line that has none of its own, from what came before it (`classify`'s `wrap`):
-    a container runtime's (read here, only when it is needed) or journalctl's (read by `unwrap`)."""
-    return rfc3339(prefix[:-1]) if prefix[0] <= "9" else ctx.wrap_ts
 from diag.ingest.reader import CHUNK, Line, LineSplitter, normalise, read_chunks
 
 if TYPE_CHECKING:
     from diag.pipeline import Pipeline
+
+
+def unwrap(prefix: str | None, ctx) -> int | None:
+    """journalctl's prefix of a line the fast path takes (`classify`'s `wrap`): read by
+    `wrappers.strip` itself, as the full path reads it (its time from the source's clock, in the
+    line's order, before the line's own time is read; its width, by which journalctl indents a
+    message's next lines; its pid, the line's unless a process tag names one). Returns that pid;
+    None, and nothing read, for no prefix or a container runtime's time (`wrap_time` reads it)."""
+    if prefix is None or prefix[0] <= "9":
+        return None
+    strip(prefix, ctx)
+    return ctx.pid
+
+
+def wrap_time(prefix: str | None, ctx) -> float | None:
+    """The time of a line that has none of its own, from what came before it (`classify`'s `wrap`):
+    a container runtime's (read here, only when it is needed) or journalctl's (read by `unwrap`)."""
+    if prefix is None:
+        return None
+    return rfc3339(prefix[:-1]) if prefix[0] <= "9" else ctx.wrap_ts
 
 
 class FastSource:
@@ -161,15 +166,15 @@ class FastSource:
                     continue
                 try:
                     wrap = rec[11]
-                    wrap_pid = unwrap(wrap, ctx) if wrap is not None and wrap[0] > "9" else None  # journalctl's (see PlainWay)
+                    wrap_pid = unwrap(wrap, ctx)
                     if kind == ACCESS:
                         _, _, client, method, hpath, status, msg, _, _, _, _, _ = rec
-                        ev = Event(path, lineno, "uvicorn", LOG, "INFO", None if wrap is None else wrap_time(wrap, ctx), msg, None, wrap_pid)
+                        ev = Event(path, lineno, "uvicorn", LOG, "INFO", wrap_time(wrap, ctx), msg, None, wrap_pid)
                         access_fields(ev, client, method, hpath, status)
                     else:
                         _, _, proc, pid, stamp, src, msg, _, _, _, _, _ = rec
                         ts = stamp_time(stamp, ctx)
-                        if ts is None and wrap is not None:  # (as the full path: a wrapper's time for a line without one)
+                        if ts is None:  # (as the full path: a wrapper's time for a line without one)
                             ts = wrap_time(wrap, ctx)
                         ev = Event(path, lineno, "vllm", LOG, "INFO", ts, msg, proc, pid if proc is not None else wrap_pid, src)
                         classify_msg(ev, msg)
@@ -220,7 +225,6 @@ class PlainWay:
         path = parser.path
         try:  # is it the plain case? (changes nothing)
             wrap = rec[11]
-            wrap_pid = unwrap(wrap, parser.ctx) if wrap is not None and wrap[0] > "9" else None  # journalctl's
             if access:
                 _, raw, client, method, hpath, status, msg, _, _, _, _, _ = rec
                 needles = self.access_needles
@@ -233,11 +237,11 @@ class PlainWay:
                 t = asm.plain_access(path, method, hpath)
                 if t is None:
                     return False
-                fmt, proc, pid, ts = "uvicorn", None, wrap_pid, None if wrap is None else wrap_time(wrap, parser.ctx)
+                fmt, proc = "uvicorn", None
+                pid = unwrap(wrap, parser.ctx)  # (once the line is known to be plain: reading it moves the clock)
+                ts = wrap_time(wrap, parser.ctx)
             else:
                 _, raw, proc, pid, stamp, _, msg, _, _, rid, _, _ = rec
-                if proc is None:
-                    pid = wrap_pid
                 if is_received:
                     if not self.open_received:
                         return False
@@ -258,8 +262,11 @@ class PlainWay:
                     found = asm.plain_added(path, rid) if rid else None
                     if found is None:
                         return False
+                wrap_pid = unwrap(wrap, parser.ctx)  # (before the line's own time, as the full path reads them)
+                if proc is None:
+                    pid = wrap_pid
                 fmt, ts = "vllm", self.stamp_time(stamp, parser.ctx)
-                if ts is None and wrap is not None:
+                if ts is None:
                     ts = wrap_time(wrap, parser.ctx)
         except Exception:  # noqa: BLE001 - the event's way parses the line again and records what it meets
             return False
