@@ -30,7 +30,7 @@ import pytest
 
 from conftest import CANARY, CANARY_TEXT, CORPUS, wait_for
 
-from diag.ingest.containerfollow import ContainerRecords
+from diag.ingest.containerlog import ContainerRecords
 from diag.ingest.containerlog import ContainerLogSource
 from diag.store import counters
 from diag.store.db import Store

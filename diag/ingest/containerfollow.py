@@ -13,7 +13,8 @@ What the follower stores, though, are offsets in the file's own bytes: it resume
 truncation and commits by them. The parser's safe offset is in the decoded bytes' coordinates
 (which begin at the raw offset the reader started at); `ContainerRecords` keeps, per decoded line
 handed on, where it ends in both coordinates (and its line number) while nothing is held in the
-decoder, and `raw_at` turns a decoded safe offset into the raw offset of the same record boundary:
+decoder (`diag.ingest.containerlog.ContainerRecords`, the one `diag scan` reads with too, without
+the marks), and `raw_at` turns a decoded safe offset into the raw offset of the same record boundary:
 resuming there decodes again exactly the lines not yet committed. A half record at the end of
 the file waits (the raw offset stays before it), and so does a line's `P` piece whose `F` has not
 come yet; `flush` takes them as they are when the writer has gone quiet, as the follower takes a
@@ -28,89 +29,10 @@ held): a restart after it reads those few lines again. Nothing is lost either wa
 
 from __future__ import annotations
 
-from collections import deque
-
-from diag.ingest.containerlog import MAX_CARRY, RecordDecoder
+from diag.ingest.containerlog import ContainerRecords
 from diag.ingest.reader import Line, LineSplitter, crlf_ends
 
 HEAD_BYTES = 64 << 10  # a file's first bytes its format (and a resumed file's line ends) are judged from
-
-
-class ContainerRecords:
-    """One followed file's raw bytes, read on from raw offset `offset` (line `lineno`), turned into
-    the server's lines; decoded offsets start at `offset` too, so the splitter and parser of a
-    reader that started there go on as they are."""
-
-    def __init__(self, fmt: str, offset: int, lineno: int):
-        self.fmt = fmt
-        self._records = RecordDecoder(fmt)
-        self._carry = b""
-        self._raw = offset  # raw offset just past the last record taken (where the carry begins)
-        self._dec = offset  # decoded offset: the end of what was handed on
-        self._lineno = lineno  # decoded lines handed on (as the splitter counts them)
-        # (decoded end, raw end, line number) at each point where nothing was held: oldest first,
-        # pruned as commits pass them (`raw_at`)
-        self._marks: deque[tuple[int, int, int]] = deque([(offset, offset, lineno)])
-
-    @property
-    def holding(self) -> bool:
-        """A half record, or pieces of a line, are waiting for the rest."""
-        return bool(self._carry) or self._records.holding
-
-    def feed(self, data: bytes) -> bytes:
-        """The decoded lines the raw bytes `data` complete (the rest waits for the next read)."""
-        buf = self._carry + data if self._carry else data
-        last = buf.rfind(b"\n")
-        if last < 0:
-            if len(buf) > MAX_CARRY:  # no record is this long: passed on as it is, as scan does (the splitter cuts it)
-                self._carry = b""
-                self._raw += len(buf)
-                self._dec += len(buf)
-                return buf
-            self._carry = buf
-            return b""
-        self._carry = buf[last + 1:]
-        records, marks = self._records, self._marks
-        line_of = records.line
-        raw, dec, lineno = self._raw, self._dec, self._lineno
-        parts = []
-        for rec in buf[:last].split(b"\n"):
-            raw += len(rec) + 1
-            out = line_of(rec)
-            if out:
-                parts.append(out)
-                dec += len(out)
-                lineno += out.count(b"\n")
-                if not records.holding:
-                    marks.append((dec, raw, lineno))
-        self._raw, self._dec, self._lineno = raw, dec, lineno
-        return b"".join(parts)
-
-    def flush(self) -> bytes:
-        """What waits (a half record, a line's pieces), as it is: the writer went quiet, or its file ended."""
-        out = b""
-        if self._carry:
-            self._raw += len(self._carry)
-            out = self._records.line(self._carry)
-            self._carry = b""
-        out += self._records.end_pieces()
-        if out:
-            self._dec += len(out)
-            self._lineno += out.count(b"\n")
-            self._marks.append((self._dec, self._raw, self._lineno))
-        return out
-
-    def raw_at(self, offset: int, lineno: int) -> tuple[int, int]:
-        """The raw (offset, line number) to commit for the decoded safe position (`offset`, `lineno`):
-        the same boundary, or the last one before it where nothing was held. Marks before it are
-        dropped (commits only move forward)."""
-        marks = self._marks
-        while len(marks) > 1 and marks[1][0] <= offset:
-            marks.popleft()
-        dec, raw, at = marks[0]
-        if dec == offset:
-            return raw, lineno
-        return raw, at
 
 
 class DecodedSplitter:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
 from typing import BinaryIO
 
 from diag.ingest.decoded import DecodedSource
@@ -101,27 +102,95 @@ class RecordDecoder:
         return out
 
 
-class ContainerLogSource(DecodedSource):
-    """A runtime's log file read as `<time> <line>` lines (see the module doc): a read returns the
-    lines the bytes read complete (`RecordDecoder`)."""
+class ContainerRecords:
+    """A runtime's file's raw bytes, read on from raw offset `offset` (line `lineno`), turned into
+    the server's lines: the records each read completes, a record it cuts held for the next. For
+    the daemon (`diag.ingest.containerfollow`) it also marks where each line handed on ends in
+    both coordinates (`raw_at`); decoded offsets start at `offset` too, so the splitter and parser
+    of a reader that started there go on as they are. `track=False`: no marks (`diag scan`)."""
 
-    def __init__(self, raw: BinaryIO, fmt: str):
-        super().__init__(raw)
+    def __init__(self, fmt: str, offset: int = 0, lineno: int = 0, track: bool = True):
+        self.fmt = fmt
+        self._track = track  # (what `diag scan` reads needs no raw offsets: `ContainerLogSource`)
         self._records = RecordDecoder(fmt)
         self._carry = b""
+        self._raw = offset  # raw offset just past the last record taken (where the carry begins)
+        self._dec = offset  # decoded offset: the end of what was handed on
+        self._lineno = lineno  # decoded lines handed on (as the splitter counts them)
+        # (decoded end, raw end, line number) at each point where nothing was held: oldest first,
+        # pruned as commits pass them (`raw_at`)
+        self._marks: deque[tuple[int, int, int]] = deque([(offset, offset, lineno)])
 
-    def _decode(self, data: bytes, final: bool) -> bytes:
-        records = self._records
-        if final:
-            tail, self._carry = self._carry, b""
-            return (records.line(tail) if tail else b"") + records.end_pieces()
-        buf = self._carry + data
+    @property
+    def holding(self) -> bool:
+        """A half record, or pieces of a line, are waiting for the rest."""
+        return bool(self._carry) or self._records.holding
+
+    def feed(self, data: bytes) -> bytes:
+        """The decoded lines the raw bytes `data` complete (the rest waits for the next read)."""
+        buf = self._carry + data if self._carry else data
         last = buf.rfind(b"\n")
         if last < 0:
-            if len(buf) > MAX_CARRY:
+            if len(buf) > MAX_CARRY:  # no record is this long: passed on as it is, as scan does (the splitter cuts it)
                 self._carry = b""
+                self._raw += len(buf)
+                self._dec += len(buf)
                 return buf
             self._carry = buf
             return b""
         self._carry = buf[last + 1:]
-        return b"".join(map(records.line, buf[:last].split(b"\n")))
+        if not self._track:
+            return b"".join(map(self._records.line, buf[:last].split(b"\n")))
+        records, marks = self._records, self._marks
+        line_of = records.line
+        raw, dec, lineno = self._raw, self._dec, self._lineno
+        parts = []
+        for rec in buf[:last].split(b"\n"):
+            raw += len(rec) + 1
+            out = line_of(rec)
+            if out:
+                parts.append(out)
+                dec += len(out)
+                lineno += out.count(b"\n")
+                if not records.holding:
+                    marks.append((dec, raw, lineno))
+        self._raw, self._dec, self._lineno = raw, dec, lineno
+        return b"".join(parts)
+
+    def flush(self) -> bytes:
+        """What waits (a half record, a line's pieces), as it is: the writer went quiet, or its file ended."""
+        out = b""
+        if self._carry:
+            self._raw += len(self._carry)
+            out = self._records.line(self._carry)
+            self._carry = b""
+        out += self._records.end_pieces()
+        if out and self._track:
+            self._dec += len(out)
+            self._lineno += out.count(b"\n")
+            self._marks.append((self._dec, self._raw, self._lineno))
+        return out
+
+    def raw_at(self, offset: int, lineno: int) -> tuple[int, int]:
+        """The raw (offset, line number) to commit for the decoded safe position (`offset`, `lineno`):
+        the same boundary, or the last one before it where nothing was held. Marks before it are
+        dropped (commits only move forward)."""
+        marks = self._marks
+        while len(marks) > 1 and marks[1][0] <= offset:
+            marks.popleft()
+        dec, raw, at = marks[0]
+        if dec == offset:
+            return raw, lineno
+        return raw, at
+
+
+class ContainerLogSource(DecodedSource):
+    """A runtime's log file read as `<time> <line>` lines (see the module doc): a read returns the
+    lines the bytes read complete (`ContainerRecords`, the daemon's reader of these files too)."""
+
+    def __init__(self, raw: BinaryIO, fmt: str):
+        super().__init__(raw)
+        self._records = ContainerRecords(fmt, track=False)
+
+    def _decode(self, data: bytes, final: bool) -> bytes:
+        return self._records.flush() if final else self._records.feed(data)

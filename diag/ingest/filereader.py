@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diag.fsname import display
-from diag.ingest.containerfollow import HEAD_BYTES, ContainerRecords, DecodedSplitter, decoded_line_ends
-from diag.ingest.containerlog import container_format
+from diag.ingest.containerfollow import HEAD_BYTES, DecodedSplitter, decoded_line_ends
+from diag.ingest.containerlog import ContainerRecords, container_format
 from diag.ingest.reader import Line, LineSplitter
 from diag.ingest.utf16 import utf16_encoding
 from diag.parsing.source import SourceParser

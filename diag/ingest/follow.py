@@ -23,7 +23,7 @@ from typing import Callable
 from diag.daemon.config import Config, LogSpec
 from diag.fsname import display, file_key
 from diag.ingest.compressed import archived, find_archive, salvage_archive, take
-from diag.ingest.filereader import FP_BYTES, READ_CHUNK, FileReader, fingerprint_of, reader_at
+from diag.ingest.filereader import FP_BYTES, HEAD_BYTES, READ_CHUNK, FileReader, fingerprint_of, reader_at
 from diag.ingest.identity import COMPRESSED, UNCHANGED, FinishedFiles, prefix_of_followed, starts_with
 from diag.ingest.reader import Line, crlf_ends
 from diag.ingest.rotated_dirs import RotatedDirs
@@ -31,7 +31,6 @@ from diag.parsing.source import PARSERS
 from diag.store.db import SourceState
 
 log = logging.getLogger("diag")
-CRLF_HEAD = 64 << 10  # the first bytes of a resumed file its line ends are judged from
 SALVAGE_BUDGET = 64 * READ_CHUNK  # at most this much is read back from a copytruncate copy (memory: its lines are applied at once)
 
 
@@ -233,7 +232,7 @@ class Follower:
             # Line ends are judged from a file's first bytes (`crlf_ends`), not from where a resumed
             # reader starts: the daemon resumes at the start of a record it was assembling, whose
             # lines all end in vLLM's \r\n when the server had not written its last line yet.
-            r.splitter.crlf = crlf_ends(os.pread(f.fileno(), CRLF_HEAD, 0))
+            r.splitter.crlf = crlf_ends(os.pread(f.fileno(), HEAD_BYTES, 0))
         was_current = state.state == "active"  # as last committed: the path's file (a new state is "active" too)
         state.state = "rotated" if rotated else "active"
         if restart_at_zero:
