@@ -49,7 +49,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if not (os.path.isdir(p) or os.path.isfile(p)):  # what the loader reads
             raise UsageError(f"--rules {display(p)}: no such rule file or directory")
     rs = load_rules(args.rules)
-    args.paths, unlisted = _files_of(args.paths)
+    args.paths, unreadable = _files_of(args.paths)
     args.paths = _each_file_once(args.paths)
     if not args.paths:
         print("diag: no log files to scan", file=sys.stderr)
@@ -97,7 +97,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         from diag.report.text import print_human  # (rich: only for a report people read)
 
         print_human(pipe, console(), verbose=args.verbose, summary=summary)
-    if bad or unlisted:
+    if bad or unreadable:
         return 2
     return 1 if pipe.findings.worst() in ("error", "critical") else 0
 

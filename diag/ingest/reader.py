@@ -344,8 +344,9 @@ class _Replayed(DecodedSource):
 
 def bundle_kind(head: bytes) -> str | None:
     """An archive of several files (a support bundle), from its first bytes: "tar", "zip" or None.
-    A tar compressed with gzip (stdin: a file is gunzipped before), bzip2 or xz is told by
-    decompressing its first bytes."""
+    A tar compressed with gzip, bzip2 or xz is told by decompressing its first bytes (`open_stream`
+    decompresses a file before it asks and `discover` asks only of a file no decompressor takes, so
+    in practice this finds a tar compressed twice, which then gets the tar reader's one-line error)."""
     d: Any = None
     if head[:2] == _GZIP:
         d = zlib.decompressobj(wbits=31)
