@@ -170,14 +170,23 @@ def test_long_lines_garbage_partial_lines_and_permission_denied(tmp_path):
             f.write(b"x" * (10 * 1024 * 1024) + b"\n")  # 10 MB line
             f.write(os.urandom(100_000).replace(b"\n", b"") + b"\n")  # binary garbage
             f.write(b"\xff\xfe invalid utf-8 \x00 NUL\n")
+            # numbers no SQLite INTEGER holds (a stats line's counts: to_int keeps up to 30 digits)
+            f.write(b"(APIServer pid=1) INFO 11-22 18:27:00 [loggers.py:259] Engine 000: Avg prompt throughput: 1.0 tokens/s, "
+                    b"Avg generation throughput: 0.0 tokens/s, Running: 18446744073709551616999 reqs, "
+                    b"Waiting: -99999999999999999999 reqs, GPU KV cache usage: 12.5%\n")
+            f.write(b"(EngineCore pid=1) ERROR 11-22 18:27:00 [core.py:1] torch.OutOfMemoryError: CUDA out of memory. "
+                    b"Tried to allocate 1.00 GiB [repeated 99999999999999999999999x across cluster]\n")  # Ray's count
             f.write(b"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")  # no newline yet
-        wait_for(lambda: status(state)["findings"] >= 1, 30, "the unterminated last line to be flushed")
+        wait_for(lambda: status(state)["findings"] >= 2, 30, "the unterminated last line to be flushed")
         st = {s["path"]: s for s in status(state)["sources"]}
-        assert st[str(good)]["truncated_lines"] >= 1 and st[str(good)]["lines_read"] == 4
+        assert st[str(good)]["truncated_lines"] >= 1 and st[str(good)]["lines_read"] == 6
+        with sqlite3.connect(f"file:{state / 'diag.sqlite3'}?mode=ro", uri=True) as db:  # stored, the counts unknown
+            assert db.execute("SELECT running, waiting, kv_usage FROM engine_stats").fetchall() == [(None, None, 12.5)]
         locked.chmod(0o644)  # fixed: the daemon retries and reads it
-        wait_for(lambda: status(state)["findings"] >= 2, 30, "the file once readable")
+        wait_for(lambda: status(state)["findings"] >= 3, 30, "the file once readable")
         s = Store(state / "diag.sqlite3", readonly=True)
         assert {f["rule"] for f in s.findings()} == {"cuda-oom", "fatal-python-error"}
+        assert max(f["count"] for f in s.findings()) == (1 << 63) - 1  # Ray's count, as far as SQLite counts
         assert d.poll() is None  # still running
     finally:
         d.terminate()

@@ -188,13 +188,13 @@ class Store:
             if samples:
                 db.executemany("INSERT INTO engine_stats (source, ts, running, waiting, kv_usage, prompt_tps, gen_tps, scanned_path, scan_run) "
                                "VALUES (?,?,?,?,?,?,?,?,?)",
-                               [(s["source"], s["ts"], s.get("running"), s.get("waiting"), s.get("kv_usage"), s.get("prompt_tps"),
-                                 s.get("gen_tps"), origin(s["source"]), run) for s in samples])
+                               [(s["source"], s["ts"], _int64(s.get("running")), _int64(s.get("waiting")), s.get("kv_usage"),
+                                 s.get("prompt_tps"), s.get("gen_tps"), origin(s["source"]), run) for s in samples])
             db.executemany(
                 "INSERT INTO findings (rule, severity, category, title, ts, created_at, path, line, request_id, summary, remedy, fields, excerpt, "
                 "count, scanned_path, scan_run) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(h.rule.id, h.rule.severity, h.rule.category, h.rule.title, h.ts, now, h.path, h.line, h.request_id,
-                  _summary(h), h.rule.remedy, json.dumps(h.fields, ensure_ascii=False, default=str), h.excerpt, h.count,
+                  _summary(h), h.rule.remedy, json.dumps(h.fields, ensure_ascii=False, default=str), h.excerpt, min(h.count, _MAX_INT),
                   origin(h.path), run) for h in hits])
             if source_rows:
                 db.executemany(_SOURCE_UPSERT, source_rows)
@@ -408,6 +408,17 @@ def _kept(v: object) -> bool:
 # bound (sqlite3_bind_double sets the value through sqlite3VdbeMemSetDouble) or computed is NULL,
 # so NaN binds a NULL at the cost of a float (tests/test_store_bulk.py holds SQLite to that).
 _NULL = float("nan")
+
+
+_MAX_INT = (1 << 63) - 1  # SQLite's INTEGER: the sqlite3 module raises OverflowError past it
+
+
+def _int64(v: Any) -> Any:
+    """A number a log told (a stats line's running or waiting count), for an INTEGER column: one
+    past 64 bits is a malformed line's (`to_int` keeps up to 30 digits), unknown, NULL. Bound as it
+    was, it raised OverflowError, which is no sqlite3.Error: the commit, and the daemon, stopped
+    there (a Ray repeat count that long is a finding's count: `min` with `_MAX_INT`)."""
+    return None if v.__class__ is int and not -_MAX_INT - 1 <= v <= _MAX_INT else v
 
 
 def _trace_row(t: Trace, now: float, origin: str | None, run: str | None) -> tuple:
