@@ -140,7 +140,8 @@ def check_processes(ctx: Context) -> Result:
             status = WARN if status == OK else status
     except (psutil.Error, AttributeError):
         pass
-    summary = f"{kind} pid {pid} on port {port}, {len(tree)} processes, RSS {rss / GiB:.1f} GiB"
+    size = f"{rss / GiB:.1f} GiB" if rss >= GiB else f"{rss / 1024 ** 2:.0f} MiB"  # (a small model is not "0.0 GiB")
+    summary = f"{kind} pid {pid} on port {port}, {len(tree)} processes, RSS {size}"
     if problems:
         summary = "; ".join(problems)
     return Result("processes", status, summary, details, remedy=" ".join(remedies) or None)
