@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -24,6 +25,23 @@ def test_llamacpp_text_tasks():
     assert {"image-without-projector", "llamacpp-kv-exhausted", "llamacpp-context-exceeded"} <= set(f)
     assert f["llamacpp-context-exceeded"]["fields"] == {"tokens": "3406", "n_ctx": "512"}
     assert "llamacpp-alloc-failed" not in f  # "failed to find a memory slot" retries are not OOM
+
+
+def test_llamacpp_prompt_tokens_are_the_whole_prompt_not_what_the_cache_missed():
+    # corpus README, mmproj.log: task 35 is two images, prompt_tokens 54 in the response, 21 of them
+    # from the prompt cache, so `prompt eval` counts 33; text.log: task 52 repeats task 43's prompt,
+    # `n_past = 4, task.n_tokens() = 4`, and evaluates 1 token. The other tasks' evaluated counts
+    # were their whole prompts, and stay.
+    mm = traces(scan(LLAMA / "mmproj.log"))
+    assert [(mm[f"task-{n}"]["prompt_tokens"], mm[f"task-{n}"]["output_tokens"]) for n in (0, 18, 35, 52)] == \
+        [(45, 16), (41, 16), (54, 16), (18, 16)]
+    text = traces(scan(LLAMA / "text.log"))
+    assert text["task-52"]["prompt_tokens"] == text["task-43"]["prompt_tokens"] == 4
+    # the verbose log says each prompt's size itself (`new prompt, ... task.n_tokens = N`): the same
+    verbose = (LLAMA / "mmproj-verbose.log").read_text(encoding="utf-8", errors="replace")
+    said = {f"task-{m[0]}": int(m[1]) for m in re.findall(r"task (\d+) \| new prompt, .*task\.n_tokens = (\d+)", verbose)}
+    got = traces(scan(LLAMA / "mmproj-verbose.log"))
+    assert len(said) == 4 and {i: got[i]["prompt_tokens"] for i in said} == said
 
 
 @pytest.mark.parametrize("name, n", [("mmproj.log", 4), ("mmproj-verbose.log", 4), ("jsonl-stdout.log", 3),

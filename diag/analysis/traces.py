@@ -40,6 +40,22 @@ def _measured(t: Trace, f: dict[str, Any]) -> None:
             setattr(t, key, v)
 
 
+def _whole_prompt(t: Trace, slot_tokens: int | None, truncated: bool | None) -> None:
+    """llama.cpp's `prompt eval time = … / N tokens` counts the tokens it evaluated, not those its
+    prompt cache already held: a repeated system prompt reads as 1 token. The slot's release says
+    how many tokens its cache holds (`stop processing: n_tokens = N`, the `slot_tokens` field): the
+    whole prompt and every generated token but the last (sampled, never decoded), so the prompt is
+    `N - output_tokens + 1`, checked against the `n_past` / `task.n_tokens` that the real server
+    (tools/real-llamacpp's build) logs where it says them. Only ever raised from the evaluated
+    count, and left alone when the context was shifted (`truncated`). Older builds' JSON
+    `slot released` n_past is not used: what it counted there was not checked."""
+    if slot_tokens is None or truncated or t.prompt_tokens is None or not t.output_tokens or t.output_tokens < 1:
+        return
+    whole = slot_tokens - t.output_tokens + 1
+    if whole > t.prompt_tokens:
+        t.prompt_tokens = whole
+
+
 def _take_timings(t: Trace, f: dict[str, Any]) -> None:
     """llama.cpp's timings of a task (its own timing event, or a 2023 release carrying them): its
     token counts, and its latency, which makes it a completed request."""
@@ -163,6 +179,7 @@ class TraceAssembler(AccessAttacher):
                 t._ended = True
                 if f.get("total_ms") is not None:  # examples/server of 2023: the timings it printed before (llamacpp_plain)
                     _take_timings(t, f)
+                _whole_prompt(t, f.get("slot_tokens"), f.get("truncated"))
             else:
                 t.finished_at = ts
                 t._completed = True

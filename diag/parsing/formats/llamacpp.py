@@ -156,6 +156,8 @@ def classify_slot(ev: Event, func: str, msg: str) -> None:
             f["released"] = True
             f["n_tokens"] = to_int(m.group(1))
             f["truncated"] = m.group(2) != "0"
+            # what the slot's cache holds after the task, in the builds whose meaning was checked (`traces._whole_prompt`)
+            f["slot_tokens"] = f["n_tokens"]
 
 
 def reclassify(ev: Event) -> None:
