@@ -16,7 +16,7 @@ import pytest
 
 from diag import doctor
 from diag.doctor.checks import host
-from diag.doctor.checks.probes import png
+from diag.doctor.checks.vision import png
 
 from conftest import free_port
 

@@ -81,14 +81,14 @@ Check = Callable[[Context], Result]
 
 def registry() -> dict[str, tuple[str, Check]]:
     """id -> (description, function), in the order they run."""
-    from diag.doctor.checks import host, probes
+    from diag.doctor.checks import host, probes, vision
 
     return {
         "server": ("server reachable, /health, /version, response time", probes.check_server),
         "processes": ("server process, engine children, listening port, flags, RSS, open files", host.check_processes),
         "models": ("/v1/models serves the model clients ask for", probes.check_models),
         "generation": ("a short chat completion, non-streaming and streaming", probes.check_generation),
-        "vision": ("an in-memory image reaches the model (prompt tokens with vs without)", probes.check_vision),
+        "vision": ("an in-memory image reaches the model (prompt tokens with vs without)", vision.check_vision),
         "proxy": ("the proxy page, a completion through it, CORS, upstream errors", probes.check_proxy),
         "gpu": ("NVML: driver, memory, utilisation, temperature, processes, ECC", host.check_gpu),
         "logs": ("recent log findings and startup facts", host.check_logs),

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import difflib
 import json
-import struct
 import time
-import zlib
 from typing import Any
 
 from diag.doctor import FAIL, OK, SKIP, WARN, Context, Result
 
 PROBE_TEXT = "Reply with one word: OK."
-VISION_TEXT = "How many images do you see?"
 
 
-def _unreachable(ctx: Context, cid: str, need_model: bool = False) -> Result | None:
+def unreachable(ctx: Context, cid: str, need_model: bool = False) -> Result | None:
     """A skip result when an earlier check showed this one cannot run."""
     if ctx.reachable is False:
         return Result(cid, SKIP, f"skipped: nothing answers at {ctx.url}")
@@ -130,7 +126,7 @@ def _identify(ctx: Context, details: list[str]) -> None:
 
 # -- models ------------------------------------------------------------------------------------
 def check_models(ctx: Context) -> Result:
-    skip = _unreachable(ctx, "models")
+    skip = unreachable(ctx, "models")
     if skip:
         return skip
     r = ctx.http().get(ctx.url + "/v1/models")
@@ -194,7 +190,7 @@ def _answers_name(ctx: Context, name: str, details: list[str]) -> bool:
         details.append(f"a request for `{name}`: {_err(exc)}")
         return False
     details.append(f"a request for `{name}` (not listed): HTTP {r.status_code}"
-                   + ("" if r.status_code == 200 else f": {_error_message(r)}"))
+                   + ("" if r.status_code == 200 else f": {error_message(r)}"))
     return r.status_code == 200
 
 
@@ -216,7 +212,7 @@ def _near_miss(wanted: str, served: list[str], roots: dict[str, str]) -> str | N
 
 
 # -- generation --------------------------------------------------------------------------------
-def _chat_body(ctx: Context, content: Any, max_tokens: int = 8, stream: bool = False) -> dict:
+def chat_body(ctx: Context, content: Any, max_tokens: int = 8, stream: bool = False) -> dict:
     body: dict[str, Any] = {"model": ctx.served_model, "messages": [{"role": "user", "content": content}],
                             "max_tokens": max_tokens, "temperature": 0}
     if stream:
@@ -226,16 +222,16 @@ def _chat_body(ctx: Context, content: Any, max_tokens: int = 8, stream: bool = F
 
 
 def check_generation(ctx: Context) -> Result:
-    skip = _unreachable(ctx, "generation", need_model=True)
+    skip = unreachable(ctx, "generation", need_model=True)
     if skip:
         return skip
     c = ctx.http()
     details: list[str] = []
     t0 = time.perf_counter()
-    r = c.post(ctx.url + "/v1/chat/completions", json=_chat_body(ctx, PROBE_TEXT, 8))
+    r = c.post(ctx.url + "/v1/chat/completions", json=chat_body(ctx, PROBE_TEXT, 8))
     total = time.perf_counter() - t0
     if r.status_code != 200:
-        return Result("generation", FAIL, f"a short chat completion failed with HTTP {r.status_code}: {_error_message(r)}",
+        return Result("generation", FAIL, f"a short chat completion failed with HTTP {r.status_code}: {error_message(r)}",
                       remedy="See the server log for this request (`diag doctor --check logs`); a 400 here usually means a "
                              "chat template problem, a 500 an engine problem.")
     j = r.json()
@@ -250,7 +246,7 @@ def check_generation(ctx: Context) -> Result:
     done = False
     s_usage: dict = {}
     finish = None
-    with c.stream("POST", ctx.url + "/v1/chat/completions", json=_chat_body(ctx, PROBE_TEXT, 16, stream=True)) as sr:
+    with c.stream("POST", ctx.url + "/v1/chat/completions", json=chat_body(ctx, PROBE_TEXT, 16, stream=True)) as sr:
         if sr.status_code != 200:
             sr.read()
             return Result("generation", FAIL, f"streaming completion failed with HTTP {sr.status_code}", details,
@@ -288,7 +284,7 @@ def check_generation(ctx: Context) -> Result:
                                     f"{tps:.1f} tokens/s", details)
 
 
-def _error_message(r) -> str:
+def error_message(r) -> str:
     try:
         j = r.json()
     except ValueError:
@@ -296,80 +292,6 @@ def _error_message(r) -> str:
     e = j.get("error", j) if isinstance(j, dict) else {}
     msg = e.get("message") if isinstance(e, dict) else None
     return (msg or str(j))[:200]
-
-
-# -- vision ------------------------------------------------------------------------------------
-def png(width: int = 64, height: int = 48) -> bytes:
-    """A small RGB PNG made in memory: a gradient, so no encoder treats it as blank."""
-    rows = b"".join(b"\x00" + bytes(v for x in range(width) for v in (x * 4 % 256, y * 5 % 256, (x + y) * 3 % 256))
-                    for y in range(height))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
-
-
-def data_url() -> str:
-    return "data:image/png;base64," + base64.b64encode(png()).decode()
-
-
-def _image_content(n: int) -> list[dict]:
-    return [{"type": "image_url", "image_url": {"url": data_url()}} for _ in range(n)] + [{"type": "text", "text": VISION_TEXT}]
-
-
-def check_vision(ctx: Context) -> Result:
-    skip = _unreachable(ctx, "vision", need_model=True)
-    if skip:
-        return skip
-    c = ctx.http()
-    plain = c.post(ctx.url + "/v1/chat/completions", json=_chat_body(ctx, [{"type": "text", "text": VISION_TEXT}], 1))
-    if plain.status_code != 200:
-        return Result("vision", FAIL, f"the text-only baseline request failed with HTTP {plain.status_code}",
-                      remedy="Fix the generation check first.")
-    with_img = c.post(ctx.url + "/v1/chat/completions", json=_chat_body(ctx, _image_content(1), 1))
-    p0 = (plain.json().get("usage") or {}).get("prompt_tokens")
-    details = [f"without image: prompt_tokens {p0}"]
-    if with_img.status_code != 200:
-        msg = _error_message(with_img)
-        details.append(f"with a 64x48 PNG: HTTP {with_img.status_code}: {msg}")
-        if any(s in msg.lower() for s in ("not a multimodal", "image input is not supported", "does not support", "mmproj")):
-            return Result("vision", SKIP, "the served model takes no images (text-only)", details,
-                          remedy="For images serve a vision-language model (e.g. Qwen3-VL) or start llama-server with --mmproj.")
-        return Result("vision", FAIL, f"a request with one small image failed with HTTP {with_img.status_code}", details,
-                      remedy="See the server log for the image error (decode, processor, limits).")
-    p1 = (with_img.json().get("usage") or {}).get("prompt_tokens")
-    details.append(f"with one 64x48 PNG: prompt_tokens {p1}")
-    if p0 is None or p1 is None:
-        return Result("vision", WARN, "the server reports no usage, so whether the image arrived cannot be told", details)
-    if p1 <= p0:
-        return Result("vision", FAIL, f"zero-image: the image did not reach the model (prompt_tokens {p1} with, {p0} without)",
-                      details, remedy="The server ignores the image part: it is a text-only model, or the chat template drops "
-                                      "images. Serve a VL model with its own chat template, and send images as OpenAI "
-                                      "content parts ({\"type\": \"image_url\", ...}).")
-    limit = _image_limit(ctx)
-    summary = f"the image reached the model: +{p1 - p0} prompt tokens for a 64x48 PNG"
-    if limit is not None:
-        over = c.post(ctx.url + "/v1/chat/completions", json=_chat_body(ctx, _image_content(limit + 1), 1))
-        details.append(f"{limit + 1} images (limit {limit}): HTTP {over.status_code}: {_error_message(over) if over.status_code != 200 else 'accepted'}")
-        summary += f"; {limit + 1} images (over --limit-mm-per-prompt {limit}) -> HTTP {over.status_code}"
-    return Result("vision", OK, summary, details)
-
-
-def _image_limit(ctx: Context) -> int | None:
-    raw = ctx.flags.get("--limit-mm-per-prompt") or ctx.log_facts.get("limit_mm_per_prompt")
-    if not raw:
-        return None
-    try:
-        return int(json.loads(raw.replace("'", '"')).get("image"))
-    except (ValueError, AttributeError, TypeError):
-        if "image=" in raw:
-            try:
-                return int(raw.split("image=")[1].split(",")[0])
-            except ValueError:
-                return None
-    return None
 
 
 # -- proxy -------------------------------------------------------------------------------------
@@ -402,7 +324,7 @@ def check_proxy(ctx: Context) -> Result:
         problems.append(("CORS preflight is not answered", "If the page is opened from another origin, the proxy must answer "
                                                            "OPTIONS with Access-Control-Allow-Origin/-Methods/-Headers."))
     if ctx.served_model:
-        r = c.post(base + "/v1/chat/completions", json=_chat_body(ctx, PROBE_TEXT, 4))
+        r = c.post(base + "/v1/chat/completions", json=chat_body(ctx, PROBE_TEXT, 4))
         details.append(f"completion through the proxy: HTTP {r.status_code}")
         if r.status_code in (502, 503, 504):
             problems.append((f"the proxy answers {r.status_code}: its upstream is unreachable or too slow",
