@@ -71,10 +71,12 @@ def exported(jdir: Path, out: Path) -> Path:
     return out
 
 
-def start(state: Path, jdir: Path | None, *extra: str, env: dict | None = None) -> tuple[subprocess.Popen, Path]:
+def start(state: Path, jdir: Path | None, *extra: str, env: dict | None = None, quiet: float = 0.25) -> tuple[subprocess.Popen, Path]:
+    """The daemon; `quiet`: its record_quiet (how long a record that may go on is held)."""
     err = state.parent / f"daemon-{time.time_ns()}.err"
     cfg = state.parent / "diag.toml"
-    text = "[daemon]\nstuck_after = 100000000\n"  # (the entries are days old: nothing is stuck, as scan knows no such finding)
+    # (the entries are days old: nothing is stuck, as scan knows no such finding)
+    text = f"[daemon]\nstuck_after = 100000000\nrecord_quiet = {quiet}\n"
     if jdir is not None:
         text += f'[[journal]]\nunit = "{UNIT}"\ndirectory = "{jdir}"\n'
     cfg.write_text(text)
@@ -157,35 +159,36 @@ def test_lines_are_the_ones_journalctl_prints(tmp_path, monkeypatch):
 
 
 def test_a_journal_appended_to_through_sigterm_and_kill9_is_stored_as_scan_reads_it(tmp_path, daemons):
-    """Appended in batches while the daemon follows it, stopped (SIGTERM) after a Received line the
-    parser still holds, killed (kill -9) mid-stream: every entry is stored once, as `diag scan` of
-    the exported journal finds it (traces, times, line numbers, findings, counters). Among the
-    entries: bytes that are not UTF-8, one without MESSAGE, and one over the 1 MiB line cap."""
+    """Appended in batches while the daemon follows it, killed (kill -9) once it committed the lines
+    before an ERROR line the parser still holds (its entry must be read again), stopped (SIGTERM)
+    mid-stream: every entry is stored once, as `diag scan` of the exported journal finds it (traces,
+    times, line numbers, findings, counters). Among the entries: bytes that are not UTF-8, one
+    without MESSAGE, and one over the 1 MiB line cap."""
     state, jdir = tmp_path / "state", tmp_path / "j"
     state.mkdir()
     jdir.mkdir()
     lines = _lines("text.log", "oom-kv-no-blocks.log", "vl.log")
-    odd = [entry(b"garbage \xff\xfe not UTF-8", 5000), entry(None, 5001),
-           entry(b"(APIServer pid=1) INFO 11-22 18:27:00 [x.py:1] " + b"y" * (1100 * 1024), 5002)]
-    recv = next(i for i, ln in enumerate(lines) if b"Received request" in ln and i > 150)
-    batches = [entries_of(lines[:100], 0), entries_of(lines[100:150], 100) + odd, entries_of(lines[150:recv + 1], 150),
-               entries_of(lines[recv + 1:400], recv + 1), entries_of(lines[400:], 400)]
-    d, err = start(state, jdir)
+    odd = [entry(b"garbage \xff\xfe not UTF-8", 100), entry(None, 101),
+           entry(b"(APIServer pid=1) INFO 11-22 18:27:00 [x.py:1] " + b"y" * (1100 * 1024), 102)]
+    held = next(i for i, ln in enumerate(lines) if b" ERROR " in ln)  # a traceback may follow: held until the next line
+    batches = [entries_of(lines[:100], 0) + odd, entries_of(lines[100:held + 1], 103), entries_of(lines[held + 1:400], held + 4),
+               entries_of(lines[400:], 403)]
+    d, err = start(state, jdir, quiet=1.5)
     daemons.append(d)
     errs, n = [err], 0
     for k, batch in enumerate(batches):
         append(jdir, batch)
         n = lines_in(jdir, tmp_path)
-        if k == 2:  # the last entry is a Received line: held by the parser when SIGTERM comes
-            wait_for(lambda: journal_status(state).get("lines_read", 0) >= n - 1, 20, "the batch before the SIGTERM")
-            stop(d, signal.SIGTERM)
-            d, err = start(state, jdir)
+        if k == 1:  # the last entry is an ERROR line, held by the parser: committed are the lines before it
+            wait_for(lambda: journal_status(state).get("lines_read", 0) == n - 1, 20, "the batch before the kill -9")
+            kill9(d)
+            d, err = start(state, jdir, quiet=1.5)
             daemons.append(d)
             errs.append(err)
-        elif k == 3:  # killed while it reads (or just after): whatever it committed, the rest is read again once
-            time.sleep(0.15)
-            kill9(d)
-            d, err = start(state, jdir)
+        elif k == 2:  # stopped while it reads (or just after): what it read is flushed and committed
+            time.sleep(0.1)
+            stop(d, signal.SIGTERM)
+            d, err = start(state, jdir, quiet=1.5)
             daemons.append(d)
             errs.append(err)
         else:
