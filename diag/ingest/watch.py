@@ -17,7 +17,7 @@ import logging
 import os
 import select
 import time
-from typing import Any
+from typing import Any, Sequence
 
 log = logging.getLogger("diag")
 
@@ -53,7 +53,7 @@ class Waker:
         except OSError:  # BlockingIOError: empty
             pass
 
-    def wait(self, timeout: float, fds: list[int] | tuple[int, ...] = ()) -> bool:
+    def wait(self, timeout: float, fds: Sequence[int] = ()) -> bool:
         """Block up to `timeout` s, or until poked or one of `fds` (a journalctl child's output) has
         something to read; True if poked."""
         try:
@@ -110,7 +110,7 @@ class DirWatch:
         """Wake `wait` now (from a signal handler: one non-blocking write)."""
         self._waker.poke()
 
-    def wait(self, timeout: float, fds: list[int] | tuple[int, ...] = ()) -> tuple[bool, bool]:
+    def wait(self, timeout: float, fds: Sequence[int] = ()) -> tuple[bool, bool]:
         """Block up to `timeout` s, or until one of `fds` has something to read. (woken: a followed
         path changed or `poke` was called, created: a file appeared or was renamed there, so globs
         are expanded again)."""
@@ -151,7 +151,7 @@ class DirWatch:
             pass
 
 
-def _poll_with(p: Any, fds: list[int] | tuple[int, ...], timeout: float) -> set[int]:
+def _poll_with(p: Any, fds: Sequence[int], timeout: float) -> set[int]:
     """The descriptors of `p`, and `fds` for this wait only, that are ready within `timeout` s.
     (A poll object's registrations are a dict in the process: adding and removing them is no system call.)"""
     for fd in fds:
