@@ -11,6 +11,7 @@ journal file by `systemd-journal-remote --output=DIR/remote.journal -` while the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -294,6 +295,34 @@ def test_malformed_output_never_stops_a_source(tmp_path):
     assert got.count(b"\n") == 2 and got.endswith(b"h vllm[1]: hi\xff\n") and b": ok\n" in got
     assert src.skipped == 7 and src.state()["cursor"] is None  # (nothing fed to a parser here: nothing is committed)
     assert "journalctl ended (exit status 0" in src.error
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="runs journalctl as another user: needs root and setpriv")
+def test_a_journal_the_user_may_not_read_is_said_once_with_what_to_do(tmp_path):
+    """journalctl run as a user who may not read the journal files (nobody, no groups): one line that
+    says so and names the systemd-journal group, however often the source retries."""
+    jdir = tmp_path / "j"
+    jdir.mkdir(mode=0o700)
+    append(jdir, entries_of(_lines("text.log")[:5], 0))
+    as_nobody = tmp_path / "journalctl"
+    as_nobody.write_text(f'#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups {shutil.which("journalctl")} "$@"\n')
+    as_nobody.chmod(0o755)
+    for from_beginning in (True, False):  # (following at once, or asking for the newest entry first)
+        src = JournalSource(config.JournalSpec(UNIT, str(jdir)), None, 1 << 20, from_beginning, journalctl=str(as_nobody))
+        said = []
+        handler = logging.Handler()
+        handler.emit = lambda rec: said.append(rec.getMessage()) if rec.levelno >= logging.WARNING else None  # type: ignore[method-assign]
+        logging.getLogger("diag").addHandler(handler)
+        try:
+            deadline = time.monotonic() + 1.5  # (retried after 1 s)
+            while time.monotonic() < deadline:
+                assert src.read() == b""
+                time.sleep(0.05)
+        finally:
+            logging.getLogger("diag").removeHandler(handler)
+            src.stop()
+        assert len(said) == 1 and "systemd-journal group" in said[0] and "Permission denied" in said[0], said
+        assert src.error == said[0].split(": ", 1)[1]
 
 
 @pytest.mark.parametrize("doc, error", [

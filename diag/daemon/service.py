@@ -30,7 +30,7 @@ from diag.store.db import Store
 from diag.ingest.filereader import FileReader
 from diag.ingest.follow import Follower
 from diag.ingest.identity import still_on_disk
-from diag.ingest.journal import Journals
+from diag.ingest.journals import Journals
 from diag.ingest.rotated_dirs import RotatedDirs
 from diag.analysis.trace import Trace
 from diag.ingest.watch import DirWatch, Waker

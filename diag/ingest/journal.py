@@ -53,7 +53,8 @@ BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0  # seconds before a child that exited is st
 FIRST_ENTRY_WAIT = 10.0  # seconds `journalctl -n 1` may take at a first start (the unit's newest entry)
 # Fields journalctl is asked for: what the short format prints (its cursor and times always come).
 OUTPUT_FIELDS = "MESSAGE,_PID,SYSLOG_PID,SYSLOG_IDENTIFIER,_COMM,_HOSTNAME"
-NO_PERMISSION = ("insufficient permissions", "Permission denied", "No journal files were")
+# What journalctl says on stderr when the journal is not the user's to read (it runs on, showing nothing)
+NO_PERMISSION = ("insufficient permissions", "Permission denied", "No journal files were", "not seeing messages from other users")
 
 
 class JournalSource:
@@ -137,7 +138,9 @@ class JournalSource:
         self._skipping = False
         self._stderr = b""
         self.started = True
-        log.info("%s: following the journal%s", self.name, f" after entry {_short(cursor)}" if cursor else " from its oldest entry")
+        # (said again only once it has worked: a child that cannot start is said once, not at each retry)
+        log.log(logging.INFO if self.error is None else logging.DEBUG, "%s: following the journal%s", self.name,
+                f" after entry {_short(cursor)}" if cursor else " from its oldest entry")
 
     def _newest(self) -> tuple[bool, str | None]:
         """(whether journalctl answered, the cursor of the unit's newest entry: None when it has none yet)."""
@@ -148,7 +151,9 @@ class JournalSource:
                          "(is systemd's journalctl installed and on PATH?)")
             return False, None
         if r.returncode != 0:
-            self._failed(f"journalctl failed (exit status {r.returncode}): {_last_line(r.stderr)}")
+            if not self._permission(r.stderr):
+                self._say(f"journalctl failed (exit status {r.returncode}): {_last_line(r.stderr)}")
+            self._failed(self.error or "")
             return False, None
         self._permission(r.stderr)
         for line in r.stdout.splitlines()[-1:]:
@@ -170,11 +175,14 @@ class JournalSource:
             log.error("%s: %s", self.name, msg)
         self.error = msg
 
-    def _permission(self, stderr: bytes) -> None:
+    def _permission(self, stderr: bytes) -> bool:
+        """Whether journalctl said the journal is not this user's to read (then said, with what to do)."""
         text = stderr.decode("utf-8", "replace")
-        if any(s in text for s in NO_PERMISSION):
-            self._say(f"journalctl cannot read the journal ({_last_line(stderr)}): the daemon's user needs to be in the "
-                      "systemd-journal group, or root")
+        if not any(s in text for s in NO_PERMISSION):
+            return False
+        self._say(f"journalctl cannot read the journal ({_last_line(stderr)}): the daemon's user needs to be in the "
+                  "systemd-journal group, or root")
+        return True
 
     def fileno(self) -> int | None:
         """The child's stdout, for the main loop's wait (None: no child now)."""
@@ -294,8 +302,8 @@ class JournalSource:
         self.fed_cursor = cursor
         self.marks.append((self.offset, self.lineno, cursor))
         self._backoff = BACKOFF_MIN  # reading well: a later exit is retried soon
-        if self.error is not None and msg is not None and not self.error.startswith("the journal no longer"):
-            self.error = None  # entries come again
+        if self.error is not None and msg is not None:
+            self.error = None  # entries come again (what went wrong was said in the daemon's log)
 
     def _read_stderr(self) -> None:
         err = self.proc.stderr if self.proc is not None else None
@@ -336,8 +344,9 @@ class JournalSource:
             self.from_beginning = True
             self._restart_at = time.monotonic()
             return
-        self._failed(f"journalctl ended ({how}{': ' + last if last else ''}); started again in {self._backoff:.0f} s "
-                     f"after the last entry read")
+        if not self._permission(self._stderr):
+            self._say(f"journalctl ended ({how}{': ' + last if last else ''}); started again after a backoff, from the last entry read")
+        self._failed(self.error or "")
 
     # -- committing -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -353,66 +362,6 @@ class JournalSource:
         return {"unit": self.spec.unit, "cursor": cursor, "offset": offset, "lineno": lineno, "lines_read": self.consumed - held,
                 "entries": self.entries, "skipped": self.skipped, "format": self.parser.detected,
                 "last_line_time": self.last_line_time, "directory": self.spec.directory}
-
-
-class Journals:
-    """The daemon's journal sources, by name: read each turn, waited on, committed."""
-
-    def __init__(self, specs: list[JournalSpec], stored: Any, max_line: int, from_beginning: bool):
-        self.stored: dict[str, Any] = dict(stored) if isinstance(stored, dict) else {}  # name -> state, as last committed
-        self.max_line = max_line
-        self.from_beginning = from_beginning
-        self.sources: dict[str, JournalSource] = {}
-        self.configure(specs)
-
-    def configure(self, specs: list[JournalSpec]) -> None:
-        """Follow these units (at start, and on SIGHUP): new ones start, dropped ones stop (their
-        committed state is kept: named again, they go on from it)."""
-        want = {s.name: s for s in specs}
-        for name in list(self.sources):
-            if name not in want or want[name] != self.sources[name].spec:
-                src = self.sources.pop(name)
-                src.stop()
-                self.stored[name] = src.state()
-        for name, spec in want.items():
-            if name not in self.sources:
-                self.sources[name] = JournalSource(spec, self.stored.get(name), self.max_line, self.from_beginning)
-
-    def read(self) -> tuple[list[tuple[JournalSource, bytes]], bool]:
-        """(each source with the lines that came, whether a child started: its place is to be committed)."""
-        out, started = [], False
-        for src in self.sources.values():
-            out.append((src, src.read()))
-            started = started or src.started
-            src.started = False
-        return out, started
-
-    def fds(self) -> list[int]:
-        """The children's stdout: the main loop's wait ends when one has something."""
-        return [fd for src in self.sources.values() if (fd := src.fileno()) is not None]
-
-    @property
-    def behind(self) -> bool:
-        return any(src.behind for src in self.sources.values())
-
-    def state(self) -> dict[str, Any]:
-        """Every unit's place (those no longer configured too), for the store's meta."""
-        out = dict(self.stored)
-        out.update((name, src.state()) for name, src in self.sources.items())
-        return out
-
-    @property
-    def errors(self) -> dict[str, str]:
-        return {name: src.error for name, src in self.sources.items() if src.error}
-
-    def stopping(self) -> None:
-        """The daemon stops: read what the children wrote, start none again, report no exit."""
-        for src in self.sources.values():
-            src.wind_down()
-
-    def close(self) -> None:
-        for src in self.sources.values():
-            src.stop()
 
 
 def _int(v: Any) -> int:
