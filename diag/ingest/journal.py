@@ -48,6 +48,9 @@ from diag.parsing.source import SourceParser
 
 log = logging.getLogger("diag")
 READ_BUDGET = 1 << 20  # JSON bytes taken from one child per turn; more waiting: `behind`
+# One read's size: a pipe holds 64 KiB (Linux's default), and asking for more allocates a buffer that
+# large for a few new lines at every turn (see diag.ingest.filereader.FOLLOW_READ)
+PIPE_READ = 64 << 10
 STDERR_KEPT = 4096  # the end of a child's stderr kept for the message when it exits
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0  # seconds before a child that exited is started again
 FIRST_ENTRY_WAIT = 10.0  # seconds `journalctl -n 1` may take at a first start (the unit's newest entry)
@@ -222,7 +225,7 @@ class JournalSource:
         fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
         while taken < READ_BUDGET:
             try:
-                data = os.read(fd, READ_BUDGET - taken)
+                data = os.read(fd, min(PIPE_READ, READ_BUDGET - taken))
             except BlockingIOError:
                 break
             except OSError:
