@@ -324,7 +324,7 @@ class Daemon:
             # still in flight (pushed out by newer ones, or its file gone) can never close: it stops waiting.
             closed = (t.id for t in traces.values() if t.status != "in_flight" or t.id in left)
             # held hits go with the offsets past their lines: after a crash they are restored, not lost
-            changes = self.alerts.prepare(self.hits, closed, self.follower.errors)
+            changes = self.alerts.prepare(self.hits, closed, {**self.follower.errors, **self.journals.errors})
             self._pending_commit = (list(traces.values()), self.hits, list(states.values()), self.pipe.engine.held_state(), changes,
                                     self.pipe.samples)
             self.hits = []

@@ -91,7 +91,8 @@ class JournalSource:
         self.expect: str | None = None  # the cursor the child's first entry must have (`--cursor`): dropped
         self.behind = False
         self.last_data = time.monotonic()
-        self.error: str | None = None  # what `diag status` shows until entries come again
+        self.error: str | None = None  # what `diag status` shows (and alerts on: diag-log-unreadable) until entries come again
+        self._said_last: str | None = None  # the problem last logged: a retry that meets it again says nothing
         self._buf = bytearray()
         self._skipping = False  # inside an entry longer than `max_json`
         self._stderr = b""
@@ -141,8 +142,10 @@ class JournalSource:
         self._skipping = False
         self._stderr = b""
         self.started = True
+        if self.error is not None and self.error.startswith("journalctl ended"):
+            self.error = None  # it runs again (a journal it may not read is said on its stderr: `_read_stderr`)
         # (said again only once it has worked: a child that cannot start is said once, not at each retry)
-        log.log(logging.INFO if self.error is None else logging.DEBUG, "%s: following the journal%s", self.name,
+        log.log(logging.INFO if self._said_last is None else logging.DEBUG, "%s: following the journal%s", self.name,
                 f" after entry {_short(cursor)}" if cursor else " from its oldest entry")
 
     def _newest(self) -> tuple[bool, str | None]:
@@ -174,8 +177,9 @@ class JournalSource:
 
     def _say(self, msg: str) -> None:
         """One line per distinct problem (never a message's text: journalctl's own words only)."""
-        if msg != self.error:
+        if msg != self._said_last:
             log.error("%s: %s", self.name, msg)
+            self._said_last = msg
         self.error = msg
 
     def _permission(self, stderr: bytes) -> bool:
@@ -305,8 +309,8 @@ class JournalSource:
         self.fed_cursor = cursor
         self.marks.append((self.offset, self.lineno, cursor))
         self._backoff = BACKOFF_MIN  # reading well: a later exit is retried soon
-        if self.error is not None and msg is not None:
-            self.error = None  # entries come again (what went wrong was said in the daemon's log)
+        if self._said_last is not None and msg is not None:
+            self.error = self._said_last = None  # entries come again (what went wrong was said in the daemon's log)
 
     def _read_stderr(self) -> None:
         err = self.proc.stderr if self.proc is not None else None
