@@ -72,7 +72,8 @@ def exported(jdir: Path, out: Path) -> Path:
     return out
 
 
-def start(state: Path, jdir: Path | None, *extra: str, env: dict | None = None, quiet: float = 0.25) -> tuple[subprocess.Popen, Path]:
+def start(state: Path, jdir: Path | None, *extra: str, env: dict | None = None, quiet: float = 0.25,
+          from_beginning: bool = True) -> tuple[subprocess.Popen, Path]:
     """The daemon; `quiet`: its record_quiet (how long a record that may go on is held)."""
     err = state.parent / f"daemon-{time.time_ns()}.err"
     cfg = state.parent / "diag.toml"
@@ -82,7 +83,7 @@ def start(state: Path, jdir: Path | None, *extra: str, env: dict | None = None, 
         text += f'[[journal]]\nunit = "{UNIT}"\ndirectory = "{jdir}"\n'
     cfg.write_text(text)
     p = subprocess.Popen([sys.executable, "-m", "diag", "daemon", "--config", str(cfg), "--state-dir", str(state), "--no-web",
-                          "--from-beginning", *extra], stderr=open(err, "w"), stdout=subprocess.DEVNULL, env=env)
+                          *(["--from-beginning"] if from_beginning else []), *extra], stderr=open(err, "w"), stdout=subprocess.DEVNULL, env=env)
     return p, err
 
 
@@ -222,6 +223,36 @@ def test_journalctl_killed_under_the_daemon_is_started_again_from_the_last_entry
     assert text.count("journalctl ended (killed by signal 9)") == 1, text
     no_tracebacks(err)
     assert_as_scanned(state, scan(exported(jdir, tmp_path / "journal.log")))
+
+
+def test_a_unit_seen_for_the_first_time_is_read_from_now_on_also_through_a_kill9_before_its_first_entry(tmp_path, daemons):
+    """Without --from-beginning the unit's entries so far are not read: its newest entry's cursor is
+    committed at once (as a new file's size is), so entries written while the daemon is killed
+    before any new one came are still read, once. What is stored is what scan finds in the export
+    of the new entries alone, with the same line numbers."""
+    state, jdir = tmp_path / "state", tmp_path / "j"
+    state.mkdir()
+    jdir.mkdir()
+    old, new = _lines("oom-kv-no-blocks.log"), _lines("text.log", "vl.log")
+    append(jdir, entries_of(old, 0))
+    d, err = start(state, jdir, from_beginning=False)
+    daemons.append(d)
+    wait_for(lambda: journal_status(state), 20, "the unit's place to be committed")
+    kill9(d)
+    append(jdir, entries_of(new[:100], 10_000))
+    d, err2 = start(state, jdir, from_beginning=False)
+    daemons.append(d)
+    append(jdir, entries_of(new[100:], 10_100))
+    since = str((T0 + 10_000 * 1000) // 1_000_000)
+    want = tmp_path / "new.log"
+    with open(want, "wb") as f:
+        subprocess.run(["journalctl", f"--directory={jdir}", "-u", UNIT, "-o", "short-iso-precise", "--all", "--no-pager",
+                        f"--since=@{since}"], stdout=f, check=True)
+    n = want.read_bytes().count(b"\n")
+    wait_for(lambda: caught_up(state, n), 20, "the new entries")
+    stop(d)
+    no_tracebacks(err, err2)
+    assert_as_scanned(state, scan(want))
 
 
 def test_a_journal_whose_last_entry_read_is_gone_says_so_and_reads_what_is_there(tmp_path, daemons):
