@@ -281,6 +281,33 @@ def test_a_journal_whose_last_entry_read_is_gone_says_so_and_reads_what_is_there
     no_tracebacks(err, err2)
 
 
+def test_a_reload_starts_and_stops_following_a_unit(tmp_path, daemons):
+    """SIGHUP with a [[journal]] added starts its journalctl (its entries are read); with it removed
+    again, the child is stopped."""
+    state, jdir, logs = tmp_path / "state", tmp_path / "j", tmp_path / "logs"
+    for p in (state, jdir, logs):
+        p.mkdir()
+    log = logs / "vllm.log"
+    log.write_bytes(b"")
+    d, err = start(state, None, "--log", str(log))
+    daemons.append(d)
+    wait_for(lambda: status(state)["sources"], 20, "the daemon's first commit")
+    assert children(d) == []
+    cfg = tmp_path / "diag.toml"
+    cfg.write_text(cfg.read_text() + f'[[journal]]\nunit = "{UNIT}"\ndirectory = "{jdir}"\n')
+    append(jdir, entries_of(_lines("text.log"), 0))
+    d.send_signal(signal.SIGHUP)
+    n = lines_in(jdir, tmp_path)
+    wait_for(lambda: caught_up(state, n), 20, "the unit's entries after the reload")
+    assert len(children(d)) == 1
+    cfg.write_text(cfg.read_text().split("[[journal]]")[0])
+    d.send_signal(signal.SIGHUP)
+    wait_for(lambda: children(d) == [], 10, "journalctl to be stopped")
+    stop(d)
+    no_tracebacks(err)
+    assert status(state)["traces"] == 12
+
+
 def test_without_journalctl_the_daemon_says_so_once_and_follows_its_files(tmp_path, daemons):
     state, logs = tmp_path / "state", tmp_path / "logs"
     state.mkdir()
