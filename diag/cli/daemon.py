@@ -16,7 +16,9 @@ from diag.cli.usage import UsageError
 def add_parsers(sub: Any) -> None:
     dm = sub.add_parser("daemon", help="follow logs live; keep traces and findings in SQLite (run by systemd)")
     dm.add_argument("--log", action="append", metavar="PATH[:FORMAT]", help="a log file to follow; repeatable (globs in the config)")
-    dm.add_argument("--from-beginning", action="store_true", help="read files seen for the first time from their start")
+    dm.add_argument("--journal", action="append", metavar="UNIT[:FORMAT]",
+                    help="a systemd unit whose journal to follow (a server logging to journald); repeatable")
+    dm.add_argument("--from-beginning", action="store_true", help="read files (and journals) seen for the first time from their start")
     dm.add_argument("--rules", action="append", metavar="DIR", help="extra rule directory")
     dm.add_argument("--check-config", action="store_true", help="validate the config and the rules, then exit (ExecStartPre)")
     dm.add_argument("--example-config", action="store_true", help="print the commented example config")
@@ -41,7 +43,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     cfg, extra = daemon_config(args)
     if args.check_config:
         rs = load_rules(cfg.rules_dirs)
-        print(f"config {cfg.source}: {len(cfg.logs)} log(s), state {display(cfg.db_path)}, {len(rs.rules)} rules")
+        print(f"config {cfg.source}: {len(cfg.logs)} log(s), {len(cfg.journals)} journal(s), state {display(cfg.db_path)}, {len(rs.rules)} rules")
         from diag.alerts.config import parse as parse_alerts
 
         sinks = parse_alerts(cfg.alerts_doc, extra_webhooks=cfg.alert_webhooks).sinks  # validated at load: types, URLs, secrets readable
@@ -54,8 +56,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             if dirs := rotated.for_path(spec.path):
                 print(f"{display(spec.path)}: rotated files also looked for in {', '.join(map(display, dirs))}")
         return 1 if rs.errors else 0
-    if not cfg.logs:
-        raise UsageError("no logs to follow: give --log PATH[:FORMAT] or [[log]] entries in the config")
+    if not cfg.logs and not cfg.journals:
+        raise UsageError("no logs to follow: give --log PATH[:FORMAT], --journal UNIT, or [[log]] / [[journal]] entries in the config")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(message)s")
     from diag.daemon.service import Daemon

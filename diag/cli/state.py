@@ -31,6 +31,13 @@ def daemon_config(args: argparse.Namespace) -> tuple[Config, list[LogSpec]]:
         raise UsageError(str(exc)) from None
     extra = [config.LogSpec.parse(a) for a in getattr(args, "log", None) or []]
     cfg.logs.extend(extra)
+    named = {j.name for j in cfg.journals}
+    cfg.journal_args = []
+    for j in map(config.JournalSpec.parse, getattr(args, "journal", None) or []):
+        if j.name not in named:  # (a unit the config or an earlier --journal names: once)
+            named.add(j.name)
+            cfg.journal_args.append(j)
+    cfg.journals.extend(cfg.journal_args)
     if getattr(args, "state_dir", None):
         cfg.state_dir = Path(args.state_dir)
     if getattr(args, "from_beginning", False):

@@ -56,8 +56,35 @@ class LogSpec:
 
 
 @dataclass
+class JournalSpec:
+    """A systemd unit whose journal is followed (`[[journal]]`, `--journal UNIT[:FORMAT]`): for a
+    server run as a service that logs to journald and to no file (`diag.ingest.journal`)."""
+
+    unit: str
+    directory: str | None = None  # journalctl --directory: journal files somewhere else than the system's
+    format: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The source's name in traces, findings and `diag status` (a file's is its path)."""
+        return f"journal:{self.unit}"
+
+    @classmethod
+    def parse(cls, arg: str) -> "JournalSpec":
+        """`UNIT[:FORMAT]` from the command line."""
+        from diag.parsing.source import FORMATS
+
+        head, sep, tail = arg.rpartition(":")
+        if sep and tail in FORMATS and head:
+            return cls(head, None, tail)
+        return cls(arg)
+
+
+@dataclass
 class Config:
     logs: list[LogSpec] = field(default_factory=list)
+    journals: list[JournalSpec] = field(default_factory=list)
+    journal_args: list[JournalSpec] = field(default_factory=list)  # `--journal`: kept across reloads of the config file
     state_dir: Path = field(default_factory=default_state_dir)
     rules_dirs: list[str] = field(default_factory=list)
     from_beginning: bool = False
@@ -130,12 +157,12 @@ def load(explicit: str | None = None) -> Config:
 
 
 def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
-    unknown = set(doc) - {"daemon", "log", "doctor", "alerts", "web"}
+    unknown = set(doc) - {"daemon", "log", "journal", "doctor", "alerts", "web"}
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
-    for section, want in (("daemon", dict), ("doctor", dict), ("web", dict), ("log", list)):
+    for section, want in (("daemon", dict), ("doctor", dict), ("web", dict), ("log", list), ("journal", list)):
         if section in doc and not isinstance(doc[section], want):
-            shape = f"a [{section}] table" if want is dict else "[[log]] tables"
+            shape = f"a [{section}] table" if want is dict else f"[[{section}]] tables"
             raise ConfigError(f"{where}: `{section}` must be {shape}, not {type(doc[section]).__name__}")
     daemon = doc.get("daemon", {})
     for key, val in daemon.items():
@@ -177,6 +204,29 @@ def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
         if not isinstance(dirs, list) or not all(isinstance(d, str) and d for d in dirs):
             raise ConfigError(f"{where}: [[log]] {display(item['path'])}: rotated_dirs must be a list of directories (strings)")
         cfg.logs.append(LogSpec(item["path"], fmt, tuple(dirs)))
+    for i, item in enumerate(doc.get("journal", [])):
+        cfg.journals.append(_journal_spec(item, i, where))
+    names = [j.name for j in cfg.journals]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: [[journal]] names a unit twice: {sorted({n for n in names if names.count(n) > 1})}")
+
+
+def _journal_spec(item: Any, i: int, where: str) -> JournalSpec:
+    """One `[[journal]]` table: `unit`, and optionally `directory` and `format`."""
+    from diag.parsing.source import FORMATS
+
+    if not isinstance(item, dict) or not isinstance(item.get("unit"), str) or not item["unit"].strip():
+        raise ConfigError(f"{where}: [[journal]] #{i + 1} needs a `unit` string (vllm.service)")
+    unit = item["unit"].strip()
+    unknown = set(item) - {"unit", "directory", "format"}
+    if unknown:
+        raise ConfigError(f"{where}: [[journal]] {unit}: unknown setting(s) {sorted(unknown)} (known: unit, directory, format)")
+    directory, fmt = item.get("directory"), item.get("format")
+    if directory is not None and (not isinstance(directory, str) or not directory):
+        raise ConfigError(f"{where}: [[journal]] {unit}: directory must be a path (string)")
+    if fmt is not None and fmt not in FORMATS:
+        raise ConfigError(f"{where}: [[journal]] {unit}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+    return JournalSpec(unit, directory, fmt)
 
 
 def example_path() -> Path:

@@ -14,7 +14,7 @@ import os
 import signal
 import sqlite3
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from diag import __version__
 from diag.daemon import config, heap, systemd
@@ -25,10 +25,12 @@ from diag.alerts.runtime import AlertRuntime
 from diag.ingest.fastpath import FastSource
 from diag.analysis.findings import Hit
 from diag.pipeline import Pipeline
+from diag.parsing.source import SourceParser
 from diag.store.db import Store
 from diag.ingest.filereader import FileReader
 from diag.ingest.follow import Follower
 from diag.ingest.identity import still_on_disk
+from diag.ingest.journals import Journals
 from diag.ingest.rotated_dirs import RotatedDirs
 from diag.analysis.trace import Trace
 from diag.ingest.watch import DirWatch, Waker
@@ -63,6 +65,8 @@ class Daemon:
         for t in self.store.open_traces(cfg.max_open_traces):
             self.pipe.assembler.adopt(t)
         self.follower = Follower(cfg, self.store.sources(), self._consume, forget=self.pipe.forget, raw_chunks=True)
+        # systemd units' journals (diag.ingest.journal): their lines take the files' way through `_consume`
+        self.journals = Journals(cfg.journals, stored_meta.get("journal"), cfg.max_line_bytes, cfg.from_beginning)
         self._waker = Waker()  # signal handlers end the main loop's wait through it (no lock taken)
         self.stopping = False
         self.reload_requested = False
@@ -107,7 +111,8 @@ class Daemon:
         opened = self.follower.discover(force=True)
         self._start_watching()
         self.commit(meta={"pid": os.getpid(), "started_at": self.started, "version": __version__, "config": self.cfg.source})
-        log.info("diag %s daemon: %d log(s) configured, %d open, state %s", __version__, len(self.cfg.logs), len(opened), display(self.cfg.db_path))
+        log.info("diag %s daemon: %d log(s) configured, %d open, %d journal(s), state %s", __version__, len(self.cfg.logs), len(opened),
+                 len(self.journals.sources), display(self.cfg.db_path))
         self.alerts.start()
         heap.freeze_startup()  # start-up's objects out of the garbage collector's full passes (diag.daemon.heap)
         systemd.notify("READY=1\nSTATUS=following %d file(s)" % len(self.follower.readers))
@@ -117,13 +122,14 @@ class Daemon:
                     self.reload()
                 busy = self.step()
                 self.periodic()
-                if not busy or not self.follower.behind:
+                if not busy or not (self.follower.behind or self.journals.behind):
                     self._wait(busy)
             self.shutdown()
         finally:
             self.alerts.close()
             self._stop_watching()
             self._waker.close()
+            self.journals.close()
             self.follower.close()
             self.store.close()
         log.info("diag daemon stopped")
@@ -151,11 +157,12 @@ class Daemon:
             return
         if self.stopping or self.reload_requested:
             return  # a signal came while this iteration ran: its byte in the pipe is drained by the next wait
+        fds = self.journals.fds()  # a journalctl child's output ends the wait too
         if self._watch is not None:
-            if self._watch.wait(self._idle_wait())[1]:
+            if self._watch.wait(self._idle_wait(), fds)[1]:
                 self.follower.dirty = True  # a file appeared or was renamed: expand globs now
         else:
-            self._waker.wait(self._idle_wait())
+            self._waker.wait(self._idle_wait(), fds)
 
     def _window(self) -> float:
         """How long after a commit the lines that follow wait to be committed together."""
@@ -166,15 +173,16 @@ class Daemon:
         record that becomes complete when its file stays quiet (an OOM's ERROR line alerts then,
         not a poll later)."""
         wait = self.cfg.poll_interval
-        if any(r.parser.has_pending for r in self.follower.readers.values()):
+        if any(p.has_pending for p in self._parsers()):
             wait = min(wait, self.cfg.record_quiet)
         return wait
 
     def shutdown(self) -> None:
         systemd.notify("STOPPING=1")
+        self.journals.stopping()
         self.step()
-        for r in list(self.follower.readers.values()):
-            for ev in r.parser.flush():
+        for p in list(self._parsers()):
+            for ev in p.flush():
                 self.pipe.event(ev)
         self.pipe.engine.flush()
         self.commit(meta={"stopped_at": time.time()}, block=True)
@@ -209,6 +217,15 @@ class Daemon:
                 for ev in r.parser.flush():
                     self.pipe.event(ev)
                 busy = True
+        journal_lines, started = self.journals.read()
+        for j, data in journal_lines:
+            if data:
+                self._consume(j, [data], False)  # (a journal's rebuilt lines: whole lines, in bytes)
+                busy = True
+            elif j.parser.has_pending and time.monotonic() - j.last_data > self.cfg.record_quiet:
+                for ev in j.parser.flush():
+                    self.pipe.event(ev)
+                busy = True
         # Catching up (a read stopped at its size limit), a commit waits for CATCHUP_COMMIT_LINES
         # lines. With request ids in no order (vLLM's are random) each trace lands on its own leaf of
         # the store's id index, and each page a transaction dirties is written to the WAL and again at
@@ -218,9 +235,9 @@ class Daemon:
         # 78-79 k, per 24,000 83-89 k; sequential ids gained nothing. The traces held meanwhile cost
         # RSS (--only rss: 87 MB, 91, 96).
         self._uncommitted_lines += self._step_lines
-        behind = self.follower.behind
+        behind = self.follower.behind or self.journals.behind
         self.store.catching_up(behind)
-        if (busy or touched) and not (behind and self._uncommitted_lines < CATCHUP_COMMIT_LINES):
+        if (busy or touched or started) and not (behind and self._uncommitted_lines < CATCHUP_COMMIT_LINES):
             self.commit()
         return busy
 
@@ -280,11 +297,18 @@ class Daemon:
         """A source's server (the format that wrote it) and served model, for alert labels."""
         server = self._servers.get(path)
         if server is None:
-            fmt = next((r.parser.detected for r in self.follower.readers.values() if r.parser.path == path), "unknown")
+            fmt = next((p.detected for p in self._parsers() if p.path == path), "unknown")
             server = {"uvicorn": "vllm"}.get(fmt, fmt)
             if fmt != "unknown":
                 self._servers[path] = server
         return server, self.pipe.assembler.models.get(path)
+
+    def _parsers(self) -> Iterator[SourceParser]:
+        """Every source's parser: the followed files' and the journals'."""
+        for r in self.follower.readers.values():
+            yield r.parser
+        for j in self.journals.sources.values():
+            yield j.parser
 
     def _trace_done(self, t: Trace) -> None:
         self.done[t.id] = t
@@ -300,7 +324,7 @@ class Daemon:
             # still in flight (pushed out by newer ones, or its file gone) can never close: it stops waiting.
             closed = (t.id for t in traces.values() if t.status != "in_flight" or t.id in left)
             # held hits go with the offsets past their lines: after a crash they are restored, not lost
-            changes = self.alerts.prepare(self.hits, closed, self.follower.errors)
+            changes = self.alerts.prepare(self.hits, closed, {**self.follower.errors, **self.journals.errors})
             self._pending_commit = (list(traces.values()), self.hits, list(states.values()), self.pipe.engine.held_state(), changes,
                                     self.pipe.samples)
             self.hits = []
@@ -316,7 +340,8 @@ class Daemon:
             # no more finely than "when did it last commit" (`diag status`, /metrics; whether the
             # daemon runs is its pid's business): it may be up to a second older than the last commit.
             m["heartbeat"] = time.time()
-        m["errors"] = dict(self.follower.errors)
+        m["errors"] = {**self.follower.errors, **self.journals.errors}
+        m["journal"] = self.journals.state()  # each unit's cursor, with the traces and findings of the lines before it
         m["rule_errors"] = list(self.pipe.engine.errors)
         m["internal_errors"] = self.pipe.internal.to_dict()
         m["facts"] = self.pipe.facts.by_source
@@ -365,6 +390,7 @@ class Daemon:
             log.error("reload: %s; keeping the running configuration", exc)
             return
         cfg.logs.extend(self.extra_logs)
+        cfg.journals.extend(j for j in self.cfg.journal_args if j.name not in {k.name for k in cfg.journals})
         rs = rules.load(cfg.rules_dirs)
         for e in rs.errors:
             log.error("reload: %s", e)
@@ -382,6 +408,7 @@ class Daemon:
         self.follower.cfg.logs = cfg.logs
         self.follower.rotated_dirs = RotatedDirs(cfg.logs, cfg.logrotate_config)  # logrotate's config read again too
         self.follower.discover(force=True)
+        self.journals.configure(cfg.journals)
         self._stop_watching()
         self._start_watching()
         heap.refreeze()  # the replaced rules and sinks can be collected

@@ -17,7 +17,7 @@ import logging
 import os
 import select
 import time
-from typing import Any
+from typing import Any, Sequence
 
 log = logging.getLogger("diag")
 
@@ -53,13 +53,15 @@ class Waker:
         except OSError:  # BlockingIOError: empty
             pass
 
-    def wait(self, timeout: float) -> bool:
-        """Block up to `timeout` s, or until poked; True if poked."""
+    def wait(self, timeout: float, fds: Sequence[int] = ()) -> bool:
+        """Block up to `timeout` s, or until poked or one of `fds` (a journalctl child's output) has
+        something to read; True if poked."""
         try:
-            poked = bool(self._poll.poll(timeout * 1000))
+            ready = _poll_with(self._poll, fds, timeout)
         except OSError:
             time.sleep(timeout)  # never a busy loop
             return False
+        poked = self._r in ready
         if poked:
             self.drain()
         return poked
@@ -108,11 +110,12 @@ class DirWatch:
         """Wake `wait` now (from a signal handler: one non-blocking write)."""
         self._waker.poke()
 
-    def wait(self, timeout: float) -> tuple[bool, bool]:
-        """Block up to `timeout` s. (woken: a followed path changed or `poke` was called,
-        created: a file appeared or was renamed there, so globs are expanded again)."""
+    def wait(self, timeout: float, fds: Sequence[int] = ()) -> tuple[bool, bool]:
+        """Block up to `timeout` s, or until one of `fds` has something to read. (woken: a followed
+        path changed or `poke` was called, created: a file appeared or was renamed there, so globs
+        are expanded again)."""
         try:
-            ready = {fd for fd, _ in self._poll.poll(timeout * 1000)}
+            ready = _poll_with(self._poll, fds, timeout)
         except OSError:
             time.sleep(timeout)  # never a busy loop
             return False, False
@@ -146,3 +149,18 @@ class DirWatch:
             self._ino.close()
         except OSError:
             pass
+
+
+def _poll_with(p: Any, fds: Sequence[int], timeout: float) -> set[int]:
+    """The descriptors of `p`, and `fds` for this wait only, that are ready within `timeout` s.
+    (A poll object's registrations are a dict in the process: adding and removing them is no system call.)"""
+    for fd in fds:
+        p.register(fd, select.POLLIN)
+    try:
+        return {fd for fd, _ in p.poll(timeout * 1000)}
+    finally:
+        for fd in fds:
+            try:
+                p.unregister(fd)
+            except (KeyError, ValueError):
+                pass

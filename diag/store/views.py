@@ -31,7 +31,7 @@ def _alive(pid: Any) -> bool:
 
 
 def sources_doc(store: Store, meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per configured path: how far the daemon got (lag against the file's size now), lines read, errors.
+    """Per configured path (and followed journal): how far the daemon got (lag against the file's size now), lines read, errors.
     Paths are shown by their display names (`diag.fsname`), as the daemon keys its errors."""
     by_path: dict[str, list] = defaultdict(list)
     for s in store.sources():
@@ -55,6 +55,14 @@ def sources_doc(store: Store, meta: dict[str, Any]) -> list[dict[str, Any]]:
             "rotations": max(r.rotations for r in rows), "files": len(rows),
             "last_error": errors.get(name) or active.last_error,
         })
+    for name, j in (meta.get("journal") or {}).items():
+        if not isinstance(j, dict):
+            continue
+        # a systemd unit's journal (diag.ingest.journal): its place is a cursor, not an offset in a file of known size
+        shown.add(name)
+        sources.append({"path": name, "format": j.get("format"), "offset": j.get("offset") or 0, "size": None, "lag_bytes": None,
+                        "lines_read": j.get("lines_read") or 0, "truncated_lines": 0, "last_line_time": iso(j.get("last_line_time")),
+                        "rotations": 0, "files": 0, "last_error": errors.get(name)})
     for path, err in errors.items():
         if path not in shown:
             sources.append({"path": path, "format": None, "offset": 0, "size": None, "lag_bytes": None, "lines_read": 0,
