@@ -42,7 +42,7 @@ from collections import deque
 from typing import Any
 
 from diag.daemon.config import JournalSpec
-from diag.ingest.journalline import ShortLines, message_bytes
+from diag.ingest.journalline import ShortLines, message_bytes, parse_entry
 from diag.ingest.reader import LineSplitter
 from diag.parsing.source import SourceParser
 
@@ -275,17 +275,12 @@ class JournalSource:
             log.warning("%s: %s (counted in diag status; said once)", self.name, why)
 
     def _entry(self, raw: bytes, out: bytearray) -> None:
-        try:
-            e = json.loads(raw)
-        except (ValueError, RecursionError):
-            e = None
-        if not isinstance(e, dict):
-            self._skip("an entry that is not a JSON object was skipped")
+        parsed = parse_entry(raw)
+        cursor = parsed[0].get("__CURSOR") if parsed is not None else None
+        if parsed is None or not isinstance(cursor, str):
+            self._skip("an entry that is not a JSON object with a cursor and a time was skipped")
             return
-        cursor, us = e.get("__CURSOR"), e.get("__REALTIME_TIMESTAMP")
-        if not isinstance(cursor, str) or not isinstance(us, str) or not us.isdigit() or len(us) > 19:
-            self._skip("an entry without a cursor or time was skipped")
-            return
+        e, us = parsed
         if self.expect is not None:
             expected, self.expect = self.expect, None
             if cursor == expected:
@@ -300,8 +295,8 @@ class JournalSource:
             else:
                 self.skipped += 1  # journalctl prints no line for it either
         else:
-            ts = int(us) / 1_000_000
-            line = self._lines.build(int(us), e, msg)
+            ts = us / 1_000_000
+            line = self._lines.build(us, e, msg)
             out += line
             self.offset += len(line)
             self.lineno += line.count(b"\n")

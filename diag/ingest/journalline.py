@@ -10,6 +10,7 @@ tests/test_journal.py holds these lines to journalctl's own for the same journal
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -78,3 +79,18 @@ def message_bytes(v: Any) -> bytes | None:
     if isinstance(v, list):
         return b""
     return None
+
+
+def parse_entry(raw: bytes) -> tuple[dict[str, Any], int] | None:
+    """One line of `journalctl -o json`: the entry and its time (µs since the epoch), or None when the
+    line is no entry (not a JSON object, or without a time journalctl would print)."""
+    try:
+        e = json.loads(raw)
+    except (ValueError, RecursionError):  # (a line nested past the recursion limit)
+        return None
+    if not isinstance(e, dict):
+        return None
+    us = e.get("__REALTIME_TIMESTAMP")
+    if not isinstance(us, str) or not us.isdigit() or len(us) > 19:
+        return None
+    return e, int(us)

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 from diag.fsname import display
 from diag.ingest.containerlog import ContainerLogSource, container_format
 from diag.ingest.decoded import DecodedSource
+from diag.ingest.journalexport import JournalExportSource, journal_export
 from diag.ingest.utf16 import Utf16Source, utf16_encoding
 from diag.parsing.base import without_bidi
 
@@ -368,7 +369,8 @@ def bundle_kind(head: bytes) -> str | None:
 
 def _decoded(f: BinaryIO, head: bytes) -> BinaryIO:
     """`f`, or what reads it as the log it holds: UTF-16 saved by Windows PowerShell or Notepad
-    (`diag.ingest.utf16`), a container runtime's log file (`diag.ingest.containerlog`). `head`: its
+    (`diag.ingest.utf16`), a container runtime's log file (`diag.ingest.containerlog`), a journal
+    exported as JSON (`diag.ingest.journalexport`). `head`: its
     first bytes, which reading `f` returns again."""
     enc = utf16_encoding(head)
     if enc is not None:
@@ -377,6 +379,8 @@ def _decoded(f: BinaryIO, head: bytes) -> BinaryIO:
     fmt = container_format(head)
     if fmt is not None:
         return ContainerLogSource(f, fmt)  # type: ignore[return-value]
+    if journal_export(head):
+        return JournalExportSource(f)  # type: ignore[return-value]
     return f
 
 

@@ -1,0 +1,61 @@
+"""A journal exported as JSON (`journalctl -u vllm -o json > vllm.json`), read by `diag scan` as
+the lines the server wrote.
+
+An export is what a post-mortem often gets from a host whose server logs to journald: JSON keeps
+every field and every byte, so it is what people are asked for. Read as it is, each line was one
+JSON object: no line of any format, nothing found, nothing said. Each entry is turned into the
+line `journalctl -o short-iso-precise` would print for it (`diag.ingest.journalline`, the daemon's
+own way of reading a journal), so scanning the JSON export finds what scanning the text export, or
+following the journal, finds. An entry without MESSAGE prints no line in journalctl and gives none
+here; a line that is not an entry (an export cut in the middle, something appended) is passed on as
+it is: nothing is lost.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from diag.ingest.decoded import DecodedSource
+from diag.ingest.journalline import ShortLines, message_bytes, parse_entry
+
+MAX_CARRY = 8 << 20  # a line of the export longer than this is passed on as it is, unread (the splitter cuts it)
+
+
+def journal_export(head: bytes) -> bool:
+    """Is a file whose first bytes are `head` a `journalctl -o json` export? Its first line is an
+    object with the cursor and the time journalctl gives every entry, in no fixed order (systemd 252
+    puts the entry's own fields first). A first line longer than `head` is judged on what is there."""
+    first = head.split(b"\n", 1)[0]
+    return first.startswith(b'{"') and b'"__CURSOR":"' in first and b'"__REALTIME_TIMESTAMP":"' in first
+
+
+class JournalExportSource(DecodedSource):
+    """The export's entries as journalctl's short-iso-precise lines (see the module doc)."""
+
+    def __init__(self, raw: BinaryIO):
+        super().__init__(raw)
+        self._lines = ShortLines()
+        self._carry = b""
+
+    def _decode(self, data: bytes, final: bool) -> bytes:
+        if final:
+            out, self._carry = (self._line(self._carry) if self._carry else b""), b""
+            return out
+        buf = self._carry + data if self._carry else data
+        last = buf.rfind(b"\n")
+        if last < 0:
+            if len(buf) > MAX_CARRY:
+                self._carry = b""
+                return buf
+            self._carry = buf
+            return b""
+        self._carry = buf[last + 1:]
+        return b"".join(map(self._line, buf[:last].split(b"\n")))
+
+    def _line(self, raw: bytes) -> bytes:
+        parsed = parse_entry(raw)
+        if parsed is None:
+            return raw + b"\n"
+        e, us = parsed
+        msg = message_bytes(e.get("MESSAGE"))
+        return b"" if msg is None else self._lines.build(us, e, msg)

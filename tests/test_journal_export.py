@@ -1,0 +1,63 @@
+"""`diag scan` of a journal exported as JSON (`journalctl -u vllm -o json > vllm.json`,
+`diag.ingest.journalexport`): real journal files written by systemd-journal-remote and exported by
+the real journalctl, with `diag scan` of the text export (`-o short-iso-precise`) of the same
+journal as the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import CANARY, scan
+from test_journal import REAL, UNIT, append, entries_of, entry, exported, pytestmark  # noqa: F401  (the skip without the tools)
+
+
+def export_json(jdir: Path, out: Path) -> Path:
+    """The journal as a user exports it whole: every field, `-o json`."""
+    with open(out, "wb") as f:
+        subprocess.run(["journalctl", f"--directory={jdir}", "-u", UNIT, "-o", "json", "--no-pager"], stdout=f, check=True)
+    return out
+
+
+def comparable(doc: dict, path: Path) -> str:
+    """The document without what differs by the file read: its name, and the time the scan took."""
+    doc = {k: v for k, v in doc.items() if k != "stats"}
+    return json.dumps(doc, sort_keys=True).replace(json.dumps(str(path))[1:-1], "<log>")
+
+
+def real_lines(*names: str) -> list[bytes]:
+    return [ln for n in names for ln in (REAL / n).read_bytes().split(b"\n")[:-1]]
+
+
+def test_a_json_export_is_scanned_as_its_text_export(tmp_path):
+    jdir = tmp_path / "j"
+    jdir.mkdir()
+    lines = real_lines("text.log", "oom-kv-no-blocks.log")
+    odd = [entry(None, 9000), entry(b"bin \xff\xfe x", 9001), entry(b"multi\nline", 9002, _HOSTNAME=None)]
+    append(jdir, entries_of(lines, 0) + odd)
+    js, text = export_json(jdir, tmp_path / "vllm.json"), exported(jdir, tmp_path / "vllm.log")
+    assert b'"MESSAGE":[98,105,110' in js.read_bytes()  # (the bytes entry: journalctl writes such a MESSAGE as its byte values)
+    got, want = scan(js), scan(text)
+    assert want["traces"] and "kv-cache-no-blocks" in {f["rule"] for f in want["findings"]}  # (what is compared is there)
+    assert comparable(got, js) == comparable(want, text)
+    assert got["files"][0]["format"] == "vllm" and got["files"][0]["lines"] == text.read_bytes().count(b"\n")
+
+
+def test_a_json_export_from_stdin_and_a_line_that_is_no_entry(tmp_path):
+    jdir = tmp_path / "j"
+    jdir.mkdir()
+    append(jdir, entries_of(real_lines("oom-kv-no-blocks.log"), 0))
+    js = export_json(jdir, tmp_path / "vllm.json")
+    # an export cut in the middle of an entry, then something else appended: passed on as lines
+    cut = js.read_bytes() + b'{"__CURSOR":"s=cut","MESSAGE":"' + CANARY.encode() + b"\n" + b"a line of something else\n"
+    (tmp_path / "cut.json").write_bytes(cut)
+    doc = scan(tmp_path / "cut.json")
+    assert doc["files"][0]["lines"] == exported(jdir, tmp_path / "vllm.log").read_bytes().count(b"\n") + 2
+    r = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", "-"], input=js.read_bytes(), capture_output=True, check=False)
+    assert r.returncode in (0, 1), r.stderr
+    piped = json.loads(r.stdout)
+    assert [(f["rule"], f["count"]) for f in piped["findings"]] == [(f["rule"], f["count"]) for f in scan(js)["findings"]]
+    assert piped["findings"] and piped["files"][0]["format"] == "vllm"
