@@ -59,9 +59,8 @@ def scan_json(*paths: Path) -> tuple[dict, str]:
     return json.loads(r.stdout), r.stdout + r.stderr
 
 
-@pytest.fixture(scope="module")
-def text_server(tmp_path_factory):
-    s = real.start(BINARY, tmp_path_factory.mktemp("llama-text") / "llama-server.log", *TEXT)
+def serving(tmp_path_factory, name: str, args: tuple[str, ...]):
+    s = real.start(BINARY, tmp_path_factory.mktemp(name) / "llama-server.log", *args)
     try:
         s.wait_ready()
         yield s
@@ -70,13 +69,13 @@ def text_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def text_server(tmp_path_factory):
+    yield from serving(tmp_path_factory, "llama-text", TEXT)
+
+
+@pytest.fixture(scope="module")
 def vision_server(tmp_path_factory):
-    s = real.start(BINARY, tmp_path_factory.mktemp("llama-vision") / "llama-server.log", *VISION)
-    try:
-        s.wait_ready()
-        yield s
-    finally:
-        assert s.stop() == 0
+    yield from serving(tmp_path_factory, "llama-vision", VISION)
 
 
 def test_doctor_on_a_text_only_llama_server(text_server):
