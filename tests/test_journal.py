@@ -255,6 +255,30 @@ def test_a_unit_seen_for_the_first_time_is_read_from_now_on_also_through_a_kill9
     assert_as_scanned(state, scan(want))
 
 
+def test_a_unit_without_entries_yet_is_read_from_its_first_entry_after_a_restart(tmp_path, daemons):
+    """A unit with no entries when the daemon first sees it (diag installed before the server ever
+    ran): the daemon is stopped before any entry comes, the server then logs while it is down. The
+    unit was seen, so the next start reads those entries, as a file seen empty is read from its
+    start, instead of skipping everything up to the unit's newest entry."""
+    state, jdir = tmp_path / "state", tmp_path / "j"
+    state.mkdir()
+    jdir.mkdir()
+    append(jdir, [entry(b"another unit's line", 0, _SYSTEMD_UNIT="other.service")])  # (a journal file, nothing of the unit)
+    d, err = start(state, jdir, from_beginning=False)
+    daemons.append(d)
+    wait_for(lambda: journal_status(state), 20, "the unit's place to be committed")
+    time.sleep(0.5)
+    stop(d)
+    append(jdir, entries_of(_lines("text.log", "vl.log"), 100))  # written while the daemon is stopped
+    d, err2 = start(state, jdir, from_beginning=False)
+    daemons.append(d)
+    n = lines_in(jdir, tmp_path)
+    wait_for(lambda: caught_up(state, n), 20, "the entries written while the daemon was stopped")
+    stop(d)
+    no_tracebacks(err, err2)
+    assert_as_scanned(state, scan(exported(jdir, tmp_path / "journal.log")))
+
+
 def test_a_journal_whose_last_entry_read_is_gone_says_so_and_reads_what_is_there(tmp_path, daemons):
     """The journal files were replaced while the daemon was stopped (vacuumed, another machine's): the
     committed cursor names no entry any more. The daemon says lines may be missing, reads the new
@@ -381,6 +405,8 @@ def test_a_journal_the_user_may_not_read_is_said_once_with_what_to_do(tmp_path):
             src.stop()
         assert len(said) == 1 and "systemd-journal group" in said[0] and "Permission denied" in said[0], said
         assert src.error == said[0].split(": ", 1)[1]
+        # (seeing no entry of the unit is not its having none: once readable, it is not read from its oldest entry)
+        assert src.state()["from_oldest"] is from_beginning
 
 
 @pytest.mark.parametrize("doc, error", [

@@ -70,8 +70,9 @@ class JournalSource:
         self.spec = spec
         self.name = spec.name
         self.journalctl = journalctl
-        self.from_beginning = from_beginning
         st = stored if isinstance(stored, dict) else {}
+        # (a unit seen before with no entries yet: whatever it has now came since, read from its oldest)
+        self.from_beginning = from_beginning or st.get("from_oldest") is True
         offset, lineno = _int(st.get("offset")), _int(st.get("lineno"))
         cursor = st.get("cursor") if isinstance(st.get("cursor"), str) else None
         self.parser = SourceParser(self.name, time.time(), spec.format, stamp_now=True)
@@ -122,10 +123,12 @@ class JournalSource:
         `from_beginning` (from the oldest entry, or after the unit's newest one: only what comes now)."""
         cursor = self.fed_cursor
         if cursor is None and not self.from_beginning:
-            ok, cursor = self._newest()
+            ok, cursor, none = self._newest()
             if not ok:
                 return  # said; tried again after the backoff
-            if cursor is not None and not self.marks:
+            if none:
+                self.from_beginning = True  # no entries yet: all that come are new, also after a restart (`state`)
+            elif not self.marks:
                 # committed at once, as a new file's size is: a restart before any entry comes goes on from here
                 self.fed_cursor = cursor
                 self.committed = (cursor, self.offset, self.lineno)
@@ -148,27 +151,28 @@ class JournalSource:
         log.log(logging.INFO if self._said_last is None else logging.DEBUG, "%s: following the journal%s", self.name,
                 f" after entry {_short(cursor)}" if cursor else " from its oldest entry")
 
-    def _newest(self) -> tuple[bool, str | None]:
-        """(whether journalctl answered, the cursor of the unit's newest entry: None when it has none yet)."""
+    def _newest(self) -> tuple[bool, str | None, bool]:
+        """(whether journalctl answered, the cursor of the unit's newest entry: None when it has none yet,
+        whether the unit has none for certain: nothing printed, no word of a journal it may not read)."""
         try:
             r = subprocess.run(self.argv(None, newest=True), stdin=subprocess.DEVNULL, capture_output=True, timeout=FIRST_ENTRY_WAIT)
         except (OSError, subprocess.TimeoutExpired) as exc:
             self._failed(f"cannot run {self.journalctl}: {getattr(exc, 'strerror', None) or exc} "
                          "(is systemd's journalctl installed and on PATH?)")
-            return False, None
+            return False, None, False
         if r.returncode != 0:
             if not self._permission(r.stderr):
                 self._say(f"journalctl failed (exit status {r.returncode}): {_last_line(r.stderr)}")
             self._failed(self.error or "")
-            return False, None
-        self._permission(r.stderr)
+            return False, None, False
+        denied = self._permission(r.stderr)
         for line in r.stdout.splitlines()[-1:]:
             try:
                 c = json.loads(line).get("__CURSOR")
             except (ValueError, AttributeError):
-                return True, None
-            return True, c if isinstance(c, str) else None
-        return True, None
+                return True, None, False
+            return True, c if isinstance(c, str) else None, False
+        return True, None, not denied
 
     def _failed(self, msg: str) -> None:
         self._say(msg)
@@ -363,7 +367,7 @@ class JournalSource:
         held = self.lineno - lineno  # lines fed after the committed entry: read again after a crash
         return {"unit": self.spec.unit, "cursor": cursor, "offset": offset, "lineno": lineno, "lines_read": self.consumed - held,
                 "entries": self.entries, "skipped": self.skipped, "format": self.parser.detected,
-                "last_line_time": self.last_line_time, "directory": self.spec.directory}
+                "last_line_time": self.last_line_time, "directory": self.spec.directory, "from_oldest": self.from_beginning}
 
 
 def _int(v: Any) -> int:
