@@ -432,3 +432,34 @@ def test_journal_argument():
     assert config.JournalSpec.parse("vllm.service") == config.JournalSpec("vllm.service")
     assert config.JournalSpec.parse("vllm.service:vllm") == config.JournalSpec("vllm.service", None, "vllm")
     assert config.JournalSpec.parse("a:b.service") == config.JournalSpec("a:b.service")
+
+
+def test_a_sigterm_to_the_daemons_process_group_while_it_is_busy_is_no_journalctl_failure(tmp_path, daemons):
+    """systemd stops a service by sending SIGTERM to every process of its cgroup, and a terminal's ^C
+    goes to the whole process group: the journalctl child ends with the daemon. When the signal
+    comes while the daemon is busy (catching up a large file), that end is no news either: not
+    logged as journalctl ending, not left as the unit's error in `diag status`."""
+    state, jdir, logs = tmp_path / "state", tmp_path / "j", tmp_path / "logs"
+    for p in (state, jdir, logs):
+        p.mkdir()
+    append(jdir, entries_of(_lines("text.log")[:20], 0))
+    big = logs / "vllm.log"
+    text = (REAL / "text.log").read_bytes()
+    with open(big, "wb") as f:
+        for _ in range(60_000_000 // len(text)):
+            f.write(text)
+    cfg = tmp_path / "diag.toml"
+    cfg.write_text(f'[daemon]\nstuck_after = 100000000\n[[journal]]\nunit = "{UNIT}"\ndirectory = "{jdir}"\n')
+    err = tmp_path / "daemon.err"
+    d = subprocess.Popen([sys.executable, "-m", "diag", "daemon", "--config", str(cfg), "--state-dir", str(state), "--no-web",
+                          "--from-beginning", "--log", str(big)], stderr=open(err, "w"), stdout=subprocess.DEVNULL,
+                         start_new_session=True)
+    daemons.append(d)
+    wait_for(lambda: any(s["path"] == str(big) and 0 < s["lines_read"] for s in status(state)["sources"]) and children(d), 60,
+             "the daemon to be catching up the file")
+    assert any(s["lag_bytes"] for s in status(state)["sources"] if s["path"] == str(big))  # (still busy)
+    os.killpg(d.pid, signal.SIGTERM)
+    d.wait(timeout=60)
+    no_tracebacks(err)
+    assert "journalctl ended" not in err.read_text(), err.read_text()[-2000:]
+    assert not journal_status(state).get("last_error"), journal_status(state)

@@ -98,6 +98,9 @@ class Daemon:
 
     def _on_stop(self, signum, frame) -> None:
         self.stopping = True
+        # systemd's stop (the cgroup) and a terminal's ^C (the process group) end the journalctl
+        # children with the daemon: an end read before this turn is over is no news (only flags set here)
+        self.journals.stopping()
         self._signal_wake()
 
     def _on_hup(self, signum, frame) -> None:
