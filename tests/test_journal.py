@@ -463,3 +463,20 @@ def test_a_sigterm_to_the_daemons_process_group_while_it_is_busy_is_no_journalct
     no_tracebacks(err)
     assert "journalctl ended" not in err.read_text(), err.read_text()[-2000:]
     assert not journal_status(state).get("last_error"), journal_status(state)
+
+
+def test_garbage_for_the_units_newest_entry_never_stops_a_source(tmp_path):
+    """What no journalctl writes, read as if it did: its answer for the unit's newest entry (a first
+    start, without --from-beginning) nested deeper than Python's JSON decoder recurses. The source
+    counts it as no answer and follows on."""
+    fake = tmp_path / "journalctl"
+    fake.write_text("#!/bin/sh\nprintf '%100000s' '' | tr ' ' '['\necho\n")
+    fake.chmod(0o755)
+    src = JournalSource(config.JournalSpec(UNIT), None, 8192, from_beginning=False, journalctl=str(fake))
+    try:
+        for _ in range(20):
+            src.read()
+            time.sleep(0.02)
+    finally:
+        src.stop()
+    assert src.skipped >= 1 and src.state()["cursor"] is None

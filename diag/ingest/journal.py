@@ -169,7 +169,7 @@ class JournalSource:
         for line in r.stdout.splitlines()[-1:]:
             try:
                 c = json.loads(line).get("__CURSOR")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):  # (not an entry: a line nested past the recursion limit too)
                 return True, None, False
             return True, c if isinstance(c, str) else None, False
         return True, None, not denied
