@@ -360,7 +360,8 @@ def test_malformed_output_never_stops_a_source(tmp_path):
     good = {"__CURSOR": "s=1;i=1", "__REALTIME_TIMESTAMP": str(T0), "_PID": "1", "SYSLOG_IDENTIFIER": "vllm", "_HOSTNAME": "h", "MESSAGE": "ok"}
     out = [json.dumps(good), '{"MESSAGE": "broken', "[1, 2]", json.dumps({"MESSAGE": "x"}), json.dumps({**good, "MESSAGE": None}),
            json.dumps({**good, "MESSAGE": [1, "a", 300]}), json.dumps({**good, "__REALTIME_TIMESTAMP": "9" * 40}),
-           json.dumps({**good, "MESSAGE": "z" * 200_000}), json.dumps({**good, "__CURSOR": "s=1;i=2", "MESSAGE": [104, 105, 255]})]
+           json.dumps({**good, "MESSAGE": "z" * 200_000}), json.dumps({**good, "__REALTIME_TIMESTAMP": "\u00b2"}),
+           json.dumps({**good, "__CURSOR": "s=1;i=2", "MESSAGE": [104, 105, 255]})]
     data = tmp_path / "out.json"
     data.write_text("\n".join(out) + "\n")
     fake = tmp_path / "journalctl"
@@ -375,7 +376,7 @@ def test_malformed_output_never_stops_a_source(tmp_path):
         time.sleep(0.02)
     src.stop()
     assert got.count(b"\n") == 2 and got.endswith(b"h vllm[1]: hi\xff\n") and b": ok\n" in got
-    assert src.skipped == 7 and src.state()["cursor"] is None  # (nothing fed to a parser here: nothing is committed)
+    assert src.skipped == 8 and src.state()["cursor"] is None  # (nothing fed to a parser here: nothing is committed)
     assert "journalctl ended (exit status 0" in src.error
 
 
