@@ -481,3 +481,43 @@ def test_garbage_for_the_units_newest_entry_never_stops_a_source(tmp_path):
     finally:
         src.stop()
     assert src.skipped >= 1 and src.state()["cursor"] is None
+
+
+def test_a_full_disk_with_journal_entries_waiting_in_the_pipe_is_no_busy_loop(tmp_path):
+    """The store refuses writes (the disk is full) while the server goes on logging: reading pauses
+    (nothing is lost), and the journalctl child's output waiting unread must not end every wait of the
+    main loop at once: the loop turns at its poll interval, not as fast as the CPU allows. Once there
+    is space again, every entry is stored."""
+    from diag.daemon.service import Daemon
+
+    jdir = tmp_path / "j"
+    jdir.mkdir()
+    lines = _lines("text.log", "vl.log")
+    append(jdir, entries_of(lines[:50], 0))
+    cfg = config.Config(journals=[config.JournalSpec(UNIT, str(jdir))], state_dir=tmp_path / "state", use_inotify=False,
+                        web_listen=None, from_beginning=True)
+    d = Daemon(cfg)
+    src = d.journals.sources[f"journal:{UNIT}"]
+    try:
+        wait_for(lambda: d.step() or src.entries == 50, 20, "the first entries")
+        pages = d.store.db.execute("PRAGMA page_count").fetchone()[0]
+        d.store.db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full now
+        append(jdir, entries_of(lines[50:200], 50))
+        wait_for(lambda: d.step() and d._pending_commit is not None, 20, "a commit the store refuses")
+        append(jdir, entries_of(lines[200:], 200))  # logged while the store refuses writes: waiting in the pipe
+        time.sleep(0.5)
+        turns, t0 = 0, time.monotonic()
+        while time.monotonic() - t0 < 2:  # the daemon's loop (Daemon.run)
+            busy = d.step()
+            d.periodic()
+            if not busy or not (d.follower.behind or d.journals.behind):
+                d._wait(busy)
+            turns += 1
+        assert d._pending_commit is not None  # (still refused: reading paused)
+        assert turns <= 2 / min(cfg.poll_interval, cfg.record_quiet) + 3, f"{turns} turns in 2 s"  # (a record held: the shorter wait)
+        d.store.db.execute("PRAGMA max_page_count = 1073741823")  # space again
+        n = lines_in(jdir, tmp_path)
+        wait_for(lambda: d.step() or d.journals.state()[f"journal:{UNIT}"]["lines_read"] == n, 20, "every entry")
+    finally:
+        d.journals.close()
+        d.store.close()
