@@ -103,12 +103,17 @@ class JournalSource:
         self.started = False  # a child was started since the daemon last looked (`Journals.read`)
         self._stopping = False  # the daemon is stopping: a child that ends now (the same SIGTERM, a terminal's ^C) is no news
         self._lines = ShortLines()
+        self.merge = True  # journalctl takes --merge with --follow (not systemd 250-253 as released: `_exited`)
 
     # -- the child ------------------------------------------------------------------------
     def argv(self, cursor: str | None, newest: bool = False) -> list[str]:
         """journalctl's arguments: following from `cursor` (inclusive, checked by `expect`), from the
         oldest entry, or (`newest`) the unit's newest entry only."""
-        a = [self.journalctl, "-o", "json", "--no-pager", "--all", f"--output-fields={OUTPUT_FIELDS}", "-u", self.spec.unit]
+        # --merge: since systemd 250 --follow alone implies --boot, the journal's latest boot only (entries
+        # after a cursor in an earlier boot skipped, a machine that reboots no longer followed);
+        # --merge lifts that (systemd 254, and 252 as Debian 12 and RHEL 9 ship it)
+        a = [self.journalctl, "-o", "json", "--no-pager", "--all", *(["--merge"] if self.merge else []), f"--output-fields={OUTPUT_FIELDS}",
+             "-u", self.spec.unit]
         if self.spec.directory:
             a.append(f"--directory={self.spec.directory}")
         if newest:
@@ -343,6 +348,12 @@ class JournalSource:
             return
         last = _last_line(self._stderr)
         how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+        if "with --merge is not supported" in last and self.merge:
+            self.merge = False  # (systemd 250-253: --follow implies --boot, which refuses --merge)
+            log.warning("%s: this journalctl follows the latest boot only (systemd 250-253): entries of an earlier boot after "
+                        "the last one read are not read", self.name)
+            self._restart_at = time.monotonic()
+            return
         if "seek to cursor" in last and self.fed_cursor is not None:
             self._say(f"journalctl cannot find the last entry read ({last}); reading from the oldest entry, lines may be "
                       "missing or read twice")
