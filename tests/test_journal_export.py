@@ -61,3 +61,17 @@ def test_a_json_export_from_stdin_and_a_line_that_is_no_entry(tmp_path):
     piped = json.loads(r.stdout)
     assert [(f["rule"], f["count"]) for f in piped["findings"]] == [(f["rule"], f["count"]) for f in scan(js)["findings"]]
     assert piped["findings"] and piped["files"][0]["format"] == "vllm"
+
+
+def test_an_entry_whose_time_is_not_ascii_digits_loses_nothing_else(tmp_path):
+    """A damaged export: an entry whose time is digits Python's str.isdigit() takes but int() does
+    not (a superscript two). It is passed on as the line it is; every other entry is still read."""
+    jdir = tmp_path / "j"
+    jdir.mkdir()
+    append(jdir, entries_of(real_lines("oom-kv-no-blocks.log"), 0))
+    js = export_json(jdir, tmp_path / "vllm.json")
+    damaged = tmp_path / "damaged.json"
+    damaged.write_bytes(js.read_bytes() + b'{"__CURSOR":"s=x","__REALTIME_TIMESTAMP":"\\u00b2","MESSAGE":"x"}\n')
+    doc = scan(damaged)
+    assert doc["files"][0]["lines"] == exported(jdir, tmp_path / "vllm.log").read_bytes().count(b"\n") + 1
+    assert "kv-cache-no-blocks" in {f["rule"] for f in doc["findings"]}

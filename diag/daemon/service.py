@@ -98,6 +98,9 @@ class Daemon:
 
     def _on_stop(self, signum, frame) -> None:
         self.stopping = True
+        # systemd's stop (the cgroup) and a terminal's ^C (the process group) end the journalctl
+        # children with the daemon: an end read before this turn is over is no news (only flags set here)
+        self.journals.stopping()
         self._signal_wake()
 
     def _on_hup(self, signum, frame) -> None:
@@ -157,7 +160,9 @@ class Daemon:
             return
         if self.stopping or self.reload_requested:
             return  # a signal came while this iteration ran: its byte in the pipe is drained by the next wait
-        fds = self.journals.fds()  # a journalctl child's output ends the wait too
+        # a journalctl child's output ends the wait too, unless reading is paused (the store refuses
+        # writes, `step`): its unread output would end every wait at once, a busy loop
+        fds = self.journals.fds() if self._pending_commit is None else []
         if self._watch is not None:
             if self._watch.wait(self._idle_wait(), fds)[1]:
                 self.follower.dirty = True  # a file appeared or was renamed: expand globs now

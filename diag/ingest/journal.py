@@ -70,8 +70,9 @@ class JournalSource:
         self.spec = spec
         self.name = spec.name
         self.journalctl = journalctl
-        self.from_beginning = from_beginning
         st = stored if isinstance(stored, dict) else {}
+        # (a unit seen before with no entries yet: whatever it has now came since, read from its oldest)
+        self.from_beginning = from_beginning or st.get("from_oldest") is True
         offset, lineno = _int(st.get("offset")), _int(st.get("lineno"))
         cursor = st.get("cursor") if isinstance(st.get("cursor"), str) else None
         self.parser = SourceParser(self.name, time.time(), spec.format, stamp_now=True)
@@ -102,12 +103,17 @@ class JournalSource:
         self.started = False  # a child was started since the daemon last looked (`Journals.read`)
         self._stopping = False  # the daemon is stopping: a child that ends now (the same SIGTERM, a terminal's ^C) is no news
         self._lines = ShortLines()
+        self.merge = True  # journalctl takes --merge with --follow (not systemd 250-253 as released: `_exited`)
 
     # -- the child ------------------------------------------------------------------------
     def argv(self, cursor: str | None, newest: bool = False) -> list[str]:
         """journalctl's arguments: following from `cursor` (inclusive, checked by `expect`), from the
         oldest entry, or (`newest`) the unit's newest entry only."""
-        a = [self.journalctl, "-o", "json", "--no-pager", "--all", f"--output-fields={OUTPUT_FIELDS}", "-u", self.spec.unit]
+        # --merge: since systemd 250 --follow alone implies --boot, the journal's latest boot only (entries
+        # after a cursor in an earlier boot skipped, a machine that reboots no longer followed);
+        # --merge lifts that (systemd 254, and 252 as Debian 12 and RHEL 9 ship it)
+        a = [self.journalctl, "-o", "json", "--no-pager", "--all", *(["--merge"] if self.merge else []), f"--output-fields={OUTPUT_FIELDS}",
+             "-u", self.spec.unit]
         if self.spec.directory:
             a.append(f"--directory={self.spec.directory}")
         if newest:
@@ -122,10 +128,12 @@ class JournalSource:
         `from_beginning` (from the oldest entry, or after the unit's newest one: only what comes now)."""
         cursor = self.fed_cursor
         if cursor is None and not self.from_beginning:
-            ok, cursor = self._newest()
+            ok, cursor, none = self._newest()
             if not ok:
                 return  # said; tried again after the backoff
-            if cursor is not None and not self.marks:
+            if none:
+                self.from_beginning = True  # no entries yet: all that come are new, also after a restart (`state`)
+            elif not self.marks:
                 # committed at once, as a new file's size is: a restart before any entry comes goes on from here
                 self.fed_cursor = cursor
                 self.committed = (cursor, self.offset, self.lineno)
@@ -148,27 +156,28 @@ class JournalSource:
         log.log(logging.INFO if self._said_last is None else logging.DEBUG, "%s: following the journal%s", self.name,
                 f" after entry {_short(cursor)}" if cursor else " from its oldest entry")
 
-    def _newest(self) -> tuple[bool, str | None]:
-        """(whether journalctl answered, the cursor of the unit's newest entry: None when it has none yet)."""
+    def _newest(self) -> tuple[bool, str | None, bool]:
+        """(whether journalctl answered, the cursor of the unit's newest entry: None when it has none yet,
+        whether the unit has none for certain: nothing printed, no word of a journal it may not read)."""
         try:
             r = subprocess.run(self.argv(None, newest=True), stdin=subprocess.DEVNULL, capture_output=True, timeout=FIRST_ENTRY_WAIT)
         except (OSError, subprocess.TimeoutExpired) as exc:
             self._failed(f"cannot run {self.journalctl}: {getattr(exc, 'strerror', None) or exc} "
                          "(is systemd's journalctl installed and on PATH?)")
-            return False, None
+            return False, None, False
         if r.returncode != 0:
             if not self._permission(r.stderr):
                 self._say(f"journalctl failed (exit status {r.returncode}): {_last_line(r.stderr)}")
             self._failed(self.error or "")
-            return False, None
-        self._permission(r.stderr)
+            return False, None, False
+        denied = self._permission(r.stderr)
         for line in r.stdout.splitlines()[-1:]:
             try:
                 c = json.loads(line).get("__CURSOR")
-            except (ValueError, AttributeError):
-                return True, None
-            return True, c if isinstance(c, str) else None
-        return True, None
+            except (ValueError, AttributeError, RecursionError):  # (not an entry: a line nested past the recursion limit too)
+                return True, None, False
+            return True, c if isinstance(c, str) else None, False
+        return True, None, not denied
 
     def _failed(self, msg: str) -> None:
         self._say(msg)
@@ -339,6 +348,12 @@ class JournalSource:
             return
         last = _last_line(self._stderr)
         how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+        if "with --merge is not supported" in last and self.merge:
+            self.merge = False  # (systemd 250-253: --follow implies --boot, which refuses --merge)
+            log.warning("%s: this journalctl follows the latest boot only (systemd 250-253): entries of an earlier boot after "
+                        "the last one read are not read", self.name)
+            self._restart_at = time.monotonic()
+            return
         if "seek to cursor" in last and self.fed_cursor is not None:
             self._say(f"journalctl cannot find the last entry read ({last}); reading from the oldest entry, lines may be "
                       "missing or read twice")
@@ -363,7 +378,7 @@ class JournalSource:
         held = self.lineno - lineno  # lines fed after the committed entry: read again after a crash
         return {"unit": self.spec.unit, "cursor": cursor, "offset": offset, "lineno": lineno, "lines_read": self.consumed - held,
                 "entries": self.entries, "skipped": self.skipped, "format": self.parser.detected,
-                "last_line_time": self.last_line_time, "directory": self.spec.directory}
+                "last_line_time": self.last_line_time, "directory": self.spec.directory, "from_oldest": self.from_beginning}
 
 
 def _int(v: Any) -> int:

@@ -91,6 +91,6 @@ def parse_entry(raw: bytes) -> tuple[dict[str, Any], int] | None:
     if not isinstance(e, dict):
         return None
     us = e.get("__REALTIME_TIMESTAMP")
-    if not isinstance(us, str) or not us.isdigit() or len(us) > 19:
+    if not isinstance(us, str) or not us.isascii() or not us.isdigit() or len(us) > 19:  # (isdigit alone takes '²')
         return None
     return e, int(us)
