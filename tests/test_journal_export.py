@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from conftest import CANARY, scan
-from test_journal import REAL, UNIT, append, entries_of, entry, exported, pytestmark  # noqa: F401  (the skip without the tools)
+from test_journal import UNIT, append, corpus_lines, entries_of, entry, exported, pytestmark  # noqa: F401  (the skip without the tools)
 
 
 def export_json(jdir: Path, out: Path) -> Path:
@@ -28,14 +28,10 @@ def comparable(doc: dict, path: Path) -> str:
     return json.dumps(doc, sort_keys=True).replace(json.dumps(str(path))[1:-1], "<log>")
 
 
-def real_lines(*names: str) -> list[bytes]:
-    return [ln for n in names for ln in (REAL / n).read_bytes().split(b"\n")[:-1]]
-
-
 def test_a_json_export_is_scanned_as_its_text_export(tmp_path):
     jdir = tmp_path / "j"
     jdir.mkdir()
-    lines = real_lines("text.log", "oom-kv-no-blocks.log")
+    lines = corpus_lines("text.log", "oom-kv-no-blocks.log")
     odd = [entry(None, 9000), entry(b"bin \xff\xfe x", 9001), entry(b"multi\nline", 9002, _HOSTNAME=None)]
     append(jdir, entries_of(lines, 0) + odd)
     js, text = export_json(jdir, tmp_path / "vllm.json"), exported(jdir, tmp_path / "vllm.log")
@@ -49,7 +45,7 @@ def test_a_json_export_is_scanned_as_its_text_export(tmp_path):
 def test_a_json_export_from_stdin_and_a_line_that_is_no_entry(tmp_path):
     jdir = tmp_path / "j"
     jdir.mkdir()
-    append(jdir, entries_of(real_lines("oom-kv-no-blocks.log"), 0))
+    append(jdir, entries_of(corpus_lines("oom-kv-no-blocks.log"), 0))
     js = export_json(jdir, tmp_path / "vllm.json")
     # an export cut in the middle of an entry, then something else appended: passed on as lines
     cut = js.read_bytes() + b'{"__CURSOR":"s=cut","MESSAGE":"' + CANARY.encode() + b"\n" + b"a line of something else\n"
@@ -68,10 +64,29 @@ def test_an_entry_whose_time_is_not_ascii_digits_loses_nothing_else(tmp_path):
     not (a superscript two). It is passed on as the line it is; every other entry is still read."""
     jdir = tmp_path / "j"
     jdir.mkdir()
-    append(jdir, entries_of(real_lines("oom-kv-no-blocks.log"), 0))
+    append(jdir, entries_of(corpus_lines("oom-kv-no-blocks.log"), 0))
     js = export_json(jdir, tmp_path / "vllm.json")
     damaged = tmp_path / "damaged.json"
     damaged.write_bytes(js.read_bytes() + b'{"__CURSOR":"s=x","__REALTIME_TIMESTAMP":"\\u00b2","MESSAGE":"x"}\n')
     doc = scan(damaged)
     assert doc["files"][0]["lines"] == exported(jdir, tmp_path / "vllm.log").read_bytes().count(b"\n") + 1
     assert "kv-cache-no-blocks" in {f["rule"] for f in doc["findings"]}
+
+
+def test_a_json_export_whose_first_entry_is_longer_than_what_judges_a_file(tmp_path):
+    # `--all` prints a MESSAGE over 64 KiB (without it: null); the entry's cursor and time may come
+    # after it in the line (systemd 252 puts the entry's own fields first)
+    jdir = tmp_path / "j"
+    jdir.mkdir()
+    long = b"(APIServer pid=1) INFO 11-22 17:27:00 [api_server.py:1] " + b"x" * 100_000
+    append(jdir, [entry(long, 0)] + entries_of(corpus_lines("oom-kv-no-blocks.log"), 1))
+    js = tmp_path / "vllm.json"
+    with open(js, "wb") as f:
+        subprocess.run(["journalctl", f"--directory={jdir}", "-u", UNIT, "-o", "json", "--all", "--no-pager"], stdout=f, check=True)
+    first = js.read_bytes().split(b"\n", 1)[0]
+    assert len(first) > 100_000 and max(first.find(b'"__CURSOR"'), first.find(b'"__REALTIME_TIMESTAMP"')) > 65536
+    text = tmp_path / "vllm.log"
+    with open(text, "wb") as f:
+        subprocess.run(["journalctl", f"--directory={jdir}", "-u", UNIT, "-o", "short-iso-precise", "--all", "--no-pager"],
+                       stdout=f, check=True)
+    assert comparable(scan(js), js) == comparable(scan(text), text)

@@ -13,19 +13,28 @@ it is: nothing is lost.
 
 from __future__ import annotations
 
+import re
 from typing import BinaryIO
 
 from diag.ingest.decoded import DecodedSource
 from diag.ingest.journalline import ShortLines, message_bytes, parse_entry
 
 MAX_CARRY = 8 << 20  # a line of the export longer than this is passed on as it is, unread (the splitter cuts it)
+HEAD_CUT = 4096  # a first line at least this long without its end in `head`: judged by its first field
+_FIELD = re.compile(rb'\{"[A-Z_][A-Z0-9_]*":')  # journal field names: capitals, digits, underscores
 
 
 def journal_export(head: bytes) -> bool:
     """Is a file whose first bytes are `head` a `journalctl -o json` export? Its first line is an
     object with the cursor and the time journalctl gives every entry, in no fixed order (systemd 252
-    puts the entry's own fields first). A first line longer than `head` is judged on what is there."""
-    first = head.split(b"\n", 1)[0]
+    puts the entry's own fields first). A first line longer than `head` (`--all` and a first
+    MESSAGE that long) may hold them past it: then its first field's name is enough, a journal
+    field's (capitals, digits, `_`). A wrong guess costs nothing: a line that is no entry is read as
+    it is (`JournalExportSource`)."""
+    nl = head.find(b"\n")
+    if nl < 0 and len(head) >= HEAD_CUT:
+        return _FIELD.match(head) is not None
+    first = head if nl < 0 else head[:nl]
     return first.startswith(b'{"') and b'"__CURSOR":"' in first and b'"__REALTIME_TIMESTAMP":"' in first
 
 
