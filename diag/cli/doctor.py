@@ -16,6 +16,8 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--model", help="the model name clients ask for")
     d.add_argument("--proxy-url", help="a proxy in front of the server (chat.html + proxy_server.py, nginx)")
     d.add_argument("--log", action="append", metavar="PATH", help="a server log to check; repeatable")
+    d.add_argument("--journal", action="append", metavar="UNIT[:FORMAT]",
+                   help="a systemd unit whose journal to check (a server logging to journald); repeatable")
     d.add_argument("--log-minutes", type=float, default=30.0, metavar="N", help="how far back the log check looks (default 30)")
     d.add_argument("--state-dir", help="diag's state directory (for the disk check)")
     d.add_argument("--rules", action="append", metavar="DIR", help="extra rule directory for the log check")
@@ -44,10 +46,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         cfg = config.load(args.config)
     except config.ConfigError as exc:
         raise UsageError(str(exc)) from None
-    logs = args.log or [p for spec in cfg.logs for p in (sorted(globmod.glob(spec.path)) if globmod.has_magic(spec.path) else [spec.path])]
+    given = bool(args.log or args.journal)  # on the command line: those alone, else the config's [[log]] and [[journal]]
+    logs = (args.log or []) if given else [p for spec in cfg.logs
+                                           for p in (sorted(globmod.glob(spec.path)) if globmod.has_magic(spec.path) else [spec.path])]
+    journals = [config.JournalSpec.parse(j) for j in args.journal or []] if given else list(cfg.journals)
     url = args.url or cfg.doctor_url or os.environ.get("DIAG_URL") or "http://127.0.0.1:8000"
     ctx = doctor.Context(url=url.rstrip("/"), model=args.model or cfg.doctor_model, proxy_url=args.proxy_url or cfg.doctor_proxy_url,
-                         timeout=args.timeout, logs=logs, log_minutes=args.log_minutes,
+                         timeout=args.timeout, logs=logs, journals=journals, log_minutes=args.log_minutes,
                          state_dir=args.state_dir or str(cfg.state_dir), rules_dirs=(args.rules or []) + cfg.rules_dirs)
     try:
         results = doctor.run(ctx, args.check)

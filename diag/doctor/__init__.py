@@ -37,6 +37,7 @@ class Context:
     proxy_url: str | None = None
     timeout: float = 10.0
     logs: list[str] = field(default_factory=list)
+    journals: list[Any] = field(default_factory=list)  # systemd units' journals to read (diag.daemon.config.JournalSpec)
     log_minutes: float = 30.0
     state_dir: str | None = None
     rules_dirs: list[str] = field(default_factory=list)
@@ -54,6 +55,7 @@ class Context:
     flags: dict[str, str] = field(default_factory=dict)
     log_facts: dict[str, Any] = field(default_factory=dict)
     log_models: list[str] = field(default_factory=list)
+    journal_errors: dict[str, str] = field(default_factory=dict)  # a journal's name -> why it could not be read
     _client: Any = None
     _log_pipe: Any = None
 

@@ -14,10 +14,13 @@ it is: nothing is lost.
 from __future__ import annotations
 
 import re
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from diag.ingest.decoded import DecodedSource
 from diag.ingest.journalline import ShortLines, message_bytes, parse_entry
+
+if TYPE_CHECKING:
+    from diag.daemon.config import JournalSpec
 
 MAX_CARRY = 8 << 20  # a line of the export longer than this is passed on as it is, unread (the splitter cuts it)
 HEAD_CUT = 4096  # a first line at least this long without its end in `head`: judged by its first field
@@ -68,3 +71,41 @@ class JournalExportSource(DecodedSource):
         e, us = parsed
         msg = message_bytes(e.get("MESSAGE"))
         return b"" if msg is None else self._lines.build(us, e, msg)
+
+
+def read_recent(spec: "JournalSpec", since: float, most: int, read: Callable[[BinaryIO], object],
+                journalctl: str = "journalctl") -> str | None:
+    """A unit's journal since `since` (epoch seconds), its newest `most` entries at most, handed to
+    `read` as the lines journalctl prints (`diag doctor`'s logs check: the part of the journal a file's
+    tail would be). Streamed: a busy server's half hour is read with bounded memory. Returns None, or
+    what went wrong, in one line (journalctl missing, failing, or the journal not the user's to read)."""
+    import subprocess
+
+    from diag.ingest.journal import NO_PERMISSION
+
+    cmd = [journalctl, "-o", "json", "--all", "--no-pager", "-u", spec.unit, f"--since=@{int(since)}", f"--lines={most}"]
+    if spec.directory:
+        cmd.append(f"--directory={spec.directory}")
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        return f"{journalctl} could not be run ({exc.strerror or exc}): is systemd's journalctl installed?"
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        read(JournalExportSource(proc.stdout))
+    finally:
+        proc.stdout.close()
+        try:
+            err = proc.stderr.read(1 << 16).decode("utf-8", "replace")
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc, err = proc.wait(), "no end after 30 s"
+        proc.stderr.close()
+    last = next((ln.strip() for ln in reversed(err.splitlines()) if ln.strip()), "")
+    if any(s in err for s in NO_PERMISSION):
+        return (f"the journal is not readable by this user ({last[:160]}): run as root or as a member of the "
+                "systemd-journal group")
+    if rc != 0:
+        return f"journalctl failed (exit status {rc}): {last[:200]}"
+    return None

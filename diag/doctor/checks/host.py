@@ -228,7 +228,7 @@ def _fmt(v: Any, unit: str) -> str:
 # -- logs --------------------------------------------------------------------------------------
 def scan_logs(ctx: Context) -> Any:
     """Run the recent part of each configured log through the pipeline (once per doctor run)."""
-    if ctx._log_pipe is not None or not ctx.logs:
+    if ctx._log_pipe is not None or not (ctx.logs or ctx.journals):
         return ctx._log_pipe
     from diag.analysis.rules import ruleset as rules
     from diag.pipeline import Pipeline
@@ -238,6 +238,10 @@ def scan_logs(ctx: Context) -> Any:
     for path in ctx.logs:
         if os.path.isfile(path) and os.access(path, os.R_OK):
             pipe.scan_path(path, None, tail_bytes=16 << 20)
+    for spec in ctx.journals:  # a server that logs to journald: the same window of its unit's journal
+        error = _scan_journal(pipe, spec, since)
+        if error:
+            ctx.journal_errors[spec.name] = error
     pipe.finish()
     for f in pipe.findings.sorted():
         m = f.fields.get("model")
@@ -249,6 +253,17 @@ def scan_logs(ctx: Context) -> Any:
     return pipe
 
 
+def _scan_journal(pipe: Any, spec: Any, since: float) -> str | None:
+    """The unit's journal since `since` through the pipeline, as one source named `journal:UNIT`
+    (the daemon's name for it); its newest 50,000 entries at most, as a file's last 16 MiB."""
+    from diag.ingest.journalexport import read_recent
+    from diag.pipeline import SourceResult
+
+    res = SourceResult(spec.name)
+    pipe.sources.append(res)
+    return read_recent(spec, since, 50_000, lambda f: pipe.scan_stream(res, f, None, spec.format, close=False))
+
+
 def check_logs(ctx: Context) -> Result:
     from diag.doctor.checks import kernel
 
@@ -256,8 +271,8 @@ def check_logs(ctx: Context) -> Result:
     kfound = kernel.findings(klog, ctx.server_pids, ctx.rules_dirs)
     kdetail = (f"kernel log ({klog.source}, last hour): {len(kfound)} OOM-killer/Xid line(s) about the server"
                if klog.source else f"kernel log not read: {klog.skipped}")
-    if not ctx.logs and not kfound:
-        return Result("logs", SKIP, "no logs configured (--log PATH, repeatable)", [kdetail])
+    if not ctx.logs and not ctx.journals and not kfound:
+        return Result("logs", SKIP, "no logs configured (--log PATH or --journal UNIT, repeatable)", [kdetail])
     details, problems = [kdetail], []
     for rid, text in kfound[:10]:
         details.append(f"kernel: {rid}: {text}")
@@ -284,6 +299,18 @@ def check_logs(ctx: Context) -> Result:
             problems.append((WARN, f"{name} has not been written for {age:.0f} minutes",
                              "Is the server still logging to this file (log rotation, a restarted container)?"))
     pipe = scan_logs(ctx)
+    for spec in ctx.journals:
+        error = ctx.journal_errors.get(spec.name)
+        if error:
+            problems.append((FAIL, f"{spec.name}: {error}", "Run diag doctor as root or as a member of the systemd-journal "
+                                                             "group, or give the server's log file with --log."))
+            continue
+        lines = next((r.lines for r in pipe.sources if r.path == spec.name), 0) if pipe is not None else 0
+        details.append(f"{spec.name}: {lines} line(s) in the last {ctx.log_minutes:g} minutes")
+        if not lines:
+            problems.append((WARN, f"{spec.name} has no entries in the last {ctx.log_minutes:g} minutes",
+                             f"Is the server running as {spec.unit} (systemctl status {spec.unit})? A unit logging to a "
+                             "file rather than the journal is checked with --log."))
     bad = []
     if pipe is not None:
         facts = ctx.log_facts
@@ -306,7 +333,8 @@ def check_logs(ctx: Context) -> Result:
     if problems:
         worst = FAIL if any(s == FAIL for s, _, _ in problems) else WARN
         return Result("logs", worst, "; ".join(t for _, t, _ in problems), details, remedy=" ".join(r for _, _, r in problems))
-    return Result("logs", OK, f"no errors in the last {ctx.log_minutes:g} minutes of {len(ctx.logs)} log(s)", details)
+    what = f"{len(ctx.logs)} log(s)" + (f" and {len(ctx.journals)} journal(s)" if ctx.journals else "")
+    return Result("logs", OK, f"no errors in the last {ctx.log_minutes:g} minutes of {what}", details)
 
 
 # -- host --------------------------------------------------------------------------------------
