@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from diag.ingest.decoded import DecodedSource
 
@@ -107,12 +107,14 @@ class ContainerRecords:
     the server's lines: the records each read completes, a record it cuts held for the next. For
     the daemon (`diag.ingest.containerfollow`) it also marks where each line handed on ends in
     both coordinates (`raw_at`); decoded offsets start at `offset` too, so the splitter and parser
-    of a reader that started there go on as they are. `track=False`: no marks (`diag scan`)."""
+    of a reader that started there go on as they are. `track=False`: no marks (`diag scan`).
+    `records`: another decoder of one record per line, with `RecordDecoder`'s `line`, `end_pieces`
+    and `holding` (a journal's JSON export: `diag.ingest.journalexport`), to be read the same way."""
 
-    def __init__(self, fmt: str, offset: int = 0, lineno: int = 0, track: bool = True):
+    def __init__(self, fmt: str, offset: int = 0, lineno: int = 0, track: bool = True, records: Any = None):
         self.fmt = fmt
         self._track = track  # (what `diag scan` reads needs no raw offsets: `ContainerLogSource`)
-        self._records = RecordDecoder(fmt)
+        self._records = RecordDecoder(fmt) if records is None else records
         self._carry = b""
         self._raw = offset  # raw offset just past the last record taken (where the carry begins)
         self._dec = offset  # decoded offset: the end of what was handed on
@@ -188,9 +190,9 @@ class ContainerLogSource(DecodedSource):
     """A runtime's log file read as `<time> <line>` lines (see the module doc): a read returns the
     lines the bytes read complete (`ContainerRecords`, the daemon's reader of these files too)."""
 
-    def __init__(self, raw: BinaryIO, fmt: str):
+    def __init__(self, raw: BinaryIO, fmt: str, records: Any = None):
         super().__init__(raw)
-        self._records = ContainerRecords(fmt, track=False)
+        self._records = ContainerRecords(fmt, track=False, records=records)
 
     def _decode(self, data: bytes, final: bool) -> bytes:
         return self._records.flush() if final else self._records.feed(data)

@@ -167,7 +167,7 @@ class JournalSource:
             return False, None, False
         if r.returncode != 0:
             if not self._permission(r.stderr):
-                self._say(f"journalctl failed (exit status {r.returncode}): {_last_line(r.stderr)}")
+                self._say(f"journalctl failed (exit status {r.returncode}): {last_line(r.stderr)}")
             self._failed(self.error or "")
             return False, None, False
         denied = self._permission(r.stderr)
@@ -193,10 +193,9 @@ class JournalSource:
 
     def _permission(self, stderr: bytes) -> bool:
         """Whether journalctl said the journal is not this user's to read (then said, with what to do)."""
-        text = stderr.decode("utf-8", "replace")
-        if not any(s in text for s in NO_PERMISSION):
+        if not denied(stderr):
             return False
-        self._say(f"journalctl cannot read the journal ({_last_line(stderr)}): the daemon's user needs to be in the "
+        self._say(f"journalctl cannot read the journal ({last_line(stderr)}): the daemon's user needs to be in the "
                   "systemd-journal group, or root")
         return True
 
@@ -346,7 +345,7 @@ class JournalSource:
         self._skipping = False
         if self._stopping:
             return
-        last = _last_line(self._stderr)
+        last = last_line(self._stderr)
         how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
         if "with --merge is not supported" in last and self.merge:
             self.merge = False  # (systemd 250-253: --follow implies --boot, which refuses --merge)
@@ -385,7 +384,13 @@ def _int(v: Any) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
 
 
-def _last_line(data: bytes) -> str:
+def denied(stderr: bytes) -> bool:
+    """Did journalctl say (on stderr) that the journal is not this user's to read?"""
+    text = stderr.decode("utf-8", "replace")
+    return any(s in text for s in NO_PERMISSION)
+
+
+def last_line(data: bytes) -> str:
     """The last non-empty line journalctl wrote to stderr, bounded (its own words, no entry's text)."""
     for line in reversed(data.decode("utf-8", "replace").splitlines()):
         if line.strip():

@@ -16,13 +16,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, BinaryIO, Callable
 
-from diag.ingest.decoded import DecodedSource
+from diag.ingest.containerlog import ContainerLogSource
 from diag.ingest.journalline import ShortLines, message_bytes, parse_entry
 
 if TYPE_CHECKING:
     from diag.daemon.config import JournalSpec
 
-MAX_CARRY = 8 << 20  # a line of the export longer than this is passed on as it is, unread (the splitter cuts it)
 HEAD_CUT = 4096  # a first line at least this long without its end in `head`: judged by its first field
 _FIELD = re.compile(rb'\{"[A-Z_][A-Z0-9_]*":')  # journal field names: capitals, digits, underscores
 
@@ -41,36 +40,34 @@ def journal_export(head: bytes) -> bool:
     return first.startswith(b'{"') and b'"__CURSOR":"' in first and b'"__REALTIME_TIMESTAMP":"' in first
 
 
-class JournalExportSource(DecodedSource):
-    """The export's entries as journalctl's short-iso-precise lines (see the module doc)."""
+class JournalEntries:
+    """An export's records, one entry per line of JSON, into the lines journalctl prints for them:
+    the per-record part `ContainerRecords` calls (a runtime's records are read the same way, by
+    `containerlog.RecordDecoder`). An entry is never cut into pieces, so nothing is held."""
 
-    def __init__(self, raw: BinaryIO):
-        super().__init__(raw)
+    holding = False
+
+    def __init__(self) -> None:
         self._lines = ShortLines()
-        self._carry = b""
 
-    def _decode(self, data: bytes, final: bool) -> bytes:
-        if final:
-            out, self._carry = (self._line(self._carry) if self._carry else b""), b""
-            return out
-        buf = self._carry + data if self._carry else data
-        last = buf.rfind(b"\n")
-        if last < 0:
-            if len(buf) > MAX_CARRY:
-                self._carry = b""
-                return buf
-            self._carry = buf
-            return b""
-        self._carry = buf[last + 1:]
-        return b"".join(map(self._line, buf[:last].split(b"\n")))
-
-    def _line(self, raw: bytes) -> bytes:
+    def line(self, raw: bytes) -> bytes:
         parsed = parse_entry(raw)
         if parsed is None:
             return raw + b"\n"
         e, us = parsed
         msg = message_bytes(e.get("MESSAGE"))
         return b"" if msg is None else self._lines.build(us, e, msg)
+
+    def end_pieces(self) -> bytes:
+        return b""
+
+
+class JournalExportSource(ContainerLogSource):
+    """The export's entries as journalctl's short-iso-precise lines (see the module doc), read as a
+    runtime's file is: a record a read cuts waits for the next, one longer than 8 MiB is passed on."""
+
+    def __init__(self, raw: BinaryIO):
+        super().__init__(raw, "journal-json", JournalEntries())
 
 
 def read_recent(spec: "JournalSpec", since: float, most: int, read: Callable[[BinaryIO], object],
@@ -81,7 +78,7 @@ def read_recent(spec: "JournalSpec", since: float, most: int, read: Callable[[Bi
     what went wrong, in one line (journalctl missing, failing, or the journal not the user's to read)."""
     import subprocess
 
-    from diag.ingest.journal import NO_PERMISSION
+    from diag.ingest.journal import denied, last_line
 
     cmd = [journalctl, "-o", "json", "--all", "--no-pager", "-u", spec.unit, f"--since=@{int(since)}", f"--lines={most}"]
     if spec.directory:
@@ -96,14 +93,14 @@ def read_recent(spec: "JournalSpec", since: float, most: int, read: Callable[[Bi
     finally:
         proc.stdout.close()
         try:
-            err = proc.stderr.read(1 << 16).decode("utf-8", "replace")
+            err = proc.stderr.read(1 << 16)
             rc = proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            rc, err = proc.wait(), "no end after 30 s"
+            rc, err = proc.wait(), b"no end after 30 s"
         proc.stderr.close()
-    last = next((ln.strip() for ln in reversed(err.splitlines()) if ln.strip()), "")
-    if any(s in err for s in NO_PERMISSION):
+    last = last_line(err)
+    if denied(err):
         return (f"the journal is not readable by this user ({last[:160]}): run as root or as a member of the "
                 "systemd-journal group")
     if rc != 0:
