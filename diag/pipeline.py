@@ -231,6 +231,13 @@ class Pipeline:
         stdin = path == "-"
         return self.scan_stream(res, f, mtime, fmt, progress, None if stdin else tail_bytes, close=not stdin)
 
+    def scan_named(self, name: str, f: Any, fmt: str | None = None) -> SourceResult:
+        """A stream that is no file, read to its end as the source `name` (a unit's journal, which
+        `diag doctor` reads from journalctl: `journalexport.read_recent`); the caller closes it."""
+        res = SourceResult(name)
+        self.sources.append(res)
+        return self.scan_stream(res, f, None, fmt, close=False)
+
     def scan_archive(self, path: str, kind: str, fmt: str | None = None,
                      progress: Callable[[int], None] | None = None) -> SourceResult:
         """Each regular file in the archive at `path` (`kind`: "tar" or "zip") read as its own source,

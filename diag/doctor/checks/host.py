@@ -257,11 +257,8 @@ def _scan_journal(pipe: Any, spec: Any, since: float) -> str | None:
     """The unit's journal since `since` through the pipeline, as one source named `journal:UNIT`
     (the daemon's name for it); its newest 50,000 entries at most, as a file's last 16 MiB."""
     from diag.ingest.journalexport import read_recent
-    from diag.pipeline import SourceResult
 
-    res = SourceResult(spec.name)
-    pipe.sources.append(res)
-    return read_recent(spec, since, 50_000, lambda f: pipe.scan_stream(res, f, None, spec.format, close=False))
+    return read_recent(spec, since, 50_000, lambda f: pipe.scan_named(spec.name, f, spec.format))
 
 
 def check_logs(ctx: Context) -> Result:

@@ -183,9 +183,8 @@ def _answers_name(ctx: Context, name: str, details: list[str]) -> bool:
     as a finding (`unknown-model`) that the doctor itself caused."""
     import httpx
 
-    body = {"model": name, "messages": [{"role": "user", "content": PROBE_TEXT}], "max_tokens": 1, "temperature": 0}
     try:
-        r = ctx.http().post(ctx.url + "/v1/chat/completions", json=body)
+        r = ctx.http().post(ctx.url + "/v1/chat/completions", json=chat_body(ctx, PROBE_TEXT, 1, model=name))
     except httpx.HTTPError as exc:
         details.append(f"a request for `{name}`: {_err(exc)}")
         return False
@@ -212,8 +211,9 @@ def _near_miss(wanted: str, served: list[str], roots: dict[str, str]) -> str | N
 
 
 # -- generation --------------------------------------------------------------------------------
-def chat_body(ctx: Context, content: Any, max_tokens: int = 8, stream: bool = False) -> dict:
-    body: dict[str, Any] = {"model": ctx.served_model, "messages": [{"role": "user", "content": content}],
+def chat_body(ctx: Context, content: Any, max_tokens: int = 8, stream: bool = False, model: str | None = None) -> dict:
+    """A chat completion request for the served model (or `model`, a name to ask for)."""
+    body: dict[str, Any] = {"model": model or ctx.served_model, "messages": [{"role": "user", "content": content}],
                             "max_tokens": max_tokens, "temperature": 0}
     if stream:
         body["stream"] = True
