@@ -47,12 +47,8 @@ class LogSpec:
     @classmethod
     def parse(cls, arg: str) -> "LogSpec":
         """`PATH[:FORMAT]` from the command line."""
-        from diag.parsing.source import FORMATS
-
-        head, sep, tail = arg.rpartition(":")
-        if sep and tail in FORMATS and head:
-            return cls(head, tail)
-        return cls(arg)
+        path, fmt = _with_format(arg)
+        return cls(path, fmt)
 
 
 @dataclass
@@ -72,12 +68,27 @@ class JournalSpec:
     @classmethod
     def parse(cls, arg: str) -> "JournalSpec":
         """`UNIT[:FORMAT]` from the command line."""
-        from diag.parsing.source import FORMATS
+        unit, fmt = _with_format(arg)
+        return cls(unit, None, fmt)
 
-        head, sep, tail = arg.rpartition(":")
-        if sep and tail in FORMATS and head:
-            return cls(head, None, tail)
-        return cls(arg)
+
+def _with_format(arg: str) -> tuple[str, str | None]:
+    """`NAME[:FORMAT]` (`--log`, `--journal`): a last `:FORMAT` only when it names a format (a path
+    may hold colons), else the whole argument and no format."""
+    from diag.parsing.source import FORMATS
+
+    head, sep, tail = arg.rpartition(":")
+    if sep and tail in FORMATS and head:
+        return head, tail
+    return arg, None
+
+
+def _check_format(fmt: Any, where: str, what: str) -> None:
+    """A `format` setting names one of the parsers' formats (ConfigError naming them if not)."""
+    from diag.parsing.source import FORMATS
+
+    if fmt is not None and fmt not in FORMATS:
+        raise ConfigError(f"{where}: {what}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
 @dataclass
@@ -196,10 +207,7 @@ def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
         if not isinstance(item, dict) or not isinstance(item.get("path"), str):
             raise ConfigError(f"{where}: [[log]] #{i + 1} needs a `path` string")
         fmt = item.get("format")
-        from diag.parsing.source import FORMATS
-
-        if fmt is not None and fmt not in FORMATS:
-            raise ConfigError(f"{where}: [[log]] {display(item['path'])}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+        _check_format(fmt, where, f"[[log]] {display(item['path'])}")
         dirs = item.get("rotated_dirs", [])
         if not isinstance(dirs, list) or not all(isinstance(d, str) and d for d in dirs):
             raise ConfigError(f"{where}: [[log]] {display(item['path'])}: rotated_dirs must be a list of directories (strings)")
@@ -213,8 +221,6 @@ def apply(cfg: Config, doc: dict[str, Any], where: str = "config") -> None:
 
 def _journal_spec(item: Any, i: int, where: str) -> JournalSpec:
     """One `[[journal]]` table: `unit`, and optionally `directory` and `format`."""
-    from diag.parsing.source import FORMATS
-
     if not isinstance(item, dict) or not isinstance(item.get("unit"), str) or not item["unit"].strip():
         raise ConfigError(f"{where}: [[journal]] #{i + 1} needs a `unit` string (vllm.service)")
     unit = item["unit"].strip()
@@ -224,8 +230,7 @@ def _journal_spec(item: Any, i: int, where: str) -> JournalSpec:
     directory, fmt = item.get("directory"), item.get("format")
     if directory is not None and (not isinstance(directory, str) or not directory):
         raise ConfigError(f"{where}: [[journal]] {unit}: directory must be a path (string)")
-    if fmt is not None and fmt not in FORMATS:
-        raise ConfigError(f"{where}: [[journal]] {unit}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+    _check_format(fmt, where, f"[[journal]] {unit}")
     return JournalSpec(unit, directory, fmt)
 
 
