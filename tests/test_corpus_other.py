@@ -25,6 +25,9 @@ def test_llamacpp_text_tasks():
     assert {"image-without-projector", "llamacpp-kv-exhausted", "llamacpp-context-exceeded"} <= set(f)
     assert f["llamacpp-context-exceeded"]["fields"] == {"tokens": "3406", "n_ctx": "512"}
     assert "llamacpp-alloc-failed" not in f  # "failed to find a memory slot" retries are not OOM
+    # the two tasks failed for want of KV cache while the server kept serving (corpus README): not an engine death
+    assert "request-failed-engine-dead" not in f
+    assert set(f["request-failed-kv-full"]["request_ids"]) == {"task-337", "task-339"}
 
 
 def test_llamacpp_prompt_tokens_are_the_whole_prompt_not_what_the_cache_missed():
@@ -139,6 +142,7 @@ def test_lmdeploy_sessions():
     s5 = tr["session-5"]
     assert s5["status"] == "failed" and s5["reason"] == "OUT_OF_MEMORY" and s5["http_status"] == 500
     assert "lmdeploy-turbomind-kv-oom" in s5["findings"]
+    assert "request-failed-kv-full" in s5["findings"] and "request-failed-engine-dead" not in findings(doc)  # TurboMind ran on
     assert tr["session-1"]["prompt_tokens"] == 1843 and tr["session-1"]["output_tokens"] == 187
     http = doc["summary"]["http_status"]
     assert http["500"] == 1 and http["404"] == 1 and http["400"] == 2
