@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -280,3 +282,22 @@ def test_kserve_openai_routes_answer_their_requests(tmp_path):
         (t,) = doc["traces"]
         assert (t["endpoint"], t["http_status"]) == ("completions", status), route
         assert doc["summary"]["http_status"] == {"200": 1}
+
+
+def test_the_latency_summary_is_of_completed_requests_only():
+    # text.log: ten completed requests (vLLM 0.32 logs no finish time at INFO) and two aborted at once;
+    # their wait-until-abort made "p50 0.00 s (2 known)" of a summary that knew no completed request's latency
+    doc = scan(VLLM / "text.log")
+    assert doc["summary"]["by_status"] == {"aborted": 2, "ok": 10}
+    assert {t["latency_s"] is not None for t in doc["traces"] if t["status"] == "aborted"} == {True}
+    assert doc["summary"]["latency_s"] == {"p50": None, "p95": None, "max": None, "known": 0}
+    out = subprocess.run([sys.executable, "-m", "diag", "scan", str(VLLM / "text.log")], capture_output=True, text=True).stdout
+    assert "latency: unknown" in out and "p50" not in out
+    # text-logoutputs.log: completed requests with finish times, and an aborted one
+    doc = scan(VLLM / "text-logoutputs.log")
+    ok = [t["latency_s"] for t in doc["traces"] if t["status"] == "ok" and t["latency_s"] is not None]
+    assert len(ok) >= 2 and doc["summary"]["by_status"]["aborted"] >= 1
+    lat = doc["summary"]["latency_s"]
+    assert (lat["known"], lat["max"]) == (len(ok), max(ok))
+    out = subprocess.run([sys.executable, "-m", "diag", "scan", str(VLLM / "text-logoutputs.log")], capture_output=True, text=True).stdout
+    assert f"({len(ok)} of {doc['summary']['by_status']['ok']} with a finish time)" in " ".join(out.split())

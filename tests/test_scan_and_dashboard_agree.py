@@ -16,7 +16,7 @@ from conftest import CORPUS, LLAMA, VLLM
 from diag.web.app import create_app
 
 # a few requests each (where the two definitions of a percentile part ways), all within the last hour
-LOGS = [LLAMA / "text.log", LLAMA / "plain-no-prefix-stderr.log", LLAMA / "jsonl-stdout.log", VLLM / "text.log",
+LOGS = [LLAMA / "text.log", LLAMA / "plain-no-prefix-stderr.log", LLAMA / "jsonl-stdout.log", VLLM / "text-logoutputs.log",
         CORPUS / "lmdeploy" / "synthetic-0.16.log", CORPUS / "seed-style" / "vllm.log"]
 
 
@@ -26,7 +26,7 @@ def test_scan_and_the_dashboard_give_the_same_latency_percentiles(log, tmp_path)
     summary = json.loads(r.stdout)["summary"]
     with TestClient(create_app(tmp_path / "diag.sqlite3")) as client:
         page = client.get("/").text
-    m = re.search(r"<p>(\d+) requests.*?latency p50 <b>([\d.]+)</b> s, p95 <b>([\d.]+)</b> s", page, re.S)
+    m = re.search(r"<p>(\d+) requests.*?latency of completed requests p50 <b>([\d.]+)</b> s, p95 <b>([\d.]+)</b> s", page, re.S)
     assert m, page
     assert int(m[1]) == summary["count"]  # the same requests: the dashboard's last hour of data holds them all
     lat = summary["latency_s"]

@@ -49,7 +49,10 @@ def print_human(pipe: Pipeline, console: Console, verbose: bool = False, summary
     console.print(f"[bold]Requests[/]: {s['count']} traced  " + "  ".join(f"{k}: {v}" for k, v in s["by_status"].items()))
     lat = s["latency_s"]
     if lat["known"]:
-        console.print(f"  latency p50 {lat['p50']:.2f} s, p95 {lat['p95']:.2f} s, max {lat['max']:.2f} s ({lat['known']} known)")
+        console.print(f"  latency of completed requests: p50 {lat['p50']:.2f} s, p95 {lat['p95']:.2f} s, max {lat['max']:.2f} s "
+                      f"({lat['known']} of {s['by_status'].get('ok', 0)} with a finish time)")
+    elif s["by_status"].get("ok"):
+        console.print("  latency: unknown (no completed request's finish time is in these logs)")
     if s["images"]["requests_with_count"]:
         im = s["images"]
         console.print(f"  images: {im['total']} in {im['requests_with_count']} requests with a known count (max {im['max_per_request']} per request)")

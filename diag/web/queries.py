@@ -273,7 +273,7 @@ def servers(store: Store, meta: dict[str, Any], series: bool = True) -> list[dic
 
 
 def traffic(store: Store, window: float = 3600.0) -> dict[str, Any]:
-    """Requests per minute by status and latency p50/p95 over the last hour of data."""
+    """Requests per minute by status and the latency p50/p95 of the completed ones over the last hour of data."""
     top = store.db.execute("SELECT max(t) FROM traces").fetchone()[0]
     if top is None:
         return {"minutes": [], "by_status": {}, "p50": None, "p95": None, "count": 0, "until": None}
@@ -285,8 +285,9 @@ def traffic(store: Store, window: float = 3600.0) -> dict[str, Any]:
         per.setdefault(status, {})[minute] = n
     first = int(lo // 60) + 1
     minutes = list(range(first, int(ref // 60) + 1))
+    # completed requests only, as `diag scan`'s summary (diag.report.document.TraceSummary)
     lat = [r[0] for r in store.db.execute("SELECT latency_s FROM traces WHERE t >= ? AND latency_s IS NOT NULL "
-                                          "ORDER BY t DESC LIMIT 20000", (lo,))]
+                                          "AND status = 'ok' ORDER BY t DESC LIMIT 20000", (lo,))]
     p50, p95 = percentiles(lat, 50, 95)
     return {"minutes": [m * 60 for m in minutes], "by_status": {s: [v.get(m, 0) for m in minutes] for s, v in sorted(per.items())},
             "p50": p50, "p95": p95, "count": sum(sum(v.values()) for v in per.values()), "until": iso(ref)}
