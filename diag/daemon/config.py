@@ -57,7 +57,8 @@ class JournalSpec:
     server run as a service that logs to journald and to no file (`diag.ingest.journal`)."""
 
     unit: str
-    directory: str | None = None  # journalctl --directory: journal files somewhere else than the system's
+    directory: str | None = None  # journalctl --directory: journal files somewhere else than the system's (any machine's
+    # entries of the unit there are read; without it, this machine's only: `journal.unit_args`)
     format: str | None = None
 
     @property

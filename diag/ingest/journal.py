@@ -29,6 +29,13 @@ it (`JournalSource.state`). A multi-line message whose record starts on one of i
 lines (rare: journald splits a service's stdout at newlines) is committed at the entry before it:
 a kill -9 then reads that entry's lines again. No MESSAGE (journalctl prints nothing either) or an
 over-large or malformed entry feeds no line and is counted (`skipped`); its cursor still moves on.
+
+Which entries: without a `directory`, this machine's (`unit_args`). `--merge` (to follow across
+boots) also opens the journals of other machines kept on this host (/var/log/journal/remote/, where
+systemd-journal-remote writes on a log-collecting host), and a unit of the same name there is not
+ours: the match `_MACHINE_ID=<this machine's id>` (journald stamps every entry with it), which
+journalctl ANDs with `-u`'s matches (tests/test_journal_machine.py, on real files), leaves those out.
+With a `directory` the user chose the files, often another machine's: all their entries of the unit.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ READ_BUDGET = 1 << 20  # JSON bytes taken from one child per turn; more waiting:
 PIPE_READ = 64 << 10
 STDERR_KEPT = 4096  # the end of a child's stderr kept for the message when it exits
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0  # seconds before a child that exited is started again
+MACHINE_ID = "/etc/machine-id"  # this machine's id (machine-id(5)), the one journald writes as each entry's _MACHINE_ID
 FIRST_ENTRY_WAIT = 10.0  # seconds `journalctl -n 1` may take at a first start (the unit's newest entry)
 # Fields journalctl is asked for: what the short format prints (its cursor and times always come).
 OUTPUT_FIELDS = "MESSAGE,_PID,SYSLOG_PID,SYSLOG_IDENTIFIER,_COMM,_HOSTNAME"
@@ -113,9 +121,7 @@ class JournalSource:
         # after a cursor in an earlier boot skipped, a machine that reboots no longer followed);
         # --merge lifts that (systemd 254, and 252 as Debian 12 and RHEL 9 ship it)
         a = [self.journalctl, "-o", "json", "--no-pager", "--all", *(["--merge"] if self.merge else []), f"--output-fields={OUTPUT_FIELDS}",
-             "-u", self.spec.unit]
-        if self.spec.directory:
-            a.append(f"--directory={self.spec.directory}")
+             *unit_args(self.spec)]
         if newest:
             return a + ["--lines=1"]
         a += ["--follow", "--no-tail"]  # (--follow alone starts at the newest 10 entries, even from a cursor)
@@ -378,6 +384,41 @@ class JournalSource:
         return {"unit": self.spec.unit, "cursor": cursor, "offset": offset, "lineno": lineno, "lines_read": self.consumed - held,
                 "entries": self.entries, "skipped": self.skipped, "format": self.parser.detected,
                 "last_line_time": self.last_line_time, "directory": self.spec.directory, "from_oldest": self.from_beginning}
+
+
+def unit_args(spec: JournalSpec) -> list[str]:
+    """journalctl's arguments for what of the journal is the unit's (the daemon's follow and its first
+    entry, the doctor's `read_recent`): its files with a `directory`, all their entries of the unit;
+    else the system's journal, this machine's entries of the unit only (see the module doc). Without
+    a machine id to read (a container without /etc/machine-id), the unit's entries of every journal
+    journalctl opens, as before there was this match; said once, at debug level only."""
+    if spec.directory:
+        return ["-u", spec.unit, f"--directory={spec.directory}"]
+    machine = this_machine()
+    return ["-u", spec.unit, *([f"_MACHINE_ID={machine}"] if machine else [])]
+
+
+_no_machine_said = False
+
+
+def this_machine() -> str | None:
+    """This machine's id as journald writes it (32 lowercase hex digits), or None when /etc/machine-id
+    cannot be read or holds none (empty, `uninitialized`: an image before its first boot)."""
+    global _no_machine_said
+    try:
+        with open(MACHINE_ID, "rb") as f:
+            text = f.read(64).decode("ascii", "replace").strip().lower()
+    except OSError as exc:
+        text, why = "", exc.strerror or str(exc)
+    else:
+        why = "no machine id in it"
+    if len(text) == 32 and all(c in "0123456789abcdef" for c in text) and text.strip("0"):
+        return text
+    if not _no_machine_said:
+        _no_machine_said = True
+        log.debug("%s: %s; a unit's journal is read from every journal journalctl opens (other machines' kept here too)",
+                  MACHINE_ID, why)
+    return None
 
 
 def _int(v: Any) -> int:

@@ -78,11 +78,10 @@ def read_recent(spec: "JournalSpec", since: float, most: int, read: Callable[[Bi
     what went wrong, in one line (journalctl missing, failing, or the journal not the user's to read)."""
     import subprocess
 
-    from diag.ingest.journal import denied, last_line
+    from diag.ingest.journal import denied, last_line, unit_args
 
-    cmd = [journalctl, "-o", "json", "--all", "--no-pager", "-u", spec.unit, f"--since=@{int(since)}", f"--lines={most}"]
-    if spec.directory:
-        cmd.append(f"--directory={spec.directory}")
+    # (this machine's entries of the unit, or all of the directory's: the daemon's `unit_args`)
+    cmd = [journalctl, "-o", "json", "--all", "--no-pager", *unit_args(spec), f"--since=@{int(since)}", f"--lines={most}"]
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as exc:
