@@ -124,7 +124,7 @@ def test_a_bundle_reads_each_member_as_the_unpacked_file_is_read(packer, tmp_pat
     formats = {f["path"].rsplit("/", 1)[1]: f["format"] for f in doc["files"]}
     assert formats == {"vllm.log": "vllm", "vllm.log.1.gz": "vllm", "kv.log": "vllm", "proxy.log": "proxy",
                        "nginx-access.log": "nginx", "vl.log": "vllm", "vllm-0.log": "vllm"}
-    assert {"kv-cache-no-blocks", "upstream-refused", "unknown-model"} <= {f["rule"] for f in doc["findings"]}
+    assert {"kv-cache-no-blocks", "upstream-closed", "unknown-model"} <= {f["rule"] for f in doc["findings"]}
     assert any(loc["path"] == f"{bundle}:logs/var/log/vllm/vllm.log.1.gz" for f in doc["findings"] for loc in f["locations"])
     vllm_traces = [t for t in doc["traces"] if t["source"] == f"{bundle}:logs/var/log/vllm/vllm.log"]
     assert vllm_traces and all(t["received_at"].startswith("2023-11-22") for t in vllm_traces if t["received_at"])
@@ -192,7 +192,7 @@ def test_an_encrypted_zip_member_is_one_line_and_the_others_are_read(tmp_path):
     doc = json.loads(r.stdout)
     assert [(f["path"], f["lines"]) for f in doc["files"]] == [
         (f"{bundle}:logs/var/log/vllm/vllm.log", 0), (f"{bundle}:logs/opt/proxy/proxy.log", 40)]
-    assert "upstream-refused" in {f["rule"] for f in doc["findings"]}
+    assert "upstream-closed" in {f["rule"] for f in doc["findings"]}
 
 
 def test_member_names_are_escaped_like_file_names(tmp_path):
@@ -288,7 +288,7 @@ def test_scan_store_keys_members_by_the_archive(tmp_path):
     again = stored()
     assert set(again["findings"]) == {str(bundle)} and again["findings"][str(bundle)] < first["findings"][str(bundle)]
     db = sqlite3.connect(state / "diag.sqlite3")
-    assert db.execute("SELECT count(*) FROM findings WHERE rule = 'upstream-refused'").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM findings WHERE rule = 'upstream-closed'").fetchone() == (0,)
     db.close()
 
 

@@ -37,7 +37,7 @@ NOT_REAL: dict[tuple[str, str, int], str] = {
     ("zero-image-request", "examples", 0): "only the guide's format logs generated tokens (GUIDE-STYLE corpus)",
     ("zero-image-request", "counter_examples", 0): "GUIDE-STYLE corpus",
     ("zero-image-request", "counter_examples", 1): "GUIDE-STYLE corpus (the guide's own example request)",
-    ("upstream-refused", "examples", 1): "GUIDE-STYLE corpus (the guide's proxy_server.py)",
+    ("upstream-closed", "examples", 2): "GUIDE-STYLE corpus (the guide's proxy_server.py)",
     ("lmdeploy-turbomind-kv-oom", "examples", 0): "SYNTHESIZED corpus line (TurboMind format string)",
     ("lmdeploy-pytorch-oom", "examples", 1): "raise statement in LMDeploy's PyTorch engine ('kv cache' wording); no paste found",
     ("kv-cache-preemption", "examples", 1): "V1 'Preemptions: N' field; vLLM 0.32 never prints it; no paste found",
