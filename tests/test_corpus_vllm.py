@@ -304,3 +304,26 @@ def test_the_latency_summary_is_of_completed_requests_only():
     assert (lat["known"], lat["max"]) == (len(ok), max(ok))
     out = subprocess.run([sys.executable, "-m", "diag", "scan", str(VLLM / "text-logoutputs.log")], capture_output=True, text=True).stdout
     assert f"({len(ok)} of {doc['summary']['by_status']['ok']} with a finish time)" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("name, cause, effect", [
+    ("kv-pressure-then-worker-sigkill.log", "worker-killed", "engine-dead"),  # both CRITICAL, both at 18:23:19
+    ("oom-kvspace64-refused.log", "kv-cache-exceeds-available-memory", "engine-failed-to-start"),  # both at 18:19:59
+])
+def test_a_cause_comes_before_what_it_caused_when_logged_in_the_same_second(name, cause, effect):
+    # the effects' remedies send the reader to the error logged before them: the report lists that one first
+    doc = scan(VLLM / name)
+    order = [f["rule"] for f in doc["findings"]]
+    assert order.index(cause) < order.index(effect)
+    out = subprocess.run([sys.executable, "-m", "diag", "scan", str(VLLM / name)], capture_output=True, text=True).stdout
+    assert out.index(f"({cause},") < out.index(f"({effect},")
+
+
+def test_a_400_whose_reason_was_logged_is_that_reasons_finding_only():
+    # too many images and a context too long: vLLM 0.6.6 and 0.11 log why, then answer 400; the reason is a
+    # finding of its own, and bad-request-on-api-route ("the server may not log why") would say it again
+    for log in (V066, V0110):
+        f = findings(scan(log))
+        assert {"too-many-images", "context-length-exceeded"} <= set(f) and "bad-request-on-api-route" not in f
+    # vLLM 0.32 logs no reason for its 400s (a prompt over --max-model-len): the 400 is all there is
+    assert findings(scan(VLLM / "cold-start-text.log"))["bad-request-on-api-route"]["count"] == 6  # its six 400s

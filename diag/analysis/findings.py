@@ -87,6 +87,11 @@ def render(template: str, fields: dict[str, Any], count: int = 1, ids: list[str]
     return _SLOT.sub(sub, template)
 
 
+def _order(f: Finding) -> tuple:
+    loc = f.locations[0] if f.locations else {}
+    return (-SEVERITY_RANK[f.rule.severity], f.first_seen or 0, loc.get("path") or "", loc.get("line") or 0, f.rule.id)
+
+
 class FindingSet:
     """Hits aggregated per rule, in the order rules first fired."""
 
@@ -100,7 +105,11 @@ class FindingSet:
         f.add(hit)
 
     def sorted(self) -> list[Finding]:
-        return sorted(self.by_rule.values(), key=lambda f: (-SEVERITY_RANK[f.rule.severity], f.first_seen or 0, f.rule.id))
+        """Worst first; within a severity, in the order the logs said them: by time, and at the same
+        time (vLLM stamps whole seconds) by where the first hit was. A cause and what it caused are
+        often logged in one second (a killed worker, then the engine's death): the rule id put
+        `engine-dead` above `worker-killed`, whose remedy says the cause is the error before it."""
+        return sorted(self.by_rule.values(), key=_order)
 
     def worst(self) -> str | None:
         if not self.by_rule:
