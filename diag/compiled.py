@@ -78,6 +78,7 @@ MODULES = (
     "diag.store.counters",
     "diag.store.db",
     "diag.daemon.service",
+    "diag.daemon.commit",
 )
 
 

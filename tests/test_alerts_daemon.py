@@ -315,7 +315,7 @@ def test_store_failing_alert_goes_out_without_the_store(tmp_path, rec):
         log.write_text("".join(f"(APIServer pid=1) INFO 01-24 10:00:00 [request_logger.py:65] Received request chatcmpl-{i:016x}: "
                                "params: SamplingParams(n=1, max_tokens=8), lora_request: None.\n" + "x" * 2000 + "\n" for i in range(200)))
         d.step()
-        assert d._pending_commit is not None
+        assert d.committer.pending is not None
         (b,) = rec.wait(1)
         assert b["alerts"][0]["labels"]["alertname"] == "diag-store-failing" and b["alerts"][0]["labels"]["severity"] == "critical"
         d.store.db.execute("PRAGMA max_page_count = 1073741823")  # space again

@@ -151,7 +151,7 @@ def test_a_full_disk_with_journal_entries_waiting_in_the_pipe_is_no_busy_loop(tm
         pages = d.store.db.execute("PRAGMA page_count").fetchone()[0]
         d.store.db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full now
         append(jdir, entries_of(lines[50:200], 50))
-        wait_for(lambda: d.step() and d._pending_commit is not None, 20, "a commit the store refuses")
+        wait_for(lambda: d.step() and d.committer.pending is not None, 20, "a commit the store refuses")
         append(jdir, entries_of(lines[200:], 200))  # logged while the store refuses writes: waiting in the pipe
         time.sleep(0.5)
         turns, t0 = 0, time.monotonic()
@@ -161,7 +161,7 @@ def test_a_full_disk_with_journal_entries_waiting_in_the_pipe_is_no_busy_loop(tm
             if not busy or not (d.follower.behind or d.journals.behind):
                 d._wait(busy)
             turns += 1
-        assert d._pending_commit is not None  # (still refused: reading paused)
+        assert d.committer.pending is not None  # (still refused: reading paused)
         assert turns <= 2 / min(cfg.poll_interval, cfg.record_quiet) + 3, f"{turns} turns in 2 s"  # (a record held: the shorter wait)
         d.store.db.execute("PRAGMA max_page_count = 1073741823")  # space again
         n = lines_in(jdir, tmp_path)

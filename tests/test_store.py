@@ -95,7 +95,7 @@ def test_full_disk_pauses_reading_and_loses_nothing(tmp_path):
     d.store.db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full now
     write(0, 200)
     d.step()
-    assert d._pending_commit is not None  # kept, not dropped
+    assert d.committer.pending is not None  # kept, not dropped
     # what a crash now would resume from: nothing past the lines that could not be stored
     assert [s.offset for s in d.store.sources()] in ([], [0])
     write(200, 400)

@@ -4,7 +4,8 @@ The main loop is the only writer: it polls the follower (woken by inotify, or ev
 `poll_interval`), feeds new lines through the same pipeline `diag scan` uses, and commits the
 traces and findings they produced together with the new read offsets in one transaction. A
 commit that fails (disk full, database locked) is retried, and reading pauses until it goes
-through, so nothing is lost. SIGTERM/SIGINT flush and exit 0; SIGHUP reloads config and rules.
+through, so nothing is lost (`diag.daemon.commit`). SIGTERM/SIGINT flush and exit 0; SIGHUP reloads
+config and rules.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Iterator
 
 from diag import __version__
 from diag.daemon import config, heap, systemd
+from diag.daemon.commit import Committer
 from diag.fsname import display
 from diag.analysis.rules import ruleset as rules
 from diag.alerts.config import parse as parse_alerts
@@ -40,7 +42,6 @@ COALESCE = 0.02  # seconds: lines arriving this soon after a commit wait to be c
 COALESCE_STEADY = 0.04  # the same while a steady stream comes in (see `_wait`): a line waits at most this long
 STEADY_LINES = 8  # lines read in one turn that mark a steady stream (400 lines/s over a `COALESCE` window)
 CATCHUP_COMMIT_LINES = 16_000  # catching up, a commit waits for this many lines read (see `step`)
-HEARTBEAT_EVERY = 1.0  # seconds: `heartbeat` (the last commit's time) is rewritten at most this often
 
 
 class Daemon:
@@ -52,8 +53,6 @@ class Daemon:
         rs = rules.load(cfg.rules_dirs)
         for e in rs.errors:
             log.error("rules: %s", e)
-        self.hits: list[Hit] = []
-        self.done: dict[str, Trace] = {}
         self.pipe = Pipeline(rs, on_hit=self._on_hit, on_trace=self._trace_done, keep_traces=False, max_line=cfg.max_line_bytes)
         self.pipe.assembler.max_open = cfg.max_open_traces
         stored_meta = self.store.meta()
@@ -72,23 +71,20 @@ class Daemon:
         self.reload_requested = False
         self.started = time.time()
         self._watch: DirWatch | None = None
-        self._pending_commit: tuple[list, list, list, list, Any, list] | None = None
         self.on_commit: list[Any] = []  # called (no arguments) after each commit that went through: the web's live stream
         self._last_prune = 0.0
-        self._last_commit = 0.0  # monotonic time of the last commit that went through
         self._step_lines = 0  # lines the last `step` read
-        self._uncommitted_lines = 0  # lines read since the last commit that went through
-        self._heartbeat_at: float | None = None  # monotonic time of the `heartbeat` last committed
         self._last_stuck = 0.0
         self._last_watchdog = 0.0
         self._watchdog = systemd.watchdog_interval()
-        self._commit_failing = False
         self._servers: dict[str, str] = {}
         self._web_listen = cfg.web_listen  # the dashboard alerts link to (a reload does not move it)
         self._cli_webhooks = list(cfg.alert_webhooks)  # --alert-webhook: kept across reloads of the config file
         self.alerts = AlertRuntime(parse_alerts(cfg.alerts_doc, extra_webhooks=self._cli_webhooks, web_listen=self._web_listen),
                                    rs, self.store.db, cfg.db_path, self._describe)
         self.pipe.engine.on_clear = lambda rule, path: self.alerts.cleared(rule.id, path)
+        # the one writer to the store (diag.daemon.commit); the pipeline's hits and traces go to it (`_on_hit`)
+        self.committer = Committer(self.store, self.pipe, self.follower, self.journals, self.alerts, self.on_commit)
 
     # -- lifecycle ------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -154,7 +150,7 @@ class Daemon:
         One request's lines written now and then (a handful per turn) keep the short window.
         Catching up (a read stopped at its size limit) never comes here."""
         if busy:
-            pause = self._last_commit + self._window() - time.monotonic()
+            pause = self.committer.last_commit + self._window() - time.monotonic()
             if pause > 0 and not self.stopping:
                 time.sleep(pause)
             return
@@ -162,7 +158,7 @@ class Daemon:
             return  # a signal came while this iteration ran: its byte in the pipe is drained by the next wait
         # a journalctl child's output ends the wait too, unless reading is paused (the store refuses
         # writes, `step`): its unread output would end every wait at once, a busy loop
-        fds = self.journals.fds() if self._pending_commit is None else []
+        fds = self.journals.fds() if self.committer.pending is None else []
         if self._watch is not None:
             if self._watch.wait(self._idle_wait(), fds)[1]:
                 self.follower.dirty = True  # a file appeared or was renamed: expand globs now
@@ -195,7 +191,7 @@ class Daemon:
     # -- the loop -------------------------------------------------------------------------
     def step(self) -> bool:
         """Read what is new everywhere, run it through the pipeline, commit. True if there was data."""
-        if self._pending_commit is not None:
+        if self.committer.pending is not None:
             if not self.commit():
                 return False  # the store is failing: do not read more until it takes what we have
         busy = False
@@ -239,10 +235,10 @@ class Daemon:
         # 1 MiB read (~2,800 requests) ran 66-73 k lines per CPU second, per 16,000 lines (two reads)
         # 78-79 k, per 24,000 83-89 k; sequential ids gained nothing. The traces held meanwhile cost
         # RSS (--only rss: 87 MB, 91, 96).
-        self._uncommitted_lines += self._step_lines
+        self.committer.uncommitted_lines += self._step_lines
         behind = self.follower.behind or self.journals.behind
         self.store.catching_up(behind)
-        if (busy or touched or started) and not (behind and self._uncommitted_lines < CATCHUP_COMMIT_LINES):
+        if (busy or touched or started) and not (behind and self.committer.uncommitted_lines < CATCHUP_COMMIT_LINES):
             self.commit()
         return busy
 
@@ -267,7 +263,7 @@ class Daemon:
             self._last_stuck = now
             self.pipe.engine.release_due(now)
             self.pipe.assembler.mark_stuck(now, self.cfg.stuck_after)  # marked as changed: the commit checks them
-            if self.hits or self.pipe.assembler.changed:
+            if self.committer.hits or self.pipe.assembler.changed:
                 self.commit()
         if self.alerts.due(now):
             self.commit()
@@ -296,7 +292,7 @@ class Daemon:
         return n
 
     def _on_hit(self, hit: Hit) -> None:
-        self.hits.append(hit)  # not a bound list.append: `self.hits` is swapped at each commit
+        self.committer.on_hit(hit)  # (the pipeline is built before the committer it hands its hits to)
 
     def _describe(self, path: str) -> tuple[str, str | None]:
         """A source's server (the format that wrote it) and served model, for alert labels."""
@@ -316,68 +312,11 @@ class Daemon:
             yield j.parser
 
     def _trace_done(self, t: Trace) -> None:
-        self.done[t.id] = t
+        self.committer.trace_done(t)
 
     def commit(self, meta: dict[str, Any] | None = None, block: bool = False) -> bool:
         """One transaction: changed traces, new hits, read offsets. False (and kept for later) on failure."""
-        if self._pending_commit is None:
-            traces = {t.id: t for t in self.pipe.drain_changed()}
-            left, self.done = self.done, {}
-            traces.update(left)
-            states = {s.key: s for s in self.follower.states()}
-            # A state alert (stuck request) waits for its requests to close; one that left the assembler
-            # still in flight (pushed out by newer ones, or its file gone) can never close: it stops waiting.
-            closed = (t.id for t in traces.values() if t.status != "in_flight" or t.id in left)
-            # held hits go with the offsets past their lines: after a crash they are restored, not lost
-            changes = self.alerts.prepare(self.hits, closed, {**self.follower.errors, **self.journals.errors})
-            self._pending_commit = (list(traces.values()), self.hits, list(states.values()), self.pipe.engine.held_state(), changes,
-                                    self.pipe.samples)
-            self.hits = []
-            self.pipe.samples = []
-        traces, hits, states, held, changes, samples = self._pending_commit
-        m = dict(meta or {})
-        m["held_hits"] = held
-        m["trace_ids"] = self.pipe.assembler.ids.to_state()
-        m["ends_logged"] = sorted(self.pipe.assembler.ends_logged)
-        beat = meta is not None or self._heartbeat_at is None or time.monotonic() - self._heartbeat_at >= HEARTBEAT_EVERY
-        if beat:
-            # Rewriting it at every commit cost a meta row (two pages) each time, for a time read
-            # no more finely than "when did it last commit" (`diag status`, /metrics; whether the
-            # daemon runs is its pid's business): it may be up to a second older than the last commit.
-            m["heartbeat"] = time.time()
-        m["errors"] = {**self.follower.errors, **self.journals.errors}
-        m["journal"] = self.journals.state()  # each unit's cursor, with the traces and findings of the lines before it
-        m["rule_errors"] = list(self.pipe.engine.errors)
-        m["internal_errors"] = self.pipe.internal.to_dict()
-        m["facts"] = self.pipe.facts.by_source
-        deadline = time.monotonic() + (30 if block else 0)
-        while True:
-            try:
-                self.store.commit(traces, hits, states, m, samples=samples, extra=changes.write if changes else None)
-                self._last_commit = time.monotonic()
-                if beat:
-                    self._heartbeat_at = self._last_commit
-                if self._commit_failing:
-                    log.info("store: commits go through again")
-                    self._commit_failing = False
-                    self.alerts.store_ok()
-                self._pending_commit = None
-                self._uncommitted_lines = 0
-                self.alerts.committed(changes)
-                for fn in self.on_commit:
-                    try:
-                        fn()
-                    except Exception as exc:  # noqa: BLE001 - a listener never stops the writer
-                        log.error("after commit: %s: %s", getattr(fn, "__qualname__", fn), exc)
-                return True
-            except sqlite3.Error as exc:
-                if not self._commit_failing:
-                    log.error("store: commit failed (%s); reading paused, nothing is dropped, retrying", exc)
-                    self._commit_failing = True
-                    self.alerts.store_failing(str(exc))
-                if time.monotonic() >= deadline:
-                    return False
-                time.sleep(1)
+        return self.committer.commit(meta, block)
 
     def reload(self) -> None:
         """SIGHUP: re-read config and rules. Never exits: whatever is wrong is logged, and a rule
