@@ -205,6 +205,9 @@ def test_guide_style_proxy_log():
     f = findings(doc)
     assert "upstream-refused" not in f and f["upstream-closed"]["count"] == 1
     assert doc["summary"]["top_clients"][0]["client"] == "10.8.0.23"
+    # "Proxy server listening on port 8000, forwarding /v1/* to http://localhost:3001" (it read listen=port)
+    facts = doc["facts"][str(SEED / "proxy.log")]
+    assert (facts["listen"], facts["upstream"]) == (":8000", "http://localhost:3001")
 
 
 def test_kserve_trace_logger_lines_are_vllm_requests(tmp_path):

@@ -28,6 +28,10 @@ def _served(m: re.Match) -> Any:
     return q.group(1) if q else None
 
 
+def _port(m: re.Match) -> str:
+    return ":" + m.group(1)  # a port on every address, as uvicorn's "0.0.0.0:8000" reads
+
+
 # (trigger substring, pattern, {fact: group index or callable})
 _FACTS: list[tuple[str, re.Pattern, dict[str, Any]]] = [
     ("server version", re.compile(r"vLLM (?:API )?server version (\S+?)(?:, serving model (\S+))?$"), {"version": 1, "model": 2}),
@@ -51,7 +55,9 @@ _FACTS: list[tuple[str, re.Pattern, dict[str, Any]]] = [
     ("init engine", re.compile(r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) seconds"), {"init_seconds": 1}),
     ("server on ", re.compile(r"Starting vLLM (?:API )?server (?:\d+ )?on (\S+)"), {"listen": 1}),
     ("Uvicorn running on", re.compile(r"Uvicorn running on (\S+)"), {"listen": 1}),
-    ("listening on", re.compile(r"listening on (\S+)"), {"listen": 1}),
+    # the guide's proxy_server.py: "Proxy server listening on port 8000, forwarding /v1/* to http://localhost:3001"
+    ("listening on port", re.compile(r"listening on port (\d+)(?:, forwarding \S+ to (\S+))?"), {"listen": _port, "upstream": 2}),
+    ("listening on", re.compile(r"listening on (?!port )(\S+)"), {"listen": 1}),
     ("loading model '", re.compile(r"loading model '([^']*)'"), {"model": 1}),
     ("loaded multimodal model", re.compile(r"loaded multimodal model, '([^']*)'"), {"mmproj": 1}),
     ("n_ctx_slot = ", re.compile(r"n_slots = (\d+), n_ctx_slot = (\d+)"), {"slots": 1, "max_model_len": 2}),

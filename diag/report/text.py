@@ -72,7 +72,7 @@ def print_human(pipe: Pipeline, console: Console, verbose: bool = False, summary
     console.print()
     for path, facts in pipe.facts.by_source.items():
         keys = ("server", "version", "model", "served_model_name", "max_model_len", "kv_cache_tokens", "max_concurrency",
-                "weights_gib", "listen", "starts")
+                "weights_gib", "listen", "upstream", "starts")
         shown = ", ".join(f"{k}={escape(str(facts[k]))}" for k in keys if facts.get(k) is not None)
         console.print(f"[bold]Startup facts[/] [dim]{escape(path)}[/]: {shown}")
     if pipe.engine.errors:
