@@ -5,8 +5,8 @@ from diag.analysis.traces cimport TraceAssembler
 
 
 cdef class Stats:
-    cdef public object lines, started, seconds
-    cdef public Py_ssize_t events
+    cdef public object lines, started, seconds, outside_first, outside_last
+    cdef public Py_ssize_t events, outside
 
 
 cdef class Pipeline:
@@ -19,4 +19,5 @@ cdef class Pipeline:
     cpdef _trace_done(self, Trace t)
     cpdef seen(self, ts)
     cpdef bint outside(self, ts) except -1
+    cpdef dropped(self, ts, Py_ssize_t lines)
     cpdef event(self, ev)

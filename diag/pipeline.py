@@ -32,14 +32,17 @@ class SourceResult:
     format: str = "unknown"
     lines: int = 0
     truncated_lines: int = 0
-    events: int = 0
+    events: int = 0  # lines read as a server's log line (format detection's count)
     error: str | None = None
     left_out: dict[str, list[str]] = field(default_factory=dict)  # an archive's members that are no logs, by why (`scan_archive`)
+    recognised: bool = True  # False: lines, none of them a server's log line, and no rule matched any (`diag scan` says so)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"path": self.path, "format": self.format, "lines": self.lines, "truncated_lines": self.truncated_lines}
         if self.error:
             d["error"] = self.error
+        if not self.recognised:
+            d["recognised"] = False
         return d
 
 
@@ -47,16 +50,19 @@ class Stats:
     """What a run counts. A class by hand, not a dataclass: a built package lays it out as a C type
     (pipeline.pxd), so counting an event is an increment, not two attribute lookups."""
 
-    __slots__ = ("lines", "events", "started", "seconds")
+    __slots__ = ("lines", "events", "started", "seconds", "outside", "outside_first", "outside_last")
 
     def __init__(self) -> None:
         self.lines = 0
         self.events = 0
         self.started = time.perf_counter()
         self.seconds = 0.0
+        self.outside = 0  # lines the --since/--until window left out (`Pipeline.dropped`)
+        self.outside_first: float | None = None  # the earliest and latest time of those lines
+        self.outside_last: float | None = None
 
     def __repr__(self) -> str:
-        return f"Stats(lines={self.lines}, events={self.events}, seconds={self.seconds})"
+        return f"Stats(lines={self.lines}, events={self.events}, seconds={self.seconds}, outside={self.outside})"
 
 
 class Pipeline:
@@ -110,6 +116,7 @@ class Pipeline:
     # -- events -------------------------------------------------------------------------
     def event(self, ev: Event) -> None:
         if self.outside(ev.ts):
+            self.dropped(ev.ts, max(ev.end_lineno, ev.lineno) - ev.lineno + 1)
             return
         ts = ev.ts
         self.seen(ts)
@@ -140,6 +147,17 @@ class Pipeline:
         """Is a line of this time outside `--since`/`--until`? Such a line's event goes nowhere (an
         untimed one has the time of the line before it: `SourceParser.took_line`)."""
         return ts is not None and ((self.since is not None and ts < self.since) or (self.until is not None and ts > self.until))
+
+    def dropped(self, ts: float, lines: int) -> None:
+        """The window left out a record of `lines` lines at time `ts` (`outside`): counted, and its time
+        kept if it is the earliest or latest so far, so that a scan whose window left everything out
+        can say where the logs' times lie (`diag scan`)."""
+        st = self.stats
+        st.outside += lines
+        if st.outside_first is None or ts < st.outside_first:
+            st.outside_first = ts
+        if st.outside_last is None or ts > st.outside_last:
+            st.outside_last = ts
 
     def lifecycle_open(self, fmt: str, kind: str, text: str | None = None) -> bool:
         """May a lifecycle line of this format and kind go straight to the assembler, without an

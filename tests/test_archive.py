@@ -255,9 +255,11 @@ def test_a_huge_member_is_cut_like_a_file_line(tmp_path):
         z.writestr("vllm.log", (VLLM / "text.log").read_bytes())
     assert bundle.stat().st_size < 1 << 20
     r = _diag("--json", str(bundle))
-    assert r.returncode == 1 and r.stderr == ""  # (the vLLM log's own error findings)
+    assert r.returncode == 1  # (the vLLM log's own error findings)
+    assert r.stderr == f"diag: {bundle}:zeros.log: not recognised as a server log: its one line is not a vllm, llamacpp, " \
+                       "lmdeploy, uvicorn, nginx or proxy log line, and no rule matched any (--format NAME forces a format)\n"
     files = json.loads(r.stdout)["files"]
-    assert [(f["lines"], f["truncated_lines"]) for f in files] == [(1, 1), (216, 0)]
+    assert [(f["lines"], f["truncated_lines"], f.get("recognised", True)) for f in files] == [(1, 1, False), (216, 0, True)]
 
 
 def test_scan_store_keys_members_by_the_archive(tmp_path):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import CORPUS, VLLM
+from conftest import CORPUS, ROOT, VLLM
 
 
 def diag(*args, stdin=None, env=None):
@@ -68,7 +69,9 @@ def test_stdin_and_binary_garbage():
     r = diag("scan", "--json", "-", stdin=data)
     assert r.returncode == 1 and len(json.loads(r.stdout)["traces"]) == 12
     r = subprocess.run([sys.executable, "-m", "diag", "scan", "--json", "-"], input=os.urandom(200_000), capture_output=True, check=False)
-    assert r.returncode in (0, 1) and json.loads(r.stdout)["files"][0]["path"] == "-"
+    doc = json.loads(r.stdout)  # read to the end, and said to be no server log (nothing analysed: exit status 2)
+    assert doc["files"][0]["path"] == "-" and doc["files"][0]["recognised"] is False
+    assert r.returncode == 2 and r.stderr.decode().startswith("diag: -: not recognised as a server log: none of its ")
 
 
 def test_since_until_window():
@@ -128,3 +131,132 @@ def test_findings_since_says_what_it_left_out(tmp_path):
     assert "unknown-model" in everything.stdout
     recent = diag("findings", "--since", "1h", "--state-dir", state)
     assert recent.returncode == 0 and recent.stdout.strip() == "No findings stored since 1h (without --since: all of them)."
+
+
+# -- a scan that analysed nothing says so -------------------------------------------------------
+
+KNOWN = "vllm, llamacpp, lmdeploy, uvicorn, nginx or proxy"
+
+
+def _no_server_logs(tmp_path):
+    """Two files that are no server log: a program and a text file of another kind."""
+    prog = tmp_path / "true"
+    prog.write_bytes(open("/bin/true", "rb").read() if os.path.exists("/bin/true") else b"\x7fELF\x02\x01\x01" + os.urandom(30000))
+    services = tmp_path / "services"
+    services.write_text("# Network services, Internet style\n" + "".join(f"svc{i}\t\t{i}/tcp\t\t\t# service {i}\n" for i in range(1, 300)))
+    return prog, services
+
+
+def test_a_file_that_is_no_server_log_is_said_to_be_unrecognised(tmp_path):
+    """`diag scan` of a file diag reads no line of (a program, /etc/services) printed format
+    `unknown` and "No findings." with exit status 0: an on-call engineer read "healthy". Now the
+    report, the JSON document and a line on stderr say no line of it was read as a server log line,
+    which formats diag reads and --format; with nothing recognised at all, the exit status is 2."""
+    for f in _no_server_logs(tmp_path):
+        lines = sum(1 for _ in open(f, "rb"))
+        r = diag("scan", str(f))
+        assert r.returncode == 2, (f, r.stdout, r.stderr)
+        assert r.stderr.splitlines() == [
+            f"diag: {f}: not recognised as a server log: none of its {lines} lines is a {KNOWN} log line, and no rule "
+            "matched any (--format NAME forces a format)"]
+        out = " ".join(r.stdout.split())
+        assert r.stderr.splitlines()[0].removeprefix("diag: ") in out  # the report says it too
+        assert "not recognised as a server log" in out and "No findings." not in out
+        assert "Nothing was read as a server log: no findings does not mean healthy." in out
+        r = diag("scan", "--json", str(f))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not recognised as a server log" in r.stderr
+        doc = json.loads(r.stdout)
+        assert doc["files"] == [{"path": str(f), "format": "unknown", "lines": lines, "truncated_lines": 0, "recognised": False}]
+        assert doc["warnings"] == [r.stderr.strip().removeprefix("diag: ")]
+    # both at once: one line for both
+    prog, services = _no_server_logs(tmp_path)
+    r = diag("scan", str(prog), str(services))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"diag: 2 files not recognised as server logs: {prog} and 1 more: none of their lines is a {KNOWN} log line")
+
+
+def test_an_unrecognised_file_beside_a_server_log_is_said_and_the_findings_decide(tmp_path):
+    _prog, services = _no_server_logs(tmp_path)
+    r = diag("scan", "--json", str(VLLM / "vl.log"), str(services))
+    assert r.returncode == 0 and r.stderr.startswith(f"diag: {services}: not recognised as a server log")
+    files = json.loads(r.stdout)["files"]
+    assert "recognised" not in files[0] and files[1]["recognised"] is False
+
+
+def test_a_forced_format_that_reads_no_line_is_said(tmp_path):
+    _prog, services = _no_server_logs(tmp_path)
+    r = diag("scan", "--format", "vllm", str(services))
+    assert r.returncode == 2 and r.stderr.startswith(f"diag: {services}: not recognised as a server log: none of its 300 lines is a vllm log line")
+
+
+def test_a_server_log_without_requests_or_findings_is_not_called_unrecognised(tmp_path):
+    """A startup log (no request, no finding), a kernel log that a rule reads (no server format,
+    but analysed), an empty file, stdin: none is "not recognised"."""
+    startup = tmp_path / "startup.log"
+    startup.write_text("".join((CORPUS / "vllm" / "real-0.32.0-cpu" / "text.log").read_text().splitlines(True)[:97]))
+    empty = tmp_path / "empty.log"
+    empty.write_text("")
+    kernel = ROOT / "tests" / "data" / "field" / "oom" / "kernel-oom-dmesg-iso.log"
+    r = diag("scan", "--json", str(startup), str(empty))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["warnings"] == [] and [f["format"] for f in doc["files"]] == ["vllm", "unknown"]
+    assert all("recognised" not in f for f in doc["files"])
+    r = diag("scan", str(startup))
+    assert r.returncode == 0 and "No findings." in r.stdout and "not recognised" not in r.stdout
+    r = diag("scan", "--json", str(kernel))
+    assert r.returncode == 1 and r.stderr == "" and json.loads(r.stdout)["warnings"] == []
+
+
+def test_no_corpus_log_is_called_unrecognised():
+    logs = sorted(str(p) for p in CORPUS.rglob("*.log"))
+    assert len(logs) > 30
+    r = diag("scan", "--json", *logs)
+    assert r.returncode in (0, 1) and "recognised" not in r.stderr, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["warnings"] == [] and not [f["path"] for f in doc["files"] if "recognised" in f]
+
+
+def test_a_window_that_leaves_every_line_out_says_so():
+    """`--since 2h` over a log of last year printed "No findings. Requests: 0 traced" and nothing
+    about the window: the report now says how many lines it left out, the window and the logs' times."""
+    log = CORPUS / "vllm" / "real-0.32.0-cpu" / "text.log"  # (vLLM logs no year: the file's is used)
+    r = diag("scan", "--since", "2h", str(log))
+    assert r.returncode == 0, r.stderr
+    [line] = r.stderr.splitlines()
+    assert re.fullmatch(
+        r"diag: --since 2h: none of the 216 lines read has a time in the window \(from \S+ on\): 214 lines fall "
+        r"outside it, their times from \d{4}-11-22T18:27:00\S* to \d{4}-11-22T18:28:02\S*; widen the window", line), line
+    out = " ".join(r.stdout.split())  # (the report's lines are cut at 160 columns in a pipe)
+    assert "No findings." not in out and "Window: from " in out and "(--since 2h): 214 of 216 lines read fell outside it" in out
+    assert "none of the 216 lines read has a time in the window" in out  # (the first line has no time, the 40th is blank)
+    assert "Nothing was read in the window: no findings does not mean healthy." in out
+    doc = json.loads(diag("scan", "--json", "--until", "2020-01-01", str(log)).stdout)
+    assert doc["stats"]["outside_window"] == 214 and doc["traces"] == []
+    assert doc["warnings"][0].startswith("--until 2020-01-01: none of the 216 lines read has a time in the window (up to 2020-01-01T00:00:00")
+
+
+def test_a_window_that_leaves_some_lines_out_says_how_many():
+    log = CORPUS / "vllm" / "real-0.32.0-cpu" / "text.log"
+    r = diag("scan", "--since", "2026-11-22T18:27:50", "--until", "2026-11-22T18:27:53", str(log))
+    out = " ".join(r.stdout.split())
+    assert r.stderr == "" and re.search(r"Window: from 2026-11-22T18:27:50\S* to 2026-11-22T18:27:53\S* \(--since 2026-11-22T18:27:50 "
+                                        r"--until 2026-11-22T18:27:53\): 208 of 216 lines read fell outside it", out), out
+    assert "No findings." in out and "Requests: 2 traced" in out
+    doc = json.loads(diag("scan", "--json", "--since", "2026-11-22T18:27:50", str(log)).stdout)
+    assert 0 < doc["stats"]["outside_window"] < 216 and doc["warnings"] == []
+    doc = json.loads(diag("scan", "--json", str(log)).stdout)
+    assert doc["stats"]["outside_window"] == 0 and doc["warnings"] == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--until", "2h", "--since", "1h"], r"--since 1h \(\S+\) is after --until 2h \(\S+\): the window is empty"),
+    (["--since", ""], r"cannot read time '': use ISO 8601 \(2026-11-22T18:27:00\), epoch seconds or a duration like 15m"),
+    (["--until", " "], r"cannot read time ' ': use ISO 8601 \(2026-11-22T18:27:00\), epoch seconds or a duration like 15m"),
+    (["--compact"], r"--compact is for --json \(the JSON document on one line\); the report has no compact form"),
+])
+def test_option_misuse_is_refused_in_one_line(args, message):
+    r = diag("scan", *args, str(VLLM / "vl.log"))
+    assert (r.returncode, r.stdout) == (2, ""), r.stdout[:500]
+    [line] = r.stderr.splitlines()
+    assert re.fullmatch("diag: " + message, line), line

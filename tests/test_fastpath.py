@@ -363,6 +363,7 @@ def test_a_time_window_keeps_the_plain_way(tmp_path, name):
     everything = _scan([log], fast=True)["traces"]
     assert 0 < len(pipe.traces) < len(everything)  # the window cut some requests and kept others
     assert src.plain >= len(pipe.traces)  # their lifecycle lines went the plain way
+    assert pipe.stats.outside == full.stats.outside > 0  # the lines the window left out, counted on either way (the report says how many)
     assert _same_doc(pipe, _doc(full))
 
 

@@ -29,7 +29,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from diag.parsing.clock import parse_user_time
+    from diag.parsing.clock import iso, parse_user_time
     from diag.parsing.source import FORMATS
     from diag.pipeline import Pipeline
     from diag.report.document import TraceSummary
@@ -38,11 +38,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown format {args.format!r} (known: {', '.join(FORMATS)})")
     if args.max_line_bytes < 1024:
         raise UsageError(f"--max-line-bytes {args.max_line_bytes}: must be at least 1024")
-    try:
-        since = parse_user_time(args.since) if args.since else None
-        until = parse_user_time(args.until) if args.until else None
+    if args.compact and not args.json:
+        raise UsageError("--compact is for --json (the JSON document on one line); the report has no compact form")
+    try:  # (an empty value is no time: refused, not taken for no window)
+        since = parse_user_time(args.since) if args.since is not None else None
+        until = parse_user_time(args.until) if args.until is not None else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if since is not None and until is not None and since > until:
+        raise UsageError(f"--since {args.since.strip()} ({iso(since)}) is after --until {args.until.strip()} ({iso(until)}): the window is empty")
     from diag.fsname import display
 
     for p in args.rules or []:  # a rule set asked for and absent is no run without it (a broken file is: reported)
@@ -66,7 +70,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
         summary = TraceSummary()
         sink = summary.add  # each trace as it settles: its place is (source, first line, arrival)
     store = _StoreWriter(args.store, sink, args.paths) if args.store else None
-    pipe = Pipeline(rs, since=since, until=until, max_line=args.max_line_bytes, on_hit=store.hit if store else None,
+    matched: set[str] = set()  # the sources a rule matched a line of (an unknown format's lines are still read)
+
+    def on_hit(hit: Any) -> None:
+        matched.add(hit.path)
+        if store is not None:
+            store.hit(hit)
+
+    pipe = Pipeline(rs, since=since, until=until, max_line=args.max_line_bytes, on_hit=on_hit,
                     keep_traces=bool(args.verbose and not args.json), trace_sink=store.trace if store else sink, keep_http=True)
     progress = None
     total = sum(os.path.getsize(p) for p in args.paths if p != "-" and os.path.isfile(p))
@@ -86,20 +97,75 @@ def cmd_scan(args: argparse.Namespace) -> int:
     bad = [s for s in pipe.sources if s.error]
     for s in bad:
         print(f"diag: {s.error}", file=sys.stderr)
+    unrecognised = _unrecognised(pipe.sources, matched, args.format)
+    window = _window(pipe, args.since, since, args.until, until)
+    warnings = [w for w in (unrecognised, window and window[1]) if w]
+    for w in warnings:
+        print(f"diag: {w}", file=sys.stderr)
     if store is not None:
         store.finish(pipe)
     if spool is not None:
         try:
-            write_document(pipe, spool, stdout_writer())
+            write_document(pipe, spool, stdout_writer(), warnings)
         finally:
             spool.close()
     else:
         from diag.report.text import print_human  # (rich: only for a report people read)
 
-        print_human(pipe, console(), verbose=args.verbose, summary=summary)
-    if bad or unreadable:
+        print_human(pipe, console(), verbose=args.verbose, summary=summary, warnings=warnings, window=window and window[0])
+    # Nothing read as a server log (no line of a known format, no rule matched): no report to trust.
+    nothing = unrecognised and not any(s.events or s.path in matched for s in pipe.sources)
+    if bad or unreadable or nothing:
         return 2
     return 1 if pipe.findings.worst() in ("error", "critical") else 0
+
+
+def _unrecognised(sources: list[Any], matched: set[str], forced: str | None) -> str | None:
+    """Marks the sources diag read nothing of: lines, none of them a server's log line (the format
+    is `unknown`, or the forced one read none), and no rule matched any (a kernel log's OOM kill is
+    read, in no server's format); and says so in one line. Not an empty file (nothing to read), not
+    a startup log (its lines are a server's, though no request is in them)."""
+    from diag.parsing.source import FORMATS
+
+    found = [s for s in sources if s.lines and not s.events and not s.error and s.path not in matched]
+    if not found:
+        return None
+    for s in found:
+        s.recognised = False
+    what = forced or ", ".join(FORMATS[:-1]) + " or " + FORMATS[-1]
+    how = f"read with --format {forced}" if forced else "--format NAME forces a format"
+    if len(found) == 1:
+        s = found[0]
+        lines = "its one line is not" if s.lines == 1 else f"none of its {s.lines} lines is"
+        return f"{s.path}: not recognised as a server log: {lines} a {what} log line, and no rule matched any ({how})"
+    return (f"{len(found)} files not recognised as server logs: {found[0].path} and {len(found) - 1} more: none of their lines "
+            f"is a {what} log line, and no rule matched any ({how})")
+
+
+def _window(pipe: Any, since_arg: str | None, since: float | None, until_arg: str | None,
+            until: float | None) -> tuple[str, str | None] | None:
+    """With --since/--until: what the report says of the window (the window, and how many of the
+    lines read it left out), and a warning when no line read has a time in it."""
+    from diag.parsing.clock import iso
+
+    if since is None and until is None:
+        return None
+    label = " ".join(f"--{k} {a.strip()}" for k, a in (("since", since_arg), ("until", until_arg)) if a is not None)
+    if until is None:
+        span = f"from {iso(since)} on"
+    elif since is None:
+        span = f"up to {iso(until)}"
+    else:
+        span = f"from {iso(since)} to {iso(until)}"
+    st, lines = pipe.stats, pipe.stats.lines
+    said = f"Window: {span} ({label}): {st.outside} of {lines} lines read fell outside it"
+    if not st.outside and pipe.last_ts is None and lines:
+        said += " (no line read has a time: the window left none out)"
+    if not st.outside or pipe.last_ts is not None:
+        return said, None
+    first, last = iso(st.outside_first), iso(st.outside_last)
+    return said, (f"{label}: none of the {lines} lines read has a time in the window ({span}): {st.outside} lines fall outside it, "
+                  f"their times from {first} to {last}; widen the window")
 
 
 def _files_of(paths: list[str]) -> tuple[list[str], bool]:

@@ -119,8 +119,9 @@ def trace_summary(pipe: Pipeline, summary: TraceSummary | None = None) -> dict[s
     return summary.to_dict(pipe.assembler.http_records)
 
 
-def to_json(pipe: Pipeline, summary: TraceSummary | None = None) -> dict[str, Any]:
-    """The document as a dict (the traces the pipeline kept; `summary` when they were streamed)."""
+def to_json(pipe: Pipeline, summary: TraceSummary | None = None, warnings: list[str] | None = None) -> dict[str, Any]:
+    """The document as a dict (the traces the pipeline kept; `summary` when they were streamed;
+    `warnings`: what the scan could not analyse, each in the line it printed on stderr)."""
     facts = {}
     for path, f in pipe.facts.by_source.items():
         d = dict(f)
@@ -137,5 +138,7 @@ def to_json(pipe: Pipeline, summary: TraceSummary | None = None) -> dict[str, An
         "facts": facts,
         "rule_errors": pipe.engine.errors,
         "internal_errors": pipe.internal.to_dict(),
-        "stats": {"lines": pipe.stats.lines, "events": pipe.stats.events, "seconds": round(pipe.stats.seconds, 4)},
+        "warnings": list(warnings or ()),
+        "stats": {"lines": pipe.stats.lines, "events": pipe.stats.events, "seconds": round(pipe.stats.seconds, 4),
+                  "outside_window": pipe.stats.outside},
     }

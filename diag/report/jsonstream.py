@@ -114,11 +114,12 @@ def stdout_writer() -> BinaryIO:
     return open(sys.stdout.fileno(), "wb", buffering=BUFFER, closefd=False)
 
 
-def write_document(pipe: Pipeline, spool: TraceSpool, out: BinaryIO) -> None:
+def write_document(pipe: Pipeline, spool: TraceSpool, out: BinaryIO, warnings: list[str] | None = None) -> None:
     """The whole document, the traces taken from `spool` (the pipeline kept none), indented as the
-    spool's traces were spooled for (`TraceSpool(indent=…)`)."""
+    spool's traces were spooled for (`TraceSpool(indent=…)`); `warnings`: what `diag scan` said of
+    what it could not analyse (`to_json`)."""
     indent = spool.indent
-    doc = to_json(pipe, summary=spool.summary)
+    doc = to_json(pipe, summary=spool.summary, warnings=warnings)
     doc["traces"] = _PLACEHOLDER
     text = json.dumps(doc, ensure_ascii=False, indent=indent)
     head, tail = text.split(json.dumps(_PLACEHOLDER), 1)

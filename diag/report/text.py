@@ -14,18 +14,32 @@ from diag.report.document import TraceSummary, trace_summary
 _SEV_STYLE = {"critical": "bold white on red", "error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def print_human(pipe: Pipeline, console: Console, verbose: bool = False, summary: TraceSummary | None = None) -> None:
+def print_human(pipe: Pipeline, console: Console, verbose: bool = False, summary: TraceSummary | None = None,
+                warnings: list[str] | None = None, window: str | None = None) -> None:
+    """The report; `warnings`: what the scan could not analyse (a file no line of which is a server's,
+    a --since/--until window no line is in), `window`: what the window left out (`diag.cli.scan`)."""
     t = Table(title="Sources", show_edge=False, header_style="bold")
     for col in ("file", "format", "lines", "cut lines", "note"):
         t.add_column(col, overflow="fold")
     for s in pipe.sources:
-        t.add_row(escape(s.path), s.format, str(s.lines), str(s.truncated_lines) if s.truncated_lines else "",
-                  f"[red]{escape(s.error)}[/]" if s.error else "")
+        note = f"[red]{escape(s.error)}[/]" if s.error else "" if s.recognised else "[yellow]not recognised as a server log[/]"
+        t.add_row(escape(s.path), s.format, str(s.lines), str(s.truncated_lines) if s.truncated_lines else "", note)
     console.print(t)
     console.print()
+    if window:
+        console.print(escape(window))
+    for w in warnings or ():
+        console.print(f"[yellow]{escape(w)}[/]")
+    if window or warnings:
+        console.print()
 
     findings = pipe.findings.sorted()
-    if not findings:
+    read = [s for s in pipe.sources if s.lines]
+    if not findings and read and not any(s.recognised for s in read):
+        console.print("[yellow]Nothing was read as a server log: no findings does not mean healthy.[/]")
+    elif not findings and pipe.stats.outside and pipe.last_ts is None:
+        console.print("[yellow]Nothing was read in the window: no findings does not mean healthy.[/]")
+    elif not findings:
         console.print("[green]No findings.[/]")
     else:
         console.print(f"[bold]Findings[/] ({len(findings)} rules fired)")

@@ -273,6 +273,7 @@ class PlainWay:
         ts = parser.took_line(fmt, lineno, proc, pid, ts, offset, raw)
         pipe = self.pipe
         if (pipe.since is not None or pipe.until is not None) and pipe.outside(ts):
+            pipe.dropped(ts, 1)
             return True  # taken, and dropped as `Pipeline.event` drops an event outside the window
         pipe.seen(ts)
         try:
