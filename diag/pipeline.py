@@ -83,7 +83,7 @@ class Pipeline:
         # Rules read traces (conditions on a request's fields); the findings they add to a trace go
         # through here to the assembler, which owns the traces.
         self.engine = RuleEngine(ruleset, on_hit=self._hit, trace_lookup=self.assembler.get,
-                                 on_trace_finding=self.assembler.add_finding)
+                                 on_trace_finding=self.assembler.add_finding, facts_lookup=self.facts.by_source.get)
         self.stats = Stats()
         self.internal = InternalErrors()
         self.engine.internal = self.internal

@@ -244,3 +244,68 @@ def test_dates_past_any_clock_are_unknown_not_a_crash(tmp_path):
         assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr[-2000:]
         doc = json.loads(r.stdout)
         assert {t["id"]: t["received_at"] for t in doc["traces"]} == {"session-5": None, "x1": None, "c9": None}
+
+
+def test_llamacpp_findings_say_the_sizes_their_logs_hold():
+    # synthetic-older-build.log line 106-107: the sizes are in the task's `new prompt` line, not in its error
+    f = findings(scan(CORPUS / "llamacpp" / "synthetic-older-build.log"))
+    ce = f["llamacpp-context-exceeded"]
+    assert (ce["fields"]["prompt_tokens"], ce["fields"]["n_ctx_slot"]) == (9317, 8192)
+    assert ce["summary"] == "A prompt of 9317 tokens did not fit the slot context of 8192 tokens; HTTP 400."
+    # `retrying with smaller batch size, i = 0, n_batch = 2048, ret = 1`
+    assert f["llamacpp-kv-cache-full"]["fields"]["n_batch2"] == "2048"
+    assert "n_batch = 2048" in f["llamacpp-kv-cache-full"]["summary"]
+    # text.log line 96: `…, off = 0, n_batch = 256, ret = 1`; line 131: `failed to find a memory slot for batch of size 1`
+    f = findings(scan(LLAMA / "text.log"))
+    assert "n_batch = 256" in f["llamacpp-kv-cache-full"]["summary"]
+    assert f["llamacpp-decode-failed"]["summary"] == \
+        "llama.cpp found no room in the KV cache for a batch of 1 token(s): requests fail or stall."
+    assert f["llamacpp-context-exceeded"]["summary"] == \
+        "A prompt of 3406 tokens did not fit the slot context of 512 tokens; HTTP 400."
+
+
+def test_llamacpp_startup_failures_name_the_file_and_what_failed():
+    f = findings(scan(LLAMA / "startup-fail-not-gguf.log"))
+    assert f["gguf-invalid"]["summary"] == ("The model file `/srv/models/gguf/notgguf.gguf` is not valid GGUF: it starts with "
+                                            "`this`, not `GGUF`; a truncated download or the wrong file.")
+    assert f["llamacpp-model-load-failed"]["summary"] == \
+        "llama-server could not load its model `/srv/models/gguf/notgguf.gguf` and exited."
+    f = findings(scan(LLAMA / "startup-fail-truncated-gguf.log"))
+    assert f["gguf-invalid"]["summary"] == ("The model file `/srv/models/gguf/truncated.gguf` is not valid GGUF: llama.cpp "
+                                            "failed to read its key-value pairs; a truncated download or the wrong file.")
+    # the model loaded, its --mmproj did not, and llama-server exited "due to model loading error": one finding
+    # that says so, not a model-load failure with no file
+    doc = scan(LLAMA / "startup-fail-bad-mmproj.log")
+    assert severe(doc) == {"mmproj-load-failed"}
+    s = findings(doc)["mmproj-load-failed"]["summary"]
+    assert s == ("The vision projector `/srv/models/gguf/tiny.gguf` could not be loaded and the server exited: "
+                 "it does not start without the projector it was given.")
+
+
+def test_proxy_unreachable_names_the_server_requests_could_not_reach(tmp_path):
+    # the walkthrough's proxy log (the guide's proxy_server.py, requests to http://localhost:3001)
+    log = tmp_path / "proxy.log"
+    log.write_text(
+        "INFO:root:Proxy server listening on port 8000, forwarding /v1/* to http://localhost:3001\n"
+        "INFO:root:Received POST request to /v1/chat/completions\n"
+        "INFO:root:Forwarding to http://localhost:3001/v1/chat/completions\n"
+        "ERROR:root:Upstream not reachable: HTTPConnectionPool(host='localhost', port=3001): Max retries exceeded with url: "
+        "/v1/chat/completions (Caused by NewConnectionError('<urllib3.connection.HTTPConnection object at 0x7f>: Failed to "
+        "establish a new connection: [Errno 111] Connection refused'))\n"
+        '10.8.0.23 - - [24/Jan/2025 00:13:47] "POST /v1/chat/completions HTTP/1.1" 503 -\n', encoding="utf-8")
+    doc = scan(log)
+    assert doc["files"][0]["format"] == "proxy"
+    f = findings(doc)["proxy-backend-unreachable"]
+    assert (f["fields"]["host2"], f["fields"]["port2"]) == ("localhost", "3001")
+    assert f["summary"].startswith("The proxy/client could not connect to localhost:3001: ")
+
+
+ALL_LOGS = sorted(p.relative_to(CORPUS).as_posix() for p in CORPUS.rglob("*.log"))
+
+
+@pytest.mark.parametrize("name", ALL_LOGS)
+def test_no_finding_prints_a_placeholder(name):
+    # a field a match did not capture printed as "?"; a summary now names what its log holds and leaves out,
+    # as a whole phrase, what it does not (no summary template has a "?" of its own)
+    doc = scan(CORPUS / name)
+    assert not [(x["rule"], x["summary"]) for x in doc["findings"] if "?" in x["summary"]]

@@ -330,3 +330,29 @@ def test_a_400_whose_reason_was_logged_is_that_reasons_finding_only():
         assert {"too-many-images", "context-length-exceeded"} <= set(f) and "bad-request-on-api-route" not in f
     # vLLM 0.32 logs no reason for its 400s (a prompt over --max-model-len): the 400 is all there is
     assert findings(scan(VLLM / "cold-start-text.log"))["bad-request-on-api-route"]["count"] == 6  # its six 400s
+
+
+def test_synthetic_logs_name_the_served_model_and_no_unlogged_count():
+    # vLLM before 0.9 names no alias in "The model `gpt-4o` does not exist.": the served name is the one the
+    # start gave (`served_model_name=` in the engine config, the non-default args); "At most N image(s)"
+    # says the limit, not how many images the request carried (corpus README: 3, from the client), so the
+    # summary leaves the count out instead of printing "?"
+    for name, served, limit in (("synthetic-0.6.6-qwen2vl.log", "Qwen/Qwen2-VL-7B-Instruct", 2),
+                                ("synthetic-0.11.0-qwen3vl.log", "Qwen/Qwen3-VL-8B-Instruct", 4)):
+        doc = scan(CORPUS / "vllm" / name)
+        assert doc["facts"][str(CORPUS / "vllm" / name)]["served_model_name"] == served
+        f = findings(doc)
+        assert f["unknown-model"]["fields"]["served_name"] == served
+        assert f["unknown-model"]["summary"] == f"Requests for model `gpt-4o` were rejected with 404; the server serves: {served}."
+        assert f["too-many-images"]["summary"] == f"A request carried more than {limit} image(s) and was rejected with 400."
+        assert not [x["summary"] for x in doc["findings"] if "?" in x["summary"]]
+    # 0.32 names the aliases itself: they win over the start's first name
+    f = findings(scan(VLLM / "text.log"))["unknown-model"]
+    assert f["summary"] == "Requests for model `nope` were rejected with 404; the server serves: tiny."
+
+
+def test_an_empty_environment_value_reads_empty():
+    # badenv-kvcache-space-empty.log: VLLM_CPU_KVCACHE_SPACE="" -> `invalid literal for int() with base 10: ''`
+    f = findings(scan(VLLM / "badenv-kvcache-space-empty.log"))["env-var-invalid"]
+    assert f["fields"]["value"] == ""
+    assert f["summary"] == "A setting read from the environment could not be parsed (value `''`)."

@@ -120,3 +120,11 @@ def test_field_detection_rate(capsys):
         print("\n" + "\n".join(lines + (["missed:"] + misses if misses else [])))
     assert all(healthy), misses
     assert sum(problems) >= 0.95 * len(problems), "\n".join(misses)
+
+
+@pytest.mark.parametrize("ex", EXCERPTS, ids=_id)
+def test_field_excerpt_finding_prints_no_placeholder(ex):
+    # a field a match did not capture printed as "?": a summary names what the excerpt holds and leaves out,
+    # as a whole phrase, what it does not
+    doc = scan(FIELD / ex["file"])
+    assert not [(x["rule"], x["summary"]) for x in doc["findings"] if "?" in x["summary"]]

@@ -146,3 +146,40 @@ def test_a_start_seen_by_the_facts_stage_begins_a_new_id_epoch_and_names_the_mod
     pipe.feed_lines(SourceParser("v.log"), iter_text_lines(log), SourceResult("v.log"))
     traces = pipe.finish()
     assert [(t.id, t.model) for t in traces] == [("chatcmpl-1", "/m/Qwen2-VL"), ("chatcmpl-1#2", "/m/Qwen2-VL-7B")]
+
+
+def test_render_optional_parts_and_empty_values():
+    from diag.analysis.findings import render
+
+    t = "A prompt[ of {tokens|prompt_tokens} tokens] did not fit[ the slot of {n_ctx}]; value `{value}`[ ({seg})]."
+    # a part in brackets with a slot goes, brackets and all, when one of its slots has no value
+    assert render(t, {"value": "x"}) == "A prompt did not fit; value `x`."
+    assert render(t, {"prompt_tokens": 9317, "n_ctx": 8192, "value": "x", "seg": None}) == \
+        "A prompt of 9317 tokens did not fit the slot of 8192; value `x`."
+    # a value captured as the empty string is there, and reads '' (after a non-empty alternative)
+    assert render("value `{a|b}`", {"a": ""}) == "value `''`"
+    assert render("value `{a|b}`", {"a": "", "b": "y"}) == "value `y`"
+    assert render("[ ({a})]!", {"a": ""}) == " ('')!"
+    # a slot outside brackets still says it is missing; brackets around no slot are text
+    assert render("[x] {a}", {}) == "[x] ?"
+    # a value is never read as a template
+    assert render("[{a}] {b}", {"a": "{b}", "b": "[{a}]"}) == "{b} [{a}]"
+
+
+def test_from_facts_fills_what_the_line_did_not_capture():
+    from diag.analysis.findings import render
+    from diag.analysis.rules.examples import run_example
+    from diag.analysis.rules.ruleset import Example
+
+    r = rules.build({"id": "t", "title": "t", "category": "model", "severity": "error",
+                     "match": r"gone(?: \((?P<name>\w+)\))?", "from_facts": {"name": "served_model_name"},
+                     "summary": "gone[ ({name})]", "remedy": "x" * 30, "examples": ["gone"], "counter_examples": ["here"]})
+    start = ("INFO 01-24 09:00:05 llm_engine.py:234] Initializing an LLM engine (v0.6.6.post1) with config: model='m', "
+             "served_model_name=foo, seed=0\n")
+    hits = run_example(r, Example(start + "ERROR 01-24 09:03:01 serving_chat.py:114] gone"))
+    assert [h.fields for h in hits] == [{"name": "foo"}] and render(r.summary, hits[0].fields) == "gone (foo)"
+    # what the line captured wins over the fact; no fact, no field
+    hits = run_example(r, Example(start + "ERROR 01-24 09:03:01 serving_chat.py:114] gone (bar)"))
+    assert [h.fields for h in hits] == [{"name": "bar"}]
+    hits = run_example(r, Example("ERROR 01-24 09:03:01 serving_chat.py:114] gone"))
+    assert [h.fields for h in hits] == [{}] and render(r.summary, hits[0].fields) == "gone"

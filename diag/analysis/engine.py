@@ -30,9 +30,11 @@ class RuleEngine:
     """Matches events and traces against a rule set; reports hits to `on_hit`."""
 
     def __init__(self, ruleset: RuleSet, on_hit: Callable[[Hit], None], trace_lookup: Callable[[str], Trace | None] | None = None,
-                 on_trace_finding: Callable[[Trace, str], None] | None = None):
+                 on_trace_finding: Callable[[Trace, str], None] | None = None,
+                 facts_lookup: Callable[[str], dict[str, Any] | None] | None = None):
         self.on_hit = on_hit
         self.trace_lookup = trace_lookup or (lambda rid, path=None: None)  # read only: rules never change a trace
+        self.facts_lookup = facts_lookup or (lambda path: None)  # a source's startup facts so far (`from_facts`), read only
         self.on_trace_finding = on_trace_finding  # told which trace a hit is about (the pipeline records it)
         self.errors: list[str] = list(ruleset.errors)
         self.internal: Any = None  # diag.analysis.guard.InternalErrors, set by the pipeline
@@ -206,6 +208,13 @@ class RuleEngine:
             v = ev.fields.get(src)
             if v.__class__ in (str, int, float):  # one value: a list (`request_ids`) would carry clients' ids unbounded
                 fields[k] = clean(v)
+        if r.from_facts:
+            facts = self.facts_lookup(ev.path)
+            if facts:
+                for k, src in r.from_facts.items():  # what a line captured wins over what the server said at its start
+                    v = facts.get(src)
+                    if k not in fields and v.__class__ in (str, int, float):
+                        fields[k] = clean(v)
         for k in ("status", "path", "method", "reason"):
             if k in ev.fields and k not in fields and ev.kind == E.ACCESS:
                 fields[k] = clean(ev.fields[k])

@@ -69,22 +69,45 @@ class Finding:
 
 
 _SLOT = re.compile(r"\{([A-Za-z_][\w|]*)\}")
+# `[ … {name} … ]`: an optional part, left out when a slot in it has no value (square brackets
+# around no slot are plain text); or a slot by itself
+_PART = re.compile(r"\[([^\[\]{}]*(?:\{[A-Za-z_][\w|]*\}[^\[\]{}]*)+)\]|\{([A-Za-z_][\w|]*)\}")
+EMPTY = "''"  # how a value the log gave as the empty string reads (Python's spelling of it)
 
 
 def render(template: str, fields: dict[str, Any], count: int = 1, ids: list[str] | None = None) -> str:
-    """Fill `{name}` (or `{a|b|c}`: the first one present) from a hit's fields; `?` if none is."""
+    """Fill `{name}` (or `{a|b|c}`: the first one present) from a hit's fields; `?` if none is.
+    A part in square brackets with a slot in it (`[ (down to {n_batch})]`) is left out, brackets
+    and all, when one of its slots has no value, so a sentence reads well without what the log
+    did not say. A field captured as the empty string is present and reads `''`."""
     vals = {k: v for k, v in fields.items() if v is not None and v != ""}
+    empty = {k for k, v in fields.items() if v == ""}
     vals.setdefault("count", count)
     if ids:
         vals.setdefault("request_ids", ", ".join(ids[:10]) + (" …" if len(ids) > 10 else ""))
 
-    def sub(m: re.Match) -> str:
-        for name in m.group(1).split("|"):
+    def value(names: str) -> str | None:
+        alts = names.split("|")
+        for name in alts:
             if name in vals:
                 return str(vals[name])
-        return "?"
+        for name in alts:
+            if name in empty:
+                return EMPTY
+        return None
 
-    return _SLOT.sub(sub, template)
+    def sub(m: re.Match) -> str:
+        if m.group(2) is not None:
+            v = value(m.group(2))
+            return "?" if v is None else v
+        part = m.group(1)  # an optional part: all its slots or nothing (one pass: a value is never read as a template)
+        got = [value(s.group(1)) for s in _SLOT.finditer(part)]
+        if None in got:
+            return ""
+        it = iter(got)
+        return _SLOT.sub(lambda _s: next(it), part)  # type: ignore[arg-type,return-value]
+
+    return _PART.sub(sub, template)
 
 
 def _order(f: Finding) -> tuple:

@@ -127,7 +127,7 @@ def lint(rs: RuleSet) -> list[str]:
         where = f"{r.file}:{r.line}: rule {r.id}"
         pats = [*r.patterns, *([r.frames] if r.frames is not None else [])]
         names = set().union(*(set(p.groupindex) for p in pats)) if pats else set()
-        names = names | set(r.from_event) if names else names  # fields taken from the event fill it too
+        names = names | set(r.from_event) | set(r.from_facts) if names else names  # fields taken from the event or the facts fill it too
         for name in _template_names(r.summary):
             if names and name not in names and name not in ("count", "request_ids", "request_id", "path", "status", "method"):
                 problems.append(f"{where}: summary uses {{{name}}}, which no named group of its patterns provides")

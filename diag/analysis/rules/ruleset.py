@@ -60,6 +60,10 @@ class Rule:
     # finding field -> the event's parsed field it is taken from, when the event has it (a value the
     # parser read and the rules may not see in the text: a client's model name, masked there)
     from_event: dict[str, str] = field(default_factory=dict)
+    # finding field -> the startup fact of the event's source it is taken from (`diag.analysis.facts`),
+    # when no named group captured that field: what the server said of itself on an earlier line
+    # (the names it serves, the model file it loads)
+    from_facts: dict[str, str] = field(default_factory=dict)
     scope: str = "event"
     final: bool = False  # trace rule evaluated only at the end of input / when the trace goes stale
     consecutive: int = 1  # fire only when this many applicable events in a row (same source) match
@@ -222,7 +226,8 @@ def build(item: Any, file: str = "<builtin>", line: int = 0) -> Rule:
         patterns=[_compile(p, "match") for p in pats],
         unless=_compile(item["unless"], "unless") if item.get("unless") else None,
         frames=_compile(item["frames"], "frames") if item.get("frames") else None,
-        when=item.get("when", {}), from_event=dict(item.get("from_event", {})), scope=scope, final=item.get("final", False), consecutive=item.get("consecutive", 1),
+        when=item.get("when", {}), from_event=dict(item.get("from_event", {})),
+        from_facts=dict(item.get("from_facts", {})), scope=scope, final=item.get("final", False), consecutive=item.get("consecutive", 1),
         references=list(item.get("references", [])), description=item.get("description", ""),
         inhibits=item.get("inhibits"), state=item.get("state", False),
     )

@@ -169,13 +169,17 @@ def _when(v: Any) -> str | None:
     return None
 
 
-def _from_event(v: Any) -> str | None:
+def _from_event(v: Any, what: str = "event") -> str | None:
     if not isinstance(v, dict) or not v:
-        return "must be a non-empty table of finding field = event field"
+        return f"must be a non-empty table of finding field = {what} field"
     for k, src in v.items():
         if not isinstance(src, str) or not src:
-            return f"`{k}` must name an event field (a string), not {src!r}"
+            return f"`{k}` must name {'an' if what[0] in 'aeiou' else 'a'} {what} field (a string), not {src!r}"
     return None
+
+
+def _from_facts(v: Any) -> str | None:
+    return _from_event(v, "startup fact")
 
 
 def _examples(v: Any) -> str | None:
@@ -213,6 +217,7 @@ SCHEMA: dict[str, tuple[bool, Callable[[Any], str | None]]] = {
     "frames": (False, lambda v: compile_error(v)),
     "when": (False, _when),
     "from_event": (False, _from_event),
+    "from_facts": (False, _from_facts),
     "final": (False, _bool),
     "consecutive": (False, _consecutive),
     "references": (False, _strings),

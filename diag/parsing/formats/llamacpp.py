@@ -33,6 +33,9 @@ _CANCEL = re.compile(r"cancel task, id_task = (\d+)")
 _HTTP = re.compile(r"(?:done )?request: ([A-Z]+) (\S.*?) (\S+) (\d{3})\Z", re.S)
 _LAST_READ = "last read: '"  # nlohmann::json's parse error
 _EXC_CODE = re.compile(r'got exception: \{"error":\{"code":(\d{3})')
+# `new prompt, n_ctx_slot = 8192, n_keep = 0, task.n_tokens = 9317` (n_prompt_tokens before late 2025)
+_NEW_PROMPT = re.compile(r"new prompt, n_ctx_slot = (\d+), n_keep = -?\d+, (?:task\.n_tokens|n_prompt_tokens) = (\d+)")
+_PROMPTS_KEPT = 16  # tasks whose prompt size a source's parser remembers (one per busy slot is enough)
 
 
 def parse(text: str, ctx: Ctx) -> Parsed | None:
@@ -83,6 +86,8 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
             if tid is not None and tid >= 0:
                 ev.fields["task"] = tid
             classify_slot(ev, func.strip(), msg)
+            if tid is not None and msg.startswith("new prompt, "):
+                _remember_prompt(ctx, tid, msg)
             return ev, None
         m = SRV.match(body)
         if m:
@@ -90,6 +95,8 @@ def parse(text: str, ctx: Ctx) -> Parsed | None:
             ev.src = f"{mod} {func.strip()}"
             ev.proc = mod
             classify_srv(ev, func.strip(), msg)
+            if ev.kind == E.FAILED and "prompts" in ctx.state:
+                _prompt_of_failed(ev, ctx)
             return ev, None
     elif b in "cqr":
         m = SRV.match(body)
@@ -136,6 +143,30 @@ def _mask_user(ev: Event, ctx: Ctx) -> None:
     ev.text = usercontent.mask(t, start, end, "prompt", ev.fields)
     if end is None:
         ctx.state["user_dump"] = True  # the dump goes on on the next, unprefixed lines
+
+
+def _remember_prompt(ctx: Ctx, task: int, msg: str) -> None:
+    """A task's prompt size and its slot's context (`new prompt, …`): builds of 2025 say them here
+    and not in the error that rejects the task (`the request exceeds the available context size`),
+    which `_prompt_of_failed` completes with them."""
+    m = _NEW_PROMPT.match(msg)
+    if m is None:
+        return
+    kept = ctx.state.setdefault("prompts", {})
+    kept.pop(task, None)
+    if len(kept) >= _PROMPTS_KEPT:
+        del kept[next(iter(kept))]  # the oldest: a task that ended without an error
+    kept[task] = (to_int(m.group(1)), to_int(m.group(2)))
+
+
+def _prompt_of_failed(ev: Event, ctx: Ctx) -> None:
+    """A failed task's prompt size and slot context, from its `new prompt` line (`_remember_prompt`):
+    the event's `prompt_tokens` and `n_ctx_slot`."""
+    rid = ev.fields.get("request_id", "")
+    task = to_int(rid[5:]) if rid.startswith("task-") else None
+    got = ctx.state["prompts"].pop(task, None) if task is not None else None
+    if got is not None:
+        ev.fields["n_ctx_slot"], ev.fields["prompt_tokens"] = got
 
 
 def classify_slot(ev: Event, func: str, msg: str) -> None:
