@@ -356,3 +356,13 @@ def test_an_empty_environment_value_reads_empty():
     f = findings(scan(VLLM / "badenv-kvcache-space-empty.log"))["env-var-invalid"]
     assert f["fields"]["value"] == ""
     assert f["summary"] == "A setting read from the environment could not be parsed (value `''`)."
+
+
+@pytest.mark.parametrize("name, lines", [("kv-pressure-then-worker-sigkill.log", 10), ("text.log", 28)])
+def test_top_clients_count_the_access_lines_attached_by_count(name, lines):
+    # concurrent requests answered with one status each get it by count, not their client (which line is
+    # whose is not known); the clients still each sent a request: 4 of 10 and 24 of 28 were counted
+    doc = scan(VLLM / name)
+    text = (VLLM / name).read_text()
+    assert text.count('- "POST ') + text.count('- "GET ') == lines
+    assert doc["summary"]["top_clients"] == [{"client": "127.0.0.1", "requests": lines}]

@@ -9,7 +9,7 @@ from diag.analysis.tracetable cimport TraceTable
 cdef class AccessAttacher(TraceTable):
     cdef public object keep_http, http_count
     cdef public dict waiting_lines, just_ended
-    cdef public list http_records
+    cdef public list http_records, shared_clients
 
     @cython.locals(adj=Trace, only=Trace, aw=AwaitingIndex)
     cpdef take_access(self, ev)

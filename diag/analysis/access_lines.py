@@ -37,13 +37,16 @@ _FAMILY = {p: "completions" if "completions" in p and "chat" not in p else ("cha
 class AccessAttacher(TraceTable):
     """A trace table that also takes access lines: attached to their trace, or kept as HTTP records."""
 
-    __slots__ = ('http_count', 'http_records', 'just_ended', 'keep_http', 'waiting_lines')
+    __slots__ = ('http_count', 'http_records', 'just_ended', 'keep_http', 'shared_clients', 'waiting_lines')
 
     def __init__(self, on_done: Callable[[Trace], None] | None = None, max_open: int = MAX_OPEN, keep_http: bool = True):
         super().__init__(on_done, max_open)
         self.http_records: list[dict[str, Any]] = []
         self.http_count = 0
         self.keep_http = keep_http  # `diag scan` reports HTTP records; the daemon only counts them
+        # the clients of access lines attached by count (the rule above): each line is one of the waiting
+        # requests', which one is not known, so no trace takes its client; `diag scan`'s top clients count them
+        self.shared_clients: list[str] = []
         self.waiting_lines: dict[str, list[Event]] = {}  # source -> access lines waiting for disambiguation
         self.just_ended: dict[str, Trace] = {}  # source -> trace whose end was the last request line
 
@@ -86,6 +89,11 @@ class AccessAttacher(TraceTable):
             if len(waiting) == n and len(statuses) == 1:
                 for t in aw.candidates(fam):  # type: ignore[union-attr]
                     self._attach_line(t, waiting[0], with_client=False)
+                if self.keep_http:
+                    for w in waiting:
+                        c = w.fields.get("client")
+                        if c and len(self.shared_clients) < 100000:
+                            self.shared_clients.append(c)
                 waiting.clear()
                 return None
             self.flush_waiting(ev.path)

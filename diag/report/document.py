@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from typing import Any
+from typing import Any, Sequence
 
 from diag import __version__
 from diag.parsing.clock import iso
@@ -85,8 +85,10 @@ class TraceSummary:
             if first is None or order < first:
                 self._host_first[h] = order
 
-    def to_dict(self, http_records: list[dict[str, Any]]) -> dict[str, Any]:
-        """The section, with the access lines that stayed records of their own (no trace took them)."""
+    def to_dict(self, http_records: list[dict[str, Any]], shared_clients: Sequence[str] = ()) -> dict[str, Any]:
+        """The section, with the access lines that stayed records of their own (no trace took them),
+        and the clients of those attached by count (`AccessAttacher.shared_clients`: a request each,
+        no trace's client)."""
         http: Counter[str] = Counter()
         for k, n in self.http.items():
             http[str(k)] += n
@@ -98,6 +100,8 @@ class TraceSummary:
             c = r.get("client")
             if c:
                 clients[_host(c)] += 1
+        for c in shared_clients:
+            clients[_host(c)] += 1
         lat = list(self.latencies)
         p50, p95 = percentiles(lat, 50, 95)
         return {
@@ -116,7 +120,7 @@ def trace_summary(pipe: Pipeline, summary: TraceSummary | None = None) -> dict[s
         summary = TraceSummary()
         for i, t in enumerate(pipe.traces):
             summary.add(t, i)
-    return summary.to_dict(pipe.assembler.http_records)
+    return summary.to_dict(pipe.assembler.http_records, pipe.assembler.shared_clients)
 
 
 def to_json(pipe: Pipeline, summary: TraceSummary | None = None, warnings: list[str] | None = None) -> dict[str, Any]:
