@@ -130,6 +130,8 @@ class Pipeline:
                 news = self.facts.feed(ev)
                 if news is not None:
                     self.assembler.learn(ev.path, news.started, news.model)
+                    if news.started:
+                        self.engine.restarted(ev.path)
             except Exception as exc:  # noqa: BLE001
                 self.internal.record("facts", ev.path, ev.lineno, exc)
         try:

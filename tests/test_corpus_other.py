@@ -266,13 +266,15 @@ def test_llamacpp_findings_say_the_sizes_their_logs_hold():
 
 def test_llamacpp_startup_failures_name_the_file_and_what_failed():
     f = findings(scan(LLAMA / "startup-fail-not-gguf.log"))
-    assert f["gguf-invalid"]["summary"] == ("The model file `/srv/models/gguf/notgguf.gguf` is not valid GGUF: it starts with "
-                                            "`this`, not `GGUF`; a truncated download or the wrong file.")
+    assert f["gguf-invalid"]["summary"] == (
+        "A GGUF file is not valid GGUF (llama-server was loading `/srv/models/gguf/notgguf.gguf`: that file, or a --mmproj, "
+        "LoRA or draft model given with it): it starts with `this`, not `GGUF`; a truncated download or the wrong file.")
     assert f["llamacpp-model-load-failed"]["summary"] == \
         "llama-server could not load its model `/srv/models/gguf/notgguf.gguf` and exited."
     f = findings(scan(LLAMA / "startup-fail-truncated-gguf.log"))
-    assert f["gguf-invalid"]["summary"] == ("The model file `/srv/models/gguf/truncated.gguf` is not valid GGUF: llama.cpp "
-                                            "failed to read its key-value pairs; a truncated download or the wrong file.")
+    assert f["gguf-invalid"]["summary"] == (
+        "A GGUF file is not valid GGUF (llama-server was loading `/srv/models/gguf/truncated.gguf`: that file, or a --mmproj, "
+        "LoRA or draft model given with it): llama.cpp failed to read its key-value pairs; a truncated download or the wrong file.")
     # the model loaded, its --mmproj did not, and llama-server exited "due to model loading error": one finding
     # that says so, not a model-load failure with no file
     doc = scan(LLAMA / "startup-fail-bad-mmproj.log")
@@ -309,3 +311,15 @@ def test_no_finding_prints_a_placeholder(name):
     # as a whole phrase, what it does not (no summary template has a "?" of its own)
     doc = scan(CORPUS / name)
     assert not [(x["rule"], x["summary"]) for x in doc["findings"] if "?" in x["summary"]]
+
+
+def test_a_quieting_line_of_one_start_does_not_silence_the_next(tmp_path):
+    # one llama-server start fails on its --mmproj (model-load-failed is quiet after "failed to load multimodal
+    # model": the projector's finding says it), then the server is started again in the same log and fails on
+    # a model that is no GGUF. llama.cpp's times are relative, so no `within_s` ends the quiet: the new start does
+    log = tmp_path / "llama.log"
+    log.write_bytes((LLAMA / "startup-fail-bad-mmproj.log").read_bytes() + (LLAMA / "startup-fail-not-gguf.log").read_bytes())
+    f = findings(scan(log))
+    assert "mmproj-load-failed" in f
+    assert f["llamacpp-model-load-failed"]["summary"] == \
+        "llama-server could not load its model `/srv/models/gguf/notgguf.gguf` and exited."

@@ -366,3 +366,16 @@ def test_top_clients_count_the_access_lines_attached_by_count(name, lines):
     text = (VLLM / name).read_text()
     assert text.count('- "POST ') + text.count('- "GET ') == lines
     assert doc["summary"]["top_clients"] == [{"client": "127.0.0.1", "requests": lines}]
+
+
+def test_a_connection_broken_mid_request_is_upstream_closed_however_urllib3_words_it(tmp_path):
+    # urllib3's 'Connection aborted.' wraps a connection that was up and broke: the server dropped the request
+    # (RemoteDisconnected, the corpus's line) or reset it; the guide's proxy logs both as "Upstream not reachable"
+    line = (SEED / "proxy.log").read_text().splitlines()[27]
+    assert "RemoteDisconnected" in line
+    reset = line.replace("RemoteDisconnected('Remote end closed connection without response')",
+                         "ConnectionResetError(104, 'Connection reset by peer')")
+    log = tmp_path / "proxy.log"
+    log.write_text("\n".join([line, reset]) + "\n")
+    f = findings(scan(log, fmt="proxy"))
+    assert "upstream-refused" not in f and f["upstream-closed"]["count"] == 2

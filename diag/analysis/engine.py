@@ -304,6 +304,14 @@ class RuleEngine:
         self._suppress_seen = {k: v for k, v in self._suppress_seen.items() if k[0] != path}
         self._streak = {k: v for k, v in self._streak.items() if k[1] != path}
 
+    def restarted(self, path: str) -> None:
+        """The server logging to `path` started again: a quieting line (`unless_after`) from before
+        says nothing about this start. Most needed where lines have no wall-clock time (llama.cpp's
+        relative stamps): there `within_s` cannot end the quiet, and one failed --mmproj silenced
+        a later start's model-load failure for the rest of the file."""
+        if self._suppress_seen:
+            self._suppress_seen = {k: v for k, v in self._suppress_seen.items() if k[0] != path}
+
     def flush(self) -> None:
         """End of input (or shutdown): held hits with no retry after them are real."""
         while self._held:
