@@ -379,3 +379,13 @@ def test_a_connection_broken_mid_request_is_upstream_closed_however_urllib3_word
     log.write_text("\n".join([line, reset]) + "\n")
     f = findings(scan(log, fmt="proxy"))
     assert "upstream-refused" not in f and f["upstream-closed"]["count"] == 2
+
+
+def test_an_image_hosts_name_is_cut_where_its_masked_path_begins(tmp_path):
+    # vl.log's fetch failure with a URL of a host by name and no port: the scrubbed path («url-path:N-chars»)
+    # follows the host directly, and the host's capture ran into it ("from docs.bank.example«url-path;")
+    line = next(x for x in (VLLM / "vl.log").read_text().splitlines() if "HTTP fetch failed for http://127.0.0.1:9/nothing.png" in x)
+    log = tmp_path / "vllm.log"
+    log.write_text(line.replace("http://127.0.0.1:9/nothing.png", "https://docs.bank.example/kyc/a.jpg?X-Amz-Signature=x") + "\n")
+    f = findings(scan(log, fmt="vllm"))
+    assert f["image-fetch-failed"]["summary"].startswith("The server could not fetch an image from docs.bank.example; ")
