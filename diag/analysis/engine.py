@@ -301,7 +301,7 @@ class RuleEngine:
             else:
                 keep.append(item)
         self._held = keep
-        self._suppress_seen = {k: v for k, v in self._suppress_seen.items() if k[0] != path}
+        self.restarted(path)  # (its quieting lines seen go, as at a new start)
         self._streak = {k: v for k, v in self._streak.items() if k[1] != path}
 
     def restarted(self, path: str) -> None:

@@ -100,6 +100,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     unrecognised = _unrecognised(pipe.sources, matched, args.format)
     window = _window(pipe, args.since, since, args.until, until)
     warnings = [w for w in (unrecognised, window and window[1]) if w]
+    # nothing read as a server log (each file with lines unrecognised): no report to trust
+    nothing = unrecognised is not None and not any(s.recognised for s in pipe.sources if s.lines)
     for w in warnings:
         print(f"diag: {w}", file=sys.stderr)
     if store is not None:
@@ -112,9 +114,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     else:
         from diag.report.text import print_human  # (rich: only for a report people read)
 
-        print_human(pipe, console(), verbose=args.verbose, summary=summary, warnings=warnings, window=window and window[0])
-    # Nothing read as a server log (no line of a known format, no rule matched): no report to trust.
-    nothing = unrecognised and not any(s.events or s.path in matched for s in pipe.sources)
+        print_human(pipe, console(), verbose=args.verbose, summary=summary, warnings=warnings, window=window and window[0],
+                    nothing_read=nothing)
     if bad or unreadable or nothing:
         return 2
     return 1 if pipe.findings.worst() in ("error", "critical") else 0

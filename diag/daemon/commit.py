@@ -57,6 +57,7 @@ class Committer:
 
     def commit(self, meta: dict[str, Any] | None = None, block: bool = False) -> bool:
         """One transaction: changed traces, new hits, read offsets. False (and kept for later) on failure."""
+        errors = {**self.follower.errors, **self.journals.errors}  # the followed files' and journals' read errors
         if self.pending is None:
             traces = {t.id: t for t in self.pipe.drain_changed()}
             left, self.done = self.done, {}
@@ -66,7 +67,7 @@ class Committer:
             # still in flight (pushed out by newer ones, or its file gone) can never close: it stops waiting.
             closed = (t.id for t in traces.values() if t.status != "in_flight" or t.id in left)
             # held hits go with the offsets past their lines: after a crash they are restored, not lost
-            changes = self.alerts.prepare(self.hits, closed, {**self.follower.errors, **self.journals.errors})
+            changes = self.alerts.prepare(self.hits, closed, errors)
             self.pending = (list(traces.values()), self.hits, list(states.values()), self.pipe.engine.held_state(), changes,
                             self.pipe.samples)
             self.hits = []
@@ -82,7 +83,7 @@ class Committer:
             # no more finely than "when did it last commit" (`diag status`, /metrics; whether the
             # daemon runs is its pid's business): it may be up to a second older than the last commit.
             m["heartbeat"] = time.time()
-        m["errors"] = {**self.follower.errors, **self.journals.errors}
+        m["errors"] = errors
         m["journal"] = self.journals.state()  # each unit's cursor, with the traces and findings of the lines before it
         m["rule_errors"] = list(self.pipe.engine.errors)
         m["internal_errors"] = self.pipe.internal.to_dict()

@@ -15,9 +15,10 @@ _SEV_STYLE = {"critical": "bold white on red", "error": "bold red", "warning": "
 
 
 def print_human(pipe: Pipeline, console: Console, verbose: bool = False, summary: TraceSummary | None = None,
-                warnings: list[str] | None = None, window: str | None = None) -> None:
+                warnings: list[str] | None = None, window: str | None = None, nothing_read: bool = False) -> None:
     """The report; `warnings`: what the scan could not analyse (a file no line of which is a server's,
-    a --since/--until window no line is in), `window`: what the window left out (`diag.cli.scan`)."""
+    a --since/--until window no line is in), `window`: what the window left out, `nothing_read`: no
+    file with lines was recognised as a server log (`diag.cli.scan`)."""
     t = Table(title="Sources", show_edge=False, header_style="bold")
     for col in ("file", "format", "lines", "cut lines", "note"):
         t.add_column(col, overflow="fold")
@@ -34,8 +35,7 @@ def print_human(pipe: Pipeline, console: Console, verbose: bool = False, summary
         console.print()
 
     findings = pipe.findings.sorted()
-    read = [s for s in pipe.sources if s.lines]
-    if not findings and read and not any(s.recognised for s in read):
+    if not findings and nothing_read:
         console.print("[yellow]Nothing was read as a server log: no findings does not mean healthy.[/]")
     elif not findings and pipe.stats.outside and pipe.last_ts is None:
         console.print("[yellow]Nothing was read in the window: no findings does not mean healthy.[/]")
